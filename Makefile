@@ -1,0 +1,60 @@
+# Two commands set everything up on a fresh machine with Python 3.11+ and Node 20+:
+#   make demo   run the portal on embedded defaults (PostgreSQL, Redis under var/)
+#   make test   run every test against real PostgreSQL and Redis
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+UV_VERSION := 0.13.9
+VENV := .venv
+PY := $(VENV)/bin/python
+# The machine's PostgreSQL and Redis when they answer, else the embedded ones (see portal/localservices.py).
+LOCAL_SERVICES = $(shell $(PY) -m portal.localservices 2>/dev/null)
+
+.PHONY: help install demo test test-python lint bench schemathesis clean
+
+help:
+	@echo "make demo   - run the portal locally (web, worker, beat) on embedded defaults"
+	@echo "make test   - every test, lint and architecture check"
+	@echo "make lint   - ruff, mypy, import-linter, Django checks"
+	@echo "make bench  - benchmarks (tests/bench), printing their figures"
+	@echo "make schemathesis - fuzz the running API from its OpenAPI schema"
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.synced: $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen --quiet
+	@touch $@
+
+install: $(VENV)/.synced
+
+demo: install
+	$(PY) manage.py demo
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
+	env $(LOCAL_SERVICES) $(PY) manage.py check
+	env $(LOCAL_SERVICES) $(PY) manage.py makemigrations --check --dry-run
+
+test: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
+	env $(LOCAL_SERVICES) $(PY) manage.py makemigrations --check --dry-run
+	env $(LOCAL_SERVICES) $(VENV)/bin/pytest
+
+bench: install
+	env $(LOCAL_SERVICES) $(VENV)/bin/pytest tests/bench -s --no-header -q -o addopts="" -p no:cacheprovider
+
+schemathesis: install
+	env PORTAL_FUZZ_EXAMPLES=100 $(LOCAL_SERVICES) $(VENV)/bin/pytest tests/test_schemathesis.py -s
+
+clean:
+	-$(PY) manage.py embedded stop
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache
