@@ -1,0 +1,5 @@
+"""The GenAI platform portal: Django project and its domain apps."""
+
+from portal.celery import app as celery_app
+
+__all__ = ["celery_app"]

@@ -1,0 +1,1 @@
+"""Shared kernel: base models, domain errors, encryption of secrets at rest, audit log."""

@@ -1,0 +1,50 @@
+"""Encryption of secrets at rest with rotating Fernet keys (first key encrypts, every key decrypts)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from functools import lru_cache
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from django.conf import settings
+
+
+class SecretDecryptionError(Exception):
+    """A stored secret cannot be decrypted with any configured key (a key was removed too early)."""
+
+
+@lru_cache(maxsize=4)
+def _cipher(keys: tuple[str, ...], fallback_secret: str) -> MultiFernet:
+    if not keys:
+        # Development only: a key derived from SECRET_KEY. Production sets PORTAL_SECRET_KEYS.
+        derived = base64.urlsafe_b64encode(hashlib.sha256(fallback_secret.encode()).digest())
+        return MultiFernet([Fernet(derived)])
+    return MultiFernet([Fernet(key.encode()) for key in keys])
+
+
+def _current_cipher() -> MultiFernet:
+    return _cipher(tuple(settings.SECRET_ENCRYPTION_KEYS), settings.SECRET_KEY)
+
+
+def encrypt_secret(plaintext: str) -> str:
+    return _current_cipher().encrypt(plaintext.encode()).decode()
+
+
+def decrypt_secret(ciphertext: str) -> str:
+    try:
+        return _current_cipher().decrypt(ciphertext.encode()).decode()
+    except InvalidToken:
+        raise SecretDecryptionError("no configured key decrypts this secret") from None
+
+
+def reencrypt_secret(ciphertext: str) -> str:
+    """Re-encrypt under the first (newest) key, for key rotation."""
+    try:
+        return _current_cipher().rotate(ciphertext.encode()).decode()
+    except InvalidToken:
+        raise SecretDecryptionError("no configured key decrypts this secret") from None
+
+
+def generate_key() -> str:
+    return Fernet.generate_key().decode()

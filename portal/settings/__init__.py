@@ -1,0 +1,3 @@
+"""Settings package: base settings completed by environment variables (see env.py)."""
+
+from portal.settings.base import *  # noqa: F403

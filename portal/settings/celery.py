@@ -1,0 +1,33 @@
+"""Celery: broker, reliability settings and the beat schedule."""
+
+from __future__ import annotations
+
+from portal.settings.env import ENV
+from portal.settings.services import RESOLVED_BROKER_URL
+from workers.schedule import BEAT_SCHEDULE
+
+CELERY_BROKER_URL = RESOLVED_BROKER_URL
+CELERY_TASK_ALWAYS_EAGER = False
+# Reliability: a task is acknowledged only after it ran, and redelivered if its worker dies;
+# each worker takes one message at a time so a crash loses at most that one.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_ACKS_ON_FAILURE_OR_TIMEOUT = True
+CELERY_TASK_TIME_LIMIT = ENV.integer("CELERY_TASK_TIME_LIMIT", 300, minimum=10)
+CELERY_TASK_SOFT_TIME_LIMIT = ENV.integer("CELERY_TASK_SOFT_TIME_LIMIT", 240, minimum=5)
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_TRACK_STARTED = False
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    # Longer than the hard time limit, so a running late-ack task is not redelivered to a second worker.
+    "visibility_timeout": CELERY_TASK_TIME_LIMIT * 4,
+}
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+CELERY_TIMEZONE = "UTC"
+CELERY_ENABLE_UTC = True
+CELERY_BEAT_SCHEDULE = BEAT_SCHEDULE
+# Task modules are listed, not discovered, so a worker never runs with half its tasks.
+CELERY_IMPORTS = ("workers.tasks.maintenance", "workers.tasks.deployments", "workers.tasks.clusters")
