@@ -1,0 +1,1 @@
+"""DRF plumbing: authentication, permissions, error format, pagination, idempotency."""

@@ -1,0 +1,117 @@
+"""Endpoints of API access itself: personal and service tokens, and the audit log for platform admins."""
+
+from __future__ import annotations
+
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from portal.api import selectors, serializers, services
+from portal.api.authentication import acting_user, is_platform_admin
+from portal.api.models import ApiToken
+from portal.api.permissions import IsPlatformAdmin
+from portal.api.views import PortalGenericView, PortalView, validated
+from portal.core.audit import audit_event_list
+from portal.core.errors import PermissionDenied, ValidationFailed
+from portal.core.models import AuditEvent
+from portal.tenancy import services as tenancy_services
+
+
+class TokenListView(PortalGenericView):
+    queryset = ApiToken.objects.none()  # for the schema generator; views query through selectors
+    serializer_class = serializers.ApiTokenOutput
+
+    @extend_schema(
+        parameters=[OpenApiParameter("all", bool, description="Platform admins: every principal's tokens")],
+        responses=serializers.ApiTokenOutput(many=True),
+        summary="The caller's API tokens (never the secrets)",
+    )
+    def get(self, request: Request) -> Response:
+        everyone = request.query_params.get("all") in ("1", "true") and is_platform_admin(request)
+        tokens = selectors.api_token_list(principal=None if everyone else acting_user(request))
+        page = self.paginate_queryset(tokens)
+        return self.get_paginated_response(serializers.ApiTokenOutput(page, many=True).data)
+
+    @extend_schema(
+        request=serializers.ApiTokenCreateInput,
+        responses={201: serializers.ApiTokenIssuedOutput},
+        summary="Issue a token; the response is the only time the token is shown",
+    )
+    def post(self, request: Request) -> Response:
+        data = validated(serializers.ApiTokenCreateInput, request.data)
+        service_name = data.get("service_principal")
+        if service_name is not None:
+            if not is_platform_admin(request):
+                raise PermissionDenied("Only platform admins issue service tokens", code="platform_admin_required")
+            principal = tenancy_services.service_principal_get_or_create(actor=acting_user(request), name=service_name)
+        else:
+            if data["scopes"]:
+                raise ValidationFailed.for_field(
+                    "scopes", "scopes need a service_principal", code="scopes_for_services_only"
+                )
+            if acting_user(request).kind != "person":
+                raise PermissionDenied("Service principals cannot issue tokens for themselves", code="person_required")
+            principal = acting_user(request)
+        issued = services.api_token_issue(
+            actor=acting_user(request),
+            principal=principal,
+            name=data["name"],
+            scopes=data["scopes"],
+            expires_at=data["expires_at"],
+        )
+        body = serializers.ApiTokenOutput(issued.token).data | {"token": issued.plaintext}
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+class TokenDetailView(PortalView):
+    @extend_schema(responses={204: None}, summary="Revoke a token (its owner, or a platform admin)")
+    def delete(self, request: Request, token_id: int) -> Response:
+        owner = None if is_platform_admin(request) else acting_user(request)
+        services.api_token_revoke(actor=acting_user(request), token_id=token_id, principal=owner)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class AuditEventListView(PortalGenericView):
+    queryset = AuditEvent.objects.none()  # for the schema generator; views query through selectors
+    permission_classes = [IsPlatformAdmin]
+    serializer_class = serializers.AuditEventOutput
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("action", str),
+            OpenApiParameter("target_type", str),
+            OpenApiParameter("team", str),
+            OpenApiParameter("actor", str),
+            OpenApiParameter("since", str, description="ISO 8601 date-time"),
+            OpenApiParameter("until", str, description="ISO 8601 date-time"),
+        ],
+        responses=serializers.AuditEventOutput(many=True),
+        summary="The audit log (platform admins)",
+    )
+    def get(self, request: Request) -> Response:
+        params = request.query_params
+        bounds = {}
+        for name in ("since", "until"):
+            raw = params.get(name)
+            if raw:
+                try:
+                    parsed = parse_datetime(raw)
+                except ValueError:
+                    parsed = None
+                if parsed is None or parsed.tzinfo is None:
+                    raise ValidationFailed.for_field(
+                        name, "must be an ISO 8601 date-time with a time zone", code="invalid_datetime"
+                    )
+                bounds[name] = parsed
+        events = audit_event_list(
+            action=params.get("action"),
+            target_type=params.get("target_type"),
+            team_slug=params.get("team"),
+            actor_label=params.get("actor"),
+            since=bounds.get("since"),
+            until=bounds.get("until"),
+        )
+        page = self.paginate_queryset(events)
+        return self.get_paginated_response(serializers.AuditEventOutput(page, many=True).data)

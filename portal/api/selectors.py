@@ -1,0 +1,13 @@
+"""Reads of API access: tokens."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+
+from portal.api.models import ApiToken
+from portal.tenancy.models import User
+
+
+def api_token_list(*, principal: User | None) -> QuerySet[ApiToken]:
+    tokens = ApiToken.objects.select_related("principal").order_by("-created_at", "-id")
+    return tokens if principal is None else tokens.filter(principal=principal)
