@@ -1,0 +1,1 @@
+"""Teams, memberships and roles, users, quotas."""

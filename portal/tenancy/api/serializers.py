@@ -1,0 +1,129 @@
+"""Input and output shapes of the tenancy API."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from rest_framework import serializers
+
+from portal.tenancy.models import TEAM_SLUG_PATTERN, Membership, Role, Team, TeamQuota, User
+
+
+class TeamOutput(serializers.ModelSerializer):
+    class Meta:
+        model = Team
+        fields = [
+            "slug",
+            "display_name",
+            "description",
+            "backstage_group_ref",
+            "cost_center",
+            "status",
+            "created_at",
+            "updated_at",
+        ]
+
+
+class TeamCreateInput(serializers.Serializer):
+    slug = serializers.RegexField(
+        TEAM_SLUG_PATTERN,
+        max_length=40,
+        error_messages={
+            "invalid": "must be a DNS-1123 label: lowercase letters, digits and '-', at most 40 characters"
+        },
+        help_text="DNS-1123 label, at most 40 characters; immutable",
+    )
+    display_name = serializers.CharField(max_length=200)
+    description = serializers.CharField(required=False, allow_blank=True, default="", max_length=5000)
+    backstage_group_ref = serializers.CharField(
+        required=False, allow_null=True, allow_blank=True, max_length=255, default=None
+    )
+    cost_center = serializers.CharField(required=False, allow_blank=True, default="", max_length=64)
+
+
+class TeamUpdateInput(serializers.Serializer):
+    display_name = serializers.CharField(required=False, max_length=200)
+    description = serializers.CharField(required=False, allow_blank=True, max_length=5000)
+    backstage_group_ref = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=255)
+    cost_center = serializers.CharField(required=False, allow_blank=True, max_length=64)
+    status = serializers.ChoiceField(required=False, choices=Team.Status.choices, help_text="Platform admins only")
+
+
+class UserOutput(serializers.ModelSerializer):
+    ref = serializers.SerializerMethodField()
+
+    class Meta:
+        model = User
+        fields = ["ref", "username", "kind", "email", "is_staff"]
+
+    def get_ref(self, user: User) -> str:
+        return user.backstage_ref or user.username
+
+
+class MembershipOutput(serializers.ModelSerializer):
+    user = serializers.SerializerMethodField()
+    team = serializers.CharField(source="team.slug")
+
+    class Meta:
+        model = Membership
+        fields = ["team", "user", "role", "created_at"]
+
+    def get_user(self, membership: Membership) -> str:
+        return membership.user.backstage_ref or membership.user.username
+
+
+class MembershipCreateInput(serializers.Serializer):
+    user = serializers.CharField(max_length=255, help_text="Backstage user ref, e.g. user:default/jane")
+    role = serializers.ChoiceField(choices=Role.choices)
+
+
+class MembershipUpdateInput(serializers.Serializer):
+    role = serializers.ChoiceField(choices=Role.choices)
+
+
+class TeamRoleOutput(serializers.Serializer):
+    team = serializers.CharField()
+    display_name = serializers.CharField()
+    role = serializers.CharField()
+
+
+class MeOutput(serializers.Serializer):
+    user = UserOutput()
+    platform_admin = serializers.BooleanField()
+    acting_through = serializers.CharField(allow_null=True, help_text="Service principal acting on the user's behalf")
+    scopes = serializers.ListField(child=serializers.CharField())
+    teams = TeamRoleOutput(many=True)
+
+
+class QuotaOutput(serializers.ModelSerializer):
+    team = serializers.CharField(source="team.slug")
+    gpus = serializers.SerializerMethodField()
+    monthly_budget = serializers.DecimalField(max_digits=14, decimal_places=2, coerce_to_string=True)
+
+    class Meta:
+        model = TeamQuota
+        fields = [
+            "team",
+            "gpus",
+            "max_deployments",
+            "tokens_per_minute",
+            "tokens_per_day",
+            "monthly_budget",
+            "budget_policy",
+            "updated_at",
+        ]
+
+    def get_gpus(self, quota: TeamQuota) -> dict[str, int]:
+        return {limit.accelerator_type: limit.gpus for limit in quota.gpu_limits.all()}
+
+
+class QuotaUpdateInput(serializers.Serializer):
+    gpus = serializers.DictField(
+        child=serializers.IntegerField(min_value=0, max_value=100_000),
+        help_text="GPUs per accelerator type; replaces the whole map",
+    )
+    max_deployments = serializers.IntegerField(min_value=0, max_value=100_000)
+    tokens_per_minute = serializers.IntegerField(min_value=0, max_value=10**12)
+    tokens_per_day = serializers.IntegerField(min_value=0, max_value=10**15)
+    monthly_budget = serializers.DecimalField(max_digits=14, decimal_places=2, min_value=Decimal("0"))
+    budget_policy = serializers.ChoiceField(choices=TeamQuota.BudgetPolicy.choices)

@@ -1,0 +1,185 @@
+"""Tenancy endpoints: me, teams, members, quota."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from portal.api.authentication import acting_user, caller_of, is_platform_admin
+from portal.api.team_access import team_for_request
+from portal.api.views import PortalGenericView, PortalView, validated
+from portal.core.errors import PermissionDenied
+from portal.tenancy import selectors, services
+from portal.tenancy.api import serializers
+from portal.tenancy.models import Membership, Role, Team, User
+
+
+class MeView(PortalView):
+    @extend_schema(responses=serializers.MeOutput, summary="The caller, its teams and roles")
+    def get(self, request: Request) -> Response:
+        caller = caller_of(request)
+        memberships = selectors.user_memberships(user=acting_user(request))
+        body = {
+            "user": serializers.UserOutput(acting_user(request)).data,
+            "platform_admin": is_platform_admin(request),
+            "acting_through": str(caller.principal) if caller is not None and caller.on_behalf_of is not None else None,
+            "scopes": sorted(caller.scopes) if caller is not None else [],
+            "teams": [{"team": m.team.slug, "display_name": m.team.display_name, "role": m.role} for m in memberships],
+        }
+        return Response(body)
+
+
+class TeamListView(PortalGenericView):
+    queryset = Team.objects.none()  # for the schema generator; views query through selectors
+    serializer_class = serializers.TeamOutput
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("status", str, enum=Team.Status.values),
+            OpenApiParameter("search", str, description="Text in the slug or display name"),
+        ],
+        responses=serializers.TeamOutput(many=True),
+        summary="Teams the caller belongs to (platform admins: all teams)",
+    )
+    def get(self, request: Request) -> Response:
+        teams = selectors.team_list_visible(user=acting_user(request), platform_admin=is_platform_admin(request))
+        status_filter = request.query_params.get("status")
+        if status_filter:
+            teams = teams.filter(status=status_filter)
+        search = request.query_params.get("search")
+        if search:
+            teams = teams.filter(slug__icontains=search) | teams.filter(display_name__icontains=search)
+        page = self.paginate_queryset(teams.distinct().order_by("slug"))
+        return self.get_paginated_response(serializers.TeamOutput(page, many=True).data)
+
+    @extend_schema(
+        request=serializers.TeamCreateInput,
+        responses={201: serializers.TeamOutput},
+        summary="Create a team; the calling person becomes its admin",
+    )
+    def post(self, request: Request) -> Response:
+        data = validated(serializers.TeamCreateInput, request.data)
+        if settings.TEAM_CREATION == "admins" and not is_platform_admin(request):
+            raise PermissionDenied("Only platform admins create teams here", code="team_creation_restricted")
+        if acting_user(request).kind != User.Kind.PERSON and not is_platform_admin(request):
+            raise PermissionDenied(
+                "A team is created on behalf of a person: send X-Backstage-User", code="person_required"
+            )
+        team = services.team_create(actor=acting_user(request), **data)
+        return Response(
+            serializers.TeamOutput(team).data,
+            status=status.HTTP_201_CREATED,
+            headers={"Location": f"/api/v1/teams/{team.slug}"},
+        )
+
+
+class TeamDetailView(PortalView):
+    @extend_schema(responses=serializers.TeamOutput, summary="A team")
+    def get(self, request: Request, team: str) -> Response:
+        return Response(serializers.TeamOutput(team_for_request(request, team)).data)
+
+    @extend_schema(
+        request=serializers.TeamUpdateInput,
+        responses=serializers.TeamOutput,
+        summary="Change a team (team admins; status by platform admins)",
+    )
+    def patch(self, request: Request, team: str) -> Response:
+        team_object = team_for_request(request, team, required_role=Role.ADMIN)
+        data = validated(serializers.TeamUpdateInput, request.data, partial=True)
+        new_status = data.pop("status", None)
+        if new_status is not None and new_status != team_object.status and not is_platform_admin(request):
+            raise PermissionDenied("Only platform admins suspend or reactivate teams", code="platform_admin_required")
+        if data:
+            team_object = services.team_update(actor=acting_user(request), team=team_object, changes=data)
+        if new_status is not None:
+            team_object = services.team_set_status(actor=acting_user(request), team=team_object, status=new_status)
+        return Response(serializers.TeamOutput(team_object).data)
+
+
+class MemberListView(PortalGenericView):
+    queryset = Membership.objects.none()  # for the schema generator; views query through selectors
+    serializer_class = serializers.MembershipOutput
+
+    @extend_schema(responses=serializers.MembershipOutput(many=True), summary="Members of a team")
+    def get(self, request: Request, team: str) -> Response:
+        members = selectors.team_member_list(team=team_for_request(request, team))
+        role = request.query_params.get("role")
+        if role:
+            members = members.filter(role=role)
+        page = self.paginate_queryset(members)
+        return self.get_paginated_response(serializers.MembershipOutput(page, many=True).data)
+
+    @extend_schema(
+        request=serializers.MembershipCreateInput,
+        responses={201: serializers.MembershipOutput},
+        summary="Add a member (team admins)",
+    )
+    def post(self, request: Request, team: str) -> Response:
+        team_object = team_for_request(request, team, required_role=Role.ADMIN)
+        data = validated(serializers.MembershipCreateInput, request.data)
+        membership = services.membership_add(
+            actor=acting_user(request), team=team_object, user_ref=data["user"], role=data["role"]
+        )
+        return Response(serializers.MembershipOutput(membership).data, status=status.HTTP_201_CREATED)
+
+
+class MemberDetailView(PortalView):
+    @extend_schema(responses=serializers.MembershipOutput, summary="One member of a team")
+    def get(self, request: Request, team: str, user: str) -> Response:
+        membership = selectors.team_membership_get(team=team_for_request(request, team), user_ref=user)
+        return Response(serializers.MembershipOutput(membership).data)
+
+    @extend_schema(
+        request=serializers.MembershipUpdateInput,
+        responses=serializers.MembershipOutput,
+        summary="Change a member's role (team admins)",
+    )
+    def patch(self, request: Request, team: str, user: str) -> Response:
+        team_object = team_for_request(request, team, required_role=Role.ADMIN)
+        membership = selectors.team_membership_get(team=team_object, user_ref=user)
+        data = validated(serializers.MembershipUpdateInput, request.data)
+        membership = services.membership_change_role(
+            actor=acting_user(request), membership=membership, role=data["role"]
+        )
+        return Response(serializers.MembershipOutput(membership).data)
+
+    @extend_schema(responses={204: None}, summary="Remove a member (team admins)")
+    def delete(self, request: Request, team: str, user: str) -> Response:
+        team_object = team_for_request(request, team, required_role=Role.ADMIN)
+        membership = selectors.team_membership_get(team=team_object, user_ref=user)
+        services.membership_remove(actor=acting_user(request), membership=membership)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class QuotaView(PortalView):
+    @extend_schema(responses=serializers.QuotaOutput, summary="A team's quota (members read)")
+    def get(self, request: Request, team: str) -> Response:
+        quota = selectors.team_quota_get(team=team_for_request(request, team))
+        return Response(serializers.QuotaOutput(quota).data)
+
+    @extend_schema(
+        request=serializers.QuotaUpdateInput,
+        responses=serializers.QuotaOutput,
+        summary="Change a team's quota (platform admins)",
+    )
+    def patch(self, request: Request, team: str) -> Response:
+        return self._update(request, team, partial=True)
+
+    def _update(self, request: Request, team: str, *, partial: bool) -> Response:
+        team_object = team_for_request(request, team)
+        if not is_platform_admin(request):
+            raise PermissionDenied("Only platform admins change quotas", code="platform_admin_required")
+        data = validated(serializers.QuotaUpdateInput, request.data, partial=partial)
+        services.team_quota_update(actor=acting_user(request), team=team_object, changes=data)
+        return Response(serializers.QuotaOutput(selectors.team_quota_get(team=team_object)).data)
+
+    @extend_schema(
+        request=serializers.QuotaUpdateInput,
+        responses=serializers.QuotaOutput,
+        summary="Replace a team's quota (platform admins)",
+    )
+    def put(self, request: Request, team: str) -> Response:
+        return self._update(request, team, partial=False)

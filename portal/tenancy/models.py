@@ -1,0 +1,144 @@
+"""Users, teams, memberships and team quotas."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.contrib.auth.models import AbstractUser
+from django.core.validators import MinValueValidator, RegexValidator
+from django.db import models
+from django.db.models import Q
+
+from portal.core.models import TimestampedModel
+
+# DESIGN.md: a team slug is a DNS-1123 label of at most 40 characters (it becomes part of a namespace).
+TEAM_SLUG_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$"
+BACKSTAGE_USER_REF_PATTERN = (
+    r"^user:[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+BACKSTAGE_GROUP_REF_PATTERN = (
+    r"^group:[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+ACCELERATOR_TYPE_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,62}[a-z0-9])?$"
+
+
+class User(AbstractUser):
+    """A person (from Backstage or created by an admin) or a service principal (Backstage, a collector)."""
+
+    class Kind(models.TextChoices):
+        PERSON = "person", "Person"
+        SERVICE = "service", "Service principal"
+
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.PERSON)
+    backstage_ref = models.CharField(
+        max_length=255,
+        null=True,
+        blank=True,
+        unique=True,
+        validators=[RegexValidator(BACKSTAGE_USER_REF_PATTERN)],
+        help_text="The Backstage user entity ref, e.g. user:default/jane",
+    )
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(kind="person") | Q(backstage_ref__isnull=True),
+                name="service_principal_has_no_backstage_ref",
+            ),
+            models.CheckConstraint(
+                condition=Q(kind="person") | Q(is_staff=False, is_superuser=False),
+                name="service_principal_is_not_staff",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.backstage_ref or self.username
+
+
+class Team(TimestampedModel):
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        SUSPENDED = "suspended", "Suspended"
+
+    slug = models.CharField(max_length=40, unique=True, validators=[RegexValidator(TEAM_SLUG_PATTERN)])
+    display_name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    backstage_group_ref = models.CharField(
+        max_length=255, null=True, blank=True, unique=True, validators=[RegexValidator(BACKSTAGE_GROUP_REF_PATTERN)]
+    )
+    cost_center = models.CharField(max_length=64, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    members = models.ManyToManyField(User, through="Membership", related_name="teams")  # type: ignore[var-annotated]
+
+    class Meta:
+        ordering = ["slug"]
+        constraints = [
+            models.CheckConstraint(condition=Q(slug__regex=TEAM_SLUG_PATTERN), name="team_slug_is_dns_label"),
+        ]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class Role(models.TextChoices):
+    ADMIN = "admin", "Admin"
+    DEVELOPER = "developer", "Developer"
+    VIEWER = "viewer", "Viewer"
+
+
+# What each role may do includes what the roles below it may do.
+ROLE_RANK = {Role.VIEWER: 1, Role.DEVELOPER: 2, Role.ADMIN: 3}
+
+
+class Membership(TimestampedModel):
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=10, choices=Role.choices)
+
+    class Meta:
+        ordering = ["team__slug", "user__username"]
+        constraints = [
+            models.UniqueConstraint(fields=["team", "user"], name="one_membership_per_user_and_team"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.team} as {self.role}"
+
+
+class TeamQuota(TimestampedModel):
+    class BudgetPolicy(models.TextChoices):
+        ALERT = "alert", "Alert only"
+        THROTTLE = "throttle", "Throttle"
+        BLOCK = "block", "Block"
+
+    team = models.OneToOneField(Team, on_delete=models.CASCADE, related_name="quota")
+    max_deployments = models.PositiveIntegerField()
+    tokens_per_minute = models.PositiveBigIntegerField()
+    tokens_per_day = models.PositiveBigIntegerField()
+    monthly_budget = models.DecimalField(max_digits=14, decimal_places=2, validators=[MinValueValidator(Decimal("0"))])
+    budget_policy = models.CharField(max_length=10, choices=BudgetPolicy.choices)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(monthly_budget__gte=0), name="monthly_budget_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"quota of {self.team}"
+
+
+class TeamGpuQuota(models.Model):
+    """GPUs of one accelerator type a team may hold across all clusters."""
+
+    quota = models.ForeignKey(TeamQuota, on_delete=models.CASCADE, related_name="gpu_limits")
+    accelerator_type = models.CharField(max_length=64, validators=[RegexValidator(ACCELERATOR_TYPE_PATTERN)])
+    gpus = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["accelerator_type"]
+        constraints = [
+            models.UniqueConstraint(fields=["quota", "accelerator_type"], name="one_gpu_limit_per_accelerator_type"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.gpus} x {self.accelerator_type}"

@@ -1,0 +1,96 @@
+"""Reads of tenancy, scoped to what the caller may see."""
+
+from __future__ import annotations
+
+from django.db.models import Prefetch, QuerySet
+
+from portal.core.errors import NotFound
+from portal.tenancy.contracts import TeamQuotaContract
+from portal.tenancy.models import ROLE_RANK, Membership, Role, Team, TeamQuota, User
+
+
+def team_list_visible(*, user: User, platform_admin: bool) -> QuerySet[Team]:
+    """Platform admins see every team; everybody else the teams they belong to."""
+    teams = Team.objects.all()
+    if not platform_admin:
+        teams = teams.filter(memberships__user=user)
+    return teams.order_by("slug")
+
+
+def team_get_visible(*, slug: str, user: User, platform_admin: bool) -> Team:
+    """The team, or NotFound: a team the caller does not belong to does not exist for them."""
+    team = team_list_visible(user=user, platform_admin=platform_admin).filter(slug=slug).first()
+    if team is None:
+        raise NotFound(f"Team '{slug}' not found", code="team_not_found")
+    return team
+
+
+def membership_role(*, team: Team, user: User) -> str | None:
+    membership = Membership.objects.filter(team=team, user=user).only("role").first()
+    return membership.role if membership is not None else None
+
+
+def role_at_least(role: str | None, required: str) -> bool:
+    return role is not None and ROLE_RANK[Role(role)] >= ROLE_RANK[Role(required)]
+
+
+def user_memberships(*, user: User) -> QuerySet[Membership]:
+    return Membership.objects.filter(user=user).select_related("team").order_by("team__slug")
+
+
+def team_member_list(*, team: Team) -> QuerySet[Membership]:
+    return Membership.objects.filter(team=team).select_related("user").order_by("user__username")
+
+
+def team_membership_get(*, team: Team, user_ref: str) -> Membership:
+    membership = (
+        team_member_list(team=team).filter(user__backstage_ref=user_ref).first()
+        or team_member_list(team=team).filter(user__username=user_ref).first()
+    )
+    if membership is None:
+        raise NotFound(f"'{user_ref}' is not a member of team '{team.slug}'", code="member_not_found")
+    return membership
+
+
+def team_quota_get(*, team: Team) -> TeamQuota:
+    return TeamQuota.objects.prefetch_related(Prefetch("gpu_limits")).get(team=team)
+
+
+def team_quota_contract(*, team_slug: str) -> TeamQuotaContract:
+    quota = TeamQuota.objects.select_related("team").prefetch_related("gpu_limits").filter(team__slug=team_slug).first()
+    if quota is None:
+        raise NotFound(f"Team '{team_slug}' not found", code="team_not_found")
+    return TeamQuotaContract(
+        team_slug=quota.team.slug,
+        team_active=quota.team.status == Team.Status.ACTIVE,
+        max_deployments=quota.max_deployments,
+        tokens_per_minute=quota.tokens_per_minute,
+        tokens_per_day=quota.tokens_per_day,
+        monthly_budget=quota.monthly_budget,
+        budget_policy=quota.budget_policy,
+        gpus={limit.accelerator_type: limit.gpus for limit in quota.gpu_limits.all()},
+    )
+
+
+def user_get_by_reference(*, reference: str) -> User | None:
+    """A user by Backstage ref (user:default/jane) or by username."""
+    if reference.startswith("user:"):
+        return User.objects.filter(backstage_ref=reference).first()
+    return User.objects.filter(username=reference).first()
+
+
+def team_quota_lock(*, team: Team) -> TeamQuota:
+    """Lock a team's quota row for the rest of the transaction: admissions of one team are serialized,
+    so two requests that together exceed the quota cannot both pass."""
+    return TeamQuota.objects.select_for_update().get(team=team)
+
+
+def team_gpu_limit(*, quota: TeamQuota, accelerator_type: str) -> int:
+    limit = quota.gpu_limits.filter(accelerator_type=accelerator_type).first()
+    return limit.gpus if limit is not None else 0
+
+
+def team_gpu_total(*, team_slug: str) -> int:
+    """All GPUs the team may hold, across accelerator types: the cap of its namespace quota on any cluster."""
+    limits = TeamQuota.objects.filter(team__slug=team_slug).values_list("gpu_limits__gpus", flat=True)
+    return sum(limit or 0 for limit in limits)
