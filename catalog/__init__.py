@@ -1,0 +1,1 @@
+"""The model catalog: models, versions, serving profiles, effective-dated prices."""

@@ -1,0 +1,178 @@
+"""Input and output shapes of the catalog API."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from catalog.models import (
+    Capability,
+    CatalogModel,
+    Hosting,
+    Lifecycle,
+    ModelPrice,
+    ModelVersion,
+    Provider,
+    UsageType,
+    Visibility,
+)
+
+
+class HardwareOutput(serializers.Serializer):
+    gpus_per_replica = serializers.IntegerField()
+    min_gpu_memory_gb = serializers.IntegerField()
+    cpu = serializers.CharField()
+    memory = serializers.CharField()
+
+
+class ModelVersionOutput(serializers.ModelSerializer):
+    hardware = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ModelVersion
+        fields = [
+            "version",
+            "lifecycle",
+            "served_model_name",
+            "artifact_uri",
+            "revision",
+            "format",
+            "runtime",
+            "hardware",
+            "runtime_args",
+            "provider",
+            "provider_model_id",
+            "created_at",
+            "updated_at",
+        ]
+
+    @extend_schema_field(HardwareOutput(allow_null=True))
+    def get_hardware(self, version: ModelVersion) -> dict[str, object] | None:
+        if version.is_managed:
+            return None
+        return {
+            "gpus_per_replica": version.gpus_per_replica,
+            "min_gpu_memory_gb": version.min_gpu_memory_gb,
+            "cpu": version.cpu,
+            "memory": version.memory,
+        }
+
+
+class PriceOutput(serializers.ModelSerializer):
+    price_per_million = serializers.DecimalField(max_digits=18, decimal_places=6, coerce_to_string=True)
+
+    class Meta:
+        model = ModelPrice
+        fields = ["id", "usage_type", "price_per_million", "currency", "effective_from", "note"]
+
+
+class CatalogModelSummaryOutput(serializers.ModelSerializer):
+    class Meta:
+        model = CatalogModel
+        fields = [
+            "slug",
+            "display_name",
+            "publisher",
+            "description",
+            "license",
+            "capabilities",
+            "context_window",
+            "lifecycle",
+            "hosting",
+            "visibility",
+            "updated_at",
+        ]
+
+
+class CatalogModelDetailOutput(CatalogModelSummaryOutput):
+    versions = ModelVersionOutput(many=True)
+    prices = serializers.SerializerMethodField(help_text="Prices in force now, one per usage type")
+    visible_to_teams = serializers.SlugRelatedField(slug_field="slug", many=True, read_only=True)  # type: ignore[var-annotated]
+
+    class Meta(CatalogModelSummaryOutput.Meta):
+        fields = [*CatalogModelSummaryOutput.Meta.fields, "visible_to_teams", "versions", "prices"]
+
+    @extend_schema_field(PriceOutput(many=True))
+    def get_prices(self, model: CatalogModel) -> list[dict[str, object]]:
+        return list(PriceOutput(self.context["prices_in_force"], many=True).data)
+
+
+class CatalogModelCreateInput(serializers.Serializer):
+    slug = serializers.CharField(max_length=63)
+    display_name = serializers.CharField(max_length=200)
+    publisher = serializers.CharField(max_length=100)
+    description = serializers.CharField(required=False, allow_blank=True, max_length=10000, default="")
+    license = serializers.CharField(max_length=100)
+    capabilities = serializers.ListField(
+        child=serializers.ChoiceField(choices=Capability.choices), min_length=1, max_length=5
+    )
+    context_window = serializers.IntegerField(min_value=1, max_value=100_000_000)
+    lifecycle = serializers.ChoiceField(choices=Lifecycle.choices, default=Lifecycle.PREVIEW)
+    hosting = serializers.ChoiceField(choices=Hosting.choices)
+    visibility = serializers.ChoiceField(choices=Visibility.choices, default=Visibility.ALL)
+    visible_to_teams = serializers.ListField(
+        child=serializers.CharField(max_length=40), required=False, max_length=1000
+    )
+
+
+class CatalogModelUpdateInput(serializers.Serializer):
+    display_name = serializers.CharField(max_length=200, required=False)
+    publisher = serializers.CharField(max_length=100, required=False)
+    description = serializers.CharField(required=False, allow_blank=True, max_length=10000)
+    license = serializers.CharField(max_length=100, required=False)
+    capabilities = serializers.ListField(
+        child=serializers.ChoiceField(choices=Capability.choices), min_length=1, max_length=5, required=False
+    )
+    context_window = serializers.IntegerField(min_value=1, max_value=100_000_000, required=False)
+    lifecycle = serializers.ChoiceField(choices=Lifecycle.choices, required=False)
+    visibility = serializers.ChoiceField(choices=Visibility.choices, required=False)
+    visible_to_teams = serializers.ListField(
+        child=serializers.CharField(max_length=40), required=False, max_length=1000
+    )
+
+
+class ModelVersionCreateInput(serializers.Serializer):
+    version = serializers.CharField(max_length=64)
+    lifecycle = serializers.ChoiceField(choices=Lifecycle.choices, default=Lifecycle.PREVIEW)
+    served_model_name = serializers.CharField(max_length=128)
+    artifact_uri = serializers.CharField(max_length=500, required=False, default="")
+    revision = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+    format = serializers.CharField(max_length=32, required=False, allow_blank=True, default="")
+    runtime = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
+    gpus_per_replica = serializers.IntegerField(min_value=0, max_value=64, required=False, default=0)
+    min_gpu_memory_gb = serializers.IntegerField(min_value=0, max_value=1024, required=False, default=0)
+    cpu = serializers.CharField(max_length=16, required=False, allow_blank=True, default="")
+    memory = serializers.CharField(max_length=16, required=False, allow_blank=True, default="")
+    runtime_args = serializers.ListField(
+        child=serializers.CharField(max_length=500), required=False, default=list, max_length=100
+    )
+    provider = serializers.ChoiceField(choices=Provider.choices, required=False, default="")
+    provider_model_id = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+
+
+class ModelVersionUpdateInput(serializers.Serializer):
+    lifecycle = serializers.ChoiceField(choices=Lifecycle.choices, required=False)
+    served_model_name = serializers.CharField(max_length=128, required=False)
+    artifact_uri = serializers.CharField(max_length=500, required=False)
+    revision = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    format = serializers.CharField(max_length=32, required=False, allow_blank=True)
+    runtime = serializers.CharField(max_length=64, required=False, allow_blank=True)
+    gpus_per_replica = serializers.IntegerField(min_value=0, max_value=64, required=False)
+    min_gpu_memory_gb = serializers.IntegerField(min_value=0, max_value=1024, required=False)
+    cpu = serializers.CharField(max_length=16, required=False, allow_blank=True)
+    memory = serializers.CharField(max_length=16, required=False, allow_blank=True)
+    runtime_args = serializers.ListField(child=serializers.CharField(max_length=500), required=False, max_length=100)
+    provider = serializers.ChoiceField(choices=Provider.choices, required=False)
+    provider_model_id = serializers.CharField(max_length=200, required=False, allow_blank=True)
+
+
+class PriceCreateInput(serializers.Serializer):
+    usage_type = serializers.ChoiceField(choices=UsageType.choices)
+    price_per_million = serializers.DecimalField(
+        max_digits=18, decimal_places=6, min_value=Decimal("0"), max_value=Decimal("1000000")
+    )
+    currency = serializers.RegexField(r"^[A-Z]{3}$", required=False)
+    effective_from = serializers.DateTimeField()
+    note = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")

@@ -1,0 +1,42 @@
+"""What the catalog hands to other apps and workers: frozen, Django-free values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+
+@dataclass(frozen=True)
+class HardwareProfile:
+    gpus_per_replica: int
+    min_gpu_memory_gb: int
+    cpu: str
+    memory: str
+
+
+@dataclass(frozen=True)
+class ModelVersionContract:
+    model_slug: str
+    version: str
+    lifecycle: str
+    hosting: str
+    served_model_name: str
+    artifact_uri: str
+    revision: str
+    format: str
+    runtime: str
+    hardware: HardwareProfile
+    runtime_args: tuple[str, ...]
+    provider: str
+    provider_model_id: str
+
+
+@dataclass(frozen=True)
+class PriceContract:
+    price_id: int
+    model_slug: str
+    usage_type: str
+    price_per_million: Decimal
+    currency: str
+    effective_from: datetime

@@ -1,0 +1,123 @@
+"""Reads of the catalog, scoped to the models the caller's teams may see."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.contrib.postgres.search import SearchQuery, SearchVector
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from catalog.contracts import HardwareProfile, ModelVersionContract, PriceContract
+from catalog.models import CatalogModel, ModelPrice, ModelVersion, Visibility
+from portal.core.errors import NotFound
+from portal.tenancy import selectors as tenancy_selectors
+from portal.tenancy.models import User
+
+
+def catalog_model_list(
+    *,
+    user: User,
+    platform_admin: bool,
+    capability: str | None = None,
+    hosting: str | None = None,
+    lifecycle: str | None = None,
+    provider: str | None = None,
+    text: str | None = None,
+) -> QuerySet[CatalogModel]:
+    models = CatalogModel.objects.all()
+    if not platform_admin:
+        team_ids = tenancy_selectors.user_memberships(user=user).values("team_id")
+        models = models.filter(Q(visibility=Visibility.ALL) | Q(visible_to_teams__in=team_ids))
+    if capability:
+        models = models.filter(capabilities__contains=[capability])
+    if hosting:
+        models = models.filter(hosting=hosting)
+    if lifecycle:
+        models = models.filter(lifecycle=lifecycle)
+    if provider:
+        models = models.filter(versions__provider=provider)
+    if text:
+        vector = SearchVector("slug", "display_name", "publisher", "description", config="simple")
+        models = models.annotate(search=vector).filter(
+            Q(search=SearchQuery(text, config="simple", search_type="websearch"))
+            | Q(slug__icontains=text)
+            | Q(display_name__icontains=text)
+        )
+    return models.distinct().order_by("slug")
+
+
+def catalog_model_get_visible(*, slug: str, user: User, platform_admin: bool) -> CatalogModel:
+    model = (
+        catalog_model_list(user=user, platform_admin=platform_admin)
+        .filter(slug=slug)
+        .prefetch_related("versions", "visible_to_teams")
+        .first()
+    )
+    if model is None:
+        raise NotFound(f"Model '{slug}' not found in the catalog", code="model_not_found")
+    return model
+
+
+def prices_in_force(*, model: CatalogModel, at: datetime | None = None) -> list[ModelPrice]:
+    """For each usage type, the price with the latest start at or before `at` (now by default)."""
+    moment = at or timezone.now()
+    return list(
+        ModelPrice.objects.filter(model=model, effective_from__lte=moment)
+        .order_by("usage_type", "-effective_from")
+        .distinct("usage_type")
+    )
+
+
+def price_list(*, model: CatalogModel) -> QuerySet[ModelPrice]:
+    return ModelPrice.objects.filter(model=model).order_by("usage_type", "-effective_from")
+
+
+def model_version_get(*, model: CatalogModel, version: str) -> ModelVersion:
+    found = ModelVersion.objects.filter(model=model, version=version).select_related("model").first()
+    if found is None:
+        raise NotFound(f"Model '{model.slug}' has no version '{version}'", code="model_version_not_found")
+    return found
+
+
+def model_version_contract(*, model_slug: str, version: str) -> ModelVersionContract:
+    found = ModelVersion.objects.filter(model__slug=model_slug, version=version).select_related("model").first()
+    if found is None:
+        raise NotFound(f"Model '{model_slug}' has no version '{version}'", code="model_version_not_found")
+    return ModelVersionContract(
+        model_slug=found.model.slug,
+        version=found.version,
+        lifecycle=found.lifecycle,
+        hosting=found.model.hosting,
+        served_model_name=found.served_model_name,
+        artifact_uri=found.artifact_uri,
+        revision=found.revision,
+        format=found.format,
+        runtime=found.runtime,
+        hardware=HardwareProfile(
+            gpus_per_replica=found.gpus_per_replica,
+            min_gpu_memory_gb=found.min_gpu_memory_gb,
+            cpu=found.cpu,
+            memory=found.memory,
+        ),
+        runtime_args=tuple(found.runtime_args),
+        provider=found.provider,
+        provider_model_id=found.provider_model_id,
+    )
+
+
+def price_contracts_in_force(*, model_slug: str, at: datetime) -> list[PriceContract]:
+    model = CatalogModel.objects.filter(slug=model_slug).first()
+    if model is None:
+        raise NotFound(f"Model '{model_slug}' not found in the catalog", code="model_not_found")
+    return [
+        PriceContract(
+            price_id=price.pk,
+            model_slug=model_slug,
+            usage_type=price.usage_type,
+            price_per_million=price.price_per_million,
+            currency=price.currency,
+            effective_from=price.effective_from,
+        )
+        for price in prices_in_force(model=model, at=at)
+    ]
