@@ -1,0 +1,1 @@
+"""Registered GPU clusters, their gateways, accelerator pools and inventory."""

@@ -1,0 +1,103 @@
+"""Reads of clusters: lists, capacity per accelerator type, and contracts for workers."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from django.db.models import QuerySet
+
+from portal.clusters.contracts import AcceleratorPoolContract, ClusterConnection, ClusterContract
+from portal.clusters.models import AcceleratorPool, Cluster
+from portal.core.encryption import decrypt_secret
+from portal.core.errors import NotFound
+
+
+@dataclass(frozen=True)
+class PoolCapacity:
+    accelerator_type: str
+    total: int
+    allocated: int
+
+    @property
+    def free(self) -> int:
+        return max(self.total - self.allocated, 0)
+
+
+def cluster_list(*, region: str | None = None) -> QuerySet[Cluster]:
+    clusters = Cluster.objects.prefetch_related("pools").order_by("name")
+    return clusters.filter(region=region) if region else clusters
+
+
+def cluster_get(*, name: str) -> Cluster:
+    cluster = Cluster.objects.prefetch_related("pools").filter(name=name).first()
+    if cluster is None:
+        raise NotFound(f"Cluster '{name}' not found", code="cluster_not_found")
+    return cluster
+
+
+def pool_capacity(*, pool: AcceleratorPool, allocated: dict[tuple[int, str], int]) -> PoolCapacity:
+    return PoolCapacity(
+        accelerator_type=pool.accelerator_type,
+        total=pool.gpu_count,
+        allocated=allocated.get((pool.cluster_id, pool.accelerator_type), 0),
+    )
+
+
+def cluster_contract(*, cluster_id: int) -> ClusterContract:
+    cluster = Cluster.objects.filter(pk=cluster_id).first()
+    if cluster is None:
+        raise NotFound(f"Cluster {cluster_id} not found", code="cluster_not_found")
+    return ClusterContract(
+        cluster_id=cluster.pk,
+        name=cluster.name,
+        region=cluster.region,
+        gateway_namespace=cluster.gateway_namespace,
+        gateway_name=cluster.gateway_name,
+        deployment_mode=cluster.deployment_mode,
+        autoscaler_class=cluster.autoscaler_class,
+        namespace_prefix=cluster.namespace_prefix,
+        apply_gateway_bootstrap=cluster.apply_gateway_bootstrap,
+        gateway_url=cluster.gateway_url,
+    )
+
+
+def pool_contract(*, cluster_id: int, accelerator_type: str) -> AcceleratorPoolContract:
+    pool = AcceleratorPool.objects.filter(cluster_id=cluster_id, accelerator_type=accelerator_type).first()
+    if pool is None:
+        raise NotFound(f"No {accelerator_type} pool in cluster {cluster_id}", code="pool_not_found")
+    return AcceleratorPoolContract(
+        accelerator_type=pool.accelerator_type,
+        gpu_product=pool.gpu_product,
+        node_selector={str(key): str(value) for key, value in pool.node_selector.items()},
+        tolerations=tuple(pool.tolerations),
+        gpu_memory_gb=pool.gpu_memory_gb,
+    )
+
+
+def cluster_connection(*, cluster_id: int) -> ClusterConnection:
+    """Decrypt a cluster's credentials for a worker; never called on a request path."""
+    cluster = Cluster.objects.filter(pk=cluster_id).first()
+    if cluster is None:
+        raise NotFound(f"Cluster {cluster_id} not found", code="cluster_not_found")
+    plaintext = decrypt_secret(cluster.credentials_ciphertext)
+    if cluster.auth_kind == Cluster.AuthKind.KUBECONFIG:
+        return ClusterConnection(
+            cluster_id=cluster.pk,
+            name=cluster.name,
+            api_server=cluster.api_server,
+            auth_kind=cluster.auth_kind,
+            kubeconfig=plaintext,
+            token=None,
+            ca_bundle=None,
+        )
+    secret = json.loads(plaintext)
+    return ClusterConnection(
+        cluster_id=cluster.pk,
+        name=cluster.name,
+        api_server=cluster.api_server,
+        auth_kind=cluster.auth_kind,
+        kubeconfig=None,
+        token=str(secret["token"]),
+        ca_bundle=secret.get("ca_bundle"),
+    )

@@ -1,0 +1,1 @@
+"""Model deployments: desired spec, generation, observed status."""

@@ -1,0 +1,103 @@
+"""Deployments endpoints, under a team: viewers read, developers and admins deploy, change and delete."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from portal.api.authentication import acting_user, is_platform_admin
+from portal.api.team_access import team_for_request
+from portal.api.views import PortalGenericView, PortalView, validated
+from portal.deployments import selectors, services
+from portal.deployments.api import serializers
+from portal.deployments.models import Deployment, DeploymentEvent
+from portal.tenancy.models import Role
+
+
+class DeploymentListView(PortalGenericView):
+    serializer_class = serializers.DeploymentOutput
+    queryset = Deployment.objects.none()  # for the schema generator; views query through selectors
+
+    @extend_schema(responses=serializers.DeploymentOutput(many=True), summary="A team's deployments")
+    def get(self, request: Request, team: str) -> Response:
+        deployments = selectors.deployment_list(team=team_for_request(request, team))
+        phase = request.query_params.get("phase")
+        if phase:
+            deployments = deployments.filter(phase=phase)
+        page = self.paginate_queryset(deployments)
+        return self.get_paginated_response(serializers.DeploymentOutput(page, many=True).data)
+
+    @extend_schema(
+        request=serializers.DeploymentCreateInput,
+        responses={201: serializers.DeploymentOutput},
+        summary="Deploy a catalog model (developers)",
+    )
+    def post(self, request: Request, team: str) -> Response:
+        team_object = team_for_request(request, team, required_role=Role.DEVELOPER)
+        data = validated(serializers.DeploymentCreateInput, request.data)
+        result = services.deployment_create(
+            actor=acting_user(request), platform_admin=is_platform_admin(request), team=team_object, **data
+        )
+        body = dict(serializers.DeploymentOutput(result.deployment).data)
+        body["warnings"] = result.warnings
+        headers = {"Location": f"/api/v1/teams/{team_object.slug}/deployments/{result.deployment.name}"}
+        if result.warnings:
+            headers["Warning"] = "; ".join(f'299 - "{warning}"' for warning in result.warnings)
+        return Response(body, status=status.HTTP_201_CREATED, headers=headers)
+
+
+class DeploymentDetailView(PortalView):
+    @extend_schema(responses=serializers.DeploymentOutput, summary="A deployment with its observed status")
+    def get(self, request: Request, team: str, name: str) -> Response:
+        return Response(
+            serializers.DeploymentOutput(selectors.deployment_get(team=team_for_request(request, team), name=name)).data
+        )
+
+    @extend_schema(
+        request=serializers.DeploymentUpdateInput,
+        responses=serializers.DeploymentOutput,
+        summary="Change replicas, scale to zero or runtime overrides (developers)",
+    )
+    def patch(self, request: Request, team: str, name: str) -> Response:
+        team_object = team_for_request(request, team, required_role=Role.DEVELOPER)
+        deployment = selectors.deployment_get(team=team_object, name=name)
+        data = validated(serializers.DeploymentUpdateInput, request.data, partial=True)
+        updated = services.deployment_update(actor=acting_user(request), deployment=deployment, changes=data)
+        return Response(
+            serializers.DeploymentOutput(selectors.deployment_get(team=team_object, name=updated.name)).data
+        )
+
+    @extend_schema(
+        responses={202: serializers.DeploymentOutput},
+        summary="Delete: every object it owns is removed, then the row (developers)",
+    )
+    def delete(self, request: Request, team: str, name: str) -> Response:
+        team_object = team_for_request(request, team, required_role=Role.DEVELOPER)
+        deployment = selectors.deployment_get(team=team_object, name=name)
+        deleting = services.deployment_delete(actor=acting_user(request), deployment=deployment)
+        return Response(serializers.DeploymentOutput(deleting).data, status=status.HTTP_202_ACCEPTED)
+
+
+class DeploymentManifestsView(PortalView):
+    @extend_schema(
+        responses={200: {"type": "array", "items": {"type": "object"}}},
+        summary="What the portal applied for this deployment (secrets redacted)",
+    )
+    def get(self, request: Request, team: str, name: str) -> Response:
+        deployment = selectors.deployment_get(team=team_for_request(request, team), name=name)
+        return Response(deployment.applied_manifests)
+
+
+class DeploymentEventsView(PortalGenericView):
+    serializer_class = serializers.DeploymentEventOutput
+    queryset = DeploymentEvent.objects.none()  # for the schema generator
+
+    @extend_schema(
+        responses=serializers.DeploymentEventOutput(many=True), summary="State changes with reasons, newest first"
+    )
+    def get(self, request: Request, team: str, name: str) -> Response:
+        deployment = selectors.deployment_get(team=team_for_request(request, team), name=name)
+        page = self.paginate_queryset(selectors.deployment_events(deployment=deployment))
+        return self.get_paginated_response(serializers.DeploymentEventOutput(page, many=True).data)

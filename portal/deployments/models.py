@@ -1,0 +1,86 @@
+"""A team's model deployment: the desired spec (with its generation) and the status observed on the cluster."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import F, Q
+
+from portal.core.models import TimestampedModel
+
+# An InferenceService name: ^[a-z]([-a-z0-9]*[a-z0-9])?$ (KServe), short enough for "<name>-predictor".
+DEPLOYMENT_NAME_PATTERN = r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$"
+
+
+class Phase(models.TextChoices):
+    PENDING = "Pending", "Pending"
+    PROVISIONING = "Provisioning", "Provisioning"
+    READY = "Ready", "Ready"
+    DEGRADED = "Degraded", "Degraded"
+    FAILED = "Failed", "Failed"
+    DELETING = "Deleting", "Deleting"
+
+
+class Deployment(TimestampedModel):
+    team = models.ForeignKey("tenancy.Team", on_delete=models.PROTECT, related_name="deployments")
+    name = models.CharField(max_length=40, validators=[RegexValidator(DEPLOYMENT_NAME_PATTERN)])
+    model_version = models.ForeignKey("catalog.ModelVersion", on_delete=models.PROTECT, related_name="deployments")
+    cluster = models.ForeignKey("clusters.Cluster", on_delete=models.PROTECT, related_name="deployments")
+    accelerator_type = models.CharField(max_length=64)
+    served_model_name = models.CharField(max_length=128)
+    min_replicas = models.PositiveSmallIntegerField(default=1)
+    max_replicas = models.PositiveSmallIntegerField(default=1)
+    scale_to_zero = models.BooleanField(default=False)
+    gpus_per_replica = models.PositiveSmallIntegerField()
+    runtime_args = models.JSONField(default=list, blank=True, help_text="Overrides appended to the version's defaults")
+    model_cache = models.BooleanField(default=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Desired-state version: bumped by every spec change and by deletion; the reconciler records what it saw.
+    generation = models.PositiveBigIntegerField(default=1)
+    observed_generation = models.PositiveBigIntegerField(default=0)
+    phase = models.CharField(max_length=12, choices=Phase.choices, default=Phase.PENDING)
+    conditions = models.JSONField(default=list, blank=True)
+    message = models.TextField(blank=True)
+    endpoint = models.CharField(max_length=500, blank=True)
+    observed_replicas = models.PositiveSmallIntegerField(default=0)
+    deletion_requested_at = models.DateTimeField(null=True, blank=True)
+    last_reconciled_at = models.DateTimeField(null=True, blank=True)
+    # What the reconciler last applied (secrets redacted), served by `.../manifests`.
+    applied_manifests = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["team__slug", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["team", "name"], name="deployment_name_unique_per_team"),
+            models.CheckConstraint(condition=Q(min_replicas__lte=F("max_replicas")), name="min_replicas_at_most_max"),
+            models.CheckConstraint(condition=Q(max_replicas__gte=1), name="max_replicas_at_least_one"),
+            models.CheckConstraint(condition=Q(gpus_per_replica__gte=1), name="deployment_uses_gpus"),
+            models.CheckConstraint(
+                condition=Q(observed_generation__lte=F("generation")), name="observed_generation_not_ahead"
+            ),
+            models.CheckConstraint(condition=Q(phase__in=Phase.values), name="deployment_phase_known"),
+        ]
+        indexes = [models.Index(fields=["cluster", "accelerator_type"]), models.Index(fields=["phase"])]
+
+    def __str__(self) -> str:
+        return f"{self.team_id}/{self.name}"
+
+
+class DeploymentEvent(models.Model):
+    """A change of phase (or a reconcile error) with its reason, for `.../events`."""
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="events")
+    occurred_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    phase = models.CharField(max_length=12, choices=Phase.choices)
+    reason = models.CharField(max_length=100)
+    message = models.TextField(blank=True)
+    generation = models.PositiveBigIntegerField()
+
+    class Meta:
+        ordering = ["-occurred_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.phase} {self.reason}"

@@ -1,0 +1,505 @@
+"""Writes of deployments: create (placement and GPU quota admission), update, delete, and status records."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from celery import current_app
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from catalog.models import Hosting, Lifecycle, ModelVersion
+from catalog.selectors import catalog_model_list
+from portal.clusters import selectors as cluster_selectors
+from portal.clusters.models import AcceleratorPool
+from portal.core.audit import audit_record
+from portal.core.errors import Conflict, FieldProblem, ValidationFailed
+from portal.deployments.contracts import ObservedStatus
+from portal.deployments.models import DEPLOYMENT_NAME_PATTERN, Deployment, DeploymentEvent, Phase
+from portal.deployments.selectors import gpus_allocated_by_cluster_and_type, team_gpus_in_use
+from portal.tenancy import selectors as tenancy_selectors
+from portal.tenancy.models import Team, TeamQuota, User
+
+logger = logging.getLogger(__name__)
+
+RECONCILE_TASK = "deployments.reconcile"
+# Runtime flags a team may set on its deployment (vLLM engine flags through the KServe Hugging Face server);
+# anything else (model id, model dir, trust_remote_code, ports) stays under the catalog's control.
+ALLOWED_RUNTIME_FLAGS = frozenset(
+    {
+        "max_model_len",
+        "max_num_seqs",
+        "gpu_memory_utilization",
+        "dtype",
+        "enable_prefix_caching",
+        "max_num_batched_tokens",
+        "enable_chunked_prefill",
+        "kv_cache_dtype",
+        "swap_space",
+        "seed",
+    }
+)
+
+
+class QuotaExceeded(Conflict):
+    code = "gpu_quota_exceeded"
+    title = "GPU quota exceeded"
+
+
+class NoCapacity(Conflict):
+    code = "no_capacity"
+    title = "No room on the cluster"
+
+
+@dataclass
+class DeploymentResult:
+    deployment: Deployment
+    warnings: list[str] = field(default_factory=list)
+
+
+def _nudge(deployment_id: int) -> None:
+    """After commit, wake the reconciler; if the broker is down the periodic resync picks the row up."""
+
+    def send() -> None:
+        try:
+            current_app.send_task(RECONCILE_TASK, args=[deployment_id])
+        except Exception:  # the row is the outbox: a lost message costs latency, never correctness
+            logger.warning("could not enqueue %s for deployment %s", RECONCILE_TASK, deployment_id, exc_info=True)
+
+    transaction.on_commit(send)
+
+
+def _flag_name(argument: str) -> str:
+    return argument.removeprefix("--").split("=", 1)[0].replace("-", "_")
+
+
+def _validate_runtime_args(arguments: list[str]) -> list[FieldProblem]:
+    problems = []
+    for index, argument in enumerate(arguments):
+        if (
+            not isinstance(argument, str)
+            or not argument.startswith("--")
+            or _flag_name(argument) not in ALLOWED_RUNTIME_FLAGS
+        ):
+            allowed = ", ".join(f"--{name}" for name in sorted(ALLOWED_RUNTIME_FLAGS))
+            problems.append(
+                FieldProblem(f"runtime_args[{index}]", f"only these flags may be overridden: {allowed}", "not_allowed")
+            )
+    return problems
+
+
+def _snapshot(deployment: Deployment) -> dict[str, Any]:
+    return {
+        "name": deployment.name,
+        "model_version": str(deployment.model_version),
+        "cluster": deployment.cluster.name,
+        "accelerator_type": deployment.accelerator_type,
+        "served_model_name": deployment.served_model_name,
+        "min_replicas": deployment.min_replicas,
+        "max_replicas": deployment.max_replicas,
+        "scale_to_zero": deployment.scale_to_zero,
+        "gpus_per_replica": deployment.gpus_per_replica,
+        "runtime_args": list(deployment.runtime_args),
+        "model_cache": deployment.model_cache,
+        "generation": deployment.generation,
+        "phase": deployment.phase,
+    }
+
+
+def _event(deployment: Deployment, reason: str, message: str = "") -> None:
+    DeploymentEvent.objects.create(
+        deployment=deployment,
+        phase=deployment.phase,
+        reason=reason,
+        message=message[:5000],
+        generation=deployment.generation,
+    )
+
+
+def _resolve_version(
+    *, team: Team, actor: User, platform_admin: bool, model_slug: str, version: str | None
+) -> tuple[ModelVersion, list[str]]:
+    visible = catalog_model_list(user=actor, platform_admin=platform_admin).filter(slug=model_slug).first()
+    if visible is None:
+        raise ValidationFailed.for_field(
+            "model", f"no model '{model_slug}' in the catalog for team '{team.slug}'", code="unknown_model"
+        )
+    if visible.hosting != Hosting.SELF_HOSTED:
+        raise ValidationFailed.for_field(
+            "model", f"'{model_slug}' is a managed model: call it through the gateway", code="managed_model"
+        )
+    versions = ModelVersion.objects.filter(model=visible).select_related("model")
+    if version is not None:
+        found = versions.filter(version=version).first()
+        if found is None:
+            raise ValidationFailed.for_field(
+                "version", f"'{model_slug}' has no version '{version}'", code="unknown_version"
+            )
+    else:
+        found = (
+            versions.filter(lifecycle=Lifecycle.APPROVED).order_by("-created_at").first()
+            or versions.filter(lifecycle=Lifecycle.PREVIEW).order_by("-created_at").first()
+            or versions.filter(lifecycle=Lifecycle.DEPRECATED).order_by("-created_at").first()
+        )
+        if found is None:
+            raise ValidationFailed.for_field(
+                "version", f"'{model_slug}' has no deployable version (all are retired)", code="no_deployable_version"
+            )
+    if found.lifecycle == Lifecycle.RETIRED or visible.lifecycle == Lifecycle.RETIRED:
+        raise ValidationFailed.for_field(
+            "version", f"{found} is retired and cannot be deployed", code="version_retired"
+        )
+    warnings = []
+    if found.lifecycle == Lifecycle.DEPRECATED or visible.lifecycle == Lifecycle.DEPRECATED:
+        warnings.append(f"{found} is deprecated; plan a move to a newer version")
+    return found, warnings
+
+
+def _admit_gpus(
+    *, team: Team, quota: TeamQuota, accelerator_type: str, requested: int, excluding_id: int | None
+) -> None:
+    limit = tenancy_selectors.team_gpu_limit(quota=quota, accelerator_type=accelerator_type)
+    used = team_gpus_in_use(team=team, accelerator_type=accelerator_type, excluding_id=excluding_id)
+    if used + requested > limit:
+        raise QuotaExceeded(
+            f"Team '{team.slug}' may hold {limit} {accelerator_type} GPUs; it uses {used} and this needs {requested}",
+            extra={"accelerator_type": accelerator_type, "requested": requested, "used": used, "limit": limit},
+        )
+
+
+def _place(
+    *,
+    cluster_name: str | None,
+    accelerator_type: str | None,
+    region: str | None,
+    requested: int,
+    min_gpu_memory_gb: int,
+    excluding: Deployment | None = None,
+) -> AcceleratorPool:
+    """Pick the pool: the named cluster's, or the pool of that type with the most free GPUs (in the region)."""
+    pools = AcceleratorPool.objects.select_related("cluster").order_by("pk")
+    if cluster_name:
+        pools = pools.filter(cluster__name=cluster_name)
+        if not pools.exists():
+            raise ValidationFailed.for_field("cluster", f"no cluster '{cluster_name}'", code="unknown_cluster")
+    if accelerator_type:
+        pools = pools.filter(accelerator_type=accelerator_type)
+    if region:
+        pools = pools.filter(cluster__region=region)
+    candidates = list(pools.select_for_update(of=("self",)))
+    if not candidates:
+        where = f" in region '{region}'" if region else ""
+        raise NoCapacity(
+            f"No {accelerator_type or 'GPU'} pool{where}{' on ' + cluster_name if cluster_name else ''}",
+            extra={"requested": requested, "free": 0},
+        )
+    allocated = gpus_allocated_by_cluster_and_type()
+    if excluding is not None:
+        key = (excluding.cluster_id, excluding.accelerator_type)
+        allocated[key] = allocated.get(key, 0) - excluding.max_replicas * excluding.gpus_per_replica
+    fitting = [pool for pool in candidates if pool.gpu_memory_gb >= min_gpu_memory_gb]
+    if not fitting:
+        raise NoCapacity(
+            f"This model needs GPUs with at least {min_gpu_memory_gb} GB; the candidate pools have "
+            f"{', '.join(f'{p.cluster.name}/{p.accelerator_type}: {p.gpu_memory_gb} GB' for p in candidates)}",
+            code="gpu_too_small",
+            extra={"min_gpu_memory_gb": min_gpu_memory_gb},
+        )
+    capacities = [(cluster_selectors.pool_capacity(pool=pool, allocated=allocated), pool) for pool in fitting]
+    capacities.sort(key=lambda item: (-item[0].free, item[1].pk))
+    best_capacity, best = capacities[0]
+    if best_capacity.free < requested:
+        raise NoCapacity(
+            f"{requested} GPUs requested; the most room is {best_capacity.free} free of {best_capacity.total} "
+            f"{best.accelerator_type} on {best.cluster.name}",
+            extra={
+                "requested": requested,
+                "free": best_capacity.free,
+                "total": best_capacity.total,
+                "cluster": best.cluster.name,
+                "accelerator_type": best.accelerator_type,
+            },
+        )
+    return best
+
+
+@transaction.atomic
+def deployment_create(
+    *,
+    actor: User,
+    platform_admin: bool,
+    team: Team,
+    name: str,
+    model: str,
+    version: str | None = None,
+    cluster: str | None = None,
+    accelerator_type: str | None = None,
+    region: str | None = None,
+    min_replicas: int = 1,
+    max_replicas: int = 1,
+    scale_to_zero: bool = False,
+    runtime_args: list[str] | None = None,
+    model_cache: bool = False,
+    served_model_name: str | None = None,
+) -> DeploymentResult:
+    problems: list[FieldProblem] = []
+    if not re.fullmatch(DEPLOYMENT_NAME_PATTERN, name):
+        problems.append(
+            FieldProblem(
+                "name",
+                "must start with a letter, use lowercase letters, digits and '-', at most 40 characters",
+                "invalid_name",
+            )
+        )
+    if not cluster and not accelerator_type:
+        problems.append(
+            FieldProblem(
+                "accelerator_type", "name a cluster, or an accelerator type (and optionally a region)", "required"
+            )
+        )
+    if scale_to_zero:
+        min_replicas = 0
+    if max_replicas < 1 or min_replicas < 0 or min_replicas > max_replicas:
+        problems.append(FieldProblem("max_replicas", "must be at least 1 and at least min_replicas", "invalid"))
+    problems.extend(_validate_runtime_args(runtime_args or []))
+    if problems:
+        raise ValidationFailed(problems)
+    if team.status != Team.Status.ACTIVE:
+        raise Conflict(f"Team '{team.slug}' is suspended", code="team_suspended")
+    model_version, warnings = _resolve_version(
+        team=team, actor=actor, platform_admin=platform_admin, model_slug=model, version=version
+    )
+    gpus_per_replica = model_version.gpus_per_replica
+    requested = max_replicas * gpus_per_replica
+    quota = tenancy_selectors.team_quota_lock(team=team)
+    if Deployment.objects.filter(team=team, name=name).exists():
+        raise Conflict(f"Team '{team.slug}' already has a deployment '{name}'", code="deployment_exists")
+    if Deployment.objects.filter(team=team).count() >= quota.max_deployments:
+        raise QuotaExceeded(
+            f"Team '{team.slug}' may have {quota.max_deployments} deployments",
+            code="deployment_quota_exceeded",
+            extra={"limit": quota.max_deployments},
+        )
+    pool = _place(
+        cluster_name=cluster,
+        accelerator_type=accelerator_type,
+        region=region,
+        requested=requested,
+        min_gpu_memory_gb=model_version.min_gpu_memory_gb,
+    )
+    _admit_gpus(team=team, quota=quota, accelerator_type=pool.accelerator_type, requested=requested, excluding_id=None)
+    deployment = Deployment.objects.create(
+        team=team,
+        name=name,
+        model_version=model_version,
+        cluster=pool.cluster,
+        accelerator_type=pool.accelerator_type,
+        served_model_name=served_model_name or f"{team.slug}-{name}",
+        min_replicas=min_replicas,
+        max_replicas=max_replicas,
+        scale_to_zero=scale_to_zero,
+        gpus_per_replica=gpus_per_replica,
+        runtime_args=list(runtime_args or []),
+        model_cache=model_cache,
+        created_by=actor,
+    )
+    _event(deployment, "Created", f"placed on {pool.cluster.name} ({pool.accelerator_type}); " + "; ".join(warnings))
+    audit_record(
+        actor=actor,
+        action="deployment.create",
+        target_type="deployment",
+        target_id=deployment.pk,
+        target_label=f"{team.slug}/{name}",
+        team_slug=team.slug,
+        after=_snapshot(deployment),
+    )
+    _nudge(deployment.pk)
+    return DeploymentResult(deployment=deployment, warnings=warnings)
+
+
+_UPDATABLE = ("min_replicas", "max_replicas", "scale_to_zero", "runtime_args")
+
+
+@transaction.atomic
+def deployment_update(*, actor: User, deployment: Deployment, changes: dict[str, Any]) -> Deployment:
+    unknown = sorted(set(changes) - set(_UPDATABLE))
+    if unknown:
+        raise ValidationFailed(
+            [FieldProblem(name, "cannot be changed; create a new deployment", "read_only") for name in unknown]
+        )
+    quota = tenancy_selectors.team_quota_lock(team=deployment.team)
+    current = (
+        Deployment.objects.select_for_update().select_related("cluster", "model_version", "team").get(pk=deployment.pk)
+    )
+    if current.phase == Phase.DELETING:
+        raise Conflict(f"Deployment '{current.name}' is being deleted", code="deployment_deleting")
+    before = _snapshot(current)
+    desired = {name: changes.get(name, getattr(current, name)) for name in _UPDATABLE}
+    if desired["scale_to_zero"]:
+        desired["min_replicas"] = 0
+    elif "scale_to_zero" in changes and not changes["scale_to_zero"] and "min_replicas" not in changes:
+        desired["min_replicas"] = max(current.min_replicas, 1)
+    problems = _validate_runtime_args(desired["runtime_args"])
+    if desired["max_replicas"] < 1 or desired["min_replicas"] > desired["max_replicas"]:
+        problems.append(FieldProblem("max_replicas", "must be at least 1 and at least min_replicas", "invalid"))
+    if problems:
+        raise ValidationFailed(problems)
+    if desired["max_replicas"] > current.max_replicas:
+        requested = desired["max_replicas"] * current.gpus_per_replica
+        _admit_gpus(
+            team=current.team,
+            quota=quota,
+            accelerator_type=current.accelerator_type,
+            requested=requested,
+            excluding_id=current.pk,
+        )
+        _place(
+            cluster_name=current.cluster.name,
+            accelerator_type=current.accelerator_type,
+            region=None,
+            requested=requested,
+            min_gpu_memory_gb=0,
+            excluding=current,
+        )
+    for name, value in desired.items():
+        setattr(current, name, value)
+    after = _snapshot(current)
+    if after == before:
+        return current
+    current.generation = F("generation") + 1
+    current.save()
+    current.refresh_from_db()
+    _event(
+        current,
+        "SpecChanged",
+        ", ".join(f"{k}: {before[k]} -> {after[k]}" for k in _UPDATABLE if before[k] != after[k]),
+    )
+    audit_record(
+        actor=actor,
+        action="deployment.update",
+        target_type="deployment",
+        target_id=current.pk,
+        target_label=f"{current.team.slug}/{current.name}",
+        team_slug=current.team.slug,
+        before=before,
+        after=_snapshot(current),
+    )
+    _nudge(current.pk)
+    return current
+
+
+@transaction.atomic
+def deployment_delete(*, actor: User, deployment: Deployment) -> Deployment:
+    """Mark for deletion; the reconciler removes every owned object, then finalizes (deletes) the row."""
+    current = (
+        Deployment.objects.select_for_update().select_related("team", "cluster", "model_version").get(pk=deployment.pk)
+    )
+    if current.phase == Phase.DELETING:
+        return current
+    before = _snapshot(current)
+    current.phase = Phase.DELETING
+    current.deletion_requested_at = timezone.now()
+    current.generation = F("generation") + 1
+    current.save()
+    current.refresh_from_db()
+    _event(current, "DeletionRequested", f"by {actor}")
+    audit_record(
+        actor=actor,
+        action="deployment.delete",
+        target_type="deployment",
+        target_id=current.pk,
+        target_label=f"{current.team.slug}/{current.name}",
+        team_slug=current.team.slug,
+        before=before,
+        after=_snapshot(current),
+    )
+    _nudge(current.pk)
+    return current
+
+
+@transaction.atomic
+def deployment_finalize(*, deployment_id: int, generation: int) -> bool:
+    """Called by the reconciler once every owned object is gone: the row (and its GPUs) is released."""
+    current = Deployment.objects.select_for_update().select_related("team").filter(pk=deployment_id).first()
+    if current is None:
+        return True
+    if current.phase != Phase.DELETING or current.generation != generation:
+        return False
+    audit_record(
+        actor=None,
+        action="deployment.finalize",
+        target_type="deployment",
+        target_id=current.pk,
+        target_label=f"{current.team.slug}/{current.name}",
+        team_slug=current.team.slug,
+        before=_snapshot(current),
+    )
+    current.delete()
+    return True
+
+
+def deployment_status_record(
+    *,
+    deployment_id: int,
+    generation: int,
+    status: ObservedStatus,
+    reconciled_at: datetime,
+    applied_manifests: list[dict[str, Any]] | None = None,
+) -> bool:
+    """Record what the reconciler observed, only if the spec it worked from is still current and something changed."""
+    with transaction.atomic():
+        current = Deployment.objects.select_for_update().filter(pk=deployment_id).first()
+        if current is None or current.generation != generation:
+            return False
+        new_values = {
+            "phase": status.phase if current.phase != Phase.DELETING else Phase.DELETING,
+            "conditions": [dict(condition) for condition in status.conditions],
+            "message": status.message,
+            "endpoint": status.endpoint,
+            "observed_replicas": status.observed_replicas,
+            "observed_generation": generation,
+        }
+        if applied_manifests is not None:
+            new_values["applied_manifests"] = applied_manifests
+        changed = {name: value for name, value in new_values.items() if getattr(current, name) != value}
+        if not changed:
+            return False
+        phase_changed = "phase" in changed
+        for name, value in changed.items():
+            setattr(current, name, value)
+        current.last_reconciled_at = reconciled_at
+        current.save(update_fields=[*changed, "last_reconciled_at", "updated_at"])
+        if phase_changed:
+            _event(current, current.phase, status.message)
+        return True
+
+
+def deployment_failure_record(*, deployment_id: int, generation: int, reason: str, message: str) -> None:
+    """A terminal error from the API server: Failed with its message (guarded by generation)."""
+    with transaction.atomic():
+        current = Deployment.objects.select_for_update().filter(pk=deployment_id).first()
+        if current is None or current.generation != generation or current.phase == Phase.DELETING:
+            return
+        if current.phase == Phase.FAILED and current.message == message and current.observed_generation == generation:
+            return
+        current.phase = Phase.FAILED
+        current.message = message
+        current.observed_generation = generation
+        current.last_reconciled_at = timezone.now()
+        current.save(update_fields=["phase", "message", "observed_generation", "last_reconciled_at", "updated_at"])
+        _event(current, reason, message)
+
+
+def deployment_events_trim(*, deployment_id: int, keep: int = 200) -> None:
+    ids = list(
+        DeploymentEvent.objects.filter(deployment_id=deployment_id)
+        .order_by("-occurred_at", "-id")
+        .values_list("pk", flat=True)[keep:]
+    )
+    if ids:
+        DeploymentEvent.objects.filter(pk__in=ids).delete()
