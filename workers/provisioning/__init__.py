@@ -1,0 +1,1 @@
+"""Reconcilers, status derivation, and the pure manifest builders."""

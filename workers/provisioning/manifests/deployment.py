@@ -1,0 +1,267 @@
+"""Everything one self-hosted deployment needs on its cluster, in apply order.
+
+Facts from shared/reference/serving-and-gateway.md: the deployment mode annotation is always explicit
+(section 2.1: without it KServe applies Knative rules); Standard+HPA floors minReplicas at 1, so scale to
+zero needs KEDA (Standard) or Knative; KEDA forbids scaleMetric; the Hugging Face runtime serves OpenAI
+under /openai/v1 at <isvc>-predictor.<ns>.svc.cluster.local:80; an AIServiceBackend must point at an Envoy
+Gateway Backend, never a Service (section 3.2); model routing matches the x-ai-eg-model header (3.1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from portal.deployments.contracts import DeploymentSpec
+from workers.provisioning.manifests.labels import (
+    CLIENT_ID_HEADER,
+    MODEL_HEADER,
+    deployment_labels,
+    team_labels,
+    team_namespace,
+)
+
+Manifest = dict[str, Any]
+ISVC_API_VERSION = "serving.kserve.io/v1beta1"
+CACHE_API_VERSION = "serving.kserve.io/v1alpha1"
+EG_API_VERSION = "gateway.envoyproxy.io/v1alpha1"
+AIGW_API_VERSION = "aigateway.envoyproxy.io/v1beta1"
+GPU_RESOURCE = "nvidia.com/gpu"
+REQUEST_TIMEOUT = "300s"
+TOKEN_COSTS = (
+    ("llm_input_token", "InputToken"),
+    ("llm_cached_input_token", "CachedInputToken"),
+    ("llm_output_token", "OutputToken"),
+    ("llm_total_token", "TotalToken"),
+)
+
+
+def gateway_object_name(spec: DeploymentSpec) -> str:
+    """Name of the deployment's objects in the gateway namespace: unique across teams, a DNS label."""
+    name = f"{spec.team_slug}-{spec.name}"
+    if len(name) <= 63:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[:54]}-{digest}"
+
+
+def namespace_of(spec: DeploymentSpec) -> str:
+    return team_namespace(spec.cluster.namespace_prefix, spec.team_slug)
+
+
+def predictor_host(spec: DeploymentSpec) -> str:
+    return f"{spec.name}-predictor.{namespace_of(spec)}.svc.cluster.local"
+
+
+def cache_name(spec: DeploymentSpec) -> str:
+    digest = hashlib.sha256(f"{spec.model.artifact_uri}@{spec.model.revision}".encode()).hexdigest()[:10]
+    return f"{spec.model.model_slug[:40]}-{digest}"
+
+
+def build_namespace(spec: DeploymentSpec) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": namespace_of(spec), "labels": team_labels(spec.team_slug)},
+    }
+
+
+def build_gpu_quota(spec: DeploymentSpec, team_gpu_limit: int) -> Manifest:
+    """Caps the team's GPU requests in its namespace on this cluster at the team's GPU quota."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {
+            "name": "genai-portal-gpus",
+            "namespace": namespace_of(spec),
+            "labels": team_labels(spec.team_slug),
+        },
+        "spec": {"hard": {f"requests.{GPU_RESOURCE}": str(team_gpu_limit)}},
+    }
+
+
+def _runtime_args(spec: DeploymentSpec) -> list[str]:
+    overridden = {argument.split("=", 1)[0].lstrip("-").replace("-", "_") for argument in spec.runtime_args}
+    defaults = [
+        argument
+        for argument in spec.model.runtime_args
+        if argument.split("=", 1)[0].lstrip("-").replace("-", "_") not in overridden
+    ]
+    args = [f"--model_name={spec.served_model_name}"]
+    if spec.model.revision and spec.model.revision != "main":
+        args.append(f"--model_revision={spec.model.revision}")
+    return [*args, *defaults, *spec.runtime_args]
+
+
+def _scaling(spec: DeploymentSpec) -> tuple[dict[str, str], dict[str, Any]]:
+    """Annotations and predictor fields for replicas and autoscaling that are valid for the cluster's mode."""
+    mode = spec.cluster.deployment_mode
+    annotations = {"serving.kserve.io/deploymentMode": mode}
+    min_replicas = 0 if spec.scale_to_zero else max(spec.min_replicas, 1 if mode == "Standard" else 0)
+    predictor: dict[str, Any] = {"maxReplicas": spec.max_replicas}
+    if mode == "Knative":
+        predictor.update({"minReplicas": min_replicas, "scaleMetric": "concurrency", "scaleTarget": 8, "timeout": 600})
+        return annotations, predictor
+    autoscaler = spec.cluster.autoscaler_class
+    if spec.scale_to_zero and autoscaler == "hpa":
+        # Standard+HPA silently floors minReplicas at 1: scale to zero needs KEDA here.
+        autoscaler = "keda"
+    annotations["serving.kserve.io/autoscalerClass"] = autoscaler
+    predictor["minReplicas"] = min_replicas
+    if autoscaler == "keda":
+        predictor["autoScaling"] = {
+            "metrics": [
+                {
+                    "type": "External",
+                    "external": {
+                        "metric": {
+                            "backend": "prometheus",
+                            "serverAddress": "http://prometheus.monitoring.svc:9090",
+                            "query": f'sum(vllm:num_requests_waiting{{namespace="{namespace_of(spec)}",model_name="{spec.served_model_name}"}})',
+                        },
+                        "target": {"type": "Value", "value": "4"},
+                    },
+                }
+            ]
+        }
+    elif autoscaler == "hpa":
+        predictor.update({"scaleMetric": "cpu", "scaleTarget": 80})
+    return annotations, predictor
+
+
+def build_inference_service(spec: DeploymentSpec) -> Manifest:
+    annotations, scaling = _scaling(spec)
+    gpus = str(spec.gpus_per_replica)
+    requests: dict[str, str] = {GPU_RESOURCE: gpus}
+    limits: dict[str, str] = {GPU_RESOURCE: gpus}
+    if spec.model.hardware.cpu:
+        requests["cpu"] = spec.model.hardware.cpu
+    if spec.model.hardware.memory:
+        requests["memory"] = spec.model.hardware.memory
+        limits["memory"] = spec.model.hardware.memory
+    model: dict[str, Any] = {
+        "modelFormat": {"name": spec.model.format or "huggingface"},
+        "storageUri": spec.model.artifact_uri,
+        "args": _runtime_args(spec),
+        "resources": {"requests": requests, "limits": limits},
+    }
+    if spec.model.runtime:
+        model["runtime"] = spec.model.runtime
+    predictor: dict[str, Any] = {**scaling, "model": model}
+    if spec.pool.node_selector:
+        predictor["nodeSelector"] = dict(sorted(spec.pool.node_selector.items()))
+    if spec.pool.tolerations:
+        predictor["tolerations"] = [dict(toleration) for toleration in spec.pool.tolerations]
+    if not spec.model_cache:
+        annotations["serving.kserve.io/disable-localmodel"] = "true"
+    return {
+        "apiVersion": ISVC_API_VERSION,
+        "kind": "InferenceService",
+        "metadata": {
+            "name": spec.name,
+            "namespace": namespace_of(spec),
+            "labels": deployment_labels(spec.team_slug, spec.name, spec.deployment_id),
+            "annotations": annotations,
+        },
+        "spec": {"predictor": predictor},
+    }
+
+
+def build_local_model_cache(spec: DeploymentSpec, model_size: str, node_group: str) -> Manifest:
+    """A cluster-wide cache of the model artifact; the ISVC uses it because storageUri equals sourceModelUri."""
+    return {
+        "apiVersion": CACHE_API_VERSION,
+        "kind": "LocalModelCache",
+        "metadata": {"name": cache_name(spec), "labels": team_labels(spec.team_slug)},
+        "spec": {"sourceModelUri": spec.model.artifact_uri, "modelSize": model_size, "nodeGroups": [node_group]},
+    }
+
+
+def build_backend(spec: DeploymentSpec) -> Manifest:
+    return {
+        "apiVersion": EG_API_VERSION,
+        "kind": "Backend",
+        "metadata": {
+            "name": gateway_object_name(spec),
+            "namespace": spec.cluster.gateway_namespace,
+            "labels": deployment_labels(spec.team_slug, spec.name, spec.deployment_id),
+        },
+        "spec": {"endpoints": [{"fqdn": {"hostname": predictor_host(spec), "port": 80}}]},
+    }
+
+
+def build_ai_service_backend(spec: DeploymentSpec) -> Manifest:
+    return {
+        "apiVersion": AIGW_API_VERSION,
+        "kind": "AIServiceBackend",
+        "metadata": {
+            "name": gateway_object_name(spec),
+            "namespace": spec.cluster.gateway_namespace,
+            "labels": deployment_labels(spec.team_slug, spec.name, spec.deployment_id),
+        },
+        "spec": {
+            "schema": {"name": "OpenAI", "prefix": "/openai/v1"},
+            "backendRef": {"group": "gateway.envoyproxy.io", "kind": "Backend", "name": gateway_object_name(spec)},
+        },
+    }
+
+
+def team_client_id_pattern(team_slug: str) -> str:
+    """Client ids forwarded by the gateway's apiKeyAuth are '<team>.<credential>'; team slugs have no dots."""
+    return f"^{team_slug}\\..+$"
+
+
+def build_route(spec: DeploymentSpec) -> Manifest:
+    """One AIGatewayRoute per deployment: its served model name, for the team's credentials only."""
+    name = gateway_object_name(spec)
+    return {
+        "apiVersion": AIGW_API_VERSION,
+        "kind": "AIGatewayRoute",
+        "metadata": {
+            "name": name,
+            "namespace": spec.cluster.gateway_namespace,
+            "labels": deployment_labels(spec.team_slug, spec.name, spec.deployment_id),
+        },
+        "spec": {
+            "parentRefs": [
+                {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": spec.cluster.gateway_name}
+            ],
+            "rules": [
+                {
+                    "name": spec.name,
+                    "matches": [
+                        {
+                            "headers": [
+                                {"type": "Exact", "name": MODEL_HEADER, "value": spec.served_model_name},
+                                {
+                                    "type": "RegularExpression",
+                                    "name": CLIENT_ID_HEADER,
+                                    "value": team_client_id_pattern(spec.team_slug),
+                                },
+                            ]
+                        }
+                    ],
+                    "backendRefs": [{"name": name, "weight": 1, "modelNameOverride": spec.served_model_name}],
+                    "timeouts": {"request": REQUEST_TIMEOUT},
+                    "modelsOwnedBy": spec.team_slug,
+                }
+            ],
+            "llmRequestCosts": [{"metadataKey": key, "type": kind} for key, kind in TOKEN_COSTS],
+        },
+    }
+
+
+def build_team_objects(spec: DeploymentSpec, team_gpu_limit: int) -> list[Manifest]:
+    """Shared by every deployment of the team on this cluster: never pruned with one deployment."""
+    return [build_namespace(spec), build_gpu_quota(spec, team_gpu_limit)]
+
+
+def build_deployment_objects(spec: DeploymentSpec, *, model_size: str = "", node_group: str = "") -> list[Manifest]:
+    """The objects one deployment owns, in apply order (serving first, then the gateway's view of it)."""
+    objects: list[Manifest] = []
+    if spec.model_cache and model_size and node_group:
+        objects.append(build_local_model_cache(spec, model_size, node_group))
+    objects.extend(
+        [build_inference_service(spec), build_backend(spec), build_ai_service_backend(spec), build_route(spec)]
+    )
+    return objects

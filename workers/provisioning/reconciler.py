@@ -1,0 +1,208 @@
+"""The deployment reconciler: level-triggered, idempotent, keyed by id.
+
+One pass: take the deployment's lock, load its frozen spec, build the desired objects (pure), apply only
+those whose rendered content changed (a content hash annotation makes an unchanged deployment cost reads,
+never writes), prune owned objects no longer desired, read status back and record it guarded by generation.
+A deployment marked for deletion has every owned object removed before its row is finalized.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.utils import timezone
+
+from portal.clusters import selectors as cluster_selectors
+from portal.deployments import selectors as deployment_selectors
+from portal.deployments import services as deployment_services
+from portal.deployments.contracts import DeploymentSpec
+from portal.tenancy import selectors as tenancy_selectors
+from workers.kube.client import Cluster, connect
+from workers.kube.errors import TerminalClusterError
+from workers.provisioning.manifests.deployment import (
+    ISVC_API_VERSION,
+    build_deployment_objects,
+    build_team_objects,
+    namespace_of,
+)
+from workers.provisioning.manifests.labels import deployment_selector
+from workers.provisioning.status import derive_status
+
+logger = logging.getLogger(__name__)
+
+HASH_ANNOTATION = "portal.genai.io/content-hash"
+LOCK_SECONDS = 300
+# Kinds a deployment can own, where to look for them (deployment namespace, gateway namespace, cluster).
+OWNED_KINDS = (
+    (ISVC_API_VERSION, "InferenceService", "team"),
+    ("gateway.envoyproxy.io/v1alpha1", "Backend", "gateway"),
+    ("aigateway.envoyproxy.io/v1beta1", "AIServiceBackend", "gateway"),
+    ("aigateway.envoyproxy.io/v1beta1", "AIGatewayRoute", "gateway"),
+)
+
+
+class DeploymentBusy(Exception):
+    """Another worker holds this deployment's lock; the task retries shortly."""
+
+
+@dataclass(frozen=True)
+class ReconcileResult:
+    deployment_id: int
+    outcome: str  # "applied", "unchanged", "deleted", "deleting", "gone", "stale"
+    writes: int
+    phase: str = ""
+
+
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(settings.RESOLVED_REDIS_URL)
+
+
+@contextmanager
+def deployment_lock(deployment_id: int) -> Iterator[None]:
+    lock = _redis().lock(f"portal:lock:deployment:{deployment_id}", timeout=LOCK_SECONDS, blocking=False)
+    if not lock.acquire(blocking=False):
+        raise DeploymentBusy(f"deployment {deployment_id} is being reconciled elsewhere")
+    try:
+        yield
+    finally:
+        try:
+            lock.release()
+        except redis.exceptions.LockError:
+            logger.warning("lock of deployment %s expired before release", deployment_id)
+
+
+def content_hash(manifest: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:32]
+
+
+def with_hash(manifest: dict[str, Any]) -> dict[str, Any]:
+    stamped = copy.deepcopy(manifest)
+    annotations = stamped["metadata"].setdefault("annotations", {})
+    annotations[HASH_ANNOTATION] = content_hash(manifest)
+    return stamped
+
+
+def _live_hash(live: dict[str, Any] | None) -> str | None:
+    if live is None:
+        return None
+    return str(((live.get("metadata") or {}).get("annotations") or {}).get(HASH_ANNOTATION) or "") or None
+
+
+def _converge(cluster: Cluster, manifests: list[dict[str, Any]]) -> tuple[int, dict[tuple[str, str], dict[str, Any]]]:
+    """Apply each manifest whose live copy is missing or carries another content hash; returns (writes, live)."""
+    writes = 0
+    live_objects: dict[tuple[str, str], dict[str, Any]] = {}
+    for manifest in manifests:
+        stamped = with_hash(manifest)
+        metadata = manifest["metadata"]
+        live = cluster.get(manifest["apiVersion"], manifest["kind"], metadata["name"], metadata.get("namespace"))
+        if _live_hash(live) != stamped["metadata"]["annotations"][HASH_ANNOTATION]:
+            live = cluster.apply(stamped)
+            writes += 1
+        live_objects[(manifest["kind"], metadata["name"])] = live or {}
+    return writes, live_objects
+
+
+def _owned(cluster: Cluster, spec: DeploymentSpec) -> list[dict[str, Any]]:
+    selector = deployment_selector(spec.deployment_id)
+    found: list[dict[str, Any]] = []
+    for api_version, kind, where in OWNED_KINDS:
+        namespace = namespace_of(spec) if where == "team" else spec.cluster.gateway_namespace
+        found.extend(cluster.list(api_version, kind, label_selector=selector, namespace=namespace))
+    return found
+
+
+def _prune(cluster: Cluster, spec: DeploymentSpec, desired: list[dict[str, Any]]) -> int:
+    wanted = {(item["kind"], item["metadata"]["name"]) for item in desired}
+    deletes = 0
+    for live in _owned(cluster, spec):
+        key = (live["kind"], live["metadata"]["name"])
+        if key not in wanted and cluster.delete(
+            live["apiVersion"], live["kind"], live["metadata"]["name"], live["metadata"].get("namespace")
+        ):
+            deletes += 1
+    return deletes
+
+
+def _endpoint_base(spec: DeploymentSpec, isvc: dict[str, Any]) -> str:
+    if spec.cluster.gateway_url:
+        return spec.cluster.gateway_url
+    url = str(((isvc.get("status") or {}).get("url")) or "")
+    return f"{url.rstrip('/')}/openai" if url else ""
+
+
+def redacted(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What `.../manifests` shows: Secret values replaced, everything else as applied."""
+    shown = []
+    for manifest in manifests:
+        copied = copy.deepcopy(manifest)
+        if copied.get("kind") == "Secret":
+            for field in ("data", "stringData"):
+                if field in copied:
+                    copied[field] = dict.fromkeys(copied[field], "[redacted]")
+        shown.append(copied)
+    return shown
+
+
+def reconcile_deployment(deployment_id: int) -> ReconcileResult:
+    with deployment_lock(deployment_id):
+        spec = deployment_selectors.deployment_spec(deployment_id=deployment_id)
+        if spec is None:
+            return ReconcileResult(deployment_id, "gone", 0)
+        cluster = connect(cluster_selectors.cluster_connection(cluster_id=spec.cluster.cluster_id))
+        if spec.deleting:
+            return _delete(cluster, spec)
+        desired = build_deployment_objects(spec)
+        team_limit = tenancy_selectors.team_gpu_total(team_slug=spec.team_slug)
+        try:
+            team_writes, _ = _converge(cluster, build_team_objects(spec, team_limit))
+            writes, live = _converge(cluster, desired)
+        except TerminalClusterError as error:
+            deployment_services.deployment_failure_record(
+                deployment_id=spec.deployment_id,
+                generation=spec.generation,
+                reason=error.reason or "Invalid",
+                message=f"the cluster refused the deployment: {error.message}",
+            )
+            return ReconcileResult(deployment_id, "failed", 0, "Failed")
+        writes += team_writes + _prune(cluster, spec, desired)
+        isvc = live.get(("InferenceService", spec.name)) or {}
+        route = next((item for (kind, _), item in live.items() if kind == "AIGatewayRoute"), None)
+        status = derive_status(
+            inference_service=isvc or None,
+            route=route,
+            endpoint_base=_endpoint_base(spec, isvc),
+            served_model_name=spec.served_model_name,
+        )
+        deployment_services.deployment_status_record(
+            deployment_id=spec.deployment_id,
+            generation=spec.generation,
+            status=status,
+            reconciled_at=timezone.now(),
+            applied_manifests=redacted([with_hash(item) for item in desired]),
+        )
+        return ReconcileResult(deployment_id, "applied" if writes else "unchanged", writes, status.phase)
+
+
+def _delete(cluster: Cluster, spec: DeploymentSpec) -> ReconcileResult:
+    """Delete every owned object; finalize the row only once none is left (the next pass checks again)."""
+    remaining = _owned(cluster, spec)
+    deletes = 0
+    for live in remaining:
+        if cluster.delete(
+            live["apiVersion"], live["kind"], live["metadata"]["name"], live["metadata"].get("namespace")
+        ):
+            deletes += 1
+    if remaining and _owned(cluster, spec):
+        return ReconcileResult(spec.deployment_id, "deleting", deletes, "Deleting")
+    deployment_services.deployment_finalize(deployment_id=spec.deployment_id, generation=spec.generation)
+    return ReconcileResult(spec.deployment_id, "deleted", deletes, "Deleting")

@@ -1,0 +1,1 @@
+"""Thin task entry points: ids in, services or reconcilers called."""
