@@ -39,6 +39,7 @@ class Cluster:
         self.api_client = api_client
         self.name = name
         self.requests: Counter[str] = Counter()
+        self.timeout: tuple[float, float] | None = None  # (connect, read); None: REQUEST_TIMEOUT
 
     def _call(
         self,
@@ -57,7 +58,7 @@ class Cluster:
         self.requests[method] += 1
         try:
             response = self.api_client.rest_client.request(  # type: ignore[no-untyped-call]
-                method, url, headers=headers, body=body, _request_timeout=REQUEST_TIMEOUT
+                method, url, headers=headers, body=body, _request_timeout=self.timeout or REQUEST_TIMEOUT
             )
             response.read()
         except ApiException as error:

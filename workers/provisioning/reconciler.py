@@ -29,6 +29,7 @@ from portal.tenancy import selectors as tenancy_selectors
 from workers.kube.client import Cluster, connect
 from workers.kube.errors import TerminalClusterError
 from workers.provisioning.manifests.deployment import (
+    CACHE_API_VERSION,
     ISVC_API_VERSION,
     build_deployment_objects,
     build_team_objects,
@@ -40,9 +41,11 @@ from workers.provisioning.status import derive_status
 logger = logging.getLogger(__name__)
 
 HASH_ANNOTATION = "portal.genai.io/content-hash"
+PREDICTOR_POD_LABEL = "serving.kserve.io/inferenceservice"
 LOCK_SECONDS = 300
-# Kinds a deployment can own, where to look for them (deployment namespace, gateway namespace, cluster).
+# Kinds a deployment can own, where to look for them (team namespace, gateway namespace, cluster-scoped).
 OWNED_KINDS = (
+    (CACHE_API_VERSION, "LocalModelCache", "cluster"),
     (ISVC_API_VERSION, "InferenceService", "team"),
     ("gateway.envoyproxy.io/v1alpha1", "Backend", "gateway"),
     ("aigateway.envoyproxy.io/v1beta1", "AIServiceBackend", "gateway"),
@@ -116,7 +119,7 @@ def _owned(cluster: Cluster, spec: DeploymentSpec) -> list[dict[str, Any]]:
     selector = deployment_selector(spec.deployment_id)
     found: list[dict[str, Any]] = []
     for api_version, kind, where in OWNED_KINDS:
-        namespace = namespace_of(spec) if where == "team" else spec.cluster.gateway_namespace
+        namespace = {"team": namespace_of(spec), "gateway": spec.cluster.gateway_namespace}.get(where)
         found.extend(cluster.list(api_version, kind, label_selector=selector, namespace=namespace))
     return found
 
@@ -138,6 +141,22 @@ def _endpoint_base(spec: DeploymentSpec, isvc: dict[str, Any]) -> str:
         return spec.cluster.gateway_url
     url = str(((isvc.get("status") or {}).get("url")) or "")
     return f"{url.rstrip('/')}/openai" if url else ""
+
+
+def _ready_replicas(cluster: Cluster, spec: DeploymentSpec) -> int:
+    """Ready predictor pods: KServe labels them with their InferenceService's name (Standard mode)."""
+    pods = cluster.list(
+        "v1", "Pod", label_selector=f"{PREDICTOR_POD_LABEL}={spec.name}", namespace=namespace_of(spec)
+    )
+    return sum(
+        1
+        for pod in pods
+        if (pod.get("status") or {}).get("phase") == "Running"
+        and any(
+            condition.get("type") == "Ready" and condition.get("status") == "True"
+            for condition in (pod.get("status") or {}).get("conditions") or []
+        )
+    )
 
 
 def redacted(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -182,6 +201,7 @@ def reconcile_deployment(deployment_id: int) -> ReconcileResult:
             route=route,
             endpoint_base=_endpoint_base(spec, isvc),
             served_model_name=spec.served_model_name,
+            ready_replicas=_ready_replicas(cluster, spec),
         )
         deployment_services.deployment_status_record(
             deployment_id=spec.deployment_id,

@@ -37,6 +37,7 @@ def derive_status(
     route: dict[str, Any] | None,
     endpoint_base: str,
     served_model_name: str,
+    ready_replicas: int = 0,
 ) -> ObservedStatus:
     """Provisioning until both the model serves and the gateway accepted its route; Failed on a load failure;
     Degraded when it was serving and lost readiness."""
@@ -51,7 +52,7 @@ def derive_status(
     failure = model_status.get("lastFailureInfo") or {}
     ready = isvc_conditions.get("Ready", {}).get("status") == "True"
     route_ok = accepted is not None and accepted.get("status") == "True"
-    replicas = int((status.get("components") or {}).get("predictor", {}).get("replicas", 0) or (1 if ready else 0))
+    replicas = ready_replicas
     endpoint = f"{endpoint_base.rstrip('/')}/v1" if endpoint_base else ""
     if inference_service is None:
         return ObservedStatus(
@@ -67,6 +68,17 @@ def derive_status(
         )
         return ObservedStatus(
             phase="Failed", conditions=tuple(conditions), message=message, endpoint="", observed_replicas=replicas
+        )
+    generation = int(((inference_service or {}).get("metadata") or {}).get("generation") or 0)
+    observed = int(status.get("observedGeneration") or 0)
+    if generation and observed and observed < generation:
+        # KServe has not acted on the latest spec yet: its conditions describe the previous one.
+        return ObservedStatus(
+            phase="Provisioning",
+            conditions=tuple(conditions),
+            message=f"rolling out generation {generation} of the InferenceService",
+            endpoint="",
+            observed_replicas=replicas,
         )
     if ready and route_ok:
         return ObservedStatus(

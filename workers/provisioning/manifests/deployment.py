@@ -54,8 +54,19 @@ def predictor_host(spec: DeploymentSpec) -> str:
 
 
 def cache_name(spec: DeploymentSpec) -> str:
-    digest = hashlib.sha256(f"{spec.model.artifact_uri}@{spec.model.revision}".encode()).hexdigest()[:10]
-    return f"{spec.model.model_slug[:40]}-{digest}"
+    """One cache per deployment (cluster-scoped, so the team is in the name): deleting one deployment never
+    removes a cache another deployment relies on."""
+    return f"{gateway_object_name(spec)[:52]}-cache"
+
+
+def cache_model_size(spec: DeploymentSpec) -> str:
+    """Disk reserved on each node for the weights: they fit in the GPU memory of one replica, so that bounds them."""
+    return f"{max(spec.gpus_per_replica * spec.model.hardware.min_gpu_memory_gb, 1)}Gi"
+
+
+def cache_node_group(spec: DeploymentSpec) -> str:
+    """Convention: the platform team creates one LocalModelNodeGroup per accelerator pool, named after its type."""
+    return spec.pool.accelerator_type
 
 
 def build_namespace(spec: DeploymentSpec) -> Manifest:
@@ -167,13 +178,20 @@ def build_inference_service(spec: DeploymentSpec) -> Manifest:
     }
 
 
-def build_local_model_cache(spec: DeploymentSpec, model_size: str, node_group: str) -> Manifest:
+def build_local_model_cache(spec: DeploymentSpec) -> Manifest:
     """A cluster-wide cache of the model artifact; the ISVC uses it because storageUri equals sourceModelUri."""
     return {
         "apiVersion": CACHE_API_VERSION,
         "kind": "LocalModelCache",
-        "metadata": {"name": cache_name(spec), "labels": team_labels(spec.team_slug)},
-        "spec": {"sourceModelUri": spec.model.artifact_uri, "modelSize": model_size, "nodeGroups": [node_group]},
+        "metadata": {
+            "name": cache_name(spec),
+            "labels": deployment_labels(spec.team_slug, spec.name, spec.deployment_id),
+        },
+        "spec": {
+            "sourceModelUri": spec.model.artifact_uri,
+            "modelSize": cache_model_size(spec),
+            "nodeGroups": [cache_node_group(spec)],
+        },
     }
 
 
@@ -256,11 +274,11 @@ def build_team_objects(spec: DeploymentSpec, team_gpu_limit: int) -> list[Manife
     return [build_namespace(spec), build_gpu_quota(spec, team_gpu_limit)]
 
 
-def build_deployment_objects(spec: DeploymentSpec, *, model_size: str = "", node_group: str = "") -> list[Manifest]:
-    """The objects one deployment owns, in apply order (serving first, then the gateway's view of it)."""
+def build_deployment_objects(spec: DeploymentSpec) -> list[Manifest]:
+    """The objects one deployment owns, in apply order (cache, serving, then the gateway's view of it)."""
     objects: list[Manifest] = []
-    if spec.model_cache and model_size and node_group:
-        objects.append(build_local_model_cache(spec, model_size, node_group))
+    if spec.model_cache:
+        objects.append(build_local_model_cache(spec))
     objects.extend(
         [build_inference_service(spec), build_backend(spec), build_ai_service_backend(spec), build_route(spec)]
     )

@@ -3,6 +3,7 @@ web, worker and beat until Ctrl-C, and stop everything it started (the embedded 
 
 from __future__ import annotations
 
+from decimal import Decimal
 import os
 import secrets
 import signal
@@ -15,16 +16,30 @@ from urllib.parse import quote
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 
 from portal import embedded
 from portal.api.services import api_token_issue
+from portal.clusters import services as cluster_services
+from portal.clusters.models import Cluster
 from portal.tenancy import services as tenancy_services
 from portal.tenancy.models import Membership, Role, Team, User
 
 DEMO_TEAM = "demo"
 DEMO_DEVELOPER = "user:default/demo-developer"
+SANDBOX_CLUSTER = "sandbox"
+# The sandbox's nodes (workers/sandbox/server.py DEFAULT_NODE_POOLS) and its gateway (DEFAULT_GATEWAY).
+SANDBOX_POOLS = {
+    "nvidia-l4": {"gpu_product": "NVIDIA-L4", "gpu_count": 16, "gpu_memory_gb": 24, "hourly_price_per_gpu": Decimal("0.80")},
+    "nvidia-h100": {
+        "gpu_product": "NVIDIA-H100-80GB-HBM3",
+        "gpu_count": 16,
+        "gpu_memory_gb": 80,
+        "hourly_price_per_gpu": Decimal("6.88"),
+    },
+}
+DEMO_GPU_QUOTA = {"nvidia-l4": 8, "nvidia-h100": 8}
 
 
 class Command(BaseCommand):
@@ -79,10 +94,72 @@ class Command(BaseCommand):
         environment.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
         return environment
 
+    def _start_sandbox(self, environment: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+        """The sandbox Kubernetes API (a child process), registered as the cluster the demo deploys to."""
+        port = int(os.environ.get("PORTAL_SANDBOX_PORT") or _free_port())
+        child = subprocess.Popen(
+            [sys.executable, "-m", "workers.sandbox", "--port", str(port), "--ready-delay", "5"], env=environment
+        )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and child.poll() is None:
+            try:
+                with urllib.request.urlopen(f"{url}/version", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.3)
+        else:
+            child.kill()
+            raise CommandError("the sandbox cluster did not start")
+        self._register_sandbox(url)
+        return child, url
+
+    def _register_sandbox(self, url: str) -> None:
+        admin = User.objects.get(username="admin")
+        cluster = Cluster.objects.filter(name=SANDBOX_CLUSTER).first()
+        if cluster is None:
+            cluster = cluster_services.cluster_register(
+                actor=admin,
+                name=SANDBOX_CLUSTER,
+                api_server=url,
+                auth_kind="token",
+                token="sandbox",
+                region="local",
+                gateway_namespace="genai-gateway",
+                gateway_name="ai-gateway",
+                deployment_mode="Standard",
+                autoscaler_class="keda",
+            )
+        elif cluster.api_server != url:
+            cluster = cluster_services.cluster_update(
+                actor=admin,
+                cluster=cluster,
+                changes={"api_server": url},
+                credentials={"auth_kind": "token", "token": "sandbox", "ca_bundle": None},
+            )
+        for accelerator_type, values in SANDBOX_POOLS.items():
+            cluster_services.accelerator_pool_upsert(
+                actor=admin,
+                cluster=cluster,
+                accelerator_type=accelerator_type,
+                values={
+                    **values,
+                    "node_selector": {"nvidia.com/gpu.product": values["gpu_product"]},
+                    "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                },
+            )
+        team = Team.objects.get(slug=DEMO_TEAM)
+        if not team.quota.gpu_limits.exists():
+            tenancy_services.team_quota_update(actor=admin, team=team, changes={"gpus": DEMO_GPU_QUOTA})
+
     def _serve(self, credentials: dict[str, str]) -> None:
-        connection.close()
         bin_dir = os.path.dirname(sys.executable)
         address = f"{settings.PORTAL_HOST}:{settings.PORTAL_PORT}"
+        environment = self._child_environment()
+        sandbox, sandbox_url = self._start_sandbox(environment)
+        credentials["sandbox_url"] = sandbox_url
+        connection.close()
         commands = {
             "web": [
                 os.path.join(bin_dir, "gunicorn"),
@@ -121,8 +198,8 @@ class Command(BaseCommand):
                 str(settings.VAR_DIR / "celerybeat-schedule"),
             ],
         }
-        environment = self._child_environment()
         children = {name: subprocess.Popen(command, env=environment) for name, command in commands.items()}
+        children["sandbox"] = sandbox
         stopping = False
 
         def stop(signum: int, frame: object) -> None:
@@ -188,14 +265,31 @@ class Command(BaseCommand):
                     f"  Admin UI:       {base}/admin/  (user 'admin', password {credentials['admin_password']})",
                     f"  Health:         {base}/healthz  {base}/readyz  {base}/metrics",
                     "",
+                    f"  Sandbox cluster: {credentials.get('sandbox_url', '(not started)')} "
+                    f"(registered as '{SANDBOX_CLUSTER}'; team '{DEMO_TEAM}' may use 8 nvidia-l4 and 8 nvidia-h100 GPUs)",
+                    "",
                     "API tokens (shown once; they are stored only as hashes):",
                     f"  platform admin:               {credentials['admin_token']}",
                     f"  {DEMO_DEVELOPER} (team '{DEMO_TEAM}' admin): {credentials['developer_token']}",
                     "",
                     f"  curl -H 'Authorization: Bearer {credentials['developer_token']}' {base}/api/v1/catalog/models",
                     "",
+                    "  Deploy a model to the sandbox cluster (Ready in a few seconds):",
+                    f"  curl -X POST -H 'Authorization: Bearer {credentials['developer_token']}' "
+                    "-H 'Content-Type: application/json' "
+                    f"-d '{{\"name\": \"chat\", \"model\": \"qwen2-5-7b-instruct\", \"accelerator_type\": \"nvidia-l4\"}}' "
+                    f"{base}/api/v1/teams/{DEMO_TEAM}/deployments",
+                    "",
                     "Press Ctrl-C to stop everything.",
                     "",
                 ]
             )
         )
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

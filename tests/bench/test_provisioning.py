@@ -1,0 +1,107 @@
+"""Provisioning at scale on the sandbox: 1,000 deployments for 100 teams, then a resync of all of them.
+
+Prints: time until all are Ready, API requests per deployment for the first apply, and for a resync of the
+1,000 unchanged deployments the write requests (target 0), the requests in total and the time taken.
+Run with `make bench`. Reconciles run in this process one after another (one worker's throughput).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from portal.clusters.services import accelerator_pool_upsert, cluster_register
+from portal.deployments.models import Deployment
+from portal.deployments.services import deployment_create
+from portal.tenancy.models import TeamGpuQuota, User
+from tests.factories import SelfHostedVersionFactory, TeamFactory
+from workers.provisioning.reconciler import reconcile_deployment
+from workers.sandbox.server import GpuNodePool, Sandbox
+from workers.sandbox.validation import default_crd_dir
+
+TEAMS = 100
+PER_TEAM = 10
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    server = Sandbox(crd_dir=default_crd_dir(), node_pools=(GpuNodePool("NVIDIA-L4", count=130, gpus=8, memory_gb=24),))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.django_db(transaction=False)
+def test_thousand_deployments(sandbox: Sandbox) -> None:
+    cluster = cluster_register(
+        actor=None,
+        name="bench",
+        api_server=sandbox.url,
+        auth_kind="token",
+        token="bench",
+        region="eu-west",
+        gateway_namespace="genai-gateway",
+        gateway_name="ai-gateway",
+        deployment_mode="Standard",
+        autoscaler_class="keda",
+    )
+    accelerator_pool_upsert(
+        actor=None,
+        cluster=cluster,
+        accelerator_type="nvidia-l4",
+        values={"gpu_product": "NVIDIA-L4", "gpu_count": 1040, "gpu_memory_gb": 24, "hourly_price_per_gpu": Decimal("0.80")},
+    )
+    SelfHostedVersionFactory(model__slug="qwen", version="v1", gpus_per_replica=1, min_gpu_memory_gb=16)
+    actor = User.objects.create(username="bench-admin", is_staff=True)
+    started = time.perf_counter()
+    for team_index in range(TEAMS):
+        team = TeamFactory(slug=f"team-{team_index:03d}")
+        TeamGpuQuota.objects.create(quota=team.quota, accelerator_type="nvidia-l4", gpus=PER_TEAM)
+        team.quota.max_deployments = PER_TEAM
+        team.quota.save()
+        for index in range(PER_TEAM):
+            deployment_create(
+                actor=actor, platform_admin=True, team=team, name=f"m{index}", model="qwen", accelerator_type="nvidia-l4"
+            )
+    created = time.perf_counter() - started
+    ids = list(Deployment.objects.order_by("pk").values_list("pk", flat=True))
+    assert len(ids) == TEAMS * PER_TEAM
+
+    sandbox.reset_records()
+    started = time.perf_counter()
+    for deployment_id in ids:
+        reconcile_deployment(deployment_id)
+    first_pass = time.perf_counter() - started
+    first_requests = len(sandbox.records)
+    first_writes = len(sandbox.writes())
+
+    rounds = 0
+    while Deployment.objects.exclude(phase="Ready").exists():
+        rounds += 1
+        assert rounds <= 10, Deployment.objects.exclude(phase="Ready").values_list("phase", "message")[:5]
+        sandbox.settle()
+        for deployment_id in Deployment.objects.exclude(phase="Ready").values_list("pk", flat=True):
+            reconcile_deployment(deployment_id)
+    all_ready = time.perf_counter() - started
+
+    sandbox.reset_records()
+    started = time.perf_counter()
+    for deployment_id in ids:
+        reconcile_deployment(deployment_id)
+    resync = time.perf_counter() - started
+    resync_writes = len(sandbox.writes())
+    resync_requests = len(sandbox.records)
+
+    print(
+        f"\n1,000 deployments / 100 teams on the sandbox (one in-process worker):"
+        f"\n  created through the service layer in {created:.1f} s"
+        f"\n  first reconcile pass {first_pass:.1f} s: {first_requests / len(ids):.1f} API requests per deployment"
+        f" ({first_writes / len(ids):.1f} writes)"
+        f"\n  all Ready after {all_ready:.1f} s ({rounds} more pass{'es' if rounds != 1 else ''})"
+        f"\n  resync of 1,000 unchanged deployments: {resync_writes} writes, {resync_requests} requests"
+        f" ({resync_requests / len(ids):.1f} per deployment), {resync:.1f} s"
+    )
+    assert resync_writes == 0

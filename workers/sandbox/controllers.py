@@ -1,0 +1,239 @@
+"""Simulated controllers: just enough life for the demo and the tests to watch deployments become Ready.
+
+- KServe: an InferenceService gets predictor Pods (through ResourceQuota admission, so a team over its GPU quota
+  stays not-Ready with the API server's message) and, `ready_delay` seconds after its spec last changed,
+  `Ready` with a URL. A storage URI containing `fail-load` ends in `BlockedByFailedLoad`, as a model that
+  cannot load does. The annotation `serving.kserve.io/stop: "true"` removes the pods and reports `Stopped`.
+- Envoy AI Gateway: an AIGatewayRoute gets `Accepted` for its generation.
+- Garbage collection: predictor Pods whose InferenceService is gone are deleted.
+- Namespaces being deleted are emptied, then removed.
+
+Status shapes follow shared/reference/serving-and-gateway.md sections 2 and 3.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from workers.sandbox.store import ApiError, Kind, Store, now_rfc3339
+
+logger = logging.getLogger(__name__)
+
+ISVC_GROUP = "serving.kserve.io"
+ROUTE_GROUP = "aigateway.envoyproxy.io"
+ISVC_LABEL = "serving.kserve.io/inferenceservice"
+KSERVE_MANAGER = "kserve-controller"
+GATEWAY_MANAGER = "envoy-ai-gateway-controller"
+DOMAIN = "sandbox.local"
+
+
+@dataclass
+class ControllerSettings:
+    ready_delay: float = 0.0  # seconds from a spec change until the model serves
+
+
+@dataclass
+class _Seen:
+    generation: int
+    since: float
+
+
+@dataclass
+class Controllers:
+    store: Store
+    settings: ControllerSettings = field(default_factory=ControllerSettings)
+    _isvc_seen: dict[tuple[str, str], _Seen] = field(default_factory=dict)
+
+    def _kind(self, group: str, plural: str) -> Kind | None:
+        return next((k for k in self.store.kinds.values() if k.group == group and k.plural == plural), None)
+
+    def forget(self) -> None:
+        self._isvc_seen.clear()
+
+    def step(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self.store.finish_namespace_deletions()
+        isvc_kind = self._kind(ISVC_GROUP, "inferenceservices")
+        if isvc_kind is not None:
+            live = set()
+            for isvc in self.store.iter_objects(isvc_kind):
+                live.add((isvc["metadata"]["namespace"], isvc["metadata"]["name"]))
+                try:
+                    self._inference_service(isvc_kind, isvc, now)
+                except ApiError as error:  # the object changed or vanished under us: next step sees it
+                    logger.debug("kserve step: %s", error.message)
+            self._collect_pods(live)
+            for key in [key for key in self._isvc_seen if key not in live]:
+                del self._isvc_seen[key]
+        route_kind = self._kind(ROUTE_GROUP, "aigatewayroutes")
+        if route_kind is not None:
+            for route in self.store.iter_objects(route_kind):
+                self._route(route_kind, route)
+
+    # ------------------------------------------------------------------ KServe
+
+    def _inference_service(self, kind: Kind, isvc: dict[str, Any], now: float) -> None:
+        metadata = isvc["metadata"]
+        namespace, name, generation = metadata["namespace"], metadata["name"], int(metadata.get("generation") or 1)
+        seen = self._isvc_seen.get((namespace, name))
+        if seen is None or seen.generation != generation:
+            seen = self._isvc_seen[(namespace, name)] = _Seen(generation, now)
+        predictor = (isvc.get("spec") or {}).get("predictor") or {}
+        model = predictor.get("model") or {}
+        stopped = str((metadata.get("annotations") or {}).get("serving.kserve.io/stop", "")).lower() == "true"
+        status = isvc.get("status") or {}
+        if str(model.get("storageUri", "")).find("fail-load") >= 0:
+            desired = self._failed_status(generation, f"failed to load model from {model.get('storageUri')}")
+        elif stopped:
+            self._scale_pods(namespace, name, predictor, 0)
+            desired = self._stopped_status(generation)
+        elif now - seen.since < self.settings.ready_delay:
+            desired = self._progress_status(generation, status, "Progressing", "the predictor is starting")
+        else:
+            replicas = max(int(predictor.get("minReplicas", 1) or 0), 1)
+            error = self._scale_pods(namespace, name, predictor, replicas)
+            if error is not None:
+                desired = self._progress_status(generation, status, "ReplicaFailure", error)
+            else:
+                desired = self._ready_status(generation, namespace, name, status)
+        if _without_times(desired) != _without_times(status):
+            self.store.update_status(kind, namespace, name, desired, manager=KSERVE_MANAGER)
+
+    def _pods(self, namespace: str, isvc_name: str) -> list[dict[str, Any]]:
+        pod_kind = self.store.kinds[("", "v1", "pods")]
+        listing = self.store.list(pod_kind, namespace, label_selector=f"{ISVC_LABEL}={isvc_name}")
+        return list(listing["items"])
+
+    def _scale_pods(self, namespace: str, isvc_name: str, predictor: dict[str, Any], replicas: int) -> str | None:
+        """Create or delete predictor pods to `replicas`; the quota admission message when one is refused."""
+        pod_kind = self.store.kinds[("", "v1", "pods")]
+        pods = self._pods(namespace, isvc_name)
+        resources = ((predictor.get("model") or {}).get("resources")) or {}
+        for pod in pods[replicas:]:
+            self.store.delete(pod_kind, namespace, pod["metadata"]["name"])
+        for _ in range(replicas - len(pods)):
+            pod = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": f"{isvc_name}-predictor-{uuid.uuid4().hex[:5]}",
+                    "labels": {ISVC_LABEL: isvc_name, "component": "predictor"},
+                },
+                "spec": {
+                    "nodeSelector": predictor.get("nodeSelector") or {},
+                    "containers": [{"name": "kserve-container", "image": "kserve/huggingfaceserver", "resources": resources}],
+                },
+                "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
+            }
+            try:
+                self.store.create(pod_kind, namespace, pod, manager="replicaset-controller")
+            except ApiError as error:
+                return error.message
+        return None
+
+    def _collect_pods(self, live: set[tuple[str, str]]) -> None:
+        pod_kind = self.store.kinds[("", "v1", "pods")]
+        for pod in self.store.iter_objects(pod_kind):
+            owner = (pod["metadata"].get("labels") or {}).get(ISVC_LABEL)
+            if owner and (pod["metadata"]["namespace"], owner) not in live:
+                try:
+                    self.store.delete(pod_kind, pod["metadata"]["namespace"], pod["metadata"]["name"])
+                except ApiError:
+                    pass
+
+    @staticmethod
+    def _condition(kind: str, state: str, reason: str = "", message: str = "") -> dict[str, str]:
+        condition = {"type": kind, "status": state, "lastTransitionTime": now_rfc3339()}
+        if reason:
+            condition["reason"] = reason
+        if message:
+            condition["message"] = message
+        return condition
+
+    def _progress_status(self, generation: int, current: dict[str, Any], reason: str, message: str) -> dict[str, Any]:
+        return {
+            "observedGeneration": generation,
+            "conditions": [
+                self._condition("IngressReady", "False", reason, message),
+                self._condition("PredictorReady", "False", reason, message),
+                self._condition("Ready", "False", reason, message),
+            ],
+            "modelStatus": {"transitionStatus": "InProgress", "states": {"activeModelState": "Pending", "targetModelState": "Loading"}},
+        }
+
+    def _ready_status(self, generation: int, namespace: str, name: str, current: dict[str, Any]) -> dict[str, Any]:
+        predictor_url = f"http://{name}-predictor.{namespace}.svc.cluster.local"
+        return {
+            "observedGeneration": generation,
+            "url": f"http://{name}-{namespace}.{DOMAIN}",
+            "address": {"url": predictor_url},
+            "deploymentMode": "Standard",
+            "components": {"predictor": {"url": f"http://{name}-predictor-{namespace}.{DOMAIN}", "restUrl": predictor_url}},
+            "conditions": [
+                self._condition("IngressReady", "True"),
+                self._condition("PredictorReady", "True"),
+                self._condition("Ready", "True"),
+            ],
+            "modelStatus": {
+                "transitionStatus": "UpToDate",
+                "states": {"activeModelState": "Loaded", "targetModelState": "Loaded"},
+                "copies": {"totalCopies": 1, "failedCopies": 0},
+            },
+        }
+
+    def _stopped_status(self, generation: int) -> dict[str, Any]:
+        return {
+            "observedGeneration": generation,
+            "conditions": [
+                self._condition("PredictorReady", "False", "Stopped", "the InferenceService is stopped"),
+                self._condition("Ready", "False", "Stopped", "the InferenceService is stopped"),
+                self._condition("Stopped", "True"),
+            ],
+            "modelStatus": {"transitionStatus": "UpToDate", "states": {"activeModelState": "Pending", "targetModelState": "Pending"}},
+        }
+
+    def _failed_status(self, generation: int, message: str) -> dict[str, Any]:
+        return {
+            "observedGeneration": generation,
+            "conditions": [
+                self._condition("PredictorReady", "False", "ModelLoadFailed", message),
+                self._condition("Ready", "False", "ModelLoadFailed", message),
+            ],
+            "modelStatus": {
+                "transitionStatus": "BlockedByFailedLoad",
+                "states": {"activeModelState": "FailedToLoad", "targetModelState": "Loaded"},
+                "copies": {"totalCopies": 1, "failedCopies": 1},
+                "lastFailureInfo": {"reason": "ModelLoadFailed", "message": message},
+            },
+        }
+
+    # ------------------------------------------------------------------ Envoy AI Gateway
+
+    def _route(self, kind: Kind, route: dict[str, Any]) -> None:
+        metadata = route["metadata"]
+        generation = int(metadata.get("generation") or 1)
+        conditions = (route.get("status") or {}).get("conditions") or []
+        accepted = next((c for c in conditions if c.get("type") == "Accepted"), None)
+        if accepted is not None and accepted.get("observedGeneration") == generation:
+            return
+        condition = {
+            "type": "Accepted",
+            "status": "True",
+            "reason": "Accepted",
+            "message": "Route accepted",
+            "observedGeneration": generation,
+            "lastTransitionTime": now_rfc3339(),
+        }
+        self.store.update_status(kind, metadata["namespace"], metadata["name"], {"conditions": [condition]}, manager=GATEWAY_MANAGER)
+
+
+def _without_times(status: Any) -> Any:
+    if isinstance(status, dict):
+        return {k: _without_times(v) for k, v in status.items() if k != "lastTransitionTime"}
+    if isinstance(status, list):
+        return [_without_times(v) for v in status]
+    return status
