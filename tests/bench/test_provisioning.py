@@ -7,9 +7,9 @@ Run with `make bench`. Reconciles run in this process one after another (one wor
 
 from __future__ import annotations
 
-from decimal import Decimal
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 
 import pytest
 
@@ -52,7 +52,12 @@ def test_thousand_deployments(sandbox: Sandbox) -> None:
         actor=None,
         cluster=cluster,
         accelerator_type="nvidia-l4",
-        values={"gpu_product": "NVIDIA-L4", "gpu_count": 1040, "gpu_memory_gb": 24, "hourly_price_per_gpu": Decimal("0.80")},
+        values={
+            "gpu_product": "NVIDIA-L4",
+            "gpu_count": 1040,
+            "gpu_memory_gb": 24,
+            "hourly_price_per_gpu": Decimal("0.80"),
+        },
     )
     SelfHostedVersionFactory(model__slug="qwen", version="v1", gpus_per_replica=1, min_gpu_memory_gb=16)
     actor = User.objects.create(username="bench-admin", is_staff=True)
@@ -64,7 +69,12 @@ def test_thousand_deployments(sandbox: Sandbox) -> None:
         team.quota.save()
         for index in range(PER_TEAM):
             deployment_create(
-                actor=actor, platform_admin=True, team=team, name=f"m{index}", model="qwen", accelerator_type="nvidia-l4"
+                actor=actor,
+                platform_admin=True,
+                team=team,
+                name=f"m{index}",
+                model="qwen",
+                accelerator_type="nvidia-l4",
             )
     created = time.perf_counter() - started
     ids = list(Deployment.objects.order_by("pk").values_list("pk", flat=True))

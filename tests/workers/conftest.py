@@ -6,6 +6,7 @@ cluster too; they install the CRDs they need from ../shared/crds there.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -84,7 +85,5 @@ def namespace(contract_api: tuple[str, k8s.ApiClient]) -> Iterator[str]:
     core = k8s.CoreV1Api(contract_api[1])
     core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
     yield name
-    try:
+    with contextlib.suppress(k8s.ApiException):
         core.delete_namespace(name)
-    except k8s.ApiException:
-        pass

@@ -137,7 +137,8 @@ def test_cel_rules_are_enforced_on_builder_output(registry: CrdRegistry) -> None
     isvc_info = registry.by_kind(isvc["apiVersion"], isvc["kind"])
     assert isvc_info is not None
     _, isvc_causes, _ = registry.validator(isvc_info.group, "v1beta1", isvc_info.plural).validate(isvc, strict=True)
-    assert isvc_causes and any("minReplicas" in cause.field for cause in isvc_causes)
+    assert isvc_causes
+    assert any("minReplicas" in cause.field for cause in isvc_causes)
     assert causes or isvc_causes
 
 
@@ -147,7 +148,8 @@ def test_inference_service_is_explicit_about_mode_resources_and_model_name() -> 
     assert annotations["serving.kserve.io/deploymentMode"] == "Standard"
     assert annotations["serving.kserve.io/autoscalerClass"] == "keda"
     predictor = isvc["spec"]["predictor"]
-    assert predictor["minReplicas"] == 1 and predictor["maxReplicas"] == 2
+    assert predictor["minReplicas"] == 1
+    assert predictor["maxReplicas"] == 2
     assert "scaleMetric" not in predictor  # KEDA forbids it (reference section 2.1)
     model = predictor["model"]
     assert model["resources"]["limits"]["nvidia.com/gpu"] == "1"
@@ -165,8 +167,12 @@ def test_scale_to_zero_on_hpa_switches_to_keda_because_hpa_floors_at_one() -> No
 
 
 def test_runtime_overrides_replace_defaults_of_the_same_flag() -> None:
-    args = build_inference_service(make_spec(runtime_args=("--max-model-len=4096",)))["spec"]["predictor"]["model"]["args"]
-    assert "--max_model_len=8192" not in args and "--max-model-len=4096" in args and "--dtype=bfloat16" in args
+    args = build_inference_service(make_spec(runtime_args=("--max-model-len=4096",)))["spec"]["predictor"]["model"][
+        "args"
+    ]
+    assert "--max_model_len=8192" not in args
+    assert "--max-model-len=4096" in args
+    assert "--dtype=bfloat16" in args
 
 
 def test_route_serves_the_model_only_to_the_teams_credentials() -> None:
@@ -180,7 +186,8 @@ def test_route_serves_the_model_only_to_the_teams_credentials() -> None:
 
 def test_gateway_names_are_dns_labels_even_for_long_names() -> None:
     name = gateway_object_name(make_spec(team_slug="a" * 40, name="b" * 40))
-    assert len(name) <= 63 and name[-1].isalnum()
+    assert len(name) <= 63
+    assert name[-1].isalnum()
 
 
 def test_team_objects() -> None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-
 from decimal import Decimal
+
 import pytest
 
 from portal.clusters.services import accelerator_pool_upsert, cluster_register
@@ -51,7 +51,7 @@ def world(matrix: RoleMatrix, clean_sandbox: Sandbox) -> Iterator[tuple[RoleMatr
     )
     SelfHostedVersionFactory(model__slug="qwen", version="v1", gpus_per_replica=1, min_gpu_memory_gb=16)
     TeamGpuQuota.objects.create(quota=matrix.team.quota, accelerator_type="nvidia-l4", gpus=4)
-    yield matrix, clean_sandbox
+    return matrix, clean_sandbox
 
 
 def _deploy(matrix: RoleMatrix, name: str = "chat", **overrides: object) -> Deployment:
@@ -77,13 +77,15 @@ def test_pending_provisioning_ready(world: tuple[RoleMatrix, Sandbox]) -> None:
     assert deployment.phase == "Pending"
     first = reconcile_deployment(deployment.pk)
     deployment.refresh_from_db()
-    assert first.outcome == "applied" and first.writes > 0
+    assert first.outcome == "applied"
+    assert first.writes > 0
     assert deployment.phase == "Provisioning"
     assert deployment.observed_generation == deployment.generation
     sandbox.settle()
     ready = reconcile_deployment(deployment.pk)
     deployment.refresh_from_db()
-    assert ready.phase == "Ready" and deployment.phase == "Ready"
+    assert ready.phase == "Ready"
+    assert deployment.phase == "Ready"
     assert deployment.endpoint.endswith("/v1")
     assert deployment.observed_replicas == 1
     isvcs = sandbox.objects(ISVC, "InferenceService", namespace=NAMESPACE)
@@ -91,7 +93,9 @@ def test_pending_provisioning_ready(world: tuple[RoleMatrix, Sandbox]) -> None:
     routes = sandbox.objects("aigateway.envoyproxy.io/v1beta1", "AIGatewayRoute", namespace="genai-gateway")
     assert len(routes) == 1
     phases = list(deployment.events.order_by("pk").values_list("phase", flat=True))
-    assert phases[:1] == ["Pending"] and "Provisioning" in phases and phases[-1] == "Ready"
+    assert phases[:1] == ["Pending"]
+    assert "Provisioning" in phases
+    assert phases[-1] == "Ready"
 
 
 def test_second_reconcile_of_an_unchanged_deployment_makes_no_write(world: tuple[RoleMatrix, Sandbox]) -> None:
@@ -100,7 +104,8 @@ def test_second_reconcile_of_an_unchanged_deployment_makes_no_write(world: tuple
     _reconcile_until(deployment.pk, sandbox, "Ready")
     sandbox.reset_records()
     result = reconcile_deployment(deployment.pk)
-    assert result.outcome == "unchanged" and result.writes == 0
+    assert result.outcome == "unchanged"
+    assert result.writes == 0
     assert sandbox.writes() == []
     assert sandbox.request_counts()["GET"] > 0
 
@@ -161,7 +166,9 @@ def test_unreachable_cluster_leaves_the_deployment_deleting(world: tuple[RoleMat
     assert reconcile_deployment(deployment.pk).outcome == "deleted"
 
 
-@pytest.mark.parametrize("fault", [Fault(status=500), Fault(status=429), Fault(drop=True)], ids=["500", "429", "dropped"])
+@pytest.mark.parametrize(
+    "fault", [Fault(status=500), Fault(status=429), Fault(drop=True)], ids=["500", "429", "dropped"]
+)
 def test_api_server_faults_are_retryable_and_survived(world: tuple[RoleMatrix, Sandbox], fault: Fault) -> None:
     from workers.kube.errors import RetryableClusterError
 
@@ -197,10 +204,13 @@ def test_a_timeout_is_retryable(world: tuple[RoleMatrix, Sandbox]) -> None:
 def test_a_422_from_the_api_server_ends_in_failed_with_its_message(world: tuple[RoleMatrix, Sandbox]) -> None:
     matrix, sandbox = world
     deployment = _deploy(matrix)
-    sandbox.add_fault(Fault(method="PATCH", path="inferenceservices", status=422, message="spec.predictor: Invalid value: nope"))
+    sandbox.add_fault(
+        Fault(method="PATCH", path="inferenceservices", status=422, message="spec.predictor: Invalid value: nope")
+    )
     result = reconcile_deployment(deployment.pk)
     deployment.refresh_from_db()
-    assert result.phase == "Failed" and deployment.phase == "Failed"
+    assert result.phase == "Failed"
+    assert deployment.phase == "Failed"
     assert "spec.predictor: Invalid value: nope" in deployment.message
 
 
@@ -212,7 +222,8 @@ def test_a_model_that_cannot_load_is_failed(world: tuple[RoleMatrix, Sandbox]) -
     deployment = _deploy(matrix, name="broken", model="broken")
     result = _reconcile_until(deployment.pk, sandbox, "Failed")
     deployment.refresh_from_db()
-    assert "ModelLoadFailed" in deployment.message and result.phase == "Failed"
+    assert "ModelLoadFailed" in deployment.message
+    assert result.phase == "Failed"
 
 
 def test_a_lost_task_message_still_converges_through_resync(world: tuple[RoleMatrix, Sandbox]) -> None:

@@ -145,9 +145,7 @@ def _endpoint_base(spec: DeploymentSpec, isvc: dict[str, Any]) -> str:
 
 def _ready_replicas(cluster: Cluster, spec: DeploymentSpec) -> int:
     """Ready predictor pods: KServe labels them with their InferenceService's name (Standard mode)."""
-    pods = cluster.list(
-        "v1", "Pod", label_selector=f"{PREDICTOR_POD_LABEL}={spec.name}", namespace=namespace_of(spec)
-    )
+    pods = cluster.list("v1", "Pod", label_selector=f"{PREDICTOR_POD_LABEL}={spec.name}", namespace=namespace_of(spec))
     return sum(
         1
         for pod in pods

@@ -13,6 +13,7 @@ Status shapes follow shared/reference/serving-and-gateway.md sections 2 and 3.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -125,7 +126,9 @@ class Controllers:
                 },
                 "spec": {
                     "nodeSelector": predictor.get("nodeSelector") or {},
-                    "containers": [{"name": "kserve-container", "image": "kserve/huggingfaceserver", "resources": resources}],
+                    "containers": [
+                        {"name": "kserve-container", "image": "kserve/huggingfaceserver", "resources": resources}
+                    ],
                 },
                 "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
             }
@@ -140,10 +143,8 @@ class Controllers:
         for pod in self.store.iter_objects(pod_kind):
             owner = (pod["metadata"].get("labels") or {}).get(ISVC_LABEL)
             if owner and (pod["metadata"]["namespace"], owner) not in live:
-                try:
+                with contextlib.suppress(ApiError):
                     self.store.delete(pod_kind, pod["metadata"]["namespace"], pod["metadata"]["name"])
-                except ApiError:
-                    pass
 
     @staticmethod
     def _condition(kind: str, state: str, reason: str = "", message: str = "") -> dict[str, str]:
@@ -162,7 +163,10 @@ class Controllers:
                 self._condition("PredictorReady", "False", reason, message),
                 self._condition("Ready", "False", reason, message),
             ],
-            "modelStatus": {"transitionStatus": "InProgress", "states": {"activeModelState": "Pending", "targetModelState": "Loading"}},
+            "modelStatus": {
+                "transitionStatus": "InProgress",
+                "states": {"activeModelState": "Pending", "targetModelState": "Loading"},
+            },
         }
 
     def _ready_status(self, generation: int, namespace: str, name: str, current: dict[str, Any]) -> dict[str, Any]:
@@ -172,7 +176,9 @@ class Controllers:
             "url": f"http://{name}-{namespace}.{DOMAIN}",
             "address": {"url": predictor_url},
             "deploymentMode": "Standard",
-            "components": {"predictor": {"url": f"http://{name}-predictor-{namespace}.{DOMAIN}", "restUrl": predictor_url}},
+            "components": {
+                "predictor": {"url": f"http://{name}-predictor-{namespace}.{DOMAIN}", "restUrl": predictor_url}
+            },
             "conditions": [
                 self._condition("IngressReady", "True"),
                 self._condition("PredictorReady", "True"),
@@ -193,7 +199,10 @@ class Controllers:
                 self._condition("Ready", "False", "Stopped", "the InferenceService is stopped"),
                 self._condition("Stopped", "True"),
             ],
-            "modelStatus": {"transitionStatus": "UpToDate", "states": {"activeModelState": "Pending", "targetModelState": "Pending"}},
+            "modelStatus": {
+                "transitionStatus": "UpToDate",
+                "states": {"activeModelState": "Pending", "targetModelState": "Pending"},
+            },
         }
 
     def _failed_status(self, generation: int, message: str) -> dict[str, Any]:
@@ -228,7 +237,9 @@ class Controllers:
             "observedGeneration": generation,
             "lastTransitionTime": now_rfc3339(),
         }
-        self.store.update_status(kind, metadata["namespace"], metadata["name"], {"conditions": [condition]}, manager=GATEWAY_MANAGER)
+        self.store.update_status(
+            kind, metadata["namespace"], metadata["name"], {"conditions": [condition]}, manager=GATEWAY_MANAGER
+        )
 
 
 def _without_times(status: Any) -> Any:

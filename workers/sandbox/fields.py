@@ -201,7 +201,11 @@ def json_patch(target: JSON, operations: JSON) -> JSON:
             doc = _remove(doc, parts)
         elif op == "replace":
             _read(doc, parts)
-            doc = _add(_remove(doc, parts), parts, copy.deepcopy(operation.get("value"))) if parts else operation.get("value")
+            doc = (
+                _add(_remove(doc, parts), parts, copy.deepcopy(operation.get("value")))
+                if parts
+                else operation.get("value")
+            )
         elif op in ("move", "copy"):
             source = _pointer(str(operation.get("from", "")))
             value = copy.deepcopy(_read(doc, source))

@@ -8,6 +8,7 @@ token works) and there is no TLS, watch or pagination: the portal uses none of t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -23,7 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
-from workers.sandbox.controllers import ControllerSettings, Controllers
+from workers.sandbox.controllers import Controllers, ControllerSettings
 from workers.sandbox.store import FALLBACK_CUSTOM_KINDS, ApiError, Kind, Store
 from workers.sandbox.validation import CrdRegistry, crd_documents
 
@@ -63,7 +64,9 @@ class Fault:
     message: str = "injected fault"
 
     def matches(self, method: str, path: str) -> bool:
-        return (self.method is None or self.method == method) and (self.path is None or re.search(self.path, path) is not None)
+        return (self.method is None or self.method == method) and (
+            self.path is None or re.search(self.path, path) is not None
+        )
 
 
 @dataclass(frozen=True)
@@ -111,13 +114,16 @@ class Sandbox:
         if self.crd_dir is not None and self.crd_dir.is_dir():
             for crd in crd_documents(self.crd_dir):
                 self.store.register_crd(crd)
-                self.store.objects[("apiextensions.k8s.io", "customresourcedefinitions", "", crd["metadata"]["name"])] = _entry(crd)
+                self.store.objects[
+                    ("apiextensions.k8s.io", "customresourcedefinitions", "", crd["metadata"]["name"])
+                ] = _entry(crd)
             self.validating = True
         for kind in FALLBACK_CUSTOM_KINDS:
             self.store.register_schemaless(kind)
         if not self.validating:
             logger.warning(
-                "sandbox: no CRD directory (%s); custom resources are stored without schema validation", crd_dir or "none given"
+                "sandbox: no CRD directory (%s); custom resources are stored without schema validation",
+                crd_dir or "none given",
             )
         self.controllers = Controllers(self.store, ControllerSettings(ready_delay=ready_delay))
         self.tick = tick
@@ -137,10 +143,12 @@ class Sandbox:
     @property
     def url(self) -> str:
         host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def start(self) -> Sandbox:
-        serve = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1}, name="sandbox-http", daemon=True)
+        serve = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.1}, name="sandbox-http", daemon=True
+        )
         loop = threading.Thread(target=self._control_loop, name="sandbox-controllers", daemon=True)
         self._threads = [serve, loop]
         for thread in self._threads:
@@ -171,7 +179,7 @@ class Sandbox:
         """Run one controller step now, as if `after` more seconds had passed (tests: no waiting for the loop)."""
         self.controllers.step(time.monotonic() + after)
 
-    def kubeconfig(self, *, token: str = "sandbox-token", name: str = "sandbox") -> str:
+    def kubeconfig(self, *, token: str = "sandbox-token", name: str = "sandbox") -> str:  # noqa: S107 (any token works)
         return yaml.safe_dump(
             {
                 "apiVersion": "v1",
@@ -230,7 +238,9 @@ class Sandbox:
         with self._records_lock:
             return [r for r in self.records if r.method in ("POST", "PUT", "PATCH", "DELETE")]
 
-    def objects(self, api_version: str, kind: str, namespace: str | None = None, label_selector: str = "") -> list[dict[str, Any]]:
+    def objects(
+        self, api_version: str, kind: str, namespace: str | None = None, label_selector: str = ""
+    ) -> list[dict[str, Any]]:
         found = self.store.kind_by_api_version(api_version, kind)
         if found is None:
             return []
@@ -249,7 +259,7 @@ class Sandbox:
                     "nvidia.com/gpu.memory": str(pool.memory_gb * 1024),
                     **pool.labels,
                 }
-                node = {
+                node: dict[str, Any] = {
                     "apiVersion": "v1",
                     "kind": "Node",
                     "metadata": {"name": name, "labels": labels},
@@ -264,7 +274,9 @@ class Sandbox:
 
     def _seed_gateway(self, namespace: str, name: str) -> None:
         """The Gateway an installed Envoy AI Gateway would have: the portal attaches routes to it."""
-        self.store.create(self.store.kinds[("", "v1", "namespaces")], None, {"metadata": {"name": namespace}}, manager="installer")
+        self.store.create(
+            self.store.kinds[("", "v1", "namespaces")], None, {"metadata": {"name": namespace}}, manager="installer"
+        )
         gateway_kind = self.store.kind_by_api_version("gateway.networking.k8s.io/v1", "Gateway")
         if gateway_kind is None:
             return
@@ -272,7 +284,10 @@ class Sandbox:
             "apiVersion": "gateway.networking.k8s.io/v1",
             "kind": "Gateway",
             "metadata": {"name": name, "namespace": namespace},
-            "spec": {"gatewayClassName": "envoy-ai-gateway", "listeners": [{"name": "http", "protocol": "HTTP", "port": 80}]},
+            "spec": {
+                "gatewayClassName": "envoy-ai-gateway",
+                "listeners": [{"name": "http", "protocol": "HTTP", "port": 80}],
+            },
         }
         self.store.create(gateway_kind, namespace, gateway, manager="installer")
 
@@ -283,7 +298,11 @@ class Sandbox:
         if path == "/version":
             return VERSION_INFO
         if path == "/api":
-            return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": self.url.split("//")[1]}]}
+            return {
+                "kind": "APIVersions",
+                "versions": ["v1"],
+                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": self.url.split("//")[1]}],
+            }
         if path == "/apis":
             groups: dict[str, list[str]] = {}
             for kind in kinds:
@@ -313,10 +332,32 @@ class Sandbox:
         resources = []
         for kind in selected:
             verbs = ["create", "delete", "get", "list", "patch", "update"]
-            resources.append({"name": kind.plural, "singularName": kind.singular, "namespaced": kind.namespaced, "kind": kind.kind, "verbs": verbs, "shortNames": list(kind.short_names)})
+            resources.append(
+                {
+                    "name": kind.plural,
+                    "singularName": kind.singular,
+                    "namespaced": kind.namespaced,
+                    "kind": kind.kind,
+                    "verbs": verbs,
+                    "shortNames": list(kind.short_names),
+                }
+            )
             if kind.status_subresource:
-                resources.append({"name": f"{kind.plural}/status", "singularName": "", "namespaced": kind.namespaced, "kind": kind.kind, "verbs": ["get", "patch", "update"]})
-        return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{group}/{version}" if group else "v1", "resources": resources}
+                resources.append(
+                    {
+                        "name": f"{kind.plural}/status",
+                        "singularName": "",
+                        "namespaced": kind.namespaced,
+                        "kind": kind.kind,
+                        "verbs": ["get", "patch", "update"],
+                    }
+                )
+        return {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": f"{group}/{version}" if group else "v1",
+            "resources": resources,
+        }
 
     # ------------------------------------------------------------------ resource requests
 
@@ -344,7 +385,9 @@ class Sandbox:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         return kind, namespace, name, subresource
 
-    def handle(self, method: str, path: str, query: dict[str, list[str]], content_type: str, body: bytes, user_agent: str) -> tuple[int, dict[str, Any]]:
+    def handle(
+        self, method: str, path: str, query: dict[str, list[str]], content_type: str, body: bytes, user_agent: str
+    ) -> tuple[int, dict[str, Any]]:
         path = path.rstrip("/") or "/"
         if path.startswith("/_sandbox/"):
             return self._admin(method, path, body)
@@ -360,28 +403,42 @@ class Sandbox:
         store = self.store
         if method == "GET":
             if name is None:
-                return 200, store.list(kind, namespace, label_selector=first.get("labelSelector", ""), field_selector=first.get("fieldSelector", ""))
+                return 200, store.list(
+                    kind,
+                    namespace,
+                    label_selector=first.get("labelSelector", ""),
+                    field_selector=first.get("fieldSelector", ""),
+                )
             return 200, store.get(kind, namespace, name)
         payload = _parse_body(body, content_type) if body else None
         if method == "POST":
             if name is not None:
-                raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+                raise ApiError(
+                    405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+                )
             return 201, store.create(kind, namespace, payload, manager=manager, dry_run=dry_run, strict=strict)
         if name is None:
             raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
         if method == "PUT":
-            return 200, store.replace(kind, namespace, name, payload, manager=manager, subresource=subresource, dry_run=dry_run, strict=strict)
+            return 200, store.replace(
+                kind, namespace, name, payload, manager=manager, subresource=subresource, dry_run=dry_run, strict=strict
+            )
         if method == "PATCH":
             patch_type = content_type.split(";")[0].strip()
             if patch_type not in PATCH_TYPES:
-                raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - accepted media types include: {', '.join(PATCH_TYPES)}")
+                raise ApiError(
+                    415,
+                    "UnsupportedMediaType",
+                    f"the body of the request was in an unknown format - accepted media types include: {', '.join(PATCH_TYPES)}",
+                )
             obj, created = store.patch(
                 kind,
                 namespace,
                 name,
                 patch_type,
                 payload,
-                manager=first.get("fieldManager") or (None if patch_type == "application/apply-patch+yaml" else manager),
+                manager=first.get("fieldManager")
+                or (None if patch_type == "application/apply-patch+yaml" else manager),
                 force=first.get("force") == "true",
                 subresource=subresource,
                 dry_run=dry_run,
@@ -392,7 +449,6 @@ class Sandbox:
             result = store.delete(kind, namespace, name, dry_run=dry_run)
             return 200, result
         raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
-
 
     def _admin(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
         """Test and demo controls over HTTP: faults and request counts (never part of the Kubernetes API)."""
@@ -418,7 +474,7 @@ def _parse_body(body: bytes, content_type: str) -> Any:
         pass
     if "yaml" in content_type:
         try:
-            return yaml.load(body, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+            return yaml.load(body, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 (a safe loader)
         except yaml.YAMLError as error:
             raise ApiError(400, "BadRequest", f"error decoding YAML: {error}") from None
     raise ApiError(400, "BadRequest", "the body of the request was in an unknown format")
@@ -429,7 +485,12 @@ def _entry(crd: dict[str, Any]) -> Any:
 
     stored = dict(crd)
     stored["status"] = _crd_status(crd)
-    stored["metadata"] = {**crd.get("metadata", {}), "uid": "00000000-0000-0000-0000-000000000000", "resourceVersion": "1", "creationTimestamp": "2026-01-01T00:00:00Z"}
+    stored["metadata"] = {
+        **crd.get("metadata", {}),
+        "uid": "00000000-0000-0000-0000-000000000000",
+        "resourceVersion": "1",
+        "creationTimestamp": "2026-01-01T00:00:00Z",
+    }
     return Entry(stored)
 
 
@@ -443,7 +504,7 @@ def _handler_class(sandbox: Sandbox) -> type[BaseHTTPRequestHandler]:
             # Without it every request stalls ~40 ms on Nagle and delayed ACK (the reference, point 9).
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             logger.debug("sandbox: " + format, *args)
 
         def _serve(self) -> None:
@@ -457,16 +518,30 @@ def _handler_class(sandbox: Sandbox) -> type[BaseHTTPRequestHandler]:
                 if fault.drop:
                     sandbox.record(RequestRecord(self.command, parts.path, parts.query, 0))
                     self.close_connection = True
-                    try:
+                    with contextlib.suppress(OSError):
                         self.connection.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
                     return
             try:
                 if fault is not None and fault.status:
-                    reasons = {429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable", 504: "Timeout", 409: "Conflict", 403: "Forbidden", 422: "Invalid", 400: "BadRequest"}
+                    reasons = {
+                        429: "TooManyRequests",
+                        500: "InternalError",
+                        503: "ServiceUnavailable",
+                        504: "Timeout",
+                        409: "Conflict",
+                        403: "Forbidden",
+                        422: "Invalid",
+                        400: "BadRequest",
+                    }
                     raise ApiError(fault.status, reasons.get(fault.status, "Unknown"), fault.message)
-                status, payload = sandbox.handle(self.command, parts.path, parse_qs(parts.query), self.headers.get("Content-Type", ""), body, self.headers.get("User-Agent", ""))
+                status, payload = sandbox.handle(
+                    self.command,
+                    parts.path,
+                    parse_qs(parts.query),
+                    self.headers.get("Content-Type", ""),
+                    body,
+                    self.headers.get("User-Agent", ""),
+                )
             except ApiError as error:
                 status, payload = error.code, error.status()
             except Exception as error:  # the stand-in's own bug: answer like an apiserver would, and log it

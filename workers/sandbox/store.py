@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import copy
 import logging
 import re
@@ -127,10 +128,14 @@ BUILTIN_KINDS = (
 # Custom kinds the portal manages, registered without a schema when no CRD directory is available so that a
 # clone without ../shared/crds still works (objects stored unvalidated; the server says so once in its log).
 FALLBACK_CUSTOM_KINDS = (
-    Kind("serving.kserve.io", "v1beta1", "InferenceService", "inferenceservices", "inferenceservice", True, custom=True),
+    Kind(
+        "serving.kserve.io", "v1beta1", "InferenceService", "inferenceservices", "inferenceservice", True, custom=True
+    ),
     Kind("serving.kserve.io", "v1alpha1", "LocalModelCache", "localmodelcaches", "localmodelcache", False, custom=True),
     Kind("gateway.envoyproxy.io", "v1alpha1", "Backend", "backends", "backend", True, custom=True),
-    Kind("gateway.envoyproxy.io", "v1alpha1", "SecurityPolicy", "securitypolicies", "securitypolicy", True, custom=True),
+    Kind(
+        "gateway.envoyproxy.io", "v1alpha1", "SecurityPolicy", "securitypolicies", "securitypolicy", True, custom=True
+    ),
     Kind(
         "gateway.envoyproxy.io",
         "v1alpha1",
@@ -141,8 +146,18 @@ FALLBACK_CUSTOM_KINDS = (
         custom=True,
     ),
     Kind("gateway.envoyproxy.io", "v1alpha1", "EnvoyProxy", "envoyproxies", "envoyproxy", True, custom=True),
-    Kind("aigateway.envoyproxy.io", "v1beta1", "AIServiceBackend", "aiservicebackends", "aiservicebackend", True, custom=True),
-    Kind("aigateway.envoyproxy.io", "v1beta1", "AIGatewayRoute", "aigatewayroutes", "aigatewayroute", True, custom=True),
+    Kind(
+        "aigateway.envoyproxy.io",
+        "v1beta1",
+        "AIServiceBackend",
+        "aiservicebackends",
+        "aiservicebackend",
+        True,
+        custom=True,
+    ),
+    Kind(
+        "aigateway.envoyproxy.io", "v1beta1", "AIGatewayRoute", "aigatewayroutes", "aigatewayroute", True, custom=True
+    ),
     Kind(
         "aigateway.envoyproxy.io",
         "v1beta1",
@@ -183,40 +198,59 @@ _EQ_TERM = re.compile(r"^([A-Za-z0-9./_-]+)\s*(==|=|!=)\s*([A-Za-z0-9._-]*)$")
 _EXISTS_TERM = re.compile(r"^(!?)([A-Za-z0-9./_-]+)$")
 
 
+@dataclass(frozen=True)
+class _Requirement:
+    key: str
+    operator: str  # in, notin, exists, !exists
+    values: frozenset[str] = frozenset()
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        if self.operator == "exists":
+            return self.key in labels
+        if self.operator == "!exists":
+            return self.key not in labels
+        present = labels.get(self.key) in self.values
+        return present if self.operator == "in" else not present
+
+
+def _requirement(term: str) -> _Requirement:
+    if match := _SET_TERM.match(term):
+        values = frozenset(v.strip() for v in match.group(3).split(","))
+        return _Requirement(match.group(1), match.group(2), values)
+    if match := _EQ_TERM.match(term):
+        key, op, value = match.groups()
+        return _Requirement(key, "notin" if op == "!=" else "in", frozenset({value}))
+    if match := _EXISTS_TERM.match(term):
+        return _Requirement(match.group(2), "!exists" if match.group(1) == "!" else "exists")
+    raise ApiError(400, "BadRequest", f"unable to parse requirement: invalid label selector term {term!r}")
+
+
 def label_matcher(selector: str) -> Callable[[dict[str, str]], bool]:
     """`=`, `==`, `!=`, `in`, `notin`, exists and `!`exists; a bad selector is a 400."""
-    checks: list[Callable[[dict[str, str]], bool]] = []
-    for term in _split_selector(selector or ""):
-        if match := _SET_TERM.match(term):
-            key, op, values = match.group(1), match.group(2), {v.strip() for v in match.group(3).split(",")}
-            if op == "in":
-                checks.append(lambda labels, k=key, vs=values: labels.get(k) in vs)
-            else:
-                checks.append(lambda labels, k=key, vs=values: labels.get(k) not in vs)
-        elif match := _EQ_TERM.match(term):
-            key, op, value = match.groups()
-            if op == "!=":
-                checks.append(lambda labels, k=key, v=value: labels.get(k) != v)
-            else:
-                checks.append(lambda labels, k=key, v=value: labels.get(k) == v)
-        elif match := _EXISTS_TERM.match(term):
-            negate, key = match.group(1) == "!", match.group(2)
-            checks.append(lambda labels, k=key, n=negate: (k in labels) != n)
-        else:
-            raise ApiError(400, "BadRequest", f"unable to parse requirement: invalid label selector term {term!r}")
-    return lambda labels: all(check(labels) for check in checks)
+    requirements = [_requirement(term) for term in _split_selector(selector or "")]
+
+    def matches(labels: dict[str, str]) -> bool:
+        return all(requirement.matches(labels) for requirement in requirements)
+
+    return matches
 
 
 def field_matcher(selector: str) -> Callable[[Obj], bool]:
-    checks: list[Callable[[Obj], bool]] = []
+    """`metadata.name` and `metadata.namespace` with `=`, `==` and `!=`."""
+    terms: list[tuple[str, str, bool]] = []
     for term in _split_selector(selector or ""):
         match = re.match(r"^(metadata\.name|metadata\.namespace)\s*(==|=|!=)\s*(.*)$", term)
         if not match:
-            raise ApiError(400, "BadRequest", f'"{term}" is not a known field selector: only "metadata.name", "metadata.namespace"')
+            raise ApiError(
+                400, "BadRequest", f'"{term}" is not a known field selector: only "metadata.name", "metadata.namespace"'
+            )
         path, op, value = match.groups()
-        key = path.split(".")[1]
-        checks.append(lambda obj, k=key, v=value, neg=(op == "!="): (obj["metadata"].get(k, "") == v) != neg)
-    return lambda obj: all(check(obj) for check in checks)
+        terms.append((path.split(".")[1], value, op == "!="))
+
+    def matches(obj: Obj) -> bool:
+        return all((obj["metadata"].get(key, "") == value) != negate for key, value, negate in terms)
+
+    return matches
 
 
 # ---------------------------------------------------------------------------------------------------- the store
@@ -233,10 +267,8 @@ def _gpu_request(pod: Obj) -> int:
     for container in (pod.get("spec") or {}).get("containers") or []:
         resources = container.get("resources") or {}
         value = (resources.get("requests") or {}).get(GPU_RESOURCE) or (resources.get("limits") or {}).get(GPU_RESOURCE)
-        try:
+        with contextlib.suppress(ValueError):
             total += int(str(value or 0))
-        except ValueError:
-            pass
     return total
 
 
@@ -272,8 +304,15 @@ class Store:
         with self.lock:
             for version in _served_versions(crd):
                 self.kinds[(info.group, version, info.plural)] = Kind(
-                    info.group, version, info.kind, info.plural, info.singular, info.namespaced,
-                    status_subresource=_has_status(crd, version), custom=True, short_names=tuple(info.short_names),
+                    info.group,
+                    version,
+                    info.kind,
+                    info.plural,
+                    info.singular,
+                    info.namespaced,
+                    status_subresource=_has_status(crd, version),
+                    custom=True,
+                    short_names=tuple(info.short_names),
                 )
         return kind
 
@@ -316,10 +355,16 @@ class Store:
         if not kind.namespaced:
             return
         if not namespace:
-            raise ApiError(400, "BadRequest", "the namespace of the provided object does not match the namespace sent on the request")
+            raise ApiError(
+                400,
+                "BadRequest",
+                "the namespace of the provided object does not match the namespace sent on the request",
+            )
         entry = self.objects.get(("", "namespaces", "", namespace))
         if entry is None:
-            raise ApiError(404, "NotFound", f'namespaces "{namespace}" not found', {"name": namespace, "kind": "namespaces"})
+            raise ApiError(
+                404, "NotFound", f'namespaces "{namespace}" not found', {"name": namespace, "kind": "namespaces"}
+            )
         if creating and entry.obj["metadata"].get("deletionTimestamp"):
             raise ApiError(
                 403,
@@ -357,21 +402,43 @@ class Store:
         if kind.namespaced:
             if body_namespace and body_namespace != namespace:
                 raise ApiError(
-                    400, "BadRequest", "the namespace of the provided object does not match the namespace sent on the request"
+                    400,
+                    "BadRequest",
+                    "the namespace of the provided object does not match the namespace sent on the request",
                 )
             metadata["namespace"] = namespace
         else:
             metadata.pop("namespace", None)
         if name is not None:
             if metadata.get("name") and metadata["name"] != name:
-                raise ApiError(400, "BadRequest", "the name of the object (%s) does not match the name on the URL (%s)" % (metadata["name"], name))
+                raise ApiError(
+                    400,
+                    "BadRequest",
+                    "the name of the object ({}) does not match the name on the URL ({})".format(
+                        metadata["name"], name
+                    ),
+                )
             metadata["name"] = name
         return obj
 
     def _validate_name(self, kind: Kind, name: str) -> None:
-        pattern, limit, what = (DNS_LABEL, 63, "RFC 1123 label") if kind.kind == "Namespace" else (DNS_SUBDOMAIN, 253, "RFC 1123 subdomain")
+        pattern, limit, what = (
+            (DNS_LABEL, 63, "RFC 1123 label")
+            if kind.kind == "Namespace"
+            else (DNS_SUBDOMAIN, 253, "RFC 1123 subdomain")
+        )
         if not name:
-            raise self._invalid(kind, name, [{"reason": "FieldValueRequired", "field": "metadata.name", "message": "Required value: name or generateName is required"}])
+            raise self._invalid(
+                kind,
+                name,
+                [
+                    {
+                        "reason": "FieldValueRequired",
+                        "field": "metadata.name",
+                        "message": "Required value: name or generateName is required",
+                    }
+                ],
+            )
         if len(name) > limit or not pattern.match(name):
             raise self._invalid(
                 kind,
@@ -396,7 +463,17 @@ class Store:
                 try:
                     base64.b64decode(str(value), validate=True)
                 except (binascii.Error, ValueError):
-                    raise self._invalid(kind, name, [{"reason": "FieldValueInvalid", "field": f"data[{key}]", "message": "Invalid value: illegal base64 data"}]) from None
+                    raise self._invalid(
+                        kind,
+                        name,
+                        [
+                            {
+                                "reason": "FieldValueInvalid",
+                                "field": f"data[{key}]",
+                                "message": "Invalid value: illegal base64 data",
+                            }
+                        ],
+                    ) from None
             for key, value in string_data.items():
                 data[key] = base64.b64encode(str(value).encode()).decode()
             obj["data"] = data
@@ -414,10 +491,15 @@ class Store:
                 metadata = obj["metadata"]
                 validated, causes, _warnings = validator.validate(obj, strict=strict)
                 if causes:
-                    code = 400 if strict and all(c.reason == "FieldValueForbidden" and "unknown field" in c.message for c in causes) else 422
+                    code = (
+                        400
+                        if strict
+                        and all(c.reason == "FieldValueForbidden" and "unknown field" in c.message for c in causes)
+                        else 422
+                    )
                     problems = [{"reason": c.reason, "field": c.field, "message": c.message} for c in causes]
                     if code == 400:
-                        raise ApiError(400, "BadRequest", "; ".join(f'{c["message"]}' for c in problems))
+                        raise ApiError(400, "BadRequest", "; ".join(f"{c['message']}" for c in problems))
                     raise self._invalid(kind, name, problems)
                 validated["metadata"] = metadata
                 obj = validated
@@ -430,8 +512,7 @@ class Store:
             new["metadata"]["generation"] = 1
             return
         generation = int(old["metadata"].get("generation") or 1)
-        strip = lambda o: {k: v for k, v in o.items() if k not in ("metadata", "status")}  # noqa: E731
-        if f.canonical(strip(old)) != f.canonical(strip(new)):
+        if f.canonical(_spec_like(old)) != f.canonical(_spec_like(new)):
             generation += 1
         new["metadata"]["generation"] = generation
 
@@ -502,10 +583,14 @@ class Store:
 
     def iter_objects(self, kind: Kind) -> Iterator[Obj]:
         with self.lock:
-            items = [copy.deepcopy(e.obj) for (g, p, _, _), e in self.objects.items() if g == kind.group and p == kind.plural]
+            items = [
+                copy.deepcopy(e.obj) for (g, p, _, _), e in self.objects.items() if g == kind.group and p == kind.plural
+            ]
         yield from items
 
-    def create(self, kind: Kind, namespace: str | None, body: Any, *, manager: str, dry_run: bool = False, strict: bool = False) -> Obj:
+    def create(
+        self, kind: Kind, namespace: str | None, body: Any, *, manager: str, dry_run: bool = False, strict: bool = False
+    ) -> Obj:
         with self.lock:
             obj = self._check_identity(kind, body, namespace if kind.namespaced else None, None)
             metadata = obj["metadata"]
@@ -525,7 +610,14 @@ class Store:
                 obj.pop("status", None)
             obj = self._prepare(kind, obj, strict=strict)
             self._admit(kind, obj)
-            for server_field in ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "managedFields", "generation"):
+            for server_field in (
+                "uid",
+                "resourceVersion",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "managedFields",
+                "generation",
+            ):
                 obj["metadata"].pop(server_field, None)
             obj["metadata"]["uid"] = str(uuid.uuid4())
             obj["metadata"]["creationTimestamp"] = now_rfc3339()
@@ -542,7 +634,18 @@ class Store:
             self._after_write(kind, result)
             return result
 
-    def replace(self, kind: Kind, namespace: str | None, name: str, body: Any, *, manager: str, subresource: str = "", dry_run: bool = False, strict: bool = False) -> Obj:
+    def replace(
+        self,
+        kind: Kind,
+        namespace: str | None,
+        name: str,
+        body: Any,
+        *,
+        manager: str,
+        subresource: str = "",
+        dry_run: bool = False,
+        strict: bool = False,
+    ) -> Obj:
         with self.lock:
             obj = self._check_identity(kind, body, namespace if kind.namespaced else None, name)
             key = self._key(kind, namespace if kind.namespaced else None, name)
@@ -551,10 +654,22 @@ class Store:
                 raise self._not_found(kind, name)
             wanted_rv = obj["metadata"].get("resourceVersion")
             if not wanted_rv and not subresource:
-                raise self._invalid(kind, name, [{"reason": "FieldValueInvalid", "field": "metadata.resourceVersion", "message": "Invalid value: 0x0: must be specified for an update"}])
+                raise self._invalid(
+                    kind,
+                    name,
+                    [
+                        {
+                            "reason": "FieldValueInvalid",
+                            "field": "metadata.resourceVersion",
+                            "message": "Invalid value: 0x0: must be specified for an update",
+                        }
+                    ],
+                )
             if wanted_rv and wanted_rv != entry.obj["metadata"]["resourceVersion"]:
                 raise self._conflict(kind, name)
-            return self._update(kind, key, entry, obj, manager=manager, subresource=subresource, dry_run=dry_run, strict=strict)
+            return self._update(
+                kind, key, entry, obj, manager=manager, subresource=subresource, dry_run=dry_run, strict=strict
+            )
 
     def _conflict(self, kind: Kind, name: str) -> ApiError:
         return ApiError(
@@ -564,7 +679,20 @@ class Store:
             {"name": name, "group": kind.group, "kind": kind.plural},
         )
 
-    def _update(self, kind: Kind, key: tuple[str, str, str, str], entry: Entry, new: Obj, *, manager: str, subresource: str, dry_run: bool, strict: bool, operation: str = "Update", applied_paths: set[f.Path] | None = None) -> Obj:
+    def _update(
+        self,
+        kind: Kind,
+        key: tuple[str, str, str, str],
+        entry: Entry,
+        new: Obj,
+        *,
+        manager: str,
+        subresource: str,
+        dry_run: bool,
+        strict: bool,
+        operation: str = "Update",
+        applied_paths: set[f.Path] | None = None,
+    ) -> Obj:
         old = entry.obj
         if subresource == "status":
             merged = copy.deepcopy(old)
@@ -593,11 +721,11 @@ class Store:
         else:
             merged = self._prepare(kind, merged, strict=strict)
         self._bump_generation(kind, old, merged)
-        comparable = lambda o: {k: v for k, v in o.items() if k != "metadata"} | {"m": {k: v for k, v in o["metadata"].items() if k not in ("managedFields", "resourceVersion")}}  # noqa: E731
+
         if dry_run:
             merged["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
             return merged
-        changed_content = f.canonical(comparable(old)) != f.canonical(comparable(merged))
+        changed_content = f.canonical(_comparable(old)) != f.canonical(_comparable(merged))
         before_owners = {m: (op, frozenset(p)) for m, (op, p, _) in entry.owners.items()}
         new_entry = Entry(merged, {m: (op, set(p), t) for m, (op, p, t) in entry.owners.items()})
         if kind.kind != "CustomResourceDefinition":
@@ -616,7 +744,7 @@ class Store:
         if not changed_content and before_owners == after_owners:
             return copy.deepcopy(old)
         if not changed_content:
-            for manager_name, (op, paths, when) in new_entry.owners.items():
+            for manager_name, (op, paths, _when) in new_entry.owners.items():
                 if before_owners.get(manager_name) == (op, frozenset(paths)):
                     previous = entry.owners.get(manager_name)
                     if previous is not None:
@@ -631,7 +759,20 @@ class Store:
         self._after_write(kind, result)
         return result
 
-    def patch(self, kind: Kind, namespace: str | None, name: str, patch_type: str, body: Any, *, manager: str | None, force: bool = False, subresource: str = "", dry_run: bool = False, strict: bool = False) -> tuple[Obj, bool]:
+    def patch(
+        self,
+        kind: Kind,
+        namespace: str | None,
+        name: str,
+        patch_type: str,
+        body: Any,
+        *,
+        manager: str | None,
+        force: bool = False,
+        subresource: str = "",
+        dry_run: bool = False,
+        strict: bool = False,
+    ) -> tuple[Obj, bool]:
         """Returns (object, created): server-side apply creates a missing object."""
         ns = namespace if kind.namespaced else None
         with self.lock:
@@ -639,7 +780,11 @@ class Store:
             entry = self.objects.get(key)
             if patch_type == "application/apply-patch+yaml":
                 if not manager:
-                    raise ApiError(422, "Invalid", 'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: is required for apply patch')
+                    raise ApiError(
+                        422,
+                        "Invalid",
+                        'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: is required for apply patch',
+                    )
                 applied = self._check_identity(kind, body, ns, name)
                 if entry is None:
                     if subresource:
@@ -652,7 +797,17 @@ class Store:
                         self._render_managed_fields(created_entry, kind)
                         created = copy.deepcopy(created_entry.obj)
                     return created, True
-                return self._apply(kind, key, entry, applied, manager=manager, force=force, subresource=subresource, dry_run=dry_run, strict=strict), False
+                return self._apply(
+                    kind,
+                    key,
+                    entry,
+                    applied,
+                    manager=manager,
+                    force=force,
+                    subresource=subresource,
+                    dry_run=dry_run,
+                    strict=strict,
+                ), False
             if entry is None:
                 raise self._not_found(kind, name)
             live = copy.deepcopy(entry.obj)
@@ -663,24 +818,56 @@ class Store:
                     patched = f.json_patch(live, body)
                 elif patch_type == "application/strategic-merge-patch+json":
                     if kind.custom:
-                        raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml")
+                        raise ApiError(
+                            415,
+                            "UnsupportedMediaType",
+                            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+                        )
                     patched = f.strategic_merge_patch(live, body)
                 else:
                     raise ApiError(415, "UnsupportedMediaType", f"the media type {patch_type!r} is not supported")
             except f.PatchError as error:
-                raise ApiError(422, "Invalid", f"the server rejected our request due to an error in our request: {error}") from None
+                raise ApiError(
+                    422, "Invalid", f"the server rejected our request due to an error in our request: {error}"
+                ) from None
             if not isinstance(patched, dict):
                 raise ApiError(400, "BadRequest", "the patch does not produce an object")
             wanted_rv = ((body or {}).get("metadata") or {}).get("resourceVersion") if isinstance(body, dict) else None
             if wanted_rv and wanted_rv != entry.obj["metadata"]["resourceVersion"]:
                 raise self._conflict(kind, name)
             patched = self._check_identity(kind, patched, ns, name)
-            return self._update(kind, key, entry, patched, manager=manager or "unknown", subresource=subresource, dry_run=dry_run, strict=strict), False
+            return self._update(
+                kind,
+                key,
+                entry,
+                patched,
+                manager=manager or "unknown",
+                subresource=subresource,
+                dry_run=dry_run,
+                strict=strict,
+            ), False
 
-    def _apply(self, kind: Kind, key: tuple[str, str, str, str], entry: Entry, applied: Obj, *, manager: str, force: bool, subresource: str, dry_run: bool, strict: bool) -> Obj:
+    def _apply(
+        self,
+        kind: Kind,
+        key: tuple[str, str, str, str],
+        entry: Entry,
+        applied: Obj,
+        *,
+        manager: str,
+        force: bool,
+        subresource: str,
+        dry_run: bool,
+        strict: bool,
+    ) -> Obj:
         owner = f"{manager}/status" if subresource == "status" else manager
         if subresource == "status":
-            applied = {"apiVersion": applied["apiVersion"], "kind": applied["kind"], "metadata": applied["metadata"], "status": applied.get("status") or {}}
+            applied = {
+                "apiVersion": applied["apiVersion"],
+                "kind": applied["kind"],
+                "metadata": applied["metadata"],
+                "status": applied.get("status") or {},
+            }
             new_paths = f.leaf_paths(applied["status"], ("status",))
         else:
             new_paths = f.owned_paths(applied)
@@ -694,7 +881,11 @@ class Store:
                     conflicts.append((other, path))
         if conflicts and not force:
             causes = [
-                {"type": "FieldManagerConflict", "message": f'conflict with "{other}": .{".".join(path)}', "field": "." + ".".join(path)}
+                {
+                    "type": "FieldManagerConflict",
+                    "message": f'conflict with "{other}": .{".".join(path)}',
+                    "field": "." + ".".join(path),
+                }
                 for other, path in sorted(conflicts)
             ]
             listed = "\n".join(f'- conflict with "{other}": .{".".join(path)}' for other, path in sorted(conflicts))
@@ -713,13 +904,28 @@ class Store:
         applied_body = {k: v for k, v in applied.items() if k != "metadata"}
         applied_body["metadata"] = {k: v for k, v in applied["metadata"].items() if k in f.OWNABLE_METADATA}
         merged = f.merge_apply(live, applied_body)
-        others = set().union(*(p for m, (_, p, _) in scratch.owners.items() if m != owner)) if len(scratch.owners) > (owner in scratch.owners) else set()
+        others = (
+            set().union(*(p for m, (_, p, _) in scratch.owners.items() if m != owner))
+            if len(scratch.owners) > (owner in scratch.owners)
+            else set()
+        )
         for path in sorted(previous - new_paths, key=len, reverse=True):
             if path not in others and not any(o[: len(path)] == path or path[: len(o)] == o for o in new_paths):
                 f.remove_path(merged, path)
         merged.pop("managedFields", None)
         updated_entry = Entry(entry.obj, scratch.owners)
-        return self._update(kind, key, updated_entry if not dry_run else entry, merged, manager=manager, subresource="" if subresource != "status" else "status", dry_run=dry_run, strict=strict, operation="Apply", applied_paths=new_paths)
+        return self._update(
+            kind,
+            key,
+            updated_entry if not dry_run else entry,
+            merged,
+            manager=manager,
+            subresource="" if subresource != "status" else "status",
+            dry_run=dry_run,
+            strict=strict,
+            operation="Apply",
+            applied_paths=new_paths,
+        )
 
     def delete(self, kind: Kind, namespace: str | None, name: str, *, dry_run: bool = False) -> Obj:
         with self.lock:
@@ -760,7 +966,9 @@ class Store:
         if not requested:
             return
         used = self.gpu_used(namespace)
-        for entry in [e for (g, p, ns, _), e in self.objects.items() if g == "" and p == "resourcequotas" and ns == namespace]:
+        for entry in [
+            e for (g, p, ns, _), e in self.objects.items() if g == "" and p == "resourcequotas" and ns == namespace
+        ]:
             hard = ((entry.obj.get("status") or {}).get("hard") or {}).get(GPU_QUOTA_RESOURCE)
             if hard is None:  # a quota is enforced only once its status is filled in
                 continue
@@ -779,7 +987,10 @@ class Store:
         return sum(
             _gpu_request(entry.obj)
             for (g, p, ns, _), entry in self.objects.items()
-            if g == "" and p == "pods" and ns == namespace and (entry.obj.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+            if g == ""
+            and p == "pods"
+            and ns == namespace
+            and (entry.obj.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
         )
 
     def _after_write(self, kind: Kind, obj: Obj) -> None:
@@ -794,7 +1005,9 @@ class Store:
         """The quota controller's job, done synchronously: status.hard from spec, status.used from pods."""
         quota_kind = self.kinds[("", "v1", "resourcequotas")]
         used = self.gpu_used(namespace)
-        for key, entry in [(k, e) for k, e in self.objects.items() if k[0] == "" and k[1] == "resourcequotas" and k[2] == namespace]:
+        for key, entry in [
+            (k, e) for k, e in self.objects.items() if k[0] == "" and k[1] == "resourcequotas" and k[2] == namespace
+        ]:
             hard = copy.deepcopy((entry.obj.get("spec") or {}).get("hard") or {})
             status = {"hard": hard, "used": {name: (str(used) if name == GPU_QUOTA_RESOURCE else "0") for name in hard}}
             if entry.obj.get("status") != status:
@@ -805,7 +1018,11 @@ class Store:
         """The namespace controller: empty terminating namespaces, then remove them. Returns namespaces removed."""
         removed = 0
         with self.lock:
-            terminating = [e.obj["metadata"]["name"] for (g, p, _, _), e in self.objects.items() if g == "" and p == "namespaces" and e.obj["metadata"].get("deletionTimestamp")]
+            terminating = [
+                e.obj["metadata"]["name"]
+                for (g, p, _, _), e in self.objects.items()
+                if g == "" and p == "namespaces" and e.obj["metadata"].get("deletionTimestamp")
+            ]
             for namespace in terminating:
                 for key in [k for k in self.objects if k[2] == namespace]:
                     entry = self.objects.pop(key)
@@ -826,7 +1043,20 @@ class Store:
                 return None
             body = copy.deepcopy(entry.obj)
             body["status"] = status
-            return self._update(kind, key, entry, body, manager=manager, subresource="status", dry_run=False, strict=False)
+            return self._update(
+                kind, key, entry, body, manager=manager, subresource="status", dry_run=False, strict=False
+            )
+
+
+def _spec_like(obj: Obj) -> Obj:
+    """What a generation counts: everything but metadata and status."""
+    return {key: value for key, value in obj.items() if key not in ("metadata", "status")}
+
+
+def _comparable(obj: Obj) -> Obj:
+    """An object without the fields every write changes, to tell a no-op write from a real one."""
+    metadata = {k: v for k, v in obj["metadata"].items() if k not in ("managedFields", "resourceVersion")}
+    return {key: value for key, value in obj.items() if key != "metadata"} | {"metadata": metadata}
 
 
 def _served_versions(crd: Obj) -> list[str]:
@@ -846,8 +1076,20 @@ def _crd_status(crd: Obj) -> Obj:
     return {
         "acceptedNames": names,
         "conditions": [
-            {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": when},
-            {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": when},
+            {
+                "type": "NamesAccepted",
+                "status": "True",
+                "reason": "NoConflicts",
+                "message": "no conflicts found",
+                "lastTransitionTime": when,
+            },
+            {
+                "type": "Established",
+                "status": "True",
+                "reason": "InitialNamesAccepted",
+                "message": "the initial names have been accepted",
+                "lastTransitionTime": when,
+            },
         ],
         "storedVersions": [v["name"] for v in (crd.get("spec") or {}).get("versions") or [] if v.get("storage")],
     }

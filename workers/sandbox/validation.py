@@ -88,9 +88,9 @@ def _translate(schema: Schema) -> Schema:
     for key, value in schema.items():
         if key in ("properties", "patternProperties"):
             out[key] = {name: _translate(sub) for name, sub in value.items()}
-        elif key == "items" and isinstance(value, dict):
-            out[key] = _translate(value)
-        elif key == "additionalProperties" and isinstance(value, dict):
+        elif (key == "items" and isinstance(value, dict)) or (
+            key == "additionalProperties" and isinstance(value, dict)
+        ):
             out[key] = _translate(value)
         elif key in ("allOf", "anyOf", "oneOf"):
             out[key] = [_translate(sub) for sub in value]
@@ -102,7 +102,10 @@ def _translate(schema: Schema) -> Schema:
             out[key] = value
     if schema.get("x-kubernetes-int-or-string"):
         out.pop("type", None)
-        out["allOf"] = [*out.get("allOf", []), {"type": ["integer", "string", "null"] if schema.get("nullable") else ["integer", "string"]}]
+        out["allOf"] = [
+            *out.get("allOf", []),
+            {"type": ["integer", "string", "null"] if schema.get("nullable") else ["integer", "string"]},
+        ]
     if schema.get("x-kubernetes-list-type") == "set":
         out["uniqueItems"] = True
     if schema.get("nullable") and "type" in out:
@@ -341,7 +344,11 @@ class CrdRegistry:
     def by_kind(self, api_version: str, kind: str) -> CrdInfo | None:
         group, _, version = api_version.rpartition("/")
         return next(
-            (info for info in self._infos.values() if info.group == group and info.version == version and info.kind == kind),
+            (
+                info
+                for info in self._infos.values()
+                if info.group == group and info.version == version and info.kind == kind
+            ),
             None,
         )
 
@@ -354,7 +361,9 @@ class CrdRegistry:
                 return cached
         if key not in self._infos:
             raise KeyError(key)
-        crd = next(c for c in self._crds.values() if c["spec"]["group"] == group and c["spec"]["names"]["plural"] == plural)
+        crd = next(
+            c for c in self._crds.values() if c["spec"]["group"] == group and c["spec"]["names"]["plural"] == plural
+        )
         version_spec = next(v for v in crd["spec"]["versions"] if v["name"] == version)
         schema = ((version_spec.get("schema") or {}).get("openAPIV3Schema")) or {
             "type": "object",

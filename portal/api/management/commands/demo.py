@@ -3,7 +3,6 @@ web, worker and beat until Ctrl-C, and stop everything it started (the embedded 
 
 from __future__ import annotations
 
-from decimal import Decimal
 import os
 import secrets
 import signal
@@ -11,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
@@ -31,7 +31,12 @@ DEMO_DEVELOPER = "user:default/demo-developer"
 SANDBOX_CLUSTER = "sandbox"
 # The sandbox's nodes (workers/sandbox/server.py DEFAULT_NODE_POOLS) and its gateway (DEFAULT_GATEWAY).
 SANDBOX_POOLS = {
-    "nvidia-l4": {"gpu_product": "NVIDIA-L4", "gpu_count": 16, "gpu_memory_gb": 24, "hourly_price_per_gpu": Decimal("0.80")},
+    "nvidia-l4": {
+        "gpu_product": "NVIDIA-L4",
+        "gpu_count": 16,
+        "gpu_memory_gb": 24,
+        "hourly_price_per_gpu": Decimal("0.80"),
+    },
     "nvidia-h100": {
         "gpu_product": "NVIDIA-H100-80GB-HBM3",
         "gpu_count": 16,
@@ -104,7 +109,7 @@ class Command(BaseCommand):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and child.poll() is None:
             try:
-                with urllib.request.urlopen(f"{url}/version", timeout=2) as response:
+                with urllib.request.urlopen(f"{url}/version", timeout=2) as response:  # noqa: S310 (http://127.0.0.1)
                     if response.status == 200:
                         break
             except OSError:
@@ -277,7 +282,7 @@ class Command(BaseCommand):
                     "  Deploy a model to the sandbox cluster (Ready in a few seconds):",
                     f"  curl -X POST -H 'Authorization: Bearer {credentials['developer_token']}' "
                     "-H 'Content-Type: application/json' "
-                    f"-d '{{\"name\": \"chat\", \"model\": \"qwen2-5-7b-instruct\", \"accelerator_type\": \"nvidia-l4\"}}' "
+                    f'-d \'{{"name": "chat", "model": "qwen2-5-7b-instruct", "accelerator_type": "nvidia-l4"}}\' '
                     f"{base}/api/v1/teams/{DEMO_TEAM}/deployments",
                     "",
                     "Press Ctrl-C to stop everything.",
