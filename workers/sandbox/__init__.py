@@ -1,0 +1,1 @@
+"""A Kubernetes API stand-in for tests and the demo: `python -m workers.sandbox`."""
