@@ -35,6 +35,20 @@ def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
         return error.code, error.read()
 
 
+def _post(url: str, token: str, body: dict[str, object]) -> tuple[int, bytes]:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -89,6 +103,24 @@ def test_make_demo_serves_the_portal_and_stops_cleanly() -> None:
         assert json.loads(body)["openapi"].startswith("3.")
         status, body = _get(f"{base}/api/v1/me", developer_token)
         assert json.loads(body)["teams"] == [{"team": "demo", "display_name": "Demo team", "role": "admin"}]
+
+        # A starter-catalog model deployed to the sandbox cluster through the API reaches Ready.
+        status, body = _post(
+            f"{base}/api/v1/teams/demo/deployments",
+            developer_token,
+            {"name": "chat", "model": "qwen2-5-7b-instruct", "accelerator_type": "nvidia-l4"},
+        )
+        assert status == 201, body
+        deadline = time.monotonic() + 120
+        phase = ""
+        while time.monotonic() < deadline:
+            status, body = _get(f"{base}/api/v1/teams/demo/deployments/chat", developer_token)
+            phase = json.loads(body)["status"]["phase"]
+            if phase == "Ready":
+                break
+            time.sleep(1)
+        assert phase == "Ready", body
+        assert json.loads(body)["status"]["endpoint"]
     finally:
         demo.send_signal(signal.SIGINT)
         try:
@@ -103,6 +135,9 @@ def test_make_demo_serves_the_portal_and_stops_cleanly() -> None:
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
         assert not (var_dir / "postgres" / "postmaster.pid").exists()
+        sandbox_port = int(re.search(r"Sandbox cluster: http://127.0.0.1:(\d+)", "".join(output)).group(1))  # type: ignore[union-attr]
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", sandbox_port), timeout=1).close()
         redis_pidfile = var_dir / "redis" / "redis.pid"
         if redis_pidfile.exists():
             assert not _alive(int(redis_pidfile.read_text().strip()))
