@@ -47,7 +47,7 @@ test: install
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 	env $(LOCAL_SERVICES) $(PY) manage.py makemigrations --check --dry-run
-	env $(LOCAL_SERVICES) $(VENV)/bin/pytest
+	env $(LOCAL_SERVICES) $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 bench: install
 	env $(LOCAL_SERVICES) $(VENV)/bin/pytest tests/bench -s --no-header -q -o addopts="" -p no:cacheprovider
