@@ -266,3 +266,29 @@ def test_cross_team_reads_are_refused(world: tuple[RoleMatrix, Sandbox]) -> None
     assert outsider.get("/api/v1/teams/alpha/deployments/chat").status_code == 404
     assert outsider.delete("/api/v1/teams/alpha/deployments/chat").status_code == 404
     assert Deployment.objects.filter(name="chat", phase="Pending").exists()
+
+
+def test_a_worker_killed_mid_reconcile_still_converges(world: tuple[RoleMatrix, Sandbox]) -> None:
+    """A dead worker leaves its lock (until it expires) and half-applied objects; the redelivered task converges."""
+    import time
+
+    import redis
+    from django.conf import settings
+
+    from workers.provisioning.reconciler import DeploymentBusy
+
+    matrix, sandbox = world
+    deployment = _deploy(matrix)
+    # The dead worker got as far as one object, then died holding the lock (acks_late redelivers its message).
+    sandbox.add_fault(Fault(method="PATCH", path="inferenceservices", drop=True, times=None))
+    with pytest.raises(Exception):  # noqa: B017, PT011 (the connection drop, whatever the client makes of it)
+        reconcile_deployment(deployment.pk)
+    sandbox.clear_faults()
+    assert sandbox.objects("v1", "Namespace", label_selector="portal.genai.io/team=alpha")
+    assert sandbox.objects(ISVC, "InferenceService", namespace=NAMESPACE) == []
+    stale = redis.Redis.from_url(settings.RESOLVED_REDIS_URL).lock(f"portal:lock:deployment:{deployment.pk}", timeout=1)
+    assert stale.acquire(blocking=False)
+    with pytest.raises(DeploymentBusy):
+        reconcile_deployment(deployment.pk)
+    time.sleep(1.2)  # the lock expires: a crashed worker never blocks a deployment for longer than its timeout
+    _reconcile_until(deployment.pk, sandbox, "Ready")
