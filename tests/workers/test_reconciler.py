@@ -281,7 +281,7 @@ def test_a_worker_killed_mid_reconcile_still_converges(world: tuple[RoleMatrix, 
     deployment = _deploy(matrix)
     # The dead worker got as far as one object, then died holding the lock (acks_late redelivers its message).
     sandbox.add_fault(Fault(method="PATCH", path="inferenceservices", drop=True, times=None))
-    with pytest.raises(Exception):  # noqa: B017, PT011 (the connection drop, whatever the client makes of it)
+    with pytest.raises(Exception):  # noqa: PT011 (the connection drop, whatever the client makes of it)
         reconcile_deployment(deployment.pk)
     sandbox.clear_faults()
     assert sandbox.objects("v1", "Namespace", label_selector="portal.genai.io/team=alpha")
