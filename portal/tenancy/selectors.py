@@ -9,6 +9,14 @@ from portal.tenancy.contracts import TeamQuotaContract
 from portal.tenancy.models import ROLE_RANK, Membership, Role, Team, TeamQuota, User
 
 
+def normalize_user_ref(reference: str) -> str:
+    """Backstage refs may omit the namespace ('user:jane' means 'user:default/jane')."""
+    reference = reference.strip()
+    if reference.startswith("user:") and "/" not in reference:
+        reference = "user:default/" + reference.removeprefix("user:")
+    return reference
+
+
 def team_list_visible(*, user: User, platform_admin: bool) -> QuerySet[Team]:
     """Platform admins see every team; everybody else the teams they belong to."""
     teams = Team.objects.all()
@@ -43,6 +51,8 @@ def team_member_list(*, team: Team) -> QuerySet[Membership]:
 
 
 def team_membership_get(*, team: Team, user_ref: str) -> Membership:
+    """A member by Backstage ref (the namespace may be omitted, as when adding one) or by username."""
+    user_ref = normalize_user_ref(user_ref)
     membership = (
         team_member_list(team=team).filter(user__backstage_ref=user_ref).first()
         or team_member_list(team=team).filter(user__username=user_ref).first()

@@ -23,20 +23,12 @@ from portal.tenancy.models import (
     TeamQuota,
     User,
 )
-from portal.tenancy.selectors import user_get_by_reference
+from portal.tenancy.selectors import normalize_user_ref, user_get_by_reference
 
 _USER_REF = re.compile(BACKSTAGE_USER_REF_PATTERN)
 _GROUP_REF = re.compile(BACKSTAGE_GROUP_REF_PATTERN)
 _TEAM_SLUG = re.compile(TEAM_SLUG_PATTERN)
 _ACCELERATOR = re.compile(ACCELERATOR_TYPE_PATTERN)
-
-
-def normalize_user_ref(reference: str) -> str:
-    """Backstage refs may omit the namespace ('user:jane' means 'user:default/jane')."""
-    reference = reference.strip()
-    if reference.startswith("user:") and "/" not in reference:
-        reference = "user:default/" + reference.removeprefix("user:")
-    return reference
 
 
 def user_get_or_create_from_backstage_ref(*, backstage_ref: str) -> User:
@@ -150,12 +142,12 @@ def team_create(
         after=_team_snapshot(team),
     )
     if add_actor_as_admin and actor.kind == User.Kind.PERSON:
-        Membership.objects.create(team=team, user=actor, role=Role.ADMIN)
+        membership = Membership.objects.create(team=team, user=actor, role=Role.ADMIN)
         audit_record(
             actor=actor,
             action="membership.add",
             target_type="membership",
-            target_id=f"{team.slug}/{actor}",
+            target_id=membership.pk,
             target_label=f"{actor} in {team.slug}",
             team_slug=team.slug,
             after={"user": str(actor), "role": Role.ADMIN},
@@ -232,7 +224,12 @@ def team_set_status(*, actor: User, team: Team, status: str) -> Team:
 def _resolve_member(user_ref: str) -> User:
     reference = user_ref.strip()
     if reference.startswith("user:"):
-        return user_get_or_create_from_backstage_ref(backstage_ref=reference)
+        try:
+            return user_get_or_create_from_backstage_ref(backstage_ref=reference)
+        except ValidationFailed as error:
+            # Name the field of this request, not the user model's.
+            problem = error.problems[0]
+            raise ValidationFailed.for_field("user", problem.message, code=problem.code) from None
     user = user_get_by_reference(reference=reference)
     if user is None:
         raise ValidationFailed.for_field(

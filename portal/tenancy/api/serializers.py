@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
+from typing import Any
 
 from rest_framework import serializers
+from rest_framework.exceptions import ErrorDetail
 
 from portal.tenancy.models import TEAM_SLUG_PATTERN, Membership, Role, Team, TeamQuota, User
 
@@ -24,7 +27,33 @@ class TeamOutput(serializers.ModelSerializer):
         ]
 
 
-class TeamCreateInput(serializers.Serializer):
+class StrictInput(serializers.Serializer):
+    """Input that refuses fields it does not declare: a misspelt or read-only field is a field error,
+    never a silent no-op answered with 200."""
+
+    read_only_fields: tuple[str, ...] = ()
+
+    def to_internal_value(self, data: Any) -> Any:
+        unknown = sorted(set(data) - set(self.fields)) if isinstance(data, Mapping) else []
+        errors: dict[str, Any] = {}
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as error:
+            if not isinstance(error.detail, dict):
+                raise
+            errors.update(error.detail)
+        for name in unknown:
+            errors[name] = (
+                [ErrorDetail("cannot be changed", code="read_only")]
+                if name in self.read_only_fields
+                else [ErrorDetail("is not a field of this request", code="unknown_field")]
+            )
+        if errors:
+            raise serializers.ValidationError(errors)
+        return value
+
+
+class TeamCreateInput(StrictInput):
     slug = serializers.RegexField(
         TEAM_SLUG_PATTERN,
         max_length=40,
@@ -41,7 +70,9 @@ class TeamCreateInput(serializers.Serializer):
     cost_center = serializers.CharField(required=False, allow_blank=True, default="", max_length=64)
 
 
-class TeamUpdateInput(serializers.Serializer):
+class TeamUpdateInput(StrictInput):
+    read_only_fields = ("slug",)
+
     display_name = serializers.CharField(required=False, max_length=200)
     description = serializers.CharField(required=False, allow_blank=True, max_length=5000)
     backstage_group_ref = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=255)
@@ -72,12 +103,12 @@ class MembershipOutput(serializers.ModelSerializer):
         return membership.user.backstage_ref or membership.user.username
 
 
-class MembershipCreateInput(serializers.Serializer):
+class MembershipCreateInput(StrictInput):
     user = serializers.CharField(max_length=255, help_text="Backstage user ref, e.g. user:default/jane")
     role = serializers.ChoiceField(choices=Role.choices)
 
 
-class MembershipUpdateInput(serializers.Serializer):
+class MembershipUpdateInput(StrictInput):
     role = serializers.ChoiceField(choices=Role.choices)
 
 
@@ -117,7 +148,7 @@ class QuotaOutput(serializers.ModelSerializer):
         return {limit.accelerator_type: limit.gpus for limit in quota.gpu_limits.all()}
 
 
-class QuotaUpdateInput(serializers.Serializer):
+class QuotaUpdateInput(StrictInput):
     gpus = serializers.DictField(
         child=serializers.IntegerField(min_value=0, max_value=100_000),
         help_text="GPUs per accelerator type; replaces the whole map",

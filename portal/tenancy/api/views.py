@@ -11,10 +11,18 @@ from rest_framework.response import Response
 from portal.api.authentication import acting_user, caller_of, is_platform_admin
 from portal.api.team_access import team_for_request
 from portal.api.views import PortalGenericView, PortalView, validated
-from portal.core.errors import PermissionDenied
+from portal.core.errors import PermissionDenied, ValidationFailed
 from portal.tenancy import selectors, services
 from portal.tenancy.api import serializers
 from portal.tenancy.models import Membership, Role, Team, User
+
+
+def _choice_param(request: Request, name: str, choices: list[str]) -> str | None:
+    """A filter with a value outside its choices is refused, not answered with an empty list."""
+    value = request.query_params.get(name)
+    if value and value not in choices:
+        raise ValidationFailed.for_field(name, f"must be one of {', '.join(choices)}", code="invalid_choice")
+    return value or None
 
 
 class MeView(PortalView):
@@ -46,7 +54,7 @@ class TeamListView(PortalGenericView):
     )
     def get(self, request: Request) -> Response:
         teams = selectors.team_list_visible(user=acting_user(request), platform_admin=is_platform_admin(request))
-        status_filter = request.query_params.get("status")
+        status_filter = _choice_param(request, "status", Team.Status.values)
         if status_filter:
             teams = teams.filter(status=status_filter)
         search = request.query_params.get("search")
@@ -61,13 +69,13 @@ class TeamListView(PortalGenericView):
         summary="Create a team; the calling person becomes its admin",
     )
     def post(self, request: Request) -> Response:
-        data = validated(serializers.TeamCreateInput, request.data)
         if settings.TEAM_CREATION == "admins" and not is_platform_admin(request):
             raise PermissionDenied("Only platform admins create teams here", code="team_creation_restricted")
         if acting_user(request).kind != User.Kind.PERSON and not is_platform_admin(request):
             raise PermissionDenied(
                 "A team is created on behalf of a person: send X-Backstage-User", code="person_required"
             )
+        data = validated(serializers.TeamCreateInput, request.data)
         team = services.team_create(actor=acting_user(request), **data)
         return Response(
             serializers.TeamOutput(team).data,
@@ -103,10 +111,14 @@ class MemberListView(PortalGenericView):
     queryset = Membership.objects.none()  # for the schema generator; views query through selectors
     serializer_class = serializers.MembershipOutput
 
-    @extend_schema(responses=serializers.MembershipOutput(many=True), summary="Members of a team")
+    @extend_schema(
+        parameters=[OpenApiParameter("role", str, enum=Role.values)],
+        responses=serializers.MembershipOutput(many=True),
+        summary="Members of a team",
+    )
     def get(self, request: Request, team: str) -> Response:
         members = selectors.team_member_list(team=team_for_request(request, team))
-        role = request.query_params.get("role")
+        role = _choice_param(request, "role", Role.values)
         if role:
             members = members.filter(role=role)
         page = self.paginate_queryset(members)
