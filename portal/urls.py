@@ -15,6 +15,8 @@ urlpatterns = [
     path("api/v1/", include("portal.api.urls")),
     path("api/v1/", include("portal.clusters.api.urls")),
     path("api/v1/", include("portal.deployments.api.urls")),
+    path("api/v1/", include("portal.gateway.api.urls")),
+    path("", include("portal.usage.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(permission_classes=[], authentication_classes=[]), name="schema"),
     path(
         "api/docs/",

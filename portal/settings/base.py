@@ -33,6 +33,8 @@ INSTALLED_APPS = [
     "portal.api",
     "portal.clusters",
     "portal.deployments",
+    "portal.gateway",
+    "portal.usage",
     "catalog",
 ]
 

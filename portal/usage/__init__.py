@@ -1,0 +1,1 @@
+"""Usage ingestion, rating, rollups, budgets and cost reports."""

@@ -1,0 +1,5 @@
+"""Routes of the usage API."""
+
+from django.urls import path  # noqa: F401
+
+urlpatterns: list = []
