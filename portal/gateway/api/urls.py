@@ -1,5 +1,32 @@
 """Routes of the gateway API."""
 
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from portal.gateway.api import views
+
+urlpatterns = [
+    path("teams/<str:team>/credentials", views.CredentialListView.as_view(), name="credential-list"),
+    path(
+        "teams/<str:team>/credentials/<int:credential_id>",
+        views.CredentialDetailView.as_view(),
+        name="credential-detail",
+    ),
+    path(
+        "teams/<str:team>/credentials/<int:credential_id>/rotate",
+        views.CredentialRotateView.as_view(),
+        name="credential-rotate",
+    ),
+    path("credential-reveals/<str:token>", views.CredentialRevealView.as_view(), name="credential-reveal"),
+    path(
+        "clusters/<str:cluster>/provider-backends",
+        views.ProviderBackendListView.as_view(),
+        name="provider-backend-list",
+    ),
+    path(
+        "clusters/<str:cluster>/provider-backends/<str:name>",
+        views.ProviderBackendDetailView.as_view(),
+        name="provider-backend-detail",
+    ),
+    path("clusters/<str:cluster>/gateway-bootstrap", views.GatewayBootstrapView.as_view(), name="gateway-bootstrap"),
+    path("clusters/<str:cluster>/gateway-policy", views.GatewayPolicyView.as_view(), name="gateway-policy"),
+]

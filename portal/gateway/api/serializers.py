@@ -1,0 +1,162 @@
+"""Input and output shapes of the gateway API. No output shape carries a key, a hash or a provider credential,
+except the one-time fields added by the views on issue, rotation and reveal."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+from rest_framework.exceptions import ErrorDetail
+
+from portal.gateway import selectors
+from portal.gateway.models import Credential, ProviderBackend, ProviderKind
+
+DELIVERY_CHOICES = ("response", "reveal_link")
+
+
+class StrictInput(serializers.Serializer):
+    """Refuses fields it does not declare: a misspelt field is a field error, never silently ignored."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            raise serializers.ValidationError(
+                {"non_field_errors": [ErrorDetail("expected a JSON object", code="invalid")]}
+            )
+        unknown = sorted(set(data) - set(self.fields))
+        errors: dict[str, Any] = {}
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as error:
+            if not isinstance(error.detail, dict):
+                raise
+            errors.update(error.detail)
+        for name in unknown:
+            errors[name] = [ErrorDetail("is not a field of this request", code="unknown_field")]
+        if errors:
+            raise serializers.ValidationError(errors)
+        return value
+
+
+class CredentialOutput(serializers.ModelSerializer):
+    team = serializers.CharField(source="team.slug")
+    client_id = serializers.SerializerMethodField()
+    state = serializers.SerializerMethodField()
+    created_by = serializers.SerializerMethodField()
+    replaced_by = serializers.PrimaryKeyRelatedField(read_only=True)  # type: ignore[var-annotated]
+
+    class Meta:
+        model = Credential
+        fields = [
+            "id",
+            "team",
+            "name",
+            "key_prefix",
+            "client_id",
+            "allowed_models",
+            "state",
+            "expires_at",
+            "revoked_at",
+            "rotated_at",
+            "replaced_by",
+            "created_by",
+            "created_at",
+            "last_used_at",
+        ]
+
+    def get_client_id(self, credential: Credential) -> str:
+        return selectors.client_id_of(team_slug=credential.team.slug, key_id=credential.key_id)
+
+    @extend_schema_field(serializers.ChoiceField(choices=["active", "rotating", "expired", "revoked"]))
+    def get_state(self, credential: Credential) -> str:
+        return selectors.credential_state(credential)
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_created_by(self, credential: Credential) -> str | None:
+        return str(credential.created_by) if credential.created_by is not None else None
+
+
+class CredentialIssuedOutput(CredentialOutput):
+    key = serializers.CharField(required=False, help_text="Shown only in this response (delivery 'response')")
+    reveal_url = serializers.URLField(required=False, help_text="One-time link (delivery 'reveal_link')")
+    reveal_expires_at = serializers.DateTimeField(required=False)
+
+    class Meta(CredentialOutput.Meta):
+        fields = [*CredentialOutput.Meta.fields, "key", "reveal_url", "reveal_expires_at"]
+
+
+class CredentialCreateInput(StrictInput):
+    name = serializers.CharField(max_length=100)
+    allowed_models = serializers.ListField(
+        child=serializers.CharField(max_length=63), required=False, default=list, max_length=200
+    )
+    expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    delivery = serializers.ChoiceField(choices=DELIVERY_CHOICES, required=False, default="response")
+
+
+class CredentialRotateInput(StrictInput):
+    overlap_seconds = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=0)
+    expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    delivery = serializers.ChoiceField(choices=DELIVERY_CHOICES, required=False, default="response")
+
+
+class CredentialRevealOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    team = serializers.CharField()
+    name = serializers.CharField()
+    client_id = serializers.CharField()
+    key = serializers.CharField()
+
+
+class ProviderBackendOutput(serializers.ModelSerializer):
+    cluster = serializers.CharField(source="cluster.name")
+    credential_set = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ProviderBackend
+        fields = [
+            "name",
+            "cluster",
+            "provider",
+            "hostname",
+            "port",
+            "region",
+            "api_version",
+            "credential_set",
+            "created_at",
+            "updated_at",
+        ]
+
+    def get_credential_set(self, backend: ProviderBackend) -> bool:
+        return bool(backend.credential_ciphertext)
+
+
+class ProviderBackendCreateInput(StrictInput):
+    name = serializers.CharField(max_length=40)
+    provider = serializers.ChoiceField(choices=ProviderKind.values)
+    hostname = serializers.CharField(max_length=253)
+    port = serializers.IntegerField(required=False, default=443, min_value=1, max_value=65535)
+    region = serializers.CharField(max_length=64, required=False, default="", allow_blank=True)
+    api_version = serializers.CharField(max_length=40, required=False, default="", allow_blank=True)
+    credential = serializers.CharField(
+        max_length=20000, required=False, default="", allow_blank=True, write_only=True, trim_whitespace=True
+    )
+
+
+class ProviderBackendUpdateInput(StrictInput):
+    hostname = serializers.CharField(max_length=253, required=False)
+    port = serializers.IntegerField(required=False, min_value=1, max_value=65535)
+    region = serializers.CharField(max_length=64, required=False, allow_blank=True)
+    api_version = serializers.CharField(max_length=40, required=False, allow_blank=True)
+    credential = serializers.CharField(max_length=20000, required=False, write_only=True)
+
+
+class GatewayPolicyOutput(serializers.Serializer):
+    cluster = serializers.CharField(source="cluster.name")
+    generation = serializers.IntegerField()
+    observed_generation = serializers.IntegerField()
+    phase = serializers.CharField()
+    message = serializers.CharField()
+    last_reconciled_at = serializers.DateTimeField(allow_null=True)
+    applied_manifests = serializers.ListField(child=serializers.DictField())

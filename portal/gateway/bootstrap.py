@@ -1,0 +1,161 @@
+"""The gateway's own usage settings, as pure builders (no Django): a GatewayConfig declaring the token cost keys
+every route reports, and an EnvoyProxy whose access log emits one JSON record per request with the fields of
+the usage event contract (shared/reference/usage-metering.md section 4.2). The API offers them to platform
+admins; the gateway reconciler applies them when the cluster allows it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from portal.clusters.contracts import ClusterContract
+
+Manifest = dict[str, Any]
+EG_API_VERSION = "gateway.envoyproxy.io/v1alpha1"
+AIGW_API_VERSION = "aigateway.envoyproxy.io/v1beta1"
+GATEWAY_CONFIG_ANNOTATION = "aigateway.envoyproxy.io/gateway-config"
+# Same value as workers.provisioning.manifests.labels.CLIENT_ID_HEADER (a test keeps them equal).
+CLIENT_ID_HEADER = "x-portal-client-id"
+METADATA_NAMESPACE = "io.envoy.ai_gateway"
+BOOTSTRAP_LABELS = {"app.kubernetes.io/managed-by": "genai-portal", "portal.genai.io/component": "gateway-bootstrap"}
+
+# (metadata key, AI Gateway cost type): every usage type the portal rates, declared once for every route.
+TOKEN_COSTS = (
+    ("llm_input_token", "InputToken"),
+    ("llm_cached_input_token", "CachedInputToken"),
+    ("llm_cache_creation_input_token", "CacheCreationInputToken"),
+    ("llm_output_token", "OutputToken"),
+    ("llm_reasoning_token", "ReasoningToken"),
+    ("llm_total_token", "TotalToken"),
+)
+
+
+def _metadata(key: str) -> str:
+    return f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:{key})%"
+
+
+# The access-log record: usage-metering.md section 4.2, field for field.
+ACCESS_LOG_FIELDS: dict[str, str] = {
+    "event.type": "ai.gateway.llm.usage.v1",
+    "start_time": "%START_TIME%",
+    "request_id": "%REQ(X-REQUEST-ID)%",
+    "credential_id": f"%REQ({CLIENT_ID_HEADER.upper()})%",
+    "route": _metadata("route_name"),
+    "backend": _metadata("ai_service_backend_name"),
+    "model_requested": "%REQ(X-AI-EG-MODEL)%",
+    "model_override": _metadata("model_name_override"),
+    "model_response": _metadata("response_model"),
+    "input_tokens": _metadata("llm_input_token"),
+    "cached_input_tokens": _metadata("llm_cached_input_token"),
+    "cache_creation_input_tokens": _metadata("llm_cache_creation_input_token"),
+    "output_tokens": _metadata("llm_output_token"),
+    "reasoning_tokens": _metadata("llm_reasoning_token"),
+    "total_tokens": _metadata("llm_total_token"),
+    "status_code": "%RESPONSE_CODE%",
+    "response_flags": "%RESPONSE_FLAGS%",
+    "upstream_attempts": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
+    "duration_ms": "%DURATION%",
+    "upstream_service_time_ms": "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%",
+    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+}
+
+
+def gateway_config_name(cluster: ClusterContract) -> str:
+    return f"{cluster.gateway_name}-portal-config"[:63]
+
+
+def envoy_proxy_name(cluster: ClusterContract) -> str:
+    return f"{cluster.gateway_name}-portal-proxy"[:63]
+
+
+def usage_source(cluster: ClusterContract) -> str:
+    """The CloudEvents source of this gateway's usage events: cluster and Gateway."""
+    return f"aigw://{cluster.name}/{cluster.gateway_namespace}/{cluster.gateway_name}"
+
+
+def build_gateway_config(cluster: ClusterContract) -> Manifest:
+    return {
+        "apiVersion": AIGW_API_VERSION,
+        "kind": "GatewayConfig",
+        "metadata": {
+            "name": gateway_config_name(cluster),
+            "namespace": cluster.gateway_namespace,
+            "labels": dict(BOOTSTRAP_LABELS),
+        },
+        "spec": {"globalLLMRequestCosts": [{"metadataKey": key, "type": kind} for key, kind in TOKEN_COSTS]},
+    }
+
+
+def build_envoy_proxy(cluster: ClusterContract, *, collector: str = "") -> Manifest:
+    """Access log of LLM traffic only (requests that carry a model), to stdout and, when a collector is
+    configured ('host:port'), over OTLP with the gateway's usage source as a resource attribute."""
+    sinks: list[dict[str, Any]] = [{"type": "File", "file": {"path": "/dev/stdout"}}]
+    if collector:
+        host, _, port = collector.rpartition(":")
+        sinks.append(
+            {
+                "type": "OpenTelemetry",
+                "openTelemetry": {
+                    "host": host or collector,
+                    "port": int(port) if port.isdigit() else 4317,
+                    "resources": {"aigw.source": usage_source(cluster)},
+                },
+            }
+        )
+    return {
+        "apiVersion": EG_API_VERSION,
+        "kind": "EnvoyProxy",
+        "metadata": {
+            "name": envoy_proxy_name(cluster),
+            "namespace": cluster.gateway_namespace,
+            "labels": dict(BOOTSTRAP_LABELS),
+        },
+        "spec": {
+            "telemetry": {
+                "accessLog": {
+                    "settings": [
+                        {
+                            "matches": ["request.headers['x-ai-eg-model'] != ''"],
+                            "format": {"type": "JSON", "json": dict(ACCESS_LOG_FIELDS)},
+                            "sinks": sinks,
+                        }
+                    ]
+                }
+            }
+        },
+    }
+
+
+def build_bootstrap_objects(cluster: ClusterContract, *, collector: str = "") -> list[Manifest]:
+    return [build_gateway_config(cluster), build_envoy_proxy(cluster, collector=collector)]
+
+
+def gateway_patch(cluster: ClusterContract) -> Manifest:
+    """What the cluster's Gateway needs to use them (the platform team owns the Gateway itself)."""
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "metadata": {
+            "name": cluster.gateway_name,
+            "namespace": cluster.gateway_namespace,
+            "annotations": {GATEWAY_CONFIG_ANNOTATION: gateway_config_name(cluster)},
+        },
+        "spec": {
+            "infrastructure": {
+                "parametersRef": {
+                    "group": "gateway.envoyproxy.io",
+                    "kind": "EnvoyProxy",
+                    "name": envoy_proxy_name(cluster),
+                }
+            }
+        },
+    }
+
+
+def bootstrap_document(cluster: ClusterContract, *, collector: str = "") -> dict[str, Any]:
+    return {
+        "cluster": cluster.name,
+        "usage_source": usage_source(cluster),
+        "manifests": build_bootstrap_objects(cluster, collector=collector),
+        "gateway_patch": gateway_patch(cluster),
+        "applied_by_worker": cluster.apply_gateway_bootstrap,
+    }

@@ -1,0 +1,29 @@
+"""Gateway settings with their defaults; override them in Django settings (portal/settings reads the environment)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+
+
+def throttle_percent() -> int:
+    """Share of a team's token limits left when its budget policy throttles it."""
+    return int(getattr(settings, "GATEWAY_THROTTLE_PERCENT", 10))
+
+
+def reveal_link_lifetime() -> timedelta:
+    return timedelta(minutes=int(getattr(settings, "GATEWAY_REVEAL_LINK_MINUTES", 15)))
+
+
+def default_rotation_overlap() -> timedelta:
+    return timedelta(hours=int(getattr(settings, "GATEWAY_ROTATION_OVERLAP_HOURS", 24)))
+
+
+def max_rotation_overlap() -> timedelta:
+    return timedelta(days=int(getattr(settings, "GATEWAY_ROTATION_OVERLAP_MAX_DAYS", 30)))
+
+
+def otel_collector() -> str:
+    """host:port of the OpenTelemetry collector the gateway ships usage access logs to; empty: stdout only."""
+    return str(getattr(settings, "GATEWAY_OTEL_COLLECTOR", "") or "")

@@ -1,0 +1,289 @@
+"""Reads of the gateway app: credentials by team and by client id, and the desired gateway policy of a cluster."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db.models import F, Q, QuerySet
+from django.utils import timezone
+
+from catalog.models import CatalogModel, Hosting, Lifecycle, ModelVersion, Visibility
+from portal.clusters import selectors as cluster_selectors
+from portal.clusters.models import Cluster
+from portal.core.encryption import decrypt_secret
+from portal.core.errors import NotFound
+from portal.deployments.models import Deployment
+from portal.gateway import conf
+from portal.gateway.contracts import (
+    CredentialRef,
+    GatewayKey,
+    GatewayPolicySpec,
+    ManagedModelRoute,
+    ProviderBackendSpec,
+    TeamGatewayAccess,
+)
+from portal.gateway.models import (
+    BudgetEnforcement,
+    ClusterGatewayPolicy,
+    Credential,
+    CredentialReveal,
+    ProviderBackend,
+)
+from portal.tenancy.models import Team
+
+CLIENT_ID_SEPARATOR = "."
+
+
+def client_id_of(*, team_slug: str, key_id: str) -> str:
+    """The client id the gateway forwards in x-portal-client-id: '<team-slug>.<key_id>' (slugs have no dots)."""
+    return f"{team_slug}{CLIENT_ID_SEPARATOR}{key_id}"
+
+
+def credential_state(credential: Credential, *, now: datetime | None = None) -> str:
+    """active, expired, revoked or rotating (the old key of a rotation, still valid until its expiry)."""
+    moment = now or timezone.now()
+    if credential.revoked_at is not None:
+        return "revoked"
+    if credential.expires_at is not None and credential.expires_at <= moment:
+        return "expired"
+    if credential.rotated_at is not None:
+        return "rotating"
+    return "active"
+
+
+def _valid_at(moment: datetime) -> Q:
+    return Q(revoked_at__isnull=True) & (Q(expires_at__isnull=True) | Q(expires_at__gt=moment))
+
+
+def credential_list(*, team: Team, include_inactive: bool = True) -> QuerySet[Credential]:
+    credentials = Credential.objects.filter(team=team).select_related("team", "created_by", "replaced_by")
+    if not include_inactive:
+        credentials = credentials.filter(_valid_at(timezone.now()))
+    return credentials.order_by("name", "-created_at", "-pk")
+
+
+def credential_get(*, team: Team, credential_id: int) -> Credential:
+    credential = credential_list(team=team).filter(pk=credential_id).first()
+    if credential is None:
+        raise NotFound(f"Credential {credential_id} not found in team '{team.slug}'", code="credential_not_found")
+    return credential
+
+
+def credential_by_client_id(client_id: str) -> CredentialRef | None:
+    """Resolve a gateway client id, whatever the key's state now (usage events can arrive late)."""
+    team_slug, separator, key_id = client_id.rpartition(CLIENT_ID_SEPARATOR)
+    if not separator or not team_slug or not key_id:
+        return None
+    credential = Credential.objects.select_related("team").filter(key_id=key_id, team__slug=team_slug).first()
+    if credential is None:
+        return None
+    return CredentialRef(
+        credential_id=credential.pk,
+        key_id=credential.key_id,
+        team_id=credential.team_id,
+        team_slug=credential.team.slug,
+        name=credential.name,
+        client_id=client_id_of(team_slug=credential.team.slug, key_id=credential.key_id),
+        revoked_at=credential.revoked_at,
+        expires_at=credential.expires_at,
+    )
+
+
+def credential_reveal_get(*, token_hash: str) -> CredentialReveal | None:
+    return (
+        CredentialReveal.objects.select_related("credential", "credential__team").filter(token_hash=token_hash).first()
+    )
+
+
+def team_usable_model_slugs(*, team: Team) -> set[str]:
+    """Catalog models the team may call through the gateway: visible to it and not retired."""
+    return set(
+        CatalogModel.objects.filter(Q(visibility=Visibility.ALL) | Q(visible_to_teams=team))
+        .exclude(lifecycle=Lifecycle.RETIRED)
+        .values_list("slug", flat=True)
+        .distinct()
+    )
+
+
+def provider_backend_list(*, cluster: Cluster) -> QuerySet[ProviderBackend]:
+    return ProviderBackend.objects.filter(cluster=cluster).order_by("name")
+
+
+def provider_backend_get(*, cluster: Cluster, name: str) -> ProviderBackend:
+    backend = provider_backend_list(cluster=cluster).filter(name=name).first()
+    if backend is None:
+        raise NotFound(
+            f"Provider backend '{name}' not found on cluster '{cluster.name}'", code="provider_backend_not_found"
+        )
+    return backend
+
+
+def gateway_policy_get(*, cluster: Cluster) -> ClusterGatewayPolicy | None:
+    return ClusterGatewayPolicy.objects.filter(cluster=cluster).first()
+
+
+def gateway_policy_ids(*, behind_only: bool) -> list[int]:
+    """Every cluster policy id (the resync compares fingerprints), or only those whose generation is ahead."""
+    policies = ClusterGatewayPolicy.objects.all()
+    if behind_only:
+        policies = policies.filter(observed_generation__lt=F("generation"))
+    return list(policies.order_by("pk").values_list("pk", flat=True))
+
+
+def deployment_allowed_key_ids(*, team_slug: str, model_slug: str) -> tuple[str, ...] | None:
+    """Per-key allow-lists for one of the team's self-hosted deployments: None when every current key of the
+    team may call the model, else the key ids that may (possibly none)."""
+    now = timezone.now()
+    keys = list(
+        Credential.objects.filter(_valid_at(now), team__slug=team_slug)
+        .order_by("key_id")
+        .values_list("key_id", "allowed_models")
+    )
+    if all(not allowed or model_slug in allowed for _, allowed in keys):
+        return None
+    return tuple(key_id for key_id, allowed in keys if not allowed or model_slug in allowed)
+
+
+def _managed_versions(providers: set[str]) -> list[ModelVersion]:
+    """The newest non-retired version per served model name, for managed models of the given providers."""
+    versions = (
+        ModelVersion.objects.select_related("model")
+        .filter(model__hosting=Hosting.MANAGED, provider__in=providers)
+        .exclude(lifecycle=Lifecycle.RETIRED)
+        .exclude(model__lifecycle=Lifecycle.RETIRED)
+        .exclude(provider_model_id="")
+        .order_by("served_model_name", "-created_at", "-pk")
+    )
+    chosen: dict[str, ModelVersion] = {}
+    for version in versions:
+        chosen.setdefault(version.served_model_name, version)
+    return [chosen[name] for name in sorted(chosen)]
+
+
+def gateway_policy_spec(*, policy_id: int) -> GatewayPolicySpec | None:
+    """The frozen desired gateway policy of one cluster, or None when the policy row is gone."""
+    policy = ClusterGatewayPolicy.objects.select_related("cluster").filter(pk=policy_id).first()
+    if policy is None:
+        return None
+    cluster = policy.cluster
+    now = timezone.now()
+    credentials = list(
+        Credential.objects.filter(_valid_at(now))
+        .select_related("team", "team__quota", "team__gateway_policy")
+        .order_by("team__slug", "key_id")
+    )
+    teams: dict[int, Team] = {}
+    keys_by_team: dict[int, list[Credential]] = {}
+    for credential in credentials:
+        teams[credential.team_id] = credential.team
+        keys_by_team.setdefault(credential.team_id, []).append(credential)
+
+    backends = list(provider_backend_list(cluster=cluster))
+    backend_by_provider = {backend.provider: backend for backend in backends}
+    managed = _managed_versions(set(backend_by_provider))
+    managed_names_by_slug: dict[str, set[str]] = {}
+    for version in managed:
+        managed_names_by_slug.setdefault(version.model.slug, set()).add(version.served_model_name)
+    deployment_names: dict[tuple[int, str], set[str]] = {}
+    for team_id, model_slug, served_name in Deployment.objects.filter(
+        cluster=cluster, team_id__in=list(teams)
+    ).values_list("team_id", "model_version__model__slug", "served_model_name"):
+        deployment_names.setdefault((team_id, model_slug), set()).add(served_name)
+
+    percent = conf.throttle_percent()
+    access: list[TeamGatewayAccess] = []
+    for team_id, team in sorted(teams.items(), key=lambda item: item[1].slug):
+        quota = getattr(team, "quota", None)
+        per_minute = quota.tokens_per_minute if quota is not None else 0
+        per_day = quota.tokens_per_day if quota is not None else 0
+        team_policy = getattr(team, "gateway_policy", None)
+        enforcement = team_policy.budget_enforcement if team_policy is not None else BudgetEnforcement.NONE
+        throttled = enforcement == BudgetEnforcement.THROTTLE
+        if throttled:
+            per_minute = max(1, per_minute * percent // 100)
+            per_day = max(1, per_day * percent // 100)
+        blocked = ""
+        if team.status != Team.Status.ACTIVE:
+            blocked = "suspended"
+        elif enforcement == BudgetEnforcement.BLOCK:
+            blocked = "budget"
+        keys = []
+        for credential in keys_by_team[team_id]:
+            names: tuple[str, ...] | None = None
+            if credential.allowed_models:
+                allowed_names: set[str] = set()
+                for slug in credential.allowed_models:
+                    allowed_names |= managed_names_by_slug.get(slug, set())
+                    allowed_names |= deployment_names.get((team_id, slug), set())
+                names = tuple(sorted(allowed_names))
+            keys.append(
+                GatewayKey(
+                    client_id=client_id_of(team_slug=team.slug, key_id=credential.key_id),
+                    key_id=credential.key_id,
+                    key=decrypt_secret(credential.key_ciphertext),
+                    allowed_model_names=names,
+                )
+            )
+        access.append(
+            TeamGatewayAccess(
+                team_slug=team.slug,
+                keys=tuple(keys),
+                tokens_per_minute=per_minute,
+                tokens_per_day=per_day,
+                blocked_reason=blocked,
+                throttled=throttled,
+            )
+        )
+
+    visible_to: dict[str, set[int]] = {}
+    all_visible: set[str] = set()
+    for model in CatalogModel.objects.filter(slug__in={version.model.slug for version in managed}).prefetch_related(
+        "visible_to_teams"
+    ):
+        if model.visibility == Visibility.ALL:
+            all_visible.add(model.slug)
+        else:
+            visible_to[model.slug] = {team.pk for team in model.visible_to_teams.all()}
+    routes = []
+    for version in managed:
+        slug = version.model.slug
+        allowed: list[tuple[str, tuple[str, ...] | None]] = []
+        for team_id, team in sorted(teams.items(), key=lambda item: item[1].slug):
+            if slug not in all_visible and team_id not in visible_to.get(slug, set()):
+                continue
+            team_keys = keys_by_team[team_id]
+            if all(not key.allowed_models or slug in key.allowed_models for key in team_keys):
+                allowed.append((team.slug, None))
+                continue
+            key_ids = tuple(key.key_id for key in team_keys if not key.allowed_models or slug in key.allowed_models)
+            if key_ids:
+                allowed.append((team.slug, key_ids))
+        routes.append(
+            ManagedModelRoute(
+                model_slug=slug,
+                served_model_name=version.served_model_name,
+                provider_model_id=version.provider_model_id,
+                backend_name=backend_by_provider[version.provider].name,
+                allowed=tuple(allowed),
+            )
+        )
+    providers = tuple(
+        ProviderBackendSpec(
+            name=backend.name,
+            provider=backend.provider,
+            hostname=backend.hostname,
+            port=backend.port,
+            region=backend.region,
+            api_version=backend.api_version,
+            credential=decrypt_secret(backend.credential_ciphertext) if backend.credential_ciphertext else "",
+        )
+        for backend in backends
+    )
+    return GatewayPolicySpec(
+        policy_id=policy.pk,
+        generation=policy.generation,
+        cluster=cluster_selectors.cluster_contract(cluster_id=cluster.pk),
+        teams=tuple(access),
+        providers=providers,
+        managed_routes=tuple(routes),
+    )

@@ -1,0 +1,163 @@
+"""Gateway services and selectors: the contracts other apps rely on (issue, client ids, last use, budget
+enforcement), rotation, revocation, and that a key never reaches the audit log or the database in clear."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.utils import timezone
+
+from portal.core.errors import Conflict, ValidationFailed
+from portal.core.models import AuditEvent
+from portal.gateway import selectors, services
+from portal.gateway.contracts import CredentialRef
+from portal.gateway.models import ClusterGatewayPolicy, Credential, TeamGatewayPolicy
+from portal.tenancy.models import Team
+from tests.conftest import RoleMatrix
+from tests.factories import CatalogModelFactory, ClusterFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_issue_returns_the_key_once_and_stores_only_hash_and_ciphertext(matrix: RoleMatrix) -> None:
+    issued = services.credential_issue(actor=matrix.developer, team=matrix.team, name="ci")
+    assert re.fullmatch(r"[0-9a-f]{12}", issued.key_id)
+    assert issued.client_id == f"alpha.{issued.key_id}"
+    assert issued.key.startswith(f"gpk_{issued.key_id}_")
+    assert len(issued.key) > 50
+    row = Credential.objects.get(pk=issued.credential_id)
+    assert row.key_hash == hashlib.sha256(issued.key.encode()).hexdigest()
+    assert issued.key not in row.key_ciphertext
+    assert row.key_prefix == f"gpk_{issued.key_id}"
+    assert row.created_by == matrix.developer
+    assert issued.key not in repr(issued)
+    event = AuditEvent.objects.get(action="credential.issue", target_id=str(issued.credential_id))
+    assert issued.key not in json.dumps([event.before, event.after])
+    assert event.after["client_id"] == issued.client_id
+
+
+def test_every_issued_key_has_its_own_key_id(matrix: RoleMatrix) -> None:
+    first = services.credential_issue(actor=matrix.developer, team=matrix.team, name="one")
+    second = services.credential_issue(actor=matrix.developer, team=matrix.team, name="two")
+    rotated = services.credential_rotate(actor=matrix.developer, credential=first.credential)
+    assert len({first.key_id, second.key_id, rotated.key_id}) == 3
+    assert len({first.key, second.key, rotated.key}) == 3
+
+
+def test_credential_by_client_id_resolves_every_state_and_only_unknown_is_none(matrix: RoleMatrix) -> None:
+    active = services.credential_issue(actor=matrix.developer, team=matrix.team, name="active")
+    revoked = services.credential_issue(actor=matrix.developer, team=matrix.team, name="revoked")
+    services.credential_revoke(actor=matrix.developer, credential=revoked.credential)
+    old = services.credential_issue(actor=matrix.developer, team=matrix.team, name="rotated")
+    services.credential_rotate(actor=matrix.developer, credential=old.credential, overlap=timedelta(0))
+    expired = services.credential_issue(
+        actor=matrix.developer, team=matrix.team, name="expired", expires_at=timezone.now() + timedelta(seconds=30)
+    )
+    Credential.objects.filter(pk=expired.credential_id).update(expires_at=timezone.now() - timedelta(days=1))
+    for issued in (active, revoked, old, expired):
+        ref = selectors.credential_by_client_id(issued.client_id)
+        assert ref == CredentialRef(
+            credential_id=issued.credential_id,
+            key_id=issued.key_id,
+            team_id=matrix.team.pk,
+            team_slug="alpha",
+            name=issued.credential.name,
+            client_id=issued.client_id,
+            revoked_at=Credential.objects.get(pk=issued.credential_id).revoked_at,
+            expires_at=Credential.objects.get(pk=issued.credential_id).expires_at,
+        )
+    assert selectors.credential_by_client_id("alpha.000000000000") is None
+    assert selectors.credential_by_client_id(f"beta.{active.key_id}") is None  # right key id, wrong team
+    assert selectors.credential_by_client_id("nonsense") is None
+    assert selectors.credential_by_client_id("") is None
+
+
+def test_mark_used_only_moves_forward(matrix: RoleMatrix) -> None:
+    one = services.credential_issue(actor=None, team=matrix.team, name="one")
+    two = services.credential_issue(actor=None, team=matrix.team, name="two")
+    noon = datetime(2026, 11, 1, 12, tzinfo=UTC)
+    services.credential_mark_used(last_used={one.credential_id: noon, two.credential_id: noon})
+    services.credential_mark_used(last_used={one.credential_id: noon - timedelta(hours=1)})
+    services.credential_mark_used(last_used={two.credential_id: noon + timedelta(hours=1)})
+    assert Credential.objects.get(pk=one.credential_id).last_used_at == noon
+    assert Credential.objects.get(pk=two.credential_id).last_used_at == noon + timedelta(hours=1)
+    audits = AuditEvent.objects.filter(action__startswith="credential.").exclude(action="credential.issue")
+    assert audits.count() == 0
+
+
+def test_budget_enforcement_bumps_every_cluster_policy_and_audits(matrix: RoleMatrix) -> None:
+    clusters = [ClusterFactory(), ClusterFactory()]
+    ClusterGatewayPolicy.objects.create(cluster=clusters[0], generation=4, observed_generation=4)
+    changed = services.team_budget_enforcement_set(
+        actor=None, team=matrix.team, enforcement="block", reason="budget of November spent"
+    )
+    assert changed is True
+    policy = TeamGatewayPolicy.objects.get(team=matrix.team)
+    assert (policy.budget_enforcement, policy.reason, policy.generation) == ("block", "budget of November spent", 2)
+    generations = dict(ClusterGatewayPolicy.objects.values_list("cluster_id", "generation"))
+    assert generations == {clusters[0].pk: 5, clusters[1].pk: 1}
+    event = AuditEvent.objects.get(action="team.gateway_enforcement")
+    assert event.before == {"budget_enforcement": "none", "reason": ""}
+    assert event.after == {"budget_enforcement": "block", "reason": "budget of November spent"}
+    # The same value again changes nothing: no bump, no audit.
+    assert services.team_budget_enforcement_set(actor=None, team=matrix.team, enforcement="block", reason="x") is False
+    assert dict(ClusterGatewayPolicy.objects.values_list("cluster_id", "generation")) == generations
+    assert AuditEvent.objects.filter(action="team.gateway_enforcement").count() == 1
+    assert services.team_budget_enforcement_set(actor=None, team=matrix.team, enforcement="throttle", reason="") is True
+    assert TeamGatewayPolicy.objects.get(team=matrix.team).budget_enforcement == "throttle"
+
+
+def test_budget_enforcement_refuses_unknown_values_and_changes_nothing(matrix: RoleMatrix) -> None:
+    with pytest.raises(ValidationFailed) as refused:
+        services.team_budget_enforcement_set(actor=None, team=matrix.team, enforcement="alert", reason="")
+    assert refused.value.problems[0].field == "enforcement"
+    assert not TeamGatewayPolicy.objects.filter(team=matrix.team, budget_enforcement="alert").exists()
+    assert not AuditEvent.objects.filter(action="team.gateway_enforcement").exists()
+
+
+def test_allowed_models_must_be_models_the_team_may_use(matrix: RoleMatrix) -> None:
+    CatalogModelFactory(slug="open-model")
+    hidden = CatalogModelFactory(slug="hidden-model", visibility="teams")
+    hidden.visible_to_teams.add(matrix.other_team)
+    issued = services.credential_issue(actor=None, team=matrix.team, name="ok", allowed_models=["open-model"])
+    assert issued.credential.allowed_models == ["open-model"]
+    with pytest.raises(ValidationFailed) as refused:
+        services.credential_issue(actor=None, team=matrix.team, name="bad", allowed_models=["hidden-model", "nope"])
+    assert [(p.field, p.code) for p in refused.value.problems] == [("allowed_models", "model_not_allowed")]
+    assert "hidden-model" in refused.value.problems[0].message
+    assert not Credential.objects.filter(name="bad").exists()
+
+
+def test_rotation_keeps_the_old_key_for_the_overlap_only(matrix: RoleMatrix) -> None:
+    old = services.credential_issue(actor=None, team=matrix.team, name="svc")
+    before = timezone.now()
+    new = services.credential_rotate(actor=None, credential=old.credential, overlap=timedelta(hours=2))
+    old_row = Credential.objects.get(pk=old.credential_id)
+    assert old_row.replaced_by_id == new.credential_id
+    assert old_row.rotated_at is not None
+    assert before + timedelta(hours=2) <= old_row.expires_at <= timezone.now() + timedelta(hours=2)
+    assert selectors.credential_state(old_row) == "rotating"
+    assert new.credential.name == "svc"
+    with pytest.raises(Conflict):
+        services.credential_rotate(actor=None, credential=old_row)
+    with pytest.raises(ValidationFailed):
+        services.credential_rotate(actor=None, credential=new.credential, overlap=timedelta(days=365))
+
+
+def test_duplicate_current_name_is_a_conflict(matrix: RoleMatrix) -> None:
+    services.credential_issue(actor=None, team=matrix.team, name="dup")
+    with pytest.raises(Conflict):
+        services.credential_issue(actor=None, team=matrix.team, name="dup")
+    assert Credential.objects.filter(name="dup").count() == 1
+
+
+def test_suspended_team_gets_no_new_keys(matrix: RoleMatrix) -> None:
+    Team.objects.filter(pk=matrix.team.pk).update(status="suspended")
+    matrix.team.refresh_from_db()
+    with pytest.raises(Conflict):
+        services.credential_issue(actor=None, team=matrix.team, name="x")
+    assert not Credential.objects.exists()
