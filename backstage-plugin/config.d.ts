@@ -1,0 +1,45 @@
+import { SchedulerServiceTaskScheduleDefinitionConfig } from '@backstage/backend-plugin-api';
+
+export interface Config {
+  /** The GenAI platform portal that the scaffolder actions call and the catalog mirrors. */
+  genaiPortal?: {
+    /**
+     * Base URL of the portal as the Backstage backend reaches it, e.g. https://genai-portal.example.com
+     */
+    baseUrl: string;
+    /**
+     * URL of the portal for links shown to people (task outputs, entity links). Defaults to baseUrl.
+     */
+    publicUrl?: string;
+    /**
+     * Portal service token with the `backstage` scope: the actions send it with the initiating
+     * user's entity ref in X-Backstage-User (manage.py issue_token --service backstage --scope backstage).
+     * @visibility secret
+     */
+    token: string;
+    /**
+     * Also forward the initiating user's Backstage token in X-Backstage-Token, for a portal that
+     * verifies it (PORTAL_BACKSTAGE_JWKS_URL). With this on, an action refuses to run without it.
+     */
+    forwardUserToken?: boolean;
+    /** Timeout of one HTTP request to the portal, in seconds (default 30). */
+    requestTimeoutSeconds?: number;
+    /** The catalog entity provider that mirrors the portal's models and deployments. */
+    catalog?: {
+      /**
+       * Portal token the provider reads with; it must see every team, so a service token with the
+       * `admin` scope (the portal has no narrower "read everything" scope). Defaults to genaiPortal.token.
+       * @visibility secret
+       */
+      token?: string;
+      /** Catalog namespace of the mirrored entities (default "default"). */
+      namespace?: string;
+      /** Owner of model Resources (default group:default/genai-platform). */
+      modelOwner?: string;
+      /** Lifecycle given to deployment Components and their APIs (default "production"). */
+      lifecycle?: string;
+      /** How often to mirror (default every 60 s, timeout 50 s). */
+      schedule?: SchedulerServiceTaskScheduleDefinitionConfig;
+    };
+  };
+}

@@ -1,0 +1,333 @@
+/**
+ * A small client for the GenAI portal's REST API (v1): service-token authentication, the Backstage
+ * user it acts for, Idempotency-Key on POST, cancellation, and problem-details errors made readable.
+ */
+
+/** RFC 9457 problem details, as the portal answers every error. */
+export interface Problem {
+  type?: string;
+  title?: string;
+  status?: number;
+  detail?: string;
+  code?: string;
+  errors?: Array<{ field?: string; code?: string; message?: string }>;
+}
+
+/** The portal refused or failed a request; `message` is written for a person reading a task log. */
+export class PortalError extends Error {
+  readonly status: number;
+  readonly code: string;
+  readonly problem: Problem;
+
+  constructor(method: string, path: string, status: number, problem: Problem) {
+    super(formatProblem(method, path, status, problem));
+    this.name = 'PortalError';
+    this.status = status;
+    this.code = problem.code ?? `http_${status}`;
+    this.problem = problem;
+  }
+}
+
+export function formatProblem(method: string, path: string, status: number, problem: Problem): string {
+  const title = problem.title ?? 'Request failed';
+  const code = problem.code ? ` [${problem.code}]` : '';
+  const lines = [`The GenAI portal refused ${method} ${path}: ${title} (HTTP ${status})${code}`];
+  if (problem.detail && problem.detail !== title) {
+    lines.push(problem.detail);
+  }
+  for (const entry of problem.errors ?? []) {
+    const field = entry.field ? `${entry.field}: ` : '';
+    lines.push(`  - ${field}${entry.message ?? entry.code ?? 'invalid'}`);
+  }
+  return lines.join('\n');
+}
+
+/** Whom a request acts for: the initiating Backstage user, and optionally their Backstage token. */
+export interface Identity {
+  userRef: string;
+  backstageToken?: string;
+}
+
+export interface RequestOptions {
+  identity?: Identity;
+  body?: unknown;
+  idempotencyKey?: string;
+  signal?: AbortSignal;
+  query?: Record<string, string | number | undefined>;
+  /** Statuses that are answers, not errors (e.g. 404 when checking whether something exists). */
+  accept?: number[];
+}
+
+export interface PortalResponse<T> {
+  status: number;
+  body: T;
+  replayed: boolean;
+}
+
+export interface PortalClientOptions {
+  baseUrl: string;
+  token: string;
+  timeoutMs?: number;
+  fetchImpl?: typeof fetch;
+}
+
+export interface Page<T> {
+  count: number;
+  next: string | null;
+  previous: string | null;
+  results: T[];
+}
+
+export interface Team {
+  slug: string;
+  display_name: string;
+  description: string;
+  backstage_group_ref: string | null;
+  cost_center: string;
+  status: string;
+}
+
+export interface Me {
+  user: { ref: string; username: string; kind: string };
+  platform_admin: boolean;
+  acting_through: string | null;
+  teams: Array<{ team: string; display_name: string; role: string }>;
+}
+
+export interface DeploymentStatus {
+  phase: string;
+  observed_generation: number;
+  conditions: Array<Record<string, unknown>>;
+  message: string;
+  endpoint: string;
+  observed_replicas: number;
+  last_reconciled_at: string | null;
+}
+
+export interface Deployment {
+  name: string;
+  team: string;
+  model: string;
+  version: string;
+  cluster: string;
+  accelerator_type: string;
+  served_model_name: string;
+  min_replicas: number;
+  max_replicas: number;
+  scale_to_zero: boolean;
+  gpus_per_replica: number;
+  generation: number;
+  status: DeploymentStatus;
+  warnings?: string[];
+}
+
+export interface CatalogModel {
+  slug: string;
+  display_name: string;
+  publisher: string;
+  description: string;
+  license: string;
+  capabilities: string[];
+  context_window: number;
+  lifecycle: string;
+  hosting: string;
+  visibility: string;
+}
+
+/** What the portal answers to a credential created with `delivery: reveal_link`: never the key. */
+export interface CredentialCreated {
+  id: string | number;
+  name: string;
+  key_prefix?: string;
+  prefix?: string;
+  allowed_models?: string[];
+  expires_at?: string | null;
+  reveal_url: string;
+  reveal_expires_at: string;
+}
+
+export class PortalClient {
+  readonly baseUrl: string;
+  private readonly token: string;
+  private readonly timeoutMs: number;
+  private readonly fetchImpl: typeof fetch;
+
+  constructor(options: PortalClientOptions) {
+    this.baseUrl = options.baseUrl.replace(/\/+$/, '');
+    this.token = options.token;
+    this.timeoutMs = options.timeoutMs ?? 30_000;
+    this.fetchImpl = options.fetchImpl ?? fetch;
+  }
+
+  /** An absolute URL for a portal path (or the URL itself when the portal already gave one). */
+  url(path: string): string {
+    if (/^https?:\/\//.test(path)) {
+      return path;
+    }
+    return `${this.baseUrl}${path.startsWith('/') ? '' : '/'}${path}`;
+  }
+
+  async request<T>(method: string, path: string, options: RequestOptions = {}): Promise<PortalResponse<T>> {
+    const headers: Record<string, string> = {
+      Authorization: `Bearer ${this.token}`,
+      Accept: 'application/json, application/problem+json',
+    };
+    if (options.identity) {
+      headers['X-Backstage-User'] = options.identity.userRef;
+      if (options.identity.backstageToken) {
+        headers['X-Backstage-Token'] = options.identity.backstageToken;
+      }
+    }
+    if (options.idempotencyKey) {
+      headers['Idempotency-Key'] = options.idempotencyKey;
+    }
+    let payload: string | undefined;
+    if (options.body !== undefined) {
+      headers['Content-Type'] = 'application/json';
+      payload = JSON.stringify(options.body);
+    }
+    let target = this.url(path);
+    const query = Object.entries(options.query ?? {}).filter(([, value]) => value !== undefined);
+    if (query.length > 0) {
+      const search = new URLSearchParams(query.map(([key, value]) => [key, String(value)]));
+      target += (target.includes('?') ? '&' : '?') + search.toString();
+    }
+    const timeout = AbortSignal.timeout(this.timeoutMs);
+    const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
+    let response: Response;
+    try {
+      response = await this.fetchImpl(target, { method, headers, body: payload, signal });
+    } catch (error) {
+      if (options.signal?.aborted) {
+        throw new Error(`Cancelled while calling the GenAI portal (${method} ${path})`);
+      }
+      if (timeout.aborted) {
+        throw new Error(`The GenAI portal did not answer ${method} ${path} within ${this.timeoutMs} ms`);
+      }
+      throw new Error(`Could not reach the GenAI portal at ${this.baseUrl} (${method} ${path}): ${String(error)}`);
+    }
+    const text = await response.text();
+    let body: unknown = undefined;
+    if (text) {
+      try {
+        body = JSON.parse(text);
+      } catch {
+        body = undefined;
+      }
+    }
+    const accepted = response.ok || (options.accept ?? []).includes(response.status);
+    if (!accepted) {
+      const problem: Problem =
+        body && typeof body === 'object'
+          ? (body as Problem)
+          : { title: response.statusText || 'Error', detail: text.slice(0, 300) };
+      throw new PortalError(method, path, response.status, problem);
+    }
+    return {
+      status: response.status,
+      body: body as T,
+      replayed: response.headers.get('Idempotent-Replayed') === 'true',
+    };
+  }
+
+  /** Every item of a paginated list, following `next` links. */
+  async listAll<T>(path: string, options: RequestOptions = {}): Promise<T[]> {
+    const items: T[] = [];
+    let next: string | null = path;
+    let query: RequestOptions['query'] = { page_size: 200, ...(options.query ?? {}) };
+    while (next) {
+      const page: PortalResponse<Page<T>> = await this.request<Page<T>>('GET', next, { ...options, query });
+      items.push(...page.body.results);
+      next = page.body.next;
+      query = undefined; // the `next` link carries the query already
+    }
+    return items;
+  }
+
+  async me(identity: Identity, signal?: AbortSignal): Promise<Me> {
+    return (await this.request<Me>('GET', '/api/v1/me', { identity, signal })).body;
+  }
+
+  /** The team, or undefined when it does not exist for this user (the portal answers 404 either way). */
+  async getTeam(slug: string, identity: Identity, signal?: AbortSignal): Promise<Team | undefined> {
+    const response = await this.request<Team>('GET', `/api/v1/teams/${encodeURIComponent(slug)}`, {
+      identity,
+      signal,
+      accept: [404],
+    });
+    return response.status === 404 ? undefined : response.body;
+  }
+
+  async listTeams(options: { identity?: Identity; signal?: AbortSignal } = {}): Promise<Team[]> {
+    return this.listAll<Team>('/api/v1/teams', options);
+  }
+
+  async createTeam(
+    input: { slug: string; display_name: string; description?: string; backstage_group_ref?: string; cost_center?: string },
+    identity: Identity,
+    idempotencyKey: string,
+    signal?: AbortSignal,
+  ): Promise<PortalResponse<Team>> {
+    return this.request<Team>('POST', '/api/v1/teams', { identity, body: input, idempotencyKey, signal });
+  }
+
+  async createDeployment(
+    team: string,
+    input: Record<string, unknown>,
+    identity: Identity,
+    idempotencyKey: string,
+    signal?: AbortSignal,
+  ): Promise<PortalResponse<Deployment>> {
+    return this.request<Deployment>('POST', `/api/v1/teams/${encodeURIComponent(team)}/deployments`, {
+      identity,
+      body: input,
+      idempotencyKey,
+      signal,
+    });
+  }
+
+  async getDeployment(team: string, name: string, identity: Identity, signal?: AbortSignal): Promise<Deployment | undefined> {
+    const path = `/api/v1/teams/${encodeURIComponent(team)}/deployments/${encodeURIComponent(name)}`;
+    return this.missingDeploymentAsUndefined('GET', path, await this.request<Deployment>('GET', path, { identity, signal, accept: [404] }));
+  }
+
+  async deleteDeployment(team: string, name: string, identity: Identity, signal?: AbortSignal): Promise<Deployment | undefined> {
+    const path = `/api/v1/teams/${encodeURIComponent(team)}/deployments/${encodeURIComponent(name)}`;
+    return this.missingDeploymentAsUndefined('DELETE', path, await this.request<Deployment>('DELETE', path, { identity, signal, accept: [404] }));
+  }
+
+  /** A missing deployment is an answer (undefined); a team the user cannot see stays an error. */
+  private missingDeploymentAsUndefined(method: string, path: string, response: PortalResponse<Deployment>): Deployment | undefined {
+    if (response.status !== 404) {
+      return response.body;
+    }
+    const problem = (response.body ?? {}) as unknown as Problem;
+    if (problem.code === 'team_not_found') {
+      throw new PortalError(method, path, 404, problem);
+    }
+    return undefined;
+  }
+
+  async listDeployments(team: string, options: { identity?: Identity; signal?: AbortSignal } = {}): Promise<Deployment[]> {
+    return this.listAll<Deployment>(`/api/v1/teams/${encodeURIComponent(team)}/deployments`, options);
+  }
+
+  async listModels(options: { identity?: Identity; signal?: AbortSignal } = {}): Promise<CatalogModel[]> {
+    return this.listAll<CatalogModel>('/api/v1/catalog/models', options);
+  }
+
+  async createCredential(
+    team: string,
+    input: { name: string; allowed_models?: string[]; expires_at?: string },
+    identity: Identity,
+    idempotencyKey: string,
+    signal?: AbortSignal,
+  ): Promise<PortalResponse<CredentialCreated>> {
+    return this.request<CredentialCreated>('POST', `/api/v1/teams/${encodeURIComponent(team)}/credentials`, {
+      identity,
+      body: { ...input, delivery: 'reveal_link' },
+      idempotencyKey,
+      signal,
+    });
+  }
+}

@@ -1,0 +1,120 @@
+/** What every portal action shares: who it acts for, idempotency keys, links and waiting. */
+import { InputError } from '@backstage/errors';
+import type { Identity, PortalClient } from '../../portalClient';
+
+/** The options every action factory takes. */
+export interface PortalActionOptions {
+  client: PortalClient;
+  /** Where people open the portal (links in outputs); defaults to the client's base URL. */
+  publicUrl?: string;
+  /** Forward the initiating user's Backstage token (X-Backstage-Token); refuse to act without it. */
+  forwardUserToken?: boolean;
+}
+
+/** The minimum of an action context these helpers read. */
+export interface IdentityContext {
+  user?: { ref?: string };
+  secrets?: { backstageToken?: string } & Record<string, string>;
+  task: { id: string };
+  step?: { id?: string };
+}
+
+/**
+ * The user a task acts for. The portal authorizes that user against its own teams and roles, so an
+ * action never acts as the bare service token: a task created by a service (no user) is refused.
+ */
+export function identityOf(ctx: IdentityContext, options: PortalActionOptions): Identity {
+  const userRef = ctx.user?.ref;
+  if (!userRef) {
+    throw new InputError(
+      'This action acts for the Backstage user who started the task, and this task has none ' +
+        '(it was created by a service, not a signed-in user); refusing to call the GenAI portal.',
+    );
+  }
+  if (options.forwardUserToken) {
+    const backstageToken = ctx.secrets?.backstageToken;
+    if (!backstageToken) {
+      throw new InputError(
+        "genaiPortal.forwardUserToken is on but the task carries no Backstage token for the user; refusing to call the GenAI portal.",
+      );
+    }
+    return { userRef, backstageToken };
+  }
+  return { userRef };
+}
+
+/**
+ * An Idempotency-Key stable across retries of the same step of the same task: the portal replays
+ * its first answer instead of acting twice, even when the scaffolder lost the checkpoint.
+ */
+export function idempotencyKey(ctx: IdentityContext, purpose: string): string {
+  return `backstage:${ctx.task.id}:${ctx.step?.id ?? 'step'}:${purpose}`.slice(0, 255);
+}
+
+export function portalLink(options: PortalActionOptions, path: string): string {
+  const base = (options.publicUrl ?? options.client.baseUrl).replace(/\/+$/, '');
+  return `${base}${path}`;
+}
+
+/** `resource:default/llama` or `llama` -> `llama`: templates may pass the picked entity ref. */
+export function nameFromRef(value: string): string {
+  const trimmed = value.trim();
+  const slash = trimmed.lastIndexOf('/');
+  const afterSlash = slash >= 0 ? trimmed.slice(slash + 1) : trimmed;
+  const colon = afterSlash.indexOf(':');
+  return colon >= 0 ? afterSlash.slice(colon + 1) : afterSlash;
+}
+
+/** Sleep that ends early, with an error, when the task is cancelled. */
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(new Error('Cancelled'));
+      return;
+    }
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(new Error('Cancelled'));
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+export function throwIfCancelled(signal: AbortSignal | undefined, what: string): void {
+  if (signal?.aborted) {
+    throw new Error(`Cancelled: ${what}`);
+  }
+}
+
+/** A team slug, or a Backstage group ref resolved to the portal team linked to that group. */
+export async function resolveTeam(
+  client: PortalClient,
+  teamOrGroupRef: string,
+  identity: Identity,
+  signal?: AbortSignal,
+): Promise<string> {
+  const value = teamOrGroupRef.trim();
+  if (!value.toLowerCase().startsWith('group:')) {
+    return value;
+  }
+  const wanted = normalizeGroupRef(value);
+  const teams = await client.listTeams({ identity, signal });
+  const linked = teams.find(team => team.backstage_group_ref && normalizeGroupRef(team.backstage_group_ref) === wanted);
+  if (!linked) {
+    throw new InputError(
+      `No GenAI portal team of yours is linked to the Backstage group ${value}. ` +
+        'Onboard the team first (template "Onboard a team to the GenAI platform") or ask a team admin to add you.',
+    );
+  }
+  return linked.slug;
+}
+
+export function normalizeGroupRef(ref: string): string {
+  const lowered = ref.trim().toLowerCase();
+  const body = lowered.startsWith('group:') ? lowered.slice('group:'.length) : lowered;
+  return `group:${body.includes('/') ? body : `default/${body}`}`;
+}

@@ -1,0 +1,76 @@
+/** genai-portal:deployment:delete - delete a team's deployment (and, optionally, wait until it is gone). */
+import { createTemplateAction } from '@backstage/plugin-scaffolder-node';
+import { PortalActionOptions, identityOf, resolveTeam, sleep, throwIfCancelled } from './common';
+
+const DEPLOYMENT_NAME = /^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$/;
+
+export function createDeleteDeploymentAction(options: PortalActionOptions) {
+  const { client } = options;
+  return createTemplateAction({
+    id: 'genai-portal:deployment:delete',
+    description: 'Deletes a deployment in the GenAI portal: the portal removes everything it applied for it.',
+    supportsDryRun: true,
+    schema: {
+      input: {
+        team: z => z.string().min(1).describe('Team slug, or the Backstage group ref the team is linked to'),
+        name: z => z.string().regex(DEPLOYMENT_NAME),
+        waitForDeletion: z => z.boolean().optional().describe('Wait until the portal has removed it (default false)'),
+        timeoutSeconds: z => z.number().int().min(1).max(86_400).optional(),
+        pollIntervalSeconds: z => z.number().min(0.1).max(300).optional(),
+      },
+      output: {
+        team: z => z.string(),
+        name: z => z.string(),
+        deleted: z => z.boolean().describe('False when there was nothing to delete'),
+      },
+    },
+    async handler(ctx) {
+      const identity = identityOf(ctx, options);
+      const { name } = ctx.input;
+      if (ctx.isDryRun) {
+        ctx.logger.info(`Dry run: would delete deployment '${name}' of ${ctx.input.team}`);
+        ctx.output('team', ctx.input.team);
+        ctx.output('name', name);
+        ctx.output('deleted', false);
+        return;
+      }
+      const team = await ctx.checkpoint({
+        key: 'genai-portal.deployment.team',
+        fn: async () => resolveTeam(client, ctx.input.team, identity, ctx.signal),
+      });
+      // DELETE is idempotent in the portal (a second one finds it Deleting, or gone: 404).
+      const deleted = await ctx.checkpoint({
+        key: `genai-portal.deployment.delete.${team}.${name}`,
+        fn: async () => {
+          const deleting = await client.deleteDeployment(team, name, identity, ctx.signal);
+          if (!deleting) {
+            ctx.logger.info(`Deployment '${name}' of team '${team}' does not exist; nothing to delete`);
+            return false;
+          }
+          ctx.logger.info(`Deployment '${name}' of team '${team}' is ${deleting.status.phase}`);
+          return true;
+        },
+      });
+      if (deleted && ctx.input.waitForDeletion) {
+        const deadline = Date.now() + (ctx.input.timeoutSeconds ?? 600) * 1000;
+        for (;;) {
+          throwIfCancelled(ctx.signal, `waiting for deployment '${name}' to be deleted`);
+          const current = await client.getDeployment(team, name, identity, ctx.signal);
+          if (!current) {
+            ctx.logger.info(`Deployment '${name}' is gone`);
+            break;
+          }
+          if (Date.now() >= deadline) {
+            throw new Error(`Deployment '${name}' was still ${current.status.phase} after the timeout`);
+          }
+          await sleep((ctx.input.pollIntervalSeconds ?? 5) * 1000, ctx.signal).catch(() => {
+            throw new Error(`Cancelled while waiting for deployment '${name}' to be deleted`);
+          });
+        }
+      }
+      ctx.output('team', team);
+      ctx.output('name', name);
+      ctx.output('deleted', deleted);
+    },
+  });
+}

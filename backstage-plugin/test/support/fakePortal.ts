@@ -1,0 +1,323 @@
+/**
+ * A local HTTP server that answers like the GenAI portal's API (v1) for the shapes the plugin uses:
+ * bearer service token, X-Backstage-User, Idempotency-Key replay, problem details, pagination,
+ * teams, members, deployments that become Ready, and credentials delivered by a reveal link.
+ * It records every request so tests can assert what was (and was not) sent.
+ */
+import { createServer, IncomingMessage, Server, ServerResponse } from 'node:http';
+import { AddressInfo } from 'node:net';
+import { randomBytes } from 'node:crypto';
+
+export interface RecordedRequest {
+  method: string;
+  path: string;
+  headers: Record<string, string | string[] | undefined>;
+  body: any;
+}
+
+interface FakeDeployment {
+  name: string;
+  team: string;
+  model: string;
+  accelerator_type: string;
+  min_replicas: number;
+  max_replicas: number;
+  scale_to_zero: boolean;
+  polls: number;
+  deleting: boolean;
+  generation: number;
+}
+
+export interface FakePortalOptions {
+  token?: string;
+  adminToken?: string;
+  /** GETs of a deployment before it reports Ready. */
+  readyAfterPolls?: number;
+  /** Models whose deployments fail. */
+  failingModels?: string[];
+}
+
+export class FakePortal {
+  readonly token: string;
+  readonly adminToken: string;
+  readonly requests: RecordedRequest[] = [];
+  readonly teams = new Map<string, { slug: string; display_name: string; description: string; backstage_group_ref: string | null; cost_center: string; status: string; members: Map<string, string> }>();
+  readonly deployments = new Map<string, FakeDeployment>();
+  readonly credentials: Array<{ id: number; team: string; name: string; key: string; revealToken: string; revealed: boolean; createdBy: string }> = [];
+  readonly models = [
+    { slug: 'qwen2-5-7b-instruct', display_name: 'Qwen2.5 7B Instruct', publisher: 'Qwen', description: 'A chat model', license: 'apache-2.0', capabilities: ['chat', 'tool_calling'], context_window: 32768, lifecycle: 'approved', hosting: 'self_hosted', visibility: 'all' },
+    { slug: 'gpt-4o', display_name: 'GPT-4o', publisher: 'OpenAI', description: '', license: 'proprietary', capabilities: ['chat', 'vision'], context_window: 128000, lifecycle: 'approved', hosting: 'managed', visibility: 'all' },
+  ];
+  private readonly idempotency = new Map<string, { fingerprint: string; status: number; body: unknown }>();
+  private readonly options: FakePortalOptions;
+  private server?: Server;
+  url = '';
+
+  constructor(options: FakePortalOptions = {}) {
+    this.options = options;
+    this.token = options.token ?? 'gpt_backstag_service-token-for-tests';
+    this.adminToken = options.adminToken ?? 'gpt_adminrdr_admin-token-for-tests';
+  }
+
+  async start(): Promise<this> {
+    this.server = createServer((req, res) => {
+      this.handle(req, res).catch(error => {
+        this.send(res, 500, { title: 'Server error', status: 500, detail: String(error), code: 'server_error' });
+      });
+    });
+    await new Promise<void>(resolve => this.server!.listen(0, '127.0.0.1', () => resolve()));
+    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+    return this;
+  }
+
+  async stop(): Promise<void> {
+    this.server?.closeAllConnections();
+    await new Promise<void>(resolve => this.server?.close(() => resolve()) ?? resolve());
+  }
+
+  /** Every text this server ever sent that a key could hide in, for leak assertions. */
+  get issuedKeys(): string[] {
+    return this.credentials.map(credential => credential.key);
+  }
+
+  posts(pathPrefix: string): RecordedRequest[] {
+    return this.requests.filter(request => request.method === 'POST' && request.path.startsWith(pathPrefix));
+  }
+
+  addTeam(slug: string, members: Record<string, string>, groupRef: string | null = null): void {
+    this.teams.set(slug, { slug, display_name: slug, description: '', backstage_group_ref: groupRef, cost_center: '', status: 'active', members: new Map(Object.entries(members)) });
+  }
+
+  private send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+    const problem = status >= 400;
+    res.writeHead(status, { 'Content-Type': problem ? 'application/problem+json' : 'application/json', ...headers });
+    res.end(body === undefined ? '' : JSON.stringify(body));
+  }
+
+  private problem(res: ServerResponse, status: number, code: string, title: string, detail: string, errors?: unknown[]): void {
+    this.send(res, status, { type: `https://genai-portal.dev/problems/${code}`, title, status, detail, code, ...(errors ? { errors } : {}) });
+  }
+
+  private page(res: ServerResponse, url: URL, items: unknown[]): void {
+    const size = Number(url.searchParams.get('page_size') ?? 50);
+    const number = Number(url.searchParams.get('page') ?? 1);
+    const slice = items.slice((number - 1) * size, number * size);
+    const next = number * size < items.length ? `${this.url}${url.pathname}?page=${number + 1}&page_size=${size}` : null;
+    this.send(res, 200, { count: items.length, next, previous: null, results: slice });
+  }
+
+  private teamJson(slug: string) {
+    const team = this.teams.get(slug)!;
+    const { members: _members, ...rest } = team;
+    return rest;
+  }
+
+  private deploymentJson(deployment: FakeDeployment) {
+    const ready = deployment.polls >= (this.options.readyAfterPolls ?? 2);
+    const failing = (this.options.failingModels ?? []).includes(deployment.model);
+    const phase = deployment.deleting ? 'Deleting' : failing && deployment.polls >= 1 ? 'Failed' : ready ? 'Ready' : deployment.polls === 0 ? 'Pending' : 'Provisioning';
+    return {
+      name: deployment.name,
+      team: deployment.team,
+      model: deployment.model,
+      version: 'v1',
+      cluster: 'sandbox',
+      accelerator_type: deployment.accelerator_type,
+      served_model_name: `${deployment.team}-${deployment.name}`,
+      min_replicas: deployment.min_replicas,
+      max_replicas: deployment.max_replicas,
+      scale_to_zero: deployment.scale_to_zero,
+      gpus_per_replica: 1,
+      runtime_args: [],
+      model_cache: false,
+      generation: deployment.generation,
+      status: {
+        phase,
+        observed_generation: phase === 'Ready' ? deployment.generation : 0,
+        conditions: [],
+        message: phase === 'Failed' ? 'storage URI could not be loaded' : phase === 'Provisioning' ? 'predictor starting' : '',
+        endpoint: phase === 'Ready' ? `http://${deployment.name}.team-${deployment.team}.svc.cluster.local` : '',
+        observed_replicas: phase === 'Ready' ? 1 : 0,
+        last_reconciled_at: null,
+      },
+    };
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', this.url);
+    const chunks: Buffer[] = [];
+    for await (const chunk of req) chunks.push(chunk as Buffer);
+    const raw = Buffer.concat(chunks).toString('utf8');
+    let body: any = undefined;
+    if (raw) {
+      try {
+        body = JSON.parse(raw);
+      } catch {
+        this.problem(res, 400, 'parse_error', 'Malformed request', 'JSON parse error');
+        return;
+      }
+    }
+    this.requests.push({ method: req.method ?? 'GET', path: url.pathname, headers: req.headers, body });
+
+    // GET <reveal_url>: the one-time reveal, authenticated as the same user.
+    const reveal = url.pathname.match(/^\/reveal\/([A-Za-z0-9_-]+)$/);
+    const auth = req.headers.authorization;
+    const isService = auth === `Bearer ${this.token}`;
+    const isAdmin = auth === `Bearer ${this.adminToken}`;
+    if (!isService && !isAdmin) {
+      this.problem(res, 401, 'invalid_token', 'Not authenticated', 'The token is not valid');
+      return;
+    }
+    const user = req.headers['x-backstage-user'] as string | undefined;
+    if (reveal) {
+      const credential = this.credentials.find(entry => entry.revealToken === reveal[1]);
+      if (!credential || credential.revealed || credential.createdBy !== user) {
+        this.problem(res, 404, 'reveal_not_found', 'Not found', 'This reveal link is unknown, used or not yours');
+        return;
+      }
+      credential.revealed = true;
+      this.send(res, 200, { key: credential.key });
+      return;
+    }
+    if (req.method === 'POST') {
+      const key = req.headers['idempotency-key'] as string | undefined;
+      if (key) {
+        const scope = `${auth}|${user}|${key}`;
+        const stored = this.idempotency.get(scope);
+        const fingerprint = `${url.pathname}|${raw}`;
+        if (stored) {
+          if (stored.fingerprint !== fingerprint) {
+            this.problem(res, 422, 'idempotency_key_reused', 'Idempotency key reused', 'This Idempotency-Key was already used with a different request');
+            return;
+          }
+          this.send(res, stored.status, stored.body, { 'Idempotent-Replayed': 'true' });
+          return;
+        }
+        const originalEnd = res.end.bind(res);
+        const status = () => res.statusCode;
+        (res as any).end = (chunk?: any) => {
+          if (status() < 500) {
+            this.idempotency.set(scope, { fingerprint, status: status(), body: chunk ? JSON.parse(String(chunk)) : undefined });
+          }
+          return originalEnd(chunk);
+        };
+      }
+    }
+    const parts = url.pathname.replace(/^\/api\/v1\/?/, '').split('/').filter(Boolean).map(decodeURIComponent);
+
+    if (isAdmin && !user) {
+      // The catalog provider's reads: a platform admin sees everything.
+      if (parts[0] === 'catalog' && parts[1] === 'models' && parts.length === 2) return this.page(res, url, this.models);
+      if (parts[0] === 'teams' && parts.length === 1) return this.page(res, url, [...this.teams.keys()].sort().map(slug => this.teamJson(slug)));
+      if (parts[0] === 'teams' && parts[2] === 'deployments' && parts.length === 3) {
+        return this.page(res, url, [...this.deployments.values()].filter(d => d.team === parts[1]).map(d => this.deploymentJson(d)));
+      }
+      this.problem(res, 404, 'not_found', 'Not found', 'Unknown path');
+      return;
+    }
+    if (!user) {
+      this.problem(res, 403, 'person_required', 'Permission denied', 'Send X-Backstage-User');
+      return;
+    }
+    const roleIn = (slug: string) => this.teams.get(slug)?.members.get(user);
+    if (parts[0] === 'me') {
+      const teams = [...this.teams.values()].filter(team => team.members.has(user)).map(team => ({ team: team.slug, display_name: team.display_name, role: team.members.get(user)! }));
+      this.send(res, 200, { user: { ref: user, username: user, kind: 'person', email: '', is_staff: false }, platform_admin: false, acting_through: 'service:backstage', scopes: ['backstage'], teams });
+      return;
+    }
+    if (parts[0] === 'teams' && parts.length === 1) {
+      if (req.method === 'GET') {
+        return this.page(res, url, [...this.teams.values()].filter(team => team.members.has(user)).map(team => this.teamJson(team.slug)));
+      }
+      if (req.method === 'POST') {
+        if (!/^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$/.test(body?.slug ?? '')) {
+          this.problem(res, 400, 'validation_failed', 'Invalid input', 'The request has invalid fields', [{ field: 'slug', code: 'invalid', message: 'must be a DNS-1123 label' }]);
+          return;
+        }
+        if (this.teams.has(body.slug)) {
+          this.problem(res, 409, 'team_exists', 'Conflict', `Team '${body.slug}' already exists`);
+          return;
+        }
+        this.teams.set(body.slug, { slug: body.slug, display_name: body.display_name, description: body.description ?? '', backstage_group_ref: body.backstage_group_ref ?? null, cost_center: body.cost_center ?? '', status: 'active', members: new Map([[user, 'admin']]) });
+        this.send(res, 201, this.teamJson(body.slug), { Location: `/api/v1/teams/${body.slug}` });
+        return;
+      }
+    }
+    if (parts[0] === 'teams' && parts.length >= 2) {
+      const slug = parts[1];
+      const role = roleIn(slug);
+      if (!role) {
+        this.problem(res, 404, 'team_not_found', 'Not found', `Team '${slug}' not found`);
+        return;
+      }
+      if (parts.length === 2 && req.method === 'GET') {
+        this.send(res, 200, this.teamJson(slug));
+        return;
+      }
+      if (parts[2] === 'deployments') {
+        const name = parts[3];
+        const key = `${slug}/${name}`;
+        if (req.method !== 'GET' && role === 'viewer') {
+          this.problem(res, 403, 'insufficient_role', 'Permission denied', `This needs the 'developer' role in team '${slug}'; you are 'viewer'`);
+          return;
+        }
+        if (!name && req.method === 'POST') {
+          if (this.deployments.has(`${slug}/${body.name}`)) {
+            this.problem(res, 409, 'deployment_exists', 'Conflict', `Team '${slug}' already has a deployment '${body.name}'`);
+            return;
+          }
+          if (!this.models.some(model => model.slug === body.model)) {
+            this.problem(res, 400, 'validation_failed', 'Invalid input', 'The request has invalid fields', [{ field: 'model', code: 'unknown_model', message: `no model '${body.model}' in the catalog for team '${slug}'` }]);
+            return;
+          }
+          const deployment: FakeDeployment = { name: body.name, team: slug, model: body.model, accelerator_type: body.accelerator_type ?? 'nvidia-l4', min_replicas: body.min_replicas ?? 1, max_replicas: body.max_replicas ?? 1, scale_to_zero: body.scale_to_zero ?? false, polls: 0, deleting: false, generation: 1 };
+          this.deployments.set(`${slug}/${body.name}`, deployment);
+          this.send(res, 201, { ...this.deploymentJson(deployment), warnings: [] });
+          return;
+        }
+        if (!name && req.method === 'GET') {
+          return this.page(res, url, [...this.deployments.values()].filter(d => d.team === slug).map(d => this.deploymentJson(d)));
+        }
+        const deployment = this.deployments.get(key);
+        if (!deployment) {
+          this.problem(res, 404, 'deployment_not_found', 'Not found', `No deployment '${name}' in team '${slug}'`);
+          return;
+        }
+        if (req.method === 'GET') {
+          deployment.polls += 1;
+          if (deployment.deleting) {
+            this.deployments.delete(key);
+          }
+          this.send(res, 200, this.deploymentJson(deployment));
+          return;
+        }
+        if (req.method === 'DELETE') {
+          deployment.deleting = true;
+          this.send(res, 202, this.deploymentJson(deployment));
+          return;
+        }
+      }
+      if (parts[2] === 'credentials' && req.method === 'POST') {
+        if (body?.delivery !== 'reveal_link') {
+          this.problem(res, 400, 'validation_failed', 'Invalid input', 'The request has invalid fields', [{ field: 'delivery', code: 'required', message: 'this fake only supports reveal_link' }]);
+          return;
+        }
+        const id = this.credentials.length + 1;
+        const key = `sk-genai-${randomBytes(24).toString('hex')}`;
+        const revealToken = randomBytes(16).toString('hex');
+        this.credentials.push({ id, team: slug, name: body.name, key, revealToken, revealed: false, createdBy: user });
+        this.send(res, 201, {
+          id,
+          name: body.name,
+          key_prefix: key.slice(0, 14),
+          allowed_models: body.allowed_models ?? [],
+          expires_at: body.expires_at ?? null,
+          reveal_url: `/reveal/${revealToken}`,
+          reveal_expires_at: new Date(Date.now() + 3600_000).toISOString(),
+        });
+        return;
+      }
+    }
+    this.problem(res, 404, 'not_found', 'Not found', `Unknown path ${url.pathname}`);
+  }
+}

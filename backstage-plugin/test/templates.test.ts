@@ -1,0 +1,141 @@
+/** Each software template run end to end in an in-process scaffolder backend against a fake portal. */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mockCredentials, mockServices, startTestBackend, TestBackend } from '@backstage/backend-test-utils';
+import { catalogServiceMock } from '@backstage/plugin-catalog-node/testUtils';
+import { scaffolderModuleGenaiPortal } from '../src';
+import { FakePortal } from './support/fakePortal';
+import { runTask } from './support/scaffolder';
+import { loadTemplate, templateRef, TEMPLATE_FILES } from './support/templates';
+
+const onboard = loadTemplate('onboard-team.yaml');
+const deploy = loadTemplate('deploy-model.yaml');
+const apiKey = loadTemplate('request-api-key.yaml');
+
+describe('software templates in a scaffolder backend', () => {
+  let portal: FakePortal;
+  let backend: TestBackend;
+  let url: string;
+
+  before(async () => {
+    portal = await new FakePortal({ readyAfterPolls: 2 }).start();
+    backend = await startTestBackend({
+      features: [
+        import('@backstage/plugin-scaffolder-backend'),
+        scaffolderModuleGenaiPortal,
+        catalogServiceMock.factory({ entities: TEMPLATE_FILES.map(loadTemplate) }),
+        mockServices.rootConfig.factory({ data: { genaiPortal: { baseUrl: portal.url, publicUrl: 'https://portal.example.com', token: portal.token } } }),
+        mockServices.httpAuth.factory({ defaultCredentials: mockCredentials.user('user:default/jane') }),
+      ],
+    });
+    const address = backend.server.address();
+    url = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
+  });
+  after(async () => {
+    await backend?.stop();
+    await portal?.stop();
+  });
+
+  it('the templates are v1beta3 with titled, validated parameters and output links', () => {
+    for (const template of [onboard, deploy, apiKey]) {
+      assert.equal(template.apiVersion, 'scaffolder.backstage.io/v1beta3');
+      assert.ok(template.metadata.title);
+      const pages = (template.spec as any).parameters as any[];
+      for (const page of pages) {
+        assert.ok(page.title);
+        for (const [name, property] of Object.entries<any>(page.properties)) {
+          assert.ok(property.title, `${template.metadata.name}: ${name} has a title`);
+          if (property.type === 'string') assert.ok(property.pattern || property.maxLength || property.format, `${name} is validated`);
+        }
+      }
+      assert.ok((template.spec as any).output.links.length > 0);
+    }
+  });
+
+  it('onboard a team: creates it as the user, linked to the group', async () => {
+    const result = await runTask(url, {
+      templateRef: templateRef(onboard),
+      values: { group: 'group:default/ml', team: 'ml', displayName: 'Machine learning', description: 'Models' },
+    });
+    assert.equal(result.status, 'completed', result.logs.join('\n'));
+    assert.equal(portal.teams.get('ml')?.backstage_group_ref, 'group:default/ml');
+    assert.equal(portal.teams.get('ml')?.members.get('user:default/jane'), 'admin');
+    const [post] = portal.posts('/api/v1/teams');
+    assert.equal(post.headers['x-backstage-user'], 'user:default/jane');
+    assert.deepEqual(result.output.links[0], { title: 'Team in the GenAI portal', url: 'https://portal.example.com/api/v1/teams/ml' });
+    assert.match(result.output.text[0].content, /Team \*\*ml\*\* is ready and you are its \*\*admin\*\*/);
+  });
+
+  it('the REST API refuses values that break a parameter pattern', async () => {
+    const response = await fetch(`${url}/api/scaffolder/v2/tasks`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ templateRef: templateRef(onboard), values: { group: 'group:default/ml', team: 'Not A Slug', displayName: 'x' } }),
+    });
+    assert.equal(response.status, 400);
+  });
+
+  it('deploy a model: team from the group, model from the catalog entity, waits until Ready', async () => {
+    const result = await runTask(url, {
+      templateRef: templateRef(deploy),
+      values: { team: 'group:default/ml', model: 'resource:default/qwen2-5-7b-instruct', name: 'chat', acceleratorType: 'nvidia-l4', minReplicas: 1, maxReplicas: 2, scaleToZero: false, timeoutSeconds: 60 },
+    });
+    assert.equal(result.status, 'completed', result.logs.join('\n'));
+    const [post] = portal.posts('/api/v1/teams/ml/deployments');
+    assert.deepEqual(post.body, { name: 'chat', model: 'qwen2-5-7b-instruct', min_replicas: 1, max_replicas: 2, scale_to_zero: false, accelerator_type: 'nvidia-l4' });
+    assert.ok(result.logs.some(line => /Deployment 'chat' is Ready at http:\/\/chat/.test(line)), result.logs.join('\n'));
+    assert.equal(result.output.links[0].url, 'https://portal.example.com/api/v1/teams/ml/deployments/chat');
+    assert.deepEqual(result.output.links[1], { title: 'Model in the catalog', icon: 'catalog', entityRef: 'resource:default/qwen2-5-7b-instruct' });
+    assert.match(result.output.text[0].content, /is\s+\*\*Ready\*\*/);
+    assert.match(result.output.text[0].content, /"model": "ml-chat"/);
+  });
+
+  it('deploy a model: the portal refusal is readable in the task log', async () => {
+    const result = await runTask(url, {
+      templateRef: templateRef(deploy),
+      values: { team: 'group:default/ml', model: 'resource:default/unknown-model', name: 'nope', minReplicas: 1, maxReplicas: 1, scaleToZero: false, timeoutSeconds: 60 },
+    });
+    assert.equal(result.status, 'failed');
+    assert.match(result.rawEvents, /The GenAI portal refused POST \/api\/v1\/teams\/ml\/deployments: Invalid input \(HTTP 400\)/);
+    assert.match(result.rawEvents, /model: no model 'unknown-model' in the catalog/);
+  });
+
+  it('request an API key: outputs the one-time reveal link; the key is in no log or output', async () => {
+    const result = await runTask(url, {
+      templateRef: templateRef(apiKey),
+      values: { team: 'group:default/ml', name: 'my-app', allowedModels: ['resource:default/qwen2-5-7b-instruct'] },
+    });
+    assert.equal(result.status, 'completed', result.logs.join('\n'));
+    const credential = portal.credentials.at(-1)!;
+    assert.equal(result.output.links[0].title, 'Reveal the key (once)');
+    assert.equal(result.output.links[0].url, `https://portal.example.com/reveal/${credential.revealToken}`);
+    assert.match(result.output.text[0].content, new RegExp(`prefix \`${credential.key.slice(0, 14)}\``));
+    assert.ok(portal.issuedKeys.length > 0);
+    for (const key of portal.issuedKeys) {
+      assert.ok(!result.rawEvents.includes(key), 'the key must not appear in the task events');
+      assert.ok(!result.rawEvents.includes(key.slice(14)), 'nor its secret part');
+    }
+    const task = await (await fetch(`${url}/api/scaffolder/v2/tasks/${result.id}`)).text();
+    for (const key of portal.issuedKeys) assert.ok(!task.includes(key), 'nor in the stored task');
+  });
+
+  it('dry run of each template calls the portal for nothing', async () => {
+    const before = portal.requests.length;
+    for (const [template, values] of [
+      [onboard, { group: 'group:default/dry', team: 'dry', displayName: 'Dry' }],
+      [deploy, { team: 'group:default/ml', model: 'resource:default/qwen2-5-7b-instruct', name: 'dry', minReplicas: 1, maxReplicas: 1, scaleToZero: false, timeoutSeconds: 60 }],
+      [apiKey, { team: 'group:default/ml', name: 'dry' }],
+    ] as const) {
+      const response = await fetch(`${url}/api/scaffolder/v2/dry-run`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ template, values, directoryContents: [] }),
+      });
+      const body: any = await response.json();
+      assert.equal(response.status, 200, JSON.stringify(body));
+      const messages = body.log.map((entry: any) => entry.body.message).join('\n');
+      assert.match(messages, /Dry run: would /, messages);
+    }
+    assert.equal(portal.requests.length, before);
+  });
+});
