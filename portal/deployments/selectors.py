@@ -57,6 +57,24 @@ def deployment_ids_needing_reconcile(*, include_ready: bool) -> list[int]:
     return list(deployments.order_by("pk").values_list("pk", flat=True))
 
 
+def deployment_resync_plan(*, include_ready: bool) -> tuple[list[int], dict[int, list[int]]]:
+    """The outbox split two ways: rows that need a full reconcile whatever the cluster shows (spec ahead of what
+    was observed, being deleted), and the rest by cluster id, to be checked against one snapshot per cluster."""
+    direct: list[int] = []
+    by_cluster: dict[int, list[int]] = {}
+    rows = Deployment.objects.all()
+    if not include_ready:
+        rows = rows.filter(Q(observed_generation__lt=F("generation")) | ~Q(phase=Phase.READY))
+    for deployment_id, cluster_id, generation, observed, phase in rows.order_by("pk").values_list(
+        "pk", "cluster_id", "generation", "observed_generation", "phase"
+    ):
+        if observed < generation or phase == Phase.DELETING:
+            direct.append(deployment_id)
+        else:
+            by_cluster.setdefault(cluster_id, []).append(deployment_id)
+    return direct, by_cluster
+
+
 def deployment_spec(*, deployment_id: int) -> DeploymentSpec | None:
     """The frozen desired state of a deployment, or None when its row is gone (finalized)."""
     deployment = (

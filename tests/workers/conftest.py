@@ -10,6 +10,7 @@ import contextlib
 import os
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,12 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
+from portal.clusters.services import accelerator_pool_upsert, cluster_register
+from portal.deployments.models import Deployment
+from portal.tenancy.models import TeamGpuQuota
+from tests.conftest import RoleMatrix
+from tests.factories import SelfHostedVersionFactory
+from workers.provisioning.reconciler import ReconcileResult, reconcile_deployment
 from workers.sandbox.server import Sandbox
 from workers.sandbox.validation import default_crd_dir
 
@@ -87,3 +94,56 @@ def namespace(contract_api: tuple[str, k8s.ApiClient]) -> Iterator[str]:
     yield name
     with contextlib.suppress(k8s.ApiException):
         core.delete_namespace(name)
+
+
+ISVC = "serving.kserve.io/v1beta1"
+NAMESPACE = "genai-alpha"  # the cluster's default namespace prefix, then the team
+
+
+@pytest.fixture
+def world(matrix: RoleMatrix, clean_sandbox: Sandbox) -> Iterator[tuple[RoleMatrix, Sandbox]]:
+    cluster = cluster_register(
+        actor=None,
+        name=f"sandbox-{id(matrix) % 100000}",
+        api_server=clean_sandbox.url,
+        auth_kind="token",
+        token="sandbox-token",
+        region="eu-west",
+        gateway_namespace="genai-gateway",
+        gateway_name="ai-gateway",
+        deployment_mode="Standard",
+        autoscaler_class="keda",
+    )
+    accelerator_pool_upsert(
+        actor=None,
+        cluster=cluster,
+        accelerator_type="nvidia-l4",
+        values={
+            "gpu_product": "NVIDIA-L4",
+            "node_selector": {"nvidia.com/gpu.product": "NVIDIA-L4"},
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "gpu_count": 16,
+            "gpu_memory_gb": 24,
+            "hourly_price_per_gpu": Decimal("0.80"),
+        },
+    )
+    SelfHostedVersionFactory(model__slug="qwen", version="v1", gpus_per_replica=1, min_gpu_memory_gb=16)
+    TeamGpuQuota.objects.create(quota=matrix.team.quota, accelerator_type="nvidia-l4", gpus=4)
+    return matrix, clean_sandbox
+
+
+def deploy(matrix: RoleMatrix, name: str = "chat", **overrides: object) -> Deployment:
+    body = {"name": name, "model": "qwen", "accelerator_type": "nvidia-l4", "max_replicas": 2} | overrides
+    response = matrix.client("developer").post("/api/v1/teams/alpha/deployments", body, format="json")
+    assert response.status_code == 201, response.content
+    return Deployment.objects.get(team=matrix.team, name=name)
+
+
+def reconcile_until(deployment_id: int, sandbox: Sandbox, phase: str, attempts: int = 20) -> ReconcileResult:
+    result = reconcile_deployment(deployment_id)
+    for _ in range(attempts):
+        if result.phase == phase:
+            return result
+        sandbox.settle()
+        result = reconcile_deployment(deployment_id)
+    raise AssertionError(f"never reached {phase}: last {result}")

@@ -2,78 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from decimal import Decimal
-
 import pytest
 
-from portal.clusters.services import accelerator_pool_upsert, cluster_register
 from portal.deployments.models import Deployment
-from portal.tenancy.models import TeamGpuQuota
 from tests.conftest import RoleMatrix, client_with_token
 from tests.factories import SelfHostedVersionFactory
+from tests.workers.conftest import ISVC, NAMESPACE, deploy, reconcile_until
 from workers.kube.client import connect
-from workers.provisioning.reconciler import ReconcileResult, reconcile_deployment
+from workers.provisioning.reconciler import reconcile_deployment
 from workers.sandbox.server import Fault, Sandbox
 
 pytestmark = pytest.mark.django_db
 
-ISVC = "serving.kserve.io/v1beta1"
-NAMESPACE = "genai-alpha"  # the cluster's default namespace prefix, then the team
-
-
-@pytest.fixture
-def world(matrix: RoleMatrix, clean_sandbox: Sandbox) -> Iterator[tuple[RoleMatrix, Sandbox]]:
-    cluster = cluster_register(
-        actor=None,
-        name=f"sandbox-{id(matrix) % 100000}",
-        api_server=clean_sandbox.url,
-        auth_kind="token",
-        token="sandbox-token",
-        region="eu-west",
-        gateway_namespace="genai-gateway",
-        gateway_name="ai-gateway",
-        deployment_mode="Standard",
-        autoscaler_class="keda",
-    )
-    accelerator_pool_upsert(
-        actor=None,
-        cluster=cluster,
-        accelerator_type="nvidia-l4",
-        values={
-            "gpu_product": "NVIDIA-L4",
-            "node_selector": {"nvidia.com/gpu.product": "NVIDIA-L4"},
-            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-            "gpu_count": 16,
-            "gpu_memory_gb": 24,
-            "hourly_price_per_gpu": Decimal("0.80"),
-        },
-    )
-    SelfHostedVersionFactory(model__slug="qwen", version="v1", gpus_per_replica=1, min_gpu_memory_gb=16)
-    TeamGpuQuota.objects.create(quota=matrix.team.quota, accelerator_type="nvidia-l4", gpus=4)
-    return matrix, clean_sandbox
-
-
-def _deploy(matrix: RoleMatrix, name: str = "chat", **overrides: object) -> Deployment:
-    body = {"name": name, "model": "qwen", "accelerator_type": "nvidia-l4", "max_replicas": 2} | overrides
-    response = matrix.client("developer").post("/api/v1/teams/alpha/deployments", body, format="json")
-    assert response.status_code == 201, response.content
-    return Deployment.objects.get(team=matrix.team, name=name)
-
-
-def _reconcile_until(deployment_id: int, sandbox: Sandbox, phase: str, attempts: int = 20) -> ReconcileResult:
-    result = reconcile_deployment(deployment_id)
-    for _ in range(attempts):
-        if result.phase == phase:
-            return result
-        sandbox.settle()
-        result = reconcile_deployment(deployment_id)
-    raise AssertionError(f"never reached {phase}: last {result}")
-
 
 def test_pending_provisioning_ready(world: tuple[RoleMatrix, Sandbox]) -> None:
     matrix, sandbox = world
-    deployment = _deploy(matrix)
+    deployment = deploy(matrix)
     assert deployment.phase == "Pending"
     first = reconcile_deployment(deployment.pk)
     deployment.refresh_from_db()
@@ -100,8 +44,8 @@ def test_pending_provisioning_ready(world: tuple[RoleMatrix, Sandbox]) -> None:
 
 def test_second_reconcile_of_an_unchanged_deployment_makes_no_write(world: tuple[RoleMatrix, Sandbox]) -> None:
     matrix, sandbox = world
-    deployment = _deploy(matrix)
-    _reconcile_until(deployment.pk, sandbox, "Ready")
+    deployment = deploy(matrix)
+    reconcile_until(deployment.pk, sandbox, "Ready")
     sandbox.reset_records()
     result = reconcile_deployment(deployment.pk)
     assert result.outcome == "unchanged"
@@ -112,15 +56,15 @@ def test_second_reconcile_of_an_unchanged_deployment_makes_no_write(world: tuple
 
 def test_an_edited_deployment_converges(world: tuple[RoleMatrix, Sandbox]) -> None:
     matrix, sandbox = world
-    deployment = _deploy(matrix)
-    _reconcile_until(deployment.pk, sandbox, "Ready")
+    deployment = deploy(matrix)
+    reconcile_until(deployment.pk, sandbox, "Ready")
     response = matrix.client("developer").patch(
         "/api/v1/teams/alpha/deployments/chat", {"min_replicas": 2, "max_replicas": 2}, format="json"
     )
     assert response.status_code == 200, response.content
     deployment.refresh_from_db()
     assert deployment.generation == 2
-    _reconcile_until(deployment.pk, sandbox, "Ready")
+    reconcile_until(deployment.pk, sandbox, "Ready")
     deployment.refresh_from_db()
     assert deployment.observed_generation == 2
     isvc = sandbox.objects(ISVC, "InferenceService", namespace=NAMESPACE)[0]
@@ -130,8 +74,8 @@ def test_an_edited_deployment_converges(world: tuple[RoleMatrix, Sandbox]) -> No
 
 def test_delete_removes_every_owned_object_then_the_row(world: tuple[RoleMatrix, Sandbox]) -> None:
     matrix, sandbox = world
-    deployment = _deploy(matrix)
-    _reconcile_until(deployment.pk, sandbox, "Ready")
+    deployment = deploy(matrix)
+    reconcile_until(deployment.pk, sandbox, "Ready")
     assert matrix.client("developer").delete("/api/v1/teams/alpha/deployments/chat").status_code == 202
     result = reconcile_deployment(deployment.pk)
     assert result.outcome == "deleted"
@@ -154,8 +98,8 @@ def test_unreachable_cluster_leaves_the_deployment_deleting(world: tuple[RoleMat
     from workers.kube.errors import RetryableClusterError
 
     matrix, sandbox = world
-    deployment = _deploy(matrix)
-    _reconcile_until(deployment.pk, sandbox, "Ready")
+    deployment = deploy(matrix)
+    reconcile_until(deployment.pk, sandbox, "Ready")
     matrix.client("developer").delete("/api/v1/teams/alpha/deployments/chat")
     sandbox.add_fault(Fault(status=503, times=None))
     with pytest.raises(RetryableClusterError):
@@ -173,13 +117,13 @@ def test_api_server_faults_are_retryable_and_survived(world: tuple[RoleMatrix, S
     from workers.kube.errors import RetryableClusterError
 
     matrix, sandbox = world
-    deployment = _deploy(matrix)
+    deployment = deploy(matrix)
     sandbox.add_fault(Fault(method="PATCH", status=fault.status, drop=fault.drop, times=1))
     with pytest.raises(RetryableClusterError):
         reconcile_deployment(deployment.pk)
     deployment.refresh_from_db()
     assert deployment.phase == "Pending"  # nothing recorded as failed
-    _reconcile_until(deployment.pk, sandbox, "Ready")
+    reconcile_until(deployment.pk, sandbox, "Ready")
 
 
 def test_a_timeout_is_retryable(world: tuple[RoleMatrix, Sandbox]) -> None:
@@ -187,7 +131,7 @@ def test_a_timeout_is_retryable(world: tuple[RoleMatrix, Sandbox]) -> None:
     from workers.kube.errors import RetryableClusterError
 
     matrix, sandbox = world
-    deployment = _deploy(matrix)
+    deployment = deploy(matrix)
     cluster = connect(cluster_connection(cluster_id=deployment.cluster_id))
     cluster.timeout = (1.0, 0.3)
     try:
@@ -198,12 +142,12 @@ def test_a_timeout_is_retryable(world: tuple[RoleMatrix, Sandbox]) -> None:
     finally:
         cluster.timeout = None
         sandbox.clear_faults()
-    _reconcile_until(deployment.pk, sandbox, "Ready")
+    reconcile_until(deployment.pk, sandbox, "Ready")
 
 
 def test_a_422_from_the_api_server_ends_in_failed_with_its_message(world: tuple[RoleMatrix, Sandbox]) -> None:
     matrix, sandbox = world
-    deployment = _deploy(matrix)
+    deployment = deploy(matrix)
     sandbox.add_fault(
         Fault(method="PATCH", path="inferenceservices", status=422, message="spec.predictor: Invalid value: nope")
     )
@@ -219,8 +163,8 @@ def test_a_model_that_cannot_load_is_failed(world: tuple[RoleMatrix, Sandbox]) -
     SelfHostedVersionFactory(
         model__slug="broken", version="v1", artifact_uri="hf://org/fail-load-model", gpus_per_replica=1
     )
-    deployment = _deploy(matrix, name="broken", model="broken")
-    result = _reconcile_until(deployment.pk, sandbox, "Failed")
+    deployment = deploy(matrix, name="broken", model="broken")
+    result = reconcile_until(deployment.pk, sandbox, "Failed")
     deployment.refresh_from_db()
     assert "ModelLoadFailed" in deployment.message
     assert result.phase == "Failed"
@@ -230,9 +174,9 @@ def test_a_lost_task_message_still_converges_through_resync(world: tuple[RoleMat
     from portal.deployments.selectors import deployment_ids_needing_reconcile
 
     matrix, sandbox = world
-    deployment = _deploy(matrix)  # its on_commit nudge never reaches a worker in this test
+    deployment = deploy(matrix)  # its on_commit nudge never reaches a worker in this test
     assert deployment.pk in deployment_ids_needing_reconcile(include_ready=False)
-    _reconcile_until(deployment.pk, sandbox, "Ready")
+    reconcile_until(deployment.pk, sandbox, "Ready")
     assert deployment.pk not in deployment_ids_needing_reconcile(include_ready=False)
 
 
@@ -242,8 +186,8 @@ def test_drift_is_repaired(world: tuple[RoleMatrix, Sandbox]) -> None:
     from tests.workers.conftest import sandbox_api_client
 
     matrix, sandbox = world
-    deployment = _deploy(matrix)
-    _reconcile_until(deployment.pk, sandbox, "Ready")
+    deployment = deploy(matrix)
+    reconcile_until(deployment.pk, sandbox, "Ready")
     custom = k8s.CustomObjectsApi(sandbox_api_client(sandbox))
     custom.delete_namespaced_custom_object("serving.kserve.io", "v1beta1", NAMESPACE, "inferenceservices", "chat")
     result = reconcile_deployment(deployment.pk)
@@ -253,15 +197,15 @@ def test_drift_is_repaired(world: tuple[RoleMatrix, Sandbox]) -> None:
 
 def test_the_cluster_quota_keeps_a_team_within_its_gpus(world: tuple[RoleMatrix, Sandbox]) -> None:
     matrix, sandbox = world
-    deployment = _deploy(matrix)
-    _reconcile_until(deployment.pk, sandbox, "Ready")
+    deployment = deploy(matrix)
+    reconcile_until(deployment.pk, sandbox, "Ready")
     quotas = sandbox.objects("v1", "ResourceQuota", namespace=NAMESPACE)
     assert [q["spec"]["hard"] for q in quotas] == [{"requests.nvidia.com/gpu": "4"}]
 
 
 def test_cross_team_reads_are_refused(world: tuple[RoleMatrix, Sandbox]) -> None:
     matrix, _ = world
-    _deploy(matrix)
+    deploy(matrix)
     outsider = client_with_token(matrix.outsider)
     assert outsider.get("/api/v1/teams/alpha/deployments/chat").status_code == 404
     assert outsider.delete("/api/v1/teams/alpha/deployments/chat").status_code == 404
@@ -278,7 +222,7 @@ def test_a_worker_killed_mid_reconcile_still_converges(world: tuple[RoleMatrix, 
     from workers.provisioning.reconciler import DeploymentBusy
 
     matrix, sandbox = world
-    deployment = _deploy(matrix)
+    deployment = deploy(matrix)
     # The dead worker got as far as one object, then died holding the lock (acks_late redelivers its message).
     sandbox.add_fault(Fault(method="PATCH", path="inferenceservices", drop=True, times=None))
     with pytest.raises(Exception):  # noqa: PT011 (the connection drop, whatever the client makes of it)
@@ -291,4 +235,4 @@ def test_a_worker_killed_mid_reconcile_still_converges(world: tuple[RoleMatrix, 
     with pytest.raises(DeploymentBusy):
         reconcile_deployment(deployment.pk)
     time.sleep(1.2)  # the lock expires: a crashed worker never blocks a deployment for longer than its timeout
-    _reconcile_until(deployment.pk, sandbox, "Ready")
+    reconcile_until(deployment.pk, sandbox, "Ready")

@@ -83,12 +83,21 @@ class Cluster:
             raise
         return result
 
-    def list(self, api_version: str, kind: str, *, label_selector: str, namespace: str | None = None) -> list[Manifest]:
+    def list(
+        self,
+        api_version: str,
+        kind: str,
+        *,
+        label_selector: str,
+        namespace: str | None = None,
+        all_namespaces: bool = False,
+    ) -> list[Manifest]:
+        """Objects matching the selector: in one namespace, or with all_namespaces across the cluster."""
         kind_type = resource_type(api_version, kind)
         try:
             result = self._call(
                 "GET",
-                kind_type.collection_path(namespace if kind_type.namespaced else None),
+                kind_type.collection_path(namespace if kind_type.namespaced else None, all_namespaces=all_namespaces),
                 query={"labelSelector": label_selector},
             )
         except ClusterError as error:

@@ -15,9 +15,9 @@ class ResourceType:
     plural: str
     namespaced: bool
 
-    def collection_path(self, namespace: str | None) -> str:
+    def collection_path(self, namespace: str | None, *, all_namespaces: bool = False) -> str:
         prefix = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
-        if self.namespaced:
+        if self.namespaced and not all_namespaces:
             if namespace is None:
                 raise ValueError(f"{self.kind} is namespaced: a namespace is required")
             return f"{prefix}/namespaces/{namespace}/{self.plural}"

@@ -24,7 +24,7 @@ from django.utils import timezone
 from portal.clusters import selectors as cluster_selectors
 from portal.deployments import selectors as deployment_selectors
 from portal.deployments import services as deployment_services
-from portal.deployments.contracts import DeploymentSpec
+from portal.deployments.contracts import DeploymentSpec, ObservedStatus
 from portal.tenancy import selectors as tenancy_selectors
 from workers.kube.client import Cluster, connect
 from workers.kube.errors import TerminalClusterError
@@ -35,7 +35,7 @@ from workers.provisioning.manifests.deployment import (
     build_team_objects,
     namespace_of,
 )
-from workers.provisioning.manifests.labels import deployment_selector
+from workers.provisioning.manifests.labels import DEPLOYMENT_ID_KEY, MANAGED_BY, MANAGED_BY_KEY, deployment_selector
 from workers.provisioning.status import derive_status
 
 logger = logging.getLogger(__name__)
@@ -146,15 +146,7 @@ def _endpoint_base(spec: DeploymentSpec, isvc: dict[str, Any]) -> str:
 def _ready_replicas(cluster: Cluster, spec: DeploymentSpec) -> int:
     """Ready predictor pods: KServe labels them with their InferenceService's name (Standard mode)."""
     pods = cluster.list("v1", "Pod", label_selector=f"{PREDICTOR_POD_LABEL}={spec.name}", namespace=namespace_of(spec))
-    return sum(
-        1
-        for pod in pods
-        if (pod.get("status") or {}).get("phase") == "Running"
-        and any(
-            condition.get("type") == "Ready" and condition.get("status") == "True"
-            for condition in (pod.get("status") or {}).get("conditions") or []
-        )
-    )
+    return sum(1 for pod in pods if _is_ready_pod(pod))
 
 
 def redacted(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -224,3 +216,114 @@ def _delete(cluster: Cluster, spec: DeploymentSpec) -> ReconcileResult:
         return ReconcileResult(spec.deployment_id, "deleting", deletes, "Deleting")
     deployment_services.deployment_finalize(deployment_id=spec.deployment_id, generation=spec.generation)
     return ReconcileResult(spec.deployment_id, "deleted", deletes, "Deleting")
+
+
+# ---------------------------------------------------------------------------------------------------- resync
+
+
+@dataclass(frozen=True)
+class ClusterSnapshot:
+    """What an informer cache holds: every portal-owned object and predictor pod of one cluster, read with one
+    list request per kind, so checking a thousand unchanged deployments costs a handful of requests."""
+
+    objects: dict[tuple[str, str, str], dict[str, Any]]  # (kind, namespace, name) -> live object
+    owned_by_deployment: dict[str, set[tuple[str, str, str]]]  # deployment id label -> keys it owns
+    ready_pods: dict[tuple[str, str], int]  # (namespace, InferenceService name) -> ready predictor pods
+
+
+def _is_ready_pod(pod: dict[str, Any]) -> bool:
+    status = pod.get("status") or {}
+    return status.get("phase") == "Running" and any(
+        condition.get("type") == "Ready" and condition.get("status") == "True"
+        for condition in status.get("conditions") or []
+    )
+
+
+def cluster_snapshot(cluster: Cluster) -> ClusterSnapshot:
+    managed = f"{MANAGED_BY_KEY}={MANAGED_BY}"
+    objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+    owned: dict[str, set[tuple[str, str, str]]] = {}
+    kinds = [("v1", "Namespace"), ("v1", "ResourceQuota")] + [(version, kind) for version, kind, _ in OWNED_KINDS]
+    for api_version, kind in kinds:
+        for item in cluster.list(api_version, kind, label_selector=managed, all_namespaces=True):
+            metadata = item.get("metadata") or {}
+            key = (kind, str(metadata.get("namespace") or ""), str(metadata.get("name")))
+            objects[key] = item
+            deployment_id = (metadata.get("labels") or {}).get(DEPLOYMENT_ID_KEY)
+            if deployment_id:
+                owned.setdefault(deployment_id, set()).add(key)
+    ready: dict[tuple[str, str], int] = {}
+    for pod in cluster.list("v1", "Pod", label_selector=PREDICTOR_POD_LABEL, all_namespaces=True):
+        metadata = pod.get("metadata") or {}
+        if _is_ready_pod(pod):
+            owner = (str(metadata.get("namespace") or ""), str((metadata.get("labels") or {})[PREDICTOR_POD_LABEL]))
+            ready[owner] = ready.get(owner, 0) + 1
+    return ClusterSnapshot(objects, owned, ready)
+
+
+def _key_of(manifest: dict[str, Any]) -> tuple[str, str, str]:
+    metadata = manifest["metadata"]
+    return (manifest["kind"], str(metadata.get("namespace") or ""), str(metadata["name"]))
+
+
+def status_if_in_sync(spec: DeploymentSpec, snapshot: ClusterSnapshot, team_gpu_limit: int) -> ObservedStatus | None:
+    """The deployment's status as the snapshot shows it when every desired object is live with the desired
+    content and nothing else is owned by it; None when it needs a real reconcile (drift, missing, extra)."""
+    if spec.deleting:
+        return None
+    desired = build_deployment_objects(spec)
+    for manifest in [*build_team_objects(spec, team_gpu_limit), *desired]:
+        live = snapshot.objects.get(_key_of(manifest))
+        if _live_hash(live) != content_hash(manifest):
+            return None
+    if snapshot.owned_by_deployment.get(str(spec.deployment_id), set()) != {_key_of(item) for item in desired}:
+        return None
+    isvc = snapshot.objects.get(("InferenceService", namespace_of(spec), spec.name)) or {}
+    route = next((snapshot.objects[_key_of(item)] for item in desired if item["kind"] == "AIGatewayRoute"), None)
+    return derive_status(
+        inference_service=isvc,
+        route=route,
+        endpoint_base=_endpoint_base(spec, isvc),
+        served_model_name=spec.served_model_name,
+        ready_replicas=snapshot.ready_pods.get((namespace_of(spec), spec.name), 0),
+    )
+
+
+@dataclass(frozen=True)
+class ResyncResult:
+    checked: int  # deployments compared with the snapshot
+    recorded: int  # of those, whose status changed and was recorded
+    stale: tuple[int, ...]  # deployments that need a full reconcile
+
+
+def resync_cluster(cluster_id: int, deployment_ids: list[int]) -> ResyncResult:
+    """Compare deployments on one cluster with one snapshot of it: record the status of those in sync (under
+    their lock, skipped when busy), and return the ones that drifted or changed, for a full reconcile."""
+    cluster = connect(cluster_selectors.cluster_connection(cluster_id=cluster_id))
+    snapshot = cluster_snapshot(cluster)
+    stale: list[int] = []
+    checked = recorded = 0
+    team_limits: dict[str, int] = {}
+    for deployment_id in deployment_ids:
+        spec = deployment_selectors.deployment_spec(deployment_id=deployment_id)
+        if spec is None:
+            continue
+        if spec.team_slug not in team_limits:
+            team_limits[spec.team_slug] = tenancy_selectors.team_gpu_total(team_slug=spec.team_slug)
+        status = status_if_in_sync(spec, snapshot, team_limits[spec.team_slug])
+        if status is None:
+            stale.append(deployment_id)
+            continue
+        checked += 1
+        try:
+            with deployment_lock(deployment_id):
+                if deployment_services.deployment_status_record(
+                    deployment_id=deployment_id,
+                    generation=spec.generation,
+                    status=status,
+                    reconciled_at=timezone.now(),
+                ):
+                    recorded += 1
+        except DeploymentBusy:
+            continue  # a reconcile of it is running and will record what it sees
+    return ResyncResult(checked, recorded, tuple(stale))

@@ -45,39 +45,81 @@ class _Seen:
 
 @dataclass
 class Controllers:
+    """Level-triggered like the real controllers, but an object already settled at its current resourceVersion
+    (status as desired, pods as wanted) is skipped, as an informer would not requeue it: a step costs what changed.
+    """
+
     store: Store
     settings: ControllerSettings = field(default_factory=ControllerSettings)
     _isvc_seen: dict[tuple[str, str], _Seen] = field(default_factory=dict)
+    _settled: dict[tuple[str, str, str], str] = field(default_factory=dict)  # (plural, namespace, name) -> rv
+    _live_isvcs: set[tuple[str, str]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.store.listeners.append(self._on_event)
+
+    def _on_event(self, event: str, kind: Kind, obj: dict[str, Any]) -> None:
+        # A pod coming or going unsettles the InferenceService that owns it (drift, deletions by hand).
+        if kind.kind == "Pod":
+            owner = (obj["metadata"].get("labels") or {}).get(ISVC_LABEL)
+            if owner:
+                self._settled.pop(("inferenceservices", obj["metadata"].get("namespace", ""), owner), None)
 
     def _kind(self, group: str, plural: str) -> Kind | None:
         return next((k for k in self.store.kinds.values() if k.group == group and k.plural == plural), None)
 
     def forget(self) -> None:
         self._isvc_seen.clear()
+        self._settled.clear()
+        self._live_isvcs.clear()
+
+    def _changed(self, kind: Kind) -> tuple[set[tuple[str, str]], list[dict[str, Any]]]:
+        """Every live (namespace, name) of a kind, and the objects not settled at their current version."""
+        live: set[tuple[str, str]] = set()
+        changed: list[dict[str, Any]] = []
+        for namespace, name, version in self.store.versions(kind):
+            live.add((namespace, name))
+            if self._settled.get((kind.plural, namespace, name)) == version:
+                continue
+            with contextlib.suppress(ApiError):  # deleted since it was listed
+                changed.append(self.store.get(kind, namespace, name))
+        for key in list(self._settled):  # list() copies atomically; listeners run on the API server's threads
+            if key[0] == kind.plural and (key[1], key[2]) not in live:
+                self._settled.pop(key, None)
+        return live, changed
+
+    def _settle(self, kind: Kind, namespace: str, name: str) -> None:
+        with contextlib.suppress(ApiError):
+            version = self.store.get(kind, namespace, name)["metadata"]["resourceVersion"]
+            self._settled[(kind.plural, namespace, name)] = version
 
     def step(self, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
         self.store.finish_namespace_deletions()
         isvc_kind = self._kind(ISVC_GROUP, "inferenceservices")
         if isvc_kind is not None:
-            live = set()
-            for isvc in self.store.iter_objects(isvc_kind):
-                live.add((isvc["metadata"]["namespace"], isvc["metadata"]["name"]))
+            live, changed = self._changed(isvc_kind)
+            for isvc in changed:
                 try:
-                    self._inference_service(isvc_kind, isvc, now)
+                    if self._inference_service(isvc_kind, isvc, now):
+                        self._settle(isvc_kind, isvc["metadata"]["namespace"], isvc["metadata"]["name"])
                 except ApiError as error:  # the object changed or vanished under us: next step sees it
                     logger.debug("kserve step: %s", error.message)
-            self._collect_pods(live)
+            self._collect_pods(self._live_isvcs - live)
+            self._live_isvcs = live
             for key in [key for key in self._isvc_seen if key not in live]:
                 del self._isvc_seen[key]
         route_kind = self._kind(ROUTE_GROUP, "aigatewayroutes")
         if route_kind is not None:
-            for route in self.store.iter_objects(route_kind):
+            _, routes = self._changed(route_kind)
+            for route in routes:
                 self._route(route_kind, route)
+                self._settle(route_kind, route["metadata"]["namespace"], route["metadata"]["name"])
 
     # ------------------------------------------------------------------ KServe
 
-    def _inference_service(self, kind: Kind, isvc: dict[str, Any], now: float) -> None:
+    def _inference_service(self, kind: Kind, isvc: dict[str, Any], now: float) -> bool:
+        """Drive one InferenceService a step; True when it has settled (nothing left to do until it changes)."""
         metadata = isvc["metadata"]
         namespace, name, generation = metadata["namespace"], metadata["name"], int(metadata.get("generation") or 1)
         seen = self._isvc_seen.get((namespace, name))
@@ -87,6 +129,7 @@ class Controllers:
         model = predictor.get("model") or {}
         stopped = str((metadata.get("annotations") or {}).get("serving.kserve.io/stop", "")).lower() == "true"
         status = isvc.get("status") or {}
+        settled = True
         if str(model.get("storageUri", "")).find("fail-load") >= 0:
             desired = self._failed_status(generation, f"failed to load model from {model.get('storageUri')}")
         elif stopped:
@@ -94,15 +137,18 @@ class Controllers:
             desired = self._stopped_status(generation)
         elif now - seen.since < self.settings.ready_delay:
             desired = self._progress_status(generation, status, "Progressing", "the predictor is starting")
+            settled = False  # time alone moves it on
         else:
             replicas = max(int(predictor.get("minReplicas", 1) or 0), 1)
             error = self._scale_pods(namespace, name, predictor, replicas)
             if error is not None:
                 desired = self._progress_status(generation, status, "ReplicaFailure", error)
+                settled = False  # quota may free up
             else:
                 desired = self._ready_status(generation, namespace, name, status)
         if _without_times(desired) != _without_times(status):
             self.store.update_status(kind, namespace, name, desired, manager=KSERVE_MANAGER)
+        return settled
 
     def _pods(self, namespace: str, isvc_name: str) -> list[dict[str, Any]]:
         pod_kind = self.store.kinds[("", "v1", "pods")]
@@ -138,13 +184,14 @@ class Controllers:
                 return error.message
         return None
 
-    def _collect_pods(self, live: set[tuple[str, str]]) -> None:
+    def _collect_pods(self, gone: set[tuple[str, str]]) -> None:
+        """Delete the predictor pods of InferenceServices that are gone (what owner references do)."""
         pod_kind = self.store.kinds[("", "v1", "pods")]
-        for pod in self.store.iter_objects(pod_kind):
-            owner = (pod["metadata"].get("labels") or {}).get(ISVC_LABEL)
-            if owner and (pod["metadata"]["namespace"], owner) not in live:
-                with contextlib.suppress(ApiError):
-                    self.store.delete(pod_kind, pod["metadata"]["namespace"], pod["metadata"]["name"])
+        for namespace, isvc_name in gone:
+            with contextlib.suppress(ApiError):  # the namespace itself went
+                for pod in self._pods(namespace, isvc_name):
+                    with contextlib.suppress(ApiError):
+                        self.store.delete(pod_kind, namespace, pod["metadata"]["name"])
 
     @staticmethod
     def _condition(kind: str, state: str, reason: str = "", message: str = "") -> dict[str, str]:

@@ -255,6 +255,60 @@ def field_matcher(selector: str) -> Callable[[Obj], bool]:
 
 # ---------------------------------------------------------------------------------------------------- the store
 
+Key = tuple[str, str, str, str]  # (group, plural, namespace, name)
+
+
+class ObjectTable(dict[Key, "Entry"]):
+    """Every stored object by key, indexed by kind and namespace as etcd's key prefixes are.
+
+    Lists, quota admission and the simulated controllers read one kind in one namespace; without the index each
+    of those scans the whole store, and a cluster of a thousand deployments slows to a crawl.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._buckets: dict[tuple[str, str], dict[str, dict[str, Entry]]] = {}
+
+    def __setitem__(self, key: Key, entry: Entry) -> None:
+        super().__setitem__(key, entry)
+        group, plural, namespace, name = key
+        self._buckets.setdefault((group, plural), {}).setdefault(namespace, {})[name] = entry
+
+    def __delitem__(self, key: Key) -> None:
+        super().__delitem__(key)
+        group, plural, namespace, name = key
+        namespaces = self._buckets[(group, plural)]
+        del namespaces[namespace][name]
+        if not namespaces[namespace]:
+            del namespaces[namespace]
+
+    def pop(self, key: Key, *default: Any) -> Any:  # type: ignore[override]
+        if key not in self:
+            if default:
+                return default[0]
+            raise KeyError(key)
+        entry = self[key]
+        del self[key]
+        return entry
+
+    def of_kind(self, group: str, plural: str, namespace: str | None = None) -> list[tuple[Key, Entry]]:
+        """(key, entry) of one kind, in one namespace or all, sorted by namespace and name as a list answers."""
+        namespaces = self._buckets.get((group, plural)) or {}
+        chosen = [namespace] if namespace is not None else sorted(namespaces)
+        return [
+            ((group, plural, ns, name), entry)
+            for ns in chosen
+            for name, entry in sorted((namespaces.get(ns) or {}).items())
+        ]
+
+    def in_namespace(self, namespace: str) -> list[Key]:
+        """Keys of every object, of any kind, in one namespace."""
+        return [
+            (group, plural, namespace, name)
+            for (group, plural), namespaces in self._buckets.items()
+            for name in namespaces.get(namespace) or {}
+        ]
+
 
 @dataclass
 class Entry:
@@ -280,7 +334,7 @@ class Store:
         self.crds = crds or CrdRegistry()
         self.validate_custom = validate
         self.kinds: dict[tuple[str, str, str], Kind] = {}  # (group, version, plural)
-        self.objects: dict[tuple[str, str, str, str], Entry] = {}  # (group, plural, namespace, name)
+        self.objects = ObjectTable()
         self._resource_version = 1000
         self.listeners: list[Callable[[str, Kind, Obj], None]] = []
         for kind in BUILTIN_KINDS:
@@ -563,14 +617,11 @@ class Store:
         labels_ok = label_matcher(label_selector)
         fields_ok = field_matcher(field_selector)
         with self.lock:
+            scope = namespace if kind.namespaced and namespace is not None else None
             items = [
                 copy.deepcopy(entry.obj)
-                for (group, plural, ns, _), entry in sorted(self.objects.items())
-                if group == kind.group
-                and plural == kind.plural
-                and (namespace is None or not kind.namespaced or ns == namespace)
-                and labels_ok(entry.obj["metadata"].get("labels") or {})
-                and fields_ok(entry.obj)
+                for _, entry in self.objects.of_kind(kind.group, kind.plural, scope)
+                if labels_ok(entry.obj["metadata"].get("labels") or {}) and fields_ok(entry.obj)
             ]
             for item in items:
                 item["apiVersion"] = kind.api_version
@@ -583,10 +634,17 @@ class Store:
 
     def iter_objects(self, kind: Kind) -> Iterator[Obj]:
         with self.lock:
-            items = [
-                copy.deepcopy(e.obj) for (g, p, _, _), e in self.objects.items() if g == kind.group and p == kind.plural
-            ]
+            items = [copy.deepcopy(e.obj) for _, e in self.objects.of_kind(kind.group, kind.plural)]
         yield from items
+
+    def versions(self, kind: Kind) -> tuple[tuple[str, str, str], ...]:
+        """(namespace, name, resourceVersion) of every object of a kind: what a controller's informer would see,
+        without copying the objects."""
+        with self.lock:
+            return tuple(
+                (ns, name, entry.obj["metadata"]["resourceVersion"])
+                for (_, _, ns, name), entry in self.objects.of_kind(kind.group, kind.plural)
+            )
 
     def create(
         self, kind: Kind, namespace: str | None, body: Any, *, manager: str, dry_run: bool = False, strict: bool = False
@@ -966,9 +1024,7 @@ class Store:
         if not requested:
             return
         used = self.gpu_used(namespace)
-        for entry in [
-            e for (g, p, ns, _), e in self.objects.items() if g == "" and p == "resourcequotas" and ns == namespace
-        ]:
+        for _, entry in self.objects.of_kind("", "resourcequotas", namespace):
             hard = ((entry.obj.get("status") or {}).get("hard") or {}).get(GPU_QUOTA_RESOURCE)
             if hard is None:  # a quota is enforced only once its status is filled in
                 continue
@@ -986,11 +1042,8 @@ class Store:
     def gpu_used(self, namespace: str) -> int:
         return sum(
             _gpu_request(entry.obj)
-            for (g, p, ns, _), entry in self.objects.items()
-            if g == ""
-            and p == "pods"
-            and ns == namespace
-            and (entry.obj.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+            for _, entry in self.objects.of_kind("", "pods", namespace)
+            if (entry.obj.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
         )
 
     def _after_write(self, kind: Kind, obj: Obj) -> None:
@@ -1005,9 +1058,7 @@ class Store:
         """The quota controller's job, done synchronously: status.hard from spec, status.used from pods."""
         quota_kind = self.kinds[("", "v1", "resourcequotas")]
         used = self.gpu_used(namespace)
-        for key, entry in [
-            (k, e) for k, e in self.objects.items() if k[0] == "" and k[1] == "resourcequotas" and k[2] == namespace
-        ]:
+        for key, entry in self.objects.of_kind("", "resourcequotas", namespace):
             hard = copy.deepcopy((entry.obj.get("spec") or {}).get("hard") or {})
             status = {"hard": hard, "used": {name: (str(used) if name == GPU_QUOTA_RESOURCE else "0") for name in hard}}
             if entry.obj.get("status") != status:
@@ -1020,11 +1071,11 @@ class Store:
         with self.lock:
             terminating = [
                 e.obj["metadata"]["name"]
-                for (g, p, _, _), e in self.objects.items()
-                if g == "" and p == "namespaces" and e.obj["metadata"].get("deletionTimestamp")
+                for _, e in self.objects.of_kind("", "namespaces")
+                if e.obj["metadata"].get("deletionTimestamp")
             ]
             for namespace in terminating:
-                for key in [k for k in self.objects if k[2] == namespace]:
+                for key in self.objects.in_namespace(namespace):
                     entry = self.objects.pop(key)
                     kind = next((k for k in self.kinds.values() if k.group == key[0] and k.plural == key[1]), None)
                     if kind is not None:

@@ -7,8 +7,8 @@ import logging
 from celery import shared_task
 
 from portal.deployments import selectors as deployment_selectors
-from workers.kube.errors import RetryableClusterError
-from workers.provisioning.reconciler import DeploymentBusy, reconcile_deployment
+from workers.kube.errors import ClusterError, RetryableClusterError
+from workers.provisioning.reconciler import DeploymentBusy, reconcile_deployment, resync_cluster
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +33,19 @@ def reconcile(deployment_id: int) -> str:
 
 @shared_task(name="deployments.resync", acks_late=True)
 def resync(include_ready: bool = False) -> int:
-    """Re-enqueue every deployment whose spec is ahead of what was observed or that is not Ready;
-    with include_ready, everything (drift repair). A lost message costs latency, never correctness."""
-    ids = deployment_selectors.deployment_ids_needing_reconcile(include_ready=include_ready)
-    for deployment_id in ids:
+    """The outbox's reader. Deployments whose spec is ahead of what was observed, or being deleted, are enqueued;
+    the rest that are not Ready (with include_ready: all of them, to repair drift) are compared with one snapshot
+    of their cluster: in sync, their status is recorded; drifted, they are enqueued. A lost message costs
+    latency, never correctness, and unchanged deployments cost a few list requests per cluster, no writes.
+    Returns how many were enqueued."""
+    direct, by_cluster = deployment_selectors.deployment_resync_plan(include_ready=include_ready)
+    enqueue = list(direct)
+    for cluster_id, ids in by_cluster.items():
+        try:
+            enqueue.extend(resync_cluster(cluster_id, ids).stale)
+        except ClusterError as error:  # unreachable or refusing: each deployment's own reconcile retries and reports
+            logger.warning("resync of cluster %s fell back to per-deployment reconciles: %s", cluster_id, error)
+            enqueue.extend(ids)
+    for deployment_id in enqueue:
         reconcile.delay(deployment_id)
-    return len(ids)
+    return len(enqueue)
