@@ -12,4 +12,9 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "task": "api.purge_idempotency_records",
         "schedule": 3600.0,
     },
+    "usage-partitions-ahead": {"task": "usage.partitions_ensure", "schedule": 6 * 3600.0},
+    "usage-rollups": {"task": "usage.rollups_recompute", "schedule": 30.0},
+    "usage-budgets": {"task": "usage.budgets_evaluate", "schedule": 300.0},
+    "usage-gpu-hours": {"task": "usage.gpu_accrue", "schedule": 300.0},
+    "usage-pending-alerts": {"task": "usage.deliver_pending_alerts", "schedule": 900.0},
 }

@@ -114,6 +114,7 @@ from portal.settings.api import *  # noqa: E402,F403
 from portal.settings.celery import *  # noqa: E402,F403
 from portal.settings.services import *  # noqa: E402,F403
 from portal.settings.tenancy import *  # noqa: E402,F403
+from portal.settings.usage import *  # noqa: E402,F403
 
 PORTAL_PORT = ENV.integer("PORTAL_PORT", 8000, minimum=1, maximum=65535)
 PORTAL_HOST = ENV.text("PORTAL_HOST", "127.0.0.1")

@@ -1,0 +1,333 @@
+"""Usage endpoints: CloudEvents and OTLP/HTTP ingestion (collector tokens), cost reports, budgets, re-rating."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.db import DatabaseError
+from django.http import HttpResponse
+from drf_spectacular.utils import OpenApiParameter, OpenApiTypes, extend_schema
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from rest_framework import exceptions, renderers
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from portal.api.authentication import acting_user, caller_of
+from portal.api.models import Scope
+from portal.api.permissions import IsPlatformAdmin
+from portal.api.team_access import team_for_request
+from portal.api.views import PortalView, validated
+from portal.core.errors import NotFound, ValidationFailed
+from portal.core.problems import PROBLEM_CONTENT_TYPE, problem
+from portal.tenancy.models import Role
+from portal.usage import events, metrics, selectors, services
+from portal.usage.api import serializers
+
+logger = logging.getLogger(__name__)
+
+CLOUDEVENTS_TYPES = ("application/json", "application/cloudevents-batch+json", "application/cloudevents+json")
+PROTOBUF_TYPES = ("application/x-protobuf", "application/protobuf")
+MAX_REPORT_DAYS = 366
+
+
+class HasUsageWriteScope(BasePermission):
+    """Collector tokens only: a service token holding 'usage:write', acting as itself."""
+
+    message = "Only usage collector tokens (scope 'usage:write') may post usage"
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        caller = caller_of(request)
+        return (
+            caller is not None
+            and caller.token is not None
+            and caller.on_behalf_of is None
+            and Scope.USAGE_WRITE in caller.scopes
+        )
+
+
+def _problem_response(
+    status: int, code: str, title: str, detail: str, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(
+        problem(status_code=status, code=code, title=title, detail=detail),
+        status=status,
+        headers=headers,
+        content_type=PROBLEM_CONTENT_TYPE,
+    )
+
+
+class _IngestView(PortalView):
+    permission_classes = [HasUsageWriteScope]
+    parser_classes: list[Any] = []  # the body is read here: gzip and protobuf are not DRF parsers' business
+    endpoint = ""
+
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
+        # Collectors may send Accept: application/x-protobuf; answers are still produced.
+        try:
+            return super().perform_content_negotiation(request, force)
+        except exceptions.NotAcceptable:
+            return (renderers.JSONRenderer(), "application/json")
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, RequestDataTooBig):
+            response = _problem_response(
+                413, "payload_too_large", "Payload too large", "The request body is larger than the portal accepts"
+            )
+        elif isinstance(exc, services.IngestionUnavailable | DatabaseError):
+            logger.warning("usage ingestion unavailable: %s", exc)
+            response = _problem_response(
+                503,
+                "ingestion_unavailable",
+                "Ingestion unavailable",
+                "Usage events cannot be stored right now; retry the same batch later",
+                {"Retry-After": str(settings.USAGE_RETRY_AFTER_SECONDS)},
+            )
+        elif isinstance(exc, events.PayloadError):
+            response = _problem_response(exc.status, exc.code, "Unreadable usage payload", exc.message)
+        else:
+            response = super().handle_exception(exc)
+        metrics.BATCHES.labels(self.endpoint, str(response.status_code)).inc()
+        return response
+
+    def _decoded_body(self, request: Request) -> bytes:
+        raw = request._request.body
+        return events.decode_body(
+            raw,
+            content_encoding=request.META.get("HTTP_CONTENT_ENCODING", ""),
+            max_bytes=settings.USAGE_MAX_BATCH_BYTES,
+        )
+
+    def _window(self) -> dict[str, Any]:
+        return {
+            "now": datetime.now(UTC),
+            "max_age": timedelta(days=settings.USAGE_MAX_EVENT_AGE_DAYS),
+            "max_skew": timedelta(seconds=settings.USAGE_MAX_CLOCK_SKEW_SECONDS),
+            "max_events": settings.USAGE_MAX_BATCH_EVENTS,
+        }
+
+
+def _media_type(request: Request) -> str:
+    return request.META.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
+
+
+class UsageEventsView(_IngestView):
+    endpoint = "cloudevents"
+
+    @extend_schema(
+        request={"application/cloudevents-batch+json": OpenApiTypes.OBJECT},
+        responses={200: OpenApiTypes.OBJECT},
+        summary="Post a batch of usage CloudEvents (collector tokens; gzip accepted; not atomic)",
+    )
+    def post(self, request: Request) -> Response:
+        media_type = _media_type(request)
+        if media_type not in CLOUDEVENTS_TYPES:
+            raise events.PayloadError(
+                f"Content-Type must be one of {', '.join(CLOUDEVENTS_TYPES)}", code="unsupported_media_type", status=415
+            )
+        document = events.parse_json(self._decoded_body(request))
+        parsed = events.parse_cloudevents(document, **self._window())
+        caller = caller_of(request)
+        if caller is None or caller.token is None:  # the permission class guarantees both
+            raise exceptions.NotAuthenticated()
+        result = services.usage_ingest(token_id=caller.token.pk, parsed=parsed, endpoint=self.endpoint)
+        metrics.BATCHES.labels(self.endpoint, "200").inc()
+        return Response(serializers.ingest_result_output(result))
+
+
+class OtlpLogsView(_IngestView):
+    endpoint = "otlp"
+
+    @extend_schema(
+        request={"application/x-protobuf": OpenApiTypes.BINARY, "application/json": OpenApiTypes.OBJECT},
+        responses={200: OpenApiTypes.OBJECT},
+        summary="OTLP/HTTP logs export of the gateway's access log (collector tokens; protobuf or JSON, gzip)",
+    )
+    def post(self, request: Request) -> Response | HttpResponse:
+        media_type = _media_type(request)
+        if media_type not in (*PROTOBUF_TYPES, "application/json"):
+            raise events.PayloadError(
+                "Content-Type must be application/x-protobuf or application/json",
+                code="unsupported_media_type",
+                status=415,
+            )
+        body = self._decoded_body(request)
+        protobuf = media_type in PROTOBUF_TYPES
+        if protobuf:
+            try:
+                message = logs_service_pb2.ExportLogsServiceRequest.FromString(body)
+            except (DecodeError, RuntimeWarning, ValueError):
+                raise events.PayloadError(
+                    "The body is not an OTLP ExportLogsServiceRequest", code="malformed_otlp"
+                ) from None
+            document: Any = MessageToDict(message)
+        else:
+            document = events.parse_json(body)
+        parsed = events.parse_otlp(document, **self._window())
+        caller = caller_of(request)
+        if caller is None or caller.token is None:
+            raise exceptions.NotAuthenticated()
+        result = services.usage_ingest(token_id=caller.token.pk, parsed=parsed, endpoint=self.endpoint)
+        metrics.BATCHES.labels(self.endpoint, "200").inc()
+        message_text = "; ".join(
+            f"record {rejection.index}: {rejection.reason} ({rejection.field})" for rejection in result.rejected[:20]
+        )
+        if protobuf:
+            answer = logs_service_pb2.ExportLogsServiceResponse()
+            if result.rejected:
+                answer.partial_success.rejected_log_records = len(result.rejected)
+                answer.partial_success.error_message = message_text
+            return HttpResponse(answer.SerializeToString(), content_type="application/x-protobuf")
+        body_out: dict[str, Any] = {}
+        if result.rejected:
+            body_out["partialSuccess"] = {"rejectedLogRecords": str(len(result.rejected)), "errorMessage": message_text}
+        return Response(body_out)
+
+
+# --- reports ----------------------------------------------------------------------------------------------
+
+
+def _date_param(request: Request, name: str, default: date) -> date:
+    raw = request.query_params.get(name)
+    if not raw:
+        return default
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise ValidationFailed.for_field(name, "must be a date, YYYY-MM-DD", code="invalid_date") from None
+
+
+def _report_params(request: Request, groupings: tuple[str, ...]) -> tuple[date, date, str]:
+    today = datetime.now(UTC).date()
+    start = _date_param(request, "from", today.replace(day=1))
+    end = _date_param(request, "to", today)
+    if end < start:
+        raise ValidationFailed.for_field("to", "must not be before 'from'", code="invalid_range")
+    if (end - start).days >= MAX_REPORT_DAYS:
+        raise ValidationFailed.for_field("to", f"a report spans at most {MAX_REPORT_DAYS} days", code="range_too_long")
+    group_by = request.query_params.get("group_by") or "day"
+    if group_by not in groupings:
+        raise ValidationFailed.for_field("group_by", f"must be one of {', '.join(groupings)}", code="invalid_choice")
+    return start, end, group_by
+
+
+_REPORT_PARAMETERS = [
+    OpenApiParameter("from", OpenApiTypes.DATE, description="First day (UTC), default the 1st of this month"),
+    OpenApiParameter("to", OpenApiTypes.DATE, description="Last day included (UTC), default today"),
+    OpenApiParameter("format", str, enum=["json", "csv"], description="Or Accept: text/csv"),
+]
+
+
+class TeamCostsView(PortalView):
+    renderer_classes = [renderers.JSONRenderer, serializers.CostReportCsvRenderer]
+
+    @extend_schema(
+        parameters=[*_REPORT_PARAMETERS, OpenApiParameter("group_by", str, enum=list(selectors.GROUPINGS))],
+        responses={200: OpenApiTypes.OBJECT},
+        summary="A team's token and GPU cost by day, model or credential (members read), JSON or CSV",
+    )
+    def get(self, request: Request, team: str) -> Response:
+        team_object = team_for_request(request, team)
+        start, end, group_by = _report_params(request, selectors.GROUPINGS)
+        report = selectors.cost_report(team_ids=[team_object.pk], start=start, end=end, group_by=group_by)
+        return Response(serializers.cost_report_output(report, team=team_object.slug))
+
+
+class PlatformCostsView(PortalView):
+    permission_classes = [IsPlatformAdmin]
+    renderer_classes = [renderers.JSONRenderer, serializers.CostReportCsvRenderer]
+
+    @extend_schema(
+        parameters=[
+            *_REPORT_PARAMETERS,
+            OpenApiParameter("group_by", str, enum=list(selectors.PLATFORM_GROUPINGS)),
+            OpenApiParameter("team", str, description="Only this team"),
+        ],
+        responses={200: OpenApiTypes.OBJECT},
+        summary="Cost across every team (platform admins), JSON or CSV",
+    )
+    def get(self, request: Request) -> Response:
+        start, end, group_by = _report_params(request, selectors.PLATFORM_GROUPINGS)
+        team_slug = request.query_params.get("team")
+        team_ids = None
+        if team_slug:
+            found = selectors.teams_by_slug(slugs=[team_slug])
+            if not found:
+                raise NotFound(f"Team '{team_slug}' not found", code="team_not_found")
+            team_ids = list(found.values())
+        report = selectors.cost_report(team_ids=team_ids, start=start, end=end, group_by=group_by)
+        return Response(serializers.cost_report_output(report, team=team_slug or None))
+
+
+# --- budgets ----------------------------------------------------------------------------------------------
+
+
+class BudgetView(PortalView):
+    @extend_schema(responses={200: OpenApiTypes.OBJECT}, summary="A team's budget this month (team admins)")
+    def get(self, request: Request, team: str) -> Response:
+        team_object = team_for_request(request, team, required_role=Role.ADMIN)
+        status = selectors.budget_status(team=team_object, now=datetime.now(UTC))
+        return Response(serializers.budget_output(status))
+
+    @extend_schema(
+        request=serializers.BudgetUpdateInput,
+        responses={200: OpenApiTypes.OBJECT},
+        summary="Set the team's alert thresholds in percent (team admins); amount and policy are in the quota",
+    )
+    def patch(self, request: Request, team: str) -> Response:
+        team_object = team_for_request(request, team, required_role=Role.ADMIN)
+        data = validated(serializers.BudgetUpdateInput, request.data)
+        services.budget_thresholds_set(actor=acting_user(request), team=team_object, thresholds=data["thresholds"])
+        status = selectors.budget_status(team=team_object, now=datetime.now(UTC))
+        return Response(serializers.budget_output(status))
+
+
+class BudgetLiftView(PortalView):
+    permission_classes = [IsPlatformAdmin]
+
+    @extend_schema(
+        request=serializers.BudgetLiftInput,
+        responses={200: OpenApiTypes.OBJECT},
+        summary="Lift this month's budget enforcement early (platform admins, audited)",
+    )
+    def post(self, request: Request, team: str) -> Response:
+        team_object = team_for_request(request, team)
+        data = validated(serializers.BudgetLiftInput, request.data)
+        services.budget_lift(actor=acting_user(request), team=team_object, reason=data["reason"])
+        status = selectors.budget_status(team=team_object, now=datetime.now(UTC))
+        return Response(serializers.budget_output(status))
+
+
+# --- platform operations ----------------------------------------------------------------------------------
+
+
+class RerateView(PortalView):
+    permission_classes = [IsPlatformAdmin]
+
+    @extend_schema(
+        request=serializers.RerateInput,
+        responses={200: OpenApiTypes.OBJECT},
+        summary="Re-rate one model's stored events from a date with the catalog prices as they are now (audited)",
+    )
+    def post(self, request: Request) -> Response:
+        data = validated(serializers.RerateInput, request.data)
+        summary = services.usage_rerate(
+            actor=acting_user(request), model_slug=data["model"], since=data["since"], until=data["until"]
+        )
+        return Response(summary)
+
+
+class QuarantineView(PortalView):
+    permission_classes = [IsPlatformAdmin]
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT}, summary="Recent quarantined usage events (platform admins)")
+    def get(self, request: Request) -> Response:
+        rows = selectors.quarantined_events(limit=200)
+        return Response({"events": [serializers.plain_row(row) for row in rows]})

@@ -1,0 +1,100 @@
+"""What usage metering hands to other apps, workers and its own API: frozen, Django-free values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    """One usage event after validation, before attribution and rating."""
+
+    index: int
+    event_id: str
+    source: str
+    event_time: datetime
+    client_id: str
+    model_names: tuple[str, ...]
+    provider: str = ""
+    route: str = ""
+    status_code: int | None = None
+    duration_ms: int | None = None
+    input_tokens: int | None = None
+    cached_input_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    output_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_name(self) -> str:
+        return self.model_names[0] if self.model_names else ""
+
+
+@dataclass(frozen=True)
+class EventRejection:
+    """An event refused whole: never stored, reported to the producer with its index and why."""
+
+    index: int
+    event_id: str
+    reason: str
+    field: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class EventNote:
+    """An accepted event reported back: a duplicate, or one kept in quarantine."""
+
+    index: int
+    event_id: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    accepted: int
+    duplicates: tuple[EventNote, ...]
+    quarantined: tuple[EventNote, ...]
+    rejected: tuple[EventRejection, ...]
+
+    @property
+    def received(self) -> int:
+        return self.accepted + len(self.duplicates) + len(self.rejected)
+
+
+@dataclass(frozen=True)
+class PriceRef:
+    price_id: int
+    usage_type: str
+    price_per_million: Decimal
+    effective_from: datetime
+
+
+@dataclass(frozen=True)
+class Rating:
+    cost: Decimal
+    price_ids: tuple[int, ...]
+    # Set when the event cannot be rated as it stands (kept in quarantine with this reason).
+    problem: str = ""
+
+
+@dataclass(frozen=True)
+class BudgetStatus:
+    team_slug: str
+    month: date
+    currency: str
+    budget: Decimal
+    spend: Decimal
+    token_cost: Decimal
+    gpu_cost: Decimal
+    projected_spend: Decimal
+    percent: Decimal
+    thresholds: tuple[int, ...]
+    policy: str
+    enforcement: str
+    lifted_at: datetime | None
+    alerts: tuple[tuple[int, datetime, datetime | None], ...]

@@ -1,0 +1,383 @@
+"""Reading usage events off the wire: CloudEvents batches and OTLP log records become UsageRecords or
+rejections with a reason and the offending field. Pure: no database, no Django."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import uuid
+import zlib
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from portal.usage.contracts import EventRejection, UsageRecord
+
+EVENT_TYPE = "ai.gateway.llm.usage.v1"
+ACCEPTED_EVENT_TYPES = frozenset({EVENT_TYPE})
+# UUIDv5 namespace of event ids the portal derives from the gateway source and its x-request-id.
+EVENT_ID_NAMESPACE = uuid.UUID("8f1c2d4e-5a6b-5c7d-9e0f-112233445566")
+MAX_TOKENS = 2**53
+MAX_TEXT = 255
+
+# data.usage field -> stored column
+TOKEN_FIELDS = {
+    "input_tokens": "input_tokens",
+    "cached_input_tokens": "cached_input_tokens",
+    "cache_creation_input_tokens": "cache_write_tokens",
+    "output_tokens": "output_tokens",
+    "reasoning_tokens": "reasoning_tokens",
+}
+MODEL_FIELDS = ("model_override", "model_requested", "model_response", "model")
+_ABSENT = ("", "-", None)
+
+
+class PayloadError(Exception):
+    """The body as a whole cannot be read (not an event-level problem)."""
+
+    def __init__(self, message: str, *, code: str = "malformed_body", status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.status = status
+
+
+class EventProblem(Exception):
+    def __init__(self, reason: str, field_name: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.field = field_name
+        self.message = message
+
+
+def decode_body(body: bytes, *, content_encoding: str, max_bytes: int) -> bytes:
+    """The request body, gunzipped when it says so, refused past `max_bytes` once decompressed."""
+    encoding = content_encoding.strip().lower()
+    if encoding in ("", "identity"):
+        if len(body) > max_bytes:
+            raise PayloadError(f"The body is larger than {max_bytes} bytes", code="payload_too_large", status=413)
+        return body
+    if encoding not in ("gzip", "x-gzip"):
+        raise PayloadError(
+            f"Content-Encoding '{content_encoding}' is not supported (gzip is)", code="unsupported_encoding", status=415
+        )
+    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        data = decompressor.decompress(body, max_bytes + 1)
+        if len(data) > max_bytes or decompressor.unconsumed_tail:
+            raise PayloadError(
+                f"The body is larger than {max_bytes} bytes once decompressed", code="payload_too_large", status=413
+            )
+        data += decompressor.flush()
+    except zlib.error:
+        raise PayloadError("The body is not valid gzip", code="malformed_gzip") from None
+    if not decompressor.eof:
+        raise PayloadError("The gzip stream is truncated", code="malformed_gzip")
+    if len(data) > max_bytes:
+        raise PayloadError(
+            f"The body is larger than {max_bytes} bytes once decompressed", code="payload_too_large", status=413
+        )
+    return data
+
+
+def gzip_bytes(data: bytes) -> bytes:
+    return gzip.compress(data, compresslevel=5)
+
+
+def parse_json(data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, ValueError):
+        raise PayloadError("The body is not valid JSON", code="malformed_json") from None
+
+
+def derive_event_id(source: str, request_id: str) -> str:
+    return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{source}|{request_id}"))
+
+
+def parse_time(value: object, field_name: str) -> datetime:
+    if not isinstance(value, str) or not value:
+        raise EventProblem("invalid_time", field_name, "must be an RFC 3339 date-time with a time zone")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise EventProblem("invalid_time", field_name, "must be an RFC 3339 date-time with a time zone") from None
+    if parsed.tzinfo is None:
+        raise EventProblem("invalid_time", field_name, "must carry a time zone (e.g. Z)")
+    return parsed.astimezone(UTC)
+
+
+def parse_count(value: object, field_name: str) -> int | None:
+    """A token count: a non-negative integer, a decimal string of one (access logs), or absent/null/'-'."""
+    if value in _ABSENT:
+        return None
+    if isinstance(value, bool):
+        raise EventProblem("invalid_number", field_name, "must be a non-negative integer or null")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str) and value.strip().isdigit():
+        number = int(value.strip())
+    else:
+        raise EventProblem("invalid_number", field_name, "must be a non-negative integer or null")
+    if number < 0 or number > MAX_TOKENS:
+        raise EventProblem("invalid_number", field_name, "must be a non-negative integer or null")
+    return number
+
+
+def _text(value: object, field_name: str, *, required: bool = False, max_length: int = MAX_TEXT) -> str:
+    if value in _ABSENT:
+        if required:
+            raise EventProblem("missing_field", field_name, "is required")
+        return ""
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        raise EventProblem("invalid_field", field_name, "must be a string")
+    text = str(value)
+    if "\x00" in text:
+        raise EventProblem("invalid_field", field_name, "must not contain NUL characters")
+    if len(text) > max_length:
+        raise EventProblem("invalid_field", field_name, f"must be at most {max_length} characters")
+    return text
+
+
+def _json_safe(value: Any) -> Any:
+    """Unknown fields are kept as they came, minus NUL characters PostgreSQL jsonb refuses."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {str(key).replace("\x00", ""): _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(item) for item in value]
+    return value
+
+
+def record_from_fields(
+    *,
+    index: int,
+    event_id: object,
+    source: object,
+    time: object,
+    data: Mapping[str, Any],
+    subject: object = None,
+    time_field: str = "time",
+    prefix: str = "data.",
+    now: datetime,
+    max_age: timedelta,
+    max_skew: timedelta,
+) -> UsageRecord:
+    """Validate one event's fields (shared by CloudEvents and OTLP); raises EventProblem."""
+    source_text = _text(source, "source", required=True)
+    request_id = _text(data.get("request_id"), prefix + "request_id")
+    event_id_text = _text(event_id, "id", max_length=200)
+    if not event_id_text:
+        if not request_id:
+            raise EventProblem("missing_id", "id", "is required when data.request_id (x-request-id) is absent")
+        event_id_text = derive_event_id(source_text, request_id)
+    event_time = parse_time(time, time_field)
+    if event_time < now - max_age:
+        raise EventProblem("too_late", time_field, f"is older than the {max_age.days}-day lateness window")
+    if event_time > now + max_skew:
+        raise EventProblem("in_future", time_field, "is in the future")
+    client_id = _text(data.get("credential_id"), prefix + "credential_id", max_length=200) or _text(
+        subject, "subject", max_length=200
+    )
+    models = []
+    for name in MODEL_FIELDS:
+        model = _text(data.get(name), prefix + name)
+        if model and model not in models:
+            models.append(model)
+    usage = data.get("usage")
+    if usage is None:
+        usage = {key: data.get(key) for key in TOKEN_FIELDS}
+        usage_prefix = prefix
+    elif isinstance(usage, Mapping):
+        usage_prefix = prefix + "usage."
+    else:
+        raise EventProblem("invalid_field", prefix + "usage", "must be an object")
+    tokens = {column: parse_count(usage.get(key), usage_prefix + key) for key, column in TOKEN_FIELDS.items()}
+    status_code = parse_count(data.get("status_code"), prefix + "status_code")
+    if status_code is not None and status_code > 999:
+        raise EventProblem("invalid_number", prefix + "status_code", "must be an HTTP status code")
+    known = {"request_id", "credential_id", "usage", "status_code", "duration_ms", "route", "backend", "provider"}
+    known.update(MODEL_FIELDS)
+    known.update(TOKEN_FIELDS)
+    extras = {key: _json_safe(value) for key, value in data.items() if key not in known}
+    if request_id:
+        extras["request_id"] = request_id
+    return UsageRecord(
+        index=index,
+        event_id=event_id_text,
+        source=source_text,
+        event_time=event_time,
+        client_id=client_id,
+        model_names=tuple(models),
+        provider=_text(data.get("provider") or data.get("backend"), prefix + "provider"),
+        route=_text(data.get("route"), prefix + "route", max_length=500),
+        status_code=status_code,
+        duration_ms=parse_count(data.get("duration_ms"), prefix + "duration_ms"),
+        extras=extras,
+        **tokens,
+    )
+
+
+def parse_cloudevents(
+    document: object, *, now: datetime, max_age: timedelta, max_skew: timedelta, max_events: int
+) -> list[UsageRecord | EventRejection]:
+    """A CloudEvents JSON batch (an array), or a single structured event (an object)."""
+    if isinstance(document, Mapping):
+        document = [document]
+    if not isinstance(document, list):
+        raise PayloadError("The body must be a JSON array of CloudEvents", code="malformed_batch")
+    if len(document) > max_events:
+        raise PayloadError(
+            f"A batch holds at most {max_events} events; this one has {len(document)}",
+            code="batch_too_large",
+            status=413,
+        )
+    return [_cloudevent(index, raw, now=now, max_age=max_age, max_skew=max_skew) for index, raw in enumerate(document)]
+
+
+def _raw_id(raw: object) -> str:
+    if isinstance(raw, Mapping):
+        value = raw.get("id")
+        if isinstance(value, str):
+            return value[:200]
+    return ""
+
+
+def _cloudevent(
+    index: int, raw: object, *, now: datetime, max_age: timedelta, max_skew: timedelta
+) -> UsageRecord | EventRejection:
+    if not isinstance(raw, Mapping):
+        return EventRejection(index, "", "invalid_event", "", "an event must be a JSON object")
+    try:
+        if raw.get("specversion") != "1.0":
+            raise EventProblem("invalid_specversion", "specversion", "must be '1.0'")
+        if raw.get("type") not in ACCEPTED_EVENT_TYPES:
+            raise EventProblem("unsupported_type", "type", f"must be '{EVENT_TYPE}'")
+        data = raw.get("data")
+        if not isinstance(data, Mapping):
+            raise EventProblem("invalid_field", "data", "must be an object")
+        return record_from_fields(
+            index=index,
+            event_id=raw.get("id"),
+            source=raw.get("source"),
+            time=raw.get("time"),
+            subject=raw.get("subject"),
+            data=data,
+            now=now,
+            max_age=max_age,
+            max_skew=max_skew,
+        )
+    except EventProblem as problem:
+        return EventRejection(index, _raw_id(raw), problem.reason, problem.field, problem.message)
+
+
+# --- OTLP logs -------------------------------------------------------------------------------------------
+
+SOURCE_ATTRIBUTES = ("aigw.source", "source", "event.source")
+
+
+def _any_value(value: object) -> object:
+    """An OTLP AnyValue in its JSON form ({"stringValue": ...}, {"intValue": "12"}, ...) as a plain value."""
+    if not isinstance(value, Mapping):
+        return None
+    for key in ("stringValue", "intValue", "doubleValue", "boolValue"):
+        if key in value:
+            return value[key]
+    if "kvlistValue" in value:
+        return _attributes((value["kvlistValue"] or {}).get("values"))
+    if "arrayValue" in value:
+        return [_any_value(item) for item in (value["arrayValue"] or {}).get("values") or []]
+    return None
+
+
+def _attributes(items: object) -> dict[str, object]:
+    if not isinstance(items, list):
+        return {}
+    return {
+        str(item["key"]): _any_value(item.get("value"))
+        for item in items
+        if isinstance(item, Mapping) and isinstance(item.get("key"), str)
+    }
+
+
+def _unix_nanos(value: object) -> str | None:
+    try:
+        nanos = int(str(value))
+    except (TypeError, ValueError):
+        return None
+    if nanos <= 0:
+        return None
+    seconds, remainder = divmod(nanos, 1_000_000_000)
+    return (datetime.fromtimestamp(seconds, tz=UTC) + timedelta(microseconds=remainder // 1000)).isoformat()
+
+
+def iter_otlp_records(document: object) -> Iterator[tuple[dict[str, object], dict[str, object], Mapping[str, Any]]]:
+    """(resource attributes, record attributes, raw record) for each log record of an OTLP JSON document."""
+    if not isinstance(document, Mapping):
+        raise PayloadError("The body must be an OTLP ExportLogsServiceRequest", code="malformed_otlp")
+    resource_logs = document.get("resourceLogs") or document.get("resource_logs") or []
+    if not isinstance(resource_logs, list):
+        raise PayloadError("resourceLogs must be an array", code="malformed_otlp")
+    for resource_log in resource_logs:
+        if not isinstance(resource_log, Mapping):
+            raise PayloadError("resourceLogs entries must be objects", code="malformed_otlp")
+        resource = _attributes((resource_log.get("resource") or {}).get("attributes"))
+        for scope_log in resource_log.get("scopeLogs") or resource_log.get("scope_logs") or []:
+            if not isinstance(scope_log, Mapping):
+                raise PayloadError("scopeLogs entries must be objects", code="malformed_otlp")
+            for record in scope_log.get("logRecords") or scope_log.get("log_records") or []:
+                if not isinstance(record, Mapping):
+                    raise PayloadError("logRecords entries must be objects", code="malformed_otlp")
+                attributes = _attributes(record.get("attributes"))
+                body = _any_value(record.get("body"))
+                if isinstance(body, dict):  # a JSON access-log line carried as the body
+                    attributes = {**body, **attributes}
+                yield resource, attributes, record
+
+
+def parse_otlp(
+    document: object, *, now: datetime, max_age: timedelta, max_skew: timedelta, max_events: int
+) -> list[UsageRecord | EventRejection]:
+    """OTLP log records of the gateway's access log (section 4.2 of the metering reference) as usage events."""
+    results: list[UsageRecord | EventRejection] = []
+    for index, (resource, attributes, record) in enumerate(iter_otlp_records(document)):
+        if index >= max_events:
+            raise PayloadError(f"An export holds at most {max_events} log records", code="batch_too_large", status=413)
+        source = next(
+            (
+                attributes.get(key) or resource.get(key)
+                for key in SOURCE_ATTRIBUTES
+                if attributes.get(key) or resource.get(key)
+            ),
+            None,
+        )
+        time = (
+            attributes.get("start_time")
+            or _unix_nanos(record.get("timeUnixNano"))
+            or _unix_nanos(record.get("observedTimeUnixNano"))
+        )
+        event_id = attributes.get("event.id")
+        try:
+            event_type = attributes.get("event.type")
+            if event_type not in (None, "", *ACCEPTED_EVENT_TYPES):
+                raise EventProblem("unsupported_type", "attributes.event.type", f"must be '{EVENT_TYPE}'")
+            results.append(
+                record_from_fields(
+                    index=index,
+                    event_id=event_id,
+                    source=source,
+                    time=time,
+                    data=attributes,
+                    time_field="attributes.start_time",
+                    prefix="attributes.",
+                    now=now,
+                    max_age=max_age,
+                    max_skew=max_skew,
+                )
+            )
+        except EventProblem as problem:
+            results.append(EventRejection(index, str(event_id or ""), problem.reason, problem.field, problem.message))
+    return results

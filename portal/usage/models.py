@@ -1,0 +1,220 @@
+"""Usage metering tables: collector source bindings, rollups, the dirty-bucket queue, GPU-hour accrual, and
+budget state and alerts. The raw event table `usage_event` is partitioned by month and created by SQL in the
+migrations (Django cannot declare partitioned tables); it is read and written through raw SQL in services
+and selectors."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+from django.db.models import Q
+
+from portal.core.models import TimestampedModel
+
+RAW_EVENT_TABLE = "usage_event"
+MONEY_DIGITS = 24
+MONEY_PLACES = 12
+
+
+class Enforcement(models.TextChoices):
+    NONE = "none", "None"
+    THROTTLE = "throttle", "Throttle"
+    BLOCK = "block", "Block"
+
+
+class CollectorSource(TimestampedModel):
+    """An event source a collector token may send: `source` values starting with `source_prefix`."""
+
+    token = models.ForeignKey("api.ApiToken", on_delete=models.CASCADE, related_name="usage_sources")
+    source_prefix = models.CharField(max_length=255, help_text="e.g. aigw://prod-eu1/ ; '*' allows every source")
+
+    class Meta:
+        ordering = ["token_id", "source_prefix"]
+        constraints = [
+            models.UniqueConstraint(fields=["token", "source_prefix"], name="one_binding_per_token_and_prefix"),
+            models.CheckConstraint(condition=~Q(source_prefix=""), name="collector_source_prefix_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.token_id} may send {self.source_prefix}"
+
+
+class _Rollup(models.Model):
+    team = models.ForeignKey("tenancy.Team", on_delete=models.CASCADE, related_name="+")
+    model_id = models.BigIntegerField(help_text="catalog model id")
+    model_slug = models.CharField(max_length=63)
+    credential_id = models.BigIntegerField()
+    client_id = models.CharField(max_length=200)
+    requests = models.BigIntegerField(default=0)
+    failed_requests = models.BigIntegerField(default=0, help_text="status code 400 or above")
+    unmetered_requests = models.BigIntegerField(default=0, help_text="no token counts (failed or cut off)")
+    input_tokens = models.BigIntegerField(default=0, help_text="all input, cached and cache writes included")
+    cached_input_tokens = models.BigIntegerField(default=0)
+    cache_write_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    reasoning_tokens = models.BigIntegerField(default=0)
+    cost = models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES, default=0)
+
+    class Meta:
+        abstract = True
+
+
+class UsageHourly(_Rollup):
+    """Usage and cost of one team, model and credential in one UTC hour; recomputed whole from raw events."""
+
+    hour = models.DateTimeField()
+
+    class Meta:
+        db_table = "usage_hourly"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["team", "hour", "model_id", "credential_id"], name="one_hourly_rollup_per_bucket"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.team_id} {self.hour:%Y-%m-%dT%H} {self.model_slug} {self.client_id}"
+
+
+class UsageDaily(_Rollup):
+    """Usage and cost of one team, model and credential in one UTC day; recomputed whole from the hourly rows."""
+
+    day = models.DateField()
+
+    class Meta:
+        db_table = "usage_daily"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["team", "day", "model_id", "credential_id"], name="one_daily_rollup_per_bucket"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.team_id} {self.day} {self.model_slug} {self.client_id}"
+
+
+class UsageDirtyHour(models.Model):
+    """A (team, hour) whose raw events changed since its rollup was computed; written in the same
+    transaction as the events, consumed by the rollup task."""
+
+    hour = models.DateTimeField()
+    team_id = models.BigIntegerField()
+
+    class Meta:
+        db_table = "usage_dirty_hour"
+        constraints = [models.UniqueConstraint(fields=["hour", "team_id"], name="one_dirty_mark_per_bucket")]
+
+    def __str__(self) -> str:
+        return f"{self.team_id} {self.hour:%Y-%m-%dT%H}"
+
+
+class GpuAccrualCursor(models.Model):
+    """Where GPU-hour accrual of one deployment stopped, and the replicas observed then."""
+
+    deployment_id = models.BigIntegerField(unique=True)
+    sampled_at = models.DateTimeField()
+    observed_replicas = models.PositiveIntegerField()
+
+    def __str__(self) -> str:
+        return f"deployment {self.deployment_id} at {self.sampled_at:%Y-%m-%dT%H:%M}"
+
+
+class GpuUsage(models.Model):
+    """GPUs held by one self-hosted deployment over an interval within one UTC hour, and their cost."""
+
+    deployment_id = models.BigIntegerField()
+    deployment_name = models.CharField(max_length=40)
+    team = models.ForeignKey("tenancy.Team", on_delete=models.CASCADE, related_name="+")
+    cluster_name = models.CharField(max_length=40)
+    accelerator_type = models.CharField(max_length=64)
+    started_at = models.DateTimeField()
+    ended_at = models.DateTimeField()
+    replicas = models.PositiveIntegerField()
+    gpus_per_replica = models.PositiveIntegerField()
+    gpu_hours = models.DecimalField(max_digits=18, decimal_places=9)
+    price_per_gpu_hour = models.DecimalField(max_digits=12, decimal_places=4)
+    cost = models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES)
+
+    class Meta:
+        ordering = ["started_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["deployment_id", "started_at"], name="one_gpu_interval_per_start"),
+            models.CheckConstraint(condition=Q(ended_at__gt=models.F("started_at")), name="gpu_interval_not_empty"),
+        ]
+        indexes = [models.Index(fields=["team", "started_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.deployment_name} {self.started_at:%Y-%m-%dT%H:%M} {self.gpu_hours} GPU-h"
+
+
+class TeamBudgetSettings(TimestampedModel):
+    """A team's own alert thresholds (percent of the monthly budget in its quota)."""
+
+    team = models.OneToOneField("tenancy.Team", on_delete=models.CASCADE, related_name="budget_settings")
+    thresholds = ArrayField(models.PositiveSmallIntegerField(), default=list)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(thresholds__len__gte=1), name="budget_has_a_threshold"),
+        ]
+
+    def __str__(self) -> str:
+        return f"thresholds of {self.team_id}: {self.thresholds}"
+
+
+class BudgetState(TimestampedModel):
+    """A team's budget in one calendar month: last evaluation, and the policy applied at the gateway."""
+
+    team = models.ForeignKey("tenancy.Team", on_delete=models.CASCADE, related_name="budget_states")
+    month = models.DateField(help_text="first day of the month (UTC)")
+    budget = models.DecimalField(max_digits=14, decimal_places=2)
+    spend = models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES, default=0)
+    projected_spend = models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES, default=0)
+    evaluated_at = models.DateTimeField(null=True, blank=True)
+    enforcement = models.CharField(max_length=10, choices=Enforcement.choices, default=Enforcement.NONE)
+    enforced_at = models.DateTimeField(null=True, blank=True)
+    # An early lift by a platform admin holds for the rest of the month; the month's end releases the rest.
+    lifted_at = models.DateTimeField(null=True, blank=True)
+    lifted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    lift_reason = models.CharField(max_length=500, blank=True)
+    released_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-month", "team_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["team", "month"], name="one_budget_state_per_team_and_month"),
+            models.CheckConstraint(
+                condition=Q(enforcement__in=Enforcement.values), name="budget_state_enforcement_known"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.team_id} {self.month:%Y-%m} {self.enforcement}"
+
+
+class BudgetAlert(models.Model):
+    """A threshold crossed by a team in a month: recorded once, delivered to the webhook."""
+
+    team = models.ForeignKey("tenancy.Team", on_delete=models.CASCADE, related_name="budget_alerts")
+    month = models.DateField()
+    threshold = models.PositiveSmallIntegerField(help_text="percent of the monthly budget")
+    spend = models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES)
+    budget = models.DecimalField(max_digits=14, decimal_places=2)
+    projected_spend = models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES)
+    action = models.CharField(max_length=10, blank=True, help_text="policy applied with this alert, if any")
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    delivery_attempts = models.PositiveIntegerField(default=0)
+    last_delivery_error = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["team", "month", "threshold"], name="one_alert_per_team_month_threshold"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.team_id} {self.month:%Y-%m} {self.threshold}%"

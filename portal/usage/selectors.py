@@ -1,0 +1,407 @@
+"""Reads of usage metering: price books and model names for rating, collector bindings, cost reports from the
+rollups, budget status, and quarantined events."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+from django.db.models import Count, Max, QuerySet, Sum
+from django.db.models.functions import TruncDate
+
+from catalog.models import CatalogModel, ModelPrice, ModelVersion
+from portal.clusters.models import AcceleratorPool
+from portal.deployments.models import Deployment
+from portal.gateway import selectors as gateway_selectors
+from portal.gateway.contracts import CredentialRef
+from portal.tenancy.models import Team, TeamQuota
+from portal.usage.contracts import BudgetStatus, PriceRef
+from portal.usage.models import (
+    BudgetAlert,
+    BudgetState,
+    CollectorSource,
+    GpuUsage,
+    TeamBudgetSettings,
+    UsageDaily,
+    UsageHourly,
+)
+from portal.usage.partitions import month_start, next_month
+from portal.usage.rating import PriceBook
+
+ZERO = Decimal(0)
+TOKEN_COLUMNS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
+COUNT_COLUMNS = ("requests", "failed_requests", "unmetered_requests", *TOKEN_COLUMNS)
+GROUPINGS = ("day", "model", "credential")
+PLATFORM_GROUPINGS = (*GROUPINGS, "team")
+
+
+# --- rating inputs ----------------------------------------------------------------------------------------
+
+
+def collector_source_prefixes(*, token_id: int) -> tuple[str, ...]:
+    return tuple(CollectorSource.objects.filter(token_id=token_id).values_list("source_prefix", flat=True))
+
+
+def source_allowed(source: str, prefixes: Iterable[str]) -> bool:
+    return any(prefix == "*" or source.startswith(prefix) for prefix in prefixes)
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    model_id: int
+    slug: str
+
+
+def model_names() -> dict[str, ModelRef]:
+    """Every name a gateway may report for a catalog model: its slug, its versions' served model names and
+    provider model ids. The slug wins over a version name that happens to be another model's slug."""
+    names: dict[str, ModelRef] = {}
+    for version in ModelVersion.objects.values("model_id", "model__slug", "served_model_name", "provider_model_id"):
+        ref = ModelRef(version["model_id"], version["model__slug"])
+        for name in (version["provider_model_id"], version["served_model_name"]):
+            if name:
+                names.setdefault(name, ref)
+    for model_id, slug in CatalogModel.objects.values_list("pk", "slug"):
+        names[slug] = ModelRef(model_id, slug)
+    return names
+
+
+def price_book(*, model_ids: Iterable[int]) -> PriceBook:
+    """Every price of these models, each with its start, for lookups by event time."""
+    rows = ModelPrice.objects.filter(model_id__in=set(model_ids)).values_list(
+        "model_id", "pk", "usage_type", "price_per_million", "effective_from"
+    )
+    return PriceBook(
+        (model_id, PriceRef(price_id, usage_type, price, effective_from))
+        for model_id, price_id, usage_type, price, effective_from in rows
+    )
+
+
+def credentials_by_client_id(client_ids: Iterable[str]) -> dict[str, CredentialRef | None]:
+    """Attribution is only ever through the gateway's credential record, one lookup per distinct client id."""
+    return {client_id: gateway_selectors.credential_by_client_id(client_id) for client_id in set(client_ids)}
+
+
+def model_exists(*, slug: str) -> ModelRef | None:
+    found = CatalogModel.objects.filter(slug=slug).values_list("pk", "slug").first()
+    return ModelRef(found[0], found[1]) if found else None
+
+
+# --- raw events -------------------------------------------------------------------------------------------
+
+
+def raw_event_totals(*, team_id: int | None = None, since: datetime | None = None) -> dict[str, Any]:
+    """Counts and cost straight from the raw table (tests and the benchmark check rollups against it)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), coalesce(sum(cost), 0) "
+            "FROM usage_event WHERE state = 'rated' AND (%s::bigint IS NULL OR team_id = %s) "
+            "AND (%s::timestamptz IS NULL OR event_time >= %s)",
+            [team_id, team_id, since, since],
+        )
+        requests, input_tokens, output_tokens, cost = cursor.fetchone()
+    return {"requests": requests, "input_tokens": input_tokens, "output_tokens": output_tokens, "cost": cost}
+
+
+def quarantined_events(*, limit: int = 200, since: datetime | None = None) -> list[dict[str, Any]]:
+    moment = since or datetime.now(UTC) - timedelta(days=settings.USAGE_MAX_EVENT_AGE_DAYS)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT event_time, source, event_id, client_id, model_name, reason, received_at "
+            "FROM usage_event WHERE state = 'quarantined' AND event_time >= %s "
+            "ORDER BY event_time DESC LIMIT %s",
+            [moment, limit],
+        )
+        columns = [column[0] for column in cursor.description]
+        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+
+# --- cost reports -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CostReport:
+    start: date
+    end: date  # inclusive
+    group_by: str
+    currency: str
+    totals: dict[str, Any]
+    series: list[dict[str, Any]]
+    gpu: list[dict[str, Any]]
+
+
+def _rollups(*, team_ids: list[int] | None, start: date, end: date) -> QuerySet[UsageDaily]:
+    rows = UsageDaily.objects.filter(day__gte=start, day__lte=end)
+    if team_ids is not None:
+        rows = rows.filter(team_id__in=team_ids)
+    return rows
+
+
+def _gpu(*, team_ids: list[int] | None, start: date, end: date) -> QuerySet[GpuUsage]:
+    begin = datetime(start.year, start.month, start.day, tzinfo=UTC)
+    finish = datetime(end.year, end.month, end.day, tzinfo=UTC) + timedelta(days=1)
+    rows = GpuUsage.objects.filter(started_at__gte=begin, started_at__lt=finish)
+    if team_ids is not None:
+        rows = rows.filter(team_id__in=team_ids)
+    return rows
+
+
+def _sums() -> dict[str, Any]:
+    sums: dict[str, Any] = {column: Sum(column) for column in COUNT_COLUMNS}
+    sums["token_cost"] = Sum("cost")
+    return sums
+
+
+def _clean(row: dict[str, Any]) -> dict[str, Any]:
+    for column in COUNT_COLUMNS:
+        row[column] = row.get(column) or 0
+    row["token_cost"] = row.get("token_cost") or ZERO
+    return row
+
+
+def cost_report(*, team_ids: list[int] | None, start: date, end: date, group_by: str) -> CostReport:
+    """Totals and one series, from the daily rollups and GPU-hour accrual (never from raw events)."""
+    rollups = _rollups(team_ids=team_ids, start=start, end=end)
+    gpu_rows = _gpu(team_ids=team_ids, start=start, end=end)
+    totals = _clean(dict(rollups.aggregate(**_sums())))
+    gpu_totals = gpu_rows.aggregate(gpu_hours=Sum("gpu_hours"), gpu_cost=Sum("cost"))
+    totals["gpu_hours"] = gpu_totals["gpu_hours"] or ZERO
+    totals["gpu_cost"] = gpu_totals["gpu_cost"] or ZERO
+    totals["total_cost"] = totals["token_cost"] + totals["gpu_cost"]
+
+    series: list[dict[str, Any]]
+    if group_by == "day":
+        by_day = {row["day"]: _clean(row) for row in rollups.values("day").annotate(**_sums())}
+        gpu_by_day = {
+            row["day"]: row
+            for row in gpu_rows.annotate(day=TruncDate("started_at", tzinfo=UTC))
+            .values("day")
+            .annotate(gpu_hours=Sum("gpu_hours"), gpu_cost=Sum("cost"))
+        }
+        series = []
+        for day in sorted(set(by_day) | set(gpu_by_day)):
+            row = by_day.get(day) or _clean({"day": day})
+            day_gpu = gpu_by_day.get(day) or {}
+            row["gpu_hours"] = day_gpu.get("gpu_hours") or ZERO
+            row["gpu_cost"] = day_gpu.get("gpu_cost") or ZERO
+            row["total_cost"] = row["token_cost"] + row["gpu_cost"]
+            series.append(row)
+    elif group_by == "model":
+        series = [
+            _clean(row)
+            for row in rollups.values("model_slug").annotate(**_sums()).order_by("-token_cost", "model_slug")
+        ]
+        for row in series:
+            row["model"] = row.pop("model_slug")
+    elif group_by == "credential":
+        series = [
+            _clean(row)
+            for row in rollups.values("credential_id", "client_id", "team__slug")
+            .annotate(**_sums())
+            .order_by("-token_cost", "client_id")
+        ]
+        for row in series:
+            row["team"] = row.pop("team__slug")
+    elif group_by == "team":
+        series = [
+            _clean(row)
+            for row in rollups.values("team__slug").annotate(**_sums()).order_by("-token_cost", "team__slug")
+        ]
+        gpu_by_team = {
+            row["team__slug"]: row
+            for row in gpu_rows.values("team__slug").annotate(gpu_hours=Sum("gpu_hours"), gpu_cost=Sum("cost"))
+        }
+        seen = set()
+        for row in series:
+            row["team"] = row.pop("team__slug")
+            seen.add(row["team"])
+        series.extend(_clean({"team": slug}) for slug in sorted(set(gpu_by_team) - seen))
+        for row in series:
+            team_gpu = gpu_by_team.get(row["team"]) or {}
+            row["gpu_hours"] = team_gpu.get("gpu_hours") or ZERO
+            row["gpu_cost"] = team_gpu.get("gpu_cost") or ZERO
+            row["total_cost"] = row["token_cost"] + row["gpu_cost"]
+    else:  # pragma: no cover - views validate group_by
+        raise ValueError(group_by)
+
+    gpu = [
+        {
+            "team": row["team__slug"],
+            "deployment": row["deployment_name"],
+            "cluster": row["cluster_name"],
+            "accelerator_type": row["accelerator_type"],
+            "gpu_hours": row["gpu_hours"],
+            "cost": row["cost"],
+        }
+        for row in gpu_rows.values("team__slug", "deployment_name", "cluster_name", "accelerator_type")
+        .annotate(gpu_hours=Sum("gpu_hours"), cost=Sum("cost"))
+        .order_by("team__slug", "deployment_name")
+    ]
+    return CostReport(
+        start=start,
+        end=end,
+        group_by=group_by,
+        currency=settings.PORTAL_CURRENCY,
+        totals=totals,
+        series=series,
+        gpu=gpu,
+    )
+
+
+# --- budgets ----------------------------------------------------------------------------------------------
+
+
+def team_thresholds(*, team: Team) -> tuple[int, ...]:
+    own = TeamBudgetSettings.objects.filter(team=team).values_list("thresholds", flat=True).first()
+    return tuple(sorted(own)) if own else tuple(settings.USAGE_BUDGET_THRESHOLDS)
+
+
+def month_bounds(month: date) -> tuple[datetime, datetime]:
+    first = month_start(month)
+    following = next_month(first)
+    return (
+        datetime(first.year, first.month, 1, tzinfo=UTC),
+        datetime(following.year, following.month, 1, tzinfo=UTC),
+    )
+
+
+def team_month_spend(*, team_id: int, month: date) -> tuple[Decimal, Decimal]:
+    """Token cost (from daily rollups) and GPU cost of one team in one month."""
+    first = month_start(month)
+    last = next_month(first) - timedelta(days=1)
+    token_cost = UsageDaily.objects.filter(team_id=team_id, day__gte=first, day__lte=last).aggregate(total=Sum("cost"))[
+        "total"
+    ]
+    begin, end = month_bounds(first)
+    gpu_cost = GpuUsage.objects.filter(team_id=team_id, started_at__gte=begin, started_at__lt=end).aggregate(
+        total=Sum("cost")
+    )["total"]
+    return token_cost or ZERO, gpu_cost or ZERO
+
+
+def projected_month_end(*, spend: Decimal, month: date, now: datetime) -> Decimal:
+    """Spend so far extrapolated at the month's run rate to its end (the spend itself once it is over)."""
+    begin, end = month_bounds(month)
+    if now >= end:
+        return spend
+    elapsed = Decimal(max((now - begin).total_seconds(), 3600.0))  # at least an hour, to damp the first minutes
+    whole = Decimal((end - begin).total_seconds())
+    return spend * whole / elapsed
+
+
+def budget_state_get(*, team: Team, month: date) -> BudgetState | None:
+    return BudgetState.objects.filter(team=team, month=month_start(month)).first()
+
+
+def budget_alerts(*, team: Team, month: date) -> QuerySet[BudgetAlert]:
+    return BudgetAlert.objects.filter(team=team, month=month_start(month)).order_by("threshold")
+
+
+def budget_states_to_release(*, before: date) -> QuerySet[BudgetState]:
+    """States of past months whose enforcement is still applied at the gateway."""
+    return BudgetState.objects.filter(month__lt=before, released_at__isnull=True).exclude(enforcement="none")
+
+
+def team_ids_with_budgets() -> list[int]:
+    return list(Team.objects.filter(quota__monthly_budget__gt=0).values_list("pk", flat=True))
+
+
+def alert_pending_ids() -> list[int]:
+    return list(
+        BudgetAlert.objects.filter(delivered_at__isnull=True, delivery_attempts__lt=10).values_list("pk", flat=True)
+    )
+
+
+def dirty_bucket_count() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM usage_dirty_hour")
+        return int(cursor.fetchone()[0])
+
+
+def hourly_rollup_summary(*, team_id: int) -> dict[str, Any]:
+    return dict(
+        UsageHourly.objects.filter(team_id=team_id).aggregate(
+            requests=Sum("requests"), cost=Sum("cost"), buckets=Count("id"), last=Max("hour")
+        )
+    )
+
+
+def teams_by_slug(*, slugs: Iterable[str]) -> dict[str, int]:
+    return dict(Team.objects.filter(slug__in=list(slugs)).values_list("slug", "pk"))
+
+
+@dataclass(frozen=True)
+class DeploymentGpuInput:
+    deployment_id: int
+    name: str
+    team_id: int
+    cluster_name: str
+    accelerator_type: str
+    gpus_per_replica: int
+    observed_replicas: int
+    price_per_gpu_hour: Decimal
+
+
+def deployment_gpu_inputs() -> list[DeploymentGpuInput]:
+    """Every self-hosted deployment with what the reconciler last observed and its pool's hourly GPU price."""
+    prices = {
+        (cluster_id, accelerator_type): price
+        for cluster_id, accelerator_type, price in AcceleratorPool.objects.values_list(
+            "cluster_id", "accelerator_type", "hourly_price_per_gpu"
+        )
+    }
+    return [
+        DeploymentGpuInput(
+            deployment_id=row["pk"],
+            name=row["name"],
+            team_id=row["team_id"],
+            cluster_name=row["cluster__name"],
+            accelerator_type=row["accelerator_type"],
+            gpus_per_replica=row["gpus_per_replica"],
+            observed_replicas=row["observed_replicas"],
+            price_per_gpu_hour=prices.get((row["cluster_id"], row["accelerator_type"]), ZERO),
+        )
+        for row in Deployment.objects.values(
+            "pk",
+            "name",
+            "team_id",
+            "cluster_id",
+            "cluster__name",
+            "accelerator_type",
+            "gpus_per_replica",
+            "observed_replicas",
+        ).order_by("pk")
+    ]
+
+
+def budget_status(*, team: Team, now: datetime) -> BudgetStatus:
+    """The team's budget this month, with spend live from the rollups and GPU accrual."""
+    month = month_start(now)
+    quota = TeamQuota.objects.filter(team=team).first()
+    budget = quota.monthly_budget if quota is not None else ZERO
+    token_cost, gpu_cost = team_month_spend(team_id=team.pk, month=month)
+    spend = token_cost + gpu_cost
+    state = budget_state_get(team=team, month=month)
+    return BudgetStatus(
+        team_slug=team.slug,
+        month=month,
+        currency=settings.PORTAL_CURRENCY,
+        budget=budget,
+        spend=spend,
+        token_cost=token_cost,
+        gpu_cost=gpu_cost,
+        projected_spend=projected_month_end(spend=spend, month=month, now=now),
+        percent=(spend * 100 / budget) if budget > 0 else ZERO,
+        thresholds=team_thresholds(team=team),
+        policy=quota.budget_policy if quota is not None else "alert",
+        enforcement=state.enforcement if state is not None else "none",
+        lifted_at=state.lifted_at if state is not None else None,
+        alerts=tuple(
+            (alert.threshold, alert.created_at, alert.delivered_at) for alert in budget_alerts(team=team, month=month)
+        ),
+    )

@@ -1,0 +1,787 @@
+"""Writes of usage metering: ingestion (attribute, rate, store once), rollup recomputation, re-rating,
+GPU-hour accrual, budget evaluation and enforcement, alert delivery, and collector source bindings."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+from celery import current_app
+from django.conf import settings
+from django.db import OperationalError, connection, transaction
+
+from portal.api.models import ApiToken, Scope
+from portal.core.audit import audit_record
+from portal.core.errors import Conflict, NotFound, ValidationFailed
+from portal.gateway import services as gateway_services
+from portal.tenancy.models import Team, TeamQuota, User
+from portal.usage import metrics, selectors
+from portal.usage.contracts import EventNote, EventRejection, IngestResult, UsageRecord
+from portal.usage.models import (
+    BudgetAlert,
+    BudgetState,
+    CollectorSource,
+    Enforcement,
+    GpuAccrualCursor,
+    GpuUsage,
+    TeamBudgetSettings,
+)
+from portal.usage.partitions import month_start, partition_ensure
+from portal.usage.rating import PriceBook, rate
+
+logger = logging.getLogger(__name__)
+
+DELIVER_ALERT_TASK = "usage.deliver_budget_alert"
+_DEADLOCK = "40P01"
+_SERIALIZATION = "40001"
+
+
+class IngestionUnavailable(Exception):
+    """The store cannot take events right now (database down or overloaded); the producer should retry."""
+
+
+# --- ingestion --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Row:
+    record: UsageRecord
+    state: str
+    reason: str = ""
+    credential_id: int | None = None
+    team_id: int | None = None
+    model_id: int | None = None
+    model_slug: str = ""
+    cost: Decimal | None = None
+    price_ids: tuple[int, ...] = ()
+
+    @property
+    def key(self) -> tuple[datetime, str, str]:
+        return (self.record.event_time, self.record.source, self.record.event_id)
+
+
+_INSERT_SQL = """
+INSERT INTO usage_event (
+    event_time, source, event_id, received_at, client_id, credential_id, team_id, model_name, model_id, model_slug,
+    provider, route, status_code, duration_ms, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens,
+    reasoning_tokens, cost, price_ids, state, reason, extras)
+SELECT t, s, i, %s, c, cr, tm, mn, mi, ms, pv, rt, sc, du, it, ci, cw, ot, rs, co, pi::bigint[], st, re, ex::jsonb
+FROM unnest(
+    %s::timestamptz[], %s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::text[], %s::bigint[],
+    %s::text[], %s::text[], %s::text[], %s::integer[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[],
+    %s::bigint[], %s::bigint[], %s::numeric[], %s::text[], %s::text[], %s::text[], %s::text[]
+) WITH ORDINALITY AS u(t, s, i, c, cr, tm, mn, mi, ms, pv, rt, sc, du, it, ci, cw, ot, rs, co, pi, st, re, ex, n)
+ORDER BY n
+ON CONFLICT (event_time, source, event_id) DO NOTHING
+RETURNING event_time, source, event_id
+"""
+
+_MARK_DIRTY_SQL = """
+INSERT INTO usage_dirty_hour (hour, team_id)
+SELECT h, t FROM unnest(%s::timestamptz[], %s::bigint[]) WITH ORDINALITY AS u(h, t, n) ORDER BY n
+ON CONFLICT (hour, team_id) DO NOTHING
+"""
+
+
+def _hour(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def _attribute_and_rate(records: list[UsageRecord]) -> list[_Row]:
+    credentials = selectors.credentials_by_client_id(record.client_id for record in records if record.client_id)
+    names = selectors.model_names()
+    rows: list[_Row] = []
+    for record in records:
+        model = next((names[name] for name in record.model_names if name in names), None)
+        credential = credentials.get(record.client_id) if record.client_id else None
+        row = _Row(record=record, state="quarantined")
+        if model is not None:
+            row.model_id, row.model_slug = model.model_id, model.slug
+        if credential is not None:
+            row.credential_id, row.team_id = credential.credential_id, credential.team_id
+        if not record.client_id:
+            row.reason = "missing_credential"
+        elif credential is None:
+            row.reason = "unknown_credential"
+        elif not record.model_names:
+            row.reason = "missing_model"
+        elif model is None:
+            row.reason = "unknown_model"
+        else:
+            row.state = "rated"
+        rows.append(row)
+    book = selectors.price_book(model_ids={row.model_id for row in rows if row.state == "rated" and row.model_id})
+    for row in rows:
+        if row.state == "rated":
+            _rate_row(row, book)
+    return rows
+
+
+def _rate_row(row: _Row, book: PriceBook) -> None:
+    record = row.record
+    rating = rate(
+        book=book,
+        model_id=row.model_id or 0,
+        at=record.event_time,
+        input_tokens=record.input_tokens,
+        cached_input_tokens=record.cached_input_tokens,
+        cache_write_tokens=record.cache_write_tokens,
+        output_tokens=record.output_tokens,
+        reasoning_tokens=record.reasoning_tokens,
+    )
+    if rating.problem:
+        row.state, row.reason = "quarantined", rating.problem
+        return
+    row.cost, row.price_ids = rating.cost, rating.price_ids
+
+
+def _array(values: Sequence[int]) -> str:
+    return "{" + ",".join(str(value) for value in values) + "}"
+
+
+def _insert(rows: list[_Row], received_at: datetime) -> set[tuple[datetime, str, str]]:
+    rows = sorted(rows, key=lambda row: row.key)  # one lock order for every batch: no deadlocks between them
+    columns: list[list[Any]] = [[] for _ in range(23)]
+    for row in rows:
+        record = row.record
+        values = (
+            record.event_time,
+            record.source,
+            record.event_id,
+            record.client_id,
+            row.credential_id,
+            row.team_id,
+            record.model_name,
+            row.model_id,
+            row.model_slug,
+            record.provider,
+            record.route,
+            record.status_code,
+            record.duration_ms,
+            record.input_tokens,
+            record.cached_input_tokens,
+            record.cache_write_tokens,
+            record.output_tokens,
+            record.reasoning_tokens,
+            row.cost,
+            _array(row.price_ids),
+            row.state,
+            row.reason,
+            json.dumps(record.extras) if record.extras else None,
+        )
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    dirty = sorted({(_hour(row.record.event_time), row.team_id) for row in rows if row.state == "rated"})
+    for attempt in range(4):
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(_INSERT_SQL, [received_at, *columns])
+                inserted = {(moment, source, event_id) for moment, source, event_id in cursor.fetchall()}
+                inserted_dirty = sorted(
+                    {
+                        (_hour(row.record.event_time), row.team_id)
+                        for row in rows
+                        if row.state == "rated" and row.key in inserted
+                    }
+                )
+                if inserted_dirty and dirty:
+                    cursor.execute(
+                        _MARK_DIRTY_SQL, [[hour for hour, _ in inserted_dirty], [team for _, team in inserted_dirty]]
+                    )
+            return inserted
+        except OperationalError as error:
+            code = getattr(getattr(error, "__cause__", None), "sqlstate", None)
+            if code in (_DEADLOCK, _SERIALIZATION) and attempt < 3:
+                time.sleep(0.01 * (attempt + 1))
+                continue
+            raise IngestionUnavailable(str(error)) from error
+    raise IngestionUnavailable("could not store the batch")  # pragma: no cover
+
+
+def usage_ingest(
+    *, token_id: int, parsed: list[UsageRecord | EventRejection], endpoint: str, received_at: datetime | None = None
+) -> IngestResult:
+    """Store a batch once: rejected events are reported, duplicates (in the batch, or already stored, or
+    stored concurrently by another request) are reported and counted once, unknown credentials or models are
+    kept in quarantine. Not atomic: each event stands alone, so a producer may retry the whole batch."""
+    received_at = received_at or datetime.now(UTC)
+    prefixes = selectors.collector_source_prefixes(token_id=token_id)
+    rejected: list[EventRejection] = []
+    duplicates: list[EventNote] = []
+    candidates: list[UsageRecord] = []
+    seen: set[tuple[datetime, str, str]] = set()
+    for item in parsed:
+        if isinstance(item, EventRejection):
+            rejected.append(item)
+        elif not selectors.source_allowed(item.source, prefixes):
+            rejected.append(
+                EventRejection(
+                    item.index, item.event_id, "source_not_allowed", "source", "this token may not send this source"
+                )
+            )
+        elif (item.event_time, item.source, item.event_id) in seen:
+            duplicates.append(EventNote(item.index, item.event_id))
+        else:
+            seen.add((item.event_time, item.source, item.event_id))
+            candidates.append(item)
+    rows = _attribute_and_rate(candidates)
+    try:
+        for month in sorted({month_start(row.record.event_time) for row in rows}):
+            partition_ensure(month)
+        inserted = _insert(rows, received_at) if rows else set()
+    except OperationalError as error:
+        raise IngestionUnavailable(str(error)) from error
+    accepted = 0
+    quarantined: list[EventNote] = []
+    last_used: dict[int, datetime] = {}
+    for row in rows:
+        if row.key not in inserted:
+            duplicates.append(EventNote(row.record.index, row.record.event_id))
+            continue
+        accepted += 1
+        if row.state == "quarantined":
+            quarantined.append(EventNote(row.record.index, row.record.event_id, row.reason))
+        if row.credential_id is not None:
+            previous = last_used.get(row.credential_id)
+            if previous is None or previous < row.record.event_time:
+                last_used[row.credential_id] = row.record.event_time
+        metrics.INGEST_LAG.labels(endpoint).observe(max((received_at - row.record.event_time).total_seconds(), 0.0))
+    if last_used:
+        try:
+            gateway_services.credential_mark_used(last_used=last_used)
+        except Exception:  # "last used" is informational; it must never fail an ingestion already committed
+            logger.warning("could not record credential last use", exc_info=True)
+    metrics.EVENTS.labels(endpoint, "accepted").inc(accepted - len(quarantined))
+    metrics.EVENTS.labels(endpoint, "quarantined").inc(len(quarantined))
+    metrics.EVENTS.labels(endpoint, "duplicate").inc(len(duplicates))
+    metrics.EVENTS.labels(endpoint, "rejected").inc(len(rejected))
+    for rejection in rejected:
+        metrics.REJECTIONS.labels(endpoint, rejection.reason).inc()
+    return IngestResult(
+        accepted=accepted,
+        duplicates=tuple(sorted(duplicates, key=lambda note: note.index)),
+        quarantined=tuple(sorted(quarantined, key=lambda note: note.index)),
+        rejected=tuple(sorted(rejected, key=lambda rejection: rejection.index)),
+    )
+
+
+# --- rollups ----------------------------------------------------------------------------------------------
+
+_CLAIM_SQL = """
+DELETE FROM usage_dirty_hour d
+USING (SELECT id FROM usage_dirty_hour ORDER BY team_id, hour LIMIT %s FOR UPDATE SKIP LOCKED) picked
+WHERE d.id = picked.id
+RETURNING d.hour, d.team_id
+"""
+
+_HOURLY_DELETE_SQL = """
+DELETE FROM usage_hourly h USING unnest(%s::timestamptz[], %s::bigint[]) AS c(hour, team_id)
+WHERE h.team_id = c.team_id AND h.hour = c.hour
+"""
+
+_HOURLY_INSERT_SQL = """
+INSERT INTO usage_hourly (team_id, hour, model_id, model_slug, credential_id, client_id, requests, failed_requests,
+    unmetered_requests, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost)
+SELECT e.team_id, c.hour, e.model_id, max(e.model_slug), e.credential_id, max(e.client_id), count(*),
+    count(*) FILTER (WHERE e.status_code >= 400),
+    count(*) FILTER (WHERE e.input_tokens IS NULL AND e.output_tokens IS NULL),
+    coalesce(sum(e.input_tokens), 0), coalesce(sum(e.cached_input_tokens), 0), coalesce(sum(e.cache_write_tokens), 0),
+    coalesce(sum(e.output_tokens), 0), coalesce(sum(e.reasoning_tokens), 0), sum(e.cost)
+FROM unnest(%s::timestamptz[], %s::bigint[]) AS c(hour, team_id)
+JOIN usage_event e ON e.team_id = c.team_id AND e.event_time >= c.hour AND e.event_time < c.hour + interval '1 hour'
+WHERE e.state = 'rated'
+GROUP BY e.team_id, c.hour, e.model_id, e.credential_id
+"""
+
+_DAILY_DELETE_SQL = """
+DELETE FROM usage_daily d USING unnest(%s::date[], %s::bigint[]) AS c(day, team_id)
+WHERE d.team_id = c.team_id AND d.day = c.day
+"""
+
+_DAILY_INSERT_SQL = """
+INSERT INTO usage_daily (team_id, day, model_id, model_slug, credential_id, client_id, requests, failed_requests,
+    unmetered_requests, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost)
+SELECT h.team_id, c.day, h.model_id, max(h.model_slug), h.credential_id, max(h.client_id), sum(h.requests),
+    sum(h.failed_requests), sum(h.unmetered_requests), sum(h.input_tokens), sum(h.cached_input_tokens),
+    sum(h.cache_write_tokens), sum(h.output_tokens), sum(h.reasoning_tokens), sum(h.cost)
+FROM unnest(%s::date[], %s::bigint[]) AS c(day, team_id)
+JOIN usage_hourly h ON h.team_id = c.team_id AND h.hour >= (c.day::timestamp AT TIME ZONE 'UTC')
+    AND h.hour < ((c.day + 1)::timestamp AT TIME ZONE 'UTC')
+GROUP BY h.team_id, c.day, h.model_id, h.credential_id
+"""
+
+
+def usage_rollups_recompute(*, batch_size: int = 500, max_batches: int = 1000) -> int:
+    """Recompute the hourly rollups of changed (team, hour) buckets from raw events, then the days they
+    fall in from the hours: replace, never increment, so replays, late events and re-rating are exact.
+    Safe to run concurrently (buckets are claimed with SKIP LOCKED; teams are locked in one order)."""
+    recomputed = 0
+    for _ in range(max_batches):
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(_CLAIM_SQL, [batch_size])
+            claimed = sorted({(team_id, hour) for hour, team_id in cursor.fetchall()})
+            if not claimed:
+                break
+            for team_id in sorted({team_id for team_id, _ in claimed}):
+                cursor.execute("SELECT pg_advisory_xact_lock(hashtext('usage_rollup'), %s::integer)", [team_id % 2**31])
+            hours = [hour for _, hour in claimed]
+            teams = [team_id for team_id, _ in claimed]
+            cursor.execute(_HOURLY_DELETE_SQL, [hours, teams])
+            cursor.execute(_HOURLY_INSERT_SQL, [hours, teams])
+            days = sorted({(team_id, hour.astimezone(UTC).date()) for team_id, hour in claimed})
+            day_values = [day for _, day in days]
+            day_teams = [team_id for team_id, _ in days]
+            cursor.execute(_DAILY_DELETE_SQL, [day_values, day_teams])
+            cursor.execute(_DAILY_INSERT_SQL, [day_values, day_teams])
+        recomputed += len(claimed)
+        metrics.ROLLUP_BUCKETS.inc(len(claimed))
+    return recomputed
+
+
+def _mark_dirty(cursor: Any, buckets: set[tuple[datetime, int]]) -> None:
+    ordered = sorted(buckets)
+    if ordered:
+        cursor.execute(_MARK_DIRTY_SQL, [[hour for hour, _ in ordered], [team for _, team in ordered]])
+
+
+# --- re-rating --------------------------------------------------------------------------------------------
+
+_RERATE_SELECT_SQL = """
+SELECT event_time, source, event_id, team_id, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens,
+    reasoning_tokens, cost, price_ids
+FROM usage_event
+WHERE model_id = %s AND state = 'rated' AND event_time >= %s AND event_time < %s
+    AND (event_time, source, event_id) > (%s, %s, %s)
+ORDER BY event_time, source, event_id
+LIMIT %s
+"""
+
+_RERATE_UPDATE_SQL = """
+UPDATE usage_event e SET cost = u.cost, price_ids = u.price_ids::bigint[]
+FROM unnest(%s::timestamptz[], %s::text[], %s::text[], %s::numeric[], %s::text[]) AS u(t, s, i, cost, price_ids)
+WHERE e.event_time = u.t AND e.source = u.s AND e.event_id = u.i
+"""
+
+
+def usage_rerate(
+    *, actor: User | None, model_slug: str, since: datetime, until: datetime | None = None, chunk: int = 5000
+) -> dict[str, Any]:
+    """Rate again the stored events of one model from `since` with the catalog's prices as they are now
+    (after a price with an earlier effective date was added), and recompute the rollups they touch."""
+    if since.tzinfo is None or (until is not None and until.tzinfo is None):
+        raise ValidationFailed.for_field("since", "must be a date-time with a time zone", code="invalid_datetime")
+    if until is not None and until <= since:
+        raise ValidationFailed.for_field("until", "must be after since", code="invalid_range")
+    model = selectors.model_exists(slug=model_slug)
+    if model is None:
+        raise ValidationFailed.for_field("model", f"'{model_slug}' is not in the catalog", code="unknown_model")
+    end = until or datetime.now(UTC) + timedelta(days=1)
+    book = selectors.price_book(model_ids=[model.model_id])
+    scanned = changed = 0
+    cost_before = cost_after = Decimal(0)
+    cursor_key: tuple[datetime, str, str] = (datetime(1970, 1, 1, tzinfo=UTC), "", "")
+    while True:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(_RERATE_SELECT_SQL, [model.model_id, since, end, *cursor_key, chunk])
+            events = cursor.fetchall()
+            if not events:
+                break
+            updates: list[tuple[datetime, str, str, Decimal, str]] = []
+            dirty: set[tuple[datetime, int]] = set()
+            for event_time, source, event_id, team_id, it, ci, cw, ot, rs, cost, price_ids in events:
+                rating = rate(
+                    book=book,
+                    model_id=model.model_id,
+                    at=event_time,
+                    input_tokens=it,
+                    cached_input_tokens=ci,
+                    cache_write_tokens=cw,
+                    output_tokens=ot,
+                    reasoning_tokens=rs,
+                )
+                if rating.problem:
+                    continue
+                if rating.cost != cost or tuple(rating.price_ids) != tuple(price_ids or ()):
+                    updates.append((event_time, source, event_id, rating.cost, _array(rating.price_ids)))
+                    dirty.add((_hour(event_time), team_id))
+                    cost_before += cost
+                    cost_after += rating.cost
+            if updates:
+                cursor.execute(_RERATE_UPDATE_SQL, [list(column) for column in zip(*updates, strict=True)])
+                _mark_dirty(cursor, dirty)
+            scanned += len(events)
+            changed += len(updates)
+            cursor_key = (events[-1][0], events[-1][1], events[-1][2])
+    summary = {
+        "model": model.slug,
+        "since": since.isoformat(),
+        "until": until.isoformat() if until else None,
+        "events_scanned": scanned,
+        "events_changed": changed,
+        "cost_before": str(cost_before),
+        "cost_after": str(cost_after),
+    }
+    with transaction.atomic():
+        audit_record(
+            actor=actor,
+            action="usage.rerate",
+            target_type="catalog_model",
+            target_id=model.model_id,
+            target_label=model.slug,
+            before={"cost": summary["cost_before"]},
+            after=summary,
+        )
+    return summary
+
+
+# --- GPU-hours --------------------------------------------------------------------------------------------
+
+GPU_HOURS_PLACES = Decimal("0.000000001")
+MONEY_PLACES = Decimal("0.000000000001")
+
+
+def _hour_pieces(start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
+    pieces = []
+    cursor = start
+    while cursor < end:
+        boundary = _hour(cursor) + timedelta(hours=1)
+        piece_end = min(boundary, end)
+        pieces.append((cursor, piece_end))
+        cursor = piece_end
+    return pieces
+
+
+def gpu_usage_accrue(*, now: datetime | None = None) -> int:
+    """Accrue GPU-hours of every self-hosted deployment since its last sample: the replicas the reconciler
+    observed then x GPUs per replica x time x the accelerator pool's hourly price, split by UTC hour.
+    Exactly once per interval: the cursor row is locked and advanced in the same transaction."""
+    now = now or datetime.now(UTC)
+    written = 0
+    for deployment in selectors.deployment_gpu_inputs():
+        with transaction.atomic():
+            cursor, created = GpuAccrualCursor.objects.select_for_update().get_or_create(
+                deployment_id=deployment.deployment_id,
+                defaults={"sampled_at": now, "observed_replicas": deployment.observed_replicas},
+            )
+            if created or cursor.sampled_at >= now:
+                continue
+            if cursor.observed_replicas and deployment.gpus_per_replica:
+                for start, end in _hour_pieces(cursor.sampled_at, now):
+                    seconds = Decimal((end - start) // timedelta(microseconds=1)) / Decimal(3_600_000_000)
+                    gpu_hours = (seconds * cursor.observed_replicas * deployment.gpus_per_replica).quantize(
+                        GPU_HOURS_PLACES, rounding=ROUND_HALF_EVEN
+                    )
+                    GpuUsage.objects.get_or_create(
+                        deployment_id=deployment.deployment_id,
+                        started_at=start,
+                        defaults={
+                            "deployment_name": deployment.name,
+                            "team_id": deployment.team_id,
+                            "cluster_name": deployment.cluster_name,
+                            "accelerator_type": deployment.accelerator_type,
+                            "ended_at": end,
+                            "replicas": cursor.observed_replicas,
+                            "gpus_per_replica": deployment.gpus_per_replica,
+                            "gpu_hours": gpu_hours,
+                            "price_per_gpu_hour": deployment.price_per_gpu_hour,
+                            "cost": (gpu_hours * deployment.price_per_gpu_hour).quantize(MONEY_PLACES),
+                        },
+                    )
+                    written += 1
+            cursor.sampled_at = now
+            cursor.observed_replicas = deployment.observed_replicas
+            cursor.save(update_fields=["sampled_at", "observed_replicas"])
+    return written
+
+
+# --- budgets ----------------------------------------------------------------------------------------------
+
+
+def _send_after_commit(task: str, object_id: int) -> None:
+    def send() -> None:
+        try:
+            current_app.send_task(task, args=[object_id])
+        except Exception:  # the alert row is the outbox: the periodic sweep delivers what was not sent
+            logger.warning("could not enqueue %s for %s", task, object_id, exc_info=True)
+
+    transaction.on_commit(send)
+
+
+def _set_enforcement(*, actor: User | None, team: Team, enforcement: str, reason: str) -> None:
+    gateway_services.team_budget_enforcement_set(actor=actor, team=team, enforcement=enforcement, reason=reason)
+
+
+def budget_evaluate_team(*, team_id: int, now: datetime | None = None) -> BudgetState | None:
+    """Spend of the team's current month against its budget: alerts for newly crossed thresholds (once per
+    month and threshold), and at 100 percent the team's policy applied through its gateway policy."""
+    now = now or datetime.now(UTC)
+    month = month_start(now)
+    with transaction.atomic():
+        quota = TeamQuota.objects.select_related("team").filter(team_id=team_id).first()
+        if quota is None:
+            return None
+        team = quota.team
+        token_cost, gpu_cost = selectors.team_month_spend(team_id=team_id, month=month)
+        spend = token_cost + gpu_cost
+        BudgetState.objects.get_or_create(team=team, month=month, defaults={"budget": quota.monthly_budget})
+        state = BudgetState.objects.select_for_update().get(team=team, month=month)
+        state.budget = quota.monthly_budget
+        state.spend = spend
+        state.projected_spend = selectors.projected_month_end(spend=spend, month=month, now=now)
+        state.evaluated_at = now
+        percent = spend * 100 / quota.monthly_budget if quota.monthly_budget > 0 else Decimal(0)
+        policy = quota.budget_policy
+        enforce = percent >= 100 and policy in (Enforcement.THROTTLE, Enforcement.BLOCK) and state.lifted_at is None
+        action = ""
+        if enforce and state.enforcement != policy:
+            _set_enforcement(
+                actor=None,
+                team=team,
+                enforcement=policy,
+                reason=f"monthly budget spent ({percent:.1f}% of {quota.monthly_budget})",
+            )
+            before = state.enforcement
+            state.enforcement, state.enforced_at, action = policy, now, policy
+            audit_record(
+                actor=None,
+                action="budget.enforce",
+                target_type="team",
+                target_id=team.pk,
+                target_label=team.slug,
+                team_slug=team.slug,
+                before={"enforcement": before},
+                after={"enforcement": policy, "month": month.isoformat(), "spend": str(spend)},
+            )
+        elif not enforce and state.enforcement != Enforcement.NONE and state.lifted_at is None:
+            # The budget was raised or the policy relaxed: spend is within it again.
+            _set_enforcement(
+                actor=None, team=team, enforcement=Enforcement.NONE, reason="spend within the budget again"
+            )
+            audit_record(
+                actor=None,
+                action="budget.release",
+                target_type="team",
+                target_id=team.pk,
+                target_label=team.slug,
+                team_slug=team.slug,
+                before={"enforcement": state.enforcement},
+                after={"enforcement": "none", "reason": "within budget"},
+            )
+            state.enforcement = Enforcement.NONE
+        state.save()
+        if quota.monthly_budget > 0:
+            for threshold in selectors.team_thresholds(team=team):
+                if percent < threshold:
+                    continue
+                alert, created = BudgetAlert.objects.get_or_create(
+                    team=team,
+                    month=month,
+                    threshold=threshold,
+                    defaults={
+                        "spend": spend,
+                        "budget": quota.monthly_budget,
+                        "projected_spend": state.projected_spend,
+                        "action": action if threshold >= 100 else "",
+                    },
+                )
+                if created:
+                    _send_after_commit(DELIVER_ALERT_TASK, alert.pk)
+    return state
+
+
+def budgets_evaluate(*, now: datetime | None = None) -> int:
+    """Release last month's enforcement (a new month starts with a new budget), then evaluate every team."""
+    now = now or datetime.now(UTC)
+    for state_id in list(selectors.budget_states_to_release(before=month_start(now)).values_list("pk", flat=True)):
+        with transaction.atomic():
+            state = BudgetState.objects.select_for_update().select_related("team").get(pk=state_id)
+            if state.released_at is not None:
+                continue
+            _set_enforcement(actor=None, team=state.team, enforcement=Enforcement.NONE, reason="a new budget month")
+            audit_record(
+                actor=None,
+                action="budget.release",
+                target_type="team",
+                target_id=state.team.pk,
+                target_label=state.team.slug,
+                team_slug=state.team.slug,
+                before={"enforcement": state.enforcement, "month": state.month.isoformat()},
+                after={"enforcement": "none", "reason": "new month"},
+            )
+            state.released_at = now
+            state.save(update_fields=["released_at", "updated_at"])
+    team_ids = selectors.team_ids_with_budgets()
+    for team_id in team_ids:
+        budget_evaluate_team(team_id=team_id, now=now)
+    return len(team_ids)
+
+
+def budget_lift(*, actor: User, team: Team, reason: str, now: datetime | None = None) -> BudgetState:
+    """A platform admin lifts this month's enforcement early; it stays lifted until the month ends."""
+    now = now or datetime.now(UTC)
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationFailed.for_field("reason", "say why the budget enforcement is lifted", code="required")
+    if len(reason) > 500:
+        raise ValidationFailed.for_field("reason", "must be at most 500 characters", code="max_length")
+    with transaction.atomic():
+        state = BudgetState.objects.select_for_update().filter(team=team, month=month_start(now)).first()
+        if state is None or state.enforcement == Enforcement.NONE:
+            raise Conflict(
+                f"Team '{team.slug}' has no budget enforcement to lift this month", code="budget_not_enforced"
+            )
+        _set_enforcement(actor=actor, team=team, enforcement=Enforcement.NONE, reason=f"lifted: {reason}")
+        before = {"enforcement": state.enforcement}
+        state.enforcement = Enforcement.NONE
+        state.lifted_at, state.lifted_by, state.lift_reason = now, actor, reason
+        state.save()
+        audit_record(
+            actor=actor,
+            action="budget.lift",
+            target_type="team",
+            target_id=team.pk,
+            target_label=team.slug,
+            team_slug=team.slug,
+            before=before,
+            after={"enforcement": "none", "reason": reason, "month": state.month.isoformat()},
+        )
+    return state
+
+
+def budget_thresholds_set(*, actor: User, team: Team, thresholds: list[int]) -> tuple[int, ...]:
+    problems = []
+    if not isinstance(thresholds, list) or not thresholds or len(thresholds) > 10:
+        raise ValidationFailed.for_field("thresholds", "give 1 to 10 percentages", code="invalid")
+    for index, value in enumerate(thresholds):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
+            problems.append(f"thresholds[{index}]")
+    if problems:
+        raise ValidationFailed.for_field(problems[0], "must be a whole percentage from 1 to 1000", code="invalid")
+    if len(set(thresholds)) != len(thresholds):
+        raise ValidationFailed.for_field("thresholds", "must not repeat a percentage", code="duplicate")
+    ordered = sorted(thresholds)
+    with transaction.atomic():
+        before = selectors.team_thresholds(team=team)
+        TeamBudgetSettings.objects.update_or_create(team=team, defaults={"thresholds": ordered})
+        audit_record(
+            actor=actor,
+            action="budget.thresholds",
+            target_type="team",
+            target_id=team.pk,
+            target_label=team.slug,
+            team_slug=team.slug,
+            before={"thresholds": list(before)},
+            after={"thresholds": ordered},
+        )
+    return tuple(ordered)
+
+
+def _alert_text(alert: BudgetAlert) -> str:
+    percent = alert.spend * 100 / alert.budget if alert.budget else Decimal(0)
+    currency = settings.PORTAL_CURRENCY
+    text = (
+        f"Team {alert.team.slug} has spent {alert.spend.quantize(Decimal('0.01'))} {currency} of its "
+        f"{alert.budget} {currency} budget for {alert.month:%B %Y} ({percent:.1f}%, threshold {alert.threshold}%). "
+        f"Projected month end: {alert.projected_spend.quantize(Decimal('0.01'))} {currency}."
+    )
+    if alert.action:
+        text += f" Gateway policy applied: {alert.action}."
+    return text
+
+
+def budget_alert_deliver(*, alert_id: int) -> bool:
+    """Post one alert to the configured Slack-compatible webhook; records the outcome. No transaction is held
+    across the network call."""
+    url = settings.USAGE_BUDGET_WEBHOOK_URL
+    alert = BudgetAlert.objects.select_related("team").filter(pk=alert_id).first()
+    if alert is None or alert.delivered_at is not None or not url:
+        return False
+    payload = {
+        "text": _alert_text(alert),
+        "team": alert.team.slug,
+        "month": alert.month.strftime("%Y-%m"),
+        "threshold": alert.threshold,
+        "spend": str(alert.spend),
+        "budget": str(alert.budget),
+        "projected_spend": str(alert.projected_spend),
+        "currency": settings.PORTAL_CURRENCY,
+        "action": alert.action or None,
+    }
+    request = urllib.request.Request(  # noqa: S310 - the URL is operator configuration, http(s) only
+        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    error = ""
+    try:
+        with urllib.request.urlopen(request, timeout=settings.USAGE_BUDGET_WEBHOOK_TIMEOUT_SECONDS) as response:  # noqa: S310
+            delivered = bool(200 <= int(response.status) < 300)
+            if not delivered:
+                error = f"HTTP {response.status}"
+    except (urllib.error.URLError, OSError, ValueError) as failure:
+        delivered, error = False, str(failure)[:500]
+    updates: dict[str, Any] = {"delivery_attempts": alert.delivery_attempts + 1, "last_delivery_error": error}
+    if delivered:
+        updates["delivered_at"] = datetime.now(UTC)
+    BudgetAlert.objects.filter(pk=alert.pk, delivered_at__isnull=True).update(**updates)
+    return delivered
+
+
+# --- collectors -------------------------------------------------------------------------------------------
+
+
+def collector_source_bind(*, actor: User | None, token_id: int, source_prefix: str) -> CollectorSource:
+    """Allow a usage collector token to send events of sources starting with `source_prefix` ('*': any)."""
+    prefix = (source_prefix or "").strip()
+    if not prefix or len(prefix) > 255 or "\x00" in prefix:
+        raise ValidationFailed.for_field("source_prefix", "give a source prefix of 1 to 255 characters", code="invalid")
+    token = ApiToken.objects.filter(pk=token_id).first()
+    if token is None:
+        raise NotFound(f"Token {token_id} not found", code="token_not_found")
+    if Scope.USAGE_WRITE not in token.scopes:
+        raise ValidationFailed.for_field("token", "the token lacks the 'usage:write' scope", code="scope_missing")
+    with transaction.atomic():
+        binding, created = CollectorSource.objects.get_or_create(token=token, source_prefix=prefix)
+        if created:
+            audit_record(
+                actor=actor,
+                action="usage.collector_source_bind",
+                target_type="api_token",
+                target_id=token.pk,
+                target_label=token.prefix,
+                after={"source_prefix": prefix},
+            )
+    return binding
+
+
+def months_between(start: date, end: date) -> list[date]:
+    months = []
+    month = month_start(start)
+    while month <= end:
+        months.append(month)
+        month = date(month.year + (month.month == 12), month.month % 12 + 1, 1)
+    return months
+
+
+class AlertNotDelivered(Exception):
+    """The webhook did not take the alert; the task retries with backoff."""
+
+
+def raise_if_alert_undelivered(*, alert_id: int) -> None:
+    """Retry only when a webhook is configured and the alert is still pending."""
+    if not settings.USAGE_BUDGET_WEBHOOK_URL:
+        return
+    if BudgetAlert.objects.filter(pk=alert_id, delivered_at__isnull=True).exists():
+        raise AlertNotDelivered(f"budget alert {alert_id} not delivered")
+
+
+def alert_ids_pending() -> list[int]:
+    if not settings.USAGE_BUDGET_WEBHOOK_URL:
+        return []
+    return selectors.alert_pending_ids()
