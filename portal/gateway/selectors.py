@@ -130,6 +130,11 @@ def gateway_policy_ids(*, behind_only: bool) -> list[int]:
     return list(policies.order_by("pk").values_list("pk", flat=True))
 
 
+def gateway_policy_fingerprints() -> dict[int, str]:
+    """Policy id -> fingerprint of the policy last applied (empty when never applied or failed)."""
+    return dict(ClusterGatewayPolicy.objects.order_by("pk").values_list("pk", "applied_fingerprint"))
+
+
 def deployment_allowed_key_ids(*, team_slug: str, model_slug: str) -> tuple[str, ...] | None:
     """Per-key allow-lists for one of the team's self-hosted deployments: None when every current key of the
     team may call the model, else the key ids that may (possibly none)."""

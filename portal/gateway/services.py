@@ -592,6 +592,15 @@ def gateway_policy_status_record(
     )
 
 
+def gateway_policies_ensure() -> int:
+    """A gateway policy row for every cluster (new clusters get one at the next resync). Returns rows created."""
+    missing = Cluster.objects.filter(gateway_policy__isnull=True).values_list("pk", flat=True)
+    created = ClusterGatewayPolicy.objects.bulk_create(
+        [ClusterGatewayPolicy(cluster_id=cluster_id) for cluster_id in missing], ignore_conflicts=True
+    )
+    return len(created)
+
+
 def gateway_policy_ensure(*, cluster: Cluster) -> ClusterGatewayPolicy:
     policy, _ = ClusterGatewayPolicy.objects.get_or_create(cluster=cluster)
     return policy

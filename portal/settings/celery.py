@@ -30,4 +30,10 @@ CELERY_TIMEZONE = "UTC"
 CELERY_ENABLE_UTC = True
 CELERY_BEAT_SCHEDULE = BEAT_SCHEDULE
 # Task modules are listed, not discovered, so a worker never runs with half its tasks.
-CELERY_IMPORTS = ("workers.tasks.maintenance", "workers.tasks.deployments", "workers.tasks.clusters", "workers.tasks.usage")
+CELERY_IMPORTS = (
+    "workers.tasks.maintenance",
+    "workers.tasks.deployments",
+    "workers.tasks.clusters",
+    "workers.tasks.usage",
+    "workers.tasks.gateway",
+)

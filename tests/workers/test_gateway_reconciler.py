@@ -1,0 +1,292 @@
+"""The gateway-policy reconciler against the sandbox API server, through the real kubernetes client over HTTP:
+issue, rotate, revoke and expire reach the Secret and SecurityPolicy after one reconcile; quota changes,
+suspension and budget enforcement reach the BackendTrafficPolicy; provider backends render; a key never appears
+in logs, API responses after creation or rendered manifests returned by the API."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from portal.clusters.models import Cluster
+from portal.clusters.services import accelerator_pool_upsert, cluster_register
+from portal.gateway import services
+from portal.gateway.models import ClusterGatewayPolicy, Credential
+from portal.tenancy import services as tenancy_services
+from tests.conftest import RoleMatrix
+from tests.factories import ManagedVersionFactory, SelfHostedVersionFactory
+from workers.provisioning.gateway import reconcile_gateway_policy
+from workers.sandbox.server import Sandbox
+from workers.tasks.gateway import policies_needing_reconcile
+
+pytestmark = pytest.mark.django_db
+
+NS = "genai-gateway"
+EG = "gateway.envoyproxy.io/v1alpha1"
+AIGW = "aigateway.envoyproxy.io/v1beta1"
+
+
+@pytest.fixture
+def world(matrix: RoleMatrix, clean_sandbox: Sandbox) -> tuple[RoleMatrix, Sandbox, Cluster]:
+    cluster = cluster_register(
+        actor=None,
+        name=f"sandbox-{id(matrix) % 100000}",
+        api_server=clean_sandbox.url,
+        auth_kind="token",
+        token="sandbox-token",
+        region="eu-west",
+        gateway_namespace=NS,
+        gateway_name="ai-gateway",
+        deployment_mode="Standard",
+        autoscaler_class="keda",
+    )
+    return matrix, clean_sandbox, cluster
+
+
+def _policy_id(cluster: Cluster) -> int:
+    services.gateway_policies_ensure()
+    return ClusterGatewayPolicy.objects.get(cluster=cluster).pk
+
+
+def _secret_keys(sandbox: Sandbox, team: str) -> dict[str, str]:
+    found = [
+        item
+        for item in sandbox.objects("v1", "Secret", namespace=NS)
+        if item["metadata"]["name"] == f"genai-portal-keys-{team}"
+    ]
+    if not found:
+        return {}
+    return {name: base64.b64decode(value).decode() for name, value in (found[0].get("data") or {}).items()}
+
+
+def _one(sandbox: Sandbox, api_version: str, kind: str, name: str) -> dict[str, Any]:
+    [found] = [item for item in sandbox.objects(api_version, kind, namespace=NS) if item["metadata"]["name"] == name]
+    return found
+
+
+def _credential_refs(sandbox: Sandbox) -> list[str]:
+    policy = _one(sandbox, EG, "SecurityPolicy", "genai-portal-api-keys")
+    return [ref["name"] for ref in policy["spec"]["apiKeyAuth"]["credentialRefs"]]
+
+
+def _rules(sandbox: Sandbox) -> list[dict[str, Any]]:
+    return _one(sandbox, EG, "BackendTrafficPolicy", "genai-portal-token-limits")["spec"]["rateLimit"]["global"][
+        "rules"
+    ]
+
+
+def test_issue_reaches_secret_and_security_policy_in_one_reconcile(
+    world: tuple[RoleMatrix, Sandbox, Cluster], caplog: pytest.LogCaptureFixture
+) -> None:
+    matrix, sandbox, cluster = world
+    caplog.set_level(logging.DEBUG)
+    issued = services.credential_issue(actor=matrix.developer, team=matrix.team, name="ci")
+    policy_id = _policy_id(cluster)
+    result = reconcile_gateway_policy(policy_id)
+    assert result.outcome == "applied"
+    assert _secret_keys(sandbox, "alpha") == {issued.client_id: issued.key}
+    assert _credential_refs(sandbox) == ["genai-portal-keys-alpha"]
+    policy = ClusterGatewayPolicy.objects.get(pk=policy_id)
+    assert (policy.phase, policy.observed_generation) == ("Ready", policy.generation)
+    assert policy.applied_fingerprint
+    # An unchanged policy costs reads, never writes.
+    sandbox.reset_records()
+    again = reconcile_gateway_policy(policy_id)
+    assert (again.outcome, again.writes) == ("unchanged", 0)
+    assert sandbox.writes() == []
+    assert policies_needing_reconcile() == []
+    # The key is in no log line, and not in what the API shows of the applied policy.
+    assert issued.key not in caplog.text
+    shown = matrix.client("platform_admin").get(f"/api/v1/clusters/{cluster.name}/gateway-policy")
+    assert shown.status_code == 200
+    assert issued.key not in shown.content.decode()
+    assert base64.b64encode(issued.key.encode()).decode() not in shown.content.decode()
+    secret = next(item for item in shown.json()["applied_manifests"] if item["kind"] == "Secret")
+    assert secret["data"] == {issued.client_id: "[redacted]"}
+
+
+def test_rotation_overlap_then_only_the_new_key(world: tuple[RoleMatrix, Sandbox, Cluster]) -> None:
+    matrix, sandbox, cluster = world
+    old = services.credential_issue(actor=matrix.developer, team=matrix.team, name="svc")
+    policy_id = _policy_id(cluster)
+    reconcile_gateway_policy(policy_id)
+    new = services.credential_rotate(actor=matrix.developer, credential=old.credential, overlap=timedelta(hours=1))
+    assert policies_needing_reconcile() == [policy_id]  # generation bumped
+    reconcile_gateway_policy(policy_id)
+    assert _secret_keys(sandbox, "alpha") == {old.client_id: old.key, new.client_id: new.key}
+    # The overlap window ends: nobody touches the portal, the resync notices the desired policy changed.
+    Credential.objects.filter(pk=old.credential_id).update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert policies_needing_reconcile() == [policy_id]
+    reconcile_gateway_policy(policy_id)
+    assert _secret_keys(sandbox, "alpha") == {new.client_id: new.key}
+    assert policies_needing_reconcile() == []
+
+
+def test_revoke_and_expiry_remove_keys_and_an_emptied_team_secret(world: tuple[RoleMatrix, Sandbox, Cluster]) -> None:
+    matrix, sandbox, cluster = world
+    one = services.credential_issue(actor=matrix.developer, team=matrix.team, name="one")
+    two = services.credential_issue(
+        actor=matrix.developer, team=matrix.team, name="two", expires_at=timezone.now() + timedelta(hours=1)
+    )
+    policy_id = _policy_id(cluster)
+    reconcile_gateway_policy(policy_id)
+    assert set(_secret_keys(sandbox, "alpha")) == {one.client_id, two.client_id}
+    response = matrix.client("developer").delete(f"/api/v1/teams/alpha/credentials/{one.credential_id}")
+    assert response.status_code == 204
+    reconcile_gateway_policy(policy_id)
+    assert _secret_keys(sandbox, "alpha") == {two.client_id: two.key}
+    Credential.objects.filter(pk=two.credential_id).update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert policies_needing_reconcile() == [policy_id]
+    reconcile_gateway_policy(policy_id)
+    assert _secret_keys(sandbox, "alpha") == {}
+    assert _credential_refs(sandbox) == ["genai-portal-keys-none"]
+    names = [item["metadata"]["name"] for item in sandbox.objects("v1", "Secret", namespace=NS)]
+    assert "genai-portal-keys-alpha" not in names
+    assert sandbox.objects(EG, "BackendTrafficPolicy", namespace=NS) == []
+
+
+def test_quota_change_suspension_and_budget_reach_the_token_limits(world: tuple[RoleMatrix, Sandbox, Cluster]) -> None:
+    matrix, sandbox, cluster = world
+    services.credential_issue(actor=matrix.developer, team=matrix.team, name="ci")
+    policy_id = _policy_id(cluster)
+    reconcile_gateway_policy(policy_id)
+    limits = [(rule["limit"]["requests"], rule["limit"]["unit"]) for rule in _rules(sandbox)]
+    assert limits == [(100000, "Minute"), (10000000, "Day")]
+
+    tenancy_services.team_quota_update(
+        actor=matrix.platform_admin, team=matrix.team, changes={"tokens_per_minute": 5000}
+    )
+    assert policies_needing_reconcile() == [policy_id]  # detected by fingerprint, tenancy knows nothing of it
+    reconcile_gateway_policy(policy_id)
+    assert [rule["limit"]["requests"] for rule in _rules(sandbox)] == [5000, 10000000]
+
+    assert services.team_budget_enforcement_set(actor=None, team=matrix.team, enforcement="throttle", reason="80%")
+    reconcile_gateway_policy(policy_id)
+    assert [rule["limit"]["requests"] for rule in _rules(sandbox)] == [500, 1000000]
+
+    services.team_budget_enforcement_set(actor=None, team=matrix.team, enforcement="block", reason="spent")
+    reconcile_gateway_policy(policy_id)
+    assert [(rule["limit"], rule.get("cost")) for rule in _rules(sandbox)] == [
+        ({"requests": 0, "unit": "Minute"}, None)
+    ]
+
+    services.team_budget_enforcement_set(actor=None, team=matrix.team, enforcement="none", reason="new month")
+    tenancy_services.team_set_status(actor=matrix.platform_admin, team=matrix.team, status="suspended")
+    assert policies_needing_reconcile() == [policy_id]
+    reconcile_gateway_policy(policy_id)
+    [block] = _rules(sandbox)
+    assert block["limit"] == {"requests": 0, "unit": "Minute"}
+    assert block["clientSelectors"][0]["headers"][0]["value"] == "^alpha\\.[0-9a-f]+$"
+
+
+def test_managed_provider_backend_and_route_on_the_cluster(world: tuple[RoleMatrix, Sandbox, Cluster]) -> None:
+    matrix, sandbox, cluster = world
+    ManagedVersionFactory(
+        model__slug="gpt-4o-mini", served_model_name="gpt-4o-mini", provider_model_id="gpt-4o-mini-2024-07-18"
+    )
+    issued = services.credential_issue(actor=matrix.developer, team=matrix.team, name="ci")
+    other = services.credential_issue(actor=matrix.outsider, team=matrix.other_team, name="ci")
+    response = matrix.client("platform_admin").post(
+        f"/api/v1/clusters/{cluster.name}/provider-backends",
+        {"name": "openai", "provider": "openai", "hostname": "api.openai.com", "credential": "sk-upstream-secret"},
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    policy_id = _policy_id(cluster)
+    assert reconcile_gateway_policy(policy_id).outcome == "applied"
+    assert _one(sandbox, AIGW, "AIServiceBackend", "genai-portal-provider-openai")["spec"]["schema"]["name"] == "OpenAI"
+    assert _one(sandbox, EG, "Backend", "genai-portal-provider-openai")["spec"]["tls"]["sni"] == "api.openai.com"
+    assert _one(sandbox, AIGW, "BackendSecurityPolicy", "genai-portal-provider-openai")["spec"]["type"] == "APIKey"
+    route = _one(sandbox, AIGW, "AIGatewayRoute", "genai-portal-managed-0")
+    [rule] = route["spec"]["rules"]
+    assert rule["backendRefs"][0]["modelNameOverride"] == "gpt-4o-mini-2024-07-18"
+    pattern = rule["matches"][0]["headers"][1]["value"]
+    assert re.fullmatch(pattern, issued.client_id)
+    assert re.fullmatch(pattern, other.client_id)
+    shown = matrix.client("platform_admin").get(f"/api/v1/clusters/{cluster.name}/gateway-policy").content.decode()
+    assert "sk-upstream-secret" not in shown
+    # Removing the provider removes its objects and routes at the next reconcile.
+    assert (
+        matrix.client("platform_admin").delete(f"/api/v1/clusters/{cluster.name}/provider-backends/openai").status_code
+        == 204
+    )
+    reconcile_gateway_policy(policy_id)
+    assert sandbox.objects(AIGW, "AIServiceBackend", namespace=NS) == []
+    assert sandbox.objects(AIGW, "AIGatewayRoute", namespace=NS) == []
+
+
+def test_a_policy_over_an_upstream_limit_fails_with_the_limit_and_applies_nothing(
+    world: tuple[RoleMatrix, Sandbox, Cluster],
+) -> None:
+    matrix, sandbox, cluster = world
+    tenancy_services.team_quota_update(
+        actor=matrix.platform_admin, team=matrix.team, changes={"tokens_per_day": 5_000_000_000}
+    )
+    services.credential_issue(actor=matrix.developer, team=matrix.team, name="ci")
+    policy_id = _policy_id(cluster)
+    result = reconcile_gateway_policy(policy_id)
+    assert result.outcome == "failed"
+    policy = ClusterGatewayPolicy.objects.get(pk=policy_id)
+    assert policy.phase == "Failed"
+    assert "4294967295" in policy.message
+    assert sandbox.objects("v1", "Secret", namespace=NS) == []
+
+
+def test_bootstrap_applied_only_when_the_cluster_allows_it(world: tuple[RoleMatrix, Sandbox, Cluster]) -> None:
+    matrix, sandbox, cluster = world
+    services.credential_issue(actor=matrix.developer, team=matrix.team, name="ci")
+    policy_id = _policy_id(cluster)
+    reconcile_gateway_policy(policy_id)
+    assert sandbox.objects(AIGW, "GatewayConfig", namespace=NS) == []
+    Cluster.objects.filter(pk=cluster.pk).update(apply_gateway_bootstrap=True)
+    assert policies_needing_reconcile() == [policy_id]
+    reconcile_gateway_policy(policy_id)
+    [config] = sandbox.objects(AIGW, "GatewayConfig", namespace=NS)
+    assert config["metadata"]["name"] == "ai-gateway-portal-config"
+    assert len(sandbox.objects(EG, "EnvoyProxy", namespace=NS)) == 1
+
+
+def test_a_teams_key_cannot_reach_another_teams_deployment(world: tuple[RoleMatrix, Sandbox, Cluster]) -> None:
+    from portal.tenancy.models import TeamGpuQuota
+    from workers.provisioning.reconciler import reconcile_deployment
+
+    matrix, sandbox, cluster = world
+    accelerator_pool_upsert(
+        actor=None,
+        cluster=cluster,
+        accelerator_type="nvidia-l4",
+        values={
+            "gpu_product": "NVIDIA-L4",
+            "node_selector": {"nvidia.com/gpu.product": "NVIDIA-L4"},
+            "tolerations": [],
+            "gpu_count": 16,
+            "gpu_memory_gb": 24,
+            "hourly_price_per_gpu": Decimal("0.80"),
+        },
+    )
+    SelfHostedVersionFactory(model__slug="qwen", version="v1", gpus_per_replica=1, min_gpu_memory_gb=16)
+    TeamGpuQuota.objects.create(quota=matrix.team.quota, accelerator_type="nvidia-l4", gpus=4)
+    own = services.credential_issue(actor=matrix.developer, team=matrix.team, name="own")
+    foreign = services.credential_issue(actor=matrix.outsider, team=matrix.other_team, name="foreign")
+    body = {"name": "chat", "model": "qwen", "accelerator_type": "nvidia-l4", "max_replicas": 1}
+    assert matrix.client("developer").post("/api/v1/teams/alpha/deployments", body, format="json").status_code == 201
+    from portal.deployments.models import Deployment
+
+    reconcile_deployment(Deployment.objects.get(name="chat").pk)
+    [route] = [
+        item
+        for item in sandbox.objects(AIGW, "AIGatewayRoute", namespace=NS)
+        if item["metadata"]["name"] == "alpha-chat"
+    ]
+    [rule] = route["spec"]["rules"]
+    client_match = next(header for header in rule["matches"][0]["headers"] if header["name"] == "x-portal-client-id")
+    assert re.fullmatch(client_match["value"], own.client_id)
+    assert not re.fullmatch(client_match["value"], foreign.client_id)
+    assert not re.fullmatch(client_match["value"], f"alpha-two.{foreign.key_id}")
