@@ -1,0 +1,101 @@
+"""GPU-hours of self-hosted deployments beside token cost, and monthly partitions created ahead and on demand."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+
+from portal.deployments.models import Deployment
+from portal.usage import partitions, services
+from portal.usage.models import GpuUsage
+from tests.factories import AcceleratorPoolFactory, SelfHostedVersionFactory
+from tests.portal.usage.conftest import UsageWorld
+
+pytestmark = pytest.mark.django_db
+
+
+def _deployment(world: UsageWorld, *, replicas: int, gpus: int = 2) -> Deployment:
+    pool = AcceleratorPoolFactory(accelerator_type="nvidia-l4", hourly_price_per_gpu=Decimal("0.8000"))
+    version = SelfHostedVersionFactory(gpus_per_replica=gpus)
+    return Deployment.objects.create(
+        team=world.team,
+        name="chat",
+        model_version=version,
+        cluster=pool.cluster,
+        accelerator_type="nvidia-l4",
+        served_model_name="chat",
+        gpus_per_replica=gpus,
+        observed_replicas=replicas,
+        phase="Ready",
+    )
+
+
+def test_gpu_hours_accrue_per_hour_from_observed_replicas(world: UsageWorld) -> None:
+    deployment = _deployment(world, replicas=3)
+    start = datetime.now(UTC).replace(minute=30, second=0, microsecond=0) - timedelta(hours=3)
+    assert services.gpu_usage_accrue(now=start) == 0  # the first sample only starts the clock
+    assert services.gpu_usage_accrue(now=start + timedelta(minutes=90)) == 2  # split at the hour
+    assert services.gpu_usage_accrue(now=start + timedelta(minutes=90)) == 0  # nothing new: exactly once
+    rows = list(GpuUsage.objects.order_by("started_at"))
+    assert [(row.started_at, row.ended_at) for row in rows] == [
+        (start, start + timedelta(minutes=30)),
+        (start + timedelta(minutes=30), start + timedelta(minutes=90)),
+    ]
+    assert [row.gpu_hours for row in rows] == [Decimal("3"), Decimal("6")]  # 3 replicas x 2 GPUs
+    assert sum(row.cost for row in rows) == Decimal("7.2")  # 9 GPU-hours x 0.80
+    # Scaled to zero: the next interval is charged at what was observed at its start, then nothing.
+    Deployment.objects.filter(pk=deployment.pk).update(observed_replicas=0)
+    services.gpu_usage_accrue(now=start + timedelta(minutes=120))
+    services.gpu_usage_accrue(now=start + timedelta(minutes=150))
+    assert sum(row.gpu_hours for row in GpuUsage.objects.all()) == Decimal("12")
+
+
+def test_gpu_cost_is_reported_beside_token_cost(world: UsageWorld, rollups) -> None:
+    _deployment(world, replicas=1, gpus=1)
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+    services.gpu_usage_accrue(now=start)
+    services.gpu_usage_accrue(now=start + timedelta(hours=1))
+    world.post([world.event(input_tokens=1_000_000, output_tokens=0)])
+    rollups()
+    today = datetime.now(UTC).date()
+    body = (
+        world.matrix.client("viewer")
+        .get("/api/v1/teams/alpha/costs", {"from": (today - timedelta(days=1)).isoformat(), "to": today.isoformat()})
+        .json()
+    )
+    assert body["totals"]["gpu_hours"] == "1.00"
+    assert body["totals"]["gpu_cost"] == "0.80"
+    assert body["totals"]["token_cost"] == "2.50"
+    assert body["totals"]["total_cost"] == "3.30"
+    assert body["gpu"] == [
+        {
+            "team": "alpha",
+            "deployment": "chat",
+            "cluster": body["gpu"][0]["cluster"],
+            "accelerator_type": "nvidia-l4",
+            "gpu_hours": "1.00",
+            "cost": "0.80",
+        }
+    ]
+
+
+def test_partitions_are_created_ahead() -> None:
+    created = partitions.partitions_ensure_ahead(today=datetime(2031, 5, 17, tzinfo=UTC).date(), months_ahead=2)
+    assert created == ["usage_event_2031_04", "usage_event_2031_05", "usage_event_2031_06", "usage_event_2031_07"]
+    assert partitions.partitions_ensure_ahead(today=datetime(2031, 5, 17, tzinfo=UTC).date(), months_ahead=2) == []
+    assert "usage_event_2031_07" in partitions.partition_list()
+
+
+def test_a_late_event_gets_its_partition_on_demand(world: UsageWorld, settings) -> None:
+    settings.USAGE_MAX_EVENT_AGE_DAYS = 3660
+    at = datetime(2025, 2, 10, 12, tzinfo=UTC)
+    assert "usage_event_2025_02" not in partitions.partition_list()
+    body = world.post([world.event(at=at)]).json()
+    assert body["accepted"] == 1
+    assert "usage_event_2025_02" in partitions.partition_list()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM usage_event_2025_02")
+        assert cursor.fetchone()[0] == 1

@@ -1,0 +1,190 @@
+"""Rating: the price in force at the event's time per usage type, exact; late events and re-rating replace the
+rollups they touch."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+
+from portal.core.models import AuditEvent
+from portal.usage.contracts import PriceRef
+from portal.usage.models import UsageDaily, UsageHourly
+from portal.usage.rating import PriceBook, rate
+from tests.conftest import ROLES, assert_problem
+from tests.factories import PriceFactory
+from tests.portal.usage.conftest import UsageWorld, expected_cost, recent
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def _book(**prices: tuple[int, str, datetime]) -> PriceBook:
+    return PriceBook(
+        (1, PriceRef(price_id, usage_type, Decimal(amount), start))
+        for price_id, (usage_type, amount, start) in enumerate(prices.values(), start=1)
+    )
+
+
+def test_cache_reads_and_writes_fall_back_to_the_input_price() -> None:
+    book = _book(a=("input", "3.000000", T0), b=("output", "15.000000", T0))
+    rating = rate(
+        book=book,
+        model_id=1,
+        at=T0,
+        input_tokens=1000,
+        cached_input_tokens=300,
+        cache_write_tokens=100,
+        output_tokens=10,
+        reasoning_tokens=None,
+    )
+    assert rating.cost == Decimal("0.003150")
+    assert rating.price_ids == (1, 2)
+
+
+def test_each_usage_type_has_its_price_and_reasoning_is_charged_apart_only_when_priced() -> None:
+    book = _book(
+        a=("input", "3.000000", T0),
+        b=("cached_input", "0.300000", T0),
+        c=("cache_write", "3.750000", T0),
+        d=("output", "15.000000", T0),
+        e=("reasoning", "20.000000", T0),
+    )
+    rating = rate(
+        book=book,
+        model_id=1,
+        at=T0,
+        input_tokens=1_000_000,
+        cached_input_tokens=400_000,
+        cache_write_tokens=100_000,
+        output_tokens=1_000,
+        reasoning_tokens=400,
+    )
+    # 500k uncached x 3 + 400k x 0.3 + 100k x 3.75 + 600 x 15 + 400 x 20, per million
+    assert rating.cost == Decimal("1.5") + Decimal("0.12") + Decimal("0.375") + Decimal("0.009") + Decimal("0.008")
+    assert rating.price_ids == (1, 2, 3, 4, 5)
+    unpriced_reasoning = _book(a=("input", "3.000000", T0), d=("output", "15.000000", T0))
+    assert rate(
+        book=unpriced_reasoning,
+        model_id=1,
+        at=T0,
+        input_tokens=0,
+        cached_input_tokens=None,
+        cache_write_tokens=None,
+        output_tokens=1000,
+        reasoning_tokens=400,
+    ).cost == Decimal("0.015")
+
+
+def test_inconsistent_token_counts_are_a_problem_not_a_price() -> None:
+    book = _book(a=("input", "3.000000", T0))
+    rating = rate(
+        book=book,
+        model_id=1,
+        at=T0,
+        input_tokens=10,
+        cached_input_tokens=11,
+        cache_write_tokens=None,
+        output_tokens=None,
+        reasoning_tokens=None,
+    )
+    assert rating.problem == "inconsistent_tokens"
+
+
+def test_price_boundary_uses_the_price_in_force_at_the_event_time(world: UsageWorld, rollups, settings) -> None:
+    boundary = recent(minutes=180).replace(minute=0, second=0)
+    model = PriceFactory._meta.model.objects.filter(model__slug="gpt-test").first().model
+    new_input = PriceFactory(
+        model=model, usage_type="input", price_per_million=Decimal("4.000000"), effective_from=boundary
+    )
+    before = world.event(at=boundary - timedelta(microseconds=1), input_tokens=1_000_000, output_tokens=0)
+    at = world.event(at=boundary, input_tokens=1_000_000, output_tokens=0)
+    after = world.event(at=boundary + timedelta(minutes=30), input_tokens=1_000_000, output_tokens=0)
+    before["time"] = (boundary - timedelta(microseconds=1)).isoformat()
+    assert world.post([before, at, after]).json()["accepted"] == 3
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT event_id, cost, price_ids FROM usage_event")
+        stored = {event_id: (cost, price_ids) for event_id, cost, price_ids in cursor.fetchall()}
+    old_input = model.prices.get(usage_type="input", effective_from__lt=boundary)
+    assert stored[before["id"]] == (Decimal("2.500000000000"), [old_input.pk])
+    assert stored[at["id"]] == (Decimal("4.000000000000"), [new_input.pk])
+    assert stored[after["id"]] == (Decimal("4.000000000000"), [new_input.pk])
+    rollups()
+    hourly = {row.hour: row.cost for row in UsageHourly.objects.filter(team_id=world.team.pk)}
+    assert hourly == {boundary - timedelta(hours=1): Decimal("2.5"), boundary: Decimal("8")}
+
+
+def test_a_late_event_replaces_its_hour_and_day(world: UsageWorld, rollups) -> None:
+    at = recent(minutes=240)
+    world.post([world.event(at=at, input_tokens=1000, output_tokens=100)])
+    rollups()
+    assert UsageDaily.objects.get(team_id=world.team.pk).requests == 1
+    world.post([world.event(at=at - timedelta(minutes=1), input_tokens=500, output_tokens=50)])
+    assert rollups() == 1
+    rollups()  # nothing dirty left: a second run changes nothing
+    daily = UsageDaily.objects.get(team_id=world.team.pk)
+    assert (daily.requests, daily.input_tokens, daily.output_tokens) == (2, 1500, 150)
+    assert daily.cost == expected_cost(input_tokens=1500, output_tokens=150)
+
+
+def test_rerate_after_an_earlier_effective_price_updates_events_and_rollups(world: UsageWorld, rollups) -> None:
+    events = [world.event(at=recent(minutes=60 + n), input_tokens=1_000_000, output_tokens=0) for n in range(3)]
+    world.post(events)
+    rollups()
+    assert UsageDaily.objects.get(team_id=world.team.pk).cost == Decimal("7.5")
+    model = PriceFactory._meta.model.objects.filter(model__slug="gpt-test").first().model
+    PriceFactory(
+        model=model,
+        usage_type="input",
+        price_per_million=Decimal("3.000000"),
+        effective_from=datetime.now(UTC) - timedelta(days=2),
+    )
+    client = world.matrix.client("platform_admin")
+    response = client.post(
+        "/api/v1/usage/rerate",
+        {"model": "gpt-test", "since": (datetime.now(UTC) - timedelta(days=3)).isoformat()},
+        format="json",
+    )
+    assert response.status_code == 200, response.content
+    assert response.json()["events_changed"] == 3
+    assert response.json()["cost_before"] == "7.500000000000"
+    assert response.json()["cost_after"] == "9.000000000000"
+    rollups()
+    assert UsageDaily.objects.get(team_id=world.team.pk).cost == Decimal("9")
+    audit = AuditEvent.objects.get(action="usage.rerate")
+    assert audit.target_label == "gpt-test"
+    assert audit.actor == world.matrix.platform_admin
+    again = client.post("/api/v1/usage/rerate", {"model": "gpt-test", "since": "2026-01-01T00:00:00Z"}, format="json")
+    assert again.json()["events_changed"] == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"model": "nope", "since": "2026-01-01T00:00:00Z"}, "model"),
+        ({"model": "gpt-test"}, "since"),
+        ({"model": "gpt-test", "since": "yesterday"}, "since"),
+        ({"model": "gpt-test", "since": "2026-02-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"}, "until"),
+        ({"model": "gpt-test", "since": "2026-01-01T00:00:00Z", "extra": 1}, "extra"),
+    ],
+)
+def test_rerate_input_problems_name_the_field_and_change_nothing(world: UsageWorld, body, field) -> None:
+    response = world.matrix.client("platform_admin").post("/api/v1/usage/rerate", body, format="json")
+    problem = assert_problem(response, 400)
+    assert field in [entry["field"] for entry in problem["errors"]]
+    assert not AuditEvent.objects.filter(action="usage.rerate").exists()
+
+
+@pytest.mark.parametrize("who", ROLES)
+def test_rerate_is_for_platform_admins(world: UsageWorld, who: str) -> None:
+    response = world.matrix.client(who).post(
+        "/api/v1/usage/rerate", {"model": "gpt-test", "since": "2026-01-01T00:00:00Z"}, format="json"
+    )
+    if who == "platform_admin":
+        assert response.status_code == 200
+    else:
+        assert_problem(response, 401 if who == "anonymous" else 403)
+        assert not AuditEvent.objects.filter(action="usage.rerate").exists()
