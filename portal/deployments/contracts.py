@@ -25,6 +25,9 @@ class DeploymentSpec:
     model: ModelVersionContract
     cluster: ClusterContract
     pool: AcceleratorPoolContract
+    # Per-key allow-lists (gateway credentials): None when every current key of the team may call this model,
+    # else the key ids that may (possibly none). The route matches only those client ids.
+    allowed_key_ids: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

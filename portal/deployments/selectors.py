@@ -9,6 +9,7 @@ from portal.clusters import selectors as cluster_selectors
 from portal.core.errors import NotFound
 from portal.deployments.contracts import DeploymentSpec
 from portal.deployments.models import Deployment, DeploymentEvent, Phase
+from portal.gateway import selectors as gateway_selectors
 from portal.tenancy.models import Team
 
 
@@ -103,5 +104,8 @@ def deployment_spec(*, deployment_id: int) -> DeploymentSpec | None:
         cluster=cluster_selectors.cluster_contract(cluster_id=deployment.cluster_id),
         pool=cluster_selectors.pool_contract(
             cluster_id=deployment.cluster_id, accelerator_type=deployment.accelerator_type
+        ),
+        allowed_key_ids=gateway_selectors.deployment_allowed_key_ids(
+            team_slug=deployment.team.slug, model_slug=deployment.model_version.model.slug
         ),
     )

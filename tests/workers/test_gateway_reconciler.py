@@ -290,3 +290,61 @@ def test_a_teams_key_cannot_reach_another_teams_deployment(world: tuple[RoleMatr
     assert re.fullmatch(client_match["value"], own.client_id)
     assert not re.fullmatch(client_match["value"], foreign.client_id)
     assert not re.fullmatch(client_match["value"], f"alpha-two.{foreign.key_id}")
+
+
+def test_per_key_allow_lists_reach_the_deployment_route(world: tuple[RoleMatrix, Sandbox, Cluster]) -> None:
+    from portal.deployments.models import Deployment
+    from portal.tenancy.models import TeamGpuQuota
+    from tests.factories import CatalogModelFactory
+    from workers.provisioning.reconciler import reconcile_deployment
+
+    matrix, sandbox, cluster = world
+    accelerator_pool_upsert(
+        actor=None,
+        cluster=cluster,
+        accelerator_type="nvidia-l4",
+        values={"gpu_product": "NVIDIA-L4", "gpu_count": 16, "gpu_memory_gb": 24, "hourly_price_per_gpu": Decimal("0")},
+    )
+    SelfHostedVersionFactory(model__slug="qwen", version="v1", gpus_per_replica=1, min_gpu_memory_gb=16)
+    CatalogModelFactory(slug="other-model")
+    TeamGpuQuota.objects.create(quota=matrix.team.quota, accelerator_type="nvidia-l4", gpus=4)
+    everything = services.credential_issue(actor=matrix.developer, team=matrix.team, name="all")
+    qwen_only = services.credential_issue(actor=matrix.developer, team=matrix.team, name="q", allowed_models=["qwen"])
+    elsewhere = services.credential_issue(
+        actor=matrix.developer, team=matrix.team, name="o", allowed_models=["other-model"]
+    )
+    body = {"name": "chat", "model": "qwen", "accelerator_type": "nvidia-l4", "max_replicas": 1}
+    assert matrix.client("developer").post("/api/v1/teams/alpha/deployments", body, format="json").status_code == 201
+    deployment = Deployment.objects.get(name="chat")
+    reconcile_deployment(deployment.pk)
+    route = _one(sandbox, AIGW, "AIGatewayRoute", "alpha-chat")
+    pattern = route["spec"]["rules"][0]["matches"][0]["headers"][1]["value"]
+    assert re.fullmatch(pattern, everything.client_id)
+    assert re.fullmatch(pattern, qwen_only.client_id)
+    assert not re.fullmatch(pattern, elsewhere.client_id)
+    # The gateway policy blocks the restricted key on every model outside its list, the deployment's included.
+    reconcile_gateway_policy(_policy_id(cluster))
+    blocking = [rule for rule in _rules(sandbox) if rule["limit"]["requests"] == 0]
+    matches = sorted(
+        [
+            (header["name"], header["value"], header.get("invert", False))
+            for header in rule["clientSelectors"][0]["headers"]
+        ]
+        for rule in blocking
+    )
+    assert matches == sorted(
+        [
+            [("x-portal-client-id", elsewhere.client_id, False)],  # its one model is not on this cluster
+            [
+                ("x-portal-client-id", qwen_only.client_id, False),
+                ("x-ai-eg-model", f"^({deployment.served_model_name})$", True),
+            ],
+        ]
+    )
+    # Revoking the restricted key widens nothing for others and the route follows at the next reconcile.
+    services.credential_revoke(actor=matrix.developer, credential=elsewhere.credential)
+    reconcile_deployment(deployment.pk)
+    pattern = _one(sandbox, AIGW, "AIGatewayRoute", "alpha-chat")["spec"]["rules"][0]["matches"][0]["headers"][1][
+        "value"
+    ]
+    assert pattern == "^alpha\\..+$"

@@ -229,6 +229,14 @@ def team_client_id_pattern(team_slug: str) -> str:
     return f"^{team_slug}\\..+$"
 
 
+def route_client_id_pattern(spec: DeploymentSpec) -> str:
+    """The team's client ids, narrowed to the keys whose allow-list includes this model when any key is
+    restricted; with no such key, a pattern no client id matches (key ids are never empty)."""
+    if spec.allowed_key_ids is None:
+        return team_client_id_pattern(spec.team_slug)
+    return f"^{spec.team_slug}\\.({'|'.join(spec.allowed_key_ids)})$"
+
+
 def build_route(spec: DeploymentSpec) -> Manifest:
     """One AIGatewayRoute per deployment: its served model name, for the team's credentials only."""
     name = gateway_object_name(spec)
@@ -254,7 +262,7 @@ def build_route(spec: DeploymentSpec) -> Manifest:
                                 {
                                     "type": "RegularExpression",
                                     "name": CLIENT_ID_HEADER,
-                                    "value": team_client_id_pattern(spec.team_slug),
+                                    "value": route_client_id_pattern(spec),
                                 },
                             ]
                         }
