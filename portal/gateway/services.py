@@ -254,6 +254,8 @@ def credential_rotate(
     state = selectors.credential_state(locked, now=now)
     if state != "active":
         raise Conflict(f"Only an active credential can be rotated; this one is {state}", code="credential_not_active")
+    if locked.team.status != Team.Status.ACTIVE:
+        raise Conflict(f"Team '{locked.team.slug}' is suspended: no new keys", code="team_suspended")
     window = conf.default_rotation_overlap() if overlap is None else overlap
     if window < timedelta(0) or window > conf.max_rotation_overlap():
         raise ValidationFailed.for_field(
