@@ -89,6 +89,8 @@ def parse_json(data: bytes) -> Any:
         return json.loads(data)
     except (UnicodeDecodeError, ValueError):
         raise PayloadError("The body is not valid JSON", code="malformed_json") from None
+    except RecursionError:
+        raise PayloadError("The body nests too deeply", code="malformed_json") from None
 
 
 def derive_event_id(source: str, request_id: str) -> str:
@@ -100,11 +102,11 @@ def parse_time(value: object, field_name: str) -> datetime:
         raise EventProblem("invalid_time", field_name, "must be an RFC 3339 date-time with a time zone")
     try:
         parsed = datetime.fromisoformat(value)
-    except ValueError:
+        if parsed.tzinfo is None:
+            raise EventProblem("invalid_time", field_name, "must carry a time zone (e.g. Z)")
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise EventProblem("invalid_time", field_name, "must be an RFC 3339 date-time with a time zone") from None
-    if parsed.tzinfo is None:
-        raise EventProblem("invalid_time", field_name, "must carry a time zone (e.g. Z)")
-    return parsed.astimezone(UTC)
 
 
 def parse_count(value: object, field_name: str) -> int | None:
@@ -136,6 +138,10 @@ def _text(value: object, field_name: str, *, required: bool = False, max_length:
     text = str(value)
     if "\x00" in text:
         raise EventProblem("invalid_field", field_name, "must not contain NUL characters")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise EventProblem("invalid_field", field_name, "must be valid Unicode text") from None
     if len(text) > max_length:
         raise EventProblem("invalid_field", field_name, f"must be at most {max_length} characters")
     return text
@@ -144,9 +150,9 @@ def _text(value: object, field_name: str, *, required: bool = False, max_length:
 def _json_safe(value: Any) -> Any:
     """Unknown fields are kept as they came, minus NUL characters PostgreSQL jsonb refuses."""
     if isinstance(value, str):
-        return value.replace("\x00", "")
+        return value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
     if isinstance(value, dict):
-        return {str(key).replace("\x00", ""): _json_safe(item) for key, item in value.items()}
+        return {_json_safe(str(key)): _json_safe(item) for key, item in value.items()}
     if isinstance(value, list):
         return [_json_safe(item) for item in value]
     return value
@@ -272,6 +278,8 @@ def _cloudevent(
         )
     except EventProblem as problem:
         return EventRejection(index, _raw_id(raw), problem.reason, problem.field, problem.message)
+    except RecursionError:
+        return EventRejection(index, _raw_id(raw), "invalid_event", "data", "nests too deeply")
 
 
 # --- OTLP logs -------------------------------------------------------------------------------------------
@@ -311,7 +319,10 @@ def _unix_nanos(value: object) -> str | None:
     if nanos <= 0:
         return None
     seconds, remainder = divmod(nanos, 1_000_000_000)
-    return (datetime.fromtimestamp(seconds, tz=UTC) + timedelta(microseconds=remainder // 1000)).isoformat()
+    try:
+        return (datetime.fromtimestamp(seconds, tz=UTC) + timedelta(microseconds=remainder // 1000)).isoformat()
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def iter_otlp_records(document: object) -> Iterator[tuple[dict[str, object], dict[str, object], Mapping[str, Any]]]:
@@ -342,6 +353,15 @@ def parse_otlp(
     document: object, *, now: datetime, max_age: timedelta, max_skew: timedelta, max_events: int
 ) -> list[UsageRecord | EventRejection]:
     """OTLP log records of the gateway's access log (section 4.2 of the metering reference) as usage events."""
+    try:
+        return _parse_otlp(document, now=now, max_age=max_age, max_skew=max_skew, max_events=max_events)
+    except RecursionError:
+        raise PayloadError("The export nests too deeply", code="malformed_otlp") from None
+
+
+def _parse_otlp(
+    document: object, *, now: datetime, max_age: timedelta, max_skew: timedelta, max_events: int
+) -> list[UsageRecord | EventRejection]:
     results: list[UsageRecord | EventRejection] = []
     for index, (resource, attributes, record) in enumerate(iter_otlp_records(document)):
         if index >= max_events:

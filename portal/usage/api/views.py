@@ -199,9 +199,12 @@ def _date_param(request: Request, name: str, default: date) -> date:
     if not raw:
         return default
     try:
-        return date.fromisoformat(raw)
+        parsed = date.fromisoformat(raw)
     except ValueError:
         raise ValidationFailed.for_field(name, "must be a date, YYYY-MM-DD", code="invalid_date") from None
+    if not 2000 <= parsed.year <= 2999:
+        raise ValidationFailed.for_field(name, "must be a date between 2000 and 2999", code="invalid_date")
+    return parsed
 
 
 def _report_params(request: Request, groupings: tuple[str, ...]) -> tuple[date, date, str]:

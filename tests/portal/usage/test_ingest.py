@@ -289,3 +289,19 @@ def test_metrics_count_outcomes(world: UsageWorld) -> None:
 
 def test_recent_helper_is_inside_the_window() -> None:
     assert datetime.now(UTC) - recent() < timedelta(days=1)
+
+
+def test_hostile_values_are_rejected_per_event_never_a_server_error(world: UsageWorld) -> None:
+    surrogate = world.event()
+    surrogate["source"] = "aigw://x\ud800"
+    overflow = world.event()
+    overflow["time"] = "0001-01-01T00:00:00+14:00"
+    nul_extra = world.event(note="a\u0000b\ud800")
+    payload = json.dumps([surrogate, overflow, nul_extra]).encode()
+    response = world.collector.post("/api/v1/usage/events", data=payload, content_type="application/json")
+    body = response.json()
+    assert [(r["index"], r["reason"]) for r in body["rejected_events"]] == [(0, "invalid_field"), (1, "invalid_time")]
+    assert body["accepted"] == 1
+    nested = b"[" * 100_000 + b"]" * 100_000
+    response = world.collector.post("/api/v1/usage/events", data=nested, content_type="application/json")
+    assert_problem(response, 400, "malformed_json")
