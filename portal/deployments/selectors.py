@@ -5,9 +5,11 @@ from __future__ import annotations
 from django.db.models import F, Q, QuerySet, Sum
 
 from catalog import selectors as catalog_selectors
+from catalog.contracts import ModelVersionContract
 from portal.clusters import selectors as cluster_selectors
+from portal.clusters.contracts import AcceleratorPoolContract, ClusterContract
 from portal.core.errors import NotFound
-from portal.deployments.contracts import DeploymentSpec
+from portal.deployments.contracts import DeploymentSpec, ObservedStatus
 from portal.deployments.models import Deployment, DeploymentEvent, Phase
 from portal.gateway import selectors as gateway_selectors
 from portal.tenancy.models import Team
@@ -76,36 +78,85 @@ def deployment_resync_plan(*, include_ready: bool) -> tuple[list[int], dict[int,
     return direct, by_cluster
 
 
+def _spec_rows() -> QuerySet[Deployment]:
+    return Deployment.objects.select_related("team", "model_version", "model_version__model")
+
+
 def deployment_spec(*, deployment_id: int) -> DeploymentSpec | None:
     """The frozen desired state of a deployment, or None when its row is gone (finalized)."""
-    deployment = (
-        Deployment.objects.select_related("team", "model_version", "model_version__model")
-        .filter(pk=deployment_id)
-        .first()
-    )
+    deployment = _spec_rows().filter(pk=deployment_id).first()
     if deployment is None:
         return None
-    return DeploymentSpec(
-        deployment_id=deployment.pk,
-        generation=deployment.generation,
-        team_slug=deployment.team.slug,
-        name=deployment.name,
-        served_model_name=deployment.served_model_name,
-        min_replicas=deployment.min_replicas,
-        max_replicas=deployment.max_replicas,
-        scale_to_zero=deployment.scale_to_zero,
-        gpus_per_replica=deployment.gpus_per_replica,
-        runtime_args=tuple(deployment.runtime_args),
-        model_cache=deployment.model_cache,
-        deleting=deployment.phase == Phase.DELETING,
-        model=catalog_selectors.model_version_contract(
-            model_slug=deployment.model_version.model.slug, version=deployment.model_version.version
-        ),
-        cluster=cluster_selectors.cluster_contract(cluster_id=deployment.cluster_id),
-        pool=cluster_selectors.pool_contract(
-            cluster_id=deployment.cluster_id, accelerator_type=deployment.accelerator_type
-        ),
-        allowed_key_ids=gateway_selectors.deployment_allowed_key_ids(
-            team_slug=deployment.team.slug, model_slug=deployment.model_version.model.slug
-        ),
-    )
+    return _SpecReader().spec(deployment)
+
+
+def deployment_specs(*, deployment_ids: list[int]) -> list[DeploymentSpec]:
+    """The specs of many deployments (a resync): one query for the rows, and the catalog, cluster, pool and
+    key contracts that many rows share read once each. Rows already finalized are left out."""
+    reader = _SpecReader()
+    return [reader.spec(deployment) for deployment in _spec_rows().filter(pk__in=deployment_ids).order_by("pk")]
+
+
+class _SpecReader:
+    """Builds specs, remembering the contracts it has read."""
+
+    def __init__(self) -> None:
+        self._models: dict[tuple[str, str], ModelVersionContract] = {}
+        self._clusters: dict[int, ClusterContract] = {}
+        self._pools: dict[tuple[int, str], AcceleratorPoolContract] = {}
+        self._key_ids: dict[tuple[str, str], tuple[str, ...] | None] = {}
+
+    def spec(self, deployment: Deployment) -> DeploymentSpec:
+        team_slug = deployment.team.slug
+        model_slug, version = deployment.model_version.model.slug, deployment.model_version.version
+        if (model_slug, version) not in self._models:
+            self._models[(model_slug, version)] = catalog_selectors.model_version_contract(
+                model_slug=model_slug, version=version
+            )
+        if deployment.cluster_id not in self._clusters:
+            self._clusters[deployment.cluster_id] = cluster_selectors.cluster_contract(
+                cluster_id=deployment.cluster_id
+            )
+        pool_key = (deployment.cluster_id, deployment.accelerator_type)
+        if pool_key not in self._pools:
+            self._pools[pool_key] = cluster_selectors.pool_contract(
+                cluster_id=deployment.cluster_id, accelerator_type=deployment.accelerator_type
+            )
+        if (team_slug, model_slug) not in self._key_ids:
+            self._key_ids[(team_slug, model_slug)] = gateway_selectors.deployment_allowed_key_ids(
+                team_slug=team_slug, model_slug=model_slug
+            )
+        return DeploymentSpec(
+            deployment_id=deployment.pk,
+            generation=deployment.generation,
+            team_slug=team_slug,
+            name=deployment.name,
+            served_model_name=deployment.served_model_name,
+            min_replicas=deployment.min_replicas,
+            max_replicas=deployment.max_replicas,
+            scale_to_zero=deployment.scale_to_zero,
+            gpus_per_replica=deployment.gpus_per_replica,
+            runtime_args=tuple(deployment.runtime_args),
+            model_cache=deployment.model_cache,
+            deleting=deployment.phase == Phase.DELETING,
+            model=self._models[(model_slug, version)],
+            cluster=self._clusters[deployment.cluster_id],
+            pool=self._pools[pool_key],
+            allowed_key_ids=self._key_ids[(team_slug, model_slug)],
+        )
+
+
+def deployment_observed_statuses(*, deployment_ids: list[int]) -> dict[int, ObservedStatus]:
+    """What was last recorded for each deployment, to compare a fresh observation with before writing."""
+    return {
+        row["pk"]: ObservedStatus(
+            phase=row["phase"],
+            conditions=tuple(row["conditions"] or ()),
+            message=row["message"],
+            endpoint=row["endpoint"],
+            observed_replicas=row["observed_replicas"],
+        )
+        for row in Deployment.objects.filter(pk__in=deployment_ids).values(
+            "pk", "phase", "conditions", "message", "endpoint", "observed_replicas"
+        )
+    }

@@ -9,6 +9,7 @@ A deployment marked for deletion has every owned object removed before its row i
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import logging
@@ -65,7 +66,9 @@ class ReconcileResult:
     phase: str = ""
 
 
+@functools.cache
 def _redis() -> redis.Redis:
+    """One client (and connection pool) per process: a lock costs one round trip, not a new connection."""
     return redis.Redis.from_url(settings.RESOLVED_REDIS_URL)
 
 
@@ -297,28 +300,29 @@ class ResyncResult:
 
 
 def resync_cluster(cluster_id: int, deployment_ids: list[int]) -> ResyncResult:
-    """Compare deployments on one cluster with one snapshot of it: record the status of those in sync (under
-    their lock, skipped when busy), and return the ones that drifted or changed, for a full reconcile."""
+    """Compare deployments on one cluster with one snapshot of it: record the status of those in sync whose
+    status changed (under their lock, skipped when busy), and return the ones that drifted, for a full
+    reconcile. Unchanged deployments cost no cluster write and no database write."""
     cluster = connect(cluster_selectors.cluster_connection(cluster_id=cluster_id))
     snapshot = cluster_snapshot(cluster)
+    recorded_before = deployment_selectors.deployment_observed_statuses(deployment_ids=deployment_ids)
     stale: list[int] = []
     checked = recorded = 0
     team_limits: dict[str, int] = {}
-    for deployment_id in deployment_ids:
-        spec = deployment_selectors.deployment_spec(deployment_id=deployment_id)
-        if spec is None:
-            continue
+    for spec in deployment_selectors.deployment_specs(deployment_ids=deployment_ids):
         if spec.team_slug not in team_limits:
             team_limits[spec.team_slug] = tenancy_selectors.team_gpu_total(team_slug=spec.team_slug)
         status = status_if_in_sync(spec, snapshot, team_limits[spec.team_slug])
         if status is None:
-            stale.append(deployment_id)
+            stale.append(spec.deployment_id)
             continue
         checked += 1
+        if recorded_before.get(spec.deployment_id) == status:
+            continue
         try:
-            with deployment_lock(deployment_id):
+            with deployment_lock(spec.deployment_id):
                 if deployment_services.deployment_status_record(
-                    deployment_id=deployment_id,
+                    deployment_id=spec.deployment_id,
                     generation=spec.generation,
                     status=status,
                     reconciled_at=timezone.now(),
