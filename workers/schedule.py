@@ -8,6 +8,7 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "resync-deployments": {"task": "deployments.resync", "schedule": 15.0},
     "resync-all-deployments": {"task": "deployments.resync", "schedule": 600.0, "kwargs": {"include_ready": True}},
     "check-clusters": {"task": "clusters.check_all", "schedule": 300.0},
+    "sync-backstage-teams": {"task": "tenancy.sync_backstage_teams", "schedule": 300.0},
     "resync-gateway-policies": {"task": "gateway.resync", "schedule": 30.0},
     "purge-idempotency-records": {
         "task": "api.purge_idempotency_records",

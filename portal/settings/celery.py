@@ -34,6 +34,7 @@ CELERY_IMPORTS = (
     "workers.tasks.maintenance",
     "workers.tasks.deployments",
     "workers.tasks.clusters",
+    "workers.tasks.tenancy",
     "workers.tasks.usage",
     "workers.tasks.gateway",
 )

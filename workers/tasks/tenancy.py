@@ -1,0 +1,35 @@
+"""Tenancy tasks: teams and memberships mirrored from Backstage's groups."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+
+from portal.tenancy.backstage_sync import BackstageCatalogError, backstage_sync_run
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(
+    name="tenancy.sync_backstage_teams",
+    acks_late=True,
+    autoretry_for=(BackstageCatalogError,),
+    retry_backoff=30,
+    max_retries=3,
+)
+def sync_backstage_teams() -> dict[str, int] | None:
+    """Read Backstage's groups and apply them to the teams; a no-op when Backstage is not configured.
+    Safe to run twice: it converges on what Backstage says, and a failed read changes nothing."""
+    report = backstage_sync_run()
+    if report is None:
+        return None
+    summary = {
+        "groups": report.groups_read,
+        "teams": len(report.teams),
+        "created": sum(1 for team in report.teams if team.created),
+        "changed": sum(1 for team in report.teams if team.changes),
+        "problems": len(report.problems),
+    }
+    logger.info("Backstage team sync: %s", summary)
+    return summary
