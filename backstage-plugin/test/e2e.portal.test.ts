@@ -2,15 +2,18 @@
  * End to end: a real Backstage backend (catalog, scaffolder, guest sign-in, our two modules) against
  * the real Django portal (web, worker, beat, sandbox cluster) started here. The templates onboard a
  * team and deploy a model that becomes Ready; the catalog mirrors it; an API key is delivered by a
- * reveal link and never appears in the task.
+ * reveal link and never appears in the task, its log, its output or the backend's own log.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { freePort, missingPrerequisite, RealPortal, startRealPortal } from './e2e/realPortal';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { freePort, missingPrerequisite, PYTHON, REPO_ROOT, RealPortal, startRealPortal } from './e2e/realPortal';
 import { RealBackstage, startRealBackstage } from './e2e/realBackstage';
 import { runTask } from './support/scaffolder';
 
 const USER = 'user:default/e2e-dev';
+const runPython = (args: string[], env: NodeJS.ProcessEnv) => promisify(execFile)(PYTHON, args, { cwd: REPO_ROOT, env });
 const GROUP = 'group:default/e2e-team';
 const skip = missingPrerequisite();
 if (skip) {
@@ -123,7 +126,9 @@ describe('Backstage templates against the real portal', { skip, timeout: 600_000
     // The catalog mirrors the deployment, owned by the group, depending on its model, providing its API.
     const component = await waitFor('the mirrored deployment', async () => {
       const response = await fetch(`${backstage.url}/api/catalog/entities/by-name/component/default/${team}.chat`, { headers: auth() });
-      return response.ok ? ((await response.json()) as any) : undefined;
+      const entity = response.ok ? ((await response.json()) as any) : undefined;
+      // The mirror runs every 2 s: wait for the one taken after the deployment became Ready.
+      return entity?.metadata.annotations['genai-portal.dev/phase'] === 'Ready' ? entity : undefined;
     });
     assert.equal(component.spec.type, 'model-server');
     assert.equal(component.spec.owner, GROUP);
@@ -132,6 +137,58 @@ describe('Backstage templates against the real portal', { skip, timeout: 600_000
     const relations = component.relations.map((r: any) => `${r.type}:${r.targetRef}`);
     assert.ok(relations.includes(`ownedBy:${GROUP}`), relations.join(', '));
     assert.ok(relations.includes(`providesApi:api:default/${team}.chat`), relations.join(', '));
+  });
+
+  it("the portal's team sync reads the real Backstage catalog: the group's other member joins the team", async () => {
+    const environment = {
+      ...portal.environment,
+      PORTAL_BACKSTAGE_URL: backstage.url,
+      PORTAL_BACKSTAGE_CATALOG_TOKEN: backstage.externalToken,
+    };
+    const { stdout } = await runPython(
+      ['manage.py', 'shell', '-c', 'from workers.tasks.tenancy import sync_backstage_teams; import json; print(json.dumps(sync_backstage_teams()))'],
+      environment,
+    );
+    const summary = JSON.parse(stdout.trim().split('\n').pop()!);
+    assert.ok(summary.groups >= 2, stdout);
+    assert.equal(summary.problems, 0, stdout);
+    const members = (await (
+      await fetch(`${portal.url}/api/v1/teams/${team}/members`, { headers: { Authorization: `Bearer ${portal.catalogToken}` } })
+    ).json()) as any;
+    assert.deepEqual(
+      members.results.map((m: any) => [m.user, m.role]).sort(),
+      [
+        ['user:default/e2e-colleague', 'developer'],
+        [USER, 'admin'],
+      ],
+    );
+  });
+
+  it('request an API key: the task carries only the one-time reveal link; the key is never in the task', async () => {
+    const result = await runTask(
+      backstage.url,
+      { templateRef: 'template:default/genai-request-api-key', values: { team: GROUP, name: 'e2e-app', allowedModels: ['resource:default/qwen2-5-7b-instruct'] } },
+      auth(),
+      120_000,
+    );
+    assert.equal(result.status, 'completed', result.rawEvents);
+    const revealUrl: string = result.output.links[0].url;
+    assert.match(revealUrl, new RegExp(`^${portal.url}/api/v1/credential-reveals/`));
+    // The same user reveals the key once, through the portal (as Backstage would, on the user's behalf).
+    const asUser = { Authorization: `Bearer ${portal.serviceToken}`, 'X-Backstage-User': USER, 'X-Backstage-Token': userToken };
+    const revealed = await fetch(revealUrl, { headers: asUser });
+    assert.equal(revealed.status, 200, await revealed.clone().text());
+    const { key } = (await revealed.json()) as any;
+    assert.ok(typeof key === 'string' && key.length >= 20);
+    const again = await fetch(revealUrl, { headers: asUser });
+    assert.ok([404, 410].includes(again.status), `a second reveal must fail, got ${again.status}`);
+    const task = await (await fetch(`${backstage.url}/api/scaffolder/v2/tasks/${result.id}`, { headers: auth() })).text();
+    const secretPart = key.slice(-16);
+    for (const text of [result.rawEvents, JSON.stringify(result.output), task, backstage.output.join('\n')]) {
+      assert.ok(!text.includes(key), 'the key must not appear in any task log, output or the stored task');
+      assert.ok(!text.includes(secretPart), 'nor any part of its secret');
+    }
+    assert.match(result.output.text[0].content, /prefix `/);
   });
 
   it('a task created by a service (no user) is refused by the action', async () => {

@@ -159,7 +159,9 @@ export function deploymentToEntities(deployment: Deployment, team: Team | undefi
 
 /** A minimal OpenAPI document for the chat and completion routes of the served model. */
 export function openAiDefinition(deployment: Deployment): string {
-  const servers = deployment.status.endpoint ? [{ url: `${deployment.status.endpoint.replace(/\/+$/, '')}/openai/v1` }] : [];
+  const endpoint = deployment.status.endpoint.replace(/\/+$/, '');
+  // The portal's endpoint is the OpenAI base URL (…/openai/v1); an older bare host gets the prefix.
+  const servers = endpoint ? [{ url: /\/v1$/.test(endpoint) ? endpoint : `${endpoint}/openai/v1` }] : [];
   const request = {
     type: 'object',
     required: ['model'],
