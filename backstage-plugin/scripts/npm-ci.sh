@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Install the plugin's dependencies exactly from the committed package-lock.json (npm ci), offline-safe:
+# better-sqlite3 has no prebuilt binary reachable here, so node-gyp compiles it against the headers of
+# the running Node (found next to the node binary, so no header download is attempted).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "backstage-plugin: Node.js 20+ and npm are required (make test runs the plugin's checks)" >&2
+  exit 1
+fi
+major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$major" -lt 20 ]; then
+  echo "backstage-plugin: Node.js 20+ is required, found $(node --version)" >&2
+  exit 1
+fi
+if [ -z "${npm_config_nodedir:-}" ]; then
+  prefix=$(dirname "$(dirname "$(readlink -f "$(command -v node)")")")
+  if [ -f "$prefix/include/node/node.h" ]; then
+    export npm_config_nodedir="$prefix"
+  fi
+fi
+npm ci --no-audit --no-fund
