@@ -1,8 +1,11 @@
 """Field paths, ownership sets and patches: the bookkeeping behind server-side apply and the other write verbs.
 
-Pure functions over JSON-like dicts. A field path is a tuple of map keys; lists are atomic (one leaf), which is
-how Kubernetes treats lists without `x-kubernetes-list-type: map` (shared/reference/kubernetes-test-server.md
-point 4). Lists of maps keyed by name are merged by name only in strategic merge patches of built-in kinds.
+Pure functions over JSON-like dicts. A field path is a tuple of map keys. Lists are atomic (one leaf), as
+Kubernetes treats them, unless the schema marks them `x-kubernetes-list-type: map`
+(shared/reference/kubernetes-test-server.md point 4): then each item is addressed by its key fields, written
+`k:{"name":"a"}` as in managedFields, so two managers can own different items and an applier that drops an
+item removes just that item. Lists of maps keyed by name are merged by name in strategic merge patches of
+built-in kinds.
 """
 
 from __future__ import annotations
@@ -13,23 +16,76 @@ from typing import Any
 
 Path = tuple[str, ...]
 JSON = Any
+Schema = dict[str, Any]
+ITEM_PREFIX = "k:"  # a path element naming an item of a map list by its keys
+
+
+def _child_schema(schema: Schema | None, key: str) -> Schema | None:
+    if not schema:
+        return None
+    found = (schema.get("properties") or {}).get(key)
+    if found is None and isinstance(schema.get("additionalProperties"), dict):
+        found = schema["additionalProperties"]
+    return found if isinstance(found, dict) else None
+
+
+def _map_list_keys(schema: Schema | None, value: JSON) -> list[str] | None:
+    """The key fields of a map list whose items all carry them, else None (the list is atomic)."""
+    if not schema or schema.get("x-kubernetes-list-type") != "map" or not isinstance(value, list):
+        return None
+    keys = [str(key) for key in schema.get("x-kubernetes-list-map-keys") or []]
+    if not keys or not all(isinstance(item, dict) and all(key in item for key in keys) for item in value):
+        return None
+    return keys
+
+
+def item_element(item: dict[str, Any], keys: list[str]) -> str:
+    return ITEM_PREFIX + json.dumps({key: item[key] for key in keys}, sort_keys=True, separators=(",", ":"))
+
+
+def _find_item(items: list[Any], element: str) -> int | None:
+    identity = json.loads(element[len(ITEM_PREFIX) :])
+    for index, item in enumerate(items):
+        if isinstance(item, dict) and all(item.get(key) == value for key, value in identity.items()):
+            return index
+    return None
+
+
+def describe(path: Path) -> str:
+    """A path as the API server prints it in conflicts: .spec.rules[name="a"].timeouts"""
+    text = ""
+    for element in path:
+        if element.startswith(ITEM_PREFIX):
+            identity = json.loads(element[len(ITEM_PREFIX) :])
+            text += "[" + ",".join(f"{key}={json.dumps(value)}" for key, value in identity.items()) + "]"
+        else:
+            text += "." + element
+    return text
+
 
 # The metadata fields a manager can own; the rest (uid, resourceVersion, ...) belong to the server.
 OWNABLE_METADATA = ("labels", "annotations", "ownerReferences", "finalizers")
 SERVER_OWNED_TOP = ("apiVersion", "kind", "status")
 
 
-def leaf_paths(value: JSON, prefix: Path = ()) -> set[Path]:
-    """Every leaf below `value`: scalars, lists (atomic) and empty maps."""
+def leaf_paths(value: JSON, prefix: Path = (), schema: Schema | None = None) -> set[Path]:
+    """Every leaf below `value`: scalars, atomic lists and empty maps; the fields of each item of a map list."""
     if isinstance(value, dict) and value:
         paths: set[Path] = set()
         for key, item in value.items():
-            paths |= leaf_paths(item, (*prefix, str(key)))
+            paths |= leaf_paths(item, (*prefix, str(key)), _child_schema(schema, str(key)))
+        return paths
+    keys = _map_list_keys(schema, value)
+    if keys is not None and value:
+        items_schema = (schema or {}).get("items")
+        paths = set()
+        for item in value:
+            paths |= leaf_paths(item, (*prefix, item_element(item, keys)), items_schema)
         return paths
     return {prefix}
 
 
-def owned_paths(obj: dict[str, Any]) -> set[Path]:
+def owned_paths(obj: dict[str, Any], schema: Schema | None = None) -> set[Path]:
     """The fields of a written object that its writer owns: spec-like content plus labels and annotations."""
     paths: set[Path] = set()
     for key, value in obj.items():
@@ -40,43 +96,90 @@ def owned_paths(obj: dict[str, Any]) -> set[Path]:
                 if meta_key in (value or {}):
                     paths |= leaf_paths(value[meta_key], ("metadata", meta_key))
             continue
-        paths |= leaf_paths(value, (key,))
+        paths |= leaf_paths(value, (key,), _child_schema(schema, key))
     return paths
 
 
 def get_path(obj: JSON, path: Path) -> tuple[bool, JSON]:
     current = obj
     for key in path:
-        if not isinstance(current, dict) or key not in current:
+        if key.startswith(ITEM_PREFIX) and isinstance(current, list):
+            index = _find_item(current, key)
+            if index is None:
+                return False, None
+            current = current[index]
+        elif not isinstance(current, dict) or key not in current:
             return False, None
-        current = current[key]
+        else:
+            current = current[key]
     return True, current
 
 
-def remove_path(obj: dict[str, Any], path: Path) -> None:
-    """Remove a field, then any map it leaves empty on the way up (never the top level or metadata)."""
-    parents: list[tuple[dict[str, Any], str]] = []
+def remove_path(obj: dict[str, Any], path: Path, schema: Schema | None = None) -> None:
+    """Remove a field, then any map it leaves empty on the way up (never the top level or metadata). A key field
+    of a map-list item stands for the item: removing it removes the item."""
+    parents: list[tuple[Any, Any]] = []  # (container, key or index)
     current: Any = obj
+    node_schema = schema
     for key in path[:-1]:
+        if key.startswith(ITEM_PREFIX) and isinstance(current, list):
+            index = _find_item(current, key)
+            if index is None:
+                return
+            parents.append((current, index))
+            current = current[index]
+            node_schema = (node_schema or {}).get("items")
+            continue
         if not isinstance(current, dict) or key not in current:
             return
         parents.append((current, key))
         current = current[key]
+        node_schema = _child_schema(node_schema, key)
+    last = path[-1]
+    if parents and isinstance(parents[-1][0], list) and isinstance(current, dict):
+        list_schema = _list_schema_of(schema, path[:-1])
+        if last in (list_schema or {}).get("x-kubernetes-list-map-keys", []):
+            container, index = parents.pop()
+            del container[index]
+            current = container
     if isinstance(current, dict):
-        current.pop(path[-1], None)
+        current.pop(last, None)
     for parent, key in reversed(parents):
-        if isinstance(parent[key], dict) and not parent[key] and not (parent is obj and key == "metadata"):
+        child = parent[key]
+        if isinstance(child, dict | list) and not child and not (parent is obj and key == "metadata"):
             del parent[key]
         else:
             break
 
 
-def merge_apply(live: dict[str, Any], applied: dict[str, Any]) -> dict[str, Any]:
-    """The applied configuration laid over the live object: maps merged, lists and scalars replaced."""
+def _list_schema_of(schema: Schema | None, item_path: Path) -> Schema | None:
+    """The schema of the map list that holds the item at `item_path` (whose last element is the item)."""
+    node = schema
+    for key in item_path[:-1]:
+        node = (node or {}).get("items") if key.startswith(ITEM_PREFIX) else _child_schema(node, key)
+    return node
+
+
+def merge_apply(live: dict[str, Any], applied: dict[str, Any], schema: Schema | None = None) -> dict[str, Any]:
+    """The applied configuration laid over the live object: maps merged, map lists merged item by item (new
+    items appended), atomic lists and scalars replaced."""
     result = copy.deepcopy(live)
     for key, value in applied.items():
-        if isinstance(value, dict) and isinstance(result.get(key), dict):
-            result[key] = merge_apply(result[key], value)
+        child_schema = _child_schema(schema, key)
+        current = result.get(key)
+        keys = _map_list_keys(child_schema, value)
+        if isinstance(value, dict) and isinstance(current, dict):
+            result[key] = merge_apply(current, value, child_schema)
+        elif keys is not None and isinstance(current, list) and _map_list_keys(child_schema, current) is not None:
+            items_schema = (child_schema or {}).get("items")
+            merged = list(current)
+            for item in value:
+                index = _find_item(merged, item_element(item, keys))
+                if index is None:
+                    merged.append(copy.deepcopy(item))
+                else:
+                    merged[index] = merge_apply(merged[index], item, items_schema)
+            result[key] = merged
         else:
             result[key] = copy.deepcopy(value)
     return result
@@ -221,22 +324,30 @@ def json_patch(target: JSON, operations: JSON) -> JSON:
 
 
 def fields_v1(paths: set[Path]) -> dict[str, Any]:
-    """The managedFields `fieldsV1` rendering of a set of leaf paths."""
+    """The managedFields `fieldsV1` rendering of a set of leaf paths (map-list items as `k:{...}` with `.: {}`)."""
     tree: dict[str, Any] = {}
     for path in sorted(paths):
         node = tree
         for key in path:
-            node = node.setdefault(f"f:{key}", {})
+            if key.startswith(ITEM_PREFIX):
+                node = node.setdefault(key, {})
+                node.setdefault(".", {})
+            else:
+                node = node.setdefault(f"f:{key}", {})
     return tree
 
 
 def paths_from_fields_v1(tree: dict[str, Any], prefix: Path = ()) -> set[Path]:
     paths: set[Path] = set()
     for key, child in tree.items():
-        if not key.startswith("f:"):
+        if key.startswith("f:"):
+            path = (*prefix, key[2:])
+        elif key.startswith(ITEM_PREFIX):
+            path = (*prefix, key)
+        else:
             continue
-        path = (*prefix, key[2:])
-        paths |= paths_from_fields_v1(child, path) if child else {path}
+        below = {name: value for name, value in (child or {}).items() if name != "."}
+        paths |= paths_from_fields_v1(below, path) if below else {path}
     return paths
 
 

@@ -389,6 +389,20 @@ class Store:
 
     # ------------------------------------------------------------------ helpers
 
+    def _schema(self, kind: Kind) -> f.Schema | None:
+        """The structural schema of a custom kind, for map lists in server-side apply; None for built-ins."""
+        if not kind.custom or kind.kind == "CustomResourceDefinition":
+            return None
+        try:
+            return self.crds.validator(kind.group, kind.version, kind.plural).schema
+        except KeyError:
+            return None
+
+    def _status_schema(self, kind: Kind) -> f.Schema | None:
+        schema = self._schema(kind)
+        status = ((schema or {}).get("properties") or {}).get("status")
+        return status if isinstance(status, dict) else None
+
     def _next_rv(self) -> str:
         self._resource_version += 1
         return str(self._resource_version)
@@ -687,7 +701,7 @@ class Store:
                 return obj
             entry = Entry(obj)
             if kind.kind != "CustomResourceDefinition":  # ownership of a 2 MB schema is slow and never needed
-                self._take_ownership(entry, manager, "Update", f.owned_paths(obj), replace=True)
+                self._take_ownership(entry, manager, "Update", f.owned_paths(obj, self._schema(kind)), replace=True)
             result = self._commit(kind, key, entry, "ADDED")
             self._after_write(kind, result)
             return result
@@ -791,9 +805,9 @@ class Store:
                 self._take_ownership(new_entry, owner, operation, applied_paths, replace=True)
             else:
                 candidates = (
-                    f.leaf_paths(merged.get("status") or {}, ("status",))
+                    f.leaf_paths(merged.get("status") or {}, ("status",), self._status_schema(kind))
                     if subresource == "status"
-                    else f.owned_paths(merged)
+                    else f.owned_paths(merged, self._schema(kind))
                 )
                 changed = {path for path in candidates if f.get_path(old, path) != f.get_path(merged, path)}
                 if changed:
@@ -851,7 +865,9 @@ class Store:
                     if not dry_run and kind.kind != "CustomResourceDefinition":
                         created_entry = self.objects[key]
                         created_entry.owners = {}
-                        self._take_ownership(created_entry, manager, "Apply", f.owned_paths(applied), replace=True)
+                        self._take_ownership(
+                            created_entry, manager, "Apply", f.owned_paths(applied, self._schema(kind)), replace=True
+                        )
                         self._render_managed_fields(created_entry, kind)
                         created = copy.deepcopy(created_entry.obj)
                     return created, True
@@ -926,9 +942,9 @@ class Store:
                 "metadata": applied["metadata"],
                 "status": applied.get("status") or {},
             }
-            new_paths = f.leaf_paths(applied["status"], ("status",))
+            new_paths = f.leaf_paths(applied["status"], ("status",), self._status_schema(kind))
         else:
-            new_paths = f.owned_paths(applied)
+            new_paths = f.owned_paths(applied, self._schema(kind))
         live = entry.obj
         conflicts: list[tuple[str, f.Path]] = []
         for other, (_, paths, _) in entry.owners.items():
@@ -941,12 +957,12 @@ class Store:
             causes = [
                 {
                     "type": "FieldManagerConflict",
-                    "message": f'conflict with "{other}": .{".".join(path)}',
-                    "field": "." + ".".join(path),
+                    "message": f'conflict with "{other}": {f.describe(path)}',
+                    "field": f.describe(path),
                 }
                 for other, path in sorted(conflicts)
             ]
-            listed = "\n".join(f'- conflict with "{other}": .{".".join(path)}' for other, path in sorted(conflicts))
+            listed = "\n".join(f'- conflict with "{other}": {f.describe(path)}' for other, path in sorted(conflicts))
             raise ApiError(
                 409,
                 "Conflict",
@@ -961,7 +977,7 @@ class Store:
         previous = scratch.owners.get(owner, ("Apply", set(), ""))[1]
         applied_body = {k: v for k, v in applied.items() if k != "metadata"}
         applied_body["metadata"] = {k: v for k, v in applied["metadata"].items() if k in f.OWNABLE_METADATA}
-        merged = f.merge_apply(live, applied_body)
+        merged = f.merge_apply(live, applied_body, self._schema(kind))
         others = (
             set().union(*(p for m, (_, p, _) in scratch.owners.items() if m != owner))
             if len(scratch.owners) > (owner in scratch.owners)
@@ -969,7 +985,7 @@ class Store:
         )
         for path in sorted(previous - new_paths, key=len, reverse=True):
             if path not in others and not any(o[: len(path)] == path or path[: len(o)] == o for o in new_paths):
-                f.remove_path(merged, path)
+                f.remove_path(merged, path, self._schema(kind))
         merged.pop("managedFields", None)
         updated_entry = Entry(entry.obj, scratch.owners)
         return self._update(
