@@ -5,7 +5,7 @@ import { mockCredentials, mockServices, startTestBackend, TestBackend } from '@b
 import { catalogServiceMock } from '@backstage/plugin-catalog-node/testUtils';
 import { scaffolderModuleGenaiPortal } from '../src';
 import { FakePortal } from './support/fakePortal';
-import { runTask } from './support/scaffolder';
+import { runTask, waitForTask } from './support/scaffolder';
 import { loadTemplate, templateRef, TEMPLATE_FILES } from './support/templates';
 
 const onboard = loadTemplate('onboard-team.yaml');
@@ -137,5 +137,51 @@ describe('software templates in a scaffolder backend', () => {
       assert.match(messages, /Dry run: would /, messages);
     }
     assert.equal(portal.requests.length, before);
+  });
+
+  it('cancelling a deploy task stops its wait: the action honours the abort signal', async () => {
+    const slowPortal = await new FakePortal({ readyAfterPolls: 100_000 }).start();
+    slowPortal.addTeam('ml', { 'user:default/jane': 'admin' }, 'group:default/ml');
+    const slow = await startTestBackend({
+      features: [
+        import('@backstage/plugin-scaffolder-backend'),
+        scaffolderModuleGenaiPortal,
+        catalogServiceMock.factory({ entities: TEMPLATE_FILES.map(loadTemplate) }),
+        mockServices.rootConfig.factory({ data: { genaiPortal: { baseUrl: slowPortal.url, token: slowPortal.token } } }),
+        mockServices.httpAuth.factory({ defaultCredentials: mockCredentials.user('user:default/jane') }),
+      ],
+    });
+    try {
+      const address = slow.server.address();
+      const slowUrl = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
+      const created = await fetch(`${slowUrl}/api/scaffolder/v2/tasks`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({
+          templateRef: templateRef(deploy),
+          values: { team: 'group:default/ml', model: 'resource:default/qwen2-5-7b-instruct', name: 'slow', minReplicas: 1, maxReplicas: 1, scaleToZero: false, timeoutSeconds: 600 },
+        }),
+      });
+      const { id } = (await created.json()) as any;
+      // Wait until the action is polling, then cancel.
+      const polls = () => slowPortal.requests.filter(r => r.method === 'GET' && r.path === '/api/v1/teams/ml/deployments/slow').length;
+      const deadline = Date.now() + 20_000;
+      while (polls() === 0 && Date.now() < deadline) await new Promise(r => setTimeout(r, 100));
+      assert.ok(polls() > 0, 'the action started waiting');
+      const cancelled = await fetch(`${slowUrl}/api/scaffolder/v2/tasks/${id}/cancel`, { method: 'POST' });
+      assert.equal(cancelled.status, 200);
+      const result = await waitForTask(slowUrl, id, {}, 20_000);
+      // scaffolder-backend 4.2 records the cancellation as an event and ends the task as failed
+      // with the action's own error, which says it stopped because it was cancelled.
+      assert.ok(['cancelled', 'failed'].includes(result.status), result.status);
+      assert.ok(result.events.some(event => event.type === 'cancelled'), result.rawEvents);
+      assert.match(result.rawEvents, /Cancelled while waiting for deployment 'slow' to become Ready/);
+      const after = polls();
+      await new Promise(r => setTimeout(r, 6_000)); // longer than the 5 s poll interval
+      assert.equal(polls(), after, 'no polling after the cancellation');
+    } finally {
+      await slow.stop();
+      await slowPortal.stop();
+    }
   });
 });
