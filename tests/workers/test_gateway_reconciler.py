@@ -104,6 +104,7 @@ def test_issue_reaches_secret_and_security_policy_in_one_reconcile(
     assert policies_needing_reconcile() == []
     # The key is in no log line, and not in what the API shows of the applied policy.
     assert issued.key not in caplog.text
+    assert base64.b64encode(issued.key.encode()).decode() not in caplog.text
     shown = matrix.client("platform_admin").get(f"/api/v1/clusters/{cluster.name}/gateway-policy")
     assert shown.status_code == 200
     assert issued.key not in shown.content.decode()

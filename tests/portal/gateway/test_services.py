@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -161,3 +162,22 @@ def test_suspended_team_gets_no_new_keys(matrix: RoleMatrix) -> None:
     with pytest.raises(Conflict):
         services.credential_issue(actor=None, team=matrix.team, name="x")
     assert not Credential.objects.exists()
+
+
+def test_changes_nudge_the_reconcile_of_every_cluster_policy_after_commit(
+    matrix: RoleMatrix, django_capture_on_commit_callbacks: Any
+) -> None:
+    clusters = [ClusterFactory(), ClusterFactory()]
+    with django_capture_on_commit_callbacks() as callbacks:
+        issued = services.credential_issue(actor=None, team=matrix.team, name="ci")
+    assert len(callbacks) == len(clusters)  # one gateway.reconcile per cluster policy, ids only
+    policies = ClusterGatewayPolicy.objects.order_by("cluster_id")
+    assert [policy.cluster_id for policy in policies] == [cluster.pk for cluster in clusters]
+    with django_capture_on_commit_callbacks() as callbacks:
+        services.credential_revoke(actor=None, credential=issued.credential)
+    assert len(callbacks) == 2
+    assert list(policies.values_list("generation", flat=True)) == [2, 2]
+    with django_capture_on_commit_callbacks() as callbacks:
+        services.credential_revoke(actor=None, credential=issued.credential)  # already revoked: nothing to do
+    assert callbacks == []
+    assert list(policies.values_list("generation", flat=True)) == [2, 2]
