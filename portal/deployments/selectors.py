@@ -52,14 +52,6 @@ def team_gpus_in_use(*, team: Team, accelerator_type: str, excluding_id: int | N
     return int(total or 0)
 
 
-def deployment_ids_needing_reconcile(*, include_ready: bool) -> list[int]:
-    """The outbox: rows whose spec is ahead of what was observed, rows not Ready, and (slowly) all of them."""
-    deployments = Deployment.objects.all()
-    if not include_ready:
-        deployments = deployments.filter(Q(observed_generation__lt=F("generation")) | ~Q(phase=Phase.READY))
-    return list(deployments.order_by("pk").values_list("pk", flat=True))
-
-
 def deployment_resync_plan(*, include_ready: bool) -> tuple[list[int], dict[int, list[int]]]:
     """The outbox split two ways: rows that need a full reconcile whatever the cluster shows (spec ahead of what
     was observed, being deleted), and the rest by cluster id, to be checked against one snapshot per cluster."""
@@ -114,9 +106,7 @@ class _SpecReader:
                 model_slug=model_slug, version=version
             )
         if deployment.cluster_id not in self._clusters:
-            self._clusters[deployment.cluster_id] = cluster_selectors.cluster_contract(
-                cluster_id=deployment.cluster_id
-            )
+            self._clusters[deployment.cluster_id] = cluster_selectors.cluster_contract(cluster_id=deployment.cluster_id)
         pool_key = (deployment.cluster_id, deployment.accelerator_type)
         if pool_key not in self._pools:
             self._pools[pool_key] = cluster_selectors.pool_contract(

@@ -171,13 +171,30 @@ def test_a_model_that_cannot_load_is_failed(world: tuple[RoleMatrix, Sandbox]) -
 
 
 def test_a_lost_task_message_still_converges_through_resync(world: tuple[RoleMatrix, Sandbox]) -> None:
-    from portal.deployments.selectors import deployment_ids_needing_reconcile
+    """The row is the outbox: with the create's nudge lost, the periodic resync task alone brings it to Ready."""
+    from celery import current_app
+
+    from workers.tasks.deployments import resync
 
     matrix, sandbox = world
     deployment = deploy(matrix)  # its on_commit nudge never reaches a worker in this test
-    assert deployment.pk in deployment_ids_needing_reconcile(include_ready=False)
-    reconcile_until(deployment.pk, sandbox, "Ready")
-    assert deployment.pk not in deployment_ids_needing_reconcile(include_ready=False)
+    eager = current_app.conf.task_always_eager
+    current_app.conf.task_always_eager = True  # what resync enqueues runs here, in order
+    try:
+        enqueued = []
+        for _ in range(10):
+            deployment.refresh_from_db()
+            if deployment.phase == "Ready":
+                break
+            enqueued.append(resync())
+            sandbox.settle()
+    finally:
+        current_app.conf.task_always_eager = eager
+    assert deployment.phase == "Ready", deployment.message
+    assert enqueued[0] == 1  # never observed: a full reconcile
+    sandbox.reset_records()
+    assert resync(include_ready=True) == 0  # in sync: nothing enqueued
+    assert sandbox.writes() == []
 
 
 def test_drift_is_repaired(world: tuple[RoleMatrix, Sandbox]) -> None:
