@@ -3,6 +3,7 @@ rollups, budget status, and quarantined events."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -82,9 +83,32 @@ def price_book(*, model_ids: Iterable[int]) -> PriceBook:
     )
 
 
+# Known credentials, per process: a client id always belongs to the same credential and team, so a found
+# credential is kept for a while; an unknown one is asked again in the next batch (it may just have been issued).
+_CREDENTIAL_CACHE_SECONDS = 300.0
+_credential_cache: dict[str, tuple[float, CredentialRef]] = {}
+
+
 def credentials_by_client_id(client_ids: Iterable[str]) -> dict[str, CredentialRef | None]:
     """Attribution is only ever through the gateway's credential record, one lookup per distinct client id."""
-    return {client_id: gateway_selectors.credential_by_client_id(client_id) for client_id in set(client_ids)}
+    now = time.monotonic()
+    found: dict[str, CredentialRef | None] = {}
+    for client_id in set(client_ids):
+        cached = _credential_cache.get(client_id)
+        if cached is not None and now - cached[0] < _CREDENTIAL_CACHE_SECONDS:
+            found[client_id] = cached[1]
+            continue
+        credential = gateway_selectors.credential_by_client_id(client_id)
+        found[client_id] = credential
+        if credential is not None:
+            if len(_credential_cache) > 100_000:
+                _credential_cache.clear()
+            _credential_cache[client_id] = (now, credential)
+    return found
+
+
+def forget_cached_credentials() -> None:
+    _credential_cache.clear()
 
 
 def model_exists(*, slug: str) -> ModelRef | None:

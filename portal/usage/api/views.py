@@ -8,7 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.db import DatabaseError
+from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiParameter, OpenApiTypes, extend_schema
 from google.protobuf.json_format import MessageToDict
@@ -81,7 +81,7 @@ class _IngestView(PortalView):
             response = _problem_response(
                 413, "payload_too_large", "Payload too large", "The request body is larger than the portal accepts"
             )
-        elif isinstance(exc, services.IngestionUnavailable | DatabaseError):
+        elif isinstance(exc, services.IngestionUnavailable | OperationalError | InterfaceError):
             logger.warning("usage ingestion unavailable: %s", exc)
             response = _problem_response(
                 503,

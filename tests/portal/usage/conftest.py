@@ -19,6 +19,7 @@ from portal.gateway import services as gateway_services
 from portal.tenancy.models import Team
 from portal.usage import services as usage_services
 from portal.usage.partitions import forget_known_partitions
+from portal.usage.selectors import forget_cached_credentials
 from tests.conftest import RoleMatrix
 from tests.factories import ManagedVersionFactory, PriceFactory, ServicePrincipalFactory
 
@@ -28,8 +29,9 @@ PRICE_START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture(autouse=True)
-def _fresh_partition_cache() -> None:
+def _fresh_process_caches() -> None:
     forget_known_partitions()
+    forget_cached_credentials()
 
 
 @dataclass
