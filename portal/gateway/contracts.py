@@ -7,6 +7,9 @@ from datetime import datetime
 
 from portal.clusters.contracts import ClusterContract
 
+# Envoy Gateway 1.9: rules in one BackendTrafficPolicy's global rate limit.
+MAX_RATE_LIMIT_RULES = 256
+
 
 @dataclass(frozen=True)
 class CredentialRef:

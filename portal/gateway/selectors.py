@@ -149,6 +149,26 @@ def deployment_allowed_key_ids(*, team_slug: str, model_slug: str) -> tuple[str,
     return tuple(key_id for key_id, allowed in keys if not allowed or model_slug in allowed)
 
 
+def team_has_restricted_keys(*, team: Team) -> bool:
+    return Credential.objects.filter(_valid_at(timezone.now()), team=team).exclude(allowed_models=[]).exists()
+
+
+def rate_limit_rules_needed(*, extra_team: Team | None = None, extra_restricted_keys: int = 0) -> int:
+    """Rules the token-limit policy needs (the same on every cluster): 2 per team with current keys (1 when
+    blocked), plus 1 per current key with a model allow-list of a team that is not blocked."""
+    current = Credential.objects.filter(_valid_at(timezone.now()))
+    team_ids = set(current.values_list("team_id", flat=True).distinct())
+    if extra_team is not None:
+        team_ids.add(extra_team.pk)
+    blocked = set(
+        Team.objects.filter(pk__in=team_ids)
+        .filter(~Q(status=Team.Status.ACTIVE) | Q(gateway_policy__budget_enforcement=BudgetEnforcement.BLOCK))
+        .values_list("pk", flat=True)
+    )
+    restricted = current.exclude(allowed_models=[]).exclude(team_id__in=blocked).count()
+    return 2 * len(team_ids - blocked) + len(blocked) + restricted + extra_restricted_keys
+
+
 def _managed_versions(providers: set[str]) -> list[ModelVersion]:
     """The newest non-retired version per served model name, for managed models of the given providers."""
     versions = (

@@ -25,6 +25,7 @@ from portal.core.audit import audit_record
 from portal.core.encryption import encrypt_secret
 from portal.core.errors import Conflict, DomainError, FieldProblem, NotFound, ValidationFailed
 from portal.gateway import conf, selectors
+from portal.gateway.contracts import MAX_RATE_LIMIT_RULES
 from portal.gateway.models import (
     PROVIDER_BACKEND_NAME_PATTERN,
     BudgetEnforcement,
@@ -132,12 +133,27 @@ def gateway_policies_bump(*, cluster_ids: Iterable[int] | None = None) -> list[i
     return policy_ids
 
 
-def _nudge_team_deployments(team: Team) -> None:
-    """Per-key allow-lists are part of the team's deployment routes: re-render them (no spec change)."""
+def _nudge_team_deployments(team: Team, *, changed_key_restricted: bool) -> None:
+    """Per-key allow-lists are part of the team's deployment routes: when the changed key is restricted, or
+    the team has restricted keys (so routes list key ids), re-render the team's deployments (no spec change)."""
     from portal.deployments.models import Deployment  # the deployments app reads gateway selectors, not back
 
+    if not changed_key_restricted and not selectors.team_has_restricted_keys(team=team):
+        return
     for deployment_id in Deployment.objects.filter(team=team).values_list("pk", flat=True):
         _send_after_commit(DEPLOYMENT_RECONCILE_TASK, deployment_id)
+
+
+def _check_rate_limit_room(*, team: Team, adding_restricted_key: bool) -> None:
+    """Refuse a key that would push a cluster's token-limit policy over the upstream rule limit: a clear error
+    now, rather than a policy the reconciler has to refuse later."""
+    needed = selectors.rate_limit_rules_needed(extra_team=team, extra_restricted_keys=int(adding_restricted_key))
+    if needed > MAX_RATE_LIMIT_RULES:
+        raise Conflict(
+            f"The gateway's token-limit policy would need {needed} rules; a BackendTrafficPolicy holds at most "
+            f"{MAX_RATE_LIMIT_RULES} (rules: 2 per team, 1 per blocked team, 1 per key with a model allow-list)",
+            code="gateway_rule_limit",
+        )
 
 
 # ---------------------------------------------------------------------------------------------- credentials
@@ -224,6 +240,7 @@ def credential_issue(
     )
     if team.status != Team.Status.ACTIVE:
         raise Conflict(f"Team '{team.slug}' is suspended: no new keys", code="team_suspended")
+    _check_rate_limit_room(team=team, adding_restricted_key=bool(models))
     issued = _create_credential(actor=actor, team=team, name=clean_name, allowed_models=models, expires_at=expires_at)
     audit_record(
         actor=actor,
@@ -235,8 +252,7 @@ def credential_issue(
         after=_credential_snapshot(issued.credential),
     )
     gateway_policies_bump()
-    if models:
-        _nudge_team_deployments(team)
+    _nudge_team_deployments(team, changed_key_restricted=bool(models))
     return issued
 
 
@@ -301,8 +317,7 @@ def credential_rotate(
         after=_credential_snapshot(issued.credential) | {"replaces": locked.pk},
     )
     gateway_policies_bump()
-    if locked.allowed_models:
-        _nudge_team_deployments(locked.team)
+    _nudge_team_deployments(locked.team, changed_key_restricted=bool(locked.allowed_models))
     return issued
 
 
@@ -327,8 +342,7 @@ def credential_revoke(*, actor: User | None, credential: Credential) -> Credenti
         after=_credential_snapshot(locked),
     )
     gateway_policies_bump()
-    if locked.allowed_models:
-        _nudge_team_deployments(locked.team)
+    _nudge_team_deployments(locked.team, changed_key_restricted=bool(locked.allowed_models))
     return locked
 
 

@@ -18,8 +18,8 @@ from portal.gateway import selectors, services
 from portal.gateway.contracts import CredentialRef
 from portal.gateway.models import ClusterGatewayPolicy, Credential, TeamGatewayPolicy
 from portal.tenancy.models import Team
-from tests.conftest import RoleMatrix
-from tests.factories import CatalogModelFactory, ClusterFactory
+from tests.conftest import RoleMatrix, assert_problem, client_with_token
+from tests.factories import CatalogModelFactory, ClusterFactory, TeamFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -181,3 +181,50 @@ def test_changes_nudge_the_reconcile_of_every_cluster_policy_after_commit(
         services.credential_revoke(actor=None, credential=issued.credential)  # already revoked: nothing to do
     assert callbacks == []
     assert list(policies.values_list("generation", flat=True)) == [2, 2]
+
+
+def test_a_key_that_would_overflow_the_token_limit_policy_is_refused_naming_the_limit(matrix: RoleMatrix) -> None:
+    for index in range(127):
+        services.credential_issue(actor=None, team=TeamFactory(slug=f"full-{index}"), name="k")
+    services.credential_issue(actor=None, team=matrix.team, name="k")  # 128 teams: 256 rules, exactly the limit
+    assert selectors.rate_limit_rules_needed() == 256
+    services.credential_issue(actor=None, team=matrix.team, name="second")  # same team: no new rule
+    response = client_with_token(matrix.outsider).post(
+        "/api/v1/teams/beta/credentials", {"name": "one-too-many"}, format="json"
+    )
+    body = assert_problem(response, 409, "gateway_rule_limit")
+    assert "at most 256" in body["detail"]
+    assert not Credential.objects.filter(team=matrix.other_team).exists()
+    CatalogModelFactory(slug="m")
+    with pytest.raises(Conflict, match="at most 256"):  # a model allow-list needs a rule of its own
+        services.credential_issue(actor=None, team=matrix.team, name="restricted", allowed_models=["m"])
+    assert not Credential.objects.filter(name="restricted").exists()
+
+
+def test_an_unrestricted_key_re_renders_deployment_routes_only_when_the_team_has_restricted_keys(
+    matrix: RoleMatrix, django_capture_on_commit_callbacks: Any
+) -> None:
+    from tests.factories import AcceleratorPoolFactory, SelfHostedVersionFactory
+
+    pool = AcceleratorPoolFactory()
+    version = SelfHostedVersionFactory(model__slug="qwen")
+    from portal.deployments.models import Deployment
+
+    Deployment.objects.create(
+        team=matrix.team,
+        name="chat",
+        model_version=version,
+        cluster=pool.cluster,
+        accelerator_type=pool.accelerator_type,
+        served_model_name="qwen",
+        gpus_per_replica=1,
+    )
+    with django_capture_on_commit_callbacks() as callbacks:
+        services.credential_issue(actor=None, team=matrix.team, name="plain")
+    assert len(callbacks) == 1  # the cluster's gateway policy only
+    with django_capture_on_commit_callbacks() as callbacks:
+        services.credential_issue(actor=None, team=matrix.team, name="narrow", allowed_models=["qwen"])
+    assert len(callbacks) == 2  # and the deployment
+    with django_capture_on_commit_callbacks() as callbacks:
+        services.credential_issue(actor=None, team=matrix.team, name="plain-two")
+    assert len(callbacks) == 2  # routes list key ids now, so the new key must be added to them

@@ -16,7 +16,13 @@ import hashlib
 from typing import Any
 
 from portal.gateway.bootstrap import build_bootstrap_objects
-from portal.gateway.contracts import GatewayPolicySpec, ManagedModelRoute, ProviderBackendSpec, TeamGatewayAccess
+from portal.gateway.contracts import (
+    MAX_RATE_LIMIT_RULES,
+    GatewayPolicySpec,
+    ManagedModelRoute,
+    ProviderBackendSpec,
+    TeamGatewayAccess,
+)
 from workers.provisioning.manifests.labels import CLIENT_ID_HEADER, MANAGED_BY, MANAGED_BY_KEY, MODEL_HEADER, TEAM_KEY
 
 Manifest = dict[str, Any]
@@ -39,7 +45,6 @@ TOKEN_COSTS = (
 )
 
 # Upstream limits (EG 1.9, AI Gateway 1.1 CRDs).
-MAX_RATE_LIMIT_RULES = 256
 MAX_ROUTE_RULES = 14  # 15 per AIGatewayRoute, one reserved for the controller's catch-all
 MAX_HEADER_VALUE = 1024  # rate-limit header match value
 MAX_ROUTE_HEADER_VALUE = 4096  # AIGatewayRoute header match value
