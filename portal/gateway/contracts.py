@@ -86,3 +86,16 @@ class GatewayPolicySpec:
             f"GatewayPolicySpec(cluster={self.cluster.name!r}, generation={self.generation}, "
             f"teams={len(self.teams)}, providers={len(self.providers)}, routes={len(self.managed_routes)})"
         )
+
+
+@dataclass(frozen=True)
+class TeamGatewayState:
+    """What the gateway enforces for a team now, as members see it."""
+
+    team_slug: str
+    budget_enforcement: str
+    reason: str
+    blocked_reason: str
+    tokens_per_minute: int
+    tokens_per_day: int
+    current_keys: int

@@ -21,6 +21,7 @@ from portal.gateway.contracts import (
     ManagedModelRoute,
     ProviderBackendSpec,
     TeamGatewayAccess,
+    TeamGatewayState,
 )
 from portal.gateway.models import (
     BudgetEnforcement,
@@ -28,6 +29,7 @@ from portal.gateway.models import (
     Credential,
     CredentialReveal,
     ProviderBackend,
+    TeamGatewayPolicy,
 )
 from portal.tenancy.models import Team
 
@@ -147,6 +149,30 @@ def deployment_allowed_key_ids(*, team_slug: str, model_slug: str) -> tuple[str,
     if all(not allowed or model_slug in allowed for _, allowed in keys):
         return None
     return tuple(key_id for key_id, allowed in keys if not allowed or model_slug in allowed)
+
+
+def team_gateway_state(*, team: Team) -> TeamGatewayState:
+    """The team's effective gateway limits: its quota, lowered when throttled, zero when blocked."""
+    quota = getattr(team, "quota", None)
+    policy = TeamGatewayPolicy.objects.filter(team=team).first()
+    enforcement = policy.budget_enforcement if policy is not None else BudgetEnforcement.NONE
+    per_minute = quota.tokens_per_minute if quota is not None else 0
+    per_day = quota.tokens_per_day if quota is not None else 0
+    if enforcement == BudgetEnforcement.THROTTLE:
+        per_minute = max(1, per_minute * conf.throttle_percent() // 100)
+        per_day = max(1, per_day * conf.throttle_percent() // 100)
+    blocked = "suspended" if team.status != Team.Status.ACTIVE else "budget" if enforcement == "block" else ""
+    if blocked:
+        per_minute = per_day = 0
+    return TeamGatewayState(
+        team_slug=team.slug,
+        budget_enforcement=enforcement,
+        reason=policy.reason if policy is not None else "",
+        blocked_reason=blocked,
+        tokens_per_minute=per_minute,
+        tokens_per_day=per_day,
+        current_keys=Credential.objects.filter(_valid_at(timezone.now()), team=team).count(),
+    )
 
 
 def team_has_restricted_keys(*, team: Team) -> bool:

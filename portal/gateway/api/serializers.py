@@ -160,3 +160,13 @@ class GatewayPolicyOutput(serializers.Serializer):
     message = serializers.CharField()
     last_reconciled_at = serializers.DateTimeField(allow_null=True)
     applied_manifests = serializers.ListField(child=serializers.DictField())
+
+
+class TeamGatewayStateOutput(serializers.Serializer):
+    team = serializers.CharField(source="team_slug")
+    budget_enforcement = serializers.ChoiceField(choices=["none", "throttle", "block"])
+    reason = serializers.CharField()
+    blocked_reason = serializers.CharField(help_text="'suspended', 'budget', or empty")
+    tokens_per_minute = serializers.IntegerField(help_text="Effective limit at the gateway (0 when blocked)")
+    tokens_per_day = serializers.IntegerField()
+    current_keys = serializers.IntegerField()

@@ -16,6 +16,7 @@ urlpatterns = [
         views.CredentialRotateView.as_view(),
         name="credential-rotate",
     ),
+    path("teams/<str:team>/gateway-policy", views.TeamGatewayStateView.as_view(), name="team-gateway-policy"),
     path("credential-reveals/<str:token>", views.CredentialRevealView.as_view(), name="credential-reveal"),
     path(
         "clusters/<str:cluster>/provider-backends",

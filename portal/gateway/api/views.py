@@ -154,6 +154,16 @@ class CredentialRevealView(PortalView):
         return Response(body, headers={"Cache-Control": "no-store"})
 
 
+class TeamGatewayStateView(PortalView):
+    @extend_schema(
+        responses=serializers.TeamGatewayStateOutput,
+        summary="The team's effective gateway limits and budget enforcement (members)",
+    )
+    def get(self, request: Request, team: str) -> Response:
+        state = selectors.team_gateway_state(team=team_for_request(request, team))
+        return Response(serializers.TeamGatewayStateOutput(state).data)
+
+
 class ProviderBackendListView(PortalGenericView):
     permission_classes = [IsPlatformAdmin]
     serializer_class = serializers.ProviderBackendOutput

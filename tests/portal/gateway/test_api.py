@@ -281,3 +281,29 @@ def test_gateway_policy_matrix(matrix: RoleMatrix, who: str) -> None:
     assert response.status_code == ADMIN_ONLY[who]
     if response.status_code == 200:
         assert response.json()["generation"] == 0
+
+
+@pytest.mark.parametrize("who", ROLES)
+def test_team_gateway_policy_matrix_and_effective_limits(matrix: RoleMatrix, who: str) -> None:
+    from portal.gateway.services import team_budget_enforcement_set
+
+    response = matrix.client(who).get("/api/v1/teams/alpha/gateway-policy")
+    expected = {"anonymous": 401, "outsider": 404}
+    assert response.status_code == expected.get(who, 200)
+    if response.status_code != 200:
+        return
+    assert response.json() == {
+        "team": "alpha",
+        "budget_enforcement": "none",
+        "reason": "",
+        "blocked_reason": "",
+        "tokens_per_minute": 100000,
+        "tokens_per_day": 10000000,
+        "current_keys": 0,
+    }
+    team_budget_enforcement_set(actor=None, team=matrix.team, enforcement="throttle", reason="90% spent")
+    throttled = matrix.client(who).get("/api/v1/teams/alpha/gateway-policy").json()
+    assert (throttled["tokens_per_minute"], throttled["tokens_per_day"]) == (10000, 1000000)
+    team_budget_enforcement_set(actor=None, team=matrix.team, enforcement="block", reason="spent")
+    blocked = matrix.client(who).get("/api/v1/teams/alpha/gateway-policy").json()
+    assert (blocked["blocked_reason"], blocked["tokens_per_minute"], blocked["reason"]) == ("budget", 0, "spent")
