@@ -22,8 +22,9 @@ from portal.gateway.models import ClusterGatewayPolicy, Credential
 from portal.tenancy import services as tenancy_services
 from tests.conftest import RoleMatrix
 from tests.factories import ManagedVersionFactory, SelfHostedVersionFactory
+from workers.kube.errors import RetryableClusterError
 from workers.provisioning.gateway import reconcile_gateway_policy
-from workers.sandbox.server import Sandbox
+from workers.sandbox.server import Fault, Sandbox
 from workers.tasks.gateway import policies_needing_reconcile
 
 pytestmark = pytest.mark.django_db
@@ -349,3 +350,56 @@ def test_per_key_allow_lists_reach_the_deployment_route(world: tuple[RoleMatrix,
         "value"
     ]
     assert pattern == "^alpha\\..+$"
+
+
+@pytest.mark.parametrize(
+    "fault", [Fault(status=503), Fault(status=429), Fault(drop=True)], ids=["503", "429", "dropped"]
+)
+def test_a_retryable_fault_leaves_the_policy_behind_and_the_next_pass_converges(
+    world: tuple[RoleMatrix, Sandbox, Cluster], fault: Fault
+) -> None:
+    matrix, sandbox, cluster = world
+    issued = services.credential_issue(actor=matrix.developer, team=matrix.team, name="ci")
+    policy_id = _policy_id(cluster)
+    sandbox.add_fault(Fault(method="PATCH", path="securitypolicies", status=fault.status, drop=fault.drop, times=1))
+    with pytest.raises(RetryableClusterError):
+        reconcile_gateway_policy(policy_id)
+    policy = ClusterGatewayPolicy.objects.get(pk=policy_id)
+    assert policy.observed_generation < policy.generation
+    assert policies_needing_reconcile() == [policy_id]
+    assert reconcile_gateway_policy(policy_id).outcome == "applied"
+    assert _secret_keys(sandbox, "alpha") == {issued.client_id: issued.key}
+    assert _credential_refs(sandbox) == ["genai-portal-keys-alpha"]
+    assert policies_needing_reconcile() == []
+
+
+def test_a_refused_object_is_a_failed_policy_with_the_servers_message(
+    world: tuple[RoleMatrix, Sandbox, Cluster],
+) -> None:
+    matrix, sandbox, cluster = world
+    services.credential_issue(actor=matrix.developer, team=matrix.team, name="ci")
+    policy_id = _policy_id(cluster)
+    sandbox.add_fault(Fault(method="PATCH", path="backendtrafficpolicies", status=422, message="spec.rateLimit: nope"))
+    assert reconcile_gateway_policy(policy_id).outcome == "failed"
+    policy = ClusterGatewayPolicy.objects.get(pk=policy_id)
+    assert policy.phase == "Failed"
+    assert "spec.rateLimit: nope" in policy.message
+    assert policies_needing_reconcile() == [policy_id]  # not applied: the resync keeps trying
+    assert reconcile_gateway_policy(policy_id).outcome == "applied"
+    assert ClusterGatewayPolicy.objects.get(pk=policy_id).phase == "Ready"
+
+
+def test_the_reconcile_task_takes_an_id_and_a_concurrent_run_is_busy(
+    world: tuple[RoleMatrix, Sandbox, Cluster],
+) -> None:
+    from workers.provisioning.gateway import GatewayPolicyBusy, policy_lock
+    from workers.tasks import gateway as gateway_tasks
+
+    matrix, _sandbox, cluster = world
+    services.credential_issue(actor=matrix.developer, team=matrix.team, name="ci")
+    policy_id = _policy_id(cluster)
+    with policy_lock(policy_id), pytest.raises(GatewayPolicyBusy):
+        reconcile_gateway_policy(policy_id)
+    assert gateway_tasks.reconcile(policy_id) == "applied"
+    assert gateway_tasks.reconcile(policy_id) == "unchanged"
+    assert gateway_tasks.reconcile(999999) == "gone"
