@@ -70,9 +70,8 @@ class CredentialListView(KeyResponseMixin, PortalGenericView):
 
     @extend_schema(responses=serializers.CredentialOutput(many=True), summary="A team's gateway credentials (no keys)")
     def get(self, request: Request, team: str) -> Response:
-        credentials = selectors.credential_list(team=team_for_request(request, team))
-        if request.query_params.get("current") in ("1", "true"):
-            credentials = selectors.credential_list(team=team_for_request(request, team), include_inactive=False)
+        current_only = request.query_params.get("current") in ("1", "true")
+        credentials = selectors.credential_list(team=team_for_request(request, team), include_inactive=not current_only)
         page = self.paginate_queryset(credentials)
         return self.get_paginated_response(serializers.CredentialOutput(page, many=True).data)
 
