@@ -403,3 +403,36 @@ def test_the_reconcile_task_takes_an_id_and_a_concurrent_run_is_busy(
     assert gateway_tasks.reconcile(policy_id) == "applied"
     assert gateway_tasks.reconcile(policy_id) == "unchanged"
     assert gateway_tasks.reconcile(999999) == "gone"
+
+
+def test_a_credential_change_reaches_every_cluster(world: tuple[RoleMatrix, Sandbox, Cluster]) -> None:
+    from workers.sandbox.validation import default_crd_dir
+
+    matrix, first_sandbox, first = world
+    with Sandbox(crd_dir=default_crd_dir(), ready_delay=0.0, tick=0.02) as second_sandbox:
+        second = cluster_register(
+            actor=None,
+            name=f"second-{id(matrix) % 100000}",
+            api_server=second_sandbox.url,
+            auth_kind="token",
+            token="sandbox-token",
+            region="us-east",
+            gateway_namespace=NS,
+            gateway_name="ai-gateway",
+            deployment_mode="Standard",
+            autoscaler_class="keda",
+        )
+        issued = services.credential_issue(actor=matrix.developer, team=matrix.team, name="ci")
+        ids = policies_needing_reconcile()
+        assert ids == sorted([_policy_id(first), _policy_id(second)])
+        for policy_id in ids:
+            reconcile_gateway_policy(policy_id)
+        for sandbox in (first_sandbox, second_sandbox):
+            assert _secret_keys(sandbox, "alpha") == {issued.client_id: issued.key}
+        services.credential_revoke(actor=matrix.developer, credential=issued.credential)
+        assert policies_needing_reconcile() == ids
+        for policy_id in ids:
+            reconcile_gateway_policy(policy_id)
+        for sandbox in (first_sandbox, second_sandbox):
+            assert _secret_keys(sandbox, "alpha") == {}
+            assert _credential_refs(sandbox) == ["genai-portal-keys-none"]
