@@ -307,3 +307,19 @@ def test_team_gateway_policy_matrix_and_effective_limits(matrix: RoleMatrix, who
     team_budget_enforcement_set(actor=None, team=matrix.team, enforcement="block", reason="spent")
     blocked = matrix.client(who).get("/api/v1/teams/alpha/gateway-policy").json()
     assert (blocked["blocked_reason"], blocked["tokens_per_minute"], blocked["reason"]) == ("budget", 0, "spent")
+
+
+def test_rotation_can_deliver_the_new_key_by_reveal_link(matrix: RoleMatrix) -> None:
+    client = matrix.client("admin")
+    created = client.post(BASE, {"name": "svc"}, format="json").json()
+    rotated = client.post(
+        f"{BASE}/{created['id']}/rotate", {"delivery": "reveal_link", "overlap_seconds": 0}, format="json"
+    )
+    assert rotated.status_code == 201
+    body = rotated.json()
+    assert "key" not in body
+    assert rotated["Location"] == f"{BASE}/{body['id']}"
+    revealed = client.get(f"/api/v1/credential-reveals/{body['reveal_url'].rsplit('/', 1)[1]}").json()
+    assert revealed["client_id"] == body["client_id"]
+    assert revealed["key"] != created["key"]
+    assert client.get(f"{BASE}/{created['id']}").json()["state"] in ("rotating", "expired")
