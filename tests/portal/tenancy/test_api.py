@@ -999,7 +999,11 @@ def test_two_admins_demoting_each_other_at_once_leave_one_admin(matrix: RoleMatr
         thread.start()
     for thread in threads:
         thread.join()
-    assert sorted(statuses) == [200, 409]
+    # One demotion wins. The other is refused: 409 when both passed the permission check at once (the last
+    # admin would go), 403 when the winner had already demoted its author to viewer before it was checked.
+    first, second = sorted(statuses)
+    assert first == 200
+    assert second in (403, 409)
     assert Membership.objects.filter(team=matrix.team, role=Role.ADMIN).count() == 1
 
 
