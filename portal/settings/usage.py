@@ -30,3 +30,5 @@ USAGE_BUDGET_WEBHOOK_URL = ENV.url("PORTAL_BUDGET_WEBHOOK_URL", schemes=frozense
 USAGE_BUDGET_WEBHOOK_TIMEOUT_SECONDS = ENV.integer("PORTAL_BUDGET_WEBHOOK_TIMEOUT_SECONDS", 5, minimum=1, maximum=60)
 # Seconds a producer is asked to wait when ingestion is unavailable (Retry-After on 503).
 USAGE_RETRY_AFTER_SECONDS = ENV.integer("PORTAL_USAGE_RETRY_AFTER_SECONDS", 5, minimum=1, maximum=3600)
+# Ingestion waits at most this long for a lock (partition DDL, a long re-rate) before answering 503.
+USAGE_INGEST_LOCK_TIMEOUT_MS = ENV.integer("PORTAL_USAGE_INGEST_LOCK_TIMEOUT_MS", 5000, minimum=10)

@@ -211,6 +211,8 @@ def record_from_fields(
     extras = {key: _json_safe(value) for key, value in data.items() if key not in known}
     if request_id:
         extras["request_id"] = request_id
+    if len(models) > 1:  # every name the gateway reported, for re-attribution out of quarantine
+        extras["model_names"] = models
     return UsageRecord(
         index=index,
         event_id=event_id_text,

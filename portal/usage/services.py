@@ -185,6 +185,9 @@ def _insert(rows: list[_Row], received_at: datetime) -> set[tuple[datetime, str,
     for attempt in range(4):
         try:
             with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT set_config('lock_timeout', %s, true)", [f"{settings.USAGE_INGEST_LOCK_TIMEOUT_MS}ms"]
+                )
                 cursor.execute(_INSERT_SQL, [received_at, document])
                 inserted = {(moment, source, event_id) for moment, source, event_id in cursor.fetchall()}
                 inserted_dirty = sorted(
@@ -307,19 +310,34 @@ DELETE FROM usage_hourly h USING unnest(%s::timestamptz[], %s::bigint[]) AS c(ho
 WHERE h.team_id = c.team_id AND h.hour = c.hour
 """
 
+# Claimed hours are grouped into runs of consecutive hours per team, so a month of dirty hours is one index range
+# scan per team rather than one probe per hour.
 _HOURLY_INSERT_SQL = """
 INSERT INTO usage_hourly (team_id, hour, model_id, model_slug, credential_id, client_id, requests, failed_requests,
     unmetered_requests, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost)
-SELECT e.team_id, c.hour, e.model_id, max(e.model_slug), e.credential_id, max(e.client_id), count(*),
-    count(*) FILTER (WHERE e.status_code >= 400),
+SELECT e.team_id, date_trunc('hour', e.event_time, 'UTC'), e.model_id, max(e.model_slug), e.credential_id,
+    max(e.client_id), count(*), count(*) FILTER (WHERE e.status_code >= 400),
     count(*) FILTER (WHERE e.input_tokens IS NULL AND e.output_tokens IS NULL),
     coalesce(sum(e.input_tokens), 0), coalesce(sum(e.cached_input_tokens), 0), coalesce(sum(e.cache_write_tokens), 0),
     coalesce(sum(e.output_tokens), 0), coalesce(sum(e.reasoning_tokens), 0), sum(e.cost)
-FROM unnest(%s::timestamptz[], %s::bigint[]) AS c(hour, team_id)
-JOIN usage_event e ON e.team_id = c.team_id AND e.event_time >= c.hour AND e.event_time < c.hour + interval '1 hour'
+FROM unnest(%s::bigint[], %s::timestamptz[], %s::timestamptz[]) AS r(team_id, lo, hi)
+JOIN usage_event e ON e.team_id = r.team_id AND e.event_time >= r.lo AND e.event_time < r.hi
 WHERE e.state = 'rated'
-GROUP BY e.team_id, c.hour, e.model_id, e.credential_id
+GROUP BY e.team_id, date_trunc('hour', e.event_time, 'UTC'), e.model_id, e.credential_id
 """
+
+
+def _runs(claimed: list[tuple[int, datetime]]) -> list[tuple[int, datetime, datetime]]:
+    """(team, first hour, end) for each run of consecutive claimed hours of a team; `claimed` is sorted."""
+    runs: list[tuple[int, datetime, datetime]] = []
+    for team_id, hour in claimed:
+        end = hour + timedelta(hours=1)
+        if runs and runs[-1][0] == team_id and runs[-1][2] == hour:
+            runs[-1] = (team_id, runs[-1][1], end)
+        else:
+            runs.append((team_id, hour, end))
+    return runs
+
 
 _DAILY_DELETE_SQL = """
 DELETE FROM usage_daily d USING unnest(%s::date[], %s::bigint[]) AS c(day, team_id)
@@ -355,7 +373,10 @@ def usage_rollups_recompute(*, batch_size: int = 500, max_batches: int = 1000) -
             hours = [hour for _, hour in claimed]
             teams = [team_id for team_id, _ in claimed]
             cursor.execute(_HOURLY_DELETE_SQL, [hours, teams])
-            cursor.execute(_HOURLY_INSERT_SQL, [hours, teams])
+            runs = _runs(claimed)
+            cursor.execute(
+                _HOURLY_INSERT_SQL, [[run[0] for run in runs], [run[1] for run in runs], [run[2] for run in runs]]
+            )
             days = sorted({(team_id, hour.astimezone(UTC).date()) for team_id, hour in claimed})
             day_values = [day for _, day in days]
             day_teams = [team_id for team_id, _ in days]
@@ -458,6 +479,99 @@ def usage_rerate(
             target_label=model.slug,
             before={"cost": summary["cost_before"]},
             after=summary,
+        )
+    return summary
+
+
+# --- quarantine ------------------------------------------------------------------------------------------
+
+_QUARANTINE_SELECT_SQL = """
+SELECT event_time, source, event_id, client_id, model_name, extras, input_tokens, cached_input_tokens,
+    cache_write_tokens, output_tokens, reasoning_tokens
+FROM usage_event
+WHERE state = 'quarantined' AND event_time >= %s AND (event_time, source, event_id) > (%s, %s, %s)
+ORDER BY event_time, source, event_id
+LIMIT %s
+"""
+
+_QUARANTINE_RELEASE_SQL = """
+UPDATE usage_event e SET state = 'rated', reason = '', credential_id = u.cr, team_id = u.tm, model_id = u.mi,
+    model_slug = u.ms, cost = u.co, price_ids = u.pi
+FROM json_to_recordset(%s::json) AS u(t timestamptz, s text, i text, cr bigint, tm bigint, mi bigint, ms text,
+    co numeric, pi bigint[])
+WHERE e.event_time = u.t AND e.source = u.s AND e.event_id = u.i AND e.state = 'quarantined'
+"""
+
+
+def usage_quarantine_release(*, actor: User | None, since: datetime, chunk: int = 2000) -> dict[str, int]:
+    """Attribute and rate again the quarantined events from `since`: those whose credential or model is now
+    known (a key issued late, a model added to the catalog) are rated and counted; the rest stay."""
+    if since.tzinfo is None:
+        raise ValidationFailed.for_field("since", "must be a date-time with a time zone", code="invalid_datetime")
+    scanned = released = 0
+    cursor_key: tuple[datetime, str, str] = (datetime(1970, 1, 1, tzinfo=UTC), "", "")
+    while True:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(_QUARANTINE_SELECT_SQL, [since, *cursor_key, chunk])
+            events = cursor.fetchall()
+            if not events:
+                break
+            records = []
+            for index, (event_time, source, event_id, client_id, model_name, extras, *tokens) in enumerate(events):
+                extra = json.loads(extras) if isinstance(extras, str) else (extras or {})
+                reported = extra.get("model_names") if isinstance(extra, dict) else None
+                model_names = tuple(dict.fromkeys(name for name in (model_name, *(reported or ())) if name))
+                records.append(
+                    UsageRecord(
+                        index=index,
+                        event_id=event_id,
+                        source=source,
+                        event_time=event_time,
+                        client_id=client_id,
+                        model_names=model_names,
+                        input_tokens=tokens[0],
+                        cached_input_tokens=tokens[1],
+                        cache_write_tokens=tokens[2],
+                        output_tokens=tokens[3],
+                        reasoning_tokens=tokens[4],
+                    )
+                )
+            rows = [row for row in _attribute_and_rate(records) if row.state == "rated"]
+            if rows:
+                cursor.execute(
+                    _QUARANTINE_RELEASE_SQL,
+                    [
+                        json.dumps(
+                            [
+                                {
+                                    "t": row.record.event_time.isoformat(),
+                                    "s": row.record.source,
+                                    "i": row.record.event_id,
+                                    "cr": row.credential_id,
+                                    "tm": row.team_id,
+                                    "mi": row.model_id,
+                                    "ms": row.model_slug,
+                                    "co": str(row.cost),
+                                    "pi": list(row.price_ids),
+                                }
+                                for row in rows
+                            ]
+                        )
+                    ],
+                )
+                _mark_dirty(cursor, {(_hour(row.record.event_time), row.team_id or 0) for row in rows})
+            scanned += len(events)
+            released += len(rows)
+            cursor_key = (events[-1][0], events[-1][1], events[-1][2])
+    summary = {"events_scanned": scanned, "events_released": released}
+    with transaction.atomic():
+        audit_record(
+            actor=actor,
+            action="usage.quarantine_release",
+            target_type="usage_event",
+            target_id="quarantine",
+            target_label=f"since {since.isoformat()}",
+            after={**summary, "since": since.isoformat()},
         )
     return summary
 

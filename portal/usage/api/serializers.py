@@ -49,6 +49,10 @@ class BudgetLiftInput(StrictInput):
     reason = serializers.CharField(max_length=500)
 
 
+class QuarantineReleaseInput(StrictInput):
+    since = serializers.DateTimeField()
+
+
 class RerateInput(StrictInput):
     model = serializers.CharField(max_length=63)
     since = serializers.DateTimeField()

@@ -9,6 +9,7 @@ urlpatterns = [
     path("otlp/v1/logs", views.OtlpLogsView.as_view(), name="otlp-logs"),
     path("api/v1/usage/rerate", views.RerateView.as_view(), name="usage-rerate"),
     path("api/v1/usage/quarantine", views.QuarantineView.as_view(), name="usage-quarantine"),
+    path("api/v1/usage/quarantine/release", views.QuarantineReleaseView.as_view(), name="usage-quarantine-release"),
     path("api/v1/costs", views.PlatformCostsView.as_view(), name="costs"),
     path("api/v1/teams/<str:team>/costs", views.TeamCostsView.as_view(), name="team-costs"),
     path("api/v1/teams/<str:team>/budget", views.BudgetView.as_view(), name="team-budget"),

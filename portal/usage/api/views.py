@@ -334,3 +334,16 @@ class QuarantineView(PortalView):
     def get(self, request: Request) -> Response:
         rows = selectors.quarantined_events(limit=200)
         return Response({"events": [serializers.plain_row(row) for row in rows]})
+
+
+class QuarantineReleaseView(PortalView):
+    permission_classes = [IsPlatformAdmin]
+
+    @extend_schema(
+        request=serializers.QuarantineReleaseInput,
+        responses={200: OpenApiTypes.OBJECT},
+        summary="Attribute and rate quarantined events again, e.g. after a late key or model (platform admins)",
+    )
+    def post(self, request: Request) -> Response:
+        data = validated(serializers.QuarantineReleaseInput, request.data)
+        return Response(services.usage_quarantine_release(actor=acting_user(request), since=data["since"]))

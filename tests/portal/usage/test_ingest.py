@@ -305,3 +305,68 @@ def test_hostile_values_are_rejected_per_event_never_a_server_error(world: Usage
     nested = b"[" * 100_000 + b"]" * 100_000
     response = world.collector.post("/api/v1/usage/events", data=nested, content_type="application/json")
     assert_problem(response, 400, "malformed_json")
+
+
+def test_quarantined_events_are_released_once_their_credential_and_model_exist(world: UsageWorld, rollups) -> None:
+    from tests.factories import ManagedVersionFactory, PriceFactory
+
+    late_model = world.event(model="late-model", input_tokens=1_000_000, output_tokens=0)
+    unknown_key = world.event(client_id="alpha.aaaaaaaaaaaa")
+    assert world.post([late_model, unknown_key]).json()["quarantined"] == 2
+    version = ManagedVersionFactory(
+        model__slug="late-model", served_model_name="late-model", provider_model_id="late-1"
+    )
+    PriceFactory(model=version.model, usage_type="input", price_per_million=Decimal("1.000000"))
+    client = world.matrix.client("platform_admin")
+    since = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    response = client.post("/api/v1/usage/quarantine/release", {"since": since}, format="json")
+    assert response.json() == {"events_scanned": 2, "events_released": 1}
+    rollups()
+    daily = UsageDaily.objects.get(team_id=world.team.pk)
+    assert (daily.model_slug, daily.requests, daily.cost) == ("late-model", 1, Decimal("1"))
+    assert [row["event_id"] for row in selectors.quarantined_events()] == [unknown_key["id"]]
+    again = client.post("/api/v1/usage/quarantine/release", {"since": since}, format="json").json()
+    assert again == {"events_scanned": 1, "events_released": 0}
+
+
+@pytest.mark.parametrize("who", ROLES)
+def test_quarantine_release_is_for_platform_admins(world: UsageWorld, who: str) -> None:
+    response = world.matrix.client(who).post(
+        "/api/v1/usage/quarantine/release", {"since": "2026-01-01T00:00:00Z"}, format="json"
+    )
+    assert response.status_code == {"anonymous": 401, "platform_admin": 200}.get(who, 403)
+
+
+def test_quarantine_release_input_is_checked(world: UsageWorld) -> None:
+    response = world.matrix.client("platform_admin").post("/api/v1/usage/quarantine/release", {}, format="json")
+    assert [entry["field"] for entry in assert_problem(response, 400)["errors"]] == ["since"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_locked_store_answers_503_with_retry_after_and_the_retry_succeeds(world: UsageWorld, settings) -> None:
+    from django.db import connections
+
+    settings.USAGE_INGEST_LOCK_TIMEOUT_MS = 200
+    batch = [world.event(), world.event()]
+    world.post([world.event()])  # the partition exists and is known
+    holder = connections.create_connection("default")
+    try:
+        holder.set_autocommit(False)
+        with holder.cursor() as cursor:
+            cursor.execute("LOCK TABLE usage_event IN ACCESS EXCLUSIVE MODE")
+        response = world.post(batch)
+        assert_problem(response, 503, "ingestion_unavailable")
+        assert response["Retry-After"] == str(settings.USAGE_RETRY_AFTER_SECONDS)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert world.post(batch).json()["accepted"] == 2
+
+
+def test_back_pressure_429_carries_retry_after(world: UsageWorld, settings) -> None:
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"principal": "2/minute"}}
+    for _ in range(2):
+        assert world.post([world.event()]).status_code == 200
+    response = world.collector.post("/otlp/v1/logs", data=b"{}", content_type="application/json")
+    assert_problem(response, 429, "rate_limited")
+    assert 1 <= int(response["Retry-After"]) <= 60
