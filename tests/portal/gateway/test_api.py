@@ -323,3 +323,15 @@ def test_rotation_can_deliver_the_new_key_by_reveal_link(matrix: RoleMatrix) -> 
     assert revealed["client_id"] == body["client_id"]
     assert revealed["key"] != created["key"]
     assert client.get(f"{BASE}/{created['id']}").json()["state"] in ("rotating", "expired")
+
+
+@pytest.mark.parametrize("who", ROLES)
+def test_reveal_matrix(matrix: RoleMatrix, who: str) -> None:
+    """Only the person who asked for the link reads the key (here the developer); everyone else gets 404."""
+    created = matrix.client("developer").post(BASE, {"name": "link", "delivery": "reveal_link"}, format="json").json()
+    path = f"/api/v1/credential-reveals/{created['reveal_url'].rsplit('/', 1)[1]}"
+    response = matrix.client(who).get(path)
+    expected = {"anonymous": 401, "developer": 200}
+    assert response.status_code == expected.get(who, 404)
+    still_unrevealed = CredentialReveal.objects.filter(revealed_at__isnull=True).exists()
+    assert still_unrevealed == (who != "developer")
