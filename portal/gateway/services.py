@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from portal.clusters.models import Cluster
 from portal.core.audit import audit_record
-from portal.core.encryption import encrypt_secret
+from portal.core.encryption import decrypt_secret, encrypt_secret
 from portal.core.errors import Conflict, DomainError, FieldProblem, NotFound, ValidationFailed
 from portal.gateway import conf, selectors
 from portal.gateway.contracts import MAX_RATE_LIMIT_RULES
@@ -385,8 +385,6 @@ def credential_reveal_link_create(*, actor: User, credential: Credential) -> Rev
 def credential_reveal(*, actor: User, token: str) -> tuple[Credential, str]:
     """The key behind a reveal link, once, for the user who created it: others get NotFound, and a used,
     expired or revoked one RevealGone."""
-    from portal.core.encryption import decrypt_secret
-
     found = selectors.credential_reveal_get(token_hash=_hash_reveal_token(token))
     if found is None or found.created_by_id != actor.pk:
         raise NotFound("No such reveal link", code="reveal_not_found")
@@ -462,7 +460,7 @@ def _provider_snapshot(backend: ProviderBackend) -> dict[str, Any]:
     }
 
 
-def _validate_provider_values(values: Mapping[str, Any], *, partial: bool) -> None:
+def _validate_provider_values(values: Mapping[str, Any]) -> None:
     problems: list[FieldProblem] = []
     provider = values.get("provider")
     if "name" in values and not re.match(PROVIDER_BACKEND_NAME_PATTERN, str(values["name"] or "")):
@@ -491,7 +489,7 @@ def _check_provider_requirements(backend: ProviderBackend) -> None:
 
 @transaction.atomic
 def provider_backend_create(*, actor: User | None, cluster: Cluster, values: Mapping[str, Any]) -> ProviderBackend:
-    _validate_provider_values(values, partial=False)
+    _validate_provider_values(values)
     credential = values.get("credential") or ""
     backend = ProviderBackend(
         cluster=cluster,
@@ -528,7 +526,7 @@ def provider_backend_create(*, actor: User | None, cluster: Cluster, values: Map
 def provider_backend_update(
     *, actor: User | None, backend: ProviderBackend, changes: Mapping[str, Any]
 ) -> ProviderBackend:
-    _validate_provider_values(changes, partial=True)
+    _validate_provider_values(changes)
     locked = ProviderBackend.objects.select_for_update().select_related("cluster").get(pk=backend.pk)
     before = _provider_snapshot(locked)
     for field_name in ("hostname", "port", "region", "api_version"):
