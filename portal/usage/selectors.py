@@ -331,8 +331,15 @@ def budget_states_to_release(*, before: date) -> QuerySet[BudgetState]:
     return BudgetState.objects.filter(month__lt=before, released_at__isnull=True).exclude(enforcement="none")
 
 
-def team_ids_with_budgets() -> list[int]:
-    return list(Team.objects.filter(quota__monthly_budget__gt=0).values_list("pk", flat=True))
+def team_ids_with_budgets(*, month: date) -> list[int]:
+    """Teams with a budget, and teams still enforced this month (a budget set to zero must release them)."""
+    budgeted = set(Team.objects.filter(quota__monthly_budget__gt=0).values_list("pk", flat=True))
+    enforced = set(
+        BudgetState.objects.filter(month=month_start(month))
+        .exclude(enforcement="none")
+        .values_list("team_id", flat=True)
+    )
+    return sorted(budgeted | enforced)
 
 
 def alert_pending_ids() -> list[int]:

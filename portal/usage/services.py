@@ -752,7 +752,7 @@ def budgets_evaluate(*, now: datetime | None = None) -> int:
             )
             state.released_at = now
             state.save(update_fields=["released_at", "updated_at"])
-    team_ids = selectors.team_ids_with_budgets()
+    team_ids = selectors.team_ids_with_budgets(month=month_start(now))
     for team_id in team_ids:
         budget_evaluate_team(team_id=team_id, now=now)
     return len(team_ids)

@@ -246,3 +246,14 @@ def test_failed_delivery_is_recorded_and_retried(world: UsageWorld, rollups, web
     webhook.status = 200
     assert services.budget_alert_deliver(alert_id=alert_id)
     assert services.alert_ids_pending() == []
+
+
+def test_a_budget_set_to_zero_releases_enforcement(world: UsageWorld, rollups) -> None:
+    _budget(world, "1.00", "block")
+    _spend(world, rollups, 1)
+    services.budgets_evaluate()
+    assert _gateway_enforcement(world) == "block"
+    _budget(world, "0.00", "block")
+    services.budgets_evaluate()
+    assert _gateway_enforcement(world) == "none"
+    assert BudgetState.objects.get(team=world.team).enforcement == "none"
