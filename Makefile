@@ -12,11 +12,12 @@ PY := $(VENV)/bin/python
 # The machine's PostgreSQL and Redis when they answer, else the embedded ones (see portal/localservices.py).
 LOCAL_SERVICES = $(shell $(PY) -m portal.localservices 2>/dev/null)
 
-.PHONY: help install demo test test-python lint bench schemathesis clean
+.PHONY: help install demo test test-python test-plugin lint bench schemathesis clean
 
 help:
 	@echo "make demo   - run the portal locally (web, worker, beat) on embedded defaults"
 	@echo "make test   - every test, lint and architecture check"
+	@echo "make test-plugin - the Backstage plugin: npm ci, tsc, node tests (incl. the e2e with the real portal)"
 	@echo "make lint   - ruff, mypy, import-linter, Django checks"
 	@echo "make bench  - benchmarks (tests/bench), printing their figures"
 	@echo "make schemathesis - fuzz the running API from its OpenAPI schema"
@@ -42,12 +43,22 @@ lint: install
 	env $(LOCAL_SERVICES) $(PY) manage.py check
 	env $(LOCAL_SERVICES) $(PY) manage.py makemigrations --check --dry-run
 
-test: install
+test: install test-plugin
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 	env $(LOCAL_SERVICES) $(PY) manage.py makemigrations --check --dry-run
 	env $(LOCAL_SERVICES) $(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# The Backstage plugin: dependencies from the committed lock (again only when it changes), type check, tests.
+PLUGIN := backstage-plugin
+
+$(PLUGIN)/node_modules/.package-lock.json: $(PLUGIN)/package.json $(PLUGIN)/package-lock.json
+	$(PLUGIN)/scripts/npm-ci.sh
+
+test-plugin: install $(PLUGIN)/node_modules/.package-lock.json
+	cd $(PLUGIN) && npx tsc -p .
+	cd $(PLUGIN) && env $(LOCAL_SERVICES) npm test --silent
 
 bench: install
 	env $(LOCAL_SERVICES) $(VENV)/bin/pytest tests/bench -s --no-header -q -o addopts="" -p no:cacheprovider

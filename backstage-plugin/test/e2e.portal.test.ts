@@ -106,7 +106,7 @@ describe('Backstage templates against the real portal', { skip, timeout: 600_000
       backstage.url,
       {
         templateRef: 'template:default/genai-deploy-model',
-        values: { team: GROUP, model: 'resource:default/qwen2-5-7b-instruct', name: 'chat', acceleratorType: 'nvidia-l4', minReplicas: 1, maxReplicas: 1, scaleToZero: false, timeoutSeconds: 240 },
+        values: { team: GROUP, model: 'resource:default/qwen2-5-7b-instruct', name: 'chat', cluster: 'sandbox', acceleratorType: 'nvidia-l4', minReplicas: 1, maxReplicas: 1, scaleToZero: false, timeoutSeconds: 240 },
       },
       auth(),
       300_000,

@@ -78,11 +78,11 @@ describe('software templates in a scaffolder backend', () => {
   it('deploy a model: team from the group, model from the catalog entity, waits until Ready', async () => {
     const result = await runTask(url, {
       templateRef: templateRef(deploy),
-      values: { team: 'group:default/ml', model: 'resource:default/qwen2-5-7b-instruct', name: 'chat', acceleratorType: 'nvidia-l4', minReplicas: 1, maxReplicas: 2, scaleToZero: false, timeoutSeconds: 60 },
+      values: { team: 'group:default/ml', model: 'resource:default/qwen2-5-7b-instruct', name: 'chat', cluster: 'sandbox', acceleratorType: 'nvidia-l4', minReplicas: 1, maxReplicas: 2, scaleToZero: false, timeoutSeconds: 60 },
     });
     assert.equal(result.status, 'completed', result.logs.join('\n'));
     const [post] = portal.posts('/api/v1/teams/ml/deployments');
-    assert.deepEqual(post.body, { name: 'chat', model: 'qwen2-5-7b-instruct', min_replicas: 1, max_replicas: 2, scale_to_zero: false, accelerator_type: 'nvidia-l4' });
+    assert.deepEqual(post.body, { name: 'chat', model: 'qwen2-5-7b-instruct', min_replicas: 1, max_replicas: 2, scale_to_zero: false, cluster: 'sandbox', accelerator_type: 'nvidia-l4' });
     assert.ok(result.logs.some(line => /Deployment 'chat' is Ready at http:\/\/chat/.test(line)), result.logs.join('\n'));
     assert.equal(result.output.links[0].url, 'https://portal.example.com/api/v1/teams/ml/deployments/chat');
     assert.deepEqual(result.output.links[1], { title: 'Model in the catalog', icon: 'catalog', entityRef: 'resource:default/qwen2-5-7b-instruct' });
