@@ -191,6 +191,26 @@ describe('Backstage templates against the real portal', { skip, timeout: 600_000
     assert.match(result.output.text[0].content, /prefix `/);
   });
 
+  it('delete the deployment: the portal removes it and the catalog mirror drops its entities', async () => {
+    const result = await runTask(
+      backstage.url,
+      { templateRef: 'template:default/genai-e2e-delete-deployment', values: { team: GROUP, name: 'chat' } },
+      auth(),
+      240_000,
+    );
+    assert.equal(result.status, 'completed', result.rawEvents);
+    assert.equal(result.output.text[0].content, 'deleted: true');
+    assert.ok(result.logs.some(line => /Deployment 'chat' is gone/.test(line)), result.logs.join('\n'));
+    const gone = await fetch(`${portal.url}/api/v1/teams/${team}/deployments/chat`, { headers: { Authorization: `Bearer ${portal.catalogToken}` } });
+    assert.equal(gone.status, 404);
+    await waitFor('the mirrored deployment to disappear', async () => {
+      const [component, api] = await Promise.all(
+        ['component', 'api'].map(kind => fetch(`${backstage.url}/api/catalog/entities/by-name/${kind}/default/${team}.chat`, { headers: auth() })),
+      );
+      return component.status === 404 && api.status === 404 ? true : undefined;
+    });
+  });
+
   it('a task created by a service (no user) is refused by the action', async () => {
     const result = await runTask(
       backstage.url,

@@ -40,6 +40,7 @@ export async function startRealBackstage(options: {
       locations: [
         ...TEMPLATE_FILES.map(file => ({ type: 'file', target: join(TEMPLATE_DIR, file) })),
         { type: 'file', target: resolve(__dirname, 'org.yaml') },
+        { type: 'file', target: resolve(__dirname, 'delete-deployment.yaml') },
       ],
     },
     genaiPortal: {
