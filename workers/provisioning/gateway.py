@@ -38,7 +38,7 @@ from workers.provisioning.manifests.gateway import (
     build_gateway_policy_objects,
     policy_selector,
 )
-from workers.provisioning.reconciler import _converge, redacted, with_hash
+from workers.provisioning.reconciler import converge, redacted, with_hash
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ def reconcile_gateway_policy(policy_id: int) -> GatewayReconcileResult:
         digest = fingerprint(desired)
         cluster = connect(cluster_selectors.cluster_connection(cluster_id=spec.cluster.cluster_id))
         try:
-            writes, _ = _converge(cluster, desired)
+            writes, _ = converge(cluster, desired)
             writes += _prune(cluster, spec, desired)
         except TerminalClusterError as error:
             _record(spec, "", "Failed", f"the cluster refused the gateway policy: {error.message}", None)

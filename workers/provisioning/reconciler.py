@@ -103,7 +103,7 @@ def _live_hash(live: dict[str, Any] | None) -> str | None:
     return str(((live.get("metadata") or {}).get("annotations") or {}).get(HASH_ANNOTATION) or "") or None
 
 
-def _converge(cluster: Cluster, manifests: list[dict[str, Any]]) -> tuple[int, dict[tuple[str, str], dict[str, Any]]]:
+def converge(cluster: Cluster, manifests: list[dict[str, Any]]) -> tuple[int, dict[tuple[str, str], dict[str, Any]]]:
     """Apply each manifest whose live copy is missing or carries another content hash; returns (writes, live)."""
     writes = 0
     live_objects: dict[tuple[str, str], dict[str, Any]] = {}
@@ -176,8 +176,8 @@ def reconcile_deployment(deployment_id: int) -> ReconcileResult:
         desired = build_deployment_objects(spec)
         team_limit = tenancy_selectors.team_gpu_total(team_slug=spec.team_slug)
         try:
-            team_writes, _ = _converge(cluster, build_team_objects(spec, team_limit))
-            writes, live = _converge(cluster, desired)
+            team_writes, _ = converge(cluster, build_team_objects(spec, team_limit))
+            writes, live = converge(cluster, desired)
         except TerminalClusterError as error:
             deployment_services.deployment_failure_record(
                 deployment_id=spec.deployment_id,
