@@ -90,6 +90,26 @@ describe('software templates in a scaffolder backend', () => {
     assert.match(result.output.text[0].content, /"model": "ml-chat"/);
   });
 
+  it('a failed deploy task retried by the scaffolder does not deploy twice (checkpoint), then completes', async () => {
+    portal.failingModels.add('gpt-4o');
+    const first = await runTask(url, {
+      templateRef: templateRef(deploy),
+      values: { team: 'group:default/ml', model: 'resource:default/gpt-4o', name: 'flaky', minReplicas: 1, maxReplicas: 1, scaleToZero: false, timeoutSeconds: 60 },
+    });
+    assert.equal(first.status, 'failed');
+    assert.match(first.rawEvents, /Deployment 'flaky' failed: storage URI could not be loaded/);
+    portal.failingModels.delete('gpt-4o'); // the platform team fixed the model
+    const retried = await fetch(`${url}/api/scaffolder/v2/tasks/${first.id}/retry`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: '{}',
+    });
+    assert.equal(retried.status, 201, await retried.clone().text());
+    const second = await waitForTask(url, first.id);
+    assert.equal(second.status, 'completed', second.rawEvents);
+    assert.equal(portal.posts('/api/v1/teams/ml/deployments').filter(post => post.body.name === 'flaky').length, 1);
+  });
+
   it('deploy a model: the portal refusal is readable in the task log', async () => {
     const result = await runTask(url, {
       templateRef: templateRef(deploy),

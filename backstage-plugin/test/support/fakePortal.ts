@@ -50,11 +50,14 @@ export class FakePortal {
   ];
   private readonly idempotency = new Map<string, { fingerprint: string; status: number; body: unknown }>();
   private readonly options: FakePortalOptions;
+  /** Models whose deployments fail (changeable while running). */
+  readonly failingModels: Set<string>;
   private server?: Server;
   url = '';
 
   constructor(options: FakePortalOptions = {}) {
     this.options = options;
+    this.failingModels = new Set(options.failingModels ?? []);
     this.token = options.token ?? 'gpt_backstag_service-token-for-tests';
     this.adminToken = options.adminToken ?? 'gpt_adminrdr_admin-token-for-tests';
   }
@@ -114,7 +117,7 @@ export class FakePortal {
 
   private deploymentJson(deployment: FakeDeployment) {
     const ready = deployment.polls >= (this.options.readyAfterPolls ?? 2);
-    const failing = (this.options.failingModels ?? []).includes(deployment.model);
+    const failing = this.failingModels.has(deployment.model);
     const phase = deployment.deleting ? 'Deleting' : failing && deployment.polls >= 1 ? 'Failed' : ready ? 'Ready' : deployment.polls === 0 ? 'Pending' : 'Provisioning';
     return {
       name: deployment.name,
