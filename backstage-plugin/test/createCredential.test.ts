@@ -86,4 +86,11 @@ describe('genai-portal:credential:create', () => {
     assert.equal(schema.properties.expiresAt.format, 'date-time');
     assert.deepEqual([...schema.required].sort(), ['name', 'team']);
   });
+
+  it('rewrites the link to the public URL only when it points at the portal it called', async () => {
+    const { publicRevealUrl } = await import('../src/scaffolder/actions/createCredential');
+    assert.equal(publicRevealUrl('http://portal.internal:8000/api/v1/credential-reveals/abc', 'http://portal.internal:8000', 'https://genai.example.com/'), 'https://genai.example.com/api/v1/credential-reveals/abc');
+    assert.equal(publicRevealUrl('https://elsewhere.example.com/r/abc', 'http://portal.internal:8000', 'https://genai.example.com'), 'https://elsewhere.example.com/r/abc');
+    assert.equal(publicRevealUrl('http://portal.internal:8000/r/abc', 'http://portal.internal:8000'), 'http://portal.internal:8000/r/abc');
+  });
 });

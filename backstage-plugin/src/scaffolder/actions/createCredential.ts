@@ -7,6 +7,14 @@ import { PortalActionOptions, identityOf, idempotencyKey, nameFromRef, resolveTe
 
 const CREDENTIAL_NAME = /^[a-zA-Z0-9][-a-zA-Z0-9_. ]{0,99}$/;
 
+/** The portal builds the link from the host Backstage called; people open it at the portal's public URL. */
+export function publicRevealUrl(url: string, baseUrl: string, publicUrl?: string): string {
+  if (!publicUrl || !url.startsWith(`${baseUrl}/`)) {
+    return url;
+  }
+  return `${publicUrl.replace(/\/+$/, '')}${url.slice(baseUrl.length)}`;
+}
+
 export function createCredentialAction(options: PortalActionOptions) {
   const { client } = options;
   return createTemplateAction({
@@ -80,7 +88,7 @@ export function createCredentialAction(options: PortalActionOptions) {
             id: String(body.id),
             name: String(body.name),
             keyPrefix: String(body.key_prefix ?? body.prefix ?? ''),
-            revealUrl: client.url(body.reveal_url).replace(client.baseUrl, (options.publicUrl ?? client.baseUrl).replace(/\/+$/, '')),
+            revealUrl: publicRevealUrl(client.url(body.reveal_url), client.baseUrl, options.publicUrl),
             revealExpiresAt: String(body.reveal_expires_at ?? ''),
           };
         },
