@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import urllib.parse
 from collections.abc import Iterator
@@ -381,3 +384,33 @@ def test_a_failed_read_changes_nothing(backstage: FakeBackstage, settings: Any) 
         backstage_sync.backstage_sync_run()
 
     assert roles(team) == {"user:default/jane": "admin"}
+
+
+# --- settings --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("environment", "error"),
+    [
+        ({"PORTAL_BACKSTAGE_URL": "http://backstage:7007"}, "PORTAL_BACKSTAGE_CATALOG_TOKEN must be set"),
+        ({"PORTAL_BACKSTAGE_URL": "http://b", "PORTAL_BACKSTAGE_CATALOG_TOKEN": "short"}, "at least 8 characters"),
+        ({"PORTAL_BACKSTAGE_URL": "ftp://b", "PORTAL_BACKSTAGE_CATALOG_TOKEN": "long-enough"}, "scheme http, https"),
+        ({"PORTAL_BACKSTAGE_SYNC_DEFAULT_ROLE": "owner"}, "must be one of admin, developer, viewer"),
+        ({"PORTAL_BACKSTAGE_URL": "https://b", "PORTAL_BACKSTAGE_CATALOG_TOKEN": "long-enough"}, None),
+    ],
+)
+def test_backstage_settings_are_validated_at_startup(environment: dict[str, str], error: str | None) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PORTAL_BACKSTAGE")}
+    result = subprocess.run(
+        [sys.executable, "-c", "import portal.settings.backstage as s; print(s.BACKSTAGE_URL)"],
+        env={**clean, **environment},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if error is None:
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == environment["PORTAL_BACKSTAGE_URL"]
+    else:
+        assert result.returncode != 0
+        assert error in result.stderr
