@@ -1,8 +1,10 @@
 /**
  * End to end: a real Backstage backend (catalog, scaffolder, guest sign-in, our two modules) against
- * the real Django portal (web, worker, beat, sandbox cluster) started here. The templates onboard a
- * team and deploy a model that becomes Ready; the catalog mirrors it; an API key is delivered by a
- * reveal link and never appears in the task, its log, its output or the backend's own log.
+ * the real Django portal (web, worker, beat, sandbox cluster) started here, which verifies the
+ * forwarded Backstage user token against this backend's JWKS. The templates onboard a team and deploy
+ * a model that becomes Ready; the catalog mirrors it; the portal's team sync reads this catalog; an API
+ * key is delivered by a reveal link and never appears in the task, its log, its output or the
+ * backend's own log; the deployment is deleted and leaves the catalog; a user-less task is refused.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
