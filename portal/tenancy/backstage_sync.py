@@ -43,7 +43,7 @@ from django.db import transaction
 from portal.core.audit import audit_record
 from portal.core.errors import DomainError
 from portal.tenancy import selectors, services
-from portal.tenancy.models import BACKSTAGE_USER_REF_PATTERN, TEAM_SLUG_PATTERN, Membership, Role, Team, User
+from portal.tenancy.models import BACKSTAGE_USER_REF_PATTERN, TEAM_SLUG_PATTERN, Role, Team, User
 
 logger = logging.getLogger(__name__)
 
@@ -213,7 +213,7 @@ def _team_sync(
     }
     current = {reference: membership.role for reference, membership in memberships.items()}
     desired = _desired_roles(group, current, default_role)
-    unmanaged_admins = Membership.objects.filter(team=team, role=Role.ADMIN, user__backstage_ref__isnull=True).count()
+    unmanaged_admins = selectors.team_admins_without_backstage_ref(team=team)
     if unmanaged_admins == 0 and Role.ADMIN not in desired.values():
         for reference, role in current.items():
             if role == Role.ADMIN:
@@ -250,11 +250,7 @@ def backstage_teams_sync(
             principal.append(services.service_principal_get_or_create(actor=None, name=SYNC_PRINCIPAL))
         return principal[0]
 
-    linked = {
-        team.backstage_group_ref.lower(): team
-        for team in Team.objects.exclude(backstage_group_ref=None)
-        if team.backstage_group_ref
-    }
+    linked = selectors.teams_linked_to_groups()
     for group in sorted(groups, key=lambda g: g.ref):
         team = linked.get(group.ref.lower())
         created = False
@@ -264,7 +260,7 @@ def backstage_teams_sync(
             if not _TEAM_SLUG.fullmatch(group.team_slug):
                 report.problems.append(f"{group.ref}: '{group.team_slug}' is not a valid team slug")
                 continue
-            existing = Team.objects.filter(slug=group.team_slug).first()
+            existing = selectors.team_get_by_slug(slug=group.team_slug)
             if existing is not None:
                 linked_to = existing.backstage_group_ref or "no group"
                 report.problems.append(

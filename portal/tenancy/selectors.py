@@ -104,3 +104,21 @@ def team_gpu_total(*, team_slug: str) -> int:
     """All GPUs the team may hold, across accelerator types: the cap of its namespace quota on any cluster."""
     limits = TeamQuota.objects.filter(team__slug=team_slug).values_list("gpu_limits__gpus", flat=True)
     return sum(limit or 0 for limit in limits)
+
+
+def teams_linked_to_groups() -> dict[str, Team]:
+    """Teams linked to a Backstage group, by the group ref in lowercase (entity refs are case-insensitive)."""
+    return {
+        team.backstage_group_ref.lower(): team
+        for team in Team.objects.exclude(backstage_group_ref=None)
+        if team.backstage_group_ref
+    }
+
+
+def team_admins_without_backstage_ref(*, team: Team) -> int:
+    """Admins the Backstage sync does not manage (people created in the portal, without a Backstage ref)."""
+    return Membership.objects.filter(team=team, role=Role.ADMIN, user__backstage_ref__isnull=True).count()
+
+
+def team_get_by_slug(*, slug: str) -> Team | None:
+    return Team.objects.filter(slug=slug).first()
