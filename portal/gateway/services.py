@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from portal.clusters.models import Cluster
 from portal.core.audit import audit_record
-from portal.core.encryption import decrypt_secret, encrypt_secret
+from portal.core.encryption import decrypt_secret, encrypt_secret, reencrypt_secret
 from portal.core.errors import Conflict, DomainError, FieldProblem, NotFound, ValidationFailed
 from portal.gateway import conf, selectors
 from portal.gateway.contracts import MAX_RATE_LIMIT_RULES
@@ -618,3 +618,22 @@ def gateway_policies_ensure() -> int:
 def gateway_policy_ensure(*, cluster: Cluster) -> ClusterGatewayPolicy:
     policy, _ = ClusterGatewayPolicy.objects.get_or_create(cluster=cluster)
     return policy
+
+
+def gateway_secrets_reencrypt_all() -> int:
+    """After adding a new first key to PORTAL_SECRET_KEYS: re-encrypt every API key copy and provider credential
+    with it. Returns how many secrets were re-encrypted."""
+    count = 0
+    for credential_id in Credential.objects.values_list("pk", flat=True):
+        with transaction.atomic():
+            credential = Credential.objects.select_for_update().get(pk=credential_id)
+            credential.key_ciphertext = reencrypt_secret(credential.key_ciphertext)
+            credential.save(update_fields=["key_ciphertext", "updated_at"])
+            count += 1
+    for backend_id in ProviderBackend.objects.exclude(credential_ciphertext="").values_list("pk", flat=True):
+        with transaction.atomic():
+            backend = ProviderBackend.objects.select_for_update().get(pk=backend_id)
+            backend.credential_ciphertext = reencrypt_secret(backend.credential_ciphertext)
+            backend.save(update_fields=["credential_ciphertext", "updated_at"])
+            count += 1
+    return count
