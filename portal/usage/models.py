@@ -109,6 +109,22 @@ class UsageDirtyHour(models.Model):
         return f"{self.team_id} {self.hour:%Y-%m-%dT%H}"
 
 
+class UsageRollupClaim(models.Model):
+    """A dirty bucket taken by a rollup run; deleted when its rollup commits, taken over when stale (the run
+    died), so a claimed bucket is never lost."""
+
+    hour = models.DateTimeField()
+    team_id = models.BigIntegerField()
+    claimed_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "usage_rollup_claim"
+        constraints = [models.UniqueConstraint(fields=["hour", "team_id"], name="one_claim_per_bucket")]
+
+    def __str__(self) -> str:
+        return f"{self.team_id} {self.hour:%Y-%m-%dT%H} claimed {self.claimed_at:%H:%M:%S}"
+
+
 class GpuAccrualCursor(models.Model):
     """Where GPU-hour accrual of one deployment stopped, and the replicas observed then."""
 

@@ -181,7 +181,6 @@ def _insert(rows: list[_Row], received_at: datetime) -> set[tuple[datetime, str,
             for row in rows
         ]
     )
-    dirty = sorted({(_hour(row.record.event_time), row.team_id) for row in rows if row.state == "rated"})
     for attempt in range(4):
         try:
             with transaction.atomic(), connection.cursor() as cursor:
@@ -190,17 +189,14 @@ def _insert(rows: list[_Row], received_at: datetime) -> set[tuple[datetime, str,
                 )
                 cursor.execute(_INSERT_SQL, [received_at, document])
                 inserted = {(moment, source, event_id) for moment, source, event_id in cursor.fetchall()}
-                inserted_dirty = sorted(
+                _mark_dirty(
+                    cursor,
                     {
-                        (_hour(row.record.event_time), row.team_id)
+                        (_hour(row.record.event_time), row.team_id or 0)
                         for row in rows
                         if row.state == "rated" and row.key in inserted
-                    }
+                    },
                 )
-                if inserted_dirty and dirty:
-                    cursor.execute(
-                        _MARK_DIRTY_SQL, [[hour for hour, _ in inserted_dirty], [team for _, team in inserted_dirty]]
-                    )
             return inserted
         except OperationalError as error:
             code = getattr(getattr(error, "__cause__", None), "sqlstate", None)
@@ -298,11 +294,40 @@ def usage_ingest(
 
 # --- rollups ----------------------------------------------------------------------------------------------
 
+# Rolling up without stalling ingestion, and without losing an event:
+# 1. claim: dirty marks move to usage_rollup_claim in a short transaction (a new event re-marks its bucket);
+# 2. barrier: for each claimed team, an exclusive advisory lock is taken and released at once; it waits for
+#    every ingestion transaction that holds the team's shared lock, i.e. that may have seen the old mark and
+#    not yet committed its events;
+# 3. recompute in a transaction that starts after the barrier (so it sees those events) and deletes the claims.
+# A run that dies between 1 and 3 leaves claims that the next run takes over once they are stale.
+_INGEST_BARRIER = "usage_ingest"
+_ROLLUP_LOCK = "usage_rollup"
+STALE_CLAIM = timedelta(minutes=10)
+
+_RETAKE_STALE_SQL = """
+UPDATE usage_rollup_claim c SET claimed_at = clock_timestamp()
+FROM (SELECT id FROM usage_rollup_claim WHERE claimed_at < %s ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) s
+WHERE c.id = s.id
+RETURNING c.id, c.hour, c.team_id, c.claimed_at
+"""
+
 _CLAIM_SQL = """
-DELETE FROM usage_dirty_hour d
-USING (SELECT id FROM usage_dirty_hour ORDER BY team_id, hour LIMIT %s FOR UPDATE SKIP LOCKED) picked
-WHERE d.id = picked.id
-RETURNING d.hour, d.team_id
+WITH picked AS (
+    DELETE FROM usage_dirty_hour d
+    USING (SELECT id FROM usage_dirty_hour ORDER BY team_id, hour LIMIT %s FOR UPDATE SKIP LOCKED) p
+    WHERE d.id = p.id
+    RETURNING d.hour, d.team_id
+)
+INSERT INTO usage_rollup_claim (hour, team_id, claimed_at)
+SELECT hour, team_id, clock_timestamp() FROM picked
+ON CONFLICT (hour, team_id) DO UPDATE SET claimed_at = EXCLUDED.claimed_at
+RETURNING id, hour, team_id, claimed_at
+"""
+
+_CLAIM_DELETE_SQL = """
+DELETE FROM usage_rollup_claim c USING unnest(%s::bigint[], %s::timestamptz[]) AS u(id, claimed_at)
+WHERE c.id = u.id AND c.claimed_at = u.claimed_at
 """
 
 _HOURLY_DELETE_SQL = """
@@ -357,22 +382,36 @@ GROUP BY h.team_id, c.day, h.model_id, h.credential_id
 """
 
 
+def _lock_key(team_id: int) -> int:
+    return team_id % 2**31
+
+
 def usage_rollups_recompute(*, batch_size: int = 500, max_batches: int = 1000) -> int:
     """Recompute the hourly rollups of changed (team, hour) buckets from raw events, then the days they
     fall in from the hours: replace, never increment, so replays, late events and re-rating are exact.
-    Safe to run concurrently (buckets are claimed with SKIP LOCKED; teams are locked in one order)."""
+    Safe to run concurrently and to die at any point (see the protocol above)."""
     recomputed = 0
     for _ in range(max_batches):
         with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(_RETAKE_STALE_SQL, [datetime.now(UTC) - STALE_CLAIM, batch_size])
+            claims = {claim_id: (hour, team_id, at) for claim_id, hour, team_id, at in cursor.fetchall()}
             cursor.execute(_CLAIM_SQL, [batch_size])
-            claimed = sorted({(team_id, hour) for hour, team_id in cursor.fetchall()})
-            if not claimed:
-                break
-            for team_id in sorted({team_id for team_id, _ in claimed}):
-                cursor.execute("SELECT pg_advisory_xact_lock(hashtext('usage_rollup'), %s::integer)", [team_id % 2**31])
-            hours = [hour for _, hour in claimed]
-            teams = [team_id for team_id, _ in claimed]
-            cursor.execute(_HOURLY_DELETE_SQL, [hours, teams])
+            claims.update({claim_id: (hour, team_id, at) for claim_id, hour, team_id, at in cursor.fetchall()})
+        if not claims:
+            break
+        claimed = sorted({(team_id, hour) for hour, team_id, _ in claims.values()})
+        teams = sorted({team_id for team_id, _ in claimed})
+        for team_id in teams:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext(%s), %s::integer)", [_INGEST_BARRIER, _lock_key(team_id)]
+                )
+        with transaction.atomic(), connection.cursor() as cursor:
+            for team_id in teams:
+                cursor.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext(%s), %s::integer)", [_ROLLUP_LOCK, _lock_key(team_id)]
+                )
+            cursor.execute(_HOURLY_DELETE_SQL, [[hour for _, hour in claimed], [team_id for team_id, _ in claimed]])
             runs = _runs(claimed)
             cursor.execute(
                 _HOURLY_INSERT_SQL, [[run[0] for run in runs], [run[1] for run in runs], [run[2] for run in runs]]
@@ -382,15 +421,24 @@ def usage_rollups_recompute(*, batch_size: int = 500, max_batches: int = 1000) -
             day_teams = [team_id for team_id, _ in days]
             cursor.execute(_DAILY_DELETE_SQL, [day_values, day_teams])
             cursor.execute(_DAILY_INSERT_SQL, [day_values, day_teams])
+            cursor.execute(_CLAIM_DELETE_SQL, [list(claims), [at for _, _, at in claims.values()]])
         recomputed += len(claimed)
         metrics.ROLLUP_BUCKETS.inc(len(claimed))
     return recomputed
 
 
 def _mark_dirty(cursor: Any, buckets: set[tuple[datetime, int]]) -> None:
+    """Mark buckets dirty in the caller's transaction, holding each team's shared barrier lock until it
+    commits: a rollup that claimed an existing mark waits for these events before it recomputes."""
     ordered = sorted(buckets)
-    if ordered:
-        cursor.execute(_MARK_DIRTY_SQL, [[hour for hour, _ in ordered], [team for _, team in ordered]])
+    if not ordered:
+        return
+    cursor.execute(
+        "SELECT pg_advisory_xact_lock_shared(hashtext(%s), t) FROM (SELECT DISTINCT t FROM unnest(%s::integer[]) "
+        "AS t ORDER BY t) AS teams",
+        [_INGEST_BARRIER, sorted({_lock_key(team) for _, team in ordered})],
+    )
+    cursor.execute(_MARK_DIRTY_SQL, [[hour for hour, _ in ordered], [team for _, team in ordered]])
 
 
 # --- re-rating --------------------------------------------------------------------------------------------

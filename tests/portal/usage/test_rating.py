@@ -188,3 +188,75 @@ def test_rerate_is_for_platform_admins(world: UsageWorld, who: str) -> None:
     else:
         assert_problem(response, 401 if who == "anonymous" else 403)
         assert not AuditEvent.objects.filter(action="usage.rerate").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rollup_waits_for_an_ingestion_that_saw_the_old_mark(world: UsageWorld) -> None:
+    """An ingestion that found its bucket already marked (so added no mark) and commits while a rollup is
+    claiming that mark must still be in the rollup."""
+    import threading
+
+    from django.db import transaction
+
+    from portal.usage import services
+
+    at = recent(minutes=30)
+    world.post([world.event(at=at, input_tokens=1000, output_tokens=0)])  # the bucket is now marked dirty
+    marked_and_open = threading.Event()
+    rollup_started = threading.Event()
+    failures: list[BaseException] = []
+
+    def late_ingestion() -> None:
+        try:
+            from portal.usage import events as usage_events
+
+            body = [world.event(at=at, input_tokens=2000, output_tokens=0)]
+            parsed = usage_events.parse_cloudevents(
+                body, now=datetime.now(UTC), max_age=timedelta(days=35), max_skew=timedelta(minutes=5), max_events=10
+            )
+            with transaction.atomic():
+                services.usage_ingest(token_id=world.collector_token_id, parsed=parsed, endpoint="test")
+                marked_and_open.set()
+                rollup_started.wait(10)
+                import time
+
+                time.sleep(0.5)  # the rollup is now blocked at its barrier
+        except BaseException as error:
+            failures.append(error)
+        finally:
+            connection.close()
+
+    def rollup() -> None:
+        try:
+            rollup_started.set()
+            services.usage_rollups_recompute()
+        except BaseException as error:
+            failures.append(error)
+        finally:
+            connection.close()
+
+    ingestion = threading.Thread(target=late_ingestion)
+    ingestion.start()
+    assert marked_and_open.wait(10)
+    roller = threading.Thread(target=rollup)
+    roller.start()
+    ingestion.join()
+    roller.join()
+    assert not failures
+    daily = UsageDaily.objects.get(team_id=world.team.pk)
+    assert (daily.requests, daily.input_tokens) == (2, 3000)
+
+
+def test_claims_of_a_rollup_that_died_are_taken_over(world: UsageWorld, rollups) -> None:
+    from portal.usage.models import UsageDirtyHour, UsageRollupClaim
+
+    at = recent(minutes=30)
+    world.post([world.event(at=at, input_tokens=1000, output_tokens=0)])
+    mark = UsageDirtyHour.objects.get()
+    UsageRollupClaim.objects.create(
+        hour=mark.hour, team_id=mark.team_id, claimed_at=datetime.now(UTC) - timedelta(hours=1)
+    )
+    mark.delete()  # as if a run claimed it and died before recomputing
+    assert rollups() == 1
+    assert UsageDaily.objects.get(team_id=world.team.pk).input_tokens == 1000
+    assert not UsageRollupClaim.objects.exists()
