@@ -96,7 +96,7 @@ describe('Backstage templates against the real portal', { skip, timeout: 600_000
     assert.equal(onboard.output.links[0].url, `${portal.url}/api/v1/teams/${team}`);
 
     // The portal knows the team, linked to the group, with the Backstage user as its admin.
-    const members = await fetch(`${portal.url}/api/v1/teams/${team}/members`, { headers: { Authorization: `Bearer ${portal.catalogToken}` } });
+    const members = await fetch(`${portal.url}/api/v1/teams/${team}/members`, { headers: { Authorization: `Bearer ${portal.adminToken}` } });
     assert.equal(members.status, 200);
     const body = (await members.json()) as any;
     assert.deepEqual(body.results.map((m: any) => [m.user, m.role]), [[USER, 'admin']]);
@@ -155,7 +155,7 @@ describe('Backstage templates against the real portal', { skip, timeout: 600_000
     assert.ok(summary.groups >= 2, stdout);
     assert.equal(summary.problems, 0, stdout);
     const members = (await (
-      await fetch(`${portal.url}/api/v1/teams/${team}/members`, { headers: { Authorization: `Bearer ${portal.catalogToken}` } })
+      await fetch(`${portal.url}/api/v1/teams/${team}/members`, { headers: { Authorization: `Bearer ${portal.adminToken}` } })
     ).json()) as any;
     assert.deepEqual(
       members.results.map((m: any) => [m.user, m.role]).sort(),
@@ -222,7 +222,7 @@ describe('Backstage templates against the real portal', { skip, timeout: 600_000
     );
     assert.equal(result.status, 'failed');
     assert.match(result.rawEvents, /acts for the Backstage user who started the task, and this task has none/);
-    const check = await fetch(`${portal.url}/api/v1/teams/${team}-svc`, { headers: { Authorization: `Bearer ${portal.catalogToken}` } });
+    const check = await fetch(`${portal.url}/api/v1/teams/${team}-svc`, { headers: { Authorization: `Bearer ${portal.adminToken}` } });
     assert.equal(check.status, 404);
   });
 });

@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from catalog import selectors, services
 from catalog.api import serializers
 from catalog.models import Capability, CatalogModel, Hosting, Lifecycle, ModelPrice, Provider
-from portal.api.authentication import acting_user, is_platform_admin
+from portal.api.authentication import acting_user, reads_every_team
 from portal.api.permissions import ReadAnyWritePlatformAdmin
 from portal.api.views import PortalGenericView, PortalView, validated
 from portal.core.errors import ValidationFailed
@@ -25,7 +25,7 @@ def _choice_param(request: Request, name: str, choices: list[str]) -> str | None
 
 def _visible_model(request: Request, slug: str) -> CatalogModel:
     return selectors.catalog_model_get_visible(
-        slug=slug, user=acting_user(request), platform_admin=is_platform_admin(request)
+        slug=slug, user=acting_user(request), platform_admin=reads_every_team(request)
     )
 
 
@@ -53,7 +53,7 @@ class CatalogModelListView(PortalGenericView):
     def get(self, request: Request) -> Response:
         models = selectors.catalog_model_list(
             user=acting_user(request),
-            platform_admin=is_platform_admin(request),
+            platform_admin=reads_every_team(request),
             capability=_choice_param(request, "capability", Capability.values),
             hosting=_choice_param(request, "hosting", Hosting.values),
             lifecycle=_choice_param(request, "lifecycle", Lifecycle.values),

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.utils import timezone
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, SessionAuthentication, get_authorization_header
+from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
 
 from portal.api.models import ApiToken, Scope
@@ -175,6 +176,21 @@ def acting_user(request: Request) -> User:
 def caller_of(request: Request) -> Caller | None:
     auth = request.auth
     return auth if isinstance(auth, Caller) else None
+
+
+def reads_every_team(request: Request) -> bool:
+    """Who may read teams, deployments and the catalog across every team: platform admins, and service principals
+    holding 'catalog:read' (Backstage's catalog mirror) on a read while acting as themselves. Nothing else opens
+    up for that scope: no writes, no credentials, no costs, no audit."""
+    if is_platform_admin(request):
+        return True
+    caller = caller_of(request)
+    return (
+        request.method in SAFE_METHODS
+        and caller is not None
+        and caller.on_behalf_of is None
+        and Scope.CATALOG_READ in caller.scopes
+    )
 
 
 def is_platform_admin(request: Request) -> bool:

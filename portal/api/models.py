@@ -14,6 +14,7 @@ class Scope(models.TextChoices):
     BACKSTAGE = "backstage", "Backstage (may act on behalf of users)"
     USAGE_WRITE = "usage:write", "Usage collector (may post usage events)"
     ADMIN = "admin", "Platform admin"
+    CATALOG_READ = "catalog:read", "Catalog mirror (reads every team, its deployments and the model catalog)"
 
 
 class ApiToken(TimestampedModel):

@@ -67,6 +67,7 @@ export interface RealPortal {
   serviceToken: string;
   /** Service token with the `admin` scope (the catalog provider's reader). */
   catalogToken: string;
+  adminToken: string;
   environment: NodeJS.ProcessEnv;
   output: string[];
   manage(...args: string[]): Promise<string>;
@@ -143,8 +144,10 @@ export async function startRealPortal(extraEnvironment: Record<string, string> =
   try {
     await ready;
     const serviceToken = (await manage('issue_token', '--service', 'backstage', '--scope', 'backstage', '--name', 'backstage e2e')).trim().split('\n').pop()!;
-    const catalogToken = (await manage('issue_token', '--service', 'backstage-catalog', '--scope', 'admin', '--name', 'backstage catalog e2e')).trim().split('\n').pop()!;
-    return { url: `http://127.0.0.1:${port}`, serviceToken, catalogToken, environment, output, manage, stop };
+    // The catalog mirror gets the least it needs (catalog:read); the test's own checks use an admin token.
+    const catalogToken = (await manage('issue_token', '--service', 'backstage-catalog', '--scope', 'catalog:read', '--name', 'backstage catalog e2e')).trim().split('\n').pop()!;
+    const adminToken = (await manage('issue_token', '--service', 'e2e-checks', '--scope', 'admin', '--name', 'backstage e2e checks')).trim().split('\n').pop()!;
+    return { url: `http://127.0.0.1:${port}`, serviceToken, catalogToken, adminToken, environment, output, manage, stop };
   } catch (error) {
     await stop();
     throw error;

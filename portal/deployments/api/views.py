@@ -22,7 +22,7 @@ class DeploymentListView(PortalGenericView):
 
     @extend_schema(responses=serializers.DeploymentOutput(many=True), summary="A team's deployments")
     def get(self, request: Request, team: str) -> Response:
-        deployments = selectors.deployment_list(team=team_for_request(request, team))
+        deployments = selectors.deployment_list(team=team_for_request(request, team, catalog_read=True))
         phase = request.query_params.get("phase")
         if phase:
             deployments = deployments.filter(phase=phase)
@@ -52,7 +52,9 @@ class DeploymentDetailView(PortalView):
     @extend_schema(responses=serializers.DeploymentOutput, summary="A deployment with its observed status")
     def get(self, request: Request, team: str, name: str) -> Response:
         return Response(
-            serializers.DeploymentOutput(selectors.deployment_get(team=team_for_request(request, team), name=name)).data
+            serializers.DeploymentOutput(
+                selectors.deployment_get(team=team_for_request(request, team, catalog_read=True), name=name)
+            ).data
         )
 
     @extend_schema(

@@ -8,7 +8,7 @@ from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from portal.api.authentication import acting_user, caller_of, is_platform_admin
+from portal.api.authentication import acting_user, caller_of, is_platform_admin, reads_every_team
 from portal.api.team_access import team_for_request
 from portal.api.views import PortalGenericView, PortalView, validated
 from portal.core.errors import PermissionDenied, ValidationFailed
@@ -53,7 +53,7 @@ class TeamListView(PortalGenericView):
         summary="Teams the caller belongs to (platform admins: all teams)",
     )
     def get(self, request: Request) -> Response:
-        teams = selectors.team_list_visible(user=acting_user(request), platform_admin=is_platform_admin(request))
+        teams = selectors.team_list_visible(user=acting_user(request), platform_admin=reads_every_team(request))
         status_filter = _choice_param(request, "status", Team.Status.values)
         if status_filter:
             teams = teams.filter(status=status_filter)
@@ -87,7 +87,7 @@ class TeamListView(PortalGenericView):
 class TeamDetailView(PortalView):
     @extend_schema(responses=serializers.TeamOutput, summary="A team")
     def get(self, request: Request, team: str) -> Response:
-        return Response(serializers.TeamOutput(team_for_request(request, team)).data)
+        return Response(serializers.TeamOutput(team_for_request(request, team, catalog_read=True)).data)
 
     @extend_schema(
         request=serializers.TeamUpdateInput,
