@@ -1,11 +1,45 @@
-"""Shapes of the API-access endpoints: tokens and the audit log."""
+"""Shapes of the API-access endpoints (tokens and the audit log), and the strict input base every app uses."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from rest_framework import serializers
+from rest_framework.exceptions import ErrorDetail
 
 from portal.api.models import ApiToken, Scope
 from portal.core.models import AuditEvent
+
+
+class StrictInput(serializers.Serializer):
+    """Input that refuses fields it does not declare: a misspelt or read-only field is a field error, never a
+    silent no-op answered with 200; a body that is not a JSON object is an error of the whole body."""
+
+    read_only_fields: tuple[str, ...] = ()
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            raise serializers.ValidationError(
+                {"non_field_errors": [ErrorDetail("the body must be a JSON object", code="invalid")]}
+            )
+        unknown = sorted(set(data) - set(self.fields))
+        errors: dict[str, Any] = {}
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as error:
+            if not isinstance(error.detail, dict):
+                raise
+            errors.update(error.detail)
+        for name in unknown:
+            errors[name] = (
+                [ErrorDetail("cannot be changed", code="read_only")]
+                if name in self.read_only_fields
+                else [ErrorDetail("is not a field of this request", code="unknown_field")]
+            )
+        if errors:
+            raise serializers.ValidationError(errors)
+        return value
 
 
 class ApiTokenOutput(serializers.ModelSerializer):

@@ -38,7 +38,7 @@ from workers.provisioning.manifests.gateway import (
     build_gateway_policy_objects,
     policy_selector,
 )
-from workers.provisioning.reconciler import converge, redacted, with_hash
+from workers.provisioning.reconciler import converge, prune, redacted, with_hash
 
 logger = logging.getLogger(__name__)
 
@@ -112,18 +112,6 @@ def _owned(cluster: Cluster, spec: GatewayPolicySpec) -> list[dict[str, Any]]:
     return found
 
 
-def _prune(cluster: Cluster, spec: GatewayPolicySpec, desired: list[dict[str, Any]]) -> int:
-    wanted = {(item["kind"], item["metadata"]["name"]) for item in desired}
-    deletes = 0
-    for live in _owned(cluster, spec):
-        key = (live["kind"], live["metadata"]["name"])
-        if key not in wanted and cluster.delete(
-            live["apiVersion"], live["kind"], live["metadata"]["name"], live["metadata"].get("namespace")
-        ):
-            deletes += 1
-    return deletes
-
-
 def _record(
     spec: GatewayPolicySpec, digest: str, phase: str, message: str, applied: list[dict[str, Any]] | None
 ) -> None:
@@ -153,7 +141,7 @@ def reconcile_gateway_policy(policy_id: int) -> GatewayReconcileResult:
         cluster = connect(cluster_selectors.cluster_connection(cluster_id=spec.cluster.cluster_id))
         try:
             writes, _ = converge(cluster, desired)
-            writes += _prune(cluster, spec, desired)
+            writes += prune(cluster, _owned(cluster, spec), desired)
         except TerminalClusterError as error:
             _record(spec, "", "Failed", f"the cluster refused the gateway policy: {error.message}", None)
             return GatewayReconcileResult(policy_id, "failed", 0, error.message)

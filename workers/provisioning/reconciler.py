@@ -127,10 +127,11 @@ def _owned(cluster: Cluster, spec: DeploymentSpec) -> list[dict[str, Any]]:
     return found
 
 
-def _prune(cluster: Cluster, spec: DeploymentSpec, desired: list[dict[str, Any]]) -> int:
+def prune(cluster: Cluster, owned: list[dict[str, Any]], desired: list[dict[str, Any]]) -> int:
+    """Delete the owned objects (as listed by ownership labels) that are no longer desired; returns deletes."""
     wanted = {(item["kind"], item["metadata"]["name"]) for item in desired}
     deletes = 0
-    for live in _owned(cluster, spec):
+    for live in owned:
         key = (live["kind"], live["metadata"]["name"])
         if key not in wanted and cluster.delete(
             live["apiVersion"], live["kind"], live["metadata"]["name"], live["metadata"].get("namespace")
@@ -186,7 +187,7 @@ def reconcile_deployment(deployment_id: int) -> ReconcileResult:
                 message=f"the cluster refused the deployment: {error.message}",
             )
             return ReconcileResult(deployment_id, "failed", 0, "Failed")
-        writes += team_writes + _prune(cluster, spec, desired)
+        writes += team_writes + prune(cluster, _owned(cluster, spec), desired)
         isvc = live.get(("InferenceService", spec.name)) or {}
         route = next((item for (kind, _), item in live.items() if kind == "AIGatewayRoute"), None)
         status = derive_status(

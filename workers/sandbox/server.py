@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -131,6 +132,8 @@ class Sandbox:
         self.records: list[RequestRecord] = []
         self._records_lock = threading.Lock()
         self._stopping = threading.Event()
+        self._paused = threading.Event()
+        self._stepping = threading.Lock()
         self._seed_nodes(node_pools)
         self._seed_gateway(*gateway)
         self._seeded = set(self.store.objects)
@@ -168,16 +171,32 @@ class Sandbox:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    @contextlib.contextmanager
+    def controllers_paused(self) -> Iterator[None]:
+        """No simulated controller acts meanwhile: a cluster with the CRDs installed but no controllers, as the
+        wire-contract tests see a real cluster."""
+        self._paused.set()
+        with self._stepping:  # a step already under way finishes first
+            pass
+        try:
+            yield
+        finally:
+            self._paused.clear()
+
     def _control_loop(self) -> None:
         while not self._stopping.wait(self.tick):
-            try:
-                self.controllers.step()
-            except Exception:  # a controller bug must not stop the API server; it is logged and retried
-                logger.exception("sandbox controller step failed")
+            with self._stepping:
+                if self._paused.is_set():
+                    continue
+                try:
+                    self.controllers.step()
+                except Exception:  # a controller bug must not stop the API server; it is logged and retried
+                    logger.exception("sandbox controller step failed")
 
     def settle(self, *, after: float = 0.0) -> None:
         """Run one controller step now, as if `after` more seconds had passed (tests: no waiting for the loop)."""
-        self.controllers.step(time.monotonic() + after)
+        with self._stepping:  # never two steps at once (the loop's thread and a test's)
+            self.controllers.step(time.monotonic() + after)
 
     def kubeconfig(self, *, token: str = "sandbox-token", name: str = "sandbox") -> str:  # noqa: S107 (any token works)
         return yaml.safe_dump(

@@ -3,40 +3,14 @@ except the one-time fields added by the views on issue, rotation and reveal."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
-from rest_framework.exceptions import ErrorDetail
 
+from portal.api.serializers import StrictInput
 from portal.gateway import selectors
 from portal.gateway.models import Credential, ProviderBackend, ProviderKind
 
 DELIVERY_CHOICES = ("response", "reveal_link")
-
-
-class StrictInput(serializers.Serializer):
-    """Refuses fields it does not declare: a misspelt field is a field error, never silently ignored."""
-
-    def to_internal_value(self, data: Any) -> Any:
-        if not isinstance(data, Mapping):
-            raise serializers.ValidationError(
-                {"non_field_errors": [ErrorDetail("expected a JSON object", code="invalid")]}
-            )
-        unknown = sorted(set(data) - set(self.fields))
-        errors: dict[str, Any] = {}
-        try:
-            value = super().to_internal_value(data)
-        except serializers.ValidationError as error:
-            if not isinstance(error.detail, dict):
-                raise
-            errors.update(error.detail)
-        for name in unknown:
-            errors[name] = [ErrorDetail("is not a field of this request", code="unknown_field")]
-        if errors:
-            raise serializers.ValidationError(errors)
-        return value
 
 
 class CredentialOutput(serializers.ModelSerializer):

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
 
 from rest_framework import serializers
-from rest_framework.exceptions import ErrorDetail
 
+from portal.api.serializers import StrictInput
 from portal.tenancy.models import TEAM_SLUG_PATTERN, Membership, Role, Team, TeamQuota, User
 
 
@@ -25,32 +23,6 @@ class TeamOutput(serializers.ModelSerializer):
             "created_at",
             "updated_at",
         ]
-
-
-class StrictInput(serializers.Serializer):
-    """Input that refuses fields it does not declare: a misspelt or read-only field is a field error,
-    never a silent no-op answered with 200."""
-
-    read_only_fields: tuple[str, ...] = ()
-
-    def to_internal_value(self, data: Any) -> Any:
-        unknown = sorted(set(data) - set(self.fields)) if isinstance(data, Mapping) else []
-        errors: dict[str, Any] = {}
-        try:
-            value = super().to_internal_value(data)
-        except serializers.ValidationError as error:
-            if not isinstance(error.detail, dict):
-                raise
-            errors.update(error.detail)
-        for name in unknown:
-            errors[name] = (
-                [ErrorDetail("cannot be changed", code="read_only")]
-                if name in self.read_only_fields
-                else [ErrorDetail("is not a field of this request", code="unknown_field")]
-            )
-        if errors:
-            raise serializers.ValidationError(errors)
-        return value
 
 
 class TeamCreateInput(StrictInput):
