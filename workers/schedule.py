@@ -19,4 +19,5 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "usage-budgets": {"task": "usage.budgets_evaluate", "schedule": 300.0},
     "usage-gpu-hours": {"task": "usage.gpu_accrue", "schedule": 300.0},
     "usage-pending-alerts": {"task": "usage.deliver_pending_alerts", "schedule": 900.0},
+    "usage-backdated-prices": {"task": "usage.rerate_backdated_prices", "schedule": 300.0},
 }

@@ -125,6 +125,19 @@ class UsageRollupClaim(models.Model):
         return f"{self.team_id} {self.hour:%Y-%m-%dT%H} claimed {self.claimed_at:%H:%M:%S}"
 
 
+class PriceRerate(models.Model):
+    """A catalog price added with an effective date before its creation, and the re-rating it caused (once)."""
+
+    price_id = models.BigIntegerField(unique=True)
+    model_slug = models.CharField(max_length=63)
+    since = models.DateTimeField()
+    events_changed = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"price {self.price_id} of {self.model_slug}: {self.events_changed} events re-rated"
+
+
 class GpuAccrualCursor(models.Model):
     """Where GPU-hour accrual of one deployment stopped, and the replicas observed then."""
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, Max, QuerySet, Sum
+from django.db.models import Count, F, Max, QuerySet, Sum
 from django.db.models.functions import TruncDate
 
 from catalog.models import CatalogModel, ModelPrice, ModelVersion
@@ -27,6 +27,7 @@ from portal.usage.models import (
     BudgetState,
     CollectorSource,
     GpuUsage,
+    PriceRerate,
     TeamBudgetSettings,
     UsageDaily,
     UsageHourly,
@@ -109,6 +110,19 @@ def credentials_by_client_id(client_ids: Iterable[str]) -> dict[str, CredentialR
 
 def forget_cached_credentials() -> None:
     _credential_cache.clear()
+
+
+def backdated_prices(*, grace: timedelta) -> list[tuple[int, str, datetime]]:
+    """Prices that took effect before they were entered (by more than `grace`) and were not re-rated yet:
+    (price id, model slug, effective from)."""
+    done = PriceRerate.objects.values("price_id")
+    rows = (
+        ModelPrice.objects.exclude(pk__in=done)
+        .filter(effective_from__lt=F("created_at") - grace)
+        .order_by("pk")
+        .values_list("pk", "model__slug", "effective_from")
+    )
+    return list(rows)
 
 
 def model_exists(*, slug: str) -> ModelRef | None:

@@ -32,6 +32,7 @@ from portal.usage.models import (
     Enforcement,
     GpuAccrualCursor,
     GpuUsage,
+    PriceRerate,
     TeamBudgetSettings,
 )
 from portal.usage.partitions import month_start, partition_ensure
@@ -529,6 +530,24 @@ def usage_rerate(
             after=summary,
         )
     return summary
+
+
+BACKDATED_PRICE_GRACE = timedelta(minutes=1)
+
+
+def usage_rerate_backdated_prices() -> int:
+    """Re-rate, once per price, the events a catalog price entered with an earlier effective date applies
+    to (a correction of the past); each run is audited by `usage_rerate`. Returns the prices handled."""
+    handled = 0
+    for price_id, model_slug, effective_from in selectors.backdated_prices(grace=BACKDATED_PRICE_GRACE):
+        # Re-rating is idempotent, so it runs before the record: a run that dies leaves the price to the next.
+        summary = usage_rerate(actor=None, model_slug=model_slug, since=effective_from)
+        PriceRerate.objects.get_or_create(
+            price_id=price_id,
+            defaults={"model_slug": model_slug, "since": effective_from, "events_changed": summary["events_changed"]},
+        )
+        handled += 1
+    return handled
 
 
 # --- quarantine ------------------------------------------------------------------------------------------

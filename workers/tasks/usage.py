@@ -63,6 +63,12 @@ def deliver_pending_alerts() -> int:
     return count
 
 
+@shared_task(name="usage.rerate_backdated_prices", acks_late=True)
+def rerate_backdated_prices() -> int:
+    """Catalog prices entered with an earlier effective date re-rate the events they apply to, once each."""
+    return usage_services.usage_rerate_backdated_prices()
+
+
 @shared_task(name="usage.rerate", acks_late=True)
 def rerate(model_slug: str, since: str, until: str | None = None) -> dict[str, Any]:
     return usage_services.usage_rerate(

@@ -260,3 +260,29 @@ def test_claims_of_a_rollup_that_died_are_taken_over(world: UsageWorld, rollups)
     assert rollups() == 1
     assert UsageDaily.objects.get(team_id=world.team.pk).input_tokens == 1000
     assert not UsageRollupClaim.objects.exists()
+
+
+def test_a_backdated_catalog_price_re_rates_its_events_once(world: UsageWorld, rollups) -> None:
+    from catalog import services as catalog_services
+    from catalog.models import CatalogModel
+    from portal.usage import services
+    from portal.usage.models import PriceRerate
+
+    world.post([world.event(at=recent(minutes=60), input_tokens=1_000_000, output_tokens=0)])
+    rollups()
+    # The fixture's three prices were entered today effective from January: re-rating them changes nothing.
+    assert services.usage_rerate_backdated_prices() == 3
+    assert PriceRerate.objects.filter(events_changed=0).count() == 3
+    price = catalog_services.model_price_add(
+        actor=world.matrix.platform_admin,
+        model=CatalogModel.objects.get(slug="gpt-test"),
+        usage_type="input",
+        price_per_million="5.00",
+        effective_from=datetime.now(UTC) - timedelta(days=1),
+    )
+    assert services.usage_rerate_backdated_prices() == 1
+    assert services.usage_rerate_backdated_prices() == 0
+    rollups()
+    assert UsageDaily.objects.get(team_id=world.team.pk).cost == Decimal("5")
+    assert PriceRerate.objects.get(price_id=price.pk).events_changed == 1
+    assert AuditEvent.objects.filter(action="usage.rerate", actor__isnull=True).count() == 4

@@ -23,6 +23,7 @@ def test_beat_runs_every_usage_task_by_name() -> None:
         "usage.budgets_evaluate",
         "usage.gpu_accrue",
         "usage.deliver_pending_alerts",
+        "usage.rerate_backdated_prices",
     } <= names
     for name in names & {"usage.partitions_ensure", "usage.rollups_recompute", "usage.budgets_evaluate"}:
         assert name in {
