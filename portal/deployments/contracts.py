@@ -28,6 +28,8 @@ class DeploymentSpec:
     # Per-key allow-lists (gateway credentials): None when every current key of the team may call this model,
     # else the key ids that may (possibly none). The route matches only those client ids.
     allowed_key_ids: tuple[str, ...] | None = None
+    # The generation last observed on the cluster (0: never), so a first apply can skip looking for leftovers.
+    observed_generation: int = 0
 
 
 @dataclass(frozen=True)

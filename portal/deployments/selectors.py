@@ -129,6 +129,7 @@ class _SpecReader:
             runtime_args=tuple(deployment.runtime_args),
             model_cache=deployment.model_cache,
             deleting=deployment.phase == Phase.DELETING,
+            observed_generation=deployment.observed_generation,
             model=self._models[(model_slug, version)],
             cluster=self._clusters[deployment.cluster_id],
             pool=self._pools[pool_key],

@@ -42,6 +42,18 @@ def test_pending_provisioning_ready(world: tuple[RoleMatrix, Sandbox]) -> None:
     assert phases[-1] == "Ready"
 
 
+def test_the_first_apply_does_not_look_for_leftovers_but_later_passes_do(world: tuple[RoleMatrix, Sandbox]) -> None:
+    matrix, sandbox = world
+    deployment = deploy(matrix)
+    sandbox.reset_records()
+    reconcile_deployment(deployment.pk)
+    by_owner = f"portal.genai.io%2Fdeployment-id%3D{deployment.pk}"
+    assert not [r for r in sandbox.records if by_owner in r.query], "no prune lists on the very first apply"
+    sandbox.reset_records()
+    reconcile_deployment(deployment.pk)
+    assert [r for r in sandbox.records if by_owner in r.query], "once observed, owned objects are listed for pruning"
+
+
 def test_second_reconcile_of_an_unchanged_deployment_makes_no_write(world: tuple[RoleMatrix, Sandbox]) -> None:
     matrix, sandbox = world
     deployment = deploy(matrix)

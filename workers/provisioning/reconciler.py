@@ -187,7 +187,12 @@ def reconcile_deployment(deployment_id: int) -> ReconcileResult:
                 message=f"the cluster refused the deployment: {error.message}",
             )
             return ReconcileResult(deployment_id, "failed", 0, "Failed")
-        writes += team_writes + prune(cluster, _owned(cluster, spec), desired)
+        if spec.observed_generation or spec.generation > 1:
+            # Nothing can be left over from an earlier spec before the first one was ever applied whole (a
+            # half-applied first generation only made objects that are still desired); the resync's snapshot
+            # catches anything else owned by it.
+            writes += prune(cluster, _owned(cluster, spec), desired)
+        writes += team_writes
         isvc = live.get(("InferenceService", spec.name)) or {}
         route = next((item for (kind, _), item in live.items() if kind == "AIGatewayRoute"), None)
         status = derive_status(
