@@ -35,6 +35,8 @@ export interface FakePortalOptions {
   readyAfterPolls?: number;
   /** Models whose deployments fail. */
   failingModels?: string[];
+  /** Scopes /api/v1/me reports for the admin (catalog reader) token. */
+  adminScopes?: string[];
 }
 
 export class FakePortal {
@@ -54,6 +56,18 @@ export class FakePortal {
   readonly failingModels: Set<string>;
   private server?: Server;
   url = '';
+  /**
+   * The origin `next` links are built on (default: this server's URL, as the portal's absolute links).
+   * Set it to another origin or scheme to act as a portal (or a man in the middle) linking elsewhere.
+   */
+  nextOrigin?: string;
+  /**
+   * Answer the next GETs of a deployment with 401 `backstage_token_expired` once it was polled this many
+   * times, as the portal does when the forwarded Backstage user token expires during a long wait.
+   */
+  expireUserTokenAfterPolls?: number;
+  /** Idempotency-Keys of every POST, in order (undefined: sent without one). */
+  readonly postKeys: Array<{ path: string; key: string | undefined; replayed: boolean; status: number }> = [];
 
   constructor(options: FakePortalOptions = {}) {
     this.options = options;
@@ -105,7 +119,7 @@ export class FakePortal {
     const size = Number(url.searchParams.get('page_size') ?? 50);
     const number = Number(url.searchParams.get('page') ?? 1);
     const slice = items.slice((number - 1) * size, number * size);
-    const next = number * size < items.length ? `${this.url}${url.pathname}?page=${number + 1}&page_size=${size}` : null;
+    const next = number * size < items.length ? `${this.nextOrigin ?? this.url}${url.pathname}?page=${number + 1}&page_size=${size}` : null;
     this.send(res, 200, { count: items.length, next, previous: null, results: slice });
   }
 
@@ -184,6 +198,13 @@ export class FakePortal {
     }
     if (req.method === 'POST') {
       const key = req.headers['idempotency-key'] as string | undefined;
+      const record = { path: url.pathname, key, replayed: false, status: 0 };
+      this.postKeys.push(record);
+      const originalEnd = res.end.bind(res);
+      (res as any).end = (chunk?: any) => {
+        record.status = res.statusCode;
+        return originalEnd(chunk);
+      };
       if (key) {
         const scope = `${auth}|${user}|${key}`;
         const stored = this.idempotency.get(scope);
@@ -193,23 +214,29 @@ export class FakePortal {
             this.problem(res, 422, 'idempotency_key_reused', 'Idempotency key reused', 'This Idempotency-Key was already used with a different request');
             return;
           }
+          record.replayed = true;
           this.send(res, stored.status, stored.body, { 'Idempotent-Replayed': 'true' });
           return;
         }
-        const originalEnd = res.end.bind(res);
-        const status = () => res.statusCode;
+        const end = (res as any).end;
         (res as any).end = (chunk?: any) => {
-          if (status() < 500) {
-            this.idempotency.set(scope, { fingerprint, status: status(), body: chunk ? JSON.parse(String(chunk)) : undefined });
+          // As the portal (and Stripe): only a 2xx is remembered; a refusal changed nothing, so a retry runs again.
+          if (res.statusCode >= 200 && res.statusCode < 300) {
+            this.idempotency.set(scope, { fingerprint, status: res.statusCode, body: chunk ? JSON.parse(String(chunk)) : undefined });
           }
-          return originalEnd(chunk);
+          return end(chunk);
         };
       }
     }
     const parts = url.pathname.replace(/^\/api\/v1\/?/, '').split('/').filter(Boolean).map(decodeURIComponent);
 
+    if (!user && parts[0] === 'me' && parts.length === 1) {
+      const scopes = isAdmin ? (this.options.adminScopes ?? ['catalog:read']) : ['backstage'];
+      this.send(res, 200, { user: { ref: null, username: isAdmin ? 'backstage-catalog' : 'backstage', kind: 'service', email: '', is_staff: false }, platform_admin: scopes.includes('admin'), acting_through: null, scopes, teams: [] });
+      return;
+    }
     if (isAdmin && !user) {
-      // The catalog provider's reads: a platform admin sees everything.
+      // The catalog provider's reads (scope catalog:read): every team, its deployments and the models.
       if (parts[0] === 'catalog' && parts[1] === 'models' && parts.length === 2) return this.page(res, url, this.models);
       if (parts[0] === 'teams' && parts.length === 1) return this.page(res, url, [...this.teams.keys()].sort().map(slug => this.teamJson(slug)));
       if (parts[0] === 'teams' && parts[2] === 'deployments' && parts.length === 3) {
@@ -257,6 +284,24 @@ export class FakePortal {
         this.send(res, 200, this.teamJson(slug));
         return;
       }
+      if (parts.length === 2 && req.method === 'PATCH') {
+        if (role !== 'admin') {
+          this.problem(res, 403, 'insufficient_role', 'Permission denied', `This needs the 'admin' role in team '${slug}'; you are '${role}'`);
+          return;
+        }
+        const ref = body?.backstage_group_ref;
+        if (ref && [...this.teams.values()].some(team => team.slug !== slug && team.backstage_group_ref === ref)) {
+          this.problem(res, 409, 'group_ref_taken', 'Conflict', `Another team is linked to '${ref}'`);
+          return;
+        }
+        const team = this.teams.get(slug)!;
+        for (const field of ['display_name', 'description', 'cost_center'] as const) {
+          if (typeof body?.[field] === 'string') team[field] = body[field];
+        }
+        if (body && 'backstage_group_ref' in body) team.backstage_group_ref = ref || null;
+        this.send(res, 200, this.teamJson(slug));
+        return;
+      }
       if (parts[2] === 'deployments') {
         const name = parts[3];
         const key = `${slug}/${name}`;
@@ -287,6 +332,10 @@ export class FakePortal {
           return;
         }
         if (req.method === 'GET') {
+          if (this.expireUserTokenAfterPolls !== undefined && deployment.polls >= this.expireUserTokenAfterPolls) {
+            this.problem(res, 401, 'backstage_token_expired', 'Not authenticated', 'The Backstage user token has expired');
+            return;
+          }
           deployment.polls += 1;
           if (deployment.deleting) {
             this.deployments.delete(key);
