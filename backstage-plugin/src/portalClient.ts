@@ -159,12 +159,44 @@ export class PortalClient {
     this.fetchImpl = options.fetchImpl ?? fetch;
   }
 
-  /** An absolute URL for a portal path (or the URL itself when the portal already gave one). */
+  /**
+   * An absolute URL for a portal path, for links shown to people (never fetched with credentials here):
+   * a URL the portal already made absolute is returned as it is.
+   */
   url(path: string): string {
-    if (/^https?:\/\//.test(path)) {
+    if (/^https?:\/\//i.test(path)) {
       return path;
     }
     return `${this.baseUrl}${path.startsWith('/') ? '' : '/'}${path}`;
+  }
+
+  /**
+   * The URL a request with the service token (and the user's token) goes to. A path is put under baseUrl.
+   * An absolute URL (a `next` link, anything the portal answered) is rebuilt on baseUrl from its path and
+   * query only, and refused unless it has baseUrl's origin (scheme, host and port) and stays under its
+   * path: a link elsewhere must never receive the tokens.
+   */
+  resolve(pathOrUrl: string): string {
+    if (!/^[a-z][a-z0-9+.-]*:/i.test(pathOrUrl) && !pathOrUrl.startsWith('//')) {
+      return this.url(pathOrUrl);
+    }
+    const base = new URL(`${this.baseUrl}/`);
+    let link: URL;
+    try {
+      link = new URL(pathOrUrl, base); // a scheme-relative //host/... takes baseUrl's scheme, and its own host
+    } catch {
+      throw new Error(`The GenAI portal answered a link that is not a URL (${pathOrUrl.slice(0, 200)}); refusing to follow it`);
+    }
+    const basePath = base.pathname.replace(/\/+$/, '');
+    if (link.origin !== base.origin || (basePath && link.pathname !== basePath && !link.pathname.startsWith(`${basePath}/`))) {
+      throw new Error(
+        `The GenAI portal answered a link to ${link.origin}${link.pathname}, outside the configured genaiPortal.baseUrl ` +
+          `(${this.baseUrl}); refusing to send the portal credentials there. If the portal builds its links with another ` +
+          'scheme or host (e.g. behind a TLS proxy), make it see the address Backstage uses (trusted X-Forwarded-Proto/Host), ' +
+          'or set genaiPortal.baseUrl to the address the portal names.',
+      );
+    }
+    return `${base.origin}${link.pathname}${link.search}`;
   }
 
   async request<T>(method: string, path: string, options: RequestOptions = {}): Promise<PortalResponse<T>> {
@@ -186,7 +218,7 @@ export class PortalClient {
       headers['Content-Type'] = 'application/json';
       payload = JSON.stringify(options.body);
     }
-    let target = this.url(path);
+    let target = this.resolve(path);
     const query = Object.entries(options.query ?? {}).filter(([, value]) => value !== undefined);
     if (query.length > 0) {
       const search = new URLSearchParams(query.map(([key, value]) => [key, String(value)]));
@@ -230,7 +262,10 @@ export class PortalClient {
     };
   }
 
-  /** Every item of a paginated list, following `next` links. */
+  /**
+   * Every item of a paginated list, following `next` links. The portal makes them absolute; each one is
+   * rebuilt on baseUrl (path and query only) and refused when it points elsewhere (see `resolve`).
+   */
   async listAll<T>(path: string, options: RequestOptions = {}): Promise<T[]> {
     const items: T[] = [];
     let next: string | null = path;
@@ -238,7 +273,7 @@ export class PortalClient {
     while (next) {
       const page: PortalResponse<Page<T>> = await this.request<Page<T>>('GET', next, { ...options, query });
       items.push(...page.body.results);
-      next = page.body.next;
+      next = page.body.next ? this.resolve(page.body.next) : null;
       query = undefined; // the `next` link carries the query already
     }
     return items;
