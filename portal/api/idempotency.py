@@ -1,4 +1,9 @@
-"""Idempotency-Key on POST: the first response is stored and replayed; a different body is refused."""
+"""Idempotency-Key on POST: the first successful response is stored and replayed; a different body is refused.
+
+Only 2xx responses are remembered. A refusal (4xx) changed nothing, by the API's rule, so remembering it would
+protect nothing and would replay the same refusal to a client retrying after fixing the cause (a freed quota, a
+corrected name); a server error (5xx) may be transient. Either way the key is released and a retry runs again,
+as Stripe treats validation failures and conflicts."""
 
 from __future__ import annotations
 
@@ -115,8 +120,8 @@ _KEPT_HEADERS = ("Location", "Retry-After")
 
 
 def complete(reservation: Reservation, response: Response) -> None:
-    """Store a final response for replay; a server error releases the key so a retry runs again."""
-    if response.status_code >= 500:
+    """Store a successful response for replay; any other releases the key so a retry runs again."""
+    if not 200 <= response.status_code < 300:
         IdempotencyRecord.objects.filter(pk=reservation.record_id).delete()
         return
     if not getattr(response, "is_rendered", True):

@@ -13,7 +13,7 @@ from portal.api.services import api_token_issue
 from portal.core.models import AuditEvent
 from portal.tenancy.models import Team
 from tests.conftest import assert_problem
-from tests.factories import UserFactory
+from tests.factories import TeamFactory, UserFactory
 
 
 def _client() -> APIClient:
@@ -57,13 +57,21 @@ def test_keys_are_scoped_per_principal() -> None:
 
 
 @pytest.mark.django_db
-def test_a_stored_error_is_replayed_too() -> None:
+def test_a_refusal_is_not_remembered_so_a_retry_after_fixing_the_cause_runs_again() -> None:
     client = _client()
-    first = client.post("/api/v1/teams", {"slug": "BAD"}, format="json", HTTP_IDEMPOTENCY_KEY="bad")
-    second = client.post("/api/v1/teams", {"slug": "BAD"}, format="json", HTTP_IDEMPOTENCY_KEY="bad")
-    assert first.status_code == second.status_code == 400
-    assert second.json() == first.json()
-    assert second["Content-Type"] == "application/problem+json"
+    TeamFactory(slug="taken")
+    body = {"slug": "taken", "display_name": "Taken"}
+    first = client.post("/api/v1/teams", body, format="json", HTTP_IDEMPOTENCY_KEY="retry-me")
+    assert_problem(first, 409, "team_exists")
+    assert not first.has_header("Idempotent-Replayed")
+    assert not IdempotencyRecord.objects.filter(key="retry-me").exists()
+    Team.objects.filter(slug="taken").delete()  # the cause goes away (here: the other team is removed)
+    second = client.post("/api/v1/teams", body, format="json", HTTP_IDEMPOTENCY_KEY="retry-me")
+    assert second.status_code == 201, second.content
+    assert not second.has_header("Idempotent-Replayed")
+    third = client.post("/api/v1/teams", body, format="json", HTTP_IDEMPOTENCY_KEY="retry-me")
+    assert third.status_code == 201
+    assert third["Idempotent-Replayed"] == "true"
 
 
 @pytest.mark.django_db
