@@ -64,6 +64,21 @@ describe('genai-portal:deployment:create', () => {
     });
   });
 
+  it('a retry after a refusal (409 fixed by the user) sends the request again: the portal remembers only 2xx', async () => {
+    await run(action(), makeContext({ ...base, name: 'busy', waitForReady: false }, { taskId: 'owner-of-busy' }));
+    const checkpoints = new Map();
+    const input = { ...base, name: 'busy', waitForReady: false };
+    await assert.rejects(run(action(), makeContext(input, { taskId: 't-409', checkpoints })), /already has a deployment named 'busy'/);
+    env.portal.deployments.delete('ml/busy'); // the user deletes the old deployment, then retries the task
+    const retried = makeContext(input, { taskId: 't-409', checkpoints });
+    await run(action(), retried);
+    const attempts = env.portal.postKeys.filter(post => post.key === 'backstage:t-409:step-1:deployment.create.ml.busy');
+    assert.deepEqual(attempts.map(post => [post.status, post.replayed]), [[409, false], [201, false]]);
+    assert.ok(!retried.logs.some(l => /earlier attempt/.test(l.message)));
+    assert.equal(retried.outputs.name, 'busy');
+    assert.ok(env.portal.deployments.has('ml/busy'));
+  });
+
   it('an unknown model reports the field error', async () => {
     await assert.rejects(run(action(), makeContext({ ...base, model: 'nope', name: 'n1' })), /  - model: no model 'nope' in the catalog/);
   });
