@@ -110,6 +110,28 @@ describe('software templates in a scaffolder backend', () => {
     assert.equal(portal.posts('/api/v1/teams/ml/deployments').filter(post => post.body.name === 'flaky').length, 1);
   });
 
+  it('a failed task retried by another user is refused: it would act as its creator in the portal', async () => {
+    portal.failingModels.add('gpt-4o');
+    const first = await runTask(url, {
+      templateRef: templateRef(deploy),
+      values: { team: 'group:default/ml', model: 'resource:default/gpt-4o', name: 'not-yours', minReplicas: 1, maxReplicas: 1, scaleToZero: false, timeoutSeconds: 60 },
+    });
+    assert.equal(first.status, 'failed');
+    portal.failingModels.delete('gpt-4o');
+    const before = portal.requests.length;
+    const bob = mockCredentials.user.header('user:default/bob');
+    const retried = await fetch(`${url}/api/scaffolder/v2/tasks/${first.id}/retry`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', Authorization: bob },
+      body: '{}',
+    });
+    assert.equal(retried.status, 201, await retried.clone().text());
+    const second = await waitForTask(url, first.id);
+    assert.equal(second.status, 'failed', second.rawEvents);
+    assert.match(second.rawEvents, /created by user:default\/jane but is now being run by user:default\/bob/);
+    assert.equal(portal.requests.length, before, 'no request to the portal on behalf of jane');
+  });
+
   it('deploy a model: the portal refusal is readable in the task log', async () => {
     const result = await runTask(url, {
       templateRef: templateRef(deploy),

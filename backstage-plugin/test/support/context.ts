@@ -35,6 +35,11 @@ export function makeContext<TInput>(
     isDryRun?: boolean;
     signal?: AbortSignal;
     secrets?: Record<string, string>;
+    /**
+     * Whom getInitiatorCredentials names: a user ref (default: the task's user, as for its creator; another
+     * user, as after a retry by someone else), or a principal object as it is (e.g. a service).
+     */
+    initiator?: string | Record<string, unknown>;
   } = {},
 ): TestContext<TInput> {
   const logs: LogLine[] = [];
@@ -76,6 +81,11 @@ export function makeContext<TInput>(
     signal: options.signal,
     workspacePath: '/tmp',
     createTemporaryDirectory: async () => '/tmp',
-    getInitiatorCredentials: async () => ({}),
+    getInitiatorCredentials: async () => {
+      const initiator = options.initiator ?? (options.user === null ? undefined : options.user ?? 'user:default/jane');
+      const principal =
+        initiator === undefined ? { type: 'none' } : typeof initiator === 'string' ? { type: 'user', userEntityRef: initiator } : initiator;
+      return { $$type: '@backstage/BackstageCredentials', principal };
+    },
   };
 }

@@ -14,6 +14,8 @@ export interface PortalActionOptions {
 /** The minimum of an action context these helpers read. */
 export interface IdentityContext {
   user?: { ref?: string };
+  /** Whoever created, or last retried, the task (scaffolder 4.2 replaces it on retry; `user` stays the creator). */
+  getInitiatorCredentials(): Promise<{ principal: unknown }>;
   secrets?: { backstageToken?: string } & Record<string, string>;
   task: { id: string };
   step?: { id?: string };
@@ -22,13 +24,25 @@ export interface IdentityContext {
 /**
  * The user a task acts for. The portal authorizes that user against its own teams and roles, so an
  * action never acts as the bare service token: a task created by a service (no user) is refused.
+ *
+ * A retried task keeps `ctx.user` (its creator) but the scaffolder (4.2) gives it the retrier's
+ * credentials and token. Acting then would let anyone allowed to retry the task act as its creator,
+ * so the initiator must be a user principal and the same user as `ctx.user.ref`.
  */
-export function identityOf(ctx: IdentityContext, options: PortalActionOptions): Identity {
+export async function identityOf(ctx: IdentityContext, options: PortalActionOptions): Promise<Identity> {
   const userRef = ctx.user?.ref;
   if (!userRef) {
     throw new InputError(
       'This action acts for the Backstage user who started the task, and this task has none ' +
         '(it was created by a service, not a signed-in user); refusing to call the GenAI portal.',
+    );
+  }
+  const initiator = initiatorUserRef((await ctx.getInitiatorCredentials())?.principal);
+  if (!initiator || !sameEntityRef(initiator, userRef)) {
+    throw new InputError(
+      `This task was created by ${userRef} but is now being run by ${initiator ?? 'a principal that is not a user'} ` +
+        `(a retry by someone else); it acts for ${userRef} in the GenAI portal, so only ${userRef} may retry it. ` +
+        'Refusing to call the GenAI portal: run the template again yourself instead.',
     );
   }
   if (options.forwardUserToken) {
@@ -41,6 +55,22 @@ export function identityOf(ctx: IdentityContext, options: PortalActionOptions): 
     return { userRef, backstageToken };
   }
   return { userRef };
+}
+
+/** The user entity ref of a BackstageUserPrincipal (`{ type: 'user', userEntityRef }`); undefined for any other principal. */
+function initiatorUserRef(principal: unknown): string | undefined {
+  if (principal && typeof principal === 'object') {
+    const candidate = principal as { type?: unknown; userEntityRef?: unknown };
+    if (candidate.type === 'user' && typeof candidate.userEntityRef === 'string' && candidate.userEntityRef) {
+      return candidate.userEntityRef;
+    }
+  }
+  return undefined;
+}
+
+/** Entity refs compare case-insensitively, as in the catalog. */
+function sameEntityRef(a: string, b: string): boolean {
+  return a.toLocaleLowerCase('en-US') === b.toLocaleLowerCase('en-US');
 }
 
 /**

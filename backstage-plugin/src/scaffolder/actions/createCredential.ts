@@ -41,7 +41,7 @@ export function createCredentialAction(options: PortalActionOptions) {
       },
     },
     async handler(ctx) {
-      const identity = identityOf(ctx, options);
+      const identity = await identityOf(ctx, options);
       const allowedModels = ctx.input.allowedModels?.map(nameFromRef).filter(model => model.length > 0);
       if (ctx.isDryRun) {
         ctx.logger.info(

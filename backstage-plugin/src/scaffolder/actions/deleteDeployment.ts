@@ -25,7 +25,7 @@ export function createDeleteDeploymentAction(options: PortalActionOptions) {
       },
     },
     async handler(ctx) {
-      const identity = identityOf(ctx, options);
+      const identity = await identityOf(ctx, options);
       const { name } = ctx.input;
       if (ctx.isDryRun) {
         ctx.logger.info(`Dry run: would delete deployment '${name}' of ${ctx.input.team}`);

@@ -100,7 +100,7 @@ export function createDeployModelAction(options: PortalActionOptions) {
       },
     },
     async handler(ctx) {
-      const identity = identityOf(ctx, options);
+      const identity = await identityOf(ctx, options);
       const model = nameFromRef(ctx.input.model);
       const { name } = ctx.input;
       const minReplicas = ctx.input.minReplicas ?? (ctx.input.scaleToZero ? 0 : 1);

@@ -34,7 +34,7 @@ export function createOnboardTeamAction(options: PortalActionOptions) {
       },
     },
     async handler(ctx) {
-      const identity = identityOf(ctx, options);
+      const identity = await identityOf(ctx, options);
       const { team, displayName } = ctx.input;
       const groupRef = ctx.input.groupRef ? normalizeGroupRef(ctx.input.groupRef) : undefined;
       const teamUrl = portalLink(options, `/api/v1/teams/${team}`);
