@@ -8,17 +8,16 @@ from django.contrib.auth.models import AbstractUser
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Lower
 
 from portal.core.models import TimestampedModel
 
 # DESIGN.md: a team slug is a DNS-1123 label of at most 40 characters (it becomes part of a namespace).
 TEAM_SLUG_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$"
-BACKSTAGE_USER_REF_PATTERN = (
-    r"^user:[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
-)
-BACKSTAGE_GROUP_REF_PATTERN = (
-    r"^group:[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
-)
+# Backstage compares entity refs ignoring case and writes them in lowercase (stringifyEntityRef: relations,
+# the `sub` of user tokens), so the portal stores them in lowercase only: one entity, one stored ref.
+BACKSTAGE_USER_REF_PATTERN = r"^user:[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?/[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?$"
+BACKSTAGE_GROUP_REF_PATTERN = r"^group:[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?/[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?$"
 ACCELERATOR_TYPE_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,62}[a-z0-9])?$"
 
 
@@ -49,6 +48,10 @@ class User(AbstractUser):
                 condition=Q(kind="person") | Q(is_staff=False, is_superuser=False),
                 name="service_principal_is_not_staff",
             ),
+            models.CheckConstraint(
+                condition=Q(backstage_ref__isnull=True) | Q(backstage_ref=Lower("backstage_ref")),
+                name="backstage_ref_is_lowercase",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -63,8 +66,11 @@ class Team(TimestampedModel):
     slug = models.CharField(max_length=40, unique=True, validators=[RegexValidator(TEAM_SLUG_PATTERN)])
     display_name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
-    backstage_group_ref = models.CharField(
-        max_length=255, null=True, blank=True, unique=True, validators=[RegexValidator(BACKSTAGE_GROUP_REF_PATTERN)]
+    # Unique ignoring case (a constraint below): Backstage matches groups ignoring case, so two teams must
+    # never follow case variants of one group.
+    # NULL, not "", for no group: the unique constraint must not count unlinked teams.
+    backstage_group_ref = models.CharField(  # noqa: DJ001
+        max_length=255, null=True, blank=True, validators=[RegexValidator(BACKSTAGE_GROUP_REF_PATTERN)]
     )
     cost_center = models.CharField(max_length=64, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
@@ -74,6 +80,15 @@ class Team(TimestampedModel):
         ordering = ["slug"]
         constraints = [
             models.CheckConstraint(condition=Q(slug__regex=TEAM_SLUG_PATTERN), name="team_slug_is_dns_label"),
+            models.UniqueConstraint(
+                Lower("backstage_group_ref"),
+                name="one_team_per_backstage_group",
+                violation_error_message="Another team is linked to this Backstage group.",
+            ),
+            models.CheckConstraint(
+                condition=Q(backstage_group_ref__isnull=True) | Q(backstage_group_ref=Lower("backstage_group_ref")),
+                name="backstage_group_ref_is_lowercase",
+            ),
         ]
 
     def __str__(self) -> str:

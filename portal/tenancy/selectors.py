@@ -10,11 +10,23 @@ from portal.tenancy.models import ROLE_RANK, Membership, Role, Team, TeamQuota, 
 
 
 def normalize_user_ref(reference: str) -> str:
-    """Backstage refs may omit the namespace ('user:jane' means 'user:default/jane')."""
+    """A Backstage user ref as the portal stores it: in lowercase, as Backstage's stringifyEntityRef writes
+    it (refs are compared ignoring case), with the namespace ('user:jane' means 'user:default/jane').
+    Anything that is not a user ref (a username) is only stripped."""
     reference = reference.strip()
-    if reference.startswith("user:") and "/" not in reference:
+    if not reference.lower().startswith("user:"):
+        return reference
+    reference = reference.lower()
+    if "/" not in reference:
         reference = "user:default/" + reference.removeprefix("user:")
     return reference
+
+
+def normalize_group_ref(reference: str | None) -> str | None:
+    """A Backstage group ref as the portal stores it: stripped and in lowercase; blank means none."""
+    if reference is None:
+        return None
+    return reference.strip().lower() or None
 
 
 def team_list_visible(*, user: User, platform_admin: bool) -> QuerySet[Team]:
@@ -83,7 +95,8 @@ def team_quota_contract(*, team_slug: str) -> TeamQuotaContract:
 
 
 def user_get_by_reference(*, reference: str) -> User | None:
-    """A user by Backstage ref (user:default/jane) or by username."""
+    """A user by Backstage ref (user:default/jane, any case) or by username."""
+    reference = normalize_user_ref(reference)
     if reference.startswith("user:"):
         return User.objects.filter(backstage_ref=reference).first()
     return User.objects.filter(username=reference).first()
@@ -107,12 +120,18 @@ def team_gpu_total(*, team_slug: str) -> int:
 
 
 def teams_linked_to_groups() -> dict[str, Team]:
-    """Teams linked to a Backstage group, by the group ref in lowercase (entity refs are case-insensitive)."""
+    """Teams linked to a Backstage group, by the group ref (stored in lowercase, unique ignoring case)."""
     return {
         team.backstage_group_ref.lower(): team
         for team in Team.objects.exclude(backstage_group_ref=None)
         if team.backstage_group_ref
     }
+
+
+def team_admin_backstage_refs(*, team: Team) -> set[str]:
+    """The Backstage refs of the team's current admins (admins created in the portal have none)."""
+    admins = Membership.objects.filter(team=team, role=Role.ADMIN, user__backstage_ref__isnull=False)
+    return {reference for reference in admins.values_list("user__backstage_ref", flat=True) if reference}
 
 
 def team_admins_without_backstage_ref(*, team: Team) -> int:

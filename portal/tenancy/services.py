@@ -23,7 +23,7 @@ from portal.tenancy.models import (
     TeamQuota,
     User,
 )
-from portal.tenancy.selectors import normalize_user_ref, user_get_by_reference
+from portal.tenancy.selectors import normalize_group_ref, normalize_user_ref, user_get_by_reference
 
 _USER_REF = re.compile(BACKSTAGE_USER_REF_PATTERN)
 _GROUP_REF = re.compile(BACKSTAGE_GROUP_REF_PATTERN)
@@ -103,6 +103,7 @@ def team_create(
     add_actor_as_admin: bool = True,
 ) -> Team:
     """Create a team with the default quota; the creating person becomes its first admin."""
+    backstage_group_ref = normalize_group_ref(backstage_group_ref)
     _validate_team_fields(slug=slug, backstage_group_ref=backstage_group_ref, display_name=display_name)
     if Team.objects.filter(slug=slug).exists():
         raise Conflict(f"Team '{slug}' already exists", code="team_exists")
@@ -118,6 +119,8 @@ def team_create(
                 cost_center=cost_center,
             )
     except IntegrityError:
+        if backstage_group_ref and Team.objects.filter(backstage_group_ref=backstage_group_ref).exists():
+            raise Conflict(f"Another team is linked to '{backstage_group_ref}'", code="group_ref_taken") from None
         raise Conflict(f"Team '{slug}' already exists", code="team_exists") from None
     defaults: dict[str, Any] = settings.QUOTA_DEFAULTS
     quota = TeamQuota.objects.create(
@@ -165,6 +168,8 @@ def team_update(*, actor: User, team: Team, changes: dict[str, Any]) -> Team:
     if unknown:
         raise ValidationFailed([FieldProblem(name, "cannot be changed", "read_only") for name in unknown])
     team = Team.objects.select_for_update().get(pk=team.pk)
+    if "backstage_group_ref" in changes:
+        changes = {**changes, "backstage_group_ref": normalize_group_ref(changes["backstage_group_ref"])}
     _validate_team_fields(
         backstage_group_ref=changes.get("backstage_group_ref"), display_name=changes.get("display_name")
     )
@@ -173,15 +178,18 @@ def team_update(*, actor: User, team: Team, changes: dict[str, Any]) -> Team:
         raise Conflict(f"Another team is linked to '{group_ref}'", code="group_ref_taken")
     before = _team_snapshot(team)
     for name, value in changes.items():
-        if name == "backstage_group_ref":
-            value = value or None
         if name == "display_name":
             value = value.strip()
         setattr(team, name, value)
     after = _team_snapshot(team)
     if after == before:
         return team
-    team.save()
+    try:
+        with transaction.atomic():
+            team.save()
+    except IntegrityError:
+        # Another team took the group between the check above and this write (the constraint ignores case).
+        raise Conflict(f"Another team is linked to '{group_ref}'", code="group_ref_taken") from None
     audit_record(
         actor=actor,
         action="team.update",
@@ -223,7 +231,7 @@ def team_set_status(*, actor: User, team: Team, status: str) -> Team:
 
 def _resolve_member(user_ref: str) -> User:
     reference = user_ref.strip()
-    if reference.startswith("user:"):
+    if reference.lower().startswith("user:"):
         try:
             return user_get_or_create_from_backstage_ref(backstage_ref=reference)
         except ValidationFailed as error:

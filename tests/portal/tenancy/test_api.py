@@ -672,6 +672,47 @@ def test_team_update_to_a_taken_group_ref_is_a_conflict(matrix: RoleMatrix) -> N
     assert tenancy_state() == before
 
 
+def test_a_case_variant_of_a_taken_group_ref_is_a_conflict_on_create_and_update(matrix: RoleMatrix) -> None:
+    # Backstage matches group refs ignoring case: a case variant is the same group, never a second link.
+    Team.objects.filter(slug="beta").update(backstage_group_ref="group:default/beta")
+    client = matrix.client("admin")
+    before = tenancy_state()
+    created = client.post(
+        "/api/v1/teams",
+        {"slug": "gamma", "display_name": "Gamma", "backstage_group_ref": "group:default/Beta"},
+        format="json",
+    )
+    assert_problem(created, 409, "group_ref_taken")
+    updated = client.patch("/api/v1/teams/alpha", {"backstage_group_ref": "Group:Default/BETA"}, format="json")
+    assert_problem(updated, 409, "group_ref_taken")
+    assert tenancy_state() == before
+
+
+def test_group_refs_are_stored_in_lowercase(matrix: RoleMatrix) -> None:
+    client = matrix.client("admin")
+    response = client.patch("/api/v1/teams/alpha", {"backstage_group_ref": "group:default/Alpha-Team"}, format="json")
+    assert response.json()["backstage_group_ref"] == "group:default/alpha-team"
+    response = client.post(
+        "/api/v1/teams",
+        {"slug": "gamma", "display_name": "Gamma", "backstage_group_ref": "group:Default/Gamma"},
+        format="json",
+    )
+    assert response.json()["backstage_group_ref"] == "group:default/gamma"
+    assert sorted(Team.objects.exclude(backstage_group_ref=None).values_list("backstage_group_ref", flat=True)) == [
+        "group:default/alpha-team",
+        "group:default/gamma",
+    ]
+
+
+def test_a_mixed_case_backstage_user_is_the_user_of_the_lowercase_ref(matrix: RoleMatrix) -> None:
+    body = backstage_client().get("/api/v1/me", HTTP_X_BACKSTAGE_USER="user:default/Admin").json()
+    assert body["user"]["ref"] == "user:default/admin"
+    assert body["teams"] == [{"team": "alpha", "display_name": "Alpha", "role": "admin"}]
+    assert not User.objects.filter(backstage_ref__iexact="user:default/admin").exclude(pk=matrix.admin.pk).exists()
+    member = matrix.client("viewer").get("/api/v1/teams/alpha/members/user:default/Developer")
+    assert member.json()["user"] == "user:default/developer"
+
+
 @pytest.mark.parametrize("who", ROLES)
 def test_team_suspension_matrix(matrix: RoleMatrix, who: str) -> None:
     client = matrix.client(who)

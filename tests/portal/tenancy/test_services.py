@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.db import IntegrityError, transaction
 
 from portal.core.errors import Conflict, NotFound, ValidationFailed
 from portal.core.models import AuditEvent
@@ -30,7 +31,10 @@ def problem_fields(error: ValidationFailed) -> dict[str, str]:
         ("user:default/jane", "user:default/jane"),
         ("user:jane", "user:default/jane"),
         ("  user:default/jane  ", "user:default/jane"),
-        ("user:partners/Jane.Doe", "user:partners/Jane.Doe"),
+        # Backstage's entity refs ignore case and it writes them in lowercase (relations, the user token's sub).
+        ("user:partners/Jane.Doe", "user:partners/jane.doe"),
+        ("User:Default/JANE", "user:default/jane"),
+        ("user:Jane", "user:default/jane"),
     ],
 )
 def test_backstage_users_are_created_once_under_their_normalized_ref(given: str, stored: str) -> None:
@@ -43,7 +47,7 @@ def test_backstage_users_are_created_once_under_their_normalized_ref(given: str,
 
 
 @pytest.mark.parametrize(
-    "ref", ["jane", "group:default/team-a", "user:default/", "user:/jane", "user:default/ja ne", "user:Default/jane"]
+    "ref", ["jane", "group:default/team-a", "user:default/", "user:/jane", "user:default/ja ne", "user:Default/ja_"]
 )
 def test_malformed_backstage_refs_create_nobody(ref: str) -> None:
     with pytest.raises(ValidationFailed) as caught:
@@ -51,6 +55,49 @@ def test_malformed_backstage_refs_create_nobody(ref: str) -> None:
     assert problem_fields(caught.value) == {"backstage_ref": "invalid_user_ref"}
     assert not User.objects.exists()
     assert not AuditEvent.objects.exists()
+
+
+def test_a_mixed_case_ref_is_the_same_user_as_its_lowercase_ref() -> None:
+    jane = services.user_get_or_create_from_backstage_ref(backstage_ref="user:default/jane")
+    assert services.user_get_or_create_from_backstage_ref(backstage_ref="user:default/Jane").pk == jane.pk
+    assert selectors.user_get_by_reference(reference="user:Default/JANE") == jane
+    assert User.objects.count() == 1
+
+
+def test_normalize_user_ref_lowercases_refs_and_leaves_usernames_alone() -> None:
+    assert selectors.normalize_user_ref(" User:Partners/Kim ") == "user:partners/kim"
+    assert selectors.normalize_user_ref("user:Kim") == "user:default/kim"
+    assert selectors.normalize_user_ref("Platform-Admin") == "Platform-Admin"
+
+
+def test_the_database_refuses_backstage_refs_that_are_not_lowercase() -> None:
+    with pytest.raises(IntegrityError), transaction.atomic():
+        User.objects.create(username="mixed", backstage_ref="user:default/Jane")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Team.objects.create(slug="mixed", display_name="Mixed", backstage_group_ref="group:default/Team-A")
+    Team.objects.create(slug="first", display_name="First", backstage_group_ref="group:default/team-a")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Team.objects.create(slug="second", display_name="Second", backstage_group_ref="group:default/team-a")
+    assert list(Team.objects.values_list("slug", flat=True)) == ["first"]
+
+
+def test_group_refs_are_stored_in_lowercase_and_taken_ignoring_case() -> None:
+    person = UserFactory()
+    team = services.team_create(
+        actor=person, slug="alpha", display_name="A", backstage_group_ref=" Group:Default/Team-A "
+    )
+    assert Team.objects.get(pk=team.pk).backstage_group_ref == "group:default/team-a"
+    other = services.team_create(actor=person, slug="beta", display_name="B")
+    with pytest.raises(Conflict) as caught:
+        services.team_create(actor=person, slug="gamma", display_name="G", backstage_group_ref="group:default/TEAM-A")
+    assert caught.value.code == "group_ref_taken"
+    with pytest.raises(Conflict) as caught:
+        services.team_update(actor=person, team=other, changes={"backstage_group_ref": "group:default/Team-A"})
+    assert caught.value.code == "group_ref_taken"
+    assert Team.objects.get(pk=other.pk).backstage_group_ref is None
+    assert not Team.objects.filter(slug="gamma").exists()
+    services.team_update(actor=person, team=other, changes={"backstage_group_ref": "group:default/Team-B"})
+    assert Team.objects.get(pk=other.pk).backstage_group_ref == "group:default/team-b"
 
 
 def test_service_principals_are_created_once_and_never_take_a_persons_name() -> None:
