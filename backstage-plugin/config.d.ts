@@ -19,7 +19,10 @@ export interface Config {
     token: string;
     /**
      * Also forward the initiating user's Backstage token in X-Backstage-Token, for a portal that
-     * verifies it (PORTAL_BACKSTAGE_JWKS_URL). With this on, an action refuses to run without it.
+     * verifies it (PORTAL_BACKSTAGE_JWKS_URL). With this on, an action refuses to run without it, and
+     * waits are bounded by that token's lifetime (about an hour from the start of the task): the
+     * actions' timeoutSeconds is capped at 3600, and a wait that outlives the token stops saying where to
+     * watch the deployment. Waits longer than that need forwardUserToken: false.
      */
     forwardUserToken?: boolean;
     /** Timeout of one HTTP request to the portal, in seconds (default 30). */

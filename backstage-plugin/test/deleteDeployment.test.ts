@@ -49,4 +49,22 @@ describe('genai-portal:deployment:delete', () => {
     assert.equal(env.portal.requests.length, count);
     assert.equal(ctx.outputs.deleted, false);
   });
+  it('with the user token forwarded: waits are capped at 3600 s, and a token expiring mid-wait says the deletion continues', async () => {
+    const forwarding = await startPortalAndActions({ forwardUserToken: true });
+    forwarding.portal.addTeam('ml', { 'user:default/jane': 'admin' });
+    const secrets = { backstageToken: 'eyJ.user.token' };
+    try {
+      const del = forwarding.actions['genai-portal:deployment:delete'];
+      assert.equal((del.schema?.input as any).properties.timeoutSeconds.maximum, 3600);
+      await assert.rejects(run(del, makeContext({ team: 'ml', name: 'x', waitForDeletion: true, timeoutSeconds: 7200 }, { secrets })), /timeoutSeconds \(7200\) exceeds 3600 s/);
+      await run(forwarding.actions['genai-portal:deployment:create'], makeContext({ team: 'ml', model: 'qwen2-5-7b-instruct', name: 'slow-delete', waitForReady: false }, { secrets, taskId: 'c' }));
+      forwarding.portal.expireUserTokenAfterPolls = 0;
+      await assert.rejects(
+        run(del, makeContext({ team: 'ml', name: 'slow-delete', waitForDeletion: true, pollIntervalSeconds: 0.05 }, { secrets })),
+        /Stopped waiting for deployment 'slow-delete' of team 'ml' to be deleted: the Backstage user token forwarded to the GenAI portal expired.*continues in the portal; watch it at https:\/\/portal\.example\.com\/api\/v1\/teams\/ml\/deployments\/slow-delete/s,
+      );
+    } finally {
+      await forwarding.portal.stop();
+    }
+  });
 });

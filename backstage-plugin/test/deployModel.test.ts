@@ -146,6 +146,45 @@ describe('genai-portal:deployment:create', () => {
     }
   });
 
+  it('the forwarded user token expiring mid-wait stops the wait with where to watch the deployment', async () => {
+    const forwarding = await startPortalAndActions({ forwardUserToken: true, readyAfterPolls: 1000 });
+    forwarding.portal.addTeam('ml', { 'user:default/jane': 'admin' });
+    forwarding.portal.expireUserTokenAfterPolls = 3; // the portal answers 401 backstage_token_expired from the 4th poll on
+    try {
+      const ctx = makeContext({ ...base, name: 'long', timeoutSeconds: 3600, pollIntervalSeconds: 0.05 }, { secrets: { backstageToken: 'eyJ.user.token' } });
+      await assert.rejects(run(forwarding.actions['genai-portal:deployment:create'], ctx), (error: Error) => {
+        assert.match(error.message, /^Stopped waiting for deployment 'long' of team 'ml' \(last: Provisioning: predictor starting\)/);
+        assert.match(error.message, /Backstage user token forwarded to the GenAI portal expired/);
+        assert.match(error.message, /continues in the portal; watch it at https:\/\/portal\.example\.com\/api\/v1\/teams\/ml\/deployments\/long/);
+        assert.match(error.message, /genaiPortal\.forwardUserToken: false/);
+        assert.doesNotMatch(error.message, /HTTP 401/);
+        return true;
+      });
+      assert.ok(forwarding.portal.deployments.has('ml/long'), 'the deployment stays');
+    } finally {
+      await forwarding.portal.stop();
+    }
+  });
+
+  it('caps timeoutSeconds at 3600 s when the user token is forwarded (schema and handler), 86400 s otherwise', async () => {
+    const forwarding = await startPortalAndActions({ forwardUserToken: true });
+    try {
+      const capped = forwarding.actions['genai-portal:deployment:create'];
+      const schema = (capped.schema?.input as any).properties.timeoutSeconds;
+      assert.equal(schema.maximum, 3600);
+      assert.match(schema.description, /longer waits need forwardUserToken: false/);
+      assert.equal((action().schema?.input as any).properties.timeoutSeconds.maximum, 86_400);
+      const count = forwarding.portal.requests.length;
+      await assert.rejects(
+        run(capped, makeContext({ ...base, name: 'too-long', timeoutSeconds: 7200 }, { secrets: { backstageToken: 'eyJ.user.token' } })),
+        /timeoutSeconds \(7200\) exceeds 3600 s: the forwarded Backstage user token expires after about an hour/,
+      );
+      assert.equal(forwarding.portal.requests.length, count);
+    } finally {
+      await forwarding.portal.stop();
+    }
+  });
+
   it('dry run posts nothing and validates replicas', async () => {
     const count = env.portal.requests.length;
     const ctx = makeContext({ ...base, name: 'dry', scaleToZero: true }, { isDryRun: true });

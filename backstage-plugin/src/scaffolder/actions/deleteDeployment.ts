@@ -1,11 +1,16 @@
 /** genai-portal:deployment:delete - delete a team's deployment (and, optionally, wait until it is gone). */
+import { InputError } from '@backstage/errors';
 import { createTemplateAction } from '@backstage/plugin-scaffolder-node';
-import { PortalActionOptions, identityOf, resolveTeam, sleep, throwIfCancelled } from './common';
+import { PortalError } from '../../portalClient';
+import type { Deployment } from '../../portalClient';
+import { PortalActionOptions, identityOf, portalLink, resolveTeam, sleep, throwIfCancelled } from './common';
+import { MAX_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS_WITH_USER_TOKEN } from './deployModel';
 
 const DEPLOYMENT_NAME = /^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$/;
 
 export function createDeleteDeploymentAction(options: PortalActionOptions) {
   const { client } = options;
+  const maxTimeoutSeconds = options.forwardUserToken ? MAX_TIMEOUT_SECONDS_WITH_USER_TOKEN : MAX_TIMEOUT_SECONDS;
   return createTemplateAction({
     id: 'genai-portal:deployment:delete',
     description: 'Deletes a deployment in the GenAI portal: the portal removes everything it applied for it.',
@@ -15,7 +20,17 @@ export function createDeleteDeploymentAction(options: PortalActionOptions) {
         team: z => z.string().min(1).describe('Team slug, or the Backstage group ref the team is linked to'),
         name: z => z.string().regex(DEPLOYMENT_NAME),
         waitForDeletion: z => z.boolean().optional().describe('Wait until the portal has removed it (default false)'),
-        timeoutSeconds: z => z.number().int().min(1).max(86_400).optional(),
+        timeoutSeconds: z =>
+          z
+            .number()
+            .int()
+            .min(1)
+            .max(maxTimeoutSeconds)
+            .optional()
+            .describe(
+              `How long to wait, in seconds (default 600, at most ${maxTimeoutSeconds}; ` +
+                `${MAX_TIMEOUT_SECONDS_WITH_USER_TOKEN} with genaiPortal.forwardUserToken, the user token's lifetime)`,
+            ),
         pollIntervalSeconds: z => z.number().min(0.1).max(300).optional(),
       },
       output: {
@@ -27,6 +42,15 @@ export function createDeleteDeploymentAction(options: PortalActionOptions) {
     async handler(ctx) {
       const identity = await identityOf(ctx, options);
       const { name } = ctx.input;
+      const timeoutSeconds = ctx.input.timeoutSeconds ?? 600;
+      if (timeoutSeconds > maxTimeoutSeconds) {
+        throw new InputError(
+          `timeoutSeconds (${timeoutSeconds}) exceeds ${maxTimeoutSeconds} s` +
+            (options.forwardUserToken
+              ? ': the forwarded Backstage user token expires after about an hour; waits that long need genaiPortal.forwardUserToken: false'
+              : ''),
+        );
+      }
       if (ctx.isDryRun) {
         ctx.logger.info(`Dry run: would delete deployment '${name}' of ${ctx.input.team}`);
         ctx.output('team', ctx.input.team);
@@ -52,10 +76,22 @@ export function createDeleteDeploymentAction(options: PortalActionOptions) {
         },
       });
       if (deleted && ctx.input.waitForDeletion) {
-        const deadline = Date.now() + (ctx.input.timeoutSeconds ?? 600) * 1000;
+        const deadline = Date.now() + timeoutSeconds * 1000;
         for (;;) {
           throwIfCancelled(ctx.signal, `waiting for deployment '${name}' to be deleted`);
-          const current = await client.getDeployment(team, name, identity, ctx.signal);
+          let current: Deployment | undefined;
+          try {
+            current = await client.getDeployment(team, name, identity, ctx.signal);
+          } catch (error) {
+            if (error instanceof PortalError && error.status === 401 && error.code === 'backstage_token_expired') {
+              throw new Error(
+                `Stopped waiting for deployment '${name}' of team '${team}' to be deleted: the Backstage user token forwarded ` +
+                  'to the GenAI portal expired (it is valid for about an hour from the start of the task). The deletion ' +
+                  `continues in the portal; watch it at ${portalLink(options, `/api/v1/teams/${team}/deployments/${name}`)}.`,
+              );
+            }
+            throw error;
+          }
           if (!current) {
             ctx.logger.info(`Deployment '${name}' is gone`);
             break;

@@ -17,6 +17,10 @@ import {
 const DEPLOYMENT_NAME = /^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$/;
 const DEFAULT_TIMEOUT_SECONDS = 900;
 const DEFAULT_POLL_SECONDS = 5;
+/** Longest wait when the user's Backstage token is forwarded: it is valid for about an hour from the task's start. */
+export const MAX_TIMEOUT_SECONDS_WITH_USER_TOKEN = 3600;
+/** Longest wait with the service token and X-Backstage-User only. */
+export const MAX_TIMEOUT_SECONDS = 86_400;
 
 export interface WaitOptions {
   team: string;
@@ -26,6 +30,8 @@ export interface WaitOptions {
   pollSeconds: number;
   signal?: AbortSignal;
   log: (message: string) => void;
+  /** Where people watch the deployment in the portal (named when the wait has to stop early). */
+  watchUrl?: string;
 }
 
 /**
@@ -37,7 +43,21 @@ export async function waitUntilReady(client: PortalClient, options: WaitOptions)
   let lastReport = '';
   for (;;) {
     throwIfCancelled(options.signal, `waiting for deployment '${options.name}' to become Ready`);
-    const deployment = await client.getDeployment(options.team, options.name, options.identity, options.signal);
+    let deployment: Deployment | undefined;
+    try {
+      deployment = await client.getDeployment(options.team, options.name, options.identity, options.signal);
+    } catch (error) {
+      if (error instanceof PortalError && error.status === 401 && error.code === 'backstage_token_expired') {
+        throw new Error(
+          `Stopped waiting for deployment '${options.name}' of team '${options.team}'${lastReport ? ` (last: ${lastReport})` : ''}: ` +
+            'the Backstage user token forwarded to the GenAI portal expired (it is valid for about an hour from the start of the task). ' +
+            `The deployment was accepted and continues in the portal; watch it at ${options.watchUrl ?? 'the portal'} ` +
+            `(or the catalog Component '${options.team}.${options.name}'). Retrying this task as the same user keeps waiting ` +
+            'without deploying twice; waits longer than the token lifetime need genaiPortal.forwardUserToken: false.',
+        );
+      }
+      throw error;
+    }
     if (!deployment) {
       throw new Error(`Deployment '${options.name}' of team '${options.team}' disappeared while waiting for it`);
     }
@@ -67,6 +87,7 @@ export async function waitUntilReady(client: PortalClient, options: WaitOptions)
 
 export function createDeployModelAction(options: PortalActionOptions) {
   const { client } = options;
+  const maxTimeoutSeconds = options.forwardUserToken ? MAX_TIMEOUT_SECONDS_WITH_USER_TOKEN : MAX_TIMEOUT_SECONDS;
   return createTemplateAction({
     id: 'genai-portal:deployment:create',
     description:
@@ -86,7 +107,19 @@ export function createDeployModelAction(options: PortalActionOptions) {
         maxReplicas: z => z.number().int().min(1).max(64).optional(),
         scaleToZero: z => z.boolean().optional(),
         waitForReady: z => z.boolean().optional().describe('Wait until the deployment is Ready (default true)'),
-        timeoutSeconds: z => z.number().int().min(1).max(86_400).optional().describe('How long to wait (default 900)'),
+        timeoutSeconds: z =>
+          z
+            .number()
+            .int()
+            .min(1)
+            .max(maxTimeoutSeconds)
+            .optional()
+            .describe(
+              `How long to wait, in seconds (default ${DEFAULT_TIMEOUT_SECONDS}, at most ${maxTimeoutSeconds}). ` +
+                (options.forwardUserToken
+                  ? `genaiPortal.forwardUserToken is on: the forwarded Backstage user token lives about an hour, so waits are capped at ${MAX_TIMEOUT_SECONDS_WITH_USER_TOKEN} s; longer waits need forwardUserToken: false.`
+                  : `With genaiPortal.forwardUserToken on, the cap is ${MAX_TIMEOUT_SECONDS_WITH_USER_TOKEN} s (the user token's lifetime).`),
+            ),
         pollIntervalSeconds: z => z.number().min(0.1).max(300).optional(),
       },
       output: {
@@ -105,6 +138,15 @@ export function createDeployModelAction(options: PortalActionOptions) {
       const { name } = ctx.input;
       const minReplicas = ctx.input.minReplicas ?? (ctx.input.scaleToZero ? 0 : 1);
       const maxReplicas = ctx.input.maxReplicas ?? Math.max(minReplicas, 1);
+      const timeoutSeconds = ctx.input.timeoutSeconds ?? DEFAULT_TIMEOUT_SECONDS;
+      if (timeoutSeconds > maxTimeoutSeconds) {
+        throw new InputError(
+          `timeoutSeconds (${timeoutSeconds}) exceeds ${maxTimeoutSeconds} s` +
+            (options.forwardUserToken
+              ? ': the forwarded Backstage user token expires after about an hour; waits that long need genaiPortal.forwardUserToken: false'
+              : ''),
+        );
+      }
       if (minReplicas > maxReplicas) {
         throw new InputError(`minReplicas (${minReplicas}) must not exceed maxReplicas (${maxReplicas})`);
       }
@@ -181,10 +223,11 @@ export function createDeployModelAction(options: PortalActionOptions) {
           team,
           name,
           identity,
-          timeoutSeconds: ctx.input.timeoutSeconds ?? DEFAULT_TIMEOUT_SECONDS,
+          timeoutSeconds,
           pollSeconds: ctx.input.pollIntervalSeconds ?? DEFAULT_POLL_SECONDS,
           signal: ctx.signal,
           log: message => ctx.logger.info(message),
+          watchUrl: portalLink(options, `/api/v1/teams/${team}/deployments/${name}`),
         });
         ctx.logger.info(`Deployment '${name}' is Ready at ${deployment.status.endpoint}`);
       } else {
