@@ -306,6 +306,16 @@ export class PortalClient {
     return this.request<Team>('POST', '/api/v1/teams', { identity, body: input, idempotencyKey, signal });
   }
 
+  /** PATCH a team's descriptive fields (team admins). */
+  async updateTeam(
+    slug: string,
+    changes: { display_name?: string; description?: string; backstage_group_ref?: string | null; cost_center?: string },
+    identity: Identity,
+    signal?: AbortSignal,
+  ): Promise<Team> {
+    return (await this.request<Team>('PATCH', `/api/v1/teams/${encodeURIComponent(slug)}`, { identity, body: changes, signal })).body;
+  }
+
   async createDeployment(
     team: string,
     input: Record<string, unknown>,

@@ -30,28 +30,81 @@ describe('genai-portal:team:onboard', () => {
   });
 
   it('a retry of the same step does not post again (checkpoint), and a lost checkpoint is replayed by the portal', async () => {
-    const before = env.portal.posts('/api/v1/teams').length;
+    const key = 'backstage:task-r:step-1:team.create.retry-team';
     const checkpoints = new Map();
-    const input = { team: 'retry-team', displayName: 'Retry' };
-    await run(action(), makeContext(input, { taskId: 'task-r', checkpoints }));
-    await run(action(), makeContext(input, { taskId: 'task-r', checkpoints }));
-    assert.equal(env.portal.posts('/api/v1/teams').length - before, 1);
-    // The scaffolder crashed after the POST and before storing the checkpoint: the team exists now,
-    // and the user is its admin, so the action confirms it instead of failing.
-    const ctx = makeContext(input, { taskId: 'task-r' });
-    await run(action(), ctx);
-    assert.equal(ctx.outputs.created, false);
-    assert.equal(ctx.outputs.role, 'admin');
+    const input = { team: 'retry-team', displayName: 'Retry', groupRef: 'group:default/retry' };
+    const first = makeContext(input, { taskId: 'task-r', checkpoints });
+    await run(action(), first);
+    const again = makeContext(input, { taskId: 'task-r', checkpoints });
+    await run(action(), again);
+    assert.deepEqual(env.portal.postKeys.filter(post => post.key === key).map(post => [post.status, post.replayed]), [[201, false]]);
+    assert.deepEqual(again.outputs, first.outputs);
+
+    // The scaffolder died after the portal's answer and before storing the checkpoint: the retry posts
+    // again with the same Idempotency-Key and gets the portal's replay of the first 201, not a second team.
+    const lost = makeContext(input, { taskId: 'task-r' });
+    await run(action(), lost);
+    assert.deepEqual(env.portal.postKeys.filter(post => post.key === key).map(post => [post.status, post.replayed]), [[201, false], [201, true]]);
+    const posts = env.portal.posts('/api/v1/teams').filter(post => post.headers['idempotency-key'] === key);
+    assert.deepEqual(posts.map(post => post.body), [posts[0].body, posts[0].body]);
+    assert.ok(lost.logs.some(line => /already created this team for an earlier attempt/.test(line.message)));
+    assert.deepEqual(lost.outputs, first.outputs);
+    assert.deepEqual(first.outputs, { team: 'retry-team', created: true, role: 'admin', teamUrl: 'https://portal.example.com/api/v1/teams/retry-team' });
+    assert.deepEqual([...env.portal.teams.get('retry-team')!.members], [['user:default/jane', 'admin']]);
+    assert.equal(env.portal.requests.filter(request => request.method === 'PATCH').length, 0);
   });
 
-  it('confirms an existing team the user administers', async () => {
+  it('confirms an existing team the user administers (the create answers 409, nothing is created)', async () => {
     env.portal.addTeam('existing', { 'user:default/jane': 'admin' });
     const ctx = makeContext({ team: 'existing', displayName: 'Existing' });
-    const before = env.portal.posts('/api/v1/teams').length;
     await run(action(), ctx);
     assert.equal(ctx.outputs.created, false);
-    assert.equal(env.portal.posts('/api/v1/teams').length, before);
+    assert.deepEqual(env.portal.postKeys.filter(post => post.key === 'backstage:task-1:step-1:team.create.existing').map(post => post.status), [409]);
+    assert.equal(env.portal.teams.get('existing')?.display_name, 'existing');
     assert.match(ctx.logs.map(l => l.message).join('\n'), /already exists and user:default\/jane is its admin/);
+  });
+
+  it('links an existing team without a group to the requested group (PATCH as its admin)', async () => {
+    env.portal.addTeam('unlinked', { 'user:default/jane': 'admin' });
+    const ctx = makeContext({ team: 'unlinked', displayName: 'Unlinked', groupRef: 'group:default/Unlinked-Group' });
+    await run(action(), ctx);
+    assert.equal(ctx.outputs.created, false);
+    const patches = env.portal.requests.filter(request => request.method === 'PATCH');
+    assert.equal(patches.length, 1);
+    assert.equal(patches[0].path, '/api/v1/teams/unlinked');
+    assert.deepEqual(patches[0].body, { backstage_group_ref: 'group:default/unlinked-group' });
+    assert.equal(patches[0].headers['x-backstage-user'], 'user:default/jane');
+    assert.equal(env.portal.teams.get('unlinked')?.backstage_group_ref, 'group:default/unlinked-group');
+    assert.ok(ctx.logs.some(line => /Linking team 'unlinked' to the Backstage group group:default\/unlinked-group/.test(line.message)));
+    // Already linked to that group: nothing to change.
+    await run(action(), makeContext({ team: 'unlinked', displayName: 'Unlinked', groupRef: 'group:Unlinked-Group' }, { taskId: 'again' }));
+    assert.equal(env.portal.requests.filter(request => request.method === 'PATCH').length, 1);
+  });
+
+  it('refuses an existing team linked to another group, naming both, and changes nothing', async () => {
+    env.portal.addTeam('linked', { 'user:default/jane': 'admin' }, 'group:default/old-group');
+    const patches = env.portal.requests.filter(request => request.method === 'PATCH').length;
+    await assert.rejects(run(action(), makeContext({ team: 'linked', displayName: 'Linked', groupRef: 'group:default/new-group' })), (error: Error) => {
+      assert.match(error.message, /Team 'linked' is already linked to the Backstage group group:default\/old-group, not to group:default\/new-group/);
+      return true;
+    });
+    assert.equal(env.portal.requests.filter(request => request.method === 'PATCH').length, patches);
+    assert.equal(env.portal.teams.get('linked')?.backstage_group_ref, 'group:default/old-group');
+  });
+
+  it('a group already linked to another team is a readable refusal', async () => {
+    env.portal.addTeam('holder', { 'user:default/bob': 'admin' }, 'group:default/shared');
+    env.portal.addTeam('wants-shared', { 'user:default/jane': 'admin' });
+    await assert.rejects(
+      run(action(), makeContext({ team: 'wants-shared', displayName: 'W', groupRef: 'group:default/shared' })),
+      /Team 'wants-shared' cannot be linked to group:default\/shared: another GenAI portal team is linked to that group/,
+    );
+    assert.equal(env.portal.teams.get('wants-shared')?.backstage_group_ref, null);
+    await assert.rejects(
+      run(action(), makeContext({ team: 'brand-new', displayName: 'B', groupRef: 'group:default/shared' })),
+      /Another GenAI portal team is already linked to the Backstage group group:default\/shared/,
+    );
+    assert.ok(!env.portal.teams.has('brand-new'));
   });
 
   it('refuses when the user is only a developer of the existing team, and checks again on retry', async () => {

@@ -268,6 +268,10 @@ export class FakePortal {
           this.problem(res, 409, 'team_exists', 'Conflict', `Team '${body.slug}' already exists`);
           return;
         }
+        if (body.backstage_group_ref && [...this.teams.values()].some(team => team.backstage_group_ref === body.backstage_group_ref)) {
+          this.problem(res, 409, 'group_ref_taken', 'Conflict', `Another team is linked to '${body.backstage_group_ref}'`);
+          return;
+        }
         this.teams.set(body.slug, { slug: body.slug, display_name: body.display_name, description: body.description ?? '', backstage_group_ref: body.backstage_group_ref ?? null, cost_center: body.cost_center ?? '', status: 'active', members: new Map([[user, 'admin']]) });
         this.send(res, 201, this.teamJson(body.slug), { Location: `/api/v1/teams/${body.slug}` });
         return;

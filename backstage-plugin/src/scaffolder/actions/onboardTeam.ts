@@ -46,23 +46,38 @@ export function createOnboardTeamAction(options: PortalActionOptions) {
         ctx.output('teamUrl', teamUrl);
         return;
       }
+      /** An existing team: link it to the requested group, or refuse when it is linked to another one. */
+      const linkGroup = async (current: string | null) => {
+        if (!groupRef) return;
+        if (current && normalizeGroupRef(current) === groupRef) {
+          return;
+        }
+        if (current) {
+          throw new InputError(
+            `Team '${team}' is already linked to the Backstage group ${current}, not to ${groupRef}. ` +
+              `Onboard it with groupRef ${current} (or none), or have a team admin change its group in the portal first.`,
+          );
+        }
+        ctx.logger.info(`Linking team '${team}' to the Backstage group ${groupRef}`);
+        try {
+          await client.updateTeam(team, { backstage_group_ref: groupRef }, identity, ctx.signal);
+        } catch (error) {
+          if (error instanceof PortalError && error.code === 'group_ref_taken') {
+            throw new InputError(
+              `Team '${team}' cannot be linked to ${groupRef}: another GenAI portal team is linked to that group.\n${error.message}`,
+            );
+          }
+          throw error;
+        }
+      };
+      // The create comes first, with an Idempotency-Key: a retry whose checkpoint was lost (the backend died
+      // between the portal's answer and storing it) gets the portal's replay of the same 201, so the
+      // outputs do not change across retries. A team that already exists answers 409 (never replayed: only
+      // 2xx are remembered) and is then confirmed for its admin.
       const result = await ctx.checkpoint({
         key: `genai-portal.team.onboard.${team}`,
         fn: async () => {
-          const existing = await client.getTeam(team, identity, ctx.signal);
-          if (existing) {
-            const me = await client.me(identity, ctx.signal);
-            const role = me.teams.find(entry => entry.team === team)?.role ?? (me.platform_admin ? 'platform-admin' : 'none');
-            if (role !== 'admin' && role !== 'platform-admin') {
-              // Thrown inside the checkpoint: nothing is stored, so a retry after a role change checks again.
-              throw new InputError(
-                `Team '${team}' already exists and ${identity.userRef} is its ${role}, not an admin; ` +
-                  'ask one of its admins to change your role.',
-              );
-            }
-            return { created: false, role };
-          }
-          ctx.logger.info(`Creating team '${team}' in the GenAI portal for ${identity.userRef}`);
+          ctx.logger.info(`Asking the GenAI portal to create team '${team}' for ${identity.userRef} (or confirm it exists)`);
           try {
             const response = await client.createTeam(
               {
@@ -81,13 +96,39 @@ export function createOnboardTeamAction(options: PortalActionOptions) {
             }
             return { created: true, role: 'admin' };
           } catch (error) {
-            if (error instanceof PortalError && error.code === 'team_exists') {
+            const exists = error instanceof PortalError && error.status === 409 && error.code === 'team_exists';
+            const restricted = error instanceof PortalError && error.code === 'team_creation_restricted';
+            if (!exists && !restricted) {
+              if (error instanceof PortalError && error.code === 'group_ref_taken') {
+                throw new InputError(
+                  `Another GenAI portal team is already linked to the Backstage group ${groupRef}; pick that team, or another group.\n${error.message}`,
+                );
+              }
+              throw error;
+            }
+            const existing = await client.getTeam(team, identity, ctx.signal);
+            if (!existing) {
+              if (restricted) {
+                throw error;
+              }
               throw new InputError(
                 `Team '${team}' already exists in the GenAI portal and ${identity.userRef} is not a member. ` +
                   'Ask one of its admins to add you, or pick another slug.',
               );
             }
-            throw error;
+            const me = await client.me(identity, ctx.signal);
+            const role = me.teams.find(entry => entry.team === team)?.role ?? (me.platform_admin ? 'platform-admin' : 'none');
+            if (role !== 'admin' && role !== 'platform-admin') {
+              // Thrown inside the checkpoint: nothing is stored, so a retry after a role change checks again.
+              throw new InputError(
+                `Team '${team}' already exists and ${identity.userRef} is its ${role}, not an admin; ` +
+                  'ask one of its admins to change your role.',
+              );
+            }
+            if (groupRef) {
+              await linkGroup(existing.backstage_group_ref);
+            }
+            return { created: false, role };
           }
         },
       });
