@@ -30,8 +30,12 @@ export interface Config {
     /** The catalog entity provider that mirrors the portal's models and deployments. */
     catalog?: {
       /**
-       * Portal token the provider reads with; it must see every team, so a service token with the
-       * `admin` scope (the portal has no narrower "read everything" scope). Defaults to genaiPortal.token.
+       * Portal service token the provider reads with, with the scope `catalog:read`: it reads every team,
+       * its deployments and the model catalog, and nothing else
+       * (manage.py issue_token --service backstage-catalog --scope catalog:read).
+       * Without it the mirror is off (a warning at startup): the `backstage` token of genaiPortal.token
+       * is never used for it. At startup the module asks the portal (GET /api/v1/me) and warns when the
+       * token lacks `catalog:read`.
        * @visibility secret
        */
       token?: string;

@@ -2,11 +2,42 @@
 import {
   coreServices,
   createBackendModule,
+  LoggerService,
   readSchedulerServiceTaskScheduleDefinitionFromConfig,
 } from '@backstage/backend-plugin-api';
 import { catalogProcessingExtensionPoint } from '@backstage/plugin-catalog-node';
 import { portalClientFromConfig, readPortalConfig } from '../config';
+import type { PortalClient } from '../portalClient';
 import { GenaiPortalEntityProvider } from './provider';
+
+/** The portal scope the mirror reads with: every team, its deployments and the model catalog, nothing else. */
+export const CATALOG_SCOPE = 'catalog:read';
+
+/**
+ * Ask the portal which scopes the catalog token has (`GET /api/v1/me`) and warn when `catalog:read` is
+ * missing (the mirror would see only part of the portal, or nothing). Never throws: a portal that is down
+ * at startup is the provider's business, and the mirror retries on its schedule.
+ */
+export async function checkCatalogTokenScopes(client: PortalClient, logger: LoggerService): Promise<void> {
+  try {
+    const { body } = await client.request<{ scopes?: string[] }>('GET', '/api/v1/me');
+    const scopes = body?.scopes ?? [];
+    if (!scopes.includes(CATALOG_SCOPE)) {
+      logger.warn(
+        `genaiPortal.catalog.token has the portal scopes [${scopes.join(', ')}], not '${CATALOG_SCOPE}': the catalog mirror ` +
+          `needs a portal service token with scope ${CATALOG_SCOPE} (manage.py issue_token --service backstage-catalog ` +
+          `--scope ${CATALOG_SCOPE}); with another token it reads only what that token may see, or fails.`,
+      );
+    } else if (scopes.length > 1) {
+      logger.warn(
+        `genaiPortal.catalog.token has the portal scopes [${scopes.join(', ')}]; the catalog mirror needs only ` +
+          `'${CATALOG_SCOPE}', so give it a token with that scope alone.`,
+      );
+    }
+  } catch (error) {
+    logger.warn(`Could not check the scopes of genaiPortal.catalog.token at startup (GET /api/v1/me): ${String(error)}`);
+  }
+}
 
 export const catalogModuleGenaiPortal = createBackendModule({
   pluginId: 'catalog',
@@ -22,13 +53,24 @@ export const catalogModuleGenaiPortal = createBackendModule({
       async init({ catalog, config, logger, scheduler }) {
         const portal = readPortalConfig(config);
         const section = config.getOptionalConfig('genaiPortal.catalog');
+        const token = section?.getOptionalString('token');
+        if (!token) {
+          // Never the actions' `backstage` token: it acts for users and cannot read every team.
+          logger.warn(
+            `genaiPortal.catalog.token is not set, so the GenAI portal catalog mirror is off (no models or deployments ` +
+              `from ${portal.baseUrl} in the catalog). Set it to a portal service token with scope ${CATALOG_SCOPE} ` +
+              `(manage.py issue_token --service backstage-catalog --scope ${CATALOG_SCOPE}).`,
+          );
+          return;
+        }
         const schedule = section?.has('schedule')
           ? readSchedulerServiceTaskScheduleDefinitionFromConfig(section.getConfig('schedule'))
           : { frequency: { seconds: 60 }, timeout: { seconds: 50 } };
         const namespace = section?.getOptionalString('namespace') ?? 'default';
+        const client = portalClientFromConfig(config, token);
         catalog.addEntityProvider(
           new GenaiPortalEntityProvider({
-            client: portalClientFromConfig(config, section?.getOptionalString('token')),
+            client,
             logger,
             taskRunner: scheduler.createScheduledTaskRunner(schedule),
             mapping: {
@@ -39,6 +81,8 @@ export const catalogModuleGenaiPortal = createBackendModule({
             },
           }),
         );
+        // In the background: the backend does not wait for the portal to start.
+        void checkCatalogTokenScopes(client, logger);
       },
     });
   },
