@@ -23,3 +23,6 @@ BACKSTAGE_SYNC_DEFAULT_ROLE = ENV.choice(
 # Create a team for a group annotated genai-portal.dev/team when none exists yet.
 BACKSTAGE_SYNC_CREATE_TEAMS = ENV.boolean("PORTAL_BACKSTAGE_SYNC_CREATE_TEAMS", default=True)
 BACKSTAGE_SYNC_TIMEOUT_SECONDS = ENV.integer("PORTAL_BACKSTAGE_SYNC_TIMEOUT_SECONDS", 10, minimum=1, maximum=300)
+# Only groups whose `backstage.io/managed-by-origin-location` annotation starts with one of these prefixes
+# (comma-separated, e.g. `url:https://github.com/acme/org/`) are trusted by the team sync; empty: every group.
+BACKSTAGE_SYNC_TRUSTED_ORIGINS = tuple(ENV.text_list("PORTAL_BACKSTAGE_SYNC_TRUSTED_ORIGINS", []))

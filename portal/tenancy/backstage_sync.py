@@ -1,16 +1,30 @@
 """Teams and memberships from Backstage groups: the portal reads Backstage's catalog and mirrors it.
 
+Which groups are trusted:
+- Every group the filter reads, unless PORTAL_BACKSTAGE_SYNC_TRUSTED_ORIGINS names prefixes of the
+  `backstage.io/managed-by-origin-location` annotation: then only groups from those origins; others are
+  ignored (counted in the report).
+- Entity refs are compared ignoring case, as Backstage does, and stored in lowercase (what
+  stringifyEntityRef writes in relations and in user tokens), whatever case `spec.members` and the
+  annotations were written in.
+
 How groups map to teams:
 - A team is linked to a group by `Team.backstage_group_ref` (`group:default/team-a`), set when the
-  team is created (API, onboarding template) or by a team admin. Linked teams get their members
-  from the group; a group only reaches teams that are linked to it.
+  team is created (API, onboarding template) or by a team admin. Anyone who administers a team can
+  write any ref there, so the link alone proves nothing: the group's members reach a linked team only
+  when the link is trusted, that is when the group names the team (`genai-portal.dev/team: <slug>`) or
+  at least one of the team's current admins is a member of the group. An untrusted link is skipped,
+  logged and counted in the report; the team is left as it is.
 - A group annotated `genai-portal.dev/team: <slug>` that no team is linked to yet creates that team
-  (when PORTAL_BACKSTAGE_SYNC_CREATE_TEAMS is on). An existing team with that slug that is linked
-  elsewhere or not at all is never taken over: the sync reports it and leaves it alone.
+  (when PORTAL_BACKSTAGE_SYNC_CREATE_TEAMS is on, and never when PORTAL_TEAM_CREATION=admins: then
+  only platform admins create teams, and the sync follows the teams they link). An existing team with
+  that slug that is linked elsewhere or not at all is never taken over: the sync reports it and leaves
+  it alone.
 
 How roles map:
 - Members are the group's `hasMember` relations (its `spec.members` and the users whose `memberOf`
-  names it), plus any user named in a role annotation.
+  names it). Nobody else: a role annotation gives a role to members only, and the people it names who
+  are not members are ignored (logged, listed in the report).
 - A group that declares roles (`genai-portal.dev/admins`, `.../developers`, `.../viewers`: user refs or
   names, comma or space separated) decides every role; members it does not name get the default role
   (PORTAL_BACKSTAGE_SYNC_DEFAULT_ROLE, developer).
@@ -33,7 +47,7 @@ import re
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +62,7 @@ from portal.tenancy.models import BACKSTAGE_USER_REF_PATTERN, TEAM_SLUG_PATTERN,
 logger = logging.getLogger(__name__)
 
 TEAM_ANNOTATION = "genai-portal.dev/team"
+ORIGIN_ANNOTATION = "backstage.io/managed-by-origin-location"
 ROLE_ANNOTATIONS = {
     Role.ADMIN: "genai-portal.dev/admins",
     Role.DEVELOPER: "genai-portal.dev/developers",
@@ -69,8 +84,13 @@ class BackstageGroup:
     title: str
     description: str
     team_slug: str | None
+    # Members only: the hasMember relations and spec.members, never the people role annotations name.
     members: frozenset[str]
+    # The role annotations, restricted to members; None when the group declares no roles.
     declared_roles: Mapping[str, str] | None
+    # People a role annotation names who are not members: ignored.
+    annotated_non_members: frozenset[str] = frozenset()
+    origin_location: str | None = None
 
 
 @dataclass
@@ -82,6 +102,7 @@ class TeamSyncReport:
     changed: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     kept_admins: list[str] = field(default_factory=list)
+    ignored_non_members: list[str] = field(default_factory=list)
 
     @property
     def changes(self) -> bool:
@@ -93,10 +114,15 @@ class SyncReport:
     groups_read: int = 0
     teams: list[TeamSyncReport] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # Linked teams the group's members did not reach because the link is not trusted (one line each).
+    untrusted_links: list[str] = field(default_factory=list)
+    # Groups from an origin that PORTAL_BACKSTAGE_SYNC_TRUSTED_ORIGINS does not name.
+    untrusted_groups: list[str] = field(default_factory=list)
 
 
 def _user_ref(value: str, namespace: str) -> str | None:
-    """`user:default/jane`, `default/jane` or `jane` (in the group's namespace) as a full user ref."""
+    """`user:default/jane`, `default/jane` or `jane` (in the group's namespace) as a full user ref, in
+    lowercase as Backstage's stringifyEntityRef writes it (`Jane` in spec.members is `user:default/jane`)."""
     value = value.strip()
     if not value:
         return None
@@ -108,7 +134,7 @@ def _user_ref(value: str, namespace: str) -> str | None:
     if "/" not in value:
         value = f"{namespace}/{value}"
     entity_namespace, _, name = value.partition("/")
-    reference = f"user:{entity_namespace.lower()}/{name}"
+    reference = f"user:{entity_namespace}/{name}".lower()
     return reference if _USER_REF.fullmatch(reference) else None
 
 
@@ -134,6 +160,7 @@ def group_from_entity(entity: Mapping[str, Any]) -> BackstageGroup | None:
         if reference:
             members.add(reference)
     declared: dict[str, str] | None = None
+    annotated_non_members: set[str] = set()
     # Lowest rank first, so a user named under several roles gets the highest one.
     for role in (Role.VIEWER, Role.DEVELOPER, Role.ADMIN):
         raw = annotations.get(ROLE_ANNOTATIONS[role])
@@ -142,19 +169,23 @@ def group_from_entity(entity: Mapping[str, Any]) -> BackstageGroup | None:
         declared = declared if declared is not None else {}
         for item in re.split(r"[\s,]+", str(raw)):
             reference = _user_ref(item, namespace)
-            if reference:
+            if reference in members:
                 declared[reference] = role
-    if declared:
-        members.update(declared)
+            elif reference:
+                # Whoever edits the group's annotations could otherwise add anyone to the team.
+                annotated_non_members.add(reference)
     team_slug = annotations.get(TEAM_ANNOTATION)
+    origin = annotations.get(ORIGIN_ANNOTATION)
     profile = spec.get("profile") or {}
     return BackstageGroup(
-        ref=f"group:{namespace}/{name}",
+        ref=f"group:{namespace}/{name}".lower(),
         title=str(profile.get("displayName") or metadata.get("title") or name)[:200],
         description=str(metadata.get("description") or "")[:5000],
         team_slug=str(team_slug).strip() if team_slug else None,
         members=frozenset(members),
         declared_roles=declared,
+        annotated_non_members=frozenset(annotated_non_members),
+        origin_location=str(origin) if origin else None,
     )
 
 
@@ -236,12 +267,36 @@ def _team_sync(
         report.removed.append(reference)
 
 
+def _group_origin_trusted(group: BackstageGroup, trusted_origins: Sequence[str]) -> bool:
+    if not trusted_origins:
+        return True
+    return group.origin_location is not None and group.origin_location.startswith(tuple(trusted_origins))
+
+
+def _link_trusted(*, team: Team, group: BackstageGroup) -> bool:
+    """A team admin can link a team to any group; the group's members reach the team only when the group
+    names the team, or one of the team's admins really is a member of the group."""
+    if group.team_slug == team.slug:
+        return True
+    return not selectors.team_admin_backstage_refs(team=team).isdisjoint(group.members)
+
+
 def backstage_teams_sync(
-    *, groups: Iterable[BackstageGroup], default_role: str = Role.DEVELOPER, create_teams: bool = True
+    *,
+    groups: Iterable[BackstageGroup],
+    default_role: str = Role.DEVELOPER,
+    create_teams: bool = True,
+    trusted_origins: Sequence[str] | None = None,
 ) -> SyncReport:
-    """Apply Backstage's groups to the linked teams (and create annotated ones); see the module docstring."""
+    """Apply Backstage's groups to the linked teams (and create annotated ones); see the module docstring.
+    `trusted_origins` defaults to PORTAL_BACKSTAGE_SYNC_TRUSTED_ORIGINS; PORTAL_TEAM_CREATION=admins
+    turns creation off whatever `create_teams` says."""
     groups = list(groups)
     report = SyncReport(groups_read=len(groups))
+    if trusted_origins is None:
+        trusted_origins = settings.BACKSTAGE_SYNC_TRUSTED_ORIGINS
+    # The API lets only platform admins create teams then; the sync acts for nobody, so it creates none.
+    creation_allowed = create_teams and settings.TEAM_CREATION != "admins"
     principal: list[User] = []
 
     def actor() -> User:
@@ -252,10 +307,26 @@ def backstage_teams_sync(
 
     linked = selectors.teams_linked_to_groups()
     for group in sorted(groups, key=lambda g: g.ref):
+        if not _group_origin_trusted(group, trusted_origins):
+            report.untrusted_groups.append(group.ref)
+            logger.info(
+                "Backstage team sync: ignoring %s, its origin %s is not a trusted one",
+                group.ref,
+                group.origin_location or "(none)",
+            )
+            continue
         team = linked.get(group.ref.lower())
         created = False
         if team is None:
             if not group.team_slug or not create_teams:
+                continue
+            if not creation_allowed:
+                logger.info(
+                    "Backstage team sync: %s names team '%s', which does not exist; with PORTAL_TEAM_CREATION=admins "
+                    "a platform admin creates it and links it to the group",
+                    group.ref,
+                    group.team_slug,
+                )
                 continue
             if not _TEAM_SLUG.fullmatch(group.team_slug):
                 report.problems.append(f"{group.ref}: '{group.team_slug}' is not a valid team slug")
@@ -281,8 +352,25 @@ def backstage_teams_sync(
                         backstage_group_ref=group.ref,
                     )
                     created = True
+                else:
+                    # Locked before the trust check, so the admins it looks at are the ones the sync changes.
+                    Team.objects.select_for_update().filter(pk=team.pk).first()
+                    if not _link_trusted(team=team, group=group):
+                        report.untrusted_links.append(
+                            f"{group.ref}: team '{team.slug}' is linked to it, but the group does not name the team "
+                            f"({TEAM_ANNOTATION}) and none of the team's admins is a member; left alone"
+                        )
+                        logger.warning("Backstage team sync: %s", report.untrusted_links[-1])
+                        continue
                 team_report.team = team.slug
                 team_report.created = created
+                team_report.ignored_non_members = sorted(group.annotated_non_members)
+                if group.annotated_non_members:
+                    logger.info(
+                        "Backstage team sync: %s names %s in a role annotation but not as members; ignored",
+                        group.ref,
+                        ", ".join(team_report.ignored_non_members),
+                    )
                 _team_sync(actor=actor, team=team, group=group, default_role=default_role, report=team_report)
                 if team_report.changes:
                     audit_record(

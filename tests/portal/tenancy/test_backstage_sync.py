@@ -138,7 +138,8 @@ def test_groups_are_read_page_by_page_with_the_token(backstage: FakeBackstage) -
 
     assert sorted(groups) == ["group:default/alpha", "group:default/beta", "group:default/gamma"]
     assert groups["group:default/alpha"].members == {"user:default/jane", "user:default/bob"}
-    assert groups["group:default/beta"].members == {"user:partners/Kim", "user:default/lee"}
+    # stringifyEntityRef lowercases the whole ref; spec.members keeps the case it was written in.
+    assert groups["group:default/beta"].members == {"user:partners/kim", "user:default/lee"}
     assert groups["group:default/gamma"].team_slug == "gamma-team"
     assert groups["group:default/gamma"].title == "Gamma people"
     assert groups["group:default/alpha"].declared_roles is None
@@ -147,7 +148,7 @@ def test_groups_are_read_page_by_page_with_the_token(backstage: FakeBackstage) -
     assert {request[2] for request in backstage.requests} == {f"Bearer {TOKEN}"}
 
 
-def test_role_annotations_declare_roles_and_add_the_named_users() -> None:
+def test_role_annotations_declare_roles_of_members_only() -> None:
     parsed = backstage_sync.group_from_entity(
         group(
             "ml",
@@ -159,12 +160,30 @@ def test_role_annotations_declare_roles_and_add_the_named_users() -> None:
         )
     )
     assert parsed is not None
+    assert parsed.declared_roles == {"user:default/jane": "admin", "user:default/bob": "viewer"}
+    assert parsed.members == {"user:default/jane", "user:default/bob"}
+    assert parsed.annotated_non_members == {"user:default/ops"}
+
+
+def test_refs_are_lowercase_whatever_case_members_and_annotations_are_written_in() -> None:
+    parsed = backstage_sync.group_from_entity(
+        group(
+            "ML-Team",
+            ["Jane.Doe", "partners/Kim"],
+            related=["user:default/jane.doe", "user:partners/kim", "user:default/bob"],
+            annotations={"genai-portal.dev/admins": "Jane.Doe User:Partners/KIM", "genai-portal.dev/viewers": "BOB"},
+            namespace="Default",
+        )
+    )
+    assert parsed is not None
+    assert parsed.ref == "group:default/ml-team"
+    assert parsed.members == {"user:default/jane.doe", "user:partners/kim", "user:default/bob"}
     assert parsed.declared_roles == {
-        "user:default/jane": "admin",
+        "user:default/jane.doe": "admin",
+        "user:partners/kim": "admin",
         "user:default/bob": "viewer",
-        "user:default/ops": "admin",
     }
-    assert parsed.members == {"user:default/jane", "user:default/bob", "user:default/ops"}
+    assert parsed.annotated_non_members == frozenset()
 
 
 @pytest.mark.parametrize("status", [401, 500])
@@ -273,12 +292,15 @@ def test_declared_roles_promote_and_demote() -> None:
     ]
 
 
+NAMES_ALPHA = {"genai-portal.dev/team": "alpha"}  # the link is trusted even when no admin is a member
+
+
 @pytest.mark.parametrize(
     "entity",
     [
-        group("alpha", ["bob"]),  # the admin left the group, no roles declared
+        group("alpha", ["bob"], annotations=NAMES_ALPHA),  # the admin left the group, no roles declared
         group("alpha", ["jane", "bob"], annotations={"genai-portal.dev/developers": "jane bob"}),  # no admin declared
-        group("alpha", []),  # everybody left
+        group("alpha", [], annotations=NAMES_ALPHA),  # everybody left
     ],
 )
 def test_the_last_admin_is_never_removed_or_demoted(entity: dict[str, Any]) -> None:
@@ -349,6 +371,163 @@ def test_teams_whose_group_is_not_in_backstage_and_creation_turned_off_are_left_
     assert report.teams == []
 
 
+# --- whom the sync trusts ---------------------------------------------------------------------------
+
+
+def test_lowercase_relations_and_mixed_case_annotations_make_no_phantom_user_and_demote_nobody() -> None:
+    team = TeamFactory(slug="alpha", backstage_group_ref="group:default/alpha")
+    jane = UserFactory(backstage_ref="user:default/jane.doe")
+    MembershipFactory(team=team, role=Role.ADMIN, user=jane)
+    MembershipFactory(team=team, role=Role.VIEWER, user=UserFactory(backstage_ref="user:default/bob"))
+    # As the catalog answers: relations lowercase, spec.members and annotations as the YAML was written.
+    parsed = backstage_sync.group_from_entity(
+        group(
+            "Alpha",
+            ["Jane.Doe", "Bob"],
+            related=["user:default/jane.doe", "user:default/bob"],
+            annotations={"genai-portal.dev/admins": "Jane.Doe", "genai-portal.dev/viewers": "user:default/BOB"},
+        )
+    )
+    assert parsed is not None
+    users = User.objects.count()
+
+    report = backstage_teams_sync(groups=[parsed], default_role=Role.DEVELOPER)
+
+    assert roles(team) == {"user:default/jane.doe": "admin", "user:default/bob": "viewer"}
+    assert User.objects.count() == users
+    assert [t.changes for t in report.teams] == [False]
+    assert not AuditEvent.objects.filter(action__startswith="membership.").exists()
+
+
+def test_a_team_linked_to_a_group_its_admins_are_not_in_is_left_alone(backstage: FakeBackstage) -> None:
+    # A team admin may write any group ref on their team; a group they are not in must not fill it.
+    evil = TeamFactory(slug="evil", backstage_group_ref="group:default/finance")
+    MembershipFactory(team=evil, role=Role.ADMIN, user=UserFactory(backstage_ref="user:default/mallory"))
+    claimed = TeamFactory(slug="evil2", backstage_group_ref="group:default/payroll")
+    MembershipFactory(team=claimed, role=Role.ADMIN, user=UserFactory(backstage_ref="user:default/mallory2"))
+    backstage.entities = [
+        group("finance", ["alice", "bob"], annotations={"genai-portal.dev/admins": "alice"}),
+        # Names another team: the link of "evil2" is not trusted either (and "payroll" is not created).
+        group("payroll", ["carol"], annotations={"genai-portal.dev/team": "payroll"}),
+    ]
+    events = AuditEvent.objects.count()
+
+    report = backstage_teams_sync(groups=fetch(backstage))
+
+    assert roles(evil) == {"user:default/mallory": "admin"}
+    assert roles(claimed) == {"user:default/mallory2": "admin"}
+    assert not Team.objects.filter(slug="payroll").exists()
+    assert not User.objects.filter(backstage_ref__in=["user:default/alice", "user:default/carol"]).exists()
+    assert report.teams == []
+    assert report.untrusted_links == [
+        "group:default/finance: team 'evil' is linked to it, but the group does not name the team "
+        "(genai-portal.dev/team) and none of the team's admins is a member; left alone",
+        "group:default/payroll: team 'evil2' is linked to it, but the group does not name the team "
+        "(genai-portal.dev/team) and none of the team's admins is a member; left alone",
+    ]
+    assert AuditEvent.objects.count() == events
+
+
+def test_an_admin_named_only_by_an_annotation_does_not_make_a_link_trusted() -> None:
+    team = TeamFactory(slug="evil", backstage_group_ref="group:default/finance")
+    MembershipFactory(team=team, role=Role.ADMIN, user=UserFactory(backstage_ref="user:default/mallory"))
+    parsed = backstage_sync.group_from_entity(
+        group("finance", ["alice"], annotations={"genai-portal.dev/admins": "mallory alice"})
+    )
+    assert parsed is not None
+
+    report = backstage_teams_sync(groups=[parsed])
+
+    assert roles(team) == {"user:default/mallory": "admin"}
+    assert len(report.untrusted_links) == 1
+
+
+@pytest.mark.parametrize(
+    ("members", "annotations"),
+    [
+        (["jane", "alice"], {}),  # an admin of the team is a member of the group
+        (["alice"], {"genai-portal.dev/team": "alpha"}),  # the group names the team
+    ],
+)
+def test_a_trusted_link_is_synced(members: list[str], annotations: dict[str, str]) -> None:
+    team = TeamFactory(slug="alpha", backstage_group_ref="group:default/alpha")
+    MembershipFactory(team=team, role=Role.ADMIN, user=UserFactory(backstage_ref="user:default/jane"))
+    parsed = backstage_sync.group_from_entity(group("Alpha", members, annotations=annotations))
+    assert parsed is not None
+
+    report = backstage_teams_sync(groups=[parsed], default_role=Role.VIEWER)
+
+    assert roles(team)["user:default/alice"] == "viewer"
+    assert report.untrusted_links == []
+    assert [t.team for t in report.teams] == ["alpha"]
+
+
+def test_role_annotations_give_roles_to_members_only(caplog: pytest.LogCaptureFixture) -> None:
+    team = TeamFactory(slug="alpha", backstage_group_ref="group:default/alpha")
+    MembershipFactory(team=team, role=Role.ADMIN, user=UserFactory(backstage_ref="user:default/jane"))
+    parsed = backstage_sync.group_from_entity(
+        group(
+            "alpha",
+            ["jane", "bob"],
+            annotations={"genai-portal.dev/admins": "jane mallory", "genai-portal.dev/viewers": "user:partners/eve"},
+        )
+    )
+    assert parsed is not None
+
+    with caplog.at_level("INFO", logger="portal.tenancy.backstage_sync"):
+        report = backstage_teams_sync(groups=[parsed], default_role=Role.DEVELOPER)
+
+    assert roles(team) == {"user:default/jane": "admin", "user:default/bob": "developer"}
+    assert not User.objects.filter(backstage_ref__in=["user:default/mallory", "user:partners/eve"]).exists()
+    assert report.teams[0].ignored_non_members == ["user:default/mallory", "user:partners/eve"]
+    assert "names user:default/mallory, user:partners/eve in a role annotation but not as members" in caplog.text
+
+
+def test_no_team_is_created_when_only_platform_admins_create_teams(backstage: FakeBackstage, settings: Any) -> None:
+    settings.TEAM_CREATION = "admins"
+    linked = TeamFactory(slug="alpha", backstage_group_ref="group:default/alpha")
+    MembershipFactory(team=linked, role=Role.ADMIN, user=UserFactory(backstage_ref="user:default/jane"))
+    backstage.entities = [
+        group("ml-team", ["kim"], annotations={"genai-portal.dev/team": "ml", "genai-portal.dev/admins": "kim"}),
+        group("alpha", ["jane", "bob"]),
+    ]
+
+    report = backstage_teams_sync(groups=fetch(backstage), create_teams=True)
+
+    assert not Team.objects.filter(slug="ml").exists()
+    assert not User.objects.filter(backstage_ref="user:default/kim").exists()
+    assert roles(linked) == {"user:default/jane": "admin", "user:default/bob": "developer"}
+    assert [t.team for t in report.teams] == ["alpha"]
+
+
+def test_only_groups_from_trusted_origins_are_applied(backstage: FakeBackstage, settings: Any) -> None:
+    settings.BACKSTAGE_SYNC_TRUSTED_ORIGINS = ("url:https://github.com/acme/org/",)
+    origin = "backstage.io/managed-by-origin-location"
+    linked = TeamFactory(slug="alpha", backstage_group_ref="group:default/alpha")
+    MembershipFactory(team=linked, role=Role.ADMIN, user=UserFactory(backstage_ref="user:default/jane"))
+    backstage.entities = [
+        group(
+            "ml-team",
+            ["kim"],
+            annotations={"genai-portal.dev/team": "ml", origin: "url:https://github.com/acme/org/blob/main/org.yaml"},
+        ),
+        group("alpha", ["jane", "eve"], annotations={origin: "url:https://github.com/someone/else/org.yaml"}),
+        group("beta", ["x"], annotations={"genai-portal.dev/team": "beta"}),  # no origin at all
+    ]
+
+    report = backstage_teams_sync(groups=fetch(backstage))
+
+    assert roles(Team.objects.get(slug="ml")) == {"user:default/kim": "developer"}
+    assert roles(linked) == {"user:default/jane": "admin"}
+    assert not Team.objects.filter(slug="beta").exists()
+    assert report.untrusted_groups == ["group:default/alpha", "group:default/beta"]
+
+    settings.BACKSTAGE_SYNC_TRUSTED_ORIGINS = ()  # empty: every group
+    backstage_teams_sync(groups=fetch(backstage))
+    assert roles(linked) == {"user:default/jane": "admin", "user:default/eve": "developer"}
+    assert Team.objects.filter(slug="beta").exists()
+
+
 # --- the scheduled task ----------------------------------------------------------------------------
 
 
@@ -387,6 +566,21 @@ def test_a_failed_read_changes_nothing(backstage: FakeBackstage, settings: Any) 
 
 
 # --- settings --------------------------------------------------------------------------------------
+
+
+def test_trusted_origins_are_read_as_a_comma_separated_list() -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PORTAL_BACKSTAGE")}
+    program = "import portal.settings.backstage as s; print(repr(s.BACKSTAGE_SYNC_TRUSTED_ORIGINS))"
+    for value, expected in [
+        (None, "()"),
+        ("url:https://a/org/, file:/srv/org ,", "('url:https://a/org/', 'file:/srv/org')"),
+    ]:
+        environment = clean if value is None else {**clean, "PORTAL_BACKSTAGE_SYNC_TRUSTED_ORIGINS": value}
+        result = subprocess.run(
+            [sys.executable, "-c", program], env=environment, capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == expected
 
 
 @pytest.mark.parametrize(
