@@ -17,9 +17,9 @@ How groups map to teams:
   logged and counted in the report; the team is left as it is.
 - A group annotated `genai-portal.dev/team: <slug>` that no team is linked to yet creates that team
   (when PORTAL_BACKSTAGE_SYNC_CREATE_TEAMS is on, and never when PORTAL_TEAM_CREATION=admins: then
-  only platform admins create teams, and the sync follows the teams they link). An existing team with
-  that slug that is linked elsewhere or not at all is never taken over: the sync reports it and leaves
-  it alone.
+  only platform admins create teams, and the sync follows the teams they link, when the link is trusted
+  as above). An existing team with that slug that is linked elsewhere or not at all is never taken
+  over: the sync reports it and leaves it alone.
 
 How roles map:
 - Members are the group's `hasMember` relations (its `spec.members` and the users whose `memberOf`
