@@ -19,6 +19,7 @@ from portal.api.services import api_token_touch
 from portal.api.tokens import hash_token
 from portal.core.errors import ValidationFailed
 from portal.tenancy import services as tenancy_services
+from portal.tenancy.selectors import normalize_user_ref
 from portal.tenancy.models import User
 
 logger = logging.getLogger(__name__)
@@ -145,7 +146,8 @@ def _verify_backstage_user_token(raw_token: str | None, asserted_user: str) -> N
         raise exceptions.AuthenticationFailed(
             "The Backstage user token is not valid", code="backstage_token_invalid"
         ) from None
-    if claims.get("sub") != asserted_user:
+    # Backstage writes entity refs in lower case (stringifyEntityRef); compare both sides as refs.
+    if normalize_user_ref(str(claims.get("sub") or "")) != normalize_user_ref(asserted_user):
         raise exceptions.AuthenticationFailed(
             "The Backstage user token belongs to a different user than X-Backstage-User",
             code="backstage_user_mismatch",

@@ -30,6 +30,9 @@ def sync_backstage_teams() -> dict[str, int] | None:
         "created": sum(1 for team in report.teams if team.created),
         "changed": sum(1 for team in report.teams if team.changes),
         "problems": len(report.problems),
+        "untrusted_links": len(report.untrusted_links),
+        "untrusted_groups": len(report.untrusted_groups),
+        "ignored_non_members": sum(len(team.ignored_non_members) for team in report.teams),
     }
     logger.info("Backstage team sync: %s", summary)
     return summary

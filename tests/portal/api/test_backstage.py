@@ -128,6 +128,17 @@ def test_missing_backstage_token_is_refused_when_jwks_configured(jwks: _JwksServ
     assert not User.objects.filter(backstage_ref="user:default/jane").exists()
 
 
+def test_the_token_subject_and_the_asserted_user_are_compared_as_refs(jwks: _JwksServer) -> None:
+    """Backstage writes the token's sub in lower case; a header naming the same user otherwise still matches."""
+    response = _client(["backstage"]).get(
+        "/api/v1/me",
+        HTTP_X_BACKSTAGE_USER="user:Default/Jane",
+        HTTP_X_BACKSTAGE_TOKEN=jwks.token("user:default/jane"),
+    )
+    assert response.status_code == 200, response.content
+    assert response.json()["user"]["ref"] == "user:default/jane"
+
+
 def test_token_for_another_user_is_refused(jwks: _JwksServer) -> None:
     response = _client(["backstage"]).get(
         "/api/v1/me",
