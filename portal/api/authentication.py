@@ -19,8 +19,8 @@ from portal.api.services import api_token_touch
 from portal.api.tokens import hash_token
 from portal.core.errors import ValidationFailed
 from portal.tenancy import services as tenancy_services
-from portal.tenancy.selectors import normalize_user_ref
 from portal.tenancy.models import User
+from portal.tenancy.selectors import normalize_user_ref
 
 logger = logging.getLogger(__name__)
 
