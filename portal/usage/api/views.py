@@ -22,9 +22,10 @@ from rest_framework.views import APIView
 
 from portal.api.authentication import acting_user, caller_of
 from portal.api.models import Scope
+from portal.api.pagination import PortalPagination
 from portal.api.permissions import IsPlatformAdmin
 from portal.api.team_access import team_for_request
-from portal.api.views import PortalView, validated
+from portal.api.views import PortalGenericView, PortalView, validated
 from portal.core.errors import NotFound, ValidationFailed
 from portal.core.problems import PROBLEM_CONTENT_TYPE, problem
 from portal.tenancy.models import Role
@@ -327,13 +328,18 @@ class RerateView(PortalView):
         return Response(summary)
 
 
-class QuarantineView(PortalView):
+class QuarantineView(PortalGenericView):
     permission_classes = [IsPlatformAdmin]
+    pagination_class = PortalPagination
 
-    @extend_schema(responses={200: OpenApiTypes.OBJECT}, summary="Recent quarantined usage events (platform admins)")
+    @extend_schema(
+        responses={200: OpenApiTypes.OBJECT},
+        summary="Quarantined usage events of the lateness window, newest first, paginated (platform admins)",
+    )
     def get(self, request: Request) -> Response:
-        rows = selectors.quarantined_events(limit=200)
-        return Response({"events": [serializers.plain_row(row) for row in rows]})
+        rows = selectors.quarantined_events(limit=10_000)
+        page: list[dict[str, Any]] | None = self.paginate_queryset(rows)  # type: ignore[arg-type]
+        return self.get_paginated_response([serializers.plain_row(row) for row in page or []])
 
 
 class QuarantineReleaseView(PortalView):

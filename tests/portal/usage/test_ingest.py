@@ -136,6 +136,10 @@ def test_unknown_credential_and_model_are_quarantined_and_reported_not_counted(w
     assert _daily_totals(world.team.pk)[0] == 1
     quarantined = {row["event_id"]: row["reason"] for row in selectors.quarantined_events()}
     assert quarantined == {batch[0]["id"]: "unknown_credential", batch[1]["id"]: "unknown_model"}
+    listed = world.matrix.client("platform_admin").get("/api/v1/usage/quarantine", {"page_size": 1}).json()
+    assert listed["count"] == 2
+    assert len(listed["results"]) == 1
+    assert listed["results"][0]["reason"] in ("unknown_credential", "unknown_model")
     # A quarantined event is still deduplicated.
     assert world.post(batch[:2]).json()["duplicates"] == 2
 
