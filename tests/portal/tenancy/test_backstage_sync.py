@@ -543,7 +543,16 @@ def test_the_task_syncs_from_the_configured_backstage(backstage: FakeBackstage, 
 
     summary = sync_backstage_teams()
 
-    assert summary == {"groups": 1, "teams": 1, "created": 1, "changed": 1, "problems": 0}
+    assert summary == {
+        "groups": 1,
+        "teams": 1,
+        "created": 1,
+        "changed": 1,
+        "problems": 0,
+        "untrusted_links": 0,
+        "untrusted_groups": 0,
+        "ignored_non_members": 0,
+    }
     assert roles(Team.objects.get(slug="ml")) == {"user:default/jane": "admin", "user:default/bob": "viewer"}
 
 
