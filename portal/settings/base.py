@@ -94,6 +94,11 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = ENV.integer("PORTAL_MAX_REQUEST_BYTES", 2_621_440,
 CSRF_FAILURE_VIEW = "portal.api.errors.csrf_failure_view"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = ENV.boolean("PORTAL_SECURE_COOKIES", default=False)
+# Behind a TLS-terminating proxy: trust its X-Forwarded-Proto and -Host, so absolute links the API builds
+# (pagination `next`, reveal links) name the address clients use, https included.
+if ENV.boolean("PORTAL_BEHIND_PROXY", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    USE_X_FORWARDED_HOST = True
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 
 # Encryption of secrets at rest: a comma-separated list of Fernet keys; the first encrypts, all decrypt,
