@@ -59,6 +59,12 @@ ACCESS_LOG_FIELDS: dict[str, str] = {
 }
 
 
+# Envoy CEL: only LLM traffic (the AI Gateway set the model header), and never a request that failed API-key
+# auth (401): such a request was not served, and its x-portal-client-id could only have come from the client.
+# Match entries are ORed upstream, so both conditions live in one expression.
+USAGE_LOG_FILTER = "request.headers['x-ai-eg-model'] != '' && response.code != 401"
+
+
 def gateway_config_name(cluster: ClusterContract) -> str:
     return f"{cluster.gateway_name}-portal-config"[:63]
 
@@ -114,7 +120,7 @@ def build_envoy_proxy(cluster: ClusterContract, *, collector: str = "") -> Manif
                 "accessLog": {
                     "settings": [
                         {
-                            "matches": ["request.headers['x-ai-eg-model'] != ''"],
+                            "matches": [USAGE_LOG_FILTER],
                             "format": {"type": "JSON", "json": dict(ACCESS_LOG_FIELDS)},
                             "sinks": sinks,
                         }

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from celery import current_app
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -25,7 +25,6 @@ from portal.core.audit import audit_record
 from portal.core.encryption import decrypt_secret, encrypt_secret, reencrypt_secret
 from portal.core.errors import Conflict, DomainError, FieldProblem, NotFound, ValidationFailed
 from portal.gateway import conf, selectors
-from portal.gateway.contracts import MAX_RATE_LIMIT_RULES
 from portal.gateway.models import (
     PROVIDER_BACKEND_NAME_PATTERN,
     BudgetEnforcement,
@@ -45,6 +44,8 @@ DEPLOYMENT_RECONCILE_TASK = "deployments.reconcile"
 KEY_PREFIX = "gpk"  # "gateway portal key": recognisable by secret scanners and in logs that must not hold it
 _KEY_SECRET_BYTES = 32
 CREDENTIAL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$")
+# pg_advisory_xact_lock key serialising the rule-room check with the insert it guards (any constant of our own).
+RATE_LIMIT_ROOM_LOCK = 0x6770_726F_6F6D  # "gproom"
 HOSTNAME_PATTERN = re.compile(
     r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$"
 )
@@ -146,12 +147,18 @@ def _nudge_team_deployments(team: Team, *, changed_key_restricted: bool) -> None
 
 def _check_rate_limit_room(*, team: Team, adding_restricted_key: bool) -> None:
     """Refuse a key that would push a cluster's token-limit policy over the upstream rule limit: a clear error
-    now, rather than a policy the reconciler has to refuse later."""
+    now, rather than a policy the reconciler has to withhold later. Must run inside the transaction that inserts
+    the key: the transaction-scoped advisory lock makes concurrent check-then-insert pairs take turns, so two
+    keys cannot both see the last free rule. (Un-suspending a team or lifting a budget block can still push the
+    policy over; the reconciler then withholds only the token-limit policy and says so.)"""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [RATE_LIMIT_ROOM_LOCK])
+    limit = conf.max_rate_limit_rules()
     needed = selectors.rate_limit_rules_needed(extra_team=team, extra_restricted_keys=int(adding_restricted_key))
-    if needed > MAX_RATE_LIMIT_RULES:
+    if needed > limit:
         raise Conflict(
             f"The gateway's token-limit policy would need {needed} rules; a BackendTrafficPolicy holds at most "
-            f"{MAX_RATE_LIMIT_RULES} (rules: 2 per team, 1 per blocked team, 1 per key with a model allow-list)",
+            f"{limit} (rules: 2 per team, 1 per blocked team, 1 per key with a model allow-list)",
             code="gateway_rule_limit",
         )
 
@@ -282,6 +289,8 @@ def credential_rotate(
     new_expiry = expires_at if expires_at is not None else locked.expires_at
     if expires_at is not None and (expires_at.tzinfo is None or expires_at <= now):
         raise ValidationFailed.for_field("expires_at", "must be a future date-time with a time zone", "in_the_past")
+    # The old key stays current through the overlap: a restricted key's rule is needed twice until it expires.
+    _check_rate_limit_room(team=locked.team, adding_restricted_key=bool(locked.allowed_models))
     before = _credential_snapshot(locked)
     old_expiry = now + window
     locked.rotated_at = now
@@ -579,16 +588,20 @@ def gateway_policy_status_record(
     message: str,
     reconciled_at: datetime,
     applied_manifests: list[dict[str, Any]] | None,
+    observed: bool = True,
 ) -> bool:
     """Record what the reconciler applied, only if the generation it rendered is still current (or newer than
-    what was observed). Writes nothing when nothing changed. Returns whether a row was written."""
+    what was observed). With `observed=False` (the pass failed) the generation is not recorded as observed, so
+    the resync keeps retrying it. The fingerprint is kept for Ready and Degraded passes (Degraded: everything
+    applied but what breaks an upstream limit, which retrying the same content cannot fix). Writes nothing when
+    nothing changed. Returns whether a row was written."""
     policy = ClusterGatewayPolicy.objects.filter(pk=policy_id).first()
     if policy is None or generation > policy.generation:
         return False
     changes: dict[str, Any] = {}
-    if generation > policy.observed_generation:
+    if observed and generation > policy.observed_generation:
         changes["observed_generation"] = generation
-    if phase == "Ready" and fingerprint != policy.applied_fingerprint:
+    if phase in ("Ready", "Degraded") and fingerprint != policy.applied_fingerprint:
         changes["applied_fingerprint"] = fingerprint
     if phase != policy.phase:
         changes["phase"] = phase
@@ -604,6 +617,17 @@ def gateway_policy_status_record(
             **changes, updated_at=timezone.now()
         )
     )
+
+
+def gateway_policies_bump_drifted(*, policy_ids: Iterable[int]) -> list[int]:
+    """The resync found these policies' desired content differs from what was applied (a change made elsewhere:
+    quota, team suspension, key expiry, catalog): bump their generation, so `observed_generation < generation`
+    shows the change is pending until a reconcile applies it. Policies already behind are left as they are.
+    Returns the ids bumped."""
+    in_sync = ClusterGatewayPolicy.objects.filter(pk__in=list(policy_ids), observed_generation=F("generation"))
+    bumped = list(in_sync.order_by("pk").values_list("pk", flat=True))
+    ClusterGatewayPolicy.objects.filter(pk__in=bumped).update(generation=F("generation") + 1, updated_at=timezone.now())
+    return bumped
 
 
 def gateway_policies_ensure() -> int:

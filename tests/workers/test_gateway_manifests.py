@@ -27,6 +27,8 @@ from workers.provisioning.manifests.gateway import (
     allowed_client_id_regex,
     build_gateway_policy_objects,
     build_rate_limit_rules,
+    managed_rule_name,
+    render_gateway_policy,
 )
 from workers.sandbox.validation import CrdRegistry
 
@@ -204,7 +206,8 @@ def test_no_keys_means_no_access_not_an_open_gateway() -> None:
     objects = build_gateway_policy_objects(make_spec(teams=(), managed_routes=()))
     [policy] = _by(objects, "SecurityPolicy")
     assert [ref["name"] for ref in policy["spec"]["apiKeyAuth"]["credentialRefs"]] == ["genai-portal-keys-none"]
-    assert _by(objects, "Secret")[-1]["data"] == {}
+    [empty] = [item for item in _by(objects, "Secret") if item["metadata"]["name"] == "genai-portal-keys-none"]
+    assert empty["data"] == {}
     assert _by(objects, "BackendTrafficPolicy") == []
 
 
@@ -333,11 +336,82 @@ def test_provider_objects_by_provider() -> None:
     assert "genai-portal-provider-bedrock-credential" not in secrets
 
 
-def test_apply_order_puts_limits_before_keys() -> None:
+def test_apply_order_puts_the_keys_and_their_policy_before_anything_that_routes() -> None:
+    """A pass failing part-way on a new cluster must never leave routes matching a forgeable client-id header
+    without apiKeyAuth in place: the header strip, the key Secrets and the SecurityPolicy come first."""
     kinds = [item["kind"] for item in build_gateway_policy_objects(make_spec())]
-    assert kinds.index("BackendTrafficPolicy") < kinds.index("SecurityPolicy")
-    assert kinds.index("GatewayConfig") == 0
-    assert kinds[-1] == "SecurityPolicy"
+    assert kinds[:5] == ["ClientTrafficPolicy", "Secret", "Secret", "Secret", "SecurityPolicy"]
+    assert kinds.index("SecurityPolicy") < kinds.index("AIGatewayRoute")
+    assert kinds.index("SecurityPolicy") < kinds.index("GatewayConfig")
+    assert kinds[-1] == "BackendTrafficPolicy"
+
+
+def test_client_traffic_policy_strips_a_client_sent_client_id_on_the_gateway(registry: CrdRegistry) -> None:
+    [policy] = _by(build_gateway_policy_objects(make_spec(teams=(), managed_routes=())), "ClientTrafficPolicy")
+    assert_valid(registry, policy)
+    assert policy["apiVersion"] == "gateway.envoyproxy.io/v1alpha1"
+    assert policy["spec"] == {
+        "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "ai-gateway"}],
+        "headers": {"earlyRequestHeaders": {"remove": ["x-portal-client-id"]}},
+    }
+
+
+def test_a_token_limit_policy_over_the_rule_limit_is_withheld_and_the_keys_still_render() -> None:
+    # 7 rules: gamma's block, alpha's restricted key, 2 for alpha and 2 for beta... over a limit of 5.
+    rendered = render_gateway_policy(make_spec(), max_rate_limit_rules=5)
+    assert rendered.withheld == (("BackendTrafficPolicy", "genai-portal-token-limits"),)
+    assert len(rendered.problems) == 1
+    assert "holds at most 5 rules" in rendered.problems[0]
+    assert _by(rendered.objects, "BackendTrafficPolicy") == []
+    secrets = {item["metadata"]["name"]: _decoded(item) for item in _by(rendered.objects, "Secret")}
+    assert set(secrets["genai-portal-keys-alpha"]) == {"alpha.aaaaaaaaaaaa", "alpha.bbbbbbbbbbbb"}
+    assert set(secrets["genai-portal-keys-beta"]) == {"beta.cccccccccccc"}
+    # No blocking rule can reach the gateway: the suspended team's keys are left out instead.
+    assert "genai-portal-keys-gamma" not in secrets
+    [policy] = _by(rendered.objects, "SecurityPolicy")
+    assert [ref["name"] for ref in policy["spec"]["apiKeyAuth"]["credentialRefs"]] == [
+        "genai-portal-keys-alpha",
+        "genai-portal-keys-beta",
+    ]
+    assert _by(rendered.objects, "AIGatewayRoute")  # everything else still renders
+    whole = render_gateway_policy(make_spec(), max_rate_limit_rules=6)
+    assert (whole.problems, whole.withheld) == ((), ())
+    assert "genai-portal-keys-gamma" in [item["metadata"]["name"] for item in _by(whole.objects, "Secret")]
+
+
+def test_two_versions_of_a_managed_model_get_distinct_valid_rule_names(registry: CrdRegistry) -> None:
+    """The AIGatewayRoute CRD's CEL rule wants rule names unique within a route: named after the served name."""
+    routes = (
+        ManagedModelRoute("gpt-4o", "gpt-4o", "gpt-4o-2024-08-06", "openai", (("alpha", None),)),
+        ManagedModelRoute("gpt-4o", "gpt-4o-2024-11-20", "gpt-4o-2024-11-20", "openai", (("alpha", None),)),
+        ManagedModelRoute("claude", "Claude.Sonnet/4.5", "claude-sonnet-4-5", "claude", (("alpha", None),)),
+        ManagedModelRoute("claude", "claude-sonnet-4-5", "claude-sonnet-4-5", "claude", (("alpha", None),)),
+    )
+    [route] = _by(build_gateway_policy_objects(make_spec(managed_routes=routes)), "AIGatewayRoute")
+    assert_valid(registry, route)
+    names = [rule["name"] for rule in route["spec"]["rules"]]
+    assert names[:2] == ["gpt-4o", "gpt-4o-2024-11-20"]
+    assert names[3] == "claude-sonnet-4-5"
+    assert re.fullmatch(r"claude-sonnet-4-5-[0-9a-f]{8}", names[2])  # made DNS-safe, then a hash keeps it unique
+    assert len(set(names)) == 4
+    # The same validator refuses duplicate names, so the check above is not vacuous.
+    duplicated = dataclasses.replace(routes[1], served_model_name="gpt-4o")
+    [broken] = _by(build_gateway_policy_objects(make_spec(managed_routes=(routes[0], duplicated))), "AIGatewayRoute")
+    broken["spec"]["rules"][1]["name"] = broken["spec"]["rules"][0]["name"]
+    info = registry.by_kind(broken["apiVersion"], broken["kind"])
+    assert info is not None
+    _, causes, _ = registry.validator(info.group, "v1beta1", info.plural).validate(broken, strict=True)
+    assert any("unique" in str(cause) for cause in causes)
+
+
+def test_managed_rule_names_are_dns_safe_and_avoid_the_reserved_name() -> None:
+    assert managed_rule_name("gpt-4o-mini") == "gpt-4o-mini"
+    assert re.fullmatch(r"route-not-found-[0-9a-f]{8}", managed_rule_name("route-not-found"))
+    assert re.fullmatch(r"model-[0-9a-f]{8}", managed_rule_name("///"))
+    long_name = managed_rule_name("m" * 80)
+    assert len(long_name) <= 63
+    assert re.fullmatch(r"m+-[0-9a-f]{8}", long_name)
+    assert managed_rule_name("Qwen/Qwen2.5") != managed_rule_name("qwen-qwen2-5")
 
 
 def test_many_managed_models_split_into_routes_of_at_most_14_rules(registry: CrdRegistry) -> None:
@@ -391,6 +465,8 @@ def test_bootstrap_access_log_has_the_usage_contract_fields(registry: CrdRegistr
     [setting] = proxy["spec"]["telemetry"]["accessLog"]["settings"]
     fields = setting["format"]["json"]
     assert fields["credential_id"] == "%REQ(X-PORTAL-CLIENT-ID)%"
+    # Only LLM traffic, and never a 401: a request that failed auth could only carry a client-sent client id.
+    assert setting["matches"] == ["request.headers['x-ai-eg-model'] != '' && response.code != 401"]
     assert fields["total_tokens"] == "%DYNAMIC_METADATA(io.envoy.ai_gateway:llm_total_token)%"
     assert {"start_time", "request_id", "model_requested", "status_code", "duration_ms", "backend"} <= set(fields)
     assert [sink["type"] for sink in setting["sinks"]] == ["File", "OpenTelemetry"]

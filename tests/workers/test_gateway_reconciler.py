@@ -165,9 +165,17 @@ def test_quota_change_suspension_and_budget_reach_the_token_limits(world: tuple[
     tenancy_services.team_quota_update(
         actor=matrix.platform_admin, team=matrix.team, changes={"tokens_per_minute": 5000}
     )
+    before = ClusterGatewayPolicy.objects.get(pk=policy_id).generation
     assert policies_needing_reconcile() == [policy_id]  # detected by fingerprint, tenancy knows nothing of it
+    # ... and the resync bumps the generation, so the pending change shows; a second resync adds nothing.
+    pending = ClusterGatewayPolicy.objects.get(pk=policy_id)
+    assert (pending.generation, pending.observed_generation) == (before + 1, before)
+    assert policies_needing_reconcile() == [policy_id]
+    assert ClusterGatewayPolicy.objects.get(pk=policy_id).generation == before + 1
     reconcile_gateway_policy(policy_id)
     assert [rule["limit"]["requests"] for rule in _rules(sandbox)] == [5000, 10000000]
+    applied = ClusterGatewayPolicy.objects.get(pk=policy_id)
+    assert (applied.generation, applied.observed_generation) == (before + 1, before + 1)
 
     assert services.team_budget_enforcement_set(actor=None, team=matrix.team, enforcement="throttle", reason="80%")
     reconcile_gateway_policy(policy_id)
@@ -224,21 +232,72 @@ def test_managed_provider_backend_and_route_on_the_cluster(world: tuple[RoleMatr
     assert sandbox.objects(AIGW, "AIGatewayRoute", namespace=NS) == []
 
 
-def test_a_policy_over_an_upstream_limit_fails_with_the_limit_and_applies_nothing(
+def test_a_policy_over_an_upstream_limit_is_degraded_with_the_limit_and_the_keys_still_apply(
     world: tuple[RoleMatrix, Sandbox, Cluster],
 ) -> None:
     matrix, sandbox, cluster = world
     tenancy_services.team_quota_update(
         actor=matrix.platform_admin, team=matrix.team, changes={"tokens_per_day": 5_000_000_000}
     )
-    services.credential_issue(actor=matrix.developer, team=matrix.team, name="ci")
+    issued = services.credential_issue(actor=matrix.developer, team=matrix.team, name="ci")
     policy_id = _policy_id(cluster)
     result = reconcile_gateway_policy(policy_id)
-    assert result.outcome == "failed"
+    assert result.outcome == "degraded"
     policy = ClusterGatewayPolicy.objects.get(pk=policy_id)
-    assert policy.phase == "Failed"
+    assert policy.phase == "Degraded"
     assert "4294967295" in policy.message
-    assert sandbox.objects("v1", "Secret", namespace=NS) == []
+    assert policy.observed_generation == policy.generation
+    assert sandbox.objects(EG, "BackendTrafficPolicy", namespace=NS) == []  # withheld, never truncated
+    assert _secret_keys(sandbox, "alpha") == {issued.client_id: issued.key}
+    assert _credential_refs(sandbox) == ["genai-portal-keys-alpha"]
+    # Retrying the same content cannot fix a limit: the resync leaves it until something changes.
+    assert policies_needing_reconcile() == []
+
+
+def test_over_the_rule_limit_a_revocation_still_reaches_the_secret_in_one_reconcile(
+    world: tuple[RoleMatrix, Sandbox, Cluster], settings: Any
+) -> None:
+    """Lifting a budget block needs no room check (it must never keep a team blocked), so it can push the token
+    policy past its rule limit; the keys must keep converging regardless."""
+    matrix, sandbox, cluster = world
+    settings.GATEWAY_MAX_RATE_LIMIT_RULES = 3
+    services.team_budget_enforcement_set(actor=None, team=matrix.other_team, enforcement="block", reason="spent")
+    revoked = services.credential_issue(actor=matrix.developer, team=matrix.team, name="one")
+    kept = services.credential_issue(actor=matrix.developer, team=matrix.team, name="two")
+    beta = services.credential_issue(actor=matrix.outsider, team=matrix.other_team, name="ci")  # 2 + 1 rules
+    policy_id = _policy_id(cluster)
+    assert reconcile_gateway_policy(policy_id).outcome == "applied"
+    old_rules = _rules(sandbox)
+    assert len(old_rules) == 3
+    services.team_budget_enforcement_set(actor=None, team=matrix.other_team, enforcement="none", reason="new month")
+    services.credential_revoke(actor=matrix.developer, credential=revoked.credential)
+
+    result = reconcile_gateway_policy(policy_id)
+    assert result.outcome == "degraded"
+    assert _secret_keys(sandbox, "alpha") == {kept.client_id: kept.key}
+    assert _secret_keys(sandbox, "beta") == {beta.client_id: beta.key}
+    assert _rules(sandbox) == old_rules  # the live token policy is kept, not pruned or truncated
+    policy = ClusterGatewayPolicy.objects.get(pk=policy_id)
+    assert policy.phase == "Degraded"
+    assert "needs 4 rules" in policy.message
+    assert "at most 3 rules" in policy.message
+    assert policy.observed_generation == policy.generation
+
+    # A suspension cannot reach the withheld token policy: the suspended team's keys leave the Secrets instead.
+    settings.GATEWAY_MAX_RATE_LIMIT_RULES = 2
+    tenancy_services.team_set_status(actor=matrix.platform_admin, team=matrix.other_team, status="suspended")
+    assert policies_needing_reconcile() == [policy_id]
+    assert reconcile_gateway_policy(policy_id).outcome == "degraded"  # 1 + 2 rules, over a limit of 2
+    assert _secret_keys(sandbox, "beta") == {}
+    assert _credential_refs(sandbox) == ["genai-portal-keys-alpha"]
+    assert _rules(sandbox) == old_rules
+    # Within the limit again, the whole policy applies: the block is a rule again, the keys are back.
+    settings.GATEWAY_MAX_RATE_LIMIT_RULES = 3
+    assert policies_needing_reconcile() == [policy_id]
+    assert reconcile_gateway_policy(policy_id).outcome == "applied"
+    assert _secret_keys(sandbox, "beta") == {beta.client_id: beta.key}
+    assert [rule["limit"]["requests"] for rule in _rules(sandbox)] == [0, 100000, 10000000]
+    assert ClusterGatewayPolicy.objects.get(pk=policy_id).phase == "Ready"
 
 
 def test_bootstrap_applied_only_when_the_cluster_allows_it(world: tuple[RoleMatrix, Sandbox, Cluster]) -> None:
@@ -377,15 +436,61 @@ def test_a_refused_object_is_a_failed_policy_with_the_servers_message(
     world: tuple[RoleMatrix, Sandbox, Cluster],
 ) -> None:
     matrix, sandbox, cluster = world
-    services.credential_issue(actor=matrix.developer, team=matrix.team, name="ci")
+    issued = services.credential_issue(actor=matrix.developer, team=matrix.team, name="ci")
     policy_id = _policy_id(cluster)
     sandbox.add_fault(Fault(method="PATCH", path="backendtrafficpolicies", status=422, message="spec.rateLimit: nope"))
-    assert reconcile_gateway_policy(policy_id).outcome == "failed"
+    result = reconcile_gateway_policy(policy_id)
+    assert result.outcome == "failed"
+    # The header strip, the team Secret and the SecurityPolicy were written before the refusal, and say so.
+    assert result.writes == 3
+    assert _secret_keys(sandbox, "alpha") == {issued.client_id: issued.key}
     policy = ClusterGatewayPolicy.objects.get(pk=policy_id)
     assert policy.phase == "Failed"
     assert "spec.rateLimit: nope" in policy.message
+    assert policy.observed_generation < policy.generation  # not handled: not observed
     assert policies_needing_reconcile() == [policy_id]  # not applied: the resync keeps trying
     assert reconcile_gateway_policy(policy_id).outcome == "applied"
+    policy = ClusterGatewayPolicy.objects.get(pk=policy_id)
+    assert (policy.phase, policy.observed_generation) == ("Ready", policy.generation)
+
+
+def test_a_pass_failing_part_way_on_a_new_cluster_leaves_no_route_without_api_key_auth(
+    world: tuple[RoleMatrix, Sandbox, Cluster],
+) -> None:
+    matrix, sandbox, cluster = world
+    ManagedVersionFactory(model__slug="gpt-4o-mini", served_model_name="gpt-4o-mini")
+    services.credential_issue(actor=matrix.developer, team=matrix.team, name="ci")
+    services.provider_backend_create(
+        actor=None,
+        cluster=cluster,
+        values={"name": "openai", "provider": "openai", "hostname": "api.openai.com", "credential": "sk-up"},
+    )
+    policy_id = _policy_id(cluster)
+    sandbox.add_fault(Fault(method="PATCH", path="securitypolicies", status=422, message="refused"))
+    assert reconcile_gateway_policy(policy_id).outcome == "failed"
+    assert sandbox.objects(AIGW, "AIGatewayRoute", namespace=NS) == []
+    [strip] = sandbox.objects(EG, "ClientTrafficPolicy", namespace=NS)
+    assert strip["spec"]["headers"] == {"earlyRequestHeaders": {"remove": ["x-portal-client-id"]}}
+    assert reconcile_gateway_policy(policy_id).outcome == "applied"
+    assert len(sandbox.objects(AIGW, "AIGatewayRoute", namespace=NS)) == 1
+
+
+def test_two_live_versions_of_a_managed_model_are_one_route_the_cluster_accepts(
+    world: tuple[RoleMatrix, Sandbox, Cluster],
+) -> None:
+    matrix, sandbox, cluster = world
+    first = ManagedVersionFactory(model__slug="gpt-4o", served_model_name="gpt-4o", version="2024-08-06")
+    ManagedVersionFactory(model=first.model, served_model_name="gpt-4o-2024-11-20", version="2024-11-20")
+    services.credential_issue(actor=matrix.developer, team=matrix.team, name="ci")
+    services.provider_backend_create(
+        actor=None,
+        cluster=cluster,
+        values={"name": "openai", "provider": "openai", "hostname": "api.openai.com", "credential": "sk-up"},
+    )
+    policy_id = _policy_id(cluster)
+    assert reconcile_gateway_policy(policy_id).outcome == "applied"
+    route = _one(sandbox, AIGW, "AIGatewayRoute", "genai-portal-managed-0")
+    assert [rule["name"] for rule in route["spec"]["rules"]] == ["gpt-4o", "gpt-4o-2024-11-20"]
     assert ClusterGatewayPolicy.objects.get(pk=policy_id).phase == "Ready"
 
 

@@ -38,6 +38,7 @@ _TYPES = [
     ResourceType("gateway.envoyproxy.io/v1alpha1", "Backend", "backends", namespaced=True),
     ResourceType("gateway.envoyproxy.io/v1alpha1", "SecurityPolicy", "securitypolicies", namespaced=True),
     ResourceType("gateway.envoyproxy.io/v1alpha1", "BackendTrafficPolicy", "backendtrafficpolicies", namespaced=True),
+    ResourceType("gateway.envoyproxy.io/v1alpha1", "ClientTrafficPolicy", "clienttrafficpolicies", namespaced=True),
     ResourceType("gateway.envoyproxy.io/v1alpha1", "EnvoyProxy", "envoyproxies", namespaced=True),
     ResourceType("aigateway.envoyproxy.io/v1beta1", "AIServiceBackend", "aiservicebackends", namespaced=True),
     ResourceType("aigateway.envoyproxy.io/v1beta1", "AIGatewayRoute", "aigatewayroutes", namespaced=True),

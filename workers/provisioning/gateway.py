@@ -1,13 +1,20 @@
 """The gateway-policy reconciler: one cluster's aggregate gateway policy, level-triggered, keyed by policy id.
 
 One pass: take the policy's lock, load the frozen spec (every team's keys, limits and blocks, provider backends,
-managed models), render the whole policy (pure), apply only objects whose content hash changed (server-side
-apply, field manager genai-portal), prune owned objects no longer desired (by labels), and record generation,
-fingerprint and what was applied (secrets redacted). An unchanged policy costs reads, never writes.
+managed models), render the policy (pure), apply only objects whose content hash changed (server-side apply,
+field manager genai-portal) in the builder's order (keys and the SecurityPolicy first), prune owned objects no
+longer desired (by labels), and record generation, fingerprint and what was applied (secrets redacted). An
+unchanged policy costs reads, never writes.
+
+An object that would break an upstream limit (the token-limit policy over its rule limit) is withheld, its live
+copy kept, and the policy recorded Degraded with the limit named: keys still converge, so revocation, expiry and
+suspension are never held back by it. A cluster refusing an object is Failed: the writes made so far are
+reported and the generation is not recorded as observed, so the resync tries again.
 
 Quota changes and team suspension happen in tenancy, which knows nothing of the gateway: the periodic resync
-renders every policy and compares its fingerprint with the one last applied, so those changes (and key expiry,
-and catalog changes) converge within one resync without any app having to call the gateway.
+renders every policy and compares its fingerprint with the one last applied, bumps the generation of those that
+differ, so those changes (and key expiry, and catalog changes) converge within one resync without any app having
+to call the gateway.
 """
 
 from __future__ import annotations
@@ -34,9 +41,9 @@ from workers.kube.errors import TerminalClusterError
 from workers.provisioning.manifests.gateway import (
     AIGW_API_VERSION,
     EG_API_VERSION,
-    GatewayPolicyTooLarge,
-    build_gateway_policy_objects,
+    GatewayPolicyRender,
     policy_selector,
+    render_gateway_policy,
 )
 from workers.provisioning.reconciler import converge, prune, redacted, with_hash
 
@@ -46,6 +53,7 @@ LOCK_SECONDS = 300
 # Kinds the gateway policy can own, all in the cluster's gateway namespace.
 OWNED_KINDS = (
     ("v1", "Secret"),
+    (EG_API_VERSION, "ClientTrafficPolicy"),
     (EG_API_VERSION, "SecurityPolicy"),
     (EG_API_VERSION, "BackendTrafficPolicy"),
     (EG_API_VERSION, "Backend"),
@@ -62,7 +70,7 @@ class GatewayPolicyBusy(Exception):
 @dataclass(frozen=True)
 class GatewayReconcileResult:
     policy_id: int
-    outcome: str  # "applied", "unchanged", "failed", "gone"
+    outcome: str  # "applied", "unchanged", "degraded", "failed", "gone"
     writes: int
     message: str = ""
 
@@ -83,24 +91,25 @@ def policy_lock(policy_id: int) -> Iterator[None]:
             logger.warning("lock of gateway policy %s expired before release", policy_id)
 
 
-def render(spec: GatewayPolicySpec) -> list[dict[str, Any]]:
-    return build_gateway_policy_objects(spec, collector=gateway_conf.otel_collector())
+def render(spec: GatewayPolicySpec) -> GatewayPolicyRender:
+    return render_gateway_policy(
+        spec, collector=gateway_conf.otel_collector(), max_rate_limit_rules=gateway_conf.max_rate_limit_rules()
+    )
 
 
-def fingerprint(manifests: list[dict[str, Any]]) -> str:
-    """A digest of the whole desired policy (keys included, so a changed key changes it; not reversible)."""
-    return hashlib.sha256(json.dumps(manifests, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+def fingerprint(rendered: GatewayPolicyRender) -> str:
+    """A digest of the desired policy and what it withholds (keys included, so a changed key changes it; not
+    reversible)."""
+    document = {"objects": rendered.objects, "problems": list(rendered.problems)}
+    return hashlib.sha256(json.dumps(document, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def desired_fingerprint(policy_id: int) -> str | None:
-    """The fingerprint of what the policy should be now; None when it cannot be rendered or is gone."""
+    """The fingerprint of what the policy should be now; None when the policy is gone."""
     spec = gateway_selectors.gateway_policy_spec(policy_id=policy_id)
     if spec is None:
         return None
-    try:
-        return fingerprint(render(spec))
-    except GatewayPolicyTooLarge:
-        return None
+    return fingerprint(render(spec))
 
 
 def _owned(cluster: Cluster, spec: GatewayPolicySpec) -> list[dict[str, Any]]:
@@ -113,7 +122,13 @@ def _owned(cluster: Cluster, spec: GatewayPolicySpec) -> list[dict[str, Any]]:
 
 
 def _record(
-    spec: GatewayPolicySpec, digest: str, phase: str, message: str, applied: list[dict[str, Any]] | None
+    spec: GatewayPolicySpec,
+    digest: str,
+    phase: str,
+    message: str,
+    applied: list[dict[str, Any]] | None,
+    *,
+    observed: bool = True,
 ) -> None:
     gateway_services.gateway_policy_status_record(
         policy_id=spec.policy_id,
@@ -123,6 +138,7 @@ def _record(
         message=message,
         reconciled_at=timezone.now(),
         applied_manifests=applied,
+        observed=observed,
     )
 
 
@@ -131,19 +147,30 @@ def reconcile_gateway_policy(policy_id: int) -> GatewayReconcileResult:
         spec = gateway_selectors.gateway_policy_spec(policy_id=policy_id)
         if spec is None:
             return GatewayReconcileResult(policy_id, "gone", 0)
-        try:
-            desired = render(spec)
-        except GatewayPolicyTooLarge as error:
-            # Nothing is applied: a truncated policy would silently drop teams, keys or limits.
-            _record(spec, "", "Failed", f"the gateway policy breaks an upstream limit: {error}", None)
-            return GatewayReconcileResult(policy_id, "failed", 0, str(error))
-        digest = fingerprint(desired)
+        rendered = render(spec)
+        desired = rendered.objects
+        digest = fingerprint(rendered)
         cluster = connect(cluster_selectors.cluster_connection(cluster_id=spec.cluster.cluster_id))
+        writes = 0
         try:
-            writes, _ = converge(cluster, desired)
-            writes += prune(cluster, _owned(cluster, spec), desired)
+            for manifest in desired:  # one at a time, so a refusal part-way reports the writes already made
+                applied, _ = converge(cluster, [manifest])
+                writes += applied
+            # A withheld object keeps its live copy: listed as wanted, so prune leaves it alone.
+            kept = [{"kind": kind, "metadata": {"name": name}} for kind, name in rendered.withheld]
+            writes += prune(cluster, _owned(cluster, spec), desired + kept)
         except TerminalClusterError as error:
-            _record(spec, "", "Failed", f"the cluster refused the gateway policy: {error.message}", None)
-            return GatewayReconcileResult(policy_id, "failed", 0, error.message)
-        _record(spec, digest, "Ready", "", redacted([with_hash(item) for item in desired]))
+            message = f"the cluster refused the gateway policy: {error.message}"
+            if rendered.problems:
+                message += "; withheld: " + "; ".join(rendered.problems)
+            _record(spec, "", "Failed", message, None, observed=False)
+            return GatewayReconcileResult(policy_id, "failed", writes, error.message)
+        applied_manifests = redacted([with_hash(item) for item in desired])
+        if rendered.problems:
+            message = "withheld, the rest applied: the gateway policy breaks an upstream limit: " + "; ".join(
+                rendered.problems
+            )
+            _record(spec, digest, "Degraded", message, applied_manifests)
+            return GatewayReconcileResult(policy_id, "degraded", writes, message)
+        _record(spec, digest, "Ready", "", applied_manifests)
         return GatewayReconcileResult(policy_id, "applied" if writes else "unchanged", writes)

@@ -33,7 +33,8 @@ def reconcile(policy_id: int) -> str:
 
 def policies_needing_reconcile() -> list[int]:
     """Policies whose generation is ahead of what was observed, and those whose desired fingerprint differs
-    from the one applied (quota edits, suspension, expired keys, catalog changes made elsewhere)."""
+    from the one applied (quota edits, suspension, expired keys, catalog changes made elsewhere); the latter
+    get their generation bumped here, so the pending change shows as observed_generation < generation."""
     gateway_services.gateway_policies_ensure()
     behind = set(gateway_selectors.gateway_policy_ids(behind_only=True))
     applied = gateway_selectors.gateway_policy_fingerprints()
@@ -42,6 +43,8 @@ def policies_needing_reconcile() -> list[int]:
         for policy_id, fingerprint in applied.items()
         if policy_id not in behind and desired_fingerprint(policy_id) != fingerprint
     }
+    if drifted:
+        gateway_services.gateway_policies_bump_drifted(policy_ids=drifted)
     return sorted(behind | drifted)
 
 

@@ -228,3 +228,57 @@ def test_an_unrestricted_key_re_renders_deployment_routes_only_when_the_team_has
     with django_capture_on_commit_callbacks() as callbacks:
         services.credential_issue(actor=None, team=matrix.team, name="plain-two")
     assert len(callbacks) == 2  # routes list key ids now, so the new key must be added to them
+
+
+def test_rotating_a_restricted_key_needs_room_for_its_overlap_rule(matrix: RoleMatrix, settings: Any) -> None:
+    """Through the overlap the old restricted key is still current: its blocking rule is needed twice."""
+    CatalogModelFactory(slug="m")
+    restricted = services.credential_issue(actor=None, team=matrix.team, name="r", allowed_models=["m"])
+    plain = services.credential_issue(actor=None, team=matrix.team, name="p")
+    assert selectors.rate_limit_rules_needed() == 3
+    settings.GATEWAY_MAX_RATE_LIMIT_RULES = 3
+    with pytest.raises(Conflict, match=r"would need 4 rules.*at most 3") as refused:
+        services.credential_rotate(actor=None, credential=restricted.credential)
+    assert refused.value.code == "gateway_rule_limit"
+    assert Credential.objects.get(pk=restricted.credential_id).rotated_at is None
+    assert Credential.objects.count() == 2
+    services.credential_rotate(actor=None, credential=plain.credential)  # an unrestricted key needs no new rule
+    assert selectors.rate_limit_rules_needed() == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_rule_room_check_and_its_insert_hold_one_lock_until_commit(matrix: RoleMatrix) -> None:
+    """Two concurrent issues cannot both see the last free rule: the check takes a transaction-scoped advisory
+    lock that a second connection cannot get until the first transaction ends."""
+    import psycopg
+    from django.db import connection, transaction
+
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    with psycopg.connect(**params, autocommit=True) as other:
+
+        def other_gets_the_lock() -> bool:
+            row = other.execute("SELECT pg_try_advisory_lock(%s)", [services.RATE_LIMIT_ROOM_LOCK]).fetchone()
+            assert row is not None
+            if row[0]:
+                other.execute("SELECT pg_advisory_unlock(%s)", [services.RATE_LIMIT_ROOM_LOCK])
+            return bool(row[0])
+
+        with transaction.atomic():
+            services.credential_issue(actor=None, team=matrix.team, name="ci")
+            assert not other_gets_the_lock()
+        assert other_gets_the_lock()
+
+
+def test_the_resync_bumps_a_drifted_policy_once_and_leaves_a_pending_one(matrix: RoleMatrix) -> None:
+    cluster = ClusterFactory()
+    policy_id = services.gateway_policy_ensure(cluster=cluster).pk
+    ClusterGatewayPolicy.objects.filter(pk=policy_id).update(generation=4, observed_generation=4)
+    assert services.gateway_policies_bump_drifted(policy_ids=[policy_id]) == [policy_id]
+    assert ClusterGatewayPolicy.objects.filter(pk=policy_id).values_list("generation", "observed_generation").get() == (
+        5,
+        4,
+    )
+    assert services.gateway_policies_bump_drifted(policy_ids=[policy_id]) == []  # already pending
+    assert ClusterGatewayPolicy.objects.get(pk=policy_id).generation == 5

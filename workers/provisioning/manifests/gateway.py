@@ -6,13 +6,17 @@ Secrets map client id -> key, and one key value under two client ids invalidates
 issued key has its own client id '<team>.<key_id>'; forwardClientIDHeader is overwritten by Envoy, so it cannot
 be forged; token limits are charged after the response from the llm_total_token metadata, with `shared: true`
 for one team bucket across routes; `requests: 0` is a blocking rule (EG 1.9); at most 256 rules per policy and
-15 rules per AIGatewayRoute (one slot reserved by the controller). Limits are errors, never silent truncation.
+15 rules per AIGatewayRoute (one slot reserved by the controller), rule names unique within a route. Limits are
+never silent truncation: an object that would break one is withheld and named in the render's problems, while
+everything else (the keys above all: revocations, expiry and suspension) still converges.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import re
+from dataclasses import dataclass, field
 from typing import Any
 
 from portal.gateway.bootstrap import build_bootstrap_objects
@@ -31,6 +35,7 @@ AIGW_API_VERSION = "aigateway.envoyproxy.io/v1beta1"
 COMPONENT_KEY = "portal.genai.io/component"
 COMPONENT = "gateway-policy"
 SECURITY_POLICY_NAME = "genai-portal-api-keys"
+CLIENT_TRAFFIC_POLICY_NAME = "genai-portal-client-headers"
 TRAFFIC_POLICY_NAME = "genai-portal-token-limits"
 MANAGED_ROUTE_PREFIX = "genai-portal-managed"
 EMPTY_KEYS_SECRET = "genai-portal-keys-none"
@@ -61,6 +66,17 @@ PROVIDER_SCHEMAS: dict[str, tuple[dict[str, str], str, str, str]] = {
 
 class GatewayPolicyTooLarge(ValueError):
     """The desired policy breaks an upstream limit; the message names the limit and what exceeded it."""
+
+
+@dataclass(frozen=True)
+class GatewayPolicyRender:
+    """A cluster's gateway policy as far as it can be rendered: the objects to apply, in apply order; the
+    upstream limits it breaks (empty when whole); and the (kind, name) of objects withheld because of them,
+    whose live copies are kept (neither applied nor pruned) rather than replaced by a truncated version."""
+
+    objects: list[Manifest]
+    problems: tuple[str, ...] = ()
+    withheld: tuple[tuple[str, str], ...] = field(default=())
 
 
 def policy_labels(team_slug: str | None = None) -> dict[str, str]:
@@ -165,6 +181,20 @@ def build_security_policy(spec: GatewayPolicySpec, secret_names: list[str]) -> M
     }
 
 
+def build_client_traffic_policy(spec: GatewayPolicySpec) -> Manifest:
+    """Strip a client-sent x-portal-client-id before anything reads it (routing, rate limits, the access log):
+    only apiKeyAuth's forwardClientIDHeader sets it, after a key matched (reference section 4.2)."""
+    return {
+        "apiVersion": EG_API_VERSION,
+        "kind": "ClientTrafficPolicy",
+        "metadata": _metadata(spec, CLIENT_TRAFFIC_POLICY_NAME),
+        "spec": {
+            "targetRefs": [_gateway_ref(spec)],
+            "headers": {"earlyRequestHeaders": {"remove": [CLIENT_ID_HEADER]}},
+        },
+    }
+
+
 # ---------------------------------------------------------------------------------------------- token limits
 
 
@@ -194,7 +224,7 @@ def _model_names_regex(names: tuple[str, ...]) -> str:
     return f"^({'|'.join(escaped)})$"
 
 
-def build_rate_limit_rules(spec: GatewayPolicySpec) -> list[dict[str, Any]]:
+def build_rate_limit_rules(spec: GatewayPolicySpec, *, max_rules: int = MAX_RATE_LIMIT_RULES) -> list[dict[str, Any]]:
     """Blocking rules first (suspended teams, budget blocks, models a restricted key may not call), then each
     team's tokens per minute and per day, one shared bucket per team across every route."""
     rules: list[dict[str, Any]] = []
@@ -231,10 +261,10 @@ def build_rate_limit_rules(spec: GatewayPolicySpec) -> list[dict[str, Any]]:
                     "cost": _token_cost(),
                 }
             )
-    if len(rules) > MAX_RATE_LIMIT_RULES:
+    if len(rules) > max_rules:
         raise GatewayPolicyTooLarge(
             f"the token-limit policy needs {len(rules)} rules for {len(spec.teams)} teams; a BackendTrafficPolicy "
-            f"holds at most {MAX_RATE_LIMIT_RULES} rules"
+            f"holds at most {max_rules} rules"
         )
     return rules
 
@@ -315,6 +345,20 @@ def build_provider_objects(spec: GatewayPolicySpec, provider: ProviderBackendSpe
     return objects
 
 
+_RULE_NAME_UNSAFE = re.compile(r"[^a-z0-9]+")
+RESERVED_RULE_NAME = "route-not-found"
+
+
+def managed_rule_name(served_model_name: str) -> str:
+    """The route rule's name: the served model name (unique among managed routes) as a DNS label; when that is
+    not the name itself (case, dots, slashes, length) or is reserved, a short hash of the name keeps it unique."""
+    label = _RULE_NAME_UNSAFE.sub("-", served_model_name.lower()).strip("-")
+    if label == served_model_name and len(label) <= 63 and label != RESERVED_RULE_NAME:
+        return label
+    digest = hashlib.sha256(served_model_name.encode()).hexdigest()[:8]
+    return f"{label[:54].rstrip('-')}-{digest}" if label else f"model-{digest}"
+
+
 def _managed_rule(route: ManagedModelRoute) -> dict[str, Any]:
     pattern = allowed_client_id_regex(route.allowed)
     if len(pattern) > MAX_ROUTE_HEADER_VALUE:
@@ -323,7 +367,7 @@ def _managed_rule(route: ManagedModelRoute) -> dict[str, Any]:
             f"the limit of an AIGatewayRoute header match is {MAX_ROUTE_HEADER_VALUE}"
         )
     return {
-        "name": _dns_name(route.model_slug),
+        "name": managed_rule_name(route.served_model_name),
         "matches": [
             {
                 "headers": [
@@ -343,9 +387,20 @@ def _managed_rule(route: ManagedModelRoute) -> dict[str, Any]:
     }
 
 
-def build_managed_routes(spec: GatewayPolicySpec) -> list[Manifest]:
-    """Managed models as AIGatewayRoutes of at most 14 rules each; a model nobody may call gets no rule."""
-    rules = [_managed_rule(route) for route in spec.managed_routes if route.allowed]
+def build_managed_routes(spec: GatewayPolicySpec, problems: list[str] | None = None) -> list[Manifest]:
+    """Managed models as AIGatewayRoutes of at most 14 rules each; a model nobody may call gets no rule. With
+    `problems`, a model whose rule breaks a limit gets no rule (nobody reaches it) and the problem is added;
+    without, it raises GatewayPolicyTooLarge."""
+    rules = []
+    for route in spec.managed_routes:
+        if not route.allowed:
+            continue
+        try:
+            rules.append(_managed_rule(route))
+        except GatewayPolicyTooLarge as error:
+            if problems is None:
+                raise
+            problems.append(str(error))
     routes = []
     for index in range(0, len(rules), MAX_ROUTE_RULES):
         routes.append(
@@ -366,21 +421,48 @@ def build_managed_routes(spec: GatewayPolicySpec) -> list[Manifest]:
 # ---------------------------------------------------------------------------------------------- whole policy
 
 
-def build_gateway_policy_objects(spec: GatewayPolicySpec, *, collector: str = "") -> list[Manifest]:
-    """Every object of the cluster's gateway policy, in apply order: provider credentials and backends, routes,
-    token limits and blocking rules (before any key they restrict can work), then the keys and the policy
-    that reads them. Raises GatewayPolicyTooLarge when an upstream limit would be broken."""
-    objects: list[Manifest] = []
+def render_gateway_policy(
+    spec: GatewayPolicySpec, *, collector: str = "", max_rate_limit_rules: int = MAX_RATE_LIMIT_RULES
+) -> GatewayPolicyRender:
+    """Every object of the cluster's gateway policy, in apply order: first what makes a key the only way in
+    (the ClientTrafficPolicy stripping a client-sent client id, the team key Secrets, the SecurityPolicy that
+    reads them), so that a pass failing part-way never leaves routes matching a forgeable header; then the
+    bootstrap objects, provider credentials and backends, routes, and the token limits and blocking rules.
+
+    The keys never wait for the rest: when the token-limit policy breaks an upstream limit it is withheld (its
+    live copy stays) and named in `problems`; keys of blocked teams (suspended, budget block) are then left out
+    of the Secrets, since no blocking rule can reach the gateway for them."""
+    problems: list[str] = []
+    withheld: list[tuple[str, str]] = []
+    traffic_policy: Manifest | None = None
+    try:
+        rules = build_rate_limit_rules(spec, max_rules=max_rate_limit_rules)
+    except GatewayPolicyTooLarge as error:
+        problems.append(str(error))
+        withheld.append(("BackendTrafficPolicy", TRAFFIC_POLICY_NAME))
+    else:
+        traffic_policy = build_traffic_policy(spec, rules) if rules else None
+    blocks_applied = not withheld
+    teams_with_keys = [team for team in spec.teams if team.keys and (blocks_applied or not team.blocked_reason)]
+    secrets = [build_team_secret(spec, team) for team in teams_with_keys] or [build_empty_keys_secret(spec)]
+    objects: list[Manifest] = [build_client_traffic_policy(spec), *secrets]
+    objects.append(build_security_policy(spec, [secret["metadata"]["name"] for secret in secrets]))
     if spec.cluster.apply_gateway_bootstrap:
         objects.extend(build_bootstrap_objects(spec.cluster, collector=collector))
     for provider in sorted(spec.providers, key=lambda item: item.name):
         objects.extend(build_provider_objects(spec, provider))
-    objects.extend(build_managed_routes(spec))
-    rules = build_rate_limit_rules(spec)
-    if rules:
-        objects.append(build_traffic_policy(spec, rules))
-    teams_with_keys = [team for team in spec.teams if team.keys]
-    secrets = [build_team_secret(spec, team) for team in teams_with_keys] or [build_empty_keys_secret(spec)]
-    objects.extend(secrets)
-    objects.append(build_security_policy(spec, [secret["metadata"]["name"] for secret in secrets]))
-    return objects
+    objects.extend(build_managed_routes(spec, problems))
+    if traffic_policy is not None:
+        objects.append(traffic_policy)
+    return GatewayPolicyRender(objects=objects, problems=tuple(problems), withheld=tuple(withheld))
+
+
+def build_gateway_policy_objects(
+    spec: GatewayPolicySpec, *, collector: str = "", max_rate_limit_rules: int = MAX_RATE_LIMIT_RULES
+) -> list[Manifest]:
+    """The whole policy in apply order (see render_gateway_policy); raises GatewayPolicyTooLarge, naming the
+    limit, when any upstream limit would be broken."""
+    rendered = render_gateway_policy(spec, collector=collector, max_rate_limit_rules=max_rate_limit_rules)
+    if rendered.problems:
+        raise GatewayPolicyTooLarge("; ".join(rendered.problems))
+    return rendered.objects
