@@ -35,7 +35,8 @@ from portal.gateway.models import (
     ProviderKind,
     TeamGatewayPolicy,
 )
-from portal.tenancy.models import Team, User
+from portal.tenancy import selectors as tenancy_selectors
+from portal.tenancy.models import Role, Team, User
 
 logger = logging.getLogger(__name__)
 
@@ -231,6 +232,21 @@ def _create_credential(
     )
 
 
+def _retire_expired_namesakes(*, team: Team, name: str) -> list[Credential]:
+    """An expired key no longer holds its name: mark it as replaced (rotated_at, as the old key of a rotation;
+    its state stays 'expired'), so the name is free for the key about to be created in the same transaction."""
+    now = timezone.now()
+    expired = list(
+        Credential.objects.select_for_update()
+        .select_related("team")
+        .filter(team=team, name=name, revoked_at__isnull=True, rotated_at__isnull=True, expires_at__lte=now)
+    )
+    for credential in expired:
+        credential.rotated_at = now
+        credential.save(update_fields=["rotated_at", "updated_at"])
+    return expired
+
+
 @transaction.atomic
 def credential_issue(
     *,
@@ -248,7 +264,21 @@ def credential_issue(
     if team.status != Team.Status.ACTIVE:
         raise Conflict(f"Team '{team.slug}' is suspended: no new keys", code="team_suspended")
     _check_rate_limit_room(team=team, adding_restricted_key=bool(models))
+    expired = _retire_expired_namesakes(team=team, name=clean_name)
     issued = _create_credential(actor=actor, team=team, name=clean_name, allowed_models=models, expires_at=expires_at)
+    for old in expired:
+        old.replaced_by = issued.credential
+        old.save(update_fields=["replaced_by", "updated_at"])
+        audit_record(
+            actor=actor,
+            action="credential.retire",
+            target_type="credential",
+            target_id=old.pk,
+            target_label=f"{team.slug}/{clean_name}",
+            team_slug=team.slug,
+            before={"state": "expired"},
+            after=_credential_snapshot(old) | {"replaced_by": issued.credential_id},
+        )
     audit_record(
         actor=actor,
         action="credential.issue",
@@ -391,11 +421,17 @@ def credential_reveal_link_create(*, actor: User, credential: Credential) -> Rev
 
 
 @transaction.atomic
-def credential_reveal(*, actor: User, token: str) -> tuple[Credential, str]:
-    """The key behind a reveal link, once, for the user who created it: others get NotFound, and a used,
+def credential_reveal(*, actor: User, token: str, platform_admin: bool = False) -> tuple[Credential, str]:
+    """The key behind a reveal link, once, for the user who created it while they may still manage the team's
+    keys (a developer or admin of the credential's team, or a platform admin): others get NotFound, and a used,
     expired or revoked one RevealGone."""
     found = selectors.credential_reveal_get(token_hash=_hash_reveal_token(token))
     if found is None or found.created_by_id != actor.pk:
+        raise NotFound("No such reveal link", code="reveal_not_found")
+    if not platform_admin and not tenancy_selectors.role_at_least(
+        tenancy_selectors.membership_role(team=found.credential.team, user=actor), Role.DEVELOPER
+    ):
+        # Left the team or demoted since the link was made: the link is no longer theirs to use.
         raise NotFound("No such reveal link", code="reveal_not_found")
     reveal = CredentialReveal.objects.select_for_update().select_related("credential__team").get(pk=found.pk)
     now = timezone.now()

@@ -7,7 +7,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from portal.api.serializers import StrictInput
-from portal.gateway import selectors
+from portal.gateway import conf, selectors
 from portal.gateway.models import Credential, ProviderBackend, ProviderKind
 
 DELIVERY_CHOICES = ("response", "reveal_link")
@@ -73,6 +73,13 @@ class CredentialRotateInput(StrictInput):
     overlap_seconds = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=0)
     expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
     delivery = serializers.ChoiceField(choices=DELIVERY_CHOICES, required=False, default="response")
+
+    def validate_overlap_seconds(self, value: int | None) -> int | None:
+        """Bounded here (the setting is read per request), so a huge number is a 400, not a timedelta overflow."""
+        limit = int(conf.max_rotation_overlap().total_seconds())
+        if value is not None and value > limit:
+            raise serializers.ValidationError(f"Ensure this value is less than or equal to {limit}.", code="max_value")
+        return value
 
 
 class CredentialRevealOutput(serializers.Serializer):

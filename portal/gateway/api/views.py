@@ -13,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from portal.api import idempotency
-from portal.api.authentication import acting_user
+from portal.api.authentication import acting_user, is_platform_admin
 from portal.api.permissions import IsPlatformAdmin
 from portal.api.team_access import team_for_request
 from portal.api.views import PortalGenericView, PortalView, validated
@@ -25,6 +25,8 @@ from portal.gateway.models import Credential, ProviderBackend
 from portal.tenancy.models import Role
 
 KEY_REPLAY_PLACEHOLDER = "[shown once: rotate the credential for a new key]"
+# A response that carries a key must not be kept by a browser, proxy or client cache.
+NO_STORE = {"Cache-Control": "no-store"}
 
 
 class KeyResponseMixin:
@@ -90,7 +92,7 @@ class CredentialListView(KeyResponseMixin, PortalGenericView):
             allowed_models=data["allowed_models"],
             expires_at=data["expires_at"],
         )
-        headers = {"Location": f"/api/v1/teams/{team_object.slug}/credentials/{issued.credential_id}"}
+        headers = {"Location": f"/api/v1/teams/{team_object.slug}/credentials/{issued.credential_id}", **NO_STORE}
         return Response(
             _issued_body(request, issued, data["delivery"]), status=status.HTTP_201_CREATED, headers=headers
         )
@@ -124,7 +126,7 @@ class CredentialRotateView(KeyResponseMixin, PortalView):
         issued = services.credential_rotate(
             actor=acting_user(request), credential=credential, overlap=overlap, expires_at=data["expires_at"]
         )
-        headers = {"Location": f"/api/v1/teams/{team_object.slug}/credentials/{issued.credential_id}"}
+        headers = {"Location": f"/api/v1/teams/{team_object.slug}/credentials/{issued.credential_id}", **NO_STORE}
         return Response(
             _issued_body(request, issued, data["delivery"]), status=status.HTTP_201_CREATED, headers=headers
         )
@@ -139,7 +141,9 @@ class CredentialRevealView(PortalView):
     )
     def get(self, request: Request, token: str) -> Response:
         try:
-            credential, key = services.credential_reveal(actor=acting_user(request), token=token)
+            credential, key = services.credential_reveal(
+                actor=acting_user(request), token=token, platform_admin=is_platform_admin(request)
+            )
         except services.RevealGone as gone:
             body = problem(status_code=410, code=gone.code, title=gone.title, detail=gone.detail)
             return Response(body, status=410, content_type=PROBLEM_CONTENT_TYPE)
@@ -150,7 +154,7 @@ class CredentialRevealView(PortalView):
             "client_id": selectors.client_id_of(team_slug=credential.team.slug, key_id=credential.key_id),
             "key": key,
         }
-        return Response(body, headers={"Cache-Control": "no-store"})
+        return Response(body, headers=NO_STORE)
 
 
 class TeamGatewayStateView(PortalView):

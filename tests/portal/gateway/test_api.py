@@ -203,11 +203,73 @@ def test_reveal_link_on_behalf_of_through_backstage(matrix: RoleMatrix) -> None:
     assert revealed.json()["key"].startswith("gpk_")
 
 
-def test_reveal_of_a_revoked_key_is_gone(matrix: RoleMatrix) -> None:
+def test_reveal_of_a_revoked_key_is_not_found(matrix: RoleMatrix) -> None:
     client = matrix.client("developer")
     body = client.post(BASE, {"name": "gone", "delivery": "reveal_link"}, format="json").json()
     client.delete(f"{BASE}/{body['id']}")
-    assert client.get(f"/api/v1/credential-reveals/{body['reveal_url'].rsplit('/', 1)[1]}").status_code in (404, 410)
+    assert not CredentialReveal.objects.exists()  # revoking deletes the unused links
+    response = client.get(f"/api/v1/credential-reveals/{body['reveal_url'].rsplit('/', 1)[1]}")
+    assert_problem(response, 404, "reveal_not_found")
+    assert "gpk_" not in response.content.decode()
+
+
+def test_a_used_reveal_link_is_gone_and_shows_nothing(matrix: RoleMatrix) -> None:
+    client = matrix.client("developer")
+    body = client.post(BASE, {"name": "once", "delivery": "reveal_link"}, format="json").json()
+    path = f"/api/v1/credential-reveals/{body['reveal_url'].rsplit('/', 1)[1]}"
+    key = client.get(path).json()["key"]
+    again = client.get(path)
+    assert_problem(again, 410, "reveal_gone")
+    assert key not in again.content.decode()
+    assert AuditEvent.objects.filter(action="credential.reveal").count() == 1
+
+
+@pytest.mark.parametrize("change", ["demoted_to_viewer", "left_the_team"])
+def test_a_reveal_link_stops_working_when_its_creator_may_no_longer_manage_keys(
+    matrix: RoleMatrix, change: str
+) -> None:
+    from portal.tenancy.models import Membership
+
+    client = matrix.client("developer")
+    body = client.post(BASE, {"name": "link", "delivery": "reveal_link"}, format="json").json()
+    path = f"/api/v1/credential-reveals/{body['reveal_url'].rsplit('/', 1)[1]}"
+    membership = Membership.objects.filter(team=matrix.team, user=matrix.developer)
+    if change == "demoted_to_viewer":
+        membership.update(role="viewer")
+    else:
+        membership.delete()
+    response = client.get(path)
+    assert_problem(response, 404, "reveal_not_found")
+    assert "gpk_" not in response.content.decode()
+    assert CredentialReveal.objects.get().revealed_at is None  # not used up
+    assert not AuditEvent.objects.filter(action="credential.reveal").exists()
+
+
+def test_responses_carrying_a_key_are_not_stored_by_caches(matrix: RoleMatrix) -> None:
+    client = matrix.client("developer")
+    created = client.post(BASE, {"name": "svc"}, format="json")
+    assert created.status_code == 201
+    assert created["Cache-Control"] == "no-store"
+    rotated = client.post(f"{BASE}/{created.json()['id']}/rotate", {"overlap_seconds": 60}, format="json")
+    assert rotated.status_code == 201
+    assert rotated["Cache-Control"] == "no-store"
+    linked = client.post(BASE, {"name": "link", "delivery": "reveal_link"}, format="json")
+    assert linked["Cache-Control"] == "no-store"
+
+
+def test_rotate_with_an_overlap_past_the_maximum_is_a_400_naming_the_field(matrix: RoleMatrix) -> None:
+    credential = _issue(matrix)
+    client = matrix.client("developer")
+    for seconds in (10**18, 30 * 86400 + 1):  # the first overflowed timedelta: a 500 before
+        problem = assert_problem(
+            client.post(f"{BASE}/{credential.pk}/rotate", {"overlap_seconds": seconds}, format="json"), 400
+        )
+        assert [entry["field"] for entry in problem["errors"]] == ["overlap_seconds"]
+        assert (problem["errors"][0]["code"], "2592000" in problem["errors"][0]["message"]) == ("max_value", True)
+    assert Credential.objects.count() == 1
+    assert Credential.objects.get().rotated_at is None
+    ok = client.post(f"{BASE}/{credential.pk}/rotate", {"overlap_seconds": 30 * 86400}, format="json")
+    assert ok.status_code == 201
 
 
 # ---------------------------------------------------------------------------------------------- platform admin

@@ -271,6 +271,22 @@ def test_the_rule_room_check_and_its_insert_hold_one_lock_until_commit(matrix: R
         assert other_gets_the_lock()
 
 
+def test_an_expired_key_does_not_hold_its_name(matrix: RoleMatrix) -> None:
+    old = services.credential_issue(actor=None, team=matrix.team, name="nightly")
+    Credential.objects.filter(pk=old.credential_id).update(expires_at=timezone.now() - timedelta(seconds=1))
+    new = services.credential_issue(actor=matrix.developer, team=matrix.team, name="nightly")
+    retired = Credential.objects.get(pk=old.credential_id)
+    assert selectors.credential_state(retired) == "expired"
+    assert retired.replaced_by_id == new.credential_id
+    assert selectors.credential_state(new.credential) == "active"
+    event = AuditEvent.objects.get(action="credential.retire")
+    assert (event.target_id, event.after["replaced_by"]) == (str(old.credential_id), new.credential_id)
+    # A key that still works keeps its name.
+    with pytest.raises(Conflict):
+        services.credential_issue(actor=None, team=matrix.team, name="nightly")
+    assert Credential.objects.filter(name="nightly").count() == 2
+
+
 def test_the_resync_bumps_a_drifted_policy_once_and_leaves_a_pending_one(matrix: RoleMatrix) -> None:
     cluster = ClusterFactory()
     policy_id = services.gateway_policy_ensure(cluster=cluster).pk
