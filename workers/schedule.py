@@ -16,7 +16,7 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     },
     "usage-partitions-ahead": {"task": "usage.partitions_ensure", "schedule": 6 * 3600.0},
     "usage-rollups": {"task": "usage.rollups_recompute", "schedule": 30.0},
-    "usage-budgets": {"task": "usage.budgets_evaluate", "schedule": 300.0},
+    "usage-budgets": {"task": "usage.budgets_evaluate", "schedule": 60.0},
     "usage-gpu-hours": {"task": "usage.gpu_accrue", "schedule": 300.0},
     "usage-pending-alerts": {"task": "usage.deliver_pending_alerts", "schedule": 900.0},
     "usage-backdated-prices": {"task": "usage.rerate_backdated_prices", "schedule": 300.0},
