@@ -15,6 +15,7 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "schedule": 3600.0,
     },
     "usage-partitions-ahead": {"task": "usage.partitions_ensure", "schedule": 6 * 3600.0},
+    "usage-partitions-retention": {"task": "usage.partitions_drop_old", "schedule": 24 * 3600.0},
     "usage-rollups": {"task": "usage.rollups_recompute", "schedule": 30.0},
     "usage-budgets": {"task": "usage.budgets_evaluate", "schedule": 60.0},
     "usage-gpu-hours": {"task": "usage.gpu_accrue", "schedule": 300.0},

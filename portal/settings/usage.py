@@ -23,6 +23,8 @@ USAGE_MAX_EVENT_AGE_DAYS = ENV.integer("PORTAL_USAGE_MAX_EVENT_AGE_DAYS", 35, mi
 USAGE_MAX_CLOCK_SKEW_SECONDS = ENV.integer("PORTAL_USAGE_MAX_CLOCK_SKEW_SECONDS", 300, minimum=0)
 # Monthly partitions of the raw event table kept ready ahead of the current month.
 USAGE_PARTITIONS_AHEAD = ENV.integer("PORTAL_USAGE_PARTITIONS_AHEAD", 2, minimum=1, maximum=24)
+# Raw events are kept this many months (whole partitions are dropped after); rollups are kept for ever.
+USAGE_RAW_RETENTION_MONTHS = ENV.integer("PORTAL_USAGE_RAW_RETENTION_MONTHS", 13, minimum=3, maximum=120)
 # Budget thresholds in percent of the monthly budget (a team may set its own).
 USAGE_BUDGET_THRESHOLDS = _thresholds(ENV.text_list("PORTAL_BUDGET_THRESHOLDS", ["50", "80", "100"]))
 # Slack-compatible incoming webhook for budget alerts; unset means alerts are only recorded.

@@ -117,6 +117,27 @@ def partitions_ensure_ahead(*, today: date, months_ahead: int, months_behind: in
     return created
 
 
+def partitions_drop_older_than(*, today: date, months: int) -> list[str]:
+    """Keep the partitions of this month and the `months` - 1 before it, drop older ones; the names
+    dropped. Rollups and budgets, computed from them long before, stay."""
+    oldest_kept = add_months(month_start(today), -(months - 1))  # this month and the months - 1 before it
+    dropped = []
+    for name in partition_list():
+        suffix = name.removeprefix(RAW_EVENT_TABLE + "_")
+        try:
+            month = date(int(suffix[:4]), int(suffix[5:7]), 1)
+        except ValueError:
+            continue
+        if month < oldest_kept:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [RAW_EVENT_TABLE + ":partitions"])
+                cursor.execute(f"DROP TABLE IF EXISTS {partition_name(month)}")
+            with _known_lock:
+                _known_months.discard(month)
+            dropped.append(name)
+    return dropped
+
+
 def partition_list() -> list[str]:
     with connection.cursor() as cursor:
         cursor.execute(

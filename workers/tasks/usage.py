@@ -21,6 +21,14 @@ def partitions_ensure() -> list[str]:
     )
 
 
+@shared_task(name="usage.partitions_drop_old", acks_late=True)
+def partitions_drop_old() -> list[str]:
+    """Raw events past the retention window go a whole month at a time; rollups stay."""
+    return partitions.partitions_drop_older_than(
+        today=datetime.now(UTC).date(), months=settings.USAGE_RAW_RETENTION_MONTHS
+    )
+
+
 @shared_task(name="usage.rollups_recompute", acks_late=True)
 def rollups_recompute() -> int:
     """Recompute the hourly and daily rollups of every (team, hour) whose events changed."""

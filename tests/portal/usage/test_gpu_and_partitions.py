@@ -99,3 +99,29 @@ def test_a_late_event_gets_its_partition_on_demand(world: UsageWorld, settings) 
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM usage_event_2025_02")
         assert cursor.fetchone()[0] == 1
+
+
+def test_partitions_past_retention_are_dropped_whole() -> None:
+    partitions.partition_ensure(datetime(2024, 1, 1, tzinfo=UTC).date())
+    partitions.partition_ensure(datetime(2024, 2, 1, tzinfo=UTC).date())
+    dropped = partitions.partitions_drop_older_than(today=datetime(2025, 2, 10, tzinfo=UTC).date(), months=13)
+    assert dropped == ["usage_event_2024_01"]
+    assert "usage_event_2024_02" in partitions.partition_list()
+    assert "usage_event_2024_01" not in partitions.partition_list()
+
+
+def test_collectors_are_bound_to_sources_by_command(world: UsageWorld) -> None:
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    from portal.usage.models import CollectorSource
+    from tests.portal.usage.conftest import collector_client
+
+    _, token_id = collector_client(prefixes=())
+    out = StringIO()
+    call_command("bind_usage_source", str(token_id), "aigw://prod-eu1/", stdout=out)
+    assert "aigw://prod-eu1/" in out.getvalue()
+    assert CollectorSource.objects.filter(token_id=token_id, source_prefix="aigw://prod-eu1/").exists()
+    with pytest.raises(CommandError):
+        call_command("bind_usage_source", "999999", "aigw://x/")

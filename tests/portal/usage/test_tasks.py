@@ -24,6 +24,7 @@ def test_beat_runs_every_usage_task_by_name() -> None:
         "usage.gpu_accrue",
         "usage.deliver_pending_alerts",
         "usage.rerate_backdated_prices",
+        "usage.partitions_drop_old",
     } <= names
     for name in names & {"usage.partitions_ensure", "usage.rollups_recompute", "usage.budgets_evaluate"}:
         assert name in {
