@@ -311,7 +311,22 @@ def test_bootstrap_applied_only_when_the_cluster_allows_it(world: tuple[RoleMatr
     reconcile_gateway_policy(policy_id)
     [config] = sandbox.objects(AIGW, "GatewayConfig", namespace=NS)
     assert config["metadata"]["name"] == "ai-gateway-portal-config"
-    assert len(sandbox.objects(EG, "EnvoyProxy", namespace=NS)) == 1
+    [proxy] = sandbox.objects(EG, "EnvoyProxy", namespace=NS)
+    # Bound to the Gateway, whose own spec (listeners, class) stays the platform team's.
+    [gateway] = sandbox.objects("gateway.networking.k8s.io/v1", "Gateway", namespace=NS)
+    assert gateway["metadata"]["annotations"]["aigateway.envoyproxy.io/gateway-config"] == "ai-gateway-portal-config"
+    assert gateway["spec"]["infrastructure"]["parametersRef"] == {
+        "group": "gateway.envoyproxy.io",
+        "kind": "EnvoyProxy",
+        "name": proxy["metadata"]["name"],
+    }
+    assert gateway["spec"]["listeners"]
+    assert gateway["spec"]["gatewayClassName"]
+    owners = {entry["manager"] for entry in gateway["metadata"]["managedFields"]}
+    assert {"installer", "genai-portal"} <= owners
+    sandbox.reset_records()
+    assert reconcile_gateway_policy(policy_id).writes == 0
+    assert sandbox.writes() == []
 
 
 def test_a_teams_key_cannot_reach_another_teams_deployment(world: tuple[RoleMatrix, Sandbox, Cluster]) -> None:

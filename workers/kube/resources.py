@@ -33,6 +33,7 @@ _TYPES = [
     ResourceType("v1", "Secret", "secrets", namespaced=True),
     ResourceType("v1", "Node", "nodes", namespaced=False),
     ResourceType("v1", "Pod", "pods", namespaced=True),
+    ResourceType("gateway.networking.k8s.io/v1", "Gateway", "gateways", namespaced=True),
     ResourceType("serving.kserve.io/v1beta1", "InferenceService", "inferenceservices", namespaced=True),
     ResourceType("serving.kserve.io/v1alpha1", "LocalModelCache", "localmodelcaches", namespaced=False),
     ResourceType("gateway.envoyproxy.io/v1alpha1", "Backend", "backends", namespaced=True),

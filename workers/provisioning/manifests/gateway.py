@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from portal.gateway.bootstrap import build_bootstrap_objects
+from portal.gateway.bootstrap import build_bootstrap_objects, gateway_patch
 from portal.gateway.contracts import (
     MAX_RATE_LIMIT_RULES,
     GatewayPolicySpec,
@@ -449,6 +449,9 @@ def render_gateway_policy(
     objects.append(build_security_policy(spec, [secret["metadata"]["name"] for secret in secrets]))
     if spec.cluster.apply_gateway_bootstrap:
         objects.extend(build_bootstrap_objects(spec.cluster, collector=collector))
+        # Bind them to the Gateway (its GatewayConfig annotation and infrastructure.parametersRef), or they do
+        # nothing: server-side apply owns just those fields; the platform team keeps the rest of its Gateway.
+        objects.append(gateway_patch(spec.cluster))
     for provider in sorted(spec.providers, key=lambda item: item.name):
         objects.extend(build_provider_objects(spec, provider))
     objects.extend(build_managed_routes(spec, problems))
