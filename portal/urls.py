@@ -5,6 +5,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from portal.core import health
+from portal.gateway import pages as gateway_pages
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
@@ -23,6 +24,7 @@ urlpatterns = [
         SpectacularSwaggerView.as_view(url_name="schema", permission_classes=[], authentication_classes=[]),
         name="docs",
     ),
+    path("reveal/<str:token>", gateway_pages.reveal_page, name="credential-reveal-page"),
     path("admin/", admin.site.urls),
 ]
 

@@ -143,6 +143,8 @@ export interface CredentialCreated {
   allowed_models?: string[];
   expires_at?: string | null;
   reveal_url: string;
+  /** The same one-time link as a page a browser opens (portals from this release on); preferred for people. */
+  reveal_page_url?: string;
   reveal_expires_at: string;
 }
 

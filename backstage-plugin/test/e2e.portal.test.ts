@@ -175,15 +175,19 @@ describe('Backstage templates against the real portal', { skip, timeout: 600_000
     );
     assert.equal(result.status, 'completed', result.rawEvents);
     const revealUrl: string = result.output.links[0].url;
-    assert.match(revealUrl, new RegExp(`^${portal.url}/api/v1/credential-reveals/`));
-    // The same user reveals the key once, through the portal (as Backstage would, on the user's behalf).
-    const asUser = { Authorization: `Bearer ${portal.serviceToken}`, 'X-Backstage-User': USER, 'X-Backstage-Token': userToken };
-    const revealed = await fetch(revealUrl, { headers: asUser });
+    assert.match(revealUrl, new RegExp(`^${portal.url}/reveal/`));
+    // The user opens the link in a browser: no portal identity, a page that describes the link, then the key
+    // once on confirmation; a second use is gone.
+    const preview = await fetch(revealUrl);
+    assert.equal(preview.status, 200, await preview.clone().text());
+    assert.ok(!(await preview.text()).includes('gpk_'), 'opening the link does not show the key yet');
+    const revealed = await fetch(revealUrl, { method: 'POST' });
     assert.equal(revealed.status, 200, await revealed.clone().text());
-    const { key } = (await revealed.json()) as any;
-    assert.ok(typeof key === 'string' && key.length >= 20);
-    const again = await fetch(revealUrl, { headers: asUser });
-    assert.ok([404, 410].includes(again.status), `a second reveal must fail, got ${again.status}`);
+    const key = ((await revealed.text()).match(/gpk_[A-Za-z0-9_-]+/) ?? [''])[0];
+    assert.ok(key.length >= 20, 'the page shows the key once');
+    const again = await fetch(revealUrl, { method: 'POST' });
+    assert.equal(again.status, 410, `a second reveal must fail, got ${again.status}`);
+    assert.ok(!(await again.text()).includes(key));
     const task = await (await fetch(`${backstage.url}/api/scaffolder/v2/tasks/${result.id}`, { headers: auth() })).text();
     const secretPart = key.slice(-16);
     for (const text of [result.rawEvents, JSON.stringify(result.output), task, backstage.output.join('\n')]) {

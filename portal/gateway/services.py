@@ -420,19 +420,16 @@ def credential_reveal_link_create(*, actor: User, credential: Credential) -> Rev
     return RevealLink(token=token, expires_at=expires_at)
 
 
-@transaction.atomic
-def credential_reveal(*, actor: User, token: str, platform_admin: bool = False) -> tuple[Credential, str]:
-    """The key behind a reveal link, once, for the user who created it while they may still manage the team's
-    keys (a developer or admin of the credential's team, or a platform admin): others get NotFound, and a used,
-    expired or revoked one RevealGone."""
-    found = selectors.credential_reveal_get(token_hash=_hash_reveal_token(token))
-    if found is None or found.created_by_id != actor.pk:
-        raise NotFound("No such reveal link", code="reveal_not_found")
-    if not platform_admin and not tenancy_selectors.role_at_least(
-        tenancy_selectors.membership_role(team=found.credential.team, user=actor), Role.DEVELOPER
-    ):
-        # Left the team or demoted since the link was made: the link is no longer theirs to use.
-        raise NotFound("No such reveal link", code="reveal_not_found")
+def _creator_may_still_manage(reveal: CredentialReveal) -> bool:
+    """A link dies with its creator's right to the team's keys (left the team, demoted to viewer)."""
+    creator = reveal.created_by
+    if creator.is_staff:
+        return True
+    role = tenancy_selectors.membership_role(team=reveal.credential.team, user=creator)
+    return tenancy_selectors.role_at_least(role, Role.DEVELOPER)
+
+
+def _reveal_consume(found: CredentialReveal, *, actor: User | None, channel: str) -> tuple[Credential, str]:
     reveal = CredentialReveal.objects.select_for_update().select_related("credential__team").get(pk=found.pk)
     now = timezone.now()
     if reveal.revealed_at is not None:
@@ -451,8 +448,44 @@ def credential_reveal(*, actor: User, token: str, platform_admin: bool = False) 
         target_id=credential.pk,
         target_label=f"{credential.team.slug}/{credential.name}",
         team_slug=credential.team.slug,
+        after={"channel": channel},
     )
     return credential, decrypt_secret(credential.key_ciphertext)
+
+
+@transaction.atomic
+def credential_reveal(*, actor: User, token: str, platform_admin: bool = False) -> tuple[Credential, str]:
+    """The key behind a reveal link, once, through the API, for the user who created it while they may still
+    manage the team's keys (a developer or admin of the credential's team, or a platform admin): others get
+    NotFound, and a used, expired or revoked one RevealGone."""
+    found = selectors.credential_reveal_get(token_hash=_hash_reveal_token(token))
+    if found is None or found.created_by_id != actor.pk:
+        raise NotFound("No such reveal link", code="reveal_not_found")
+    if not platform_admin and not tenancy_selectors.role_at_least(
+        tenancy_selectors.membership_role(team=found.credential.team, user=actor), Role.DEVELOPER
+    ):
+        # Left the team or demoted since the link was made: the link is no longer theirs to use.
+        raise NotFound("No such reveal link", code="reveal_not_found")
+    return _reveal_consume(found, actor=actor, channel="api")
+
+
+def credential_reveal_preview(*, token: str) -> CredentialReveal:
+    """What a reveal link is for (team, credential name, expiry), without using it: the page a browser opens
+    from Backstage's task output shows this, and reveals on an explicit confirmation."""
+    found = selectors.credential_reveal_get(token_hash=_hash_reveal_token(token))
+    if found is None or not _creator_may_still_manage(found):
+        raise NotFound("No such reveal link", code="reveal_not_found")
+    return found
+
+
+@transaction.atomic
+def credential_reveal_by_link(*, token: str) -> tuple[Credential, str]:
+    """The key behind a reveal link, once, for whoever holds the link (a browser has no portal identity): the
+    link is the credential, as a password-reset link is. It is random (256 bits), short-lived, single-use and
+    dies with its creator's right to the team's keys; a second use answers RevealGone, so a link opened by
+    someone else shows its owner that the key must be revoked."""
+    found = credential_reveal_preview(token=token)
+    return _reveal_consume(found, actor=None, channel="link")
 
 
 # ---------------------------------------------------------------------------------------------- team policy

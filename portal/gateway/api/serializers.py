@@ -54,10 +54,13 @@ class CredentialOutput(serializers.ModelSerializer):
 class CredentialIssuedOutput(CredentialOutput):
     key = serializers.CharField(required=False, help_text="Shown only in this response (delivery 'response')")
     reveal_url = serializers.URLField(required=False, help_text="One-time link (delivery 'reveal_link')")
+    reveal_page_url = serializers.URLField(
+        required=False, help_text="The same one-time link as a page for a browser (delivery 'reveal_link')"
+    )
     reveal_expires_at = serializers.DateTimeField(required=False)
 
     class Meta(CredentialOutput.Meta):
-        fields = [*CredentialOutput.Meta.fields, "key", "reveal_url", "reveal_expires_at"]
+        fields = [*CredentialOutput.Meta.fields, "key", "reveal_url", "reveal_page_url", "reveal_expires_at"]
 
 
 class CredentialCreateInput(StrictInput):

@@ -60,6 +60,8 @@ def _issued_body(request: Request, issued: services.IssuedCredential, delivery: 
     if delivery == "reveal_link":
         link = services.credential_reveal_link_create(actor=acting_user(request), credential=issued.credential)
         body["reveal_url"] = request.build_absolute_uri(f"/api/v1/credential-reveals/{link.token}")
+        # The same one-time link as a page a browser opens (Backstage's task output links here).
+        body["reveal_page_url"] = request.build_absolute_uri(f"/reveal/{link.token}")
         body["reveal_expires_at"] = serializers.serializers.DateTimeField().to_representation(link.expires_at)
     else:
         body["key"] = issued.key

@@ -88,7 +88,11 @@ export function createCredentialAction(options: PortalActionOptions) {
             id: String(body.id),
             name: String(body.name),
             keyPrefix: String(body.key_prefix ?? body.prefix ?? ''),
-            revealUrl: publicRevealUrl(client.url(body.reveal_url), client.baseUrl, options.publicUrl),
+            revealUrl: publicRevealUrl(
+              client.url(body.reveal_page_url ?? body.reveal_url),
+              client.baseUrl,
+              options.publicUrl,
+            ),
             revealExpiresAt: String(body.reveal_expires_at ?? ''),
           };
         },
