@@ -36,7 +36,8 @@ def test_opening_the_link_describes_it_and_only_a_confirmation_reveals_the_key_o
     preview = browser.get(page)
     assert preview.status_code == 200
     text = preview.content.decode()
-    assert "from-backstage" in text and "alpha" in text
+    assert "from-backstage" in text
+    assert "alpha" in text
     assert "gpk_" not in text
     assert preview["Cache-Control"] == "no-store"
     assert preview["Referrer-Policy"] == "no-referrer"
