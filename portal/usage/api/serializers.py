@@ -10,33 +10,12 @@ from decimal import Decimal
 from typing import Any
 
 from rest_framework import renderers, serializers
-from rest_framework.exceptions import ErrorDetail
 
+from portal.api.serializers import StrictInput
 from portal.usage.contracts import BudgetStatus, IngestResult
 from portal.usage.selectors import COUNT_COLUMNS, CostReport
 
 MONEY_FIELDS = ("token_cost", "gpu_cost", "total_cost", "cost", "gpu_hours")
-
-
-class StrictInput(serializers.Serializer):
-    """Refuses fields it does not declare: a misspelt field is a field error, never silently ignored."""
-
-    def to_internal_value(self, data: Any) -> Any:
-        if not isinstance(data, Mapping):
-            raise serializers.ValidationError({"": [ErrorDetail("the body must be a JSON object", code="invalid")]})
-        unknown = sorted(set(data) - set(self.fields))
-        errors: dict[str, Any] = {}
-        try:
-            value = super().to_internal_value(data)
-        except serializers.ValidationError as error:
-            if not isinstance(error.detail, dict):
-                raise
-            errors.update(error.detail)
-        for name in unknown:
-            errors[name] = [ErrorDetail("is not a field of this request", code="unknown_field")]
-        if errors:
-            raise serializers.ValidationError(errors)
-        return value
 
 
 class BudgetUpdateInput(StrictInput):
