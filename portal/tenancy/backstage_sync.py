@@ -119,6 +119,18 @@ class SyncReport:
     # Groups from an origin that PORTAL_BACKSTAGE_SYNC_TRUSTED_ORIGINS does not name.
     untrusted_groups: list[str] = field(default_factory=list)
 
+    def summary(self) -> dict[str, int]:
+        return {
+            "groups": self.groups_read,
+            "teams": len(self.teams),
+            "created": sum(1 for team in self.teams if team.created),
+            "changed": sum(1 for team in self.teams if team.changes),
+            "problems": len(self.problems),
+            "untrusted_links": len(self.untrusted_links),
+            "untrusted_groups": len(self.untrusted_groups),
+            "ignored_non_members": sum(len(team.ignored_non_members) for team in self.teams),
+        }
+
 
 def _user_ref(value: str, namespace: str) -> str | None:
     """`user:default/jane`, `default/jane` or `jane` (in the group's namespace) as a full user ref, in

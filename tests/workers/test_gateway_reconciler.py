@@ -23,9 +23,8 @@ from portal.tenancy import services as tenancy_services
 from tests.conftest import RoleMatrix
 from tests.factories import ManagedVersionFactory, SelfHostedVersionFactory
 from workers.kube.errors import RetryableClusterError
-from workers.provisioning.gateway import reconcile_gateway_policy
+from workers.provisioning.gateway import policies_needing_reconcile, reconcile_gateway_policy
 from workers.sandbox.server import Fault, Sandbox
-from workers.tasks.gateway import policies_needing_reconcile
 
 pytestmark = pytest.mark.django_db
 

@@ -21,14 +21,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-import redis
-from django.conf import settings
 from django.utils import timezone
 
 from portal.clusters import selectors as cluster_selectors
@@ -45,11 +41,8 @@ from workers.provisioning.manifests.gateway import (
     policy_selector,
     render_gateway_policy,
 )
-from workers.provisioning.reconciler import converge, prune, redacted, with_hash
+from workers.provisioning.reconciler import converge, prune, reconcile_lock, redacted, with_hash
 
-logger = logging.getLogger(__name__)
-
-LOCK_SECONDS = 300
 # Kinds the gateway policy can own, all in the cluster's gateway namespace.
 OWNED_KINDS = (
     ("v1", "Secret"),
@@ -75,20 +68,11 @@ class GatewayReconcileResult:
     message: str = ""
 
 
-@contextmanager
-def policy_lock(policy_id: int) -> Iterator[None]:
-    lock = redis.Redis.from_url(settings.RESOLVED_REDIS_URL).lock(
-        f"portal:lock:gateway-policy:{policy_id}", timeout=LOCK_SECONDS, blocking=False
+def policy_lock(policy_id: int) -> AbstractContextManager[None]:
+    return reconcile_lock(
+        f"gateway-policy:{policy_id}",
+        GatewayPolicyBusy(f"gateway policy {policy_id} is being reconciled elsewhere"),
     )
-    if not lock.acquire(blocking=False):
-        raise GatewayPolicyBusy(f"gateway policy {policy_id} is being reconciled elsewhere")
-    try:
-        yield
-    finally:
-        try:
-            lock.release()
-        except redis.exceptions.LockError:
-            logger.warning("lock of gateway policy %s expired before release", policy_id)
 
 
 def render(spec: GatewayPolicySpec) -> GatewayPolicyRender:
@@ -174,3 +158,20 @@ def reconcile_gateway_policy(policy_id: int) -> GatewayReconcileResult:
             return GatewayReconcileResult(policy_id, "degraded", writes, message)
         _record(spec, digest, "Ready", "", applied_manifests)
         return GatewayReconcileResult(policy_id, "applied" if writes else "unchanged", writes)
+
+
+def policies_needing_reconcile() -> list[int]:
+    """Policies whose generation is ahead of what was observed, and those whose desired fingerprint differs
+    from the one applied (quota edits, suspension, expired keys, catalog changes made elsewhere); the latter
+    get their generation bumped here, so the pending change shows as observed_generation < generation."""
+    gateway_services.gateway_policies_ensure()
+    behind = set(gateway_selectors.gateway_policy_ids(behind_only=True))
+    applied = gateway_selectors.gateway_policy_fingerprints()
+    drifted = {
+        policy_id
+        for policy_id, fingerprint in applied.items()
+        if policy_id not in behind and desired_fingerprint(policy_id) != fingerprint
+    }
+    if drifted:
+        gateway_services.gateway_policies_bump_drifted(policy_ids=drifted)
+    return sorted(behind | drifted)

@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,17 +73,25 @@ def _redis() -> redis.Redis:
 
 
 @contextmanager
-def deployment_lock(deployment_id: int) -> Iterator[None]:
-    lock = _redis().lock(f"portal:lock:deployment:{deployment_id}", timeout=LOCK_SECONDS, blocking=False)
+def reconcile_lock(subject: str, busy: Exception) -> Iterator[None]:
+    """One reconcile of `subject` at a time across workers: `busy` is raised (the task retries) when another
+    holds it; a worker that dies holding it blocks the subject for LOCK_SECONDS at most."""
+    lock = _redis().lock(f"portal:lock:{subject}", timeout=LOCK_SECONDS, blocking=False)
     if not lock.acquire(blocking=False):
-        raise DeploymentBusy(f"deployment {deployment_id} is being reconciled elsewhere")
+        raise busy
     try:
         yield
     finally:
         try:
             lock.release()
         except redis.exceptions.LockError:
-            logger.warning("lock of deployment %s expired before release", deployment_id)
+            logger.warning("lock of %s expired before release", subject)
+
+
+def deployment_lock(deployment_id: int) -> AbstractContextManager[None]:
+    return reconcile_lock(
+        f"deployment:{deployment_id}", DeploymentBusy(f"deployment {deployment_id} is being reconciled elsewhere")
+    )
 
 
 def content_hash(manifest: dict[str, Any]) -> str:

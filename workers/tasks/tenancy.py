@@ -24,15 +24,6 @@ def sync_backstage_teams() -> dict[str, int] | None:
     report = backstage_sync_run()
     if report is None:
         return None
-    summary = {
-        "groups": report.groups_read,
-        "teams": len(report.teams),
-        "created": sum(1 for team in report.teams if team.created),
-        "changed": sum(1 for team in report.teams if team.changes),
-        "problems": len(report.problems),
-        "untrusted_links": len(report.untrusted_links),
-        "untrusted_groups": len(report.untrusted_groups),
-        "ignored_non_members": sum(len(team.ignored_non_members) for team in report.teams),
-    }
+    summary = report.summary()
     logger.info("Backstage team sync: %s", summary)
     return summary
