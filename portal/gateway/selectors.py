@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 from django.db.models import F, Q, QuerySet
@@ -73,22 +74,32 @@ def credential_get(*, team: Team, credential_id: int) -> Credential:
 
 def credential_by_client_id(client_id: str) -> CredentialRef | None:
     """Resolve a gateway client id, whatever the key's state now (usage events can arrive late)."""
-    team_slug, separator, key_id = client_id.rpartition(CLIENT_ID_SEPARATOR)
-    if not separator or not team_slug or not key_id:
-        return None
-    credential = Credential.objects.select_related("team").filter(key_id=key_id, team__slug=team_slug).first()
-    if credential is None:
-        return None
-    return CredentialRef(
-        credential_id=credential.pk,
-        key_id=credential.key_id,
-        team_id=credential.team_id,
-        team_slug=credential.team.slug,
-        name=credential.name,
-        client_id=client_id_of(team_slug=credential.team.slug, key_id=credential.key_id),
-        revoked_at=credential.revoked_at,
-        expires_at=credential.expires_at,
-    )
+    return credentials_by_client_ids([client_id]).get(client_id)
+
+
+def credentials_by_client_ids(client_ids: Iterable[str]) -> dict[str, CredentialRef]:
+    """Resolve many client ids in one query (an ingestion batch); unknown or malformed ids are left out."""
+    wanted: dict[str, set[str]] = {}  # key id -> team slugs the client ids name with it
+    for client_id in client_ids:
+        team_slug, separator, key_id = client_id.rpartition(CLIENT_ID_SEPARATOR)
+        if separator and team_slug and key_id:
+            wanted.setdefault(key_id, set()).add(team_slug)
+    found: dict[str, CredentialRef] = {}
+    for credential in Credential.objects.select_related("team").filter(key_id__in=wanted):
+        if credential.team.slug not in wanted[credential.key_id]:
+            continue  # the right key id under another team's name resolves to nothing
+        client_id = client_id_of(team_slug=credential.team.slug, key_id=credential.key_id)
+        found[client_id] = CredentialRef(
+            credential_id=credential.pk,
+            key_id=credential.key_id,
+            team_id=credential.team_id,
+            team_slug=credential.team.slug,
+            name=credential.name,
+            client_id=client_id,
+            revoked_at=credential.revoked_at,
+            expires_at=credential.expires_at,
+        )
+    return found
 
 
 def credential_reveal_get(*, token_hash: str) -> CredentialReveal | None:

@@ -29,6 +29,12 @@ TOKEN_FIELDS = {
     "reasoning_tokens": "reasoning_tokens",
 }
 MODEL_FIELDS = ("model_override", "model_requested", "model_response", "model")
+# Fields of an event's data the portal reads; the rest are kept as extras.
+_KNOWN_DATA_FIELDS = frozenset(
+    {"request_id", "credential_id", "usage", "status_code", "duration_ms", "route", "backend", "provider"}
+    | set(MODEL_FIELDS)
+    | set(TOKEN_FIELDS)
+)
 _ABSENT = ("", "-", None)
 
 
@@ -205,10 +211,7 @@ def record_from_fields(
     status_code = parse_count(data.get("status_code"), prefix + "status_code")
     if status_code is not None and status_code > 999:
         raise EventProblem("invalid_number", prefix + "status_code", "must be an HTTP status code")
-    known = {"request_id", "credential_id", "usage", "status_code", "duration_ms", "route", "backend", "provider"}
-    known.update(MODEL_FIELDS)
-    known.update(TOKEN_FIELDS)
-    extras = {key: _json_safe(value) for key, value in data.items() if key not in known}
+    extras = {key: _json_safe(value) for key, value in data.items() if key not in _KNOWN_DATA_FIELDS}
     if request_id:
         extras["request_id"] = request_id
     if len(models) > 1:  # every name the gateway reported, for re-attribution out of quarantine

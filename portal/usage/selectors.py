@@ -91,19 +91,24 @@ _credential_cache: dict[str, tuple[float, CredentialRef]] = {}
 
 
 def credentials_by_client_id(client_ids: Iterable[str]) -> dict[str, CredentialRef | None]:
-    """Attribution is only ever through the gateway's credential record, one lookup per distinct client id."""
+    """Attribution is only ever through the gateway's credential record: the ids not cached are resolved in one
+    query per batch."""
     now = time.monotonic()
     found: dict[str, CredentialRef | None] = {}
+    missing: list[str] = []
     for client_id in set(client_ids):
         cached = _credential_cache.get(client_id)
         if cached is not None and now - cached[0] < _CREDENTIAL_CACHE_SECONDS:
             found[client_id] = cached[1]
-            continue
-        credential = gateway_selectors.credential_by_client_id(client_id)
+        else:
+            missing.append(client_id)
+    resolved = gateway_selectors.credentials_by_client_ids(missing) if missing else {}
+    if len(_credential_cache) + len(resolved) > 100_000:
+        _credential_cache.clear()
+    for client_id in missing:
+        credential = resolved.get(client_id)
         found[client_id] = credential
         if credential is not None:
-            if len(_credential_cache) > 100_000:
-                _credential_cache.clear()
             _credential_cache[client_id] = (now, credential)
     return found
 
@@ -374,10 +379,6 @@ def hourly_rollup_summary(*, team_id: int) -> dict[str, Any]:
             requests=Sum("requests"), cost=Sum("cost"), buckets=Count("id"), last=Max("hour")
         )
     )
-
-
-def teams_by_slug(*, slugs: Iterable[str]) -> dict[str, int]:
-    return dict(Team.objects.filter(slug__in=list(slugs)).values_list("slug", "pk"))
 
 
 @dataclass(frozen=True)

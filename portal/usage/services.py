@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
@@ -261,6 +261,7 @@ def usage_ingest(
     accepted = 0
     quarantined: list[EventNote] = []
     last_used: dict[int, datetime] = {}
+    lag = metrics.INGEST_LAG.labels(endpoint)
     for row in rows:
         if row.key not in inserted:
             duplicates.append(EventNote(row.record.index, row.record.event_id))
@@ -272,7 +273,7 @@ def usage_ingest(
             previous = last_used.get(row.credential_id)
             if previous is None or previous < row.record.event_time:
                 last_used[row.credential_id] = row.record.event_time
-        metrics.INGEST_LAG.labels(endpoint).observe(max((received_at - row.record.event_time).total_seconds(), 0.0))
+        lag.observe(max((received_at - row.record.event_time).total_seconds(), 0.0))
     last_used = _worth_marking(last_used)
     if last_used:
         try:
@@ -716,10 +717,6 @@ def _send_after_commit(task: str, object_id: int) -> None:
     transaction.on_commit(send)
 
 
-def _set_enforcement(*, actor: User | None, team: Team, enforcement: str, reason: str) -> None:
-    gateway_services.team_budget_enforcement_set(actor=actor, team=team, enforcement=enforcement, reason=reason)
-
-
 def budget_evaluate_team(*, team_id: int, now: datetime | None = None) -> BudgetState | None:
     """Spend of the team's current month against its budget: alerts for newly crossed thresholds (once per
     month and threshold), and at 100 percent the team's policy applied through its gateway policy."""
@@ -743,7 +740,7 @@ def budget_evaluate_team(*, team_id: int, now: datetime | None = None) -> Budget
         enforce = percent >= 100 and policy in (Enforcement.THROTTLE, Enforcement.BLOCK) and state.lifted_at is None
         action = ""
         if enforce and state.enforcement != policy:
-            _set_enforcement(
+            gateway_services.team_budget_enforcement_set(
                 actor=None,
                 team=team,
                 enforcement=policy,
@@ -763,7 +760,7 @@ def budget_evaluate_team(*, team_id: int, now: datetime | None = None) -> Budget
             )
         elif not enforce and state.enforcement != Enforcement.NONE and state.lifted_at is None:
             # The budget was raised or the policy relaxed: spend is within it again.
-            _set_enforcement(
+            gateway_services.team_budget_enforcement_set(
                 actor=None, team=team, enforcement=Enforcement.NONE, reason="spend within the budget again"
             )
             audit_record(
@@ -798,15 +795,20 @@ def budget_evaluate_team(*, team_id: int, now: datetime | None = None) -> Budget
     return state
 
 
-def budgets_evaluate(*, now: datetime | None = None) -> int:
-    """Release last month's enforcement (a new month starts with a new budget), then evaluate every team."""
+def budgets_evaluate(*, now: datetime | None = None, recompute_rollups: bool = False) -> int:
+    """Release last month's enforcement (a new month starts with a new budget), then evaluate every team; with
+    recompute_rollups, first bring the rollups up to what just arrived."""
+    if recompute_rollups:
+        usage_rollups_recompute()
     now = now or datetime.now(UTC)
     for state_id in list(selectors.budget_states_to_release(before=month_start(now)).values_list("pk", flat=True)):
         with transaction.atomic():
             state = BudgetState.objects.select_for_update().select_related("team").get(pk=state_id)
             if state.released_at is not None:
                 continue
-            _set_enforcement(actor=None, team=state.team, enforcement=Enforcement.NONE, reason="a new budget month")
+            gateway_services.team_budget_enforcement_set(
+                actor=None, team=state.team, enforcement=Enforcement.NONE, reason="a new budget month"
+            )
             audit_record(
                 actor=None,
                 action="budget.release",
@@ -839,7 +841,9 @@ def budget_lift(*, actor: User, team: Team, reason: str, now: datetime | None = 
             raise Conflict(
                 f"Team '{team.slug}' has no budget enforcement to lift this month", code="budget_not_enforced"
             )
-        _set_enforcement(actor=actor, team=team, enforcement=Enforcement.NONE, reason=f"lifted: {reason}")
+        gateway_services.team_budget_enforcement_set(
+            actor=actor, team=team, enforcement=Enforcement.NONE, reason=f"lifted: {reason}"
+        )
         before = {"enforcement": state.enforcement}
         state.enforcement = Enforcement.NONE
         state.lifted_at, state.lifted_by, state.lift_reason = now, actor, reason
@@ -961,15 +965,6 @@ def collector_source_bind(*, actor: User | None, token_id: int, source_prefix: s
     return binding
 
 
-def months_between(start: date, end: date) -> list[date]:
-    months = []
-    month = month_start(start)
-    while month <= end:
-        months.append(month)
-        month = date(month.year + (month.month == 12), month.month % 12 + 1, 1)
-    return months
-
-
 class AlertNotDelivered(Exception):
     """The webhook did not take the alert; the task retries with backoff."""
 
@@ -980,6 +975,15 @@ def raise_if_alert_undelivered(*, alert_id: int) -> None:
         return
     if BudgetAlert.objects.filter(pk=alert_id, delivered_at__isnull=True).exists():
         raise AlertNotDelivered(f"budget alert {alert_id} not delivered")
+
+
+def budget_alerts_deliver_pending() -> int:
+    """The alert rows are the outbox: every alert not delivered yet (broker down, webhook down) is tried again.
+    Returns how many were tried."""
+    pending = alert_ids_pending()
+    for alert_id in pending:
+        budget_alert_deliver(alert_id=alert_id)
+    return len(pending)
 
 
 def alert_ids_pending() -> list[int]:

@@ -37,8 +37,7 @@ def rollups_recompute() -> int:
 
 @shared_task(name="usage.budgets_evaluate", acks_late=True)
 def budgets_evaluate() -> int:
-    usage_services.usage_rollups_recompute()  # evaluate against rollups that include what just arrived
-    return usage_services.budgets_evaluate()
+    return usage_services.budgets_evaluate(recompute_rollups=True)
 
 
 @shared_task(name="usage.gpu_accrue", acks_late=True)
@@ -64,11 +63,7 @@ def deliver_budget_alert(alert_id: int) -> bool:
 @shared_task(name="usage.deliver_pending_alerts", acks_late=True)
 def deliver_pending_alerts() -> int:
     """The alert rows are the outbox: anything not delivered yet (broker down, webhook down) is retried."""
-    count = 0
-    for alert_id in usage_services.alert_ids_pending():
-        usage_services.budget_alert_deliver(alert_id=alert_id)
-        count += 1
-    return count
+    return usage_services.budget_alerts_deliver_pending()
 
 
 @shared_task(name="usage.rerate_backdated_prices", acks_late=True)

@@ -28,9 +28,11 @@ from portal.api.team_access import team_for_request
 from portal.api.views import PortalGenericView, PortalView, validated
 from portal.core.errors import NotFound, ValidationFailed
 from portal.core.problems import PROBLEM_CONTENT_TYPE, problem
-from portal.tenancy.models import Role
+from portal.tenancy import selectors as tenancy_selectors
+from portal.tenancy.models import Role, Team
 from portal.usage import events, metrics, selectors, services
 from portal.usage.api import serializers
+from portal.usage.contracts import EventRejection, IngestResult, UsageRecord
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +116,14 @@ class _IngestView(PortalView):
             "max_events": settings.USAGE_MAX_BATCH_EVENTS,
         }
 
+    def _ingest(self, request: Request, parsed: list[UsageRecord | EventRejection]) -> IngestResult:
+        caller = caller_of(request)
+        if caller is None or caller.token is None:  # the permission class guarantees both
+            raise exceptions.NotAuthenticated()
+        result = services.usage_ingest(token_id=caller.token.pk, parsed=parsed, endpoint=self.endpoint)
+        metrics.BATCHES.labels(self.endpoint, "200").inc()
+        return result
+
 
 def _media_type(request: Request) -> str:
     return request.META.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
@@ -135,12 +145,7 @@ class UsageEventsView(_IngestView):
             )
         document = events.parse_json(self._decoded_body(request))
         parsed = events.parse_cloudevents(document, **self._window())
-        caller = caller_of(request)
-        if caller is None or caller.token is None:  # the permission class guarantees both
-            raise exceptions.NotAuthenticated()
-        result = services.usage_ingest(token_id=caller.token.pk, parsed=parsed, endpoint=self.endpoint)
-        metrics.BATCHES.labels(self.endpoint, "200").inc()
-        return Response(serializers.ingest_result_output(result))
+        return Response(serializers.ingest_result_output(self._ingest(request, parsed)))
 
 
 class OtlpLogsView(_IngestView):
@@ -172,11 +177,7 @@ class OtlpLogsView(_IngestView):
         else:
             document = events.parse_json(body)
         parsed = events.parse_otlp(document, **self._window())
-        caller = caller_of(request)
-        if caller is None or caller.token is None:
-            raise exceptions.NotAuthenticated()
-        result = services.usage_ingest(token_id=caller.token.pk, parsed=parsed, endpoint=self.endpoint)
-        metrics.BATCHES.labels(self.endpoint, "200").inc()
+        result = self._ingest(request, parsed)
         message_text = "; ".join(
             f"record {rejection.index}: {rejection.reason} ({rejection.field})" for rejection in result.rejected[:20]
         )
@@ -262,10 +263,10 @@ class PlatformCostsView(PortalView):
         team_slug = request.query_params.get("team")
         team_ids = None
         if team_slug:
-            found = selectors.teams_by_slug(slugs=[team_slug])
-            if not found:
+            team_object = tenancy_selectors.team_get_by_slug(slug=team_slug)
+            if team_object is None:
                 raise NotFound(f"Team '{team_slug}' not found", code="team_not_found")
-            team_ids = list(found.values())
+            team_ids = [team_object.pk]
         report = selectors.cost_report(team_ids=team_ids, start=start, end=end, group_by=group_by)
         return Response(serializers.cost_report_output(report, team=team_slug or None))
 
@@ -273,12 +274,15 @@ class PlatformCostsView(PortalView):
 # --- budgets ----------------------------------------------------------------------------------------------
 
 
+def _budget_response(team: Team) -> Response:
+    return Response(serializers.budget_output(selectors.budget_status(team=team, now=datetime.now(UTC))))
+
+
 class BudgetView(PortalView):
     @extend_schema(responses={200: OpenApiTypes.OBJECT}, summary="A team's budget this month (team admins)")
     def get(self, request: Request, team: str) -> Response:
         team_object = team_for_request(request, team, required_role=Role.ADMIN)
-        status = selectors.budget_status(team=team_object, now=datetime.now(UTC))
-        return Response(serializers.budget_output(status))
+        return _budget_response(team_object)
 
     @extend_schema(
         request=serializers.BudgetUpdateInput,
@@ -289,8 +293,7 @@ class BudgetView(PortalView):
         team_object = team_for_request(request, team, required_role=Role.ADMIN)
         data = validated(serializers.BudgetUpdateInput, request.data)
         services.budget_thresholds_set(actor=acting_user(request), team=team_object, thresholds=data["thresholds"])
-        status = selectors.budget_status(team=team_object, now=datetime.now(UTC))
-        return Response(serializers.budget_output(status))
+        return _budget_response(team_object)
 
 
 class BudgetLiftView(PortalView):
@@ -305,8 +308,7 @@ class BudgetLiftView(PortalView):
         team_object = team_for_request(request, team)
         data = validated(serializers.BudgetLiftInput, request.data)
         services.budget_lift(actor=acting_user(request), team=team_object, reason=data["reason"])
-        status = selectors.budget_status(team=team_object, now=datetime.now(UTC))
-        return Response(serializers.budget_output(status))
+        return _budget_response(team_object)
 
 
 # --- platform operations ----------------------------------------------------------------------------------
