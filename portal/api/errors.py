@@ -21,6 +21,7 @@ _DOMAIN_STATUS: list[tuple[type[domain.DomainError], int]] = [
     (domain.NotFound, status.HTTP_404_NOT_FOUND),
     (domain.PermissionDenied, status.HTTP_403_FORBIDDEN),
     (domain.Conflict, status.HTTP_409_CONFLICT),
+    (domain.Gone, status.HTTP_410_GONE),
     (domain.ValidationFailed, status.HTTP_400_BAD_REQUEST),
 ]
 

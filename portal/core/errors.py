@@ -43,6 +43,13 @@ class PermissionDenied(DomainError):
     title = "Permission denied"
 
 
+class Gone(DomainError):
+    """The object existed and is no longer available (a used or expired one-time link)."""
+
+    code = "gone"
+    title = "Gone"
+
+
 class Conflict(DomainError):
     """The request clashes with the current state (duplicate, last admin, in use)."""
 

@@ -23,7 +23,7 @@ from django.utils import timezone
 from portal.clusters.models import Cluster
 from portal.core.audit import audit_record
 from portal.core.encryption import decrypt_secret, encrypt_secret, reencrypt_secret
-from portal.core.errors import Conflict, DomainError, FieldProblem, NotFound, ValidationFailed
+from portal.core.errors import Conflict, FieldProblem, Gone, NotFound, ValidationFailed
 from portal.gateway import conf, selectors
 from portal.gateway.models import (
     PROVIDER_BACKEND_NAME_PATTERN,
@@ -52,7 +52,7 @@ HOSTNAME_PATTERN = re.compile(
 )
 
 
-class RevealGone(DomainError):
+class RevealGone(Gone):
     """The reveal link was used already, has expired, or its key no longer works (HTTP 410)."""
 
     code = "reveal_gone"

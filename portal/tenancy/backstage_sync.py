@@ -57,7 +57,7 @@ from django.db import transaction
 from portal.core.audit import audit_record
 from portal.core.errors import DomainError
 from portal.tenancy import selectors, services
-from portal.tenancy.models import BACKSTAGE_USER_REF_PATTERN, TEAM_SLUG_PATTERN, Role, Team, User
+from portal.tenancy.models import BACKSTAGE_USER_REF_PATTERN, ROLE_RANK, TEAM_SLUG_PATTERN, Role, Team, User
 
 logger = logging.getLogger(__name__)
 
@@ -247,8 +247,8 @@ def _desired_roles(group: BackstageGroup, current: Mapping[str, str], default_ro
 def _team_sync(
     *, actor: Callable[[], User], team: Team, group: BackstageGroup, default_role: str, report: TeamSyncReport
 ) -> None:
-    """Make the team's Backstage-managed memberships match the group (one transaction per team)."""
-    Team.objects.select_for_update().filter(pk=team.pk).first()
+    """Make the team's Backstage-managed memberships match the group (one transaction per team; the caller holds
+    the team's row lock)."""
     memberships = {
         membership.user.backstage_ref: membership
         for membership in selectors.team_member_list(team=team).select_related("user")
@@ -267,11 +267,10 @@ def _team_sync(
         if reference not in memberships:
             services.membership_add(actor=actor(), team=team, user_ref=reference, role=role)
             report.added.append(f"{reference} as {role}")
-    rank = {Role.VIEWER: 1, Role.DEVELOPER: 2, Role.ADMIN: 3}
     changes = [
         (reference, role) for reference, role in desired.items() if reference in current and current[reference] != role
     ]
-    for reference, role in sorted(changes, key=lambda item: -rank[Role(item[1])]):
+    for reference, role in sorted(changes, key=lambda item: -ROLE_RANK[Role(item[1])]):
         services.membership_change_role(actor=actor(), membership=memberships[reference], role=role)
         report.changed.append(f"{reference}: {current[reference]} -> {role}")
     for reference in sorted(set(memberships) - set(desired)):

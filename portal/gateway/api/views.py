@@ -18,7 +18,6 @@ from portal.api.permissions import IsPlatformAdmin
 from portal.api.team_access import team_for_request
 from portal.api.views import PortalGenericView, PortalView, validated
 from portal.clusters import selectors as cluster_selectors
-from portal.core.problems import PROBLEM_CONTENT_TYPE, problem
 from portal.gateway import bootstrap, conf, selectors, services
 from portal.gateway.api import serializers
 from portal.gateway.models import Credential, ProviderBackend
@@ -142,13 +141,9 @@ class CredentialRevealView(PortalView):
         summary="Read a new key once, through the one-time link given to its creator",
     )
     def get(self, request: Request, token: str) -> Response:
-        try:
-            credential, key = services.credential_reveal(
-                actor=acting_user(request), token=token, platform_admin=is_platform_admin(request)
-            )
-        except services.RevealGone as gone:
-            body = problem(status_code=410, code=gone.code, title=gone.title, detail=gone.detail)
-            return Response(body, status=410, content_type=PROBLEM_CONTENT_TYPE)
+        credential, key = services.credential_reveal(
+            actor=acting_user(request), token=token, platform_admin=is_platform_admin(request)
+        )
         body = {
             "id": credential.pk,
             "team": credential.team.slug,
