@@ -43,8 +43,12 @@ class IdempotentPostMixin:
         reservation = self._idempotency_reservation
         if reservation is not None:
             self._idempotency_reservation = None
-            idempotency.complete(reservation, response)
+            idempotency.complete(reservation, self.replayable_response(response))
         return response  # type: ignore[no-any-return]
+
+    def replayable_response(self, response: Response) -> Response:
+        """What a retry with the same Idempotency-Key gets back; a view whose answer holds a secret stores less."""
+        return response
 
 
 class PortalView(IdempotentPostMixin, APIView):

@@ -12,7 +12,6 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from portal.api import idempotency
 from portal.api.authentication import acting_user, is_platform_admin
 from portal.api.permissions import IsPlatformAdmin
 from portal.api.team_access import team_for_request
@@ -32,26 +31,18 @@ class KeyResponseMixin:
     """A response that carries a key is stored for Idempotency-Key replay without it: the key is shown once,
     and is never kept in clear in the idempotency table."""
 
-    _idempotency_reservation: idempotency.Reservation | None
-
-    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
-        reservation = self._idempotency_reservation
-        self._idempotency_reservation = None
-        response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
-        if reservation is not None:
-            if isinstance(response.data, dict) and "key" in response.data:
-                stored = Response(
-                    {**response.data, "key": KEY_REPLAY_PLACEHOLDER},
-                    status=response.status_code,
-                    headers={name: response[name] for name in ("Location",) if response.has_header(name)},
-                )
-                stored.accepted_renderer = response.accepted_renderer
-                stored.accepted_media_type = response.accepted_media_type
-                stored.renderer_context = response.renderer_context  # type: ignore[attr-defined]
-                idempotency.complete(reservation, stored)
-            else:
-                idempotency.complete(reservation, response)
-        return response  # type: ignore[no-any-return]
+    def replayable_response(self, response: Response) -> Response:
+        if not (isinstance(response.data, dict) and "key" in response.data):
+            return response
+        stored = Response(
+            {**response.data, "key": KEY_REPLAY_PLACEHOLDER},
+            status=response.status_code,
+            headers={name: response[name] for name in ("Location",) if response.has_header(name)},
+        )
+        stored.accepted_renderer = response.accepted_renderer
+        stored.accepted_media_type = response.accepted_media_type
+        stored.renderer_context = response.renderer_context  # type: ignore[attr-defined]
+        return stored
 
 
 def _issued_body(request: Request, issued: services.IssuedCredential, delivery: str) -> dict[str, Any]:
