@@ -176,6 +176,12 @@ def _validate_version(model: CatalogModel, values: dict[str, Any]) -> list[Field
         problems.append(
             FieldProblem("served_model_name", "must be 2-128 characters: letters, digits and . _ : / -", "invalid")
         )
+    elif "--" in (values.get("served_model_name") or ""):
+        # Team deployments are served as '<team>--<name>' (portal/deployments/names.py): a catalog name with '--'
+        # could be a deployment's, and the gateway would route one name two ways.
+        problems.append(
+            FieldProblem("served_model_name", "must not contain '--' (reserved for team deployments)", "reserved")
+        )
     if model.hosting == Hosting.SELF_HOSTED:
         present = sorted(name for name in MANAGED_VERSION_FIELDS if values.get(name))
         problems.extend(FieldProblem(name, "is only for managed models", "not_allowed") for name in present)

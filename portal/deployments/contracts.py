@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from catalog.contracts import ModelVersionContract
 from portal.clusters.contracts import AcceleratorPoolContract, ClusterContract
@@ -14,7 +15,7 @@ class DeploymentSpec:
     generation: int
     team_slug: str
     name: str
-    served_model_name: str
+    served_model_name: str  # also the name of its objects in the gateway namespace (portal/deployments/names.py)
     min_replicas: int
     max_replicas: int
     scale_to_zero: bool
@@ -30,6 +31,8 @@ class DeploymentSpec:
     allowed_key_ids: tuple[str, ...] | None = None
     # The generation last observed on the cluster (0: never), so a first apply can skip looking for leftovers.
     observed_generation: int = 0
+    # Earlier served names its route still answers to (a rename by migration keeps callers working).
+    served_model_aliases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -39,3 +42,20 @@ class ObservedStatus:
     message: str
     endpoint: str
     observed_replicas: int
+
+
+@dataclass(frozen=True)
+class ServedNameRef:
+    """Who served under a name, and when: the deployment, its team and its catalog model and version."""
+
+    deployment_id: int
+    deployment_name: str
+    team_id: int
+    model_version_id: int
+    model_id: int
+    model_slug: str
+    valid_from: datetime
+    valid_until: datetime | None
+
+    def serves_at(self, moment: datetime) -> bool:
+        return self.valid_from <= moment and (self.valid_until is None or moment < self.valid_until)

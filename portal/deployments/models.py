@@ -28,7 +28,11 @@ class Deployment(TimestampedModel):
     model_version = models.ForeignKey("catalog.ModelVersion", on_delete=models.PROTECT, related_name="deployments")
     cluster = models.ForeignKey("clusters.Cluster", on_delete=models.PROTECT, related_name="deployments")
     accelerator_type = models.CharField(max_length=64)
+    # The name callers put in "model" and the name of the deployment's gateway objects: unique across teams by
+    # construction (portal/deployments/names.py), and in the database.
     served_model_name = models.CharField(max_length=128)
+    # Earlier names still routed to it (a deployment renamed by migration keeps its old name for its callers).
+    served_model_aliases = models.JSONField(default=list, blank=True)
     min_replicas = models.PositiveSmallIntegerField(default=1)
     max_replicas = models.PositiveSmallIntegerField(default=1)
     scale_to_zero = models.BooleanField(default=False)
@@ -55,6 +59,7 @@ class Deployment(TimestampedModel):
         ordering = ["team__slug", "name"]
         constraints = [
             models.UniqueConstraint(fields=["team", "name"], name="deployment_name_unique_per_team"),
+            models.UniqueConstraint(fields=["served_model_name"], name="deployment_served_model_name_unique"),
             models.CheckConstraint(condition=Q(min_replicas__lte=F("max_replicas")), name="min_replicas_at_most_max"),
             models.CheckConstraint(condition=Q(max_replicas__gte=1), name="max_replicas_at_least_one"),
             models.CheckConstraint(condition=Q(gpus_per_replica__gte=1), name="deployment_uses_gpus"),
@@ -67,6 +72,34 @@ class Deployment(TimestampedModel):
 
     def __str__(self) -> str:
         return f"{self.team_id}/{self.name}"
+
+
+class ServedName(models.Model):
+    """A name a deployment was served under, from when to when. Usage is attributed by the name the gateway
+    reported at the event's time: late events of a deleted deployment, and a name reused by a new deployment of the
+    same team, each find the deployment that really served them. Never deleted."""
+
+    name = models.CharField(max_length=128)
+    deployment_id = models.BigIntegerField()
+    deployment_name = models.CharField(max_length=40)
+    team_id = models.BigIntegerField()
+    model_version_id = models.BigIntegerField()
+    model_id = models.BigIntegerField()
+    model_slug = models.CharField(max_length=63)
+    valid_from = models.DateTimeField()
+    valid_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name", "valid_from"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["name"], condition=Q(valid_until__isnull=True), name="served_name_one_live_holder"
+            ),
+        ]
+        indexes = [models.Index(fields=["deployment_id"])]
+
+    def __str__(self) -> str:
+        return f"{self.name} -> deployment {self.deployment_id}"
 
 
 class DeploymentEvent(models.Model):

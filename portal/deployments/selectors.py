@@ -9,8 +9,8 @@ from catalog.contracts import ModelVersionContract
 from portal.clusters import selectors as cluster_selectors
 from portal.clusters.contracts import AcceleratorPoolContract, ClusterContract
 from portal.core.errors import NotFound
-from portal.deployments.contracts import DeploymentSpec, ObservedStatus
-from portal.deployments.models import Deployment, DeploymentEvent, Phase
+from portal.deployments.contracts import DeploymentSpec, ObservedStatus, ServedNameRef
+from portal.deployments.models import Deployment, DeploymentEvent, Phase, ServedName
 from portal.gateway import selectors as gateway_selectors
 from portal.tenancy.models import Team
 
@@ -122,6 +122,7 @@ class _SpecReader:
             team_slug=team_slug,
             name=deployment.name,
             served_model_name=deployment.served_model_name,
+            served_model_aliases=tuple(deployment.served_model_aliases or ()),
             min_replicas=deployment.min_replicas,
             max_replicas=deployment.max_replicas,
             scale_to_zero=deployment.scale_to_zero,
@@ -151,3 +152,22 @@ def deployment_observed_statuses(*, deployment_ids: list[int]) -> dict[int, Obse
             "pk", "phase", "conditions", "message", "endpoint", "observed_replicas"
         )
     }
+
+
+def served_names() -> dict[str, list[ServedNameRef]]:
+    """Every name a deployment was ever served under, with who served it when (usage attribution)."""
+    found: dict[str, list[ServedNameRef]] = {}
+    for row in ServedName.objects.order_by("name", "valid_from"):
+        found.setdefault(row.name, []).append(
+            ServedNameRef(
+                deployment_id=row.deployment_id,
+                deployment_name=row.deployment_name,
+                team_id=row.team_id,
+                model_version_id=row.model_version_id,
+                model_id=row.model_id,
+                model_slug=row.model_slug,
+                valid_from=row.valid_from,
+                valid_until=row.valid_until,
+            )
+        )
+    return found

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,7 +21,8 @@ from portal.clusters.models import AcceleratorPool
 from portal.core.audit import audit_record
 from portal.core.errors import Conflict, FieldProblem, ValidationFailed
 from portal.deployments.contracts import ObservedStatus
-from portal.deployments.models import DEPLOYMENT_NAME_PATTERN, Deployment, DeploymentEvent, Phase
+from portal.deployments.models import DEPLOYMENT_NAME_PATTERN, Deployment, DeploymentEvent, Phase, ServedName
+from portal.deployments.names import deployment_gateway_name
 from portal.deployments.selectors import gpus_allocated_by_cluster_and_type, team_gpus_in_use
 from portal.tenancy import selectors as tenancy_selectors
 from portal.tenancy.models import Team, TeamQuota, User
@@ -245,7 +247,6 @@ def deployment_create(
     scale_to_zero: bool = False,
     runtime_args: list[str] | None = None,
     model_cache: bool = False,
-    served_model_name: str | None = None,
 ) -> DeploymentResult:
     problems: list[FieldProblem] = []
     if not re.fullmatch(DEPLOYMENT_NAME_PATTERN, name):
@@ -299,7 +300,7 @@ def deployment_create(
         model_version=model_version,
         cluster=pool.cluster,
         accelerator_type=pool.accelerator_type,
-        served_model_name=served_model_name or f"{team.slug}-{name}",
+        served_model_name=f"pending-{uuid.uuid4().hex}",  # the real name takes the row's id (names.py)
         min_replicas=min_replicas,
         max_replicas=max_replicas,
         scale_to_zero=scale_to_zero,
@@ -308,6 +309,9 @@ def deployment_create(
         model_cache=model_cache,
         created_by=actor,
     )
+    deployment.served_model_name = deployment_gateway_name(team_slug=team.slug, name=name, deployment_id=deployment.pk)
+    deployment.save(update_fields=["served_model_name"])
+    served_names_open(deployment=deployment, names=[deployment.served_model_name], since=deployment.created_at)
     _event(deployment, "Created", f"placed on {pool.cluster.name} ({pool.accelerator_type}); " + "; ".join(warnings))
     audit_record(
         actor=actor,
@@ -439,8 +443,27 @@ def deployment_finalize(*, deployment_id: int, generation: int) -> bool:
         team_slug=current.team.slug,
         before=_snapshot(current),
     )
+    ServedName.objects.filter(deployment_id=current.pk, valid_until__isnull=True).update(valid_until=timezone.now())
     current.delete()
     return True
+
+
+def served_names_open(*, deployment: Deployment, names: list[str], since: datetime) -> None:
+    """Record that `deployment` is served under `names` from `since` (usage attributes by them)."""
+    version = deployment.model_version
+    ServedName.objects.bulk_create(
+        ServedName(
+            name=name,
+            deployment_id=deployment.pk,
+            deployment_name=deployment.name,
+            team_id=deployment.team_id,
+            model_version_id=version.pk,
+            model_id=version.model_id,
+            model_slug=version.model.slug,
+            valid_from=since,
+        )
+        for name in names
+    )
 
 
 def deployment_status_record(

@@ -57,7 +57,15 @@ from django.db import transaction
 from portal.core.audit import audit_record
 from portal.core.errors import DomainError
 from portal.tenancy import selectors, services
-from portal.tenancy.models import BACKSTAGE_USER_REF_PATTERN, ROLE_RANK, TEAM_SLUG_PATTERN, Role, Team, User
+from portal.tenancy.models import (
+    BACKSTAGE_USER_REF_PATTERN,
+    ROLE_RANK,
+    TEAM_SLUG_PATTERN,
+    TEAM_SLUG_RESERVED_PREFIX,
+    Role,
+    Team,
+    User,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -339,7 +347,7 @@ def backstage_teams_sync(
                     group.team_slug,
                 )
                 continue
-            if not _TEAM_SLUG.fullmatch(group.team_slug):
+            if not _TEAM_SLUG.fullmatch(group.team_slug) or group.team_slug.startswith(TEAM_SLUG_RESERVED_PREFIX):
                 report.problems.append(f"{group.ref}: '{group.team_slug}' is not a valid team slug")
                 continue
             existing = selectors.team_get_by_slug(slug=group.team_slug)

@@ -14,6 +14,10 @@ from portal.core.models import TimestampedModel
 
 # DESIGN.md: a team slug is a DNS-1123 label of at most 40 characters (it becomes part of a namespace).
 TEAM_SLUG_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$"
+# Names the portal writes for itself in a cluster's shared gateway namespace start with this (key Secrets, policies,
+# managed routes, provider backends); a team slug may not, so no deployment's objects can collide with them
+# (portal/deployments/names.py).
+TEAM_SLUG_RESERVED_PREFIX = "genai-portal"
 # Backstage compares entity refs ignoring case and writes them in lowercase (stringifyEntityRef: relations,
 # the `sub` of user tokens), so the portal stores them in lowercase only: one entity, one stored ref.
 BACKSTAGE_USER_REF_PATTERN = r"^user:[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?/[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?$"
@@ -80,6 +84,9 @@ class Team(TimestampedModel):
         ordering = ["slug"]
         constraints = [
             models.CheckConstraint(condition=Q(slug__regex=TEAM_SLUG_PATTERN), name="team_slug_is_dns_label"),
+            models.CheckConstraint(
+                condition=~Q(slug__startswith=TEAM_SLUG_RESERVED_PREFIX), name="team_slug_not_reserved"
+            ),
             models.UniqueConstraint(
                 Lower("backstage_group_ref"),
                 name="one_team_per_backstage_group",

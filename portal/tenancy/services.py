@@ -16,6 +16,7 @@ from portal.tenancy.models import (
     BACKSTAGE_GROUP_REF_PATTERN,
     BACKSTAGE_USER_REF_PATTERN,
     TEAM_SLUG_PATTERN,
+    TEAM_SLUG_RESERVED_PREFIX,
     Membership,
     Role,
     Team,
@@ -77,6 +78,12 @@ def _validate_team_fields(
                 "must be a DNS-1123 label of at most 40 characters: lowercase letters, digits and '-', "
                 "starting and ending with a letter or digit",
                 "invalid_slug",
+            )
+        )
+    elif slug is not None and slug.startswith(TEAM_SLUG_RESERVED_PREFIX):
+        problems.append(
+            FieldProblem(
+                "slug", f"must not start with '{TEAM_SLUG_RESERVED_PREFIX}' (reserved for the portal)", "reserved_slug"
             )
         )
     if backstage_group_ref is not None and backstage_group_ref and not _GROUP_REF.fullmatch(backstage_group_ref):

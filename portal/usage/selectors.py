@@ -17,6 +17,8 @@ from django.db.models.functions import TruncDate
 
 from catalog.models import CatalogModel, ModelPrice, ModelVersion
 from portal.clusters.models import AcceleratorPool
+from portal.deployments import selectors as deployment_selectors
+from portal.deployments.contracts import ServedNameRef
 from portal.deployments.models import Deployment
 from portal.gateway import selectors as gateway_selectors
 from portal.gateway.contracts import CredentialRef
@@ -71,6 +73,11 @@ def model_names() -> dict[str, ModelRef]:
     for model_id, slug in CatalogModel.objects.values_list("pk", "slug"):
         names[slug] = ModelRef(model_id, slug)
     return names
+
+
+def served_names() -> dict[str, list[ServedNameRef]]:
+    """Names team deployments were served under, with who served them when (see deployments.ServedName)."""
+    return deployment_selectors.served_names()
 
 
 def price_book(*, model_ids: Iterable[int]) -> PriceBook:

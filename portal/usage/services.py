@@ -61,6 +61,8 @@ class _Row:
     team_id: int | None = None
     model_id: int | None = None
     model_slug: str = ""
+    deployment_id: int | None = None
+    model_version_id: int | None = None
     cost: Decimal | None = None
     price_ids: tuple[int, ...] = ()
 
@@ -74,14 +76,14 @@ class _Row:
 _INSERT_SQL = """
 INSERT INTO usage_event (
     event_time, source, event_id, received_at, client_id, credential_id, team_id, model_name, model_id, model_slug,
-    provider, route, status_code, duration_ms, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens,
-    reasoning_tokens, cost, price_ids, state, reason, extras)
-SELECT t, s, i, %s, c, cr, tm, mn, mi, ms, pv, rt, sc, du, it, ci, cw, ot, rs, co, pi, st, re, ex
+    deployment_id, model_version_id, provider, route, status_code, duration_ms, input_tokens, cached_input_tokens,
+    cache_write_tokens, output_tokens, reasoning_tokens, cost, price_ids, state, reason, extras)
+SELECT t, s, i, %s, c, cr, tm, mn, mi, ms, dp, mv, pv, rt, sc, du, it, ci, cw, ot, rs, co, pi, st, re, ex
 FROM ROWS FROM (json_to_recordset(%s::json) AS (
-    t timestamptz, s text, i text, c text, cr bigint, tm bigint, mn text, mi bigint, ms text, pv text, rt text,
-    sc integer, du bigint, it bigint, ci bigint, cw bigint, ot bigint, rs bigint, co numeric, pi bigint[], st text,
-    re text, ex jsonb)) WITH ORDINALITY AS u(t, s, i, c, cr, tm, mn, mi, ms, pv, rt, sc, du, it, ci, cw, ot, rs, co, pi,
-    st, re, ex, n)
+    t timestamptz, s text, i text, c text, cr bigint, tm bigint, mn text, mi bigint, ms text, dp bigint, mv bigint,
+    pv text, rt text, sc integer, du bigint, it bigint, ci bigint, cw bigint, ot bigint, rs bigint, co numeric,
+    pi bigint[], st text, re text, ex jsonb)) WITH ORDINALITY AS u(t, s, i, c, cr, tm, mn, mi, ms, dp, mv, pv, rt, sc,
+    du, it, ci, cw, ot, rs, co, pi, st, re, ex, n)
 ORDER BY n
 ON CONFLICT (event_time, source, event_id) DO NOTHING
 RETURNING event_time, source, event_id
@@ -99,15 +101,34 @@ def _hour(moment: datetime) -> datetime:
 
 
 def _attribute_and_rate(records: list[UsageRecord]) -> list[_Row]:
+    """Team through the credential the gateway authenticated (never a name the client chose); model through the
+    names the gateway reported: first a team deployment that was served under one of them at the event's time
+    (its catalog model and version, priced as the catalog model), else a catalog model's own names (managed)."""
     credentials = selectors.credentials_by_client_id(record.client_id for record in records if record.client_id)
     names = selectors.model_names()
+    served = selectors.served_names()
     rows: list[_Row] = []
     for record in records:
-        model = next((names[name] for name in record.model_names if name in names), None)
+        deployment = next(
+            (
+                holder
+                for name in record.model_names
+                for holder in served.get(name, ())
+                if holder.serves_at(record.event_time)
+            ),
+            None,
+        )
+        model = (
+            selectors.ModelRef(deployment.model_id, deployment.model_slug)
+            if deployment is not None
+            else next((names[name] for name in record.model_names if name in names), None)
+        )
         credential = credentials.get(record.client_id) if record.client_id else None
         row = _Row(record=record, state="quarantined")
         if model is not None:
             row.model_id, row.model_slug = model.model_id, model.slug
+        if deployment is not None:
+            row.deployment_id, row.model_version_id = deployment.deployment_id, deployment.model_version_id
         if credential is not None:
             row.credential_id, row.team_id = credential.credential_id, credential.team_id
         if not record.client_id:
@@ -118,6 +139,10 @@ def _attribute_and_rate(records: list[UsageRecord]) -> list[_Row]:
             row.reason = "missing_model"
         elif model is None:
             row.reason = "unknown_model"
+        elif deployment is not None and deployment.team_id != credential.team_id:
+            # The gateway routes a deployment's name only for its own team's keys; if this ever shows up, the
+            # cluster's routes are not the portal's, and nobody should be charged until someone looks.
+            row.reason = "deployment_of_another_team"
         else:
             row.state = "rated"
         rows.append(row)
@@ -164,6 +189,8 @@ def _insert(rows: list[_Row], received_at: datetime) -> set[tuple[datetime, str,
                 "mn": row.record.model_name,
                 "mi": row.model_id,
                 "ms": row.model_slug,
+                "dp": row.deployment_id,
+                "mv": row.model_version_id,
                 "pv": row.record.provider,
                 "rt": row.record.route,
                 "sc": row.record.status_code,
@@ -564,9 +591,9 @@ LIMIT %s
 
 _QUARANTINE_RELEASE_SQL = """
 UPDATE usage_event e SET state = 'rated', reason = '', credential_id = u.cr, team_id = u.tm, model_id = u.mi,
-    model_slug = u.ms, cost = u.co, price_ids = u.pi
+    model_slug = u.ms, deployment_id = u.dp, model_version_id = u.mv, cost = u.co, price_ids = u.pi
 FROM json_to_recordset(%s::json) AS u(t timestamptz, s text, i text, cr bigint, tm bigint, mi bigint, ms text,
-    co numeric, pi bigint[])
+    dp bigint, mv bigint, co numeric, pi bigint[])
 WHERE e.event_time = u.t AND e.source = u.s AND e.event_id = u.i AND e.state = 'quarantined'
 """
 
@@ -619,6 +646,8 @@ def usage_quarantine_release(*, actor: User | None, since: datetime, chunk: int 
                                     "tm": row.team_id,
                                     "mi": row.model_id,
                                     "ms": row.model_slug,
+                                    "dp": row.deployment_id,
+                                    "mv": row.model_version_id,
                                     "co": str(row.cost),
                                     "pi": list(row.price_ids),
                                 }

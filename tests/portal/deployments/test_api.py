@@ -61,7 +61,7 @@ def test_created_deployment_is_pending_with_generation_one(setup: RoleMatrix) ->
     assert body["generation"] == 1
     assert body["status"]["observed_generation"] == 0
     assert body["cluster"] == "gpu-eu"
-    assert body["served_model_name"] == "alpha-chat"
+    assert body["served_model_name"] == "alpha--chat"
     assert body["gpus_per_replica"] == 1
 
 

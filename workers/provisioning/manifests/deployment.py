@@ -9,7 +9,6 @@ Gateway Backend, never a Service (section 3.2); model routing matches the x-ai-e
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from portal.deployments.contracts import DeploymentSpec
@@ -37,12 +36,9 @@ TOKEN_COSTS = (
 
 
 def gateway_object_name(spec: DeploymentSpec) -> str:
-    """Name of the deployment's objects in the gateway namespace: unique across teams, a DNS label."""
-    name = f"{spec.team_slug}-{spec.name}"
-    if len(name) <= 63:
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-    return f"{name[:54]}-{digest}"
+    """Name of the deployment's objects in the gateway namespace (and of its cluster-scoped cache): its served
+    model name, which the portal makes unique across teams and a DNS label (portal/deployments/names.py)."""
+    return spec.served_model_name
 
 
 def namespace_of(spec: DeploymentSpec) -> str:
@@ -54,9 +50,9 @@ def predictor_host(spec: DeploymentSpec) -> str:
 
 
 def cache_name(spec: DeploymentSpec) -> str:
-    """One cache per deployment (cluster-scoped, so the team is in the name): deleting one deployment never
+    """One cache per deployment (cluster-scoped, so named like its gateway objects): deleting one deployment never
     removes a cache another deployment relies on."""
-    return f"{gateway_object_name(spec)[:52]}-cache"
+    return gateway_object_name(spec)
 
 
 def cache_model_size(spec: DeploymentSpec) -> str:
@@ -255,10 +251,12 @@ def build_route(spec: DeploymentSpec) -> Manifest:
             "rules": [
                 {
                     "name": spec.name,
+                    # Matches are ORed: the served name, then any earlier name kept for callers; each only for the
+                    # team's own keys, so a name another team also uses can never reach this model.
                     "matches": [
                         {
                             "headers": [
-                                {"type": "Exact", "name": MODEL_HEADER, "value": spec.served_model_name},
+                                {"type": "Exact", "name": MODEL_HEADER, "value": model_name},
                                 {
                                     "type": "RegularExpression",
                                     "name": CLIENT_ID_HEADER,
@@ -266,6 +264,7 @@ def build_route(spec: DeploymentSpec) -> Manifest:
                                 },
                             ]
                         }
+                        for model_name in (spec.served_model_name, *spec.served_model_aliases)
                     ],
                     "backendRefs": [{"name": name, "weight": 1, "modelNameOverride": spec.served_model_name}],
                     "timeouts": {"request": REQUEST_TIMEOUT},
