@@ -351,14 +351,27 @@ def test_provider_objects_by_provider() -> None:
     assert "genai-portal-provider-bedrock-credential" not in secrets
 
 
-def test_apply_order_puts_the_keys_and_their_policy_before_anything_that_routes() -> None:
+def test_apply_order_puts_the_header_strip_the_blocks_and_the_keys_before_anything_that_routes() -> None:
     """A pass failing part-way on a new cluster must never leave routes matching a forgeable client-id header
-    without apiKeyAuth in place: the header strip, the key Secrets and the SecurityPolicy come first."""
+    without apiKeyAuth in place (the header strip, the key Secrets and the SecurityPolicy come before any route),
+    nor a blocked team's key live while its block is not (the token limits and blocks come before the keys)."""
     kinds = [item["kind"] for item in build_gateway_policy_objects(make_spec())]
-    assert kinds[:5] == ["ClientTrafficPolicy", "Secret", "Secret", "Secret", "SecurityPolicy"]
+    assert kinds[:6] == ["ClientTrafficPolicy", "BackendTrafficPolicy", "Secret", "Secret", "Secret", "SecurityPolicy"]
     assert kinds.index("SecurityPolicy") < kinds.index("AIGatewayRoute")
     assert kinds.index("SecurityPolicy") < kinds.index("GatewayConfig")
-    assert kinds[-1] == "BackendTrafficPolicy"
+
+
+def test_a_render_without_blocked_teams_keys_leaves_only_their_keys_out() -> None:
+    spec = make_spec()
+    blocked = {team.team_slug for team in spec.teams if team.blocked_reason}
+    assert blocked
+    whole = render_gateway_policy(spec)
+    without = render_gateway_policy(spec, without_blocked_teams_keys=True)
+    teams = lambda rendered: {  # noqa: E731
+        item["metadata"]["labels"].get("portal.genai.io/team") for item in rendered.objects if item["kind"] == "Secret"
+    }
+    assert teams(without) == teams(whole) - blocked
+    assert teams(whole) & blocked
 
 
 def test_client_traffic_policy_strips_a_client_sent_client_id_on_the_gateway(registry: CrdRegistry) -> None:

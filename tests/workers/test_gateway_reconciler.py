@@ -358,7 +358,7 @@ def test_a_teams_key_cannot_reach_another_teams_deployment(world: tuple[RoleMatr
     [route] = [
         item
         for item in sandbox.objects(AIGW, "AIGatewayRoute", namespace=NS)
-        if item["metadata"]["name"] == "alpha-chat"
+        if item["metadata"]["name"] == "alpha--chat"
     ]
     [rule] = route["spec"]["rules"]
     client_match = next(header for header in rule["matches"][0]["headers"] if header["name"] == "x-portal-client-id")
@@ -392,7 +392,7 @@ def test_per_key_allow_lists_reach_the_deployment_route(world: tuple[RoleMatrix,
     assert matrix.client("developer").post("/api/v1/teams/alpha/deployments", body, format="json").status_code == 201
     deployment = Deployment.objects.get(name="chat")
     reconcile_deployment(deployment.pk)
-    route = _one(sandbox, AIGW, "AIGatewayRoute", "alpha-chat")
+    route = _one(sandbox, AIGW, "AIGatewayRoute", "alpha--chat")
     pattern = route["spec"]["rules"][0]["matches"][0]["headers"][1]["value"]
     assert re.fullmatch(pattern, everything.client_id)
     assert re.fullmatch(pattern, qwen_only.client_id)
@@ -419,7 +419,7 @@ def test_per_key_allow_lists_reach_the_deployment_route(world: tuple[RoleMatrix,
     # Revoking the restricted key widens nothing for others and the route follows at the next reconcile.
     services.credential_revoke(actor=matrix.developer, credential=elsewhere.credential)
     reconcile_deployment(deployment.pk)
-    pattern = _one(sandbox, AIGW, "AIGatewayRoute", "alpha-chat")["spec"]["rules"][0]["matches"][0]["headers"][1][
+    pattern = _one(sandbox, AIGW, "AIGatewayRoute", "alpha--chat")["spec"]["rules"][0]["matches"][0]["headers"][1][
         "value"
     ]
     assert pattern == "^alpha\\..+$"
@@ -555,3 +555,33 @@ def test_a_credential_change_reaches_every_cluster(world: tuple[RoleMatrix, Sand
         for sandbox in (first_sandbox, second_sandbox):
             assert _secret_keys(sandbox, "alpha") == {}
             assert _credential_refs(sandbox) == ["genai-portal-keys-none"]
+
+
+def test_a_blocked_teams_new_key_is_never_live_while_its_block_is_not(
+    world: tuple[RoleMatrix, Sandbox, Cluster],
+) -> None:
+    """Apply order never weakens a block: the pass that carries a team's block and a new key of that team fails on
+    the token-limit policy; the key must not have reached the cluster (a retryable failure stops the pass there,
+    a refusal converges the keys without the blocked team's)."""
+    from workers.kube.errors import RetryableClusterError
+
+    matrix, sandbox, cluster = world
+    first = services.credential_issue(actor=matrix.developer, team=matrix.team, name="first")
+    policy_id = _policy_id(cluster)
+    assert reconcile_gateway_policy(policy_id).outcome == "applied"
+    assert _secret_keys(sandbox, "alpha") == {first.client_id: first.key}
+
+    services.team_budget_enforcement_set(actor=None, team=matrix.team, enforcement="block", reason="spent")
+    second = services.credential_issue(actor=matrix.developer, team=matrix.team, name="second")
+    sandbox.add_fault(Fault(method="PATCH", path="backendtrafficpolicies", status=503, times=1))
+    with pytest.raises(RetryableClusterError):
+        reconcile_gateway_policy(policy_id)
+    assert second.client_id not in _secret_keys(sandbox, "alpha")
+
+    sandbox.add_fault(Fault(method="PATCH", path="backendtrafficpolicies", status=422, message="nope", times=1))
+    assert reconcile_gateway_policy(policy_id).outcome == "failed"
+    assert _secret_keys(sandbox, "alpha") == {}  # no block on the cluster: none of the team's keys either
+
+    assert reconcile_gateway_policy(policy_id).outcome == "applied"
+    assert [rule["limit"] for rule in _rules(sandbox)][0] == {"requests": 0, "unit": "Minute"}
+    assert set(_secret_keys(sandbox, "alpha")) == {first.client_id, second.client_id}

@@ -138,7 +138,15 @@ def reconcile_gateway_policy(policy_id: int) -> GatewayReconcileResult:
         writes = 0
         try:
             for manifest in desired:  # one at a time, so a refusal part-way reports the writes already made
-                applied, _ = converge(cluster, [manifest])
+                try:
+                    applied, _ = converge(cluster, [manifest])
+                except TerminalClusterError as error:
+                    if manifest["kind"] != "BackendTrafficPolicy":
+                        raise
+                    # The blocks did not reach the cluster: the keys still converge (revocation, expiry), but no
+                    # blocked team's key may go live without its block, so they are rendered without those.
+                    writes += _converge_keys_without_blocks(cluster, spec)
+                    raise error from None
                 writes += applied
             # A withheld object keeps its live copy: listed as wanted, so prune leaves it alone.
             kept = [{"kind": kind, "metadata": {"name": name}} for kind, name in rendered.withheld]
@@ -158,6 +166,26 @@ def reconcile_gateway_policy(policy_id: int) -> GatewayReconcileResult:
             return GatewayReconcileResult(policy_id, "degraded", writes, message)
         _record(spec, digest, "Ready", "", applied_manifests)
         return GatewayReconcileResult(policy_id, "applied" if writes else "unchanged", writes)
+
+
+def _converge_keys_without_blocks(cluster: Cluster, spec: GatewayPolicySpec) -> int:
+    """The key Secrets and their SecurityPolicy with every blocked team's keys left out (used when the cluster
+    refused the token-limit policy that carries the blocks)."""
+    rendered = render_gateway_policy(
+        spec,
+        collector=gateway_conf.otel_collector(),
+        max_rate_limit_rules=gateway_conf.max_rate_limit_rules(),
+        without_blocked_teams_keys=True,
+    )
+    keys = [item for item in rendered.objects if item["kind"] in ("Secret", "SecurityPolicy")]
+    writes, _ = converge(cluster, keys)
+    wanted = {item["metadata"]["name"] for item in keys if item["kind"] == "Secret"}
+    namespace = spec.cluster.gateway_namespace
+    for live in cluster.list("v1", "Secret", label_selector=policy_selector(), namespace=namespace):
+        name = str(live["metadata"]["name"])
+        if name not in wanted and cluster.delete("v1", "Secret", name, namespace):
+            writes += 1
+    return writes
 
 
 def policies_needing_reconcile() -> list[int]:

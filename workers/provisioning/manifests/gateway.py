@@ -422,16 +422,25 @@ def build_managed_routes(spec: GatewayPolicySpec, problems: list[str] | None = N
 
 
 def render_gateway_policy(
-    spec: GatewayPolicySpec, *, collector: str = "", max_rate_limit_rules: int = MAX_RATE_LIMIT_RULES
+    spec: GatewayPolicySpec,
+    *,
+    collector: str = "",
+    max_rate_limit_rules: int = MAX_RATE_LIMIT_RULES,
+    without_blocked_teams_keys: bool = False,
 ) -> GatewayPolicyRender:
-    """Every object of the cluster's gateway policy, in apply order: first what makes a key the only way in
-    (the ClientTrafficPolicy stripping a client-sent client id, the team key Secrets, the SecurityPolicy that
-    reads them), so that a pass failing part-way never leaves routes matching a forgeable header; then the
-    bootstrap objects, provider credentials and backends, routes, and the token limits and blocking rules.
+    """Every object of the cluster's gateway policy, in apply order:
+
+    1. the ClientTrafficPolicy stripping a client-sent client id, so no route ever matches a forgeable header;
+    2. the token limits and blocking rules (suspended teams, budget blocks, restricted keys): a block is live
+       before any key it holds back, so a pass that fails part-way never leaves a blocked team's new key working
+       while its block is not (a refused pass stops where it was refused);
+    3. the team key Secrets and the SecurityPolicy that reads them;
+    4. the bootstrap objects, provider credentials and backends, and the managed-model routes.
 
     The keys never wait for the rest: when the token-limit policy breaks an upstream limit it is withheld (its
-    live copy stays) and named in `problems`; keys of blocked teams (suspended, budget block) are then left out
-    of the Secrets, since no blocking rule can reach the gateway for them."""
+    live copy stays) and named in `problems`, and keys of blocked teams are then left out of the Secrets, since
+    no blocking rule can reach the gateway for them. `without_blocked_teams_keys` leaves them out too: the
+    reconciler's render when the cluster refused the token-limit policy, so revocations still converge."""
     problems: list[str] = []
     withheld: list[tuple[str, str]] = []
     traffic_policy: Manifest | None = None
@@ -442,10 +451,13 @@ def render_gateway_policy(
         withheld.append(("BackendTrafficPolicy", TRAFFIC_POLICY_NAME))
     else:
         traffic_policy = build_traffic_policy(spec, rules) if rules else None
-    blocks_applied = not withheld
+    blocks_applied = not withheld and not without_blocked_teams_keys
     teams_with_keys = [team for team in spec.teams if team.keys and (blocks_applied or not team.blocked_reason)]
     secrets = [build_team_secret(spec, team) for team in teams_with_keys] or [build_empty_keys_secret(spec)]
-    objects: list[Manifest] = [build_client_traffic_policy(spec), *secrets]
+    objects: list[Manifest] = [build_client_traffic_policy(spec)]
+    if traffic_policy is not None:
+        objects.append(traffic_policy)
+    objects.extend(secrets)
     objects.append(build_security_policy(spec, [secret["metadata"]["name"] for secret in secrets]))
     if spec.cluster.apply_gateway_bootstrap:
         objects.extend(build_bootstrap_objects(spec.cluster, collector=collector))
@@ -455,8 +467,6 @@ def render_gateway_policy(
     for provider in sorted(spec.providers, key=lambda item: item.name):
         objects.extend(build_provider_objects(spec, provider))
     objects.extend(build_managed_routes(spec, problems))
-    if traffic_policy is not None:
-        objects.append(traffic_policy)
     return GatewayPolicyRender(objects=objects, problems=tuple(problems), withheld=tuple(withheld))
 
 
