@@ -28,7 +28,17 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_TIMEZONE = "UTC"
 CELERY_ENABLE_UTC = True
-CELERY_BEAT_SCHEDULE = BEAT_SCHEDULE
+# The cadences that bound how soon a change shows (usage in the cost report, a budget block at the gateway, a
+# quota or suspension on every cluster); shorter ones cost more database and cluster reads.
+_INTERVALS = {
+    "resync-deployments": ENV.integer("PORTAL_DEPLOYMENT_RESYNC_SECONDS", 15, minimum=1),
+    "resync-gateway-policies": ENV.integer("PORTAL_GATEWAY_RESYNC_SECONDS", 30, minimum=1),
+    "usage-rollups": ENV.integer("PORTAL_USAGE_ROLLUP_SECONDS", 30, minimum=1),
+    "usage-budgets": ENV.integer("PORTAL_USAGE_BUDGET_SECONDS", 60, minimum=1),
+}
+CELERY_BEAT_SCHEDULE = {
+    name: {**entry, "schedule": float(_INTERVALS.get(name, entry["schedule"]))} for name, entry in BEAT_SCHEDULE.items()
+}
 # Task modules are listed, not discovered, so a worker never runs with half its tasks.
 CELERY_IMPORTS = (
     "workers.tasks.maintenance",

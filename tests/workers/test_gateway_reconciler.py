@@ -583,5 +583,5 @@ def test_a_blocked_teams_new_key_is_never_live_while_its_block_is_not(
     assert _secret_keys(sandbox, "alpha") == {}  # no block on the cluster: none of the team's keys either
 
     assert reconcile_gateway_policy(policy_id).outcome == "applied"
-    assert [rule["limit"] for rule in _rules(sandbox)][0] == {"requests": 0, "unit": "Minute"}
+    assert next(rule["limit"] for rule in _rules(sandbox)) == {"requests": 0, "unit": "Minute"}
     assert set(_secret_keys(sandbox, "alpha")) == {first.client_id, second.client_id}

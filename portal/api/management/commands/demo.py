@@ -20,11 +20,17 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 
 from portal import embedded
-from portal.api.services import api_token_issue
+from portal.api.models import ApiToken
+from portal.api.services import api_token_issue, api_token_revoke
 from portal.clusters import services as cluster_services
 from portal.clusters.models import Cluster
+from portal.deployments import services as deployment_services
+from portal.deployments.models import Deployment
+from portal.gateway import services as gateway_services
+from portal.gateway.models import Credential, ProviderBackend
 from portal.tenancy import services as tenancy_services
 from portal.tenancy.models import Membership, Role, Team, User
+from portal.usage import services as usage_services
 
 DEMO_TEAM = "demo"
 DEMO_DEVELOPER = "user:default/demo-developer"
@@ -45,6 +51,15 @@ SANDBOX_POOLS = {
     },
 }
 DEMO_GPU_QUOTA = {"nvidia-l4": 8, "nvidia-h100": 8}
+DEMO_DEPLOYMENT = ("chat", "qwen2-5-7b-instruct", "nvidia-l4")  # (name, catalog model, accelerator type)
+DEMO_MANAGED_MODEL = "gpt-4o-mini"
+DEMO_KEY_NAME = "make demo"
+# The sandbox gateway plays the cluster's OpenTelemetry collector too: it ships the access log to the portal with
+# this service's collector token, bound to the sandbox cluster's usage source.
+COLLECTOR_PRINCIPAL = "sandbox-gateway-collector"
+# The address the EnvoyProxy's OpenTelemetry sink names (a collector in the cluster); with none, the gateway
+# emits no usage log (portal/gateway/bootstrap.py), so the demo names one.
+DEMO_OTEL_COLLECTOR = "otel-collector.genai-gateway.svc.cluster.local:4317"
 
 
 class Command(BaseCommand):
@@ -99,13 +114,31 @@ class Command(BaseCommand):
         environment.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
         return environment
 
-    def _start_sandbox(self, environment: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
-        """The sandbox Kubernetes API (a child process), registered as the cluster the demo deploys to."""
+    def _start_sandbox(self, environment: dict[str, str]) -> tuple[subprocess.Popen[bytes], str, str]:
+        """The sandbox Kubernetes API and its gateway data plane (a child process), registered as the cluster the
+        demo deploys to; the gateway ships its access log to this portal's OTLP endpoint."""
         port = int(os.environ.get("PORTAL_SANDBOX_PORT") or _free_port())
+        gateway_port = int(os.environ.get("PORTAL_SANDBOX_GATEWAY_PORT") or _free_port())
+        collector_token = self._collector_token()
+        portal = f"http://{settings.PORTAL_HOST}:{settings.PORTAL_PORT}"
         child = subprocess.Popen(
-            [sys.executable, "-m", "workers.sandbox", "--port", str(port), "--ready-delay", "5"], env=environment
+            [
+                sys.executable,
+                "-m",
+                "workers.sandbox",
+                "--port",
+                str(port),
+                "--ready-delay",
+                "5",
+                "--gateway-port",
+                str(gateway_port),
+                "--usage-endpoint",
+                f"{portal}/otlp/v1/logs",
+            ],
+            env={**environment, "SANDBOX_USAGE_TOKEN": collector_token},
         )
         url = f"http://127.0.0.1:{port}"
+        gateway_url = f"http://127.0.0.1:{gateway_port}"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and child.poll() is None:
             try:
@@ -117,10 +150,23 @@ class Command(BaseCommand):
         else:
             child.kill()
             raise CommandError("the sandbox cluster did not start")
-        self._register_sandbox(url)
-        return child, url
+        self._register_sandbox(url, gateway_url)
+        return child, url, gateway_url
 
-    def _register_sandbox(self, url: str) -> None:
+    def _collector_token(self) -> str:
+        """A fresh usage:write token for the sandbox gateway's shipper (the previous run's is revoked), bound to
+        the sandbox cluster's usage source."""
+        admin = User.objects.get(username="admin")
+        principal = tenancy_services.service_principal_get_or_create(actor=admin, name=COLLECTOR_PRINCIPAL)
+        for old in ApiToken.objects.filter(principal=principal, revoked_at__isnull=True):
+            api_token_revoke(actor=admin, token_id=old.pk, principal=None)
+        issued = api_token_issue(actor=admin, principal=principal, name="sandbox gateway", scopes=["usage:write"])
+        usage_services.collector_source_bind(
+            actor=admin, token_id=issued.token.pk, source_prefix=f"aigw://{SANDBOX_CLUSTER}/"
+        )
+        return issued.plaintext
+
+    def _register_sandbox(self, url: str, gateway_url: str) -> None:
         admin = User.objects.get(username="admin")
         cluster = Cluster.objects.filter(name=SANDBOX_CLUSTER).first()
         if cluster is None:
@@ -135,12 +181,14 @@ class Command(BaseCommand):
                 gateway_name="ai-gateway",
                 deployment_mode="Standard",
                 autoscaler_class="keda",
+                apply_gateway_bootstrap=True,
+                gateway_url=gateway_url,
             )
-        elif cluster.api_server != url:
+        elif cluster.api_server != url or cluster.gateway_url != gateway_url or not cluster.apply_gateway_bootstrap:
             cluster = cluster_services.cluster_update(
                 actor=admin,
                 cluster=cluster,
-                changes={"api_server": url},
+                changes={"api_server": url, "gateway_url": gateway_url, "apply_gateway_bootstrap": True},
                 credentials={"auth_kind": "token", "token": "sandbox", "ca_bundle": None},
             )
         for accelerator_type, values in SANDBOX_POOLS.items():
@@ -154,16 +202,53 @@ class Command(BaseCommand):
                     "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
                 },
             )
+        if not ProviderBackend.objects.filter(cluster=cluster, provider="openai").exists():
+            # The sandbox gateway answers for api.openai.com itself; the key is the demo's, never a real one.
+            gateway_services.provider_backend_create(
+                actor=admin,
+                cluster=cluster,
+                values={
+                    "name": "openai",
+                    "provider": "openai",
+                    "hostname": "api.openai.com",
+                    "credential": "sk-sandbox-demo",
+                },
+            )
         team = Team.objects.get(slug=DEMO_TEAM)
         if not team.quota.gpu_limits.exists():
             tenancy_services.team_quota_update(actor=admin, team=team, changes={"gpus": DEMO_GPU_QUOTA})
+
+    def _demo_traffic(self, credentials: dict[str, str]) -> None:
+        """The demo team's deployment (served by the sandbox gateway once Ready) and a gateway key for it; the key
+        of the previous run is revoked, so one demo key is live at a time."""
+        developer = User.objects.get(backstage_ref=DEMO_DEVELOPER)
+        team = Team.objects.get(slug=DEMO_TEAM)
+        name, model, accelerator_type = DEMO_DEPLOYMENT
+        deployment = Deployment.objects.filter(team=team, name=name).first()
+        if deployment is None:
+            deployment = deployment_services.deployment_create(
+                actor=developer,
+                platform_admin=False,
+                team=team,
+                name=name,
+                model=model,
+                accelerator_type=accelerator_type,
+            ).deployment
+        for old in Credential.objects.filter(team=team, name=DEMO_KEY_NAME, revoked_at__isnull=True):
+            gateway_services.credential_revoke(actor=developer, credential=old)
+        issued = gateway_services.credential_issue(actor=developer, team=team, name=DEMO_KEY_NAME)
+        credentials["gateway_key"] = issued.key
+        credentials["served_model_name"] = deployment.served_model_name
 
     def _serve(self, credentials: dict[str, str]) -> None:
         bin_dir = os.path.dirname(sys.executable)
         address = f"{settings.PORTAL_HOST}:{settings.PORTAL_PORT}"
         environment = self._child_environment()
-        sandbox, sandbox_url = self._start_sandbox(environment)
+        environment.setdefault("PORTAL_GATEWAY_OTEL_COLLECTOR", DEMO_OTEL_COLLECTOR)
+        sandbox, sandbox_url, gateway_url = self._start_sandbox(environment)
         credentials["sandbox_url"] = sandbox_url
+        credentials["gateway_url"] = gateway_url
+        self._demo_traffic(credentials)
         connection.close()
         commands = {
             "web": [
@@ -259,37 +344,64 @@ class Command(BaseCommand):
 
     def _print(self, credentials: dict[str, str]) -> None:
         base = f"http://{settings.PORTAL_HOST}:{settings.PORTAL_PORT}"
-        self.stdout.write(
-            "\n".join(
-                [
-                    "",
-                    "GenAI portal demo is up.",
-                    f"  API:            {base}/api/v1/",
-                    f"  API docs:       {base}/api/docs/",
-                    f"  OpenAPI schema: {base}/api/schema/",
-                    f"  Admin UI:       {base}/admin/  (user 'admin', password {credentials['admin_password']})",
-                    f"  Health:         {base}/healthz  {base}/readyz  {base}/metrics",
-                    "",
-                    f"  Sandbox cluster: {credentials.get('sandbox_url', '(not started)')} "
-                    f"(registered as '{SANDBOX_CLUSTER}'; team '{DEMO_TEAM}' may use 8 nvidia-l4 and 8 nvidia-h100 GPUs)",
-                    "",
-                    "API tokens (shown once; they are stored only as hashes):",
-                    f"  platform admin:               {credentials['admin_token']}",
-                    f"  {DEMO_DEVELOPER} (team '{DEMO_TEAM}' admin): {credentials['developer_token']}",
-                    "",
-                    f"  curl -H 'Authorization: Bearer {credentials['developer_token']}' {base}/api/v1/catalog/models",
-                    "",
-                    "  Deploy a model to the sandbox cluster (Ready in a few seconds):",
-                    f"  curl -X POST -H 'Authorization: Bearer {credentials['developer_token']}' "
-                    "-H 'Content-Type: application/json' "
-                    f'-d \'{{"name": "chat", "model": "qwen2-5-7b-instruct", "accelerator_type": "nvidia-l4"}}\' '
-                    f"{base}/api/v1/teams/{DEMO_TEAM}/deployments",
-                    "",
-                    "Press Ctrl-C to stop everything.",
-                    "",
-                ]
+        developer_token = credentials["developer_token"]
+        lines = [
+            "",
+            "GenAI portal demo is up.",
+            f"  API:            {base}/api/v1/",
+            f"  API docs:       {base}/api/docs/",
+            f"  OpenAPI schema: {base}/api/schema/",
+            f"  Admin UI:       {base}/admin/  (user 'admin', password {credentials['admin_password']})",
+            f"  Health:         {base}/healthz  {base}/readyz  {base}/metrics",
+            "",
+            f"  Sandbox cluster: {credentials.get('sandbox_url', '(not started)')} "
+            f"(registered as '{SANDBOX_CLUSTER}'; team '{DEMO_TEAM}' may use 8 nvidia-l4 and 8 nvidia-h100 GPUs)",
+            "",
+            "API tokens (shown once; they are stored only as hashes):",
+            f"  platform admin:               {credentials['admin_token']}",
+            f"  {DEMO_DEVELOPER} (team '{DEMO_TEAM}' admin): {developer_token}",
+            "",
+            f"  curl -H 'Authorization: Bearer {developer_token}' {base}/api/v1/catalog/models",
+        ]
+        if "gateway_url" in credentials:
+            gateway, key, model = (
+                credentials["gateway_url"],
+                credentials["gateway_key"],
+                credentials["served_model_name"],
             )
-        )
+            lines += [
+                "",
+                f"  Gateway (OpenAI-compatible): {gateway}/v1",
+                f"  Team '{DEMO_TEAM}' gateway key (shown once): {key}",
+                f"  Deployment '{DEMO_DEPLOYMENT[0]}' is served as '{model}' once Ready (a few seconds); "
+                f"'{DEMO_MANAGED_MODEL}' is a managed model answered by the sandbox's stand-in provider.",
+                "",
+                f"  curl -s {gateway}/v1/chat/completions -H 'Authorization: Bearer {key}' "
+                "-H 'Content-Type: application/json' "
+                f'-d \'{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello from the demo"}}], '
+                '"max_tokens": 32}\'',
+                "",
+                "  The same from the OpenAI SDK (pip install openai):",
+                "    from openai import OpenAI",
+                f'    client = OpenAI(base_url="{gateway}/v1", api_key="{key}")',
+                f'    client.chat.completions.create(model="{model}", '
+                'messages=[{"role": "user", "content": "Hello from the demo"}], max_tokens=32)',
+                "",
+                "  Its tokens and cost reach the team's report within a minute:",
+                f"  curl -H 'Authorization: Bearer {developer_token}' '{base}/api/v1/teams/{DEMO_TEAM}/costs?group_by=model'",
+            ]
+        lines += [
+            "",
+            "  Deploy another model to the sandbox cluster (Ready in a few seconds):",
+            f"  curl -X POST -H 'Authorization: Bearer {developer_token}' "
+            "-H 'Content-Type: application/json' "
+            f'-d \'{{"name": "coder", "model": "qwen2-5-coder-7b-instruct", "accelerator_type": "nvidia-l4"}}\' '
+            f"{base}/api/v1/teams/{DEMO_TEAM}/deployments",
+            "",
+            "Press Ctrl-C to stop everything.",
+            "",
+        ]
+        self.stdout.write("\n".join(lines))
 
 
 def _free_port() -> int:
