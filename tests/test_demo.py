@@ -104,13 +104,7 @@ def test_make_demo_serves_the_portal_and_stops_cleanly() -> None:
         status, body = _get(f"{base}/api/v1/me", developer_token)
         assert json.loads(body)["teams"] == [{"team": "demo", "display_name": "Demo team", "role": "admin"}]
 
-        # A starter-catalog model deployed to the sandbox cluster through the API reaches Ready.
-        status, body = _post(
-            f"{base}/api/v1/teams/demo/deployments",
-            developer_token,
-            {"name": "chat", "model": "qwen2-5-7b-instruct", "accelerator_type": "nvidia-l4"},
-        )
-        assert status == 201, body
+        # The banner's deployment reaches Ready on the sandbox cluster, and its curl works through the gateway.
         deadline = time.monotonic() + 120
         phase = ""
         while time.monotonic() < deadline:
@@ -121,6 +115,20 @@ def test_make_demo_serves_the_portal_and_stops_cleanly() -> None:
             time.sleep(1)
         assert phase == "Ready", body
         assert json.loads(body)["status"]["endpoint"]
+        curl = re.search(
+            r"curl -s (http://\S+/v1/chat/completions) -H 'Authorization: Bearer (\S+)' .* -d '(.+)'", text
+        )
+        assert curl is not None, text[-3000:]
+        gateway_url, key, payload = curl.group(1), curl.group(2), json.loads(curl.group(3))
+        deadline = time.monotonic() + 60
+        answer: tuple[int, bytes] = (0, b"")
+        while time.monotonic() < deadline:
+            answer = _post(gateway_url, key, payload)
+            if answer[0] == 200:
+                break
+            time.sleep(0.5)
+        assert answer[0] == 200, answer
+        assert json.loads(answer[1])["usage"]["completion_tokens"] == payload["max_tokens"]
     finally:
         demo.send_signal(signal.SIGINT)
         try:

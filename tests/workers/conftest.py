@@ -7,9 +7,11 @@ cluster too; they install the CRDs they need from ../shared/crds there.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -58,6 +60,55 @@ def sandbox_api_client(sandbox: Sandbox) -> k8s.ApiClient:
     return k8s.ApiClient(configuration)
 
 
+def crd_not_served(api_client: k8s.ApiClient, name: str) -> str:
+    """What keeps a CustomResourceDefinition from being usable yet ("" once it is): Established True, and its
+    resource listed in the discovery of each served version. Read raw: the typed client model takes seconds to build
+    a 2 MB CRD."""
+    response = k8s.ApiextensionsV1Api(api_client).read_custom_resource_definition(name, _preload_content=False)
+    crd = json.loads(response.data)
+    conditions = {item.get("type"): item.get("status") for item in (crd.get("status") or {}).get("conditions") or []}
+    if conditions.get("Established") != "True":
+        return f"not Established (conditions: {conditions})"
+    group, plural = crd["spec"]["group"], crd["spec"]["names"]["plural"]
+    for version in [item["name"] for item in crd["spec"]["versions"] if item.get("served")]:
+        try:
+            resources = k8s.CustomObjectsApi(api_client).get_api_resources(group, version).resources
+        except k8s.ApiException as error:
+            if error.status != 404:
+                raise
+            resources = []
+        if plural not in {resource.name for resource in resources}:
+            return f"{plural} not in the discovery of {group}/{version}"
+    return ""
+
+
+def wait_until_crds_served(api_client: k8s.ApiClient, names: Iterable[str], *, timeout: float = 60.0) -> None:
+    """Block until every named CRD is Established and discoverable. Creating a CRD is not enough to use it: a real API
+    server serves it only once its names are accepted and it is Established, and lists it in discovery after that
+    (kubernetes/website#6660: "it might take a second or two for the endpoint to be created"; kubernetes/kubernetes
+    #113159); the sandbox waits its `crd_establish_delay`. Works against both."""
+    deadline = time.monotonic() + timeout
+    for name in names:
+        while missing := crd_not_served(api_client, name):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"CustomResourceDefinition {name} is not served after {timeout:.0f} s: {missing}")
+            time.sleep(0.1)
+
+
+def remove_from_crd_schema(api_client: k8s.ApiClient, name: str, field: str) -> None:
+    """Make a CRD on the cluster as a release without `field` (".spec.a.b", objects only) has it: the field is
+    removed from every version's schema with a JSON patch through the API."""
+    response = k8s.ApiextensionsV1Api(api_client).read_custom_resource_definition(name, _preload_content=False)
+    versions = json.loads(response.data)["spec"]["versions"]
+    pointer = "".join(f"/properties/{part}" for part in field.strip(".").split("."))
+    patch = [
+        {"op": "remove", "path": f"/spec/versions/{index}/schema/openAPIV3Schema{pointer}"}
+        for index in range(len(versions))
+    ]
+    response = k8s.ApiextensionsV1Api(api_client).patch_custom_resource_definition(name, patch, _preload_content=False)
+    response.read()  # the 2 MB answer is not deserialized; reading it frees the connection
+
+
 CONTRACT_CRDS = (
     "kserve/serving.kserve.io_inferenceservices.yaml",
     "envoy-ai-gateway/aigateway.envoyproxy.io_aigatewayroutes.yaml",
@@ -76,13 +127,17 @@ def contract_api(sandbox: Sandbox) -> Iterator[tuple[str, k8s.ApiClient]]:
     crds = default_crd_dir()
     if crds is not None:
         extensions = k8s.ApiextensionsV1Api(api_client)
+        names: list[str] = []
         for relative in CONTRACT_CRDS:
             document: dict[str, Any] = yaml.load((crds / relative).read_text(), Loader=yaml.CSafeLoader)
+            names.append(document["metadata"]["name"])
             try:
                 extensions.create_custom_resource_definition(document)
             except k8s.ApiException as error:
                 if error.status != 409:
                     raise
+        # A fresh cluster answers 404 to a CRD's objects for a moment after its creation.
+        wait_until_crds_served(api_client, names)
     yield "cluster", api_client
 
 

@@ -22,6 +22,7 @@ from portal.gateway.models import ClusterGatewayPolicy, Credential
 from portal.tenancy import services as tenancy_services
 from tests.conftest import RoleMatrix
 from tests.factories import ManagedVersionFactory, SelfHostedVersionFactory
+from tests.workers.conftest import remove_from_crd_schema, sandbox_api_client
 from workers.kube.errors import RetryableClusterError
 from workers.provisioning.gateway import policies_needing_reconcile, reconcile_gateway_policy
 from workers.sandbox.server import Fault, Sandbox
@@ -585,3 +586,52 @@ def test_a_blocked_teams_new_key_is_never_live_while_its_block_is_not(
     assert reconcile_gateway_policy(policy_id).outcome == "applied"
     assert next(rule["limit"] for rule in _rules(sandbox)) == {"requests": 0, "unit": "Minute"}
     assert set(_secret_keys(sandbox, "alpha")) == {first.client_id, second.client_id}
+
+
+def test_a_teams_leftover_secret_is_pruned_and_the_policy_is_ready(world: tuple[RoleMatrix, Sandbox, Cluster]) -> None:
+    """A real API server lists Secrets without their kind (kubernetes/kubernetes#3030): pruning goes by the kind it
+    listed, so the Secret of a team whose keys are all gone is deleted and the pass records Ready."""
+    matrix, sandbox, cluster = world
+    issued = services.credential_issue(actor=matrix.developer, team=matrix.team, name="ci")
+    policy_id = _policy_id(cluster)
+    assert reconcile_gateway_policy(policy_id).outcome == "applied"
+    assert _secret_keys(sandbox, "alpha") == {issued.client_id: issued.key}
+    services.credential_revoke(actor=matrix.developer, credential=issued.credential)
+
+    result = reconcile_gateway_policy(policy_id)
+    assert result.outcome == "applied"
+    names = [item["metadata"]["name"] for item in sandbox.objects("v1", "Secret", namespace=NS)]
+    assert "genai-portal-keys-alpha" not in names
+    assert "genai-portal-keys-none" in names
+    policy = ClusterGatewayPolicy.objects.get(pk=policy_id)
+    assert (policy.phase, policy.message, policy.observed_generation) == ("Ready", "", policy.generation)
+    assert policies_needing_reconcile() == []
+
+
+def test_a_crd_on_the_cluster_without_a_field_the_portal_applies_fails_the_policy_once(
+    world: tuple[RoleMatrix, Sandbox, Cluster],
+) -> None:
+    """An older Envoy Gateway's SecurityPolicy has no forwardClientIDHeader: server-side apply answers 500
+    (kubernetes/kubernetes#139253), which is terminal: Failed, naming the field, and the task is not retried."""
+    from workers.tasks import gateway as gateway_tasks
+
+    matrix, sandbox, cluster = world
+    services.credential_issue(actor=matrix.developer, team=matrix.team, name="ci")
+    policy_id = _policy_id(cluster)
+    remove_from_crd_schema(
+        sandbox_api_client(sandbox), "securitypolicies.gateway.envoyproxy.io", ".spec.apiKeyAuth.forwardClientIDHeader"
+    )
+    sandbox.reset_records()
+    assert gateway_tasks.reconcile.apply(args=(policy_id,)).get() == "failed"
+    applies = [
+        record.status for record in sandbox.records if "/securitypolicies/" in record.path and record.method == "PATCH"
+    ]
+    assert applies == [500]  # one attempt: retrying the same body cannot succeed
+    assert sandbox.objects(EG, "SecurityPolicy", namespace=NS) == []
+    policy = ClusterGatewayPolicy.objects.get(pk=policy_id)
+    assert policy.phase == "Failed"
+    assert policy.message == (
+        "the cluster refused the gateway policy: the cluster's SecurityPolicy CustomResourceDefinition "
+        "(gateway.envoyproxy.io/v1alpha1) does not declare .spec.apiKeyAuth.forwardClientIDHeader: it is older or "
+        "newer than the portal expects"
+    )

@@ -7,7 +7,14 @@ import pytest
 from portal.deployments.models import Deployment
 from tests.conftest import RoleMatrix, client_with_token
 from tests.factories import SelfHostedVersionFactory
-from tests.workers.conftest import ISVC, NAMESPACE, deploy, reconcile_until
+from tests.workers.conftest import (
+    ISVC,
+    NAMESPACE,
+    deploy,
+    reconcile_until,
+    remove_from_crd_schema,
+    sandbox_api_client,
+)
 from workers.kube.client import connect
 from workers.provisioning.reconciler import reconcile_deployment
 from workers.sandbox.server import Fault, Sandbox
@@ -265,3 +272,30 @@ def test_a_worker_killed_mid_reconcile_still_converges(world: tuple[RoleMatrix, 
         reconcile_deployment(deployment.pk)
     time.sleep(1.2)  # the lock expires: a crashed worker never blocks a deployment for longer than its timeout
     reconcile_until(deployment.pk, sandbox, "Ready")
+
+
+def test_a_crd_on_the_cluster_without_a_field_the_portal_applies_fails_the_deployment_once(
+    world: tuple[RoleMatrix, Sandbox],
+) -> None:
+    """An older KServe's InferenceService has no predictor.autoScaling: server-side apply answers 500
+    (kubernetes/kubernetes#139253), which is terminal: Failed, naming the field, and the task is not retried."""
+    from workers.tasks import deployments as deployment_tasks
+
+    matrix, sandbox = world
+    remove_from_crd_schema(
+        sandbox_api_client(sandbox), "inferenceservices.serving.kserve.io", ".spec.predictor.autoScaling"
+    )
+    deployment = deploy(matrix)  # the cluster autoscales with KEDA: the predictor carries autoScaling
+    sandbox.reset_records()
+    assert deployment_tasks.reconcile.apply(args=(deployment.pk,)).get() == "failed"
+    applies = [r.status for r in sandbox.records if "/inferenceservices/" in r.path and r.method == "PATCH"]
+    assert applies == [500]  # one attempt: retrying the same body cannot succeed
+    assert sandbox.objects(ISVC, "InferenceService", namespace=NAMESPACE) == []
+    deployment.refresh_from_db()
+    assert (deployment.phase, deployment.observed_generation) == ("Failed", deployment.generation)
+    assert deployment.message == (
+        "the cluster refused the deployment: the cluster's InferenceService CustomResourceDefinition "
+        "(serving.kserve.io/v1beta1) does not declare .spec.predictor.autoScaling: it is older or newer than the "
+        "portal expects"
+    )
+    assert deployment.events.order_by("-pk").values_list("phase", "reason")[0] == ("Failed", "SchemaMismatch")

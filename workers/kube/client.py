@@ -12,6 +12,7 @@ import os
 import tempfile
 import threading
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
@@ -30,6 +31,34 @@ logger = logging.getLogger(__name__)
 FIELD_MANAGER = "genai-portal"
 REQUEST_TIMEOUT = (5.0, 30.0)  # (connect, read) seconds
 Manifest = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ListedObject:
+    """One item of a list answer, with the apiVersion and kind that were listed.
+
+    A real kube-apiserver leaves `kind` and `apiVersion` off the items of a list of a built-in kind (a SecretList's
+    or NamespaceList's items carry neither: kubernetes/kubernetes#3030, #63676, kubernetes-client/python#745), while
+    a custom resource's items keep them (they are served unstructured). What an item is comes from what was listed,
+    never from the item's own fields."""
+
+    api_version: str
+    kind: str
+    manifest: Manifest
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        metadata: dict[str, Any] = self.manifest.get("metadata") or {}
+        return metadata
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("name") or "")
+
+    @property
+    def namespace(self) -> str | None:
+        namespace = self.metadata.get("namespace")
+        return str(namespace) if namespace else None
 
 
 class Cluster:
@@ -91,7 +120,7 @@ class Cluster:
         label_selector: str,
         namespace: str | None = None,
         all_namespaces: bool = False,
-    ) -> list[Manifest]:
+    ) -> list[ListedObject]:
         """Objects matching the selector: in one namespace, or with all_namespaces across the cluster."""
         kind_type = resource_type(api_version, kind)
         try:
@@ -104,8 +133,7 @@ class Cluster:
             if error.status == 404:  # the namespace (or the CRD) is not there: nothing to list
                 return []
             raise
-        items: list[Manifest] = result.get("items") or []
-        return items
+        return [ListedObject(api_version, kind, item) for item in result.get("items") or []]
 
     def apply(self, manifest: Manifest) -> Manifest:
         """Server-side apply under the portal's field manager; the portal owns these fields, so it forces."""
@@ -182,4 +210,4 @@ def connect(connection: ClusterConnection) -> Cluster:
         return cached
 
 
-__all__ = ["FIELD_MANAGER", "Cluster", "ResourceType", "connect"]
+__all__ = ["FIELD_MANAGER", "Cluster", "ListedObject", "ResourceType", "connect"]

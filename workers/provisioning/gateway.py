@@ -32,7 +32,7 @@ from portal.gateway import conf as gateway_conf
 from portal.gateway import selectors as gateway_selectors
 from portal.gateway import services as gateway_services
 from portal.gateway.contracts import GatewayPolicySpec
-from workers.kube.client import Cluster, connect
+from workers.kube.client import Cluster, ListedObject, connect
 from workers.kube.errors import TerminalClusterError
 from workers.provisioning.manifests.gateway import (
     AIGW_API_VERSION,
@@ -96,8 +96,8 @@ def desired_fingerprint(policy_id: int) -> str | None:
     return fingerprint(render(spec))
 
 
-def _owned(cluster: Cluster, spec: GatewayPolicySpec) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
+def _owned(cluster: Cluster, spec: GatewayPolicySpec) -> list[ListedObject]:
+    found: list[ListedObject] = []
     for api_version, kind in OWNED_KINDS:
         found.extend(
             cluster.list(api_version, kind, label_selector=policy_selector(), namespace=spec.cluster.gateway_namespace)
@@ -182,8 +182,7 @@ def _converge_keys_without_blocks(cluster: Cluster, spec: GatewayPolicySpec) -> 
     wanted = {item["metadata"]["name"] for item in keys if item["kind"] == "Secret"}
     namespace = spec.cluster.gateway_namespace
     for live in cluster.list("v1", "Secret", label_selector=policy_selector(), namespace=namespace):
-        name = str(live["metadata"]["name"])
-        if name not in wanted and cluster.delete("v1", "Secret", name, namespace):
+        if live.name not in wanted and cluster.delete("v1", "Secret", live.name, namespace):
             writes += 1
     return writes
 

@@ -27,7 +27,7 @@ from portal.deployments import selectors as deployment_selectors
 from portal.deployments import services as deployment_services
 from portal.deployments.contracts import DeploymentSpec, ObservedStatus
 from portal.tenancy import selectors as tenancy_selectors
-from workers.kube.client import Cluster, connect
+from workers.kube.client import Cluster, ListedObject, connect
 from workers.kube.errors import TerminalClusterError
 from workers.provisioning.manifests.deployment import (
     CACHE_API_VERSION,
@@ -126,23 +126,25 @@ def converge(cluster: Cluster, manifests: list[dict[str, Any]]) -> tuple[int, di
     return writes, live_objects
 
 
-def _owned(cluster: Cluster, spec: DeploymentSpec) -> list[dict[str, Any]]:
+def _owned(cluster: Cluster, spec: DeploymentSpec) -> list[ListedObject]:
     selector = deployment_selector(spec.deployment_id)
-    found: list[dict[str, Any]] = []
+    found: list[ListedObject] = []
     for api_version, kind, where in OWNED_KINDS:
         namespace = {"team": namespace_of(spec), "gateway": spec.cluster.gateway_namespace}.get(where)
         found.extend(cluster.list(api_version, kind, label_selector=selector, namespace=namespace))
     return found
 
 
-def prune(cluster: Cluster, owned: list[dict[str, Any]], desired: list[dict[str, Any]]) -> int:
-    """Delete the owned objects (as listed by ownership labels) that are no longer desired; returns deletes."""
+def prune(cluster: Cluster, owned: list[ListedObject], desired: list[dict[str, Any]]) -> int:
+    """Delete the owned objects (as listed by ownership labels) that are no longer desired; returns deletes.
+
+    A listed object is known by the kind that was listed, not by its own fields: a real API server leaves `kind`
+    and `apiVersion` off the items of a built-in kind's list (ListedObject)."""
     wanted = {(item["kind"], item["metadata"]["name"]) for item in desired}
     deletes = 0
     for live in owned:
-        key = (live["kind"], live["metadata"]["name"])
-        if key not in wanted and cluster.delete(
-            live["apiVersion"], live["kind"], live["metadata"]["name"], live["metadata"].get("namespace")
+        if (live.kind, live.name) not in wanted and cluster.delete(
+            live.api_version, live.kind, live.name, live.namespace
         ):
             deletes += 1
     return deletes
@@ -158,7 +160,7 @@ def _endpoint_base(spec: DeploymentSpec, isvc: dict[str, Any]) -> str:
 def _ready_replicas(cluster: Cluster, spec: DeploymentSpec) -> int:
     """Ready predictor pods: KServe labels them with their InferenceService's name (Standard mode)."""
     pods = cluster.list("v1", "Pod", label_selector=f"{PREDICTOR_POD_LABEL}={spec.name}", namespace=namespace_of(spec))
-    return sum(1 for pod in pods if _is_ready_pod(pod))
+    return sum(1 for pod in pods if _is_ready_pod(pod.manifest))
 
 
 def redacted(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -225,9 +227,7 @@ def _delete(cluster: Cluster, spec: DeploymentSpec) -> ReconcileResult:
     remaining = _owned(cluster, spec)
     deletes = 0
     for live in remaining:
-        if cluster.delete(
-            live["apiVersion"], live["kind"], live["metadata"]["name"], live["metadata"].get("namespace")
-        ):
+        if cluster.delete(live.api_version, live.kind, live.name, live.namespace):
             deletes += 1
     if remaining and _owned(cluster, spec):
         return ReconcileResult(spec.deployment_id, "deleting", deletes, "Deleting")
@@ -243,9 +243,13 @@ class ClusterSnapshot:
     """What an informer cache holds: every portal-owned object and predictor pod of one cluster, read with one
     list request per kind, so checking a thousand unchanged deployments costs a handful of requests."""
 
-    objects: dict[tuple[str, str, str], dict[str, Any]]  # (kind, namespace, name) -> live object
+    objects: dict[tuple[str, str, str], ListedObject]  # (kind listed, namespace, name) -> live object
     owned_by_deployment: dict[str, set[tuple[str, str, str]]]  # deployment id label -> keys it owns
     ready_pods: dict[tuple[str, str], int]  # (namespace, InferenceService name) -> ready predictor pods
+
+    def live(self, key: tuple[str, str, str]) -> dict[str, Any] | None:
+        listed = self.objects.get(key)
+        return listed.manifest if listed is not None else None
 
 
 def _is_ready_pod(pod: dict[str, Any]) -> bool:
@@ -258,22 +262,20 @@ def _is_ready_pod(pod: dict[str, Any]) -> bool:
 
 def cluster_snapshot(cluster: Cluster) -> ClusterSnapshot:
     managed = f"{MANAGED_BY_KEY}={MANAGED_BY}"
-    objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+    objects: dict[tuple[str, str, str], ListedObject] = {}
     owned: dict[str, set[tuple[str, str, str]]] = {}
     kinds = [("v1", "Namespace"), ("v1", "ResourceQuota")] + [(version, kind) for version, kind, _ in OWNED_KINDS]
     for api_version, kind in kinds:
-        for item in cluster.list(api_version, kind, label_selector=managed, all_namespaces=True):
-            metadata = item.get("metadata") or {}
-            key = (kind, str(metadata.get("namespace") or ""), str(metadata.get("name")))
-            objects[key] = item
-            deployment_id = (metadata.get("labels") or {}).get(DEPLOYMENT_ID_KEY)
+        for listed in cluster.list(api_version, kind, label_selector=managed, all_namespaces=True):
+            key = (listed.kind, listed.namespace or "", listed.name)
+            objects[key] = listed
+            deployment_id = (listed.metadata.get("labels") or {}).get(DEPLOYMENT_ID_KEY)
             if deployment_id:
                 owned.setdefault(deployment_id, set()).add(key)
     ready: dict[tuple[str, str], int] = {}
     for pod in cluster.list("v1", "Pod", label_selector=PREDICTOR_POD_LABEL, all_namespaces=True):
-        metadata = pod.get("metadata") or {}
-        if _is_ready_pod(pod):
-            owner = (str(metadata.get("namespace") or ""), str((metadata.get("labels") or {})[PREDICTOR_POD_LABEL]))
+        if _is_ready_pod(pod.manifest):
+            owner = (pod.namespace or "", str((pod.metadata.get("labels") or {})[PREDICTOR_POD_LABEL]))
             ready[owner] = ready.get(owner, 0) + 1
     return ClusterSnapshot(objects, owned, ready)
 
@@ -290,13 +292,12 @@ def status_if_in_sync(spec: DeploymentSpec, snapshot: ClusterSnapshot, team_gpu_
         return None
     desired = build_deployment_objects(spec)
     for manifest in [*build_team_objects(spec, team_gpu_limit), *desired]:
-        live = snapshot.objects.get(_key_of(manifest))
-        if _live_hash(live) != content_hash(manifest):
+        if _live_hash(snapshot.live(_key_of(manifest))) != content_hash(manifest):
             return None
     if snapshot.owned_by_deployment.get(str(spec.deployment_id), set()) != {_key_of(item) for item in desired}:
         return None
-    isvc = snapshot.objects.get(("InferenceService", namespace_of(spec), spec.name)) or {}
-    route = next((snapshot.objects[_key_of(item)] for item in desired if item["kind"] == "AIGatewayRoute"), None)
+    isvc = snapshot.live(("InferenceService", namespace_of(spec), spec.name)) or {}
+    route = next((snapshot.live(_key_of(item)) for item in desired if item["kind"] == "AIGatewayRoute"), None)
     return derive_status(
         inference_service=isvc,
         route=route,

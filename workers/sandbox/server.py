@@ -107,17 +107,21 @@ class Sandbox:
         tick: float = 0.05,
         node_pools: tuple[GpuNodePool, ...] = DEFAULT_NODE_POOLS,
         gateway: tuple[str, str] = DEFAULT_GATEWAY,
+        crd_establish_delay: float = 0.5,
     ) -> None:
+        """`crd_establish_delay`: seconds until a CRD created through the API is Established and served (its
+        resource paths 404 and discovery omits it until then); CRDs loaded from `crd_dir` are served at once."""
         registry = CrdRegistry()
         self.store = Store(registry)
+        self.store.establish_delay = crd_establish_delay
         self.crd_dir = Path(crd_dir) if crd_dir else None
         self.validating = False
+        self._loaded_crds: dict[str, dict[str, Any]] = {}  # by name, as loaded from crd_dir
         if self.crd_dir is not None and self.crd_dir.is_dir():
             for crd in crd_documents(self.crd_dir):
                 self.store.register_crd(crd)
-                self.store.objects[
-                    ("apiextensions.k8s.io", "customresourcedefinitions", "", crd["metadata"]["name"])
-                ] = _entry(crd)
+                self.store.objects[_crd_key(crd["metadata"]["name"])] = _entry(crd)
+                self._loaded_crds[crd["metadata"]["name"]] = crd
             self.validating = True
         for kind in FALLBACK_CUSTOM_KINDS:
             self.store.register_schemaless(kind)
@@ -213,10 +217,21 @@ class Sandbox:
     # ------------------------------------------------------------------ test helpers
 
     def reset(self) -> None:
-        """Back to the state after start: every object created since is gone, faults and records cleared."""
+        """Back to the state after start: every object created since is gone (a CRD created since is no longer
+        served; one loaded at start and changed since is as loaded again), faults and records cleared."""
         with self.store.lock:
             for key in [key for key in self.store.objects if key not in self._seeded]:
-                del self.store.objects[key]
+                entry = self.store.objects.pop(key)
+                if key == _crd_key(key[3]):
+                    self.store.forget_crd(entry.obj)
+            for name, crd in self._loaded_crds.items():
+                entry = self.store.objects.get(_crd_key(name))
+                if entry is not None and entry.obj["metadata"]["resourceVersion"] == LOADED_RESOURCE_VERSION:
+                    continue
+                if entry is not None:
+                    self.store.forget_crd(entry.obj)
+                self.store.register_crd(crd)
+                self.store.objects[_crd_key(name)] = _entry(crd)
         self.controllers.forget()
         self.clear_faults()
         self.reset_records()
@@ -313,7 +328,7 @@ class Sandbox:
     # ------------------------------------------------------------------ discovery
 
     def discovery(self, path: str) -> dict[str, Any] | None:
-        kinds = list(self.store.kinds.values())
+        kinds = self.store.served_kinds()
         if path == "/version":
             return VERSION_INFO
         if path == "/api":
@@ -499,6 +514,13 @@ def _parse_body(body: bytes, content_type: str) -> Any:
     raise ApiError(400, "BadRequest", "the body of the request was in an unknown format")
 
 
+LOADED_RESOURCE_VERSION = "1"  # of a CRD loaded from the CRD directory, until it is changed through the API
+
+
+def _crd_key(name: str) -> tuple[str, str, str, str]:
+    return ("apiextensions.k8s.io", "customresourcedefinitions", "", name)
+
+
 def _entry(crd: dict[str, Any]) -> Any:
     from workers.sandbox.store import Entry, _crd_status
 
@@ -507,7 +529,7 @@ def _entry(crd: dict[str, Any]) -> Any:
     stored["metadata"] = {
         **crd.get("metadata", {}),
         "uid": "00000000-0000-0000-0000-000000000000",
-        "resourceVersion": "1",
+        "resourceVersion": LOADED_RESOURCE_VERSION,
         "creationTimestamp": "2026-01-01T00:00:00Z",
     }
     return Entry(stored)

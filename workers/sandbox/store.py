@@ -16,6 +16,7 @@ import copy
 import logging
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -66,15 +67,10 @@ class ApiError(Exception):
         self.details = details
 
     def status(self) -> Obj:
-        body: Obj = {
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": self.message,
-            "reason": self.reason,
-            "code": self.code,
-        }
+        body: Obj = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": self.message}
+        if self.reason:  # an error the API server did not classify has no reason (StatusReasonUnknown is "")
+            body["reason"] = self.reason
+        body["code"] = self.code
         if self.details is not None:
             body["details"] = self.details
         return body
@@ -337,12 +333,15 @@ class Store:
         self.objects = ObjectTable()
         self._resource_version = 1000
         self.listeners: list[Callable[[str, Kind, Obj], None]] = []
+        self.establish_delay = 0.0  # seconds from a CRD's creation through the API until its kinds are served
+        self._establishing: dict[str, float] = {}  # CRD name -> time.monotonic() its kinds are served from
         for kind in BUILTIN_KINDS:
             self.kinds[(kind.group, kind.version, kind.plural)] = kind
 
     # ------------------------------------------------------------------ kinds
 
-    def register_crd(self, crd: Obj) -> Kind:
+    def register_crd(self, crd: Obj, *, serve: bool = True) -> Kind:
+        """Know a CRD's schema; with `serve`, route its served versions at once (else `_serve_crd` does, later)."""
         info = self.crds.register(crd)
         kind = Kind(
             info.group,
@@ -355,32 +354,84 @@ class Store:
             custom=True,
             short_names=tuple(info.short_names),
         )
+        if serve:
+            self._serve_crd(crd)
+        return kind
+
+    def _serve_crd(self, crd: Obj) -> None:
+        """Route (and list in discovery) every served version of a registered CRD."""
+        spec = crd["spec"]
+        names = spec["names"]
         with self.lock:
             for version in _served_versions(crd):
-                self.kinds[(info.group, version, info.plural)] = Kind(
-                    info.group,
+                self.kinds[(spec["group"], version, names["plural"])] = Kind(
+                    spec["group"],
                     version,
-                    info.kind,
-                    info.plural,
-                    info.singular,
-                    info.namespaced,
+                    names["kind"],
+                    names["plural"],
+                    names.get("singular") or names["kind"].lower(),
+                    spec.get("scope", "Namespaced") == "Namespaced",
                     status_subresource=_has_status(crd, version),
                     custom=True,
-                    short_names=tuple(info.short_names),
+                    short_names=tuple(names.get("shortNames") or ()),
                 )
-        return kind
+
+    def forget_crd(self, crd: Obj) -> None:
+        """Stop serving a CRD and forget its schema (the sandbox's reset of a CRD a test created)."""
+        spec = crd.get("spec") or {}
+        group, plural = spec.get("group"), (spec.get("names") or {}).get("plural")
+        with self.lock:
+            for key in [key for key in self.kinds if (key[0], key[2]) == (group, plural)]:
+                del self.kinds[key]
+            self._establishing.pop(crd["metadata"]["name"], None)
+            self.crds.unregister(crd["metadata"]["name"])
+
+    def establish_due(self, now: float | None = None) -> None:
+        """The naming and establishing controllers, for CRDs created through the API: a real API server answers the
+        create with no conditions, accepts the names (NamesAccepted True, Established False "Installing"), then marks
+        the CRD Established and only then lists it in discovery (apiextensions-apiserver's naming_controller.go and
+        establishing_controller.go; kubernetes/website#6660: "it might take a second or two for the endpoint to be
+        created"). Its resource paths may already answer once the names are accepted (crdHandler serves on
+        NamesAccepted or Established); the sandbox holds them back (404) until Established, the stricter order, so a
+        client that waits for Established and discovery is right on both. Run lazily, on each request."""
+        if not self._establishing:
+            return
+        now = time.monotonic() if now is None else now
+        crd_kind = self.kinds[("apiextensions.k8s.io", "v1", "customresourcedefinitions")]
+        with self.lock:
+            for name, due in list(self._establishing.items()):
+                key = ("apiextensions.k8s.io", "customresourcedefinitions", "", name)
+                entry = self.objects.get(key)
+                if entry is None:
+                    del self._establishing[name]
+                    continue
+                established = now >= due
+                if established:
+                    del self._establishing[name]
+                    self._serve_crd(entry.obj)
+                status = _crd_status(entry.obj, established=established, previous=entry.obj.get("status"))
+                if status != entry.obj.get("status"):
+                    entry.obj["status"] = status
+                    self._commit(crd_kind, key, entry, "MODIFIED")
+
+    def served_kinds(self) -> list[Kind]:
+        """What discovery lists: built-in kinds and every established CRD's served versions."""
+        self.establish_due()
+        return list(self.kinds.values())
 
     def register_schemaless(self, kind: Kind) -> None:
         with self.lock:
             self.kinds.setdefault((kind.group, kind.version, kind.plural), kind)
 
     def kind(self, group: str, version: str, plural: str) -> Kind:
+        self.establish_due()
         found = self.kinds.get((group, version, plural))
         if found is None:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         return found
 
     def kind_by_api_version(self, api_version: str, kind_name: str) -> Kind | None:
+        self.establish_due()
         group, _, version = api_version.rpartition("/")
         for kind in self.kinds.values():
             if kind.group == group and kind.version == version and kind.kind == kind_name:
@@ -488,6 +539,32 @@ class Store:
                 )
             metadata["name"] = name
         return obj
+
+    def _check_typed_patch(self, kind: Kind, body: Obj) -> None:
+        """Server-side apply first converts the applied object to a typed value of the CRD's schema, and a field the
+        schema does not declare fails that conversion with a plain error, which the API server answers as a 500 with
+        no reason, whether or not fieldValidation asks for pruning (an open upstream bug: kubernetes/kubernetes#139253
+        and #122480; the message is structuredmerge.go's, with the namespace and name from the body as sent).
+        Other writes prune unknown fields instead (_prepare)."""
+        if not kind.custom or kind.kind == "CustomResourceDefinition" or not self.validate_custom:
+            return
+        try:
+            validator = self.crds.validator(kind.group, kind.version, kind.plural)
+        except KeyError:
+            return
+        undeclared = [f"{path}: field not declared in schema" for path in validator.undeclared_fields(body)]
+        if not undeclared:
+            return
+        errors = (
+            undeclared[0] if len(undeclared) == 1 else "\n".join(["errors:", *(f"  {line}" for line in undeclared)])
+        )
+        metadata = body.get("metadata") or {}
+        raise ApiError(
+            500,
+            "",
+            f"failed to create typed patch object ({metadata.get('namespace') or ''}/{metadata.get('name') or ''}; "
+            f"{kind.group}/{kind.version}, Kind={kind.kind}): {errors}",
+        )
 
     def _validate_name(self, kind: Kind, name: str) -> None:
         pattern, limit, what = (
@@ -638,7 +715,15 @@ class Store:
                 if labels_ok(entry.obj["metadata"].get("labels") or {}) and fields_ok(entry.obj)
             ]
             for item in items:
-                item["apiVersion"] = kind.api_version
+                # A real kube-apiserver leaves `kind` and `apiVersion` off the items of a built-in kind's list (typed
+                # objects are encoded without their TypeMeta inside a list: kubernetes/kubernetes#3030, #63676,
+                # kubernetes-client/python#745); a custom resource's items keep both, in the version listed, because
+                # they are served unstructured (kyverno/kyverno#213).
+                if kind.custom:
+                    item["apiVersion"], item["kind"] = kind.api_version, kind.kind
+                else:
+                    item.pop("apiVersion", None)
+                    item.pop("kind", None)
             return {
                 "kind": f"{kind.kind}List",
                 "apiVersion": kind.api_version,
@@ -695,10 +780,13 @@ class Store:
             obj["metadata"]["creationTimestamp"] = now_rfc3339()
             self._bump_generation(kind, None, obj)
             if kind.kind == "CustomResourceDefinition":
-                self.register_crd(obj)
-                obj["status"] = _crd_status(obj)
+                # As created, before the naming controller has looked at it: no conditions, no accepted names.
+                obj["status"] = _crd_status(obj, established=None)
             if dry_run:
                 return obj
+            if kind.kind == "CustomResourceDefinition":
+                self.register_crd(obj, serve=False)
+                self._establishing[metadata["name"]] = time.monotonic() + self.establish_delay
             entry = Entry(obj)
             if kind.kind != "CustomResourceDefinition":  # ownership of a 2 MB schema is slow and never needed
                 self._take_ownership(entry, manager, "Update", f.owned_paths(obj, self._schema(kind)), replace=True)
@@ -788,8 +876,15 @@ class Store:
         merged["metadata"].pop("managedFields", None)
         if kind.kind == "CustomResourceDefinition":
             if subresource != "status":
-                self.register_crd(merged)
-                merged["status"] = _crd_status(merged)
+                # A CRD not yet established stays unserved; an established one serves its new versions at once.
+                establishing = merged["metadata"]["name"] in self._establishing
+                if not dry_run:
+                    self.register_crd(merged, serve=not establishing)
+                merged["status"] = (
+                    copy.deepcopy(old.get("status"))
+                    if establishing
+                    else _crd_status(merged, established=True, previous=old.get("status"))
+                )
         else:
             merged = self._prepare(kind, merged, strict=strict)
         self._bump_generation(kind, old, merged)
@@ -858,6 +953,7 @@ class Store:
                         'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: is required for apply patch',
                     )
                 applied = self._check_identity(kind, body, ns, name)
+                self._check_typed_patch(kind, body)
                 if entry is None:
                     if subresource:
                         raise self._not_found(kind, name)
@@ -1024,6 +1120,8 @@ class Store:
                     return self._commit(kind, key, entry, "MODIFIED")
                 return copy.deepcopy(entry.obj)
             del self.objects[key]
+            if kind.kind == "CustomResourceDefinition":  # its kinds are no longer served
+                self.forget_crd(entry.obj)
             self._after_delete(kind, entry.obj)
             for listener in self.listeners:
                 listener("DELETED", kind, copy.deepcopy(entry.obj))
@@ -1137,26 +1235,35 @@ def _has_status(crd: Obj, version: str) -> bool:
     return False
 
 
-def _crd_status(crd: Obj) -> Obj:
-    names = (crd.get("spec") or {}).get("names") or {}
-    when = now_rfc3339()
+def _crd_status(crd: Obj, *, established: bool | None = True, previous: Obj | None = None) -> Obj:
+    """A CRD's status as a real API server reports it: as created (established None: no conditions, names not yet
+    accepted), then names accepted and Established False "Installing", then Established True. The reasons and
+    messages are apiextensions-apiserver's naming and establishing controllers'; a condition keeps its
+    lastTransitionTime while its status does not change."""
+    spec = crd.get("spec") or {}
+    stored = [v["name"] for v in spec.get("versions") or [] if v.get("storage")]
+    if established is None:
+        return {"acceptedNames": {"plural": "", "kind": ""}, "storedVersions": stored}
+    before = {str(c.get("type")): c for c in (previous or {}).get("conditions") or [] if isinstance(c, dict)}
+
+    def condition(kind: str, status: str, reason: str, message: str) -> Obj:
+        earlier = before.get(kind) or {}
+        when = earlier.get("lastTransitionTime") if earlier.get("status") == status else None
+        return {
+            "type": kind,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": when or now_rfc3339(),
+        }
+
     return {
-        "acceptedNames": names,
+        "acceptedNames": spec.get("names") or {},
         "conditions": [
-            {
-                "type": "NamesAccepted",
-                "status": "True",
-                "reason": "NoConflicts",
-                "message": "no conflicts found",
-                "lastTransitionTime": when,
-            },
-            {
-                "type": "Established",
-                "status": "True",
-                "reason": "InitialNamesAccepted",
-                "message": "the initial names have been accepted",
-                "lastTransitionTime": when,
-            },
+            condition("NamesAccepted", "True", "NoConflicts", "no conflicts found"),
+            condition("Established", "True", "InitialNamesAccepted", "the initial names have been accepted")
+            if established
+            else condition("Established", "False", "Installing", "the initial names have been accepted"),
         ],
-        "storedVersions": [v["name"] for v in (crd.get("spec") or {}).get("versions") or [] if v.get("storage")],
+        "storedVersions": stored,
     }

@@ -163,6 +163,46 @@ class CrdValidator:
                 value[index] = self._default_and_prune(item, schema["items"], (*path, index), unknown)
         return value
 
+    # ------------------------------------------------------------------ server-side apply's typed patch
+
+    def undeclared_fields(self, obj: dict[str, Any]) -> list[str]:
+        """Fields of an apply body the schema does not declare, as server-side apply's typed conversion names them
+        (`.spec.foo`, `.spec.env[name="A"].bar`, `.spec.items[0].bar`).
+
+        That conversion (structured-merge-diff's validatingObjectWalker.visitMapItems) stops at the first
+        undeclared field of each map, and Go's map order decides which one: the sorted first one stands in here."""
+        found: list[str] = []
+        metadata = obj.get("metadata")
+        if isinstance(metadata, dict):
+            unknown = sorted(name for name in metadata if name not in METADATA_FIELDS)
+            if unknown:
+                found.append(f".metadata.{unknown[0]}")
+        body = {key: value for key, value in obj.items() if key not in ("apiVersion", "kind", "metadata")}
+        self._undeclared(body, self.schema, "", found)
+        return found
+
+    def _undeclared(self, value: Any, schema: Schema, path: str, found: list[str]) -> None:
+        if isinstance(value, dict):
+            properties: dict[str, Schema] = schema.get("properties") or {}
+            additional = schema.get("additionalProperties")
+            preserve = schema.get("x-kubernetes-preserve-unknown-fields") is True
+            embedded = schema.get("x-kubernetes-embedded-resource") is True
+            for name in sorted(value):
+                sub = properties.get(name) or (additional if isinstance(additional, dict) else None)
+                if sub is not None:
+                    self._undeclared(value[name], sub, f"{path}.{name}", found)
+                elif not (preserve or additional is True or (embedded and name in ("apiVersion", "kind", "metadata"))):
+                    found.append(f"{path}.{name}")
+                    return
+        elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+            keys = [str(key) for key in schema.get("x-kubernetes-list-map-keys") or []]
+            keyed = schema.get("x-kubernetes-list-type") == "map" and keys
+            for index, item in enumerate(value):
+                element = f"[{index}]"
+                if keyed and isinstance(item, dict) and all(key in item for key in keys):
+                    element = "[" + ",".join(f"{key}={json.dumps(item[key])}" for key in sorted(keys)) + "]"
+                self._undeclared(item, schema["items"], f"{path}{element}", found)
+
     # ------------------------------------------------------------------ list-type map uniqueness
 
     def _map_lists(self, value: Any, schema: Schema, path: tuple[str | int, ...], causes: list[Cause]) -> None:
@@ -330,6 +370,17 @@ class CrdRegistry:
                     storage = info
         assert storage is not None
         return storage
+
+    def unregister(self, name: str) -> None:
+        """Forget a CustomResourceDefinition by its metadata.name."""
+        with self._lock:
+            crd = self._crds.pop(name, None)
+            if crd is None:
+                return
+            group, plural = crd["spec"]["group"], crd["spec"]["names"]["plural"]
+            for key in [key for key in self._infos if (key[0], key[2]) == (group, plural)]:
+                del self._infos[key]
+                self._validators.pop(key, None)
 
     def load_dir(self, path: str | Path) -> int:
         count = 0

@@ -36,8 +36,8 @@ def inventory(cluster_id: int) -> dict[str, int]:
     cluster = connect(cluster_selectors.cluster_connection(cluster_id=cluster_id))
     gpus: dict[str, int] = {}
     for node in cluster.list("v1", "Node", label_selector=GPU_PRODUCT_LABEL):
-        labels = (node.get("metadata") or {}).get("labels") or {}
-        allocatable = (node.get("status") or {}).get("allocatable") or {}
+        labels = node.metadata.get("labels") or {}
+        allocatable = (node.manifest.get("status") or {}).get("allocatable") or {}
         product = str(labels.get(GPU_PRODUCT_LABEL, ""))
         try:
             count = int(str(allocatable.get(GPU_RESOURCE, "0")))

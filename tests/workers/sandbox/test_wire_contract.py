@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.dynamic import DynamicClient
 
+from tests.workers.conftest import wait_until_crds_served
 from workers.sandbox.server import Sandbox
 
 pytestmark = pytest.mark.k8s_contract
@@ -341,3 +343,101 @@ def test_map_lists_are_merged_per_item_between_managers(
     assert 'env[name="C"].value' in body["message"]
     forced, _, _ = _apply(api_client, path, _env_only("envs", {"B": "2", "C": "changed"}), "injector", force=True)
     assert _env(forced) == {"B": "2", "C": "changed"}
+
+
+def test_list_items_of_a_built_in_kind_carry_no_kind_while_custom_resources_do(
+    contract_api: tuple[str, k8s.ApiClient], namespace: str
+) -> None:
+    """A real API server leaves `kind` and `apiVersion` off the items of a built-in kind's list
+    (kubernetes/kubernetes#3030); a custom resource's items keep both (they are served unstructured)."""
+    api_client = contract_api[1]
+    core = k8s.CoreV1Api(api_client)
+    core.create_namespaced_secret(namespace, {"metadata": {"name": "listed", "labels": {"listed": "yes"}}})
+    secrets = json.loads(
+        core.list_namespaced_secret(namespace, label_selector="listed=yes", _preload_content=False).data
+    )
+    assert (secrets["apiVersion"], secrets["kind"]) == ("v1", "SecretList")
+    [secret] = secrets["items"]
+    assert secret["metadata"]["name"] == "listed"
+    assert "kind" not in secret
+    assert "apiVersion" not in secret
+    namespaces = json.loads(
+        core.list_namespace(field_selector=f"metadata.name={namespace}", _preload_content=False).data
+    )
+    [listed_namespace] = namespaces["items"]
+    assert "kind" not in listed_namespace
+    assert "apiVersion" not in listed_namespace
+    read = json.loads(core.read_namespaced_secret("listed", namespace, _preload_content=False).data)
+    assert (read["apiVersion"], read["kind"]) == ("v1", "Secret")  # one object read alone does carry them
+
+    custom = k8s.CustomObjectsApi(api_client)
+    custom.create_namespaced_custom_object(*ISVC[:2], namespace, ISVC[2], _isvc("listed"))
+    [isvc] = custom.list_namespaced_custom_object(*ISVC[:2], namespace, ISVC[2])["items"]
+    assert (isvc["apiVersion"], isvc["kind"]) == ("serving.kserve.io/v1beta1", "InferenceService")
+
+
+def test_server_side_apply_of_a_field_the_crd_does_not_declare_is_a_500_other_writes_prune_it(
+    contract_api: tuple[str, k8s.ApiClient], namespace: str
+) -> None:
+    """An open upstream bug (kubernetes/kubernetes#139253): the typed conversion of an apply body fails with a plain
+    error, answered as a 500 with no reason; create, update and merge patch prune the field instead."""
+    api_client = contract_api[1]
+    custom = k8s.CustomObjectsApi(api_client)
+    body = _isvc("undeclared", notAField="x")
+    body["metadata"]["namespace"] = namespace
+    path = f"/apis/serving.kserve.io/v1beta1/namespaces/{namespace}/inferenceservices/undeclared"
+    status, answer = _error(lambda: _apply(api_client, path, body, "portal", force=True))
+    assert status == 500
+    assert "reason" not in answer
+    assert answer["message"] == (
+        f"failed to create typed patch object ({namespace}/undeclared; serving.kserve.io/v1beta1, "
+        "Kind=InferenceService): .spec.predictor.notAField: field not declared in schema"
+    )
+    status, _ = _error(lambda: custom.get_namespaced_custom_object(*ISVC[:2], namespace, ISVC[2], "undeclared"))
+    assert status == 404  # nothing was created
+
+    created = custom.create_namespaced_custom_object(*ISVC[:2], namespace, ISVC[2], body)
+    assert "notAField" not in created["spec"]["predictor"]
+    patched = custom.patch_namespaced_custom_object(
+        *ISVC[:2], namespace, ISVC[2], "undeclared", {"spec": {"predictor": {"minReplicas": 2, "notAField": "y"}}}
+    )
+    assert patched["spec"]["predictor"]["minReplicas"] == 2
+    assert "notAField" not in patched["spec"]["predictor"]
+
+
+def _widget_crd(group: str) -> dict[str, Any]:
+    schema = {"type": "object", "properties": {"spec": {"type": "object", "properties": {"size": {"type": "integer"}}}}}
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"widgets.{group}"},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "listKind": "WidgetList"},
+            "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": schema}}],
+        },
+    }
+
+
+def test_a_crd_created_through_the_api_is_usable_once_established_and_discoverable(
+    contract_api: tuple[str, k8s.ApiClient], namespace: str
+) -> None:
+    api_client = contract_api[1]
+    group = f"w{uuid.uuid4().hex[:8]}.contract.portal.genai.io"
+    extensions = k8s.ApiextensionsV1Api(api_client)
+    created = extensions.create_custom_resource_definition(_widget_crd(group))
+    try:
+        # As created, before the API server's naming and establishing controllers have looked at it.
+        assert not any(item.type == "Established" and item.status == "True" for item in created.status.conditions or [])
+        wait_until_crds_served(api_client, [f"widgets.{group}"], timeout=30)
+        crd = extensions.read_custom_resource_definition(f"widgets.{group}")
+        conditions = {item.type: (item.status, item.reason) for item in crd.status.conditions}
+        assert conditions["NamesAccepted"] == ("True", "NoConflicts")
+        assert conditions["Established"] == ("True", "InitialNamesAccepted")
+        widget = {"apiVersion": f"{group}/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"size": 1}}
+        custom = k8s.CustomObjectsApi(api_client)
+        assert custom.create_namespaced_custom_object(group, "v1", namespace, "widgets", widget)["metadata"]["uid"]
+        assert "widgets" in {resource.name for resource in custom.get_api_resources(group, "v1").resources}
+    finally:
+        extensions.delete_custom_resource_definition(f"widgets.{group}")
