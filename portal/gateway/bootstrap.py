@@ -59,10 +59,13 @@ ACCESS_LOG_FIELDS: dict[str, str] = {
 }
 
 
-# Envoy CEL: only LLM traffic (the AI Gateway set the model header), and never a request that failed API-key
-# auth (401): such a request was not served, and its x-portal-client-id could only have come from the client.
-# Match entries are ORed upstream, so both conditions live in one expression.
-USAGE_LOG_FILTER = "request.headers['x-ai-eg-model'] != '' && response.code != 401"
+# Envoy CEL: only LLM traffic (the AI Gateway set the model header) that an upstream answered. A request the
+# gateway refused itself is not usage and must leave no trace in it: a failed API-key check (401, whose
+# x-portal-client-id could only have come from the client), the route-not-found catch-all (404), a token limit
+# or block (429), a malformed body (400): their response code details are not `via_upstream` (Envoy's
+# "the response code was set by the upstream", docs: configuration/http/http_conn_man/response_code_details).
+# One expression: Envoy Gateway's API comment says `matches` are ORed, its translator ANDs them (accesslog.go).
+USAGE_LOG_FILTER = "request.headers['x-ai-eg-model'] != '' && response.code_details == 'via_upstream'"
 
 
 def gateway_config_name(cluster: ClusterContract) -> str:

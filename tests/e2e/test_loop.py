@@ -10,9 +10,9 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from workers.sandbox.gateway import predict_usage
 
 from tests.e2e.conftest import Loop, wait_until
+from workers.sandbox.gateway import predict_usage
 
 pytestmark = pytest.mark.e2e
 
@@ -174,20 +174,25 @@ def test_a_revoked_or_expired_key_is_refused_within_one_reconcile(loop: Loop) ->
 def test_the_token_limit_answers_429_and_usage_counts_what_passed(loop: Loop) -> None:
     team = loop.team("limited", tokens_per_minute=60)
     key = loop.key(team)["key"]
-    loop.reaches(key, MANAGED)
-    passed = 1
-    statuses = []
-    for _ in range(6):
+    first = loop.reaches(key, MANAGED)
+    usages = [_usage_of(first.body)]
+    statuses: list[int] = []
+    while 429 not in statuses and len(statuses) < 40:  # until the team's limit reached the gateway and was spent
         answer = loop.chat(key, MANAGED, "spend some tokens on this request", max_tokens=30)
         statuses.append(answer.status)
-        passed += answer.status == 200
-    assert 429 in statuses, statuses
-    assert statuses.index(429) >= 1  # the request that crossed the limit completed (charged after the response)
-    row = wait_until(lambda: _reported(loop, team, MANAGED, passed), timeout=60, what="passed requests reported")
+        if answer.status == 200:
+            usages.append(_usage_of(answer.body))
+        time.sleep(0.1)
+    assert statuses[-1] == 429, statuses
+    # tokens are charged after the response: the request that crossed 60 completed, the next was refused
+    assert sum(usage["input_tokens"] + usage["output_tokens"] for usage in usages[-3:]) > 60
+    wait_until(lambda: _reported(loop, team, MANAGED, len(usages)), timeout=60, what="passed requests reported")
     time.sleep(4)  # two more rollup cadences: nothing else may arrive
     row = _model_row(loop, team, MANAGED)
     assert row is not None
-    assert row["requests"] == passed
+    total = _sum(usages)
+    assert (row["requests"], row["failed_requests"]) == (len(usages), 0)
+    assert (row["input_tokens"], row["output_tokens"]) == (total["input_tokens"], total["output_tokens"])
 
 
 def test_a_budget_block_refuses_until_an_admin_lifts_it_and_a_suspended_team_is_refused(loop: Loop) -> None:

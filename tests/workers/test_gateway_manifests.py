@@ -493,8 +493,8 @@ def test_bootstrap_access_log_has_the_usage_contract_fields(registry: CrdRegistr
     [setting] = proxy["spec"]["telemetry"]["accessLog"]["settings"]
     fields = setting["format"]["json"]
     assert fields["credential_id"] == "%REQ(X-PORTAL-CLIENT-ID)%"
-    # Only LLM traffic, and never a 401: a request that failed auth could only carry a client-sent client id.
-    assert setting["matches"] == ["request.headers['x-ai-eg-model'] != '' && response.code != 401"]
+    # Only LLM traffic an upstream answered: never a refusal of the gateway's own (401, 404, 429, 400).
+    assert setting["matches"] == ["request.headers['x-ai-eg-model'] != '' && response.code_details == 'via_upstream'"]
     assert fields["total_tokens"] == "%DYNAMIC_METADATA(io.envoy.ai_gateway:llm_total_token)%"
     assert {"start_time", "request_id", "model_requested", "status_code", "duration_ms", "backend"} <= set(fields)
     assert [sink["type"] for sink in setting["sinks"]] == ["File", "OpenTelemetry"]

@@ -1,15 +1,26 @@
-"""Run the sandbox API server: `python -m workers.sandbox --port 6443 [--crd-dir DIR] [--ready-delay 5]`."""
+"""Run the sandbox API server, and optionally its gateway data plane:
+
+    python -m workers.sandbox --port 6443 [--crd-dir DIR] [--ready-delay 5]
+        [--gateway-port 8080 --usage-endpoint http://127.0.0.1:8000/otlp/v1/logs]
+
+The gateway ships its access log (when the portal configured an OpenTelemetry sink) to --usage-endpoint with the
+bearer token in the environment variable SANDBOX_USAGE_TOKEN (kept off the command line, where `ps` shows it).
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import threading
 from pathlib import Path
 
-from workers.sandbox.server import Sandbox
+from workers.sandbox.gateway import SandboxGateway
+from workers.sandbox.server import DEFAULT_GATEWAY, Sandbox
 from workers.sandbox.validation import default_crd_dir
+
+USAGE_TOKEN_VARIABLE = "SANDBOX_USAGE_TOKEN"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -21,6 +32,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--ready-delay", type=float, default=3.0, help="seconds until an InferenceService is Ready")
     parser.add_argument("--kubeconfig-out", type=Path, help="write a kubeconfig for the sandbox to this file")
+    parser.add_argument("--gateway-port", type=int, default=None, help="serve the gateway data plane on this port")
+    parser.add_argument("--usage-endpoint", default=None, help="OTLP/HTTP logs endpoint the gateway ships usage to")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     sandbox = Sandbox(
@@ -32,10 +45,24 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"sandbox Kubernetes API on {sandbox.url} (CRD validation {'on' if sandbox.validating else 'off'})", flush=True
     )
+    gateway = None
+    if args.gateway_port is not None:
+        gateway = SandboxGateway(
+            sandbox.store,
+            host=args.host,
+            port=args.gateway_port,
+            gateway=DEFAULT_GATEWAY,
+            usage_endpoint=args.usage_endpoint,
+            usage_token=os.environ.get(USAGE_TOKEN_VARIABLE) or None,
+        ).start()
+        print(f"sandbox gateway on {gateway.url} (usage to {args.usage_endpoint or 'nowhere'})", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     stop.wait()
+    if gateway is not None:
+        gateway.flush(5.0)
+        gateway.stop()
     sandbox.stop()
 
 

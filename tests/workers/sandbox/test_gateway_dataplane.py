@@ -62,8 +62,8 @@ ALPHA_GPT_ONLY = GatewayKey(
     allowed_model_names=("gpt-4o-mini",),
 )
 BETA = GatewayKey(client_id="beta.c3c3c3c3c3c3", key_id="c3c3c3c3c3c3", key="gpk_c3c3c3c3c3c3_beta-one")
-QWEN = "qwen2.5-7b-instruct"
-LLAMA = "llama-3.1-8b-instruct"
+QWEN = "alpha--chat"  # served names as the portal makes them (portal/deployments/names.py)
+LLAMA = "beta--llama"
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 CHAT = "/v1/chat/completions"
 HELLO = [{"role": "user", "content": "Say hello to the sandbox"}]
@@ -287,7 +287,7 @@ def test_missing_or_unknown_key_is_401_and_never_reaches_upstream(world: Sandbox
         )
     assert gateway.upstream_calls() == []
     # The usage log's filter keeps refused requests out of metering: no x-ai-eg-model (the AI Gateway sets it after
-    # authentication), and `response.code != 401`.
+    # authentication), and only responses `via_upstream`.
     assert gateway.access_log() == []
     assert gateway.stats().requests_by_status == {401: 4}
 
@@ -336,7 +336,7 @@ def test_client_traffic_policy_strips_a_forged_client_id_before_routing(
     )
     assert answer.status == 404
     assert gateway.upstream_calls() == []
-    assert gateway.access_log(1)[0]["credential_id"] is None
+    assert gateway.access_log() == []  # the route-not-found answer is the gateway's own: no usage record
 
 
 def test_a_key_removed_from_its_secret_is_refused_on_the_next_request(world: Sandbox, gateway: SandboxGateway) -> None:
@@ -447,9 +447,7 @@ def test_an_inference_service_that_is_not_ready_or_gone_is_503_no_healthy_upstre
     deploy(world, deployment_spec("alpha", "chat", QWEN, artifact_uri="hf://org/fail-load-qwen"))
     answer = chat(gateway, QWEN)
     assert (answer.status, answer.text()) == (503, "no healthy upstream")
-    record = gateway.access_log(1)[0]
-    assert (record["status_code"], record["response_flags"], record["upstream_attempts"]) == (503, "UH", None)
-    assert record["total_tokens"] is None
+    assert gateway.access_log() == []  # no upstream answered (flag UH): no usage record
     deploy(world, deployment_spec("alpha", "chat", QWEN))
     assert chat(gateway, QWEN).status == 200
     delete(world, "serving.kserve.io/v1beta1", "InferenceService", "genai-alpha", "chat")
@@ -558,8 +556,8 @@ def test_the_request_that_crosses_the_limit_completes_and_the_next_gets_429(
     assert (refused.status, refused.body) == (429, b"")
     assert "x-envoy-ratelimited" not in refused.headers  # EG disables it unless enableEnvoyHeaders
     assert chat(gateway, "gpt-4o-mini", key=BETA.key).status == 200  # another team's bucket
-    record = gateway.access_log()[-2]
-    assert (record["status_code"], record["response_flags"], record["total_tokens"]) == (429, "RL", None)
+    # the portal's usage log keeps the gateway's own refusal out (response code details are not via_upstream)
+    assert [record["status_code"] for record in gateway.access_log()] == [200, 200]
     clock.advance(60)  # the next fixed minute window
     assert chat(gateway, "gpt-4o-mini").status == 200
     assert len(gateway.upstream_calls()) == 3
@@ -661,8 +659,8 @@ def test_the_usage_record_has_exactly_the_portal_fields(world: Sandbox, world_cl
         "start_time": "2026-09-21T18:13:20.250Z",
         "request_id": record["request_id"],
         "credential_id": ALPHA.client_id,
-        "route": "genai-gateway/alpha-chat",
-        "backend": "genai-gateway/alpha-chat",
+        "route": "genai-gateway/alpha--chat",
+        "backend": "genai-gateway/alpha--chat",
         "model_requested": QWEN,
         "model_override": QWEN,
         "model_response": QWEN,
