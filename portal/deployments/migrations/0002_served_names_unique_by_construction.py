@@ -60,7 +60,7 @@ def rename(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("deployments", "0001_initial"), ("catalog", "0002_initial"), ("tenancy", "0004_team_slug_not_reserved")]
+    dependencies = [("deployments", "0001_initial"), ("catalog", "0002_initial")]
 
     operations = [
         migrations.AddField(
