@@ -195,6 +195,21 @@ describe('Backstage templates against the real portal', { skip, timeout: 600_000
       assert.ok(!text.includes(secretPart), 'nor any part of its secret');
     }
     assert.match(result.output.text[0].content, /prefix `/);
+
+    // The loop closes: the revealed key calls the team's deployment through the gateway once its policy is applied.
+    const deployment = (await (
+      await fetch(`${portal.url}/api/v1/teams/${team}/deployments/chat`, { headers: { Authorization: `Bearer ${portal.catalogToken}` } })
+    ).json()) as any;
+    const completion = await waitFor('the key to work at the gateway', async () => {
+      const response = await fetch(`${portal.gatewayUrl}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ model: deployment.served_model_name, messages: [{ role: 'user', content: 'hello from Backstage' }], max_tokens: 8 }),
+      });
+      return response.status === 200 ? ((await response.json()) as any) : undefined;
+    });
+    assert.equal(completion.model, deployment.served_model_name);
+    assert.equal(completion.usage.completion_tokens, 8);
   });
 
   it('delete the deployment: the portal removes it and the catalog mirror drops its entities', async () => {

@@ -63,6 +63,8 @@ function e2eRedisUrl(): string | undefined {
 
 export interface RealPortal {
   url: string;
+  /** The sandbox gateway (OpenAI-compatible, under /v1) that the demo printed: team keys work there. */
+  gatewayUrl: string;
   /** Service token with the `backstage` scope (acts for users). */
   serviceToken: string;
   /** Service token with the `admin` scope (the catalog provider's reader). */
@@ -147,7 +149,10 @@ export async function startRealPortal(extraEnvironment: Record<string, string> =
     // The catalog mirror gets the least it needs (catalog:read); the test's own checks use an admin token.
     const catalogToken = (await manage('issue_token', '--service', 'backstage-catalog', '--scope', 'catalog:read', '--name', 'backstage catalog e2e')).trim().split('\n').pop()!;
     const adminToken = (await manage('issue_token', '--service', 'e2e-checks', '--scope', 'admin', '--name', 'backstage e2e checks')).trim().split('\n').pop()!;
-    return { url: `http://127.0.0.1:${port}`, serviceToken, catalogToken, adminToken, environment, output, manage, stop };
+    const gatewayLine = output.find(line => line.includes('Gateway (OpenAI-compatible):')) ?? '';
+    const gatewayUrl = (gatewayLine.match(/(http:\/\/\S+)\/v1/) ?? ['', ''])[1];
+    if (!gatewayUrl) throw new Error(`the demo printed no gateway address:\n${output.slice(-60).join('\n')}`);
+    return { url: `http://127.0.0.1:${port}`, gatewayUrl, serviceToken, catalogToken, adminToken, environment, output, manage, stop };
   } catch (error) {
     await stop();
     throw error;
