@@ -8,6 +8,7 @@ budgets or keys. Beat cadences are shortened (PORTAL_*_SECONDS) so a change show
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -196,8 +197,10 @@ def _banner(pattern: str, text: str) -> str:
     return found.group(1)
 
 
-@pytest.fixture(scope="session")
-def loop() -> Iterator[Loop]:
+@contextlib.contextmanager
+def running_demo(*, cadence_seconds: str | None = CADENCE_SECONDS) -> Iterator[Loop]:
+    """`manage.py demo` on a fresh database, until the block ends; `cadence_seconds` None keeps the production beat
+    cadences (a benchmark measures those)."""
     database_url, redis_url = os.environ.get("DATABASE_URL"), os.environ.get("REDIS_URL")
     if not database_url or not redis_url:
         pytest.skip("the e2e tests need DATABASE_URL and REDIS_URL (make test sets them)")
@@ -212,12 +215,16 @@ def loop() -> Iterator[Loop]:
             "PORTAL_VAR_DIR": str(var_dir),
             "PORTAL_PORT": str(port),
             "PYTHONUNBUFFERED": "1",
-            "PORTAL_USAGE_ROLLUP_SECONDS": CADENCE_SECONDS,
-            "PORTAL_USAGE_BUDGET_SECONDS": CADENCE_SECONDS,
-            "PORTAL_GATEWAY_RESYNC_SECONDS": CADENCE_SECONDS,
-            "PORTAL_DEPLOYMENT_RESYNC_SECONDS": CADENCE_SECONDS,
         }
     )
+    if cadence_seconds is not None:
+        for name in (
+            "PORTAL_USAGE_ROLLUP_SECONDS",
+            "PORTAL_USAGE_BUDGET_SECONDS",
+            "PORTAL_GATEWAY_RESYNC_SECONDS",
+            "PORTAL_DEPLOYMENT_RESYNC_SECONDS",
+        ):
+            environment[name] = cadence_seconds
     demo = subprocess.Popen(
         [sys.executable, "manage.py", "demo"],
         cwd=ROOT,
@@ -244,7 +251,7 @@ def loop() -> Iterator[Loop]:
         banner_seen.wait(timeout=240)
         text = "".join(output)
         assert "Press Ctrl-C" in text, text[-4000:]
-        running = Loop(
+        yield Loop(
             base=f"http://127.0.0.1:{port}",
             gateway=_banner(r"Gateway \(OpenAI-compatible\): (http://\S+)/v1", text),
             admin_token=_banner(r"platform admin:\s+(gpt_\S+)", text),
@@ -253,7 +260,6 @@ def loop() -> Iterator[Loop]:
             demo_model=_banner(r"is served as '([^']+)'", text),
             output=output,
         )
-        yield running
     finally:
         demo.send_signal(signal.SIGINT)
         try:
@@ -264,3 +270,9 @@ def loop() -> Iterator[Loop]:
         reader.join(timeout=5)
         drop_database()
         shutil.rmtree(var_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def loop() -> Iterator[Loop]:
+    with running_demo() as running:
+        yield running
