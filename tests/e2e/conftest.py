@@ -86,6 +86,18 @@ def http(method: str, url: str, *, token: str | None = None, body: Any = None, r
     return Answer(status, parsed, {key.lower(): value for key, value in response_headers.items()}, text)
 
 
+def chat_body(content: str, model: str, max_tokens: int, *, stream: bool = False) -> dict[str, Any]:
+    """A chat completion request as an OpenAI client sends it: one user message."""
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": max_tokens,
+    }
+    if stream:
+        body["stream"] = True
+    return body
+
+
 @dataclass
 class Loop:
     """The running demo: its addresses and the credentials its banner printed."""
@@ -114,14 +126,7 @@ class Loop:
         )
 
     def chat(self, key: str, model: str, content: str, *, max_tokens: int = 8, stream: bool = False) -> Answer:
-        body: dict[str, Any] = {
-            "model": model,
-            "messages": [{"role": "user", "content": content}],
-            "max_tokens": max_tokens,
-        }
-        if stream:
-            body["stream"] = True
-        return self.call(key, body)
+        return self.call(key, chat_body(content, model, max_tokens, stream=stream))
 
     # ---- the portal, as a platform admin sets a team up
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Loop, wait_until
+from tests.e2e.conftest import Loop, chat_body, wait_until
 from workers.sandbox.gateway import predict_usage
 
 pytestmark = pytest.mark.e2e
@@ -49,17 +49,6 @@ def _model_row(loop: Loop, team: str, model: str) -> dict[str, Any] | None:
 def _reported(loop: Loop, team: str, model: str, requests: int) -> dict[str, Any] | None:
     row = _model_row(loop, team, model)
     return row if row is not None and row["requests"] >= requests else None
-
-
-def _body(content: str, model: str, max_tokens: int, stream: bool = False) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "model": model,
-        "messages": [{"role": "user", "content": content}],
-        "max_tokens": max_tokens,
-    }
-    if stream:
-        body["stream"] = True
-    return body
 
 
 def _stream_usage(text: str) -> dict[str, int]:
@@ -106,18 +95,18 @@ def test_a_request_through_the_gateway_reaches_the_teams_cost_report_exactly(loo
     expected: dict[str, list[dict[str, int]]] = {"qwen2-5-7b-instruct": [], MANAGED: []}
     # the two requests reaches() made
     for model, slug in ((served, "qwen2-5-7b-instruct"), (MANAGED, MANAGED)):
-        expected[slug].append(_sum([predict_usage(_body("are you there", model, 8))]))
+        expected[slug].append(_sum([predict_usage(chat_body("are you there", model, 8))]))
     for model, slug in ((served, "qwen2-5-7b-instruct"), (MANAGED, MANAGED)):
-        plain = loop.call(key, _body("tell me about the loop from a key to a cost line", model, 24))
+        plain = loop.call(key, chat_body("tell me about the loop from a key to a cost line", model, 24))
         assert plain.status == 200, plain.text
         assert plain.body["model"]  # the upstream answered
         usage = _usage_of(plain.body)
-        assert usage == _sum([predict_usage(_body("tell me about the loop from a key to a cost line", model, 24))])
+        assert usage == _sum([predict_usage(chat_body("tell me about the loop from a key to a cost line", model, 24))])
         expected[slug].append(usage)
-        streamed = loop.call(key, _body("and now streamed, please", model, 12, stream=True))
+        streamed = loop.call(key, chat_body("and now streamed, please", model, 12, stream=True))
         assert streamed.status == 200, streamed.text
         usage = _stream_usage(streamed.text)
-        predicted = predict_usage(_body("and now streamed, please", model, 12, stream=True))
+        predicted = predict_usage(chat_body("and now streamed, please", model, 12, stream=True))
         assert {
             key: usage.get(key_map, 0)
             for key, key_map in (("input_tokens", "prompt_tokens"), ("output_tokens", "completion_tokens"))

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from workers.sandbox.gateway_ratelimit import InvalidPolicy, compile_regex
+from workers.sandbox.gateway_ratelimit import InvalidPolicy, compile_regex, header_matches
 from workers.sandbox.store import ApiError, Store
 
 logger = logging.getLogger(__name__)
@@ -239,12 +239,7 @@ class HeaderMatch:
     pattern: re.Pattern[str] | None = None
 
     def matches(self, headers: Mapping[str, str]) -> bool:
-        actual = headers.get(self.name)
-        if actual is None:
-            return False
-        if self.kind == "Exact":
-            return actual == self.value
-        return self.pattern is not None and self.pattern.fullmatch(actual) is not None
+        return header_matches(headers.get(self.name), self.kind, self.value, self.pattern)
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,16 @@ UNIT_SECONDS = {
 _MAX_COUNTERS = 50_000
 
 
+def header_matches(actual: str | None, kind: str, value: str, pattern: re.Pattern[str] | None) -> bool:
+    """Envoy's HeaderMatcher: an absent header never matches; Exact compares, RegularExpression matches the whole
+    value (RE2 full match, compiled into `pattern`)."""
+    if actual is None:
+        return False
+    if kind == "Exact":
+        return actual == value
+    return pattern is not None and pattern.fullmatch(actual) is not None
+
+
 class InvalidPolicy(ValueError):
     """EG refuses the policy; it then answers 500 on every route the policy covers."""
 
@@ -58,13 +68,8 @@ class HeaderSelector:
     pattern: re.Pattern[str] | None = None
 
     def matches(self, headers: Mapping[str, str]) -> bool:
-        """Envoy HeaderMatcher: an absent header never matches (the inversion is applied by the caller)."""
-        actual = headers.get(self.name)
-        if actual is None:
-            return False
-        if self.kind == "Exact":
-            return actual == self.value
-        return self.pattern is not None and self.pattern.fullmatch(actual) is not None
+        """Envoy HeaderMatcher (the inversion is applied by the caller)."""
+        return header_matches(headers.get(self.name), self.kind, self.value, self.pattern)
 
 
 @dataclass(frozen=True)
