@@ -18,6 +18,7 @@ from catalog.models import (
     UsageType,
     Visibility,
 )
+from portal.api.serializers import StrictInput
 
 
 class HardwareOutput(serializers.Serializer):
@@ -99,7 +100,7 @@ class CatalogModelDetailOutput(CatalogModelSummaryOutput):
         return list(PriceOutput(self.context["prices_in_force"], many=True).data)
 
 
-class CatalogModelCreateInput(serializers.Serializer):
+class CatalogModelCreateInput(StrictInput):
     slug = serializers.CharField(max_length=63)
     display_name = serializers.CharField(max_length=200)
     publisher = serializers.CharField(max_length=100)
@@ -117,7 +118,7 @@ class CatalogModelCreateInput(serializers.Serializer):
     )
 
 
-class CatalogModelUpdateInput(serializers.Serializer):
+class CatalogModelUpdateInput(StrictInput):
     display_name = serializers.CharField(max_length=200, required=False)
     publisher = serializers.CharField(max_length=100, required=False)
     description = serializers.CharField(required=False, allow_blank=True, max_length=10000)
@@ -133,7 +134,7 @@ class CatalogModelUpdateInput(serializers.Serializer):
     )
 
 
-class ModelVersionCreateInput(serializers.Serializer):
+class ModelVersionCreateInput(StrictInput):
     version = serializers.CharField(max_length=64)
     lifecycle = serializers.ChoiceField(choices=Lifecycle.choices, default=Lifecycle.PREVIEW)
     served_model_name = serializers.CharField(max_length=128)
@@ -152,7 +153,7 @@ class ModelVersionCreateInput(serializers.Serializer):
     provider_model_id = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
 
 
-class ModelVersionUpdateInput(serializers.Serializer):
+class ModelVersionUpdateInput(StrictInput):
     lifecycle = serializers.ChoiceField(choices=Lifecycle.choices, required=False)
     served_model_name = serializers.CharField(max_length=128, required=False)
     artifact_uri = serializers.CharField(max_length=500, required=False)
@@ -168,7 +169,7 @@ class ModelVersionUpdateInput(serializers.Serializer):
     provider_model_id = serializers.CharField(max_length=200, required=False, allow_blank=True)
 
 
-class PriceCreateInput(serializers.Serializer):
+class PriceCreateInput(StrictInput):
     usage_type = serializers.ChoiceField(choices=UsageType.choices)
     price_per_million = serializers.DecimalField(
         max_digits=18, decimal_places=6, min_value=Decimal("0"), max_value=Decimal("1000000")

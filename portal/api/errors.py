@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.db import IntegrityError
 from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions, status
@@ -79,6 +81,17 @@ def problem_exception_handler(error: Exception, context: dict[str, Any]) -> Resp
                 detail=error.detail,
                 errors=errors,
                 extra=error.extra,
+            )
+        )
+    if isinstance(error, RequestDataTooBig):  # a body without Content-Length that grew past the limit
+        limit = int(settings.DATA_UPLOAD_MAX_MEMORY_SIZE or 0)
+        return _problem_response(
+            problem(
+                status_code=413,
+                code="payload_too_large",
+                title="Payload too large",
+                detail=f"The request body is larger than the portal accepts ({limit} bytes at most)",
+                extra={"limit_bytes": limit},
             )
         )
     if isinstance(error, Http404):

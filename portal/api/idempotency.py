@@ -8,6 +8,7 @@ as Stripe treats validation failures and conflicts."""
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -61,13 +62,24 @@ class StoredResponse(Exception):
 
 
 def request_fingerprint(request: Request) -> str:
+    """Method, path and the body as canonical JSON (keys sorted, no insignificant whitespace): the same request
+    serialized by another client library, keys in another order, is the same request. A body that is not JSON is
+    compared byte for byte (the view refuses it anyway)."""
     digest = hashlib.sha256()
     digest.update(request.method.encode() if request.method else b"")
     digest.update(b"\0")
     digest.update(request.path.encode())
     digest.update(b"\0")
-    digest.update(request._request.body)
+    digest.update(_canonical(request._request.body))
     return digest.hexdigest()
+
+
+def _canonical(body: bytes) -> bytes:
+    try:
+        document = json.loads(body) if body else None
+    except (ValueError, RecursionError):
+        return body
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def reserve(request: Request, identity: str) -> Reservation | None:

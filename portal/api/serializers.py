@@ -78,7 +78,7 @@ class ApiTokenIssuedOutput(ApiTokenOutput):
         fields = [*ApiTokenOutput.Meta.fields, "token"]
 
 
-class ApiTokenCreateInput(serializers.Serializer):
+class ApiTokenCreateInput(StrictInput):
     name = serializers.CharField(max_length=100)
     expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
     service_principal = serializers.RegexField(

@@ -33,9 +33,11 @@ def problem(
     return body
 
 
-def json_problem(status_code: int, code: str, title: str, detail: str) -> JsonResponse:
+def json_problem(
+    status_code: int, code: str, title: str, detail: str, *, extra: dict[str, Any] | None = None
+) -> JsonResponse:
     return JsonResponse(
-        problem(status_code=status_code, code=code, title=title, detail=detail),
+        problem(status_code=status_code, code=code, title=title, detail=detail, extra=extra),
         status=status_code,
         content_type=PROBLEM_CONTENT_TYPE,
     )

@@ -18,6 +18,9 @@ TEAM_SLUG_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$"
 # managed routes, provider backends); a team slug may not, so no deployment's objects can collide with them
 # (portal/deployments/names.py).
 TEAM_SLUG_RESERVED_PREFIX = "genai-portal"
+# The most tokens per minute or per day a gateway can hold: Envoy Gateway's rate-limit `requests` is a uint32
+# (shared/reference/usage-metering.md section 1.5).
+TOKEN_LIMIT_MAX = 4_294_967_295
 # Backstage compares entity refs ignoring case and writes them in lowercase (stringifyEntityRef: relations,
 # the `sub` of user tokens), so the portal stores them in lowercase only: one entity, one stored ref.
 BACKSTAGE_USER_REF_PATTERN = r"^user:[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?/[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?$"

@@ -17,6 +17,7 @@ from portal.tenancy.models import (
     BACKSTAGE_USER_REF_PATTERN,
     TEAM_SLUG_PATTERN,
     TEAM_SLUG_RESERVED_PREFIX,
+    TOKEN_LIMIT_MAX,
     Membership,
     Role,
     Team,
@@ -357,6 +358,12 @@ def team_quota_update(*, actor: User, team: Team, changes: dict[str, Any]) -> Te
     for name in ("max_deployments", "tokens_per_minute", "tokens_per_day"):
         if name in changes and (not isinstance(changes[name], int) or changes[name] < 0):
             problems.append(FieldProblem(name, "must be a whole number, 0 or more", "invalid"))
+        elif name != "max_deployments" and name in changes and changes[name] > TOKEN_LIMIT_MAX:
+            problems.append(
+                FieldProblem(
+                    name, f"must be at most {TOKEN_LIMIT_MAX}, the most a gateway token limit holds", "too_large"
+                )
+            )
     if "monthly_budget" in changes:
         budget = changes["monthly_budget"]
         if not isinstance(budget, Decimal) or not budget.is_finite() or budget < 0:

@@ -232,24 +232,33 @@ def test_managed_provider_backend_and_route_on_the_cluster(world: tuple[RoleMatr
     assert sandbox.objects(AIGW, "AIGatewayRoute", namespace=NS) == []
 
 
-def test_a_policy_over_an_upstream_limit_is_degraded_with_the_limit_and_the_keys_still_apply(
+def test_one_teams_limit_over_the_gateways_maximum_never_withholds_the_others(
     world: tuple[RoleMatrix, Sandbox, Cluster],
 ) -> None:
+    """The API refuses a token limit over a uint32; a row from before that rule may still hold one. That team's
+    limit is held at the maximum and the policy is Degraded naming it; every other team's limits still apply."""
+    from portal.tenancy.models import TeamQuota
+
     matrix, sandbox, cluster = world
-    tenancy_services.team_quota_update(
-        actor=matrix.platform_admin, team=matrix.team, changes={"tokens_per_day": 5_000_000_000}
-    )
+    TeamQuota.objects.filter(team=matrix.team).update(tokens_per_day=5_000_000_000)
     issued = services.credential_issue(actor=matrix.developer, team=matrix.team, name="ci")
+    services.credential_issue(actor=matrix.outsider, team=matrix.other_team, name="ci")
     policy_id = _policy_id(cluster)
     result = reconcile_gateway_policy(policy_id)
     assert result.outcome == "degraded"
     policy = ClusterGatewayPolicy.objects.get(pk=policy_id)
     assert policy.phase == "Degraded"
+    assert "team alpha" in policy.message
     assert "4294967295" in policy.message
+    assert "withheld" not in policy.message
     assert policy.observed_generation == policy.generation
-    assert sandbox.objects(EG, "BackendTrafficPolicy", namespace=NS) == []  # withheld, never truncated
+    limits = {
+        (rule["clientSelectors"][0]["headers"][0]["value"], rule["limit"]["unit"]): rule["limit"]["requests"]
+        for rule in _rules(sandbox)
+    }
+    assert limits[("^alpha\\.[0-9a-f]+$", "Day")] == 4_294_967_295
+    assert limits[("^beta\\.[0-9a-f]+$", "Day")] == TeamQuota.objects.get(team=matrix.other_team).tokens_per_day
     assert _secret_keys(sandbox, "alpha") == {issued.client_id: issued.key}
-    assert _credential_refs(sandbox) == ["genai-portal-keys-alpha"]
     # Retrying the same content cannot fix a limit: the resync leaves it until something changes.
     assert policies_needing_reconcile() == []
 

@@ -159,9 +159,8 @@ def reconcile_gateway_policy(policy_id: int) -> GatewayReconcileResult:
             return GatewayReconcileResult(policy_id, "failed", writes, error.message)
         applied_manifests = redacted([with_hash(item) for item in desired])
         if rendered.problems:
-            message = "withheld, the rest applied: the gateway policy breaks an upstream limit: " + "; ".join(
-                rendered.problems
-            )
+            held = "withheld, the rest applied: " if rendered.withheld else ""
+            message = held + "the gateway policy breaks an upstream limit: " + "; ".join(rendered.problems)
             _record(spec, digest, "Degraded", message, applied_manifests)
             return GatewayReconcileResult(policy_id, "degraded", writes, message)
         _record(spec, digest, "Ready", "", applied_manifests)

@@ -6,6 +6,7 @@ from decimal import Decimal
 
 from rest_framework import serializers
 
+from portal.api.serializers import StrictInput
 from portal.clusters.models import AcceleratorPool, Cluster
 
 
@@ -57,7 +58,7 @@ class ClusterOutput(serializers.ModelSerializer):
         ]
 
 
-class ClusterCreateInput(serializers.Serializer):
+class ClusterCreateInput(StrictInput):
     name = serializers.CharField(max_length=40)
     display_name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     api_server = serializers.CharField(max_length=500)
@@ -75,7 +76,7 @@ class ClusterCreateInput(serializers.Serializer):
     gateway_url = serializers.URLField(max_length=500, required=False, allow_blank=True)
 
 
-class ClusterUpdateInput(serializers.Serializer):
+class ClusterUpdateInput(StrictInput):
     display_name = serializers.CharField(max_length=200, required=False, allow_blank=True)
     api_server = serializers.CharField(max_length=500, required=False)
     region = serializers.CharField(max_length=64, required=False)
@@ -89,7 +90,7 @@ class ClusterUpdateInput(serializers.Serializer):
     ca_bundle = serializers.CharField(required=False, write_only=True, allow_blank=True, max_length=200_000)
 
 
-class PoolInput(serializers.Serializer):
+class PoolInput(StrictInput):
     gpu_product = serializers.CharField(max_length=128, required=False)
     gpu_memory_gb = serializers.IntegerField(min_value=1, max_value=1024, required=False)
     node_selector = serializers.DictField(child=serializers.CharField(max_length=253), required=False)

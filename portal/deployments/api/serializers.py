@@ -5,6 +5,7 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from portal.api.serializers import StrictInput
 from portal.deployments.models import DEPLOYMENT_NAME_PATTERN, Deployment, DeploymentEvent
 
 
@@ -60,7 +61,7 @@ class DeploymentOutput(serializers.ModelSerializer):
         }
 
 
-class DeploymentCreateInput(serializers.Serializer):
+class DeploymentCreateInput(StrictInput):
     name = serializers.RegexField(DEPLOYMENT_NAME_PATTERN, max_length=40)
     model = serializers.CharField(max_length=63, help_text="Catalog model slug")
     version = serializers.CharField(max_length=64, required=False, help_text="Default: the newest approved version")
@@ -76,7 +77,7 @@ class DeploymentCreateInput(serializers.Serializer):
     model_cache = serializers.BooleanField(default=False)
 
 
-class DeploymentUpdateInput(serializers.Serializer):
+class DeploymentUpdateInput(StrictInput):
     min_replicas = serializers.IntegerField(min_value=0, max_value=64, required=False)
     max_replicas = serializers.IntegerField(min_value=1, max_value=64, required=False)
     scale_to_zero = serializers.BooleanField(required=False)

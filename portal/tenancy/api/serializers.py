@@ -7,7 +7,7 @@ from decimal import Decimal
 from rest_framework import serializers
 
 from portal.api.serializers import StrictInput
-from portal.tenancy.models import TEAM_SLUG_PATTERN, Membership, Role, Team, TeamQuota, User
+from portal.tenancy.models import TEAM_SLUG_PATTERN, TOKEN_LIMIT_MAX, Membership, Role, Team, TeamQuota, User
 
 
 class TeamOutput(serializers.ModelSerializer):
@@ -126,7 +126,7 @@ class QuotaUpdateInput(StrictInput):
         help_text="GPUs per accelerator type; replaces the whole map",
     )
     max_deployments = serializers.IntegerField(min_value=0, max_value=100_000)
-    tokens_per_minute = serializers.IntegerField(min_value=0, max_value=10**12)
-    tokens_per_day = serializers.IntegerField(min_value=0, max_value=10**15)
+    tokens_per_minute = serializers.IntegerField(min_value=0, max_value=TOKEN_LIMIT_MAX)
+    tokens_per_day = serializers.IntegerField(min_value=0, max_value=TOKEN_LIMIT_MAX)
     monthly_budget = serializers.DecimalField(max_digits=14, decimal_places=2, min_value=Decimal("0"))
     budget_policy = serializers.ChoiceField(choices=TeamQuota.BudgetPolicy.choices)

@@ -7,7 +7,6 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiParameter, OpenApiTypes, extend_schema
@@ -80,11 +79,7 @@ class _IngestView(PortalView):
             return (renderers.JSONRenderer(), "application/json")
 
     def handle_exception(self, exc: Exception) -> Response:
-        if isinstance(exc, RequestDataTooBig):
-            response = _problem_response(
-                413, "payload_too_large", "Payload too large", "The request body is larger than the portal accepts"
-            )
-        elif isinstance(exc, services.IngestionUnavailable | OperationalError | InterfaceError):
+        if isinstance(exc, services.IngestionUnavailable | OperationalError | InterfaceError):
             logger.warning("usage ingestion unavailable: %s", exc)
             response = _problem_response(
                 503,

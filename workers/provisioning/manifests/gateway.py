@@ -212,10 +212,6 @@ def _team_selector(team_slug: str) -> list[dict[str, Any]]:
 
 
 def _limit(requests: int, unit: str) -> dict[str, Any]:
-    if requests > MAX_RATE_LIMIT_REQUESTS:
-        raise GatewayPolicyTooLarge(
-            f"a token limit of {requests} per {unit.lower()} exceeds the gateway's maximum of {MAX_RATE_LIMIT_REQUESTS}"
-        )
     return {"requests": requests, "unit": unit}
 
 
@@ -224,9 +220,15 @@ def _model_names_regex(names: tuple[str, ...]) -> str:
     return f"^({'|'.join(escaped)})$"
 
 
-def build_rate_limit_rules(spec: GatewayPolicySpec, *, max_rules: int = MAX_RATE_LIMIT_RULES) -> list[dict[str, Any]]:
+def build_rate_limit_rules(
+    spec: GatewayPolicySpec, *, max_rules: int = MAX_RATE_LIMIT_RULES, problems: list[str] | None = None
+) -> list[dict[str, Any]]:
     """Blocking rules first (suspended teams, budget blocks, models a restricted key may not call), then each
-    team's tokens per minute and per day, one shared bucket per team across every route."""
+    team's tokens per minute and per day, one shared bucket per team across every route.
+
+    A team's limit above what the gateway can hold (a uint32) is held at that maximum and named in `problems`:
+    one team's value never withholds every other team's limits (the API refuses such values; older rows may
+    hold one)."""
     rules: list[dict[str, Any]] = []
     for team in spec.teams:
         if team.blocked_reason:
@@ -253,6 +255,13 @@ def build_rate_limit_rules(spec: GatewayPolicySpec, *, max_rules: int = MAX_RATE
         if team.blocked_reason:
             continue
         for requests, unit in ((team.tokens_per_minute, "Minute"), (team.tokens_per_day, "Day")):
+            if requests > MAX_RATE_LIMIT_REQUESTS:
+                if problems is not None:
+                    problems.append(
+                        f"team {team.team_slug}: a token limit of {requests} per {unit.lower()} exceeds the gateway's "
+                        f"maximum of {MAX_RATE_LIMIT_REQUESTS}; that maximum is applied"
+                    )
+                requests = MAX_RATE_LIMIT_REQUESTS
             rules.append(
                 {
                     "clientSelectors": _team_selector(team.team_slug),
@@ -445,7 +454,7 @@ def render_gateway_policy(
     withheld: list[tuple[str, str]] = []
     traffic_policy: Manifest | None = None
     try:
-        rules = build_rate_limit_rules(spec, max_rules=max_rate_limit_rules)
+        rules = build_rate_limit_rules(spec, max_rules=max_rate_limit_rules, problems=problems)
     except GatewayPolicyTooLarge as error:
         problems.append(str(error))
         withheld.append(("BackendTrafficPolicy", TRAFFIC_POLICY_NAME))
