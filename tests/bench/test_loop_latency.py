@@ -1,6 +1,7 @@
 """How long from a gateway response to its cost in the team's report, on the production cadences (the access log
-shipped by the gateway's collector, ingestion, the 30 s rollup): the median of 20 requests, each sent when the
-report already shows the one before. `LOOP_BENCH_REQUESTS` changes the count.
+shipped by the gateway's collector, ingestion, the 30 s rollup): the median of 20 requests, each sent at a random
+moment of the rollup cycle (seeded) once the report shows the one before; sent right after a rollup, every request
+would wait the whole cycle. `LOOP_BENCH_REQUESTS` changes the count.
 
     make bench   # or: env $(.venv/bin/python -m portal.localservices) .venv/bin/pytest tests/bench/test_loop_latency.py -s -o addopts=""
 """
@@ -8,6 +9,7 @@ report already shows the one before. `LOOP_BENCH_REQUESTS` changes the count.
 from __future__ import annotations
 
 import os
+import random
 import statistics
 import time
 
@@ -18,13 +20,15 @@ MODEL = "gpt-4o-mini"
 
 def test_seconds_from_a_gateway_response_to_the_cost_in_the_report() -> None:
     count = int(os.environ.get("LOOP_BENCH_REQUESTS", "20"))
-    with running_demo(cadence_seconds=None) as loop:
+    phase = random.Random(20261204)
+    with running_demo(cadence_seconds=None, redis_db=15) as loop:
         team = loop.team("bench")
         key = loop.key(team)["key"]
         loop.reaches(key, MODEL)
         seen = wait_until(lambda: _requests(loop, team) or None, timeout=120, what="the first request reported")
         delays = []
         for _ in range(count):
+            time.sleep(phase.uniform(0, 30))
             answer = loop.chat(key, MODEL, "measure the loop", max_tokens=4)
             assert answer.status == 200, answer.text
             answered = time.monotonic()

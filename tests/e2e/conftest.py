@@ -189,9 +189,9 @@ def _fresh_database(url: str) -> tuple[str, Callable[[], None]]:
     return urlunsplit(parts._replace(path=f"/{name}")), drop
 
 
-def _own_redis(url: str) -> str:
+def _own_redis(url: str, database: int) -> str:
     parts = urlsplit(url)
-    own = urlunsplit(parts._replace(path=f"/{E2E_REDIS_DB}"))
+    own = urlunsplit(parts._replace(path=f"/{database}"))
     redis.Redis.from_url(own).flushdb()
     return own
 
@@ -203,9 +203,9 @@ def _banner(pattern: str, text: str) -> str:
 
 
 @contextlib.contextmanager
-def running_demo(*, cadence_seconds: str | None = CADENCE_SECONDS) -> Iterator[Loop]:
-    """`manage.py demo` on a fresh database, until the block ends; `cadence_seconds` None keeps the production beat
-    cadences (a benchmark measures those)."""
+def running_demo(*, cadence_seconds: str | None = CADENCE_SECONDS, redis_db: int = E2E_REDIS_DB) -> Iterator[Loop]:
+    """`manage.py demo` on a fresh database and Redis database `redis_db` (emptied first), until the block ends;
+    `cadence_seconds` None keeps the production beat cadences (a benchmark measures those)."""
     database_url, redis_url = os.environ.get("DATABASE_URL"), os.environ.get("REDIS_URL")
     if not database_url or not redis_url:
         pytest.skip("the e2e tests need DATABASE_URL and REDIS_URL (make test sets them)")
@@ -216,7 +216,7 @@ def running_demo(*, cadence_seconds: str | None = CADENCE_SECONDS) -> Iterator[L
     environment.update(
         {
             "DATABASE_URL": database,
-            "REDIS_URL": _own_redis(redis_url),
+            "REDIS_URL": _own_redis(redis_url, redis_db),
             "PORTAL_VAR_DIR": str(var_dir),
             "PORTAL_PORT": str(port),
             "PYTHONUNBUFFERED": "1",
