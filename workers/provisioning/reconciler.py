@@ -43,7 +43,6 @@ logger = logging.getLogger(__name__)
 
 HASH_ANNOTATION = "portal.genai.io/content-hash"
 PREDICTOR_POD_LABEL = "serving.kserve.io/inferenceservice"
-LOCK_SECONDS = 300
 # Kinds a deployment can own, where to look for them (team namespace, gateway namespace, cluster-scoped).
 OWNED_KINDS = (
     (CACHE_API_VERSION, "LocalModelCache", "cluster"),
@@ -67,16 +66,22 @@ class ReconcileResult:
 
 
 @functools.cache
-def _redis() -> redis.Redis:
+def redis_client() -> redis.Redis:
     """One client (and connection pool) per process: a lock costs one round trip, not a new connection."""
     return redis.Redis.from_url(settings.RESOLVED_REDIS_URL)
+
+
+def lock_seconds() -> int:
+    """A reconcile holds its lock at most as long as its task may run (Celery's hard time limit kills it then),
+    plus a margin: a killed worker frees the subject then, and a long run never loses its lock midway."""
+    return int(settings.CELERY_TASK_TIME_LIMIT) + 30
 
 
 @contextmanager
 def reconcile_lock(subject: str, busy: Exception) -> Iterator[None]:
     """One reconcile of `subject` at a time across workers: `busy` is raised (the task retries) when another
-    holds it; a worker that dies holding it blocks the subject for LOCK_SECONDS at most."""
-    lock = _redis().lock(f"portal:lock:{subject}", timeout=LOCK_SECONDS, blocking=False)
+    holds it; a worker that dies holding it blocks the subject for lock_seconds() at most."""
+    lock = redis_client().lock(f"portal:lock:{subject}", timeout=lock_seconds(), blocking=False)
     if not lock.acquire(blocking=False):
         raise busy
     try:

@@ -4,27 +4,30 @@ from __future__ import annotations
 
 import logging
 
-from celery import shared_task
+from celery import Task, shared_task
 
 from portal.deployments import selectors as deployment_selectors
 from workers.kube.errors import ClusterError, RetryableClusterError
 from workers.provisioning.reconciler import DeploymentBusy, reconcile_deployment, resync_cluster
+from workers.tasks import pending
 
 logger = logging.getLogger(__name__)
 
 
 @shared_task(
+    bind=True,
     name="deployments.reconcile",
     acks_late=True,
     autoretry_for=(RetryableClusterError, DeploymentBusy),
     retry_backoff=2,
-    retry_backoff_max=300,
+    retry_backoff_max=pending.RETRY_BACKOFF_MAX,
     retry_jitter=True,
     max_retries=12,
 )
-def reconcile(deployment_id: int) -> str:
+def reconcile(self: Task[[int], str], deployment_id: int) -> str:
     """Converge one deployment; safe to run twice and in any order (level-triggered)."""
-    result = reconcile_deployment(deployment_id)
+    with pending.settled(self, deployment_id):
+        result = reconcile_deployment(deployment_id)
     logger.info(
         "reconciled deployment %s: %s (%s writes, %s)", deployment_id, result.outcome, result.writes, result.phase
     )
@@ -37,7 +40,7 @@ def resync(include_ready: bool = False) -> int:
     the rest that are not Ready (with include_ready: all of them, to repair drift) are compared with one snapshot
     of their cluster: in sync, their status is recorded; drifted, they are enqueued. A lost message costs
     latency, never correctness, and unchanged deployments cost a few list requests per cluster, no writes.
-    Returns how many were enqueued."""
+    Returns how many were enqueued: one pending message per deployment at most (workers/tasks/pending.py)."""
     direct, by_cluster = deployment_selectors.deployment_resync_plan(include_ready=include_ready)
     enqueue = list(direct)
     for cluster_id, ids in by_cluster.items():
@@ -46,6 +49,4 @@ def resync(include_ready: bool = False) -> int:
         except ClusterError as error:  # unreachable or refusing: each deployment's own reconcile retries and reports
             logger.warning("resync of cluster %s fell back to per-deployment reconciles: %s", cluster_id, error)
             enqueue.extend(ids)
-    for deployment_id in enqueue:
-        reconcile.delay(deployment_id)
-    return len(enqueue)
+    return sum(pending.enqueue_once(reconcile, deployment_id) for deployment_id in enqueue)

@@ -5,26 +5,29 @@ from __future__ import annotations
 
 import logging
 
-from celery import shared_task
+from celery import Task, shared_task
 
 from workers.kube.errors import RetryableClusterError
 from workers.provisioning.gateway import GatewayPolicyBusy, policies_needing_reconcile, reconcile_gateway_policy
+from workers.tasks import pending
 
 logger = logging.getLogger(__name__)
 
 
 @shared_task(
+    bind=True,
     name="gateway.reconcile",
     acks_late=True,
     autoretry_for=(RetryableClusterError, GatewayPolicyBusy),
     retry_backoff=2,
-    retry_backoff_max=300,
+    retry_backoff_max=pending.RETRY_BACKOFF_MAX,
     retry_jitter=True,
     max_retries=12,
 )
-def reconcile(policy_id: int) -> str:
+def reconcile(self: Task[[int], str], policy_id: int) -> str:
     """Converge one cluster's gateway policy; safe to run twice and in any order (level-triggered)."""
-    result = reconcile_gateway_policy(policy_id)
+    with pending.settled(self, policy_id):
+        result = reconcile_gateway_policy(policy_id)
     logger.info("reconciled gateway policy %s: %s (%s writes)", policy_id, result.outcome, result.writes)
     return result.outcome
 
@@ -32,7 +35,4 @@ def reconcile(policy_id: int) -> str:
 @shared_task(name="gateway.resync", acks_late=True)
 def resync() -> int:
     """Re-enqueue every policy that needs work; a lost message costs latency, never correctness."""
-    ids = policies_needing_reconcile()
-    for policy_id in ids:
-        reconcile.delay(policy_id)
-    return len(ids)
+    return sum(pending.enqueue_once(reconcile, policy_id) for policy_id in policies_needing_reconcile())
