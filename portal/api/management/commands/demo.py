@@ -96,13 +96,20 @@ class Command(BaseCommand):
             )
         if not Membership.objects.filter(team=team, user=developer).exists():
             tenancy_services.membership_add(actor=admin, team=team, user_ref=DEMO_DEVELOPER, role=Role.ADMIN)
-        admin_token = api_token_issue(actor=admin, principal=admin, name="make demo (platform admin)", scopes=[])
-        developer_token = api_token_issue(actor=admin, principal=developer, name="make demo (team admin)", scopes=[])
+        admin_token = self._fresh_token(admin, admin, "make demo (platform admin)")
+        developer_token = self._fresh_token(admin, developer, "make demo (team admin)")
         return {
             "admin_password": password,
             "admin_token": admin_token.plaintext,
             "developer_token": developer_token.plaintext,
         }
+
+    def _fresh_token(self, admin: User, principal: User, name: str) -> Any:
+        """A new token shown in the banner; the ones earlier runs printed under the same name are revoked, so one
+        of each is live at a time (they last 90 days otherwise)."""
+        for old in ApiToken.objects.filter(principal=principal, name=name, revoked_at__isnull=True):
+            api_token_revoke(actor=admin, token_id=old.pk, principal=None)
+        return api_token_issue(actor=admin, principal=principal, name=name, scopes=[])
 
     def _child_environment(self) -> dict[str, str]:
         environment = dict(os.environ)
