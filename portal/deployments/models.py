@@ -102,6 +102,33 @@ class ServedName(models.Model):
         return f"{self.name} -> deployment {self.deployment_id}"
 
 
+class ReplicaObservation(models.Model):
+    """Replicas the reconciler saw serving, from when: appended each time the observed count changes, and a last
+    0 when the deployment is gone. GPU-hours are the integral of this log, so a deployment is charged from the
+    moment its replicas are observed, for every change between accrual runs, and until it is gone, even when it
+    lived for less than an accrual interval. What the charge needs is copied in: the log outlives the deployment."""
+
+    deployment_id = models.BigIntegerField()
+    deployment_name = models.CharField(max_length=40)
+    team_id = models.BigIntegerField()
+    cluster_id = models.BigIntegerField()
+    cluster_name = models.CharField(max_length=40)
+    accelerator_type = models.CharField(max_length=64)
+    gpus_per_replica = models.PositiveSmallIntegerField()
+    replicas = models.PositiveIntegerField()
+    observed_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["deployment_id", "observed_at", "id"]
+        indexes = [
+            models.Index(fields=["deployment_id", "observed_at"]),
+            models.Index(fields=["observed_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"deployment {self.deployment_id}: {self.replicas} at {self.observed_at}"
+
+
 class DeploymentEvent(models.Model):
     """A change of phase (or a reconcile error) with its reason, for `.../events`."""
 

@@ -21,7 +21,14 @@ from portal.clusters.models import AcceleratorPool
 from portal.core.audit import audit_record
 from portal.core.errors import Conflict, FieldProblem, ValidationFailed
 from portal.deployments.contracts import ObservedStatus
-from portal.deployments.models import DEPLOYMENT_NAME_PATTERN, Deployment, DeploymentEvent, Phase, ServedName
+from portal.deployments.models import (
+    DEPLOYMENT_NAME_PATTERN,
+    Deployment,
+    DeploymentEvent,
+    Phase,
+    ReplicaObservation,
+    ServedName,
+)
 from portal.deployments.names import deployment_gateway_name
 from portal.deployments.selectors import gpus_allocated_by_cluster_and_type, team_gpus_in_use
 from portal.tenancy import selectors as tenancy_selectors
@@ -443,9 +450,26 @@ def deployment_finalize(*, deployment_id: int, generation: int) -> bool:
         team_slug=current.team.slug,
         before=_snapshot(current),
     )
-    ServedName.objects.filter(deployment_id=current.pk, valid_until__isnull=True).update(valid_until=timezone.now())
+    now = timezone.now()
+    ServedName.objects.filter(deployment_id=current.pk, valid_until__isnull=True).update(valid_until=now)
+    if current.observed_replicas:
+        _observe_replicas(current, 0, now)
     current.delete()
     return True
+
+
+def _observe_replicas(deployment: Deployment, replicas: int, at: datetime) -> None:
+    ReplicaObservation.objects.create(
+        deployment_id=deployment.pk,
+        deployment_name=deployment.name,
+        team_id=deployment.team_id,
+        cluster_id=deployment.cluster_id,
+        cluster_name=deployment.cluster.name,
+        accelerator_type=deployment.accelerator_type,
+        gpus_per_replica=deployment.gpus_per_replica,
+        replicas=replicas,
+        observed_at=at,
+    )
 
 
 def served_names_open(*, deployment: Deployment, names: list[str], since: datetime) -> None:
@@ -497,6 +521,8 @@ def deployment_status_record(
             setattr(current, name, value)
         current.last_reconciled_at = reconciled_at
         current.save(update_fields=[*changed, "last_reconciled_at", "updated_at"])
+        if "observed_replicas" in changed:
+            _observe_replicas(current, current.observed_replicas, reconciled_at)
         if phase_changed:
             _event(current, current.phase, status.message)
         return True

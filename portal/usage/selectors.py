@@ -12,14 +12,14 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, F, Max, QuerySet, Sum
+from django.db.models import Count, Exists, F, Max, OuterRef, QuerySet, Sum
 from django.db.models.functions import TruncDate
 
 from catalog.models import CatalogModel, ModelPrice, ModelVersion
 from portal.clusters.models import AcceleratorPool
 from portal.deployments import selectors as deployment_selectors
 from portal.deployments.contracts import ServedNameRef
-from portal.deployments.models import Deployment
+from portal.deployments.models import ReplicaObservation
 from portal.gateway import selectors as gateway_selectors
 from portal.gateway.contracts import CredentialRef
 from portal.tenancy.models import Team, TeamQuota
@@ -28,6 +28,7 @@ from portal.usage.models import (
     BudgetAlert,
     BudgetState,
     CollectorSource,
+    GpuAccrualCursor,
     GpuUsage,
     PriceRerate,
     TeamBudgetSettings,
@@ -388,48 +389,45 @@ def hourly_rollup_summary(*, team_id: int) -> dict[str, Any]:
     )
 
 
-@dataclass(frozen=True)
-class DeploymentGpuInput:
-    deployment_id: int
-    name: str
-    team_id: int
-    cluster_name: str
-    accelerator_type: str
-    gpus_per_replica: int
-    observed_replicas: int
-    price_per_gpu_hour: Decimal
-
-
-def deployment_gpu_inputs() -> list[DeploymentGpuInput]:
-    """Every self-hosted deployment with what the reconciler last observed and its pool's hourly GPU price."""
-    prices = {
+def pool_prices() -> dict[tuple[int, str], Decimal]:
+    """The hourly GPU price of every accelerator pool, by (cluster id, accelerator type)."""
+    return {
         (cluster_id, accelerator_type): price
         for cluster_id, accelerator_type, price in AcceleratorPool.objects.values_list(
             "cluster_id", "accelerator_type", "hourly_price_per_gpu"
         )
     }
-    return [
-        DeploymentGpuInput(
-            deployment_id=row["pk"],
-            name=row["name"],
-            team_id=row["team_id"],
-            cluster_name=row["cluster__name"],
-            accelerator_type=row["accelerator_type"],
-            gpus_per_replica=row["gpus_per_replica"],
-            observed_replicas=row["observed_replicas"],
-            price_per_gpu_hour=prices.get((row["cluster_id"], row["accelerator_type"]), ZERO),
-        )
-        for row in Deployment.objects.values(
-            "pk",
-            "name",
-            "team_id",
-            "cluster_id",
-            "cluster__name",
-            "accelerator_type",
-            "gpus_per_replica",
-            "observed_replicas",
-        ).order_by("pk")
-    ]
+
+
+def gpu_accrual_due() -> list[int]:
+    """Deployments whose GPU-hours may have grown: replicas running at the last accrual, or replica changes
+    observed since (or never accrued yet). Idle and gone deployments cost nothing to check."""
+    running = set(GpuAccrualCursor.objects.filter(observed_replicas__gt=0).values_list("deployment_id", flat=True))
+    accrued_since = GpuAccrualCursor.objects.filter(
+        deployment_id=OuterRef("deployment_id"), sampled_at__gte=OuterRef("observed_at")
+    )
+    changed = set(
+        ReplicaObservation.objects.filter(~Exists(accrued_since)).values_list("deployment_id", flat=True).distinct()
+    )
+    return sorted(running | changed)
+
+
+def replica_observation_at(*, deployment_id: int, at: datetime | None = None) -> ReplicaObservation | None:
+    """What was observed of one deployment at `at` (its last change at or before it); with no `at`, its first."""
+    rows = ReplicaObservation.objects.filter(deployment_id=deployment_id)
+    if at is None:
+        return rows.order_by("observed_at", "pk").first()
+    return rows.filter(observed_at__lte=at).order_by("-observed_at", "-pk").first()
+
+
+def replica_observations(
+    *, deployment_id: int, after: datetime | None = None, until: datetime
+) -> list[ReplicaObservation]:
+    """The replica change log of one deployment, oldest first: those after `after` (exclusive) up to `until`."""
+    rows = ReplicaObservation.objects.filter(deployment_id=deployment_id, observed_at__lte=until)
+    if after is not None:
+        rows = rows.filter(observed_at__gt=after)
+    return list(rows.order_by("observed_at", "pk"))
 
 
 def budget_status(*, team: Team, now: datetime) -> BudgetStatus:

@@ -21,6 +21,7 @@ from django.db import OperationalError, connection, transaction
 from portal.api.models import ApiToken, Scope
 from portal.core.audit import audit_record
 from portal.core.errors import Conflict, NotFound, ValidationFailed
+from portal.deployments.models import ReplicaObservation
 from portal.gateway import services as gateway_services
 from portal.tenancy.models import Team, TeamQuota, User
 from portal.usage import metrics, selectors
@@ -691,45 +692,70 @@ def _hour_pieces(start: datetime, end: datetime) -> list[tuple[datetime, datetim
 
 
 def gpu_usage_accrue(*, now: datetime | None = None) -> int:
-    """Accrue GPU-hours of every self-hosted deployment since its last sample: the replicas the reconciler
-    observed then x GPUs per replica x time x the accelerator pool's hourly price, split by UTC hour.
-    Exactly once per interval: the cursor row is locked and advanced in the same transaction."""
+    """Accrue GPU-hours of self-hosted deployments up to `now`: the integral of the replicas the reconciler observed
+    (deployments.ReplicaObservation, a change log) x GPUs per replica x the pool's hourly price, split at each
+    change and each UTC hour. A deployment is charged from its first observed replica, for every change between
+    runs, and until it is gone. Exactly once: a cursor per deployment is locked and advanced in the same
+    transaction as the rows it adds. Returns the GpuUsage rows written."""
     now = now or datetime.now(UTC)
+    prices = selectors.pool_prices()
     written = 0
-    for deployment in selectors.deployment_gpu_inputs():
+    for deployment_id in selectors.gpu_accrual_due():
         with transaction.atomic():
-            cursor, created = GpuAccrualCursor.objects.select_for_update().get_or_create(
-                deployment_id=deployment.deployment_id,
-                defaults={"sampled_at": now, "observed_replicas": deployment.observed_replicas},
-            )
-            if created or cursor.sampled_at >= now:
+            first = selectors.replica_observation_at(deployment_id=deployment_id)
+            if first is None or first.observed_at >= now:
                 continue
-            if cursor.observed_replicas and deployment.gpus_per_replica:
-                for start, end in _hour_pieces(cursor.sampled_at, now):
-                    seconds = Decimal((end - start) // timedelta(microseconds=1)) / Decimal(3_600_000_000)
-                    gpu_hours = (seconds * cursor.observed_replicas * deployment.gpus_per_replica).quantize(
-                        GPU_HOURS_PLACES, rounding=ROUND_HALF_EVEN
-                    )
-                    GpuUsage.objects.get_or_create(
-                        deployment_id=deployment.deployment_id,
-                        started_at=start,
-                        defaults={
-                            "deployment_name": deployment.name,
-                            "team_id": deployment.team_id,
-                            "cluster_name": deployment.cluster_name,
-                            "accelerator_type": deployment.accelerator_type,
-                            "ended_at": end,
-                            "replicas": cursor.observed_replicas,
-                            "gpus_per_replica": deployment.gpus_per_replica,
-                            "gpu_hours": gpu_hours,
-                            "price_per_gpu_hour": deployment.price_per_gpu_hour,
-                            "cost": (gpu_hours * deployment.price_per_gpu_hour).quantize(MONEY_PLACES),
-                        },
-                    )
-                    written += 1
-            cursor.sampled_at = now
-            cursor.observed_replicas = deployment.observed_replicas
+            cursor, _ = GpuAccrualCursor.objects.select_for_update().get_or_create(
+                deployment_id=deployment_id,
+                defaults={"sampled_at": first.observed_at, "observed_replicas": first.replicas},
+            )
+            current = selectors.replica_observation_at(deployment_id=deployment_id, at=cursor.sampled_at)
+            if cursor.sampled_at >= now or current is None:
+                continue
+            start, replicas = cursor.sampled_at, cursor.observed_replicas
+            for change in selectors.replica_observations(deployment_id=deployment_id, after=start, until=now):
+                written += _charge_gpus(current, replicas, start, change.observed_at, prices)
+                current, start, replicas = change, change.observed_at, change.replicas
+            written += _charge_gpus(current, replicas, start, now, prices)
+            cursor.sampled_at, cursor.observed_replicas = now, replicas
             cursor.save(update_fields=["sampled_at", "observed_replicas"])
+    return written
+
+
+def _charge_gpus(
+    deployment: ReplicaObservation,
+    replicas: int,
+    start: datetime,
+    end: datetime,
+    prices: dict[tuple[int, str], Decimal],
+) -> int:
+    """One GpuUsage row per UTC hour of [start, end) at `replicas`; none when nothing ran."""
+    if not replicas or not deployment.gpus_per_replica or end <= start:
+        return 0
+    price = prices.get((deployment.cluster_id, deployment.accelerator_type), Decimal(0))
+    written = 0
+    for piece_start, piece_end in _hour_pieces(start, end):
+        seconds = Decimal((piece_end - piece_start) // timedelta(microseconds=1)) / Decimal(3_600_000_000)
+        gpu_hours = (seconds * replicas * deployment.gpus_per_replica).quantize(
+            GPU_HOURS_PLACES, rounding=ROUND_HALF_EVEN
+        )
+        _, created = GpuUsage.objects.get_or_create(
+            deployment_id=deployment.deployment_id,
+            started_at=piece_start,
+            defaults={
+                "deployment_name": deployment.deployment_name,
+                "team_id": deployment.team_id,
+                "cluster_name": deployment.cluster_name,
+                "accelerator_type": deployment.accelerator_type,
+                "ended_at": piece_end,
+                "replicas": replicas,
+                "gpus_per_replica": deployment.gpus_per_replica,
+                "gpu_hours": gpu_hours,
+                "price_per_gpu_hour": price,
+                "cost": (gpu_hours * price).quantize(MONEY_PLACES),
+            },
+        )
+        written += created
     return written
 
 

@@ -6,9 +6,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 
-from portal.deployments.models import Deployment
+from portal.deployments.contracts import ObservedStatus
+from portal.deployments.models import Deployment, ReplicaObservation
+from portal.deployments.services import deployment_finalize, deployment_status_record
 from portal.usage import partitions, services
 from portal.usage.models import GpuUsage
 from tests.factories import AcceleratorPoolFactory, SelfHostedVersionFactory
@@ -17,7 +19,7 @@ from tests.portal.usage.conftest import UsageWorld
 pytestmark = pytest.mark.django_db
 
 
-def _deployment(world: UsageWorld, *, replicas: int, gpus: int = 2) -> Deployment:
+def _deployment(world: UsageWorld, *, gpus: int = 2) -> Deployment:
     pool = AcceleratorPoolFactory(accelerator_type="nvidia-l4", hourly_price_per_gpu=Decimal("0.8000"))
     version = SelfHostedVersionFactory(gpus_per_replica=gpus)
     return Deployment.objects.create(
@@ -28,15 +30,28 @@ def _deployment(world: UsageWorld, *, replicas: int, gpus: int = 2) -> Deploymen
         accelerator_type="nvidia-l4",
         served_model_name="chat",
         gpus_per_replica=gpus,
-        observed_replicas=replicas,
-        phase="Ready",
+        phase="Provisioning",
     )
 
 
-def test_gpu_hours_accrue_per_hour_from_observed_replicas(world: UsageWorld) -> None:
-    deployment = _deployment(world, replicas=3)
+def _observe(deployment: Deployment, replicas: int, at: datetime) -> None:
+    """What the reconciler records when it sees the predictor pods (the only writer of observed replicas)."""
+    status = ObservedStatus(
+        phase="Ready" if replicas else "Provisioning",
+        conditions=(),
+        message="",
+        endpoint="",
+        observed_replicas=replicas,
+    )
+    assert deployment_status_record(
+        deployment_id=deployment.pk, generation=deployment.generation, status=status, reconciled_at=at
+    )
+
+
+def test_gpu_hours_accrue_per_hour_from_the_moment_replicas_are_observed(world: UsageWorld) -> None:
+    deployment = _deployment(world)
     start = datetime.now(UTC).replace(minute=30, second=0, microsecond=0) - timedelta(hours=3)
-    assert services.gpu_usage_accrue(now=start) == 0  # the first sample only starts the clock
+    _observe(deployment, 3, start)
     assert services.gpu_usage_accrue(now=start + timedelta(minutes=90)) == 2  # split at the hour
     assert services.gpu_usage_accrue(now=start + timedelta(minutes=90)) == 0  # nothing new: exactly once
     rows = list(GpuUsage.objects.order_by("started_at"))
@@ -46,17 +61,37 @@ def test_gpu_hours_accrue_per_hour_from_observed_replicas(world: UsageWorld) -> 
     ]
     assert [row.gpu_hours for row in rows] == [Decimal("3"), Decimal("6")]  # 3 replicas x 2 GPUs
     assert sum(row.cost for row in rows) == Decimal("7.2")  # 9 GPU-hours x 0.80
-    # Scaled to zero: the next interval is charged at what was observed at its start, then nothing.
-    Deployment.objects.filter(pk=deployment.pk).update(observed_replicas=0)
+    # Scaled to zero 10 minutes into the next run's interval: charged exactly up to then, then nothing.
+    _observe(deployment, 0, start + timedelta(minutes=100))
     services.gpu_usage_accrue(now=start + timedelta(minutes=120))
     services.gpu_usage_accrue(now=start + timedelta(minutes=150))
-    assert sum(row.gpu_hours for row in GpuUsage.objects.all()) == Decimal("12")
+    assert sum(row.gpu_hours for row in GpuUsage.objects.all()) == Decimal("10")  # 9 + 3 x 2 x 10 minutes
+
+
+def test_a_deployment_that_lived_minutes_between_two_accruals_is_charged_exactly(world: UsageWorld) -> None:
+    deployment = _deployment(world, gpus=1)
+    start = datetime.now(UTC) - timedelta(minutes=4)
+    services.gpu_usage_accrue(now=start)  # a run before it had any replica
+    _observe(deployment, 2, start + timedelta(minutes=1))
+    _observe(deployment, 4, start + timedelta(minutes=2))  # scaled up between runs
+    Deployment.objects.filter(pk=deployment.pk).update(phase="Deleting")
+    deployment.refresh_from_db()
+    with transaction.atomic():
+        assert deployment_finalize(deployment_id=deployment.pk, generation=deployment.generation)
+    gone_at = ReplicaObservation.objects.filter(deployment_id=deployment.pk, replicas=0).get().observed_at
+    services.gpu_usage_accrue(now=gone_at + timedelta(minutes=5))
+    assert services.gpu_usage_accrue(now=gone_at + timedelta(minutes=10)) == 0  # gone: nothing more
+    hour = Decimal(3600)
+    expected = 2 * Decimal(60) / hour + 4 * Decimal((gone_at - start - timedelta(minutes=2)).total_seconds()) / hour
+    charged = sum(row.gpu_hours for row in GpuUsage.objects.filter(deployment_id=deployment.pk))
+    assert abs(charged - expected) < Decimal("0.00000001")
+    assert charged > Decimal("0.1")  # more than the 2 replicas' first minute: the 4 were charged until gone
 
 
 def test_gpu_cost_is_reported_beside_token_cost(world: UsageWorld, rollups) -> None:
-    _deployment(world, replicas=1, gpus=1)
+    deployment = _deployment(world, gpus=1)
     start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
-    services.gpu_usage_accrue(now=start)
+    _observe(deployment, 1, start)
     services.gpu_usage_accrue(now=start + timedelta(hours=1))
     world.post([world.event(input_tokens=1_000_000, output_tokens=0)])
     rollups()
