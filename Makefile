@@ -64,7 +64,7 @@ bench: install
 	env $(LOCAL_SERVICES) $(VENV)/bin/pytest tests/bench -s --no-header -q -o addopts="" -p no:cacheprovider
 
 schemathesis: install
-	env PORTAL_FUZZ_EXAMPLES=100 $(LOCAL_SERVICES) $(VENV)/bin/pytest tests/test_schemathesis.py -s
+	env PORTAL_FUZZ_EXAMPLES=100 PORTAL_FUZZ_PHASES=examples,coverage,fuzzing $(LOCAL_SERVICES) $(VENV)/bin/pytest tests/test_schemathesis.py -s
 
 clean:
 	-$(PY) manage.py embedded stop

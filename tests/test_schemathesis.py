@@ -21,7 +21,10 @@ from tests.factories import (
 )
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
-MAX_EXAMPLES = os.environ.get("PORTAL_FUZZ_EXAMPLES", "15")
+# `make test` runs a bounded smoke (a few generated cases per operation, no coverage phase: about a minute);
+# `make schemathesis` runs the full fuzz (100 examples, every phase: many minutes).
+MAX_EXAMPLES = os.environ.get("PORTAL_FUZZ_EXAMPLES", "3")
+PHASES = os.environ.get("PORTAL_FUZZ_PHASES", "examples,fuzzing")
 
 
 def _run(base_url: str, token: str, report_dir: Path) -> subprocess.CompletedProcess[str]:
@@ -39,7 +42,7 @@ def _run(base_url: str, token: str, report_dir: Path) -> subprocess.CompletedPro
             "--max-examples",
             MAX_EXAMPLES,
             "--phases",
-            "examples,coverage,fuzzing",
+            PHASES,
             "--workers",
             "1",
             "--request-timeout",
