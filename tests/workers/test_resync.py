@@ -110,3 +110,28 @@ def test_the_plan_sends_changed_and_deleting_rows_to_a_full_reconcile(world: tup
     direct, by_cluster = deployment_resync_plan(include_ready=False)
     assert direct == [edited.pk, new.pk]
     assert by_cluster == {}
+
+
+def test_a_kubectl_edit_that_keeps_the_annotation_is_drift_and_is_reverted(world: tuple[RoleMatrix, Sandbox]) -> None:
+    """Drift is found by content, not only by the content-hash annotation: `kubectl edit` of maxReplicas keeps the
+    annotation, and the resync still sees the deployment stale and its reconcile puts the portal's value back."""
+    matrix, sandbox = world
+    (deployment,) = _ready_deployments(matrix, sandbox, ["chat"])
+    custom = k8s.CustomObjectsApi(sandbox_api_client(sandbox))
+    live = custom.get_namespaced_custom_object("serving.kserve.io", "v1beta1", NAMESPACE, "inferenceservices", "chat")
+    assert live["spec"]["predictor"]["maxReplicas"] == 1
+    custom.api_client.set_default_header("User-Agent", "kubectl-edit/v1.32.0")
+    custom.patch_namespaced_custom_object(
+        "serving.kserve.io",
+        "v1beta1",
+        NAMESPACE,
+        "inferenceservices",
+        "chat",
+        {"spec": {"predictor": {"maxReplicas": 9}}},
+    )
+    result = resync_cluster(deployment.cluster_id, [deployment.pk])
+    assert result.stale == (deployment.pk,)
+    assert reconcile_deployment(deployment.pk).writes == 1
+    live = custom.get_namespaced_custom_object("serving.kserve.io", "v1beta1", NAMESPACE, "inferenceservices", "chat")
+    assert live["spec"]["predictor"]["maxReplicas"] == 1
+    assert resync_cluster(deployment.cluster_id, [deployment.pk]).stale == ()

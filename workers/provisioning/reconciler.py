@@ -13,9 +13,11 @@ import functools
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import redis
@@ -116,15 +118,55 @@ def _live_hash(live: dict[str, Any] | None) -> str | None:
     return str(((live.get("metadata") or {}).get("annotations") or {}).get(HASH_ANNOTATION) or "") or None
 
 
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m|k|M|G|T|P|Ki|Mi|Gi|Ti|Pi)?$")
+_QUANTITY_SCALE = {
+    None: Decimal(1), "m": Decimal("0.001"), "k": Decimal(10**3), "M": Decimal(10**6), "G": Decimal(10**9),
+    "T": Decimal(10**12), "P": Decimal(10**15), "Ki": Decimal(2**10), "Mi": Decimal(2**20), "Gi": Decimal(2**30),
+    "Ti": Decimal(2**40), "Pi": Decimal(2**50),
+}  # fmt: skip
+
+
+def _quantity(value: Any) -> Decimal | None:
+    match = _QUANTITY.match(value) if isinstance(value, str) else None
+    return Decimal(match.group(1)) * _QUANTITY_SCALE[match.group(2)] if match else None
+
+
+def holds(live: Any, desired: Any) -> bool:
+    """The live value holds the desired one: every field the portal sets, with its value (what the server or
+    other managers add beside them is not the portal's). Quantities compare by amount: the API server writes
+    "0.5" back as "500m"."""
+    if isinstance(desired, dict):
+        return isinstance(live, dict) and all(holds(live.get(key), value) for key, value in desired.items())
+    if isinstance(desired, list):
+        return (
+            isinstance(live, list)
+            and len(live) == len(desired)
+            and all(holds(item, wanted) for item, wanted in zip(live, desired, strict=True))
+        )
+    if live == desired:
+        return True
+    amount = _quantity(desired)
+    return amount is not None and amount == _quantity(live)
+
+
+def in_sync(live: dict[str, Any] | None, manifest: dict[str, Any]) -> bool:
+    """The live object is this manifest as last applied and nobody changed what the portal owns since: the content
+    hash says which version was applied; the content itself catches a `kubectl edit` that kept the annotation."""
+    # What an object is comes from what was listed: a real API server's list items of built-in kinds lack both.
+    owned = {key: value for key, value in manifest.items() if key not in ("apiVersion", "kind")}
+    return live is not None and _live_hash(live) == content_hash(manifest) and holds(live, owned)
+
+
 def converge(cluster: Cluster, manifests: list[dict[str, Any]]) -> tuple[int, dict[tuple[str, str], dict[str, Any]]]:
-    """Apply each manifest whose live copy is missing or carries another content hash; returns (writes, live)."""
+    """Apply each manifest whose live copy is missing, carries another content hash, or no longer holds what the
+    portal set (edited by someone else); returns (writes, live)."""
     writes = 0
     live_objects: dict[tuple[str, str], dict[str, Any]] = {}
     for manifest in manifests:
         stamped = with_hash(manifest)
         metadata = manifest["metadata"]
         live = cluster.get(manifest["apiVersion"], manifest["kind"], metadata["name"], metadata.get("namespace"))
-        if _live_hash(live) != stamped["metadata"]["annotations"][HASH_ANNOTATION]:
+        if not in_sync(live, manifest):
             live = cluster.apply(stamped)
             writes += 1
         live_objects[(manifest["kind"], metadata["name"])] = live or {}
@@ -297,7 +339,7 @@ def status_if_in_sync(spec: DeploymentSpec, snapshot: ClusterSnapshot, team_gpu_
         return None
     desired = build_deployment_objects(spec)
     for manifest in [*build_team_objects(spec, team_gpu_limit), *desired]:
-        if _live_hash(snapshot.live(_key_of(manifest))) != content_hash(manifest):
+        if not in_sync(snapshot.live(_key_of(manifest)), manifest):
             return None
     if snapshot.owned_by_deployment.get(str(spec.deployment_id), set()) != {_key_of(item) for item in desired}:
         return None
