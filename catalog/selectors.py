@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from catalog.contracts import HardwareProfile, ModelVersionContract, PriceContract
 from catalog.models import CatalogModel, ModelPrice, ModelVersion, Visibility
+from catalog.sizing import Architecture, architecture_from_dict
 from portal.core.errors import NotFound
 from portal.tenancy import selectors as tenancy_selectors
 from portal.tenancy.models import User
@@ -80,6 +81,11 @@ def model_version_get(*, model: CatalogModel, version: str) -> ModelVersion:
     return found
 
 
+def version_architecture(version: ModelVersion) -> Architecture | None:
+    """The version's architecture for sizing, or None when the catalog does not know it."""
+    return architecture_from_dict(version.architecture) if version.architecture else None
+
+
 def model_version_contract(*, model_slug: str, version: str) -> ModelVersionContract:
     found = ModelVersion.objects.filter(model__slug=model_slug, version=version).select_related("model").first()
     if found is None:
@@ -103,6 +109,7 @@ def model_version_contract(*, model_slug: str, version: str) -> ModelVersionCont
         runtime_args=tuple(found.runtime_args),
         provider=found.provider,
         provider_model_id=found.provider_model_id,
+        architecture=version_architecture(found),
     )
 
 

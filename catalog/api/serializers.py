@@ -7,6 +7,7 @@ from decimal import Decimal
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from catalog import sizing
 from catalog.models import (
     Capability,
     CatalogModel,
@@ -18,6 +19,7 @@ from catalog.models import (
     UsageType,
     Visibility,
 )
+from portal.api.serializers import StrictInput
 
 
 class HardwareOutput(serializers.Serializer):
@@ -27,8 +29,49 @@ class HardwareOutput(serializers.Serializer):
     memory = serializers.CharField()
 
 
+class ArchitectureField(serializers.Serializer):
+    parameters = serializers.IntegerField(min_value=1, max_value=10**14)
+    weight_dtype = serializers.ChoiceField(choices=list(sizing.WEIGHT_DTYPE_BITS))
+    layers = serializers.IntegerField(min_value=1, max_value=10_000)
+    hidden_size = serializers.IntegerField(min_value=1, max_value=10**6)
+    attention_heads = serializers.IntegerField(min_value=1, max_value=10_000)
+    kv_heads = serializers.IntegerField(min_value=1, max_value=10_000)
+    head_dim = serializers.IntegerField(min_value=1, max_value=100_000)
+    attention = serializers.ChoiceField(choices=list(sizing.ATTENTION_KINDS))
+    max_context = serializers.IntegerField(min_value=1, max_value=100_000_000)
+    kv_lora_rank = serializers.IntegerField(min_value=0, max_value=100_000, required=False, default=0)
+    qk_rope_head_dim = serializers.IntegerField(min_value=0, max_value=100_000, required=False, default=0)
+    sliding_window = serializers.IntegerField(min_value=0, max_value=100_000_000, required=False, default=0)
+    sliding_window_layers = serializers.ListField(
+        child=serializers.IntegerField(min_value=0, max_value=10_000), required=False, default=list, max_length=10_000
+    )
+
+
+class ArchitectureInput(StrictInput, ArchitectureField):
+    pass
+
+
+class VersionSizingOutput(serializers.Serializer):
+    weight_bytes = serializers.IntegerField()
+    kv_cache_bytes_per_token = serializers.IntegerField(help_text="Every layer, KV cache in the model's dtype")
+    kv_cache_bytes_per_token_fp8 = serializers.IntegerField()
+
+
+def version_sizing(version: ModelVersion) -> dict[str, int] | None:
+    if not version.architecture:
+        return None
+    architecture = sizing.architecture_from_dict(version.architecture)
+    return {
+        "weight_bytes": sizing.weight_bytes(architecture),
+        "kv_cache_bytes_per_token": sizing.kv_bytes_per_token(architecture),
+        "kv_cache_bytes_per_token_fp8": sizing.kv_bytes_per_token(architecture, "fp8"),
+    }
+
+
 class ModelVersionOutput(serializers.ModelSerializer):
     hardware = serializers.SerializerMethodField()
+    architecture = serializers.SerializerMethodField()
+    sizing = serializers.SerializerMethodField()
 
     class Meta:
         model = ModelVersion
@@ -44,9 +87,19 @@ class ModelVersionOutput(serializers.ModelSerializer):
             "runtime_args",
             "provider",
             "provider_model_id",
+            "architecture",
+            "sizing",
             "created_at",
             "updated_at",
         ]
+
+    @extend_schema_field(ArchitectureField(allow_null=True))
+    def get_architecture(self, version: ModelVersion) -> dict[str, object] | None:
+        return dict(version.architecture) if version.architecture else None
+
+    @extend_schema_field(VersionSizingOutput(allow_null=True))
+    def get_sizing(self, version: ModelVersion) -> dict[str, int] | None:
+        return version_sizing(version)
 
     @extend_schema_field(HardwareOutput(allow_null=True))
     def get_hardware(self, version: ModelVersion) -> dict[str, object] | None:
@@ -150,6 +203,13 @@ class ModelVersionCreateInput(serializers.Serializer):
     )
     provider = serializers.ChoiceField(choices=Provider.choices, required=False, default="")
     provider_model_id = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    architecture = ArchitectureInput(required=False)
+    hf_config = serializers.JSONField(
+        required=False, help_text="The model's Hugging Face config.json, as an object or pasted as a string"
+    )
+    parameters = serializers.IntegerField(
+        min_value=1, max_value=10**14, required=False, help_text="Parameter count, with hf_config when it cannot tell"
+    )
 
 
 class ModelVersionUpdateInput(serializers.Serializer):
@@ -166,6 +226,9 @@ class ModelVersionUpdateInput(serializers.Serializer):
     runtime_args = serializers.ListField(child=serializers.CharField(max_length=500), required=False, max_length=100)
     provider = serializers.ChoiceField(choices=Provider.choices, required=False)
     provider_model_id = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    architecture = ArchitectureInput(required=False)
+    hf_config = serializers.JSONField(required=False)
+    parameters = serializers.IntegerField(min_value=1, max_value=10**14, required=False)
 
 
 class PriceCreateInput(serializers.Serializer):
