@@ -622,3 +622,135 @@ def runtime_args(fit_result: Fit, *, kv_cache_dtype: str, engine: EngineSettings
 def describe_bytes(value: int) -> str:
     """Bytes as decimal GB with one decimal, as GPU memory is sold (141,107,412,992 -> '141.1 GB')."""
     return f"{Decimal(value) / GB:.1f} GB"
+
+
+# ----------------------------------------------------------------------------------------------------- the plan
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the fit endpoint and deployment admission answer: the figures, the asked placements, the cheapest ones."""
+
+    architecture: Architecture
+    context: int
+    concurrency: int
+    kv_cache_dtype: str
+    replicas: int
+    engine: EngineSettings
+    weight_bytes: int
+    kv_bytes_per_token: int
+    naive_kv_bytes_per_token: int
+    kv_bytes: int
+    evaluated: tuple[Placement, ...]  # the pools asked for at the GPUs asked for (fitting or not)
+    placements: tuple[Placement, ...]  # fitting placements, cheapest first
+
+    @property
+    def fits(self) -> bool:
+        return any(item.fit.fits for item in self.evaluated) if self.evaluated else bool(self.placements)
+
+
+def plan(
+    architecture: Architecture,
+    pools: Sequence[PoolOffer],
+    *,
+    gpus_per_replica: int | None = None,
+    context: int | None = None,
+    concurrency: int = 1,
+    kv_cache_dtype: str = "auto",
+    replicas: int = 1,
+    engine: EngineSettings = EngineSettings(),
+    managed_prices: Sequence[ManagedPrice] = (),
+    input_share_percent: int = 75,
+    limit: int = 10,
+) -> Plan:
+    context = min(architecture.max_context, context) if context else architecture.max_context
+    evaluated = []
+    if gpus_per_replica is not None:
+        for pool in pools:
+            result = fit(
+                architecture,
+                gpu_memory_gb=pool.gpu_memory_gb,
+                tensor_parallel_size=gpus_per_replica,
+                context=context,
+                concurrency=concurrency,
+                kv_cache_dtype=kv_cache_dtype,
+                engine=engine,
+            )
+            cost = monthly_cost(
+                gpus=gpus_per_replica * max(replicas, 1), hourly_price_per_gpu=pool.hourly_price_per_gpu
+            )
+            evaluated.append(
+                Placement(
+                    cluster=pool.cluster,
+                    accelerator_type=pool.accelerator_type,
+                    gpus_per_replica=gpus_per_replica,
+                    tensor_parallel_size=gpus_per_replica,
+                    replicas=max(replicas, 1),
+                    monthly_cost=cost,
+                    fit=result,
+                    break_even=break_even(cost, managed_prices, input_share_percent=input_share_percent),
+                )
+            )
+    ranked = placements(
+        architecture,
+        pools,
+        context=context,
+        concurrency=concurrency,
+        kv_cache_dtype=kv_cache_dtype,
+        replicas=replicas,
+        engine=engine,
+        managed_prices=managed_prices,
+        input_share_percent=input_share_percent,
+    )
+    return Plan(
+        architecture=architecture,
+        context=context,
+        concurrency=concurrency,
+        kv_cache_dtype=kv_cache_dtype,
+        replicas=max(replicas, 1),
+        engine=engine,
+        weight_bytes=weight_bytes(architecture),
+        kv_bytes_per_token=kv_bytes_per_token(architecture, kv_cache_dtype),
+        naive_kv_bytes_per_token=naive_kv_bytes_per_token(architecture, kv_cache_dtype),
+        kv_bytes=kv_bytes(
+            architecture,
+            context=context,
+            concurrency=concurrency,
+            kv_cache_dtype=kv_cache_dtype,
+            block_tokens=engine.block_tokens,
+        ),
+        evaluated=tuple(evaluated),
+        placements=tuple(ranked[:limit]),
+    )
+
+
+def flag_name(argument: str) -> str:
+    """'--max-model-len=8192' -> 'max_model_len' (vLLM accepts both spellings)."""
+    return argument.removeprefix("--").split("=", 1)[0].replace("-", "_")
+
+
+def flag_value(arguments: Sequence[str], name: str) -> str | None:
+    """The value of the last `--name=value` among `arguments`."""
+    found = None
+    for argument in arguments:
+        if flag_name(argument) == name and "=" in argument:
+            found = argument.split("=", 1)[1]
+    return found
+
+
+def serving_choices(
+    architecture: Architecture, *, catalog_args: Sequence[str], team_args: Sequence[str]
+) -> tuple[int, str]:
+    """The context and KV cache dtype a deployment is sized for: the team's flags, else the catalog's, else the
+    model's maximum context and the model's dtype. Values that are not numbers or known dtypes fall back too."""
+    context = architecture.max_context
+    for arguments in (catalog_args, team_args):
+        value = flag_value(arguments, "max_model_len")
+        if value is not None and value.isdigit() and int(value) > 0:
+            context = min(int(value), architecture.max_context)
+    kv_cache_dtype = "auto"
+    for arguments in (catalog_args, team_args):
+        value = flag_value(arguments, "kv_cache_dtype")
+        if value in KV_CACHE_DTYPE_BYTES:
+            kv_cache_dtype = value
+    return context, kv_cache_dtype

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -239,3 +240,128 @@ class PriceCreateInput(serializers.Serializer):
     currency = serializers.RegexField(r"^[A-Z]{3}$", required=False)
     effective_from = serializers.DateTimeField()
     note = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
+
+
+class FitInput(StrictInput):
+    team = serializers.CharField(
+        max_length=40, required=False, help_text="Size on the pools this team may use (its GPU quota); default: all"
+    )
+    cluster = serializers.CharField(max_length=40, required=False)
+    accelerator_type = serializers.CharField(max_length=64, required=False)
+    region = serializers.CharField(max_length=64, required=False)
+    gpus_per_replica = serializers.IntegerField(
+        min_value=1, max_value=64, required=False, help_text="Evaluate this many GPUs (tensor parallel) per replica"
+    )
+    context_length = serializers.IntegerField(
+        min_value=1, max_value=100_000_000, required=False, help_text="Default: the version's --max_model_len"
+    )
+    concurrency = serializers.IntegerField(min_value=1, max_value=100_000, required=False, default=1)
+    kv_cache_dtype = serializers.ChoiceField(choices=list(sizing.KV_CACHE_DTYPE_BYTES), required=False)
+    min_replicas = serializers.IntegerField(min_value=1, max_value=64, required=False, default=1)
+
+
+class FitFiguresOutput(serializers.Serializer):
+    gpu_memory_gb = serializers.IntegerField()
+    tensor_parallel_size = serializers.IntegerField()
+    usable_bytes_per_gpu = serializers.IntegerField()
+    weight_bytes_per_gpu = serializers.IntegerField()
+    kv_cache_bytes_per_gpu = serializers.IntegerField()
+    needed_bytes_per_gpu = serializers.IntegerField()
+    margin_bytes_per_gpu = serializers.IntegerField(help_text="Negative: the shortfall")
+    fits = serializers.BooleanField()
+    problem = serializers.CharField(allow_null=True)
+    max_context_at_concurrency = serializers.IntegerField()
+    max_concurrency_at_context = serializers.IntegerField()
+
+
+class BreakEvenOutput(serializers.Serializer):
+    model = serializers.CharField()
+    blended_price_per_million = serializers.DecimalField(max_digits=18, decimal_places=6)
+    monthly_tokens = serializers.IntegerField(
+        allow_null=True, help_text="Above this many tokens a month the placement is cheaper"
+    )
+
+
+class PlacementOutput(serializers.Serializer):
+    cluster = serializers.CharField()
+    accelerator_type = serializers.CharField()
+    gpus_per_replica = serializers.IntegerField()
+    tensor_parallel_size = serializers.IntegerField()
+    replicas = serializers.IntegerField()
+    monthly_cost = serializers.DecimalField(max_digits=18, decimal_places=2)
+    currency = serializers.CharField()
+    fit = FitFiguresOutput()
+    break_even = BreakEvenOutput(many=True)
+
+
+class FitOutput(serializers.Serializer):
+    model = serializers.CharField()
+    version = serializers.CharField()
+    architecture = ArchitectureField()
+    context_length = serializers.IntegerField()
+    concurrency = serializers.IntegerField()
+    kv_cache_dtype = serializers.CharField()
+    gpu_memory_utilization_percent = serializers.IntegerField()
+    overhead_bytes_per_gpu = serializers.IntegerField()
+    weight_bytes = serializers.IntegerField()
+    kv_cache_bytes_per_token = serializers.IntegerField()
+    naive_kv_cache_bytes_per_token = serializers.IntegerField(help_text="The plain multi-head formula, for comparison")
+    kv_cache_bytes = serializers.IntegerField(help_text="context_length x concurrency, one GPU")
+    fits = serializers.BooleanField()
+    evaluated = PlacementOutput(many=True, help_text="The pools asked for at gpus_per_replica")
+    placements = PlacementOutput(many=True, help_text="Fitting placements, cheapest first")
+
+
+def placement_data(placement: sizing.Placement, *, currency: str, architecture: sizing.Architecture) -> dict[str, Any]:
+    result = placement.fit
+    return {
+        "cluster": placement.cluster,
+        "accelerator_type": placement.accelerator_type,
+        "gpus_per_replica": placement.gpus_per_replica,
+        "tensor_parallel_size": placement.tensor_parallel_size,
+        "replicas": placement.replicas,
+        "monthly_cost": str(placement.monthly_cost),
+        "currency": currency,
+        "fit": {
+            "gpu_memory_gb": result.gpu_memory_gb,
+            "tensor_parallel_size": result.tensor_parallel_size,
+            "usable_bytes_per_gpu": result.usable_bytes_per_gpu,
+            "weight_bytes_per_gpu": result.weight_bytes_per_gpu,
+            "kv_cache_bytes_per_gpu": result.kv_bytes_per_gpu,
+            "needed_bytes_per_gpu": result.needed_bytes_per_gpu,
+            "margin_bytes_per_gpu": result.margin_bytes_per_gpu,
+            "fits": result.fits,
+            "problem": sizing.tensor_parallel_problem(architecture, result.tensor_parallel_size),
+            "max_context_at_concurrency": result.max_context_at_concurrency,
+            "max_concurrency_at_context": result.max_concurrency_at_context,
+        },
+        "break_even": [
+            {
+                "model": item.model,
+                "blended_price_per_million": str(item.blended_price_per_million.quantize(Decimal("0.000001"))),
+                "monthly_tokens": item.monthly_tokens,
+            }
+            for item in placement.break_even
+        ],
+    }
+
+
+def plan_data(plan: sizing.Plan, *, version: ModelVersion, currency: str) -> dict[str, Any]:
+    architecture = plan.architecture
+    return {
+        "model": version.model.slug,
+        "version": version.version,
+        "architecture": architecture.to_dict(),
+        "context_length": plan.context,
+        "concurrency": plan.concurrency,
+        "kv_cache_dtype": plan.kv_cache_dtype,
+        "gpu_memory_utilization_percent": plan.engine.gpu_memory_utilization_percent,
+        "overhead_bytes_per_gpu": plan.engine.overhead_bytes,
+        "weight_bytes": plan.weight_bytes,
+        "kv_cache_bytes_per_token": plan.kv_bytes_per_token,
+        "naive_kv_cache_bytes_per_token": plan.naive_kv_bytes_per_token,
+        "kv_cache_bytes": plan.kv_bytes,
+        "fits": plan.fits,
+        "evaluated": [placement_data(p, currency=currency, architecture=architecture) for p in plan.evaluated],
+        "placements": [placement_data(p, currency=currency, architecture=architecture) for p in plan.placements],
+    }
