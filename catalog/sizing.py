@@ -609,11 +609,11 @@ def placements(
     return found
 
 
-def runtime_args(fit_result: Fit, *, kv_cache_dtype: str, engine: EngineSettings) -> list[str]:
-    """vLLM flags for the plan: the context it was sized for, its GPUs, the engine's share and the KV dtype."""
+def runtime_args(*, context: int, tensor_parallel_size: int, kv_cache_dtype: str, engine: EngineSettings) -> list[str]:
+    """vLLM flags for a plan: the context it was sized for, its GPUs, the engine's share and the KV dtype."""
     return [
-        f"--max_model_len={fit_result.context}",
-        f"--tensor_parallel_size={fit_result.tensor_parallel_size}",
+        f"--max_model_len={context}",
+        f"--tensor_parallel_size={tensor_parallel_size}",
         f"--gpu_memory_utilization={engine.gpu_memory_utilization_percent / 100:.2f}",
         f"--kv_cache_dtype={kv_cache_dtype}",
     ]

@@ -207,8 +207,9 @@ def test_placements_are_the_fewest_gpus_per_pool_cheapest_first_with_break_even(
 
 
 def test_runtime_args_of_a_plan() -> None:
-    plan = sizing.fit(LLAMA_70B, gpu_memory_gb=80, tensor_parallel_size=4, context=32768)
-    assert sizing.runtime_args(plan, kv_cache_dtype="auto", engine=EngineSettings()) == [
+    assert sizing.runtime_args(
+        context=32768, tensor_parallel_size=4, kv_cache_dtype="auto", engine=EngineSettings()
+    ) == [
         "--max_model_len=32768",
         "--tensor_parallel_size=4",
         "--gpu_memory_utilization=0.90",
