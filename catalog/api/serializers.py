@@ -122,7 +122,50 @@ class PriceOutput(serializers.ModelSerializer):
         fields = ["id", "usage_type", "price_per_million", "currency", "effective_from", "note"]
 
 
+class ModelSizingOutput(serializers.Serializer):
+    version = serializers.CharField()
+    parameters = serializers.IntegerField()
+    weight_dtype = serializers.CharField()
+    attention = serializers.CharField()
+    max_context = serializers.IntegerField()
+    weight_bytes = serializers.IntegerField()
+    kv_cache_bytes_per_token = serializers.IntegerField()
+
+
+DEFAULT_VERSION_ORDER = (Lifecycle.APPROVED, Lifecycle.PREVIEW, Lifecycle.DEPRECATED)
+
+
+def default_version(model: CatalogModel) -> ModelVersion | None:
+    """The version a deployment gets when none is named: the newest approved, else preview, else deprecated."""
+    versions = list(model.versions.all())
+    for lifecycle in DEFAULT_VERSION_ORDER:
+        found = sorted((v for v in versions if v.lifecycle == lifecycle), key=lambda v: v.created_at, reverse=True)
+        if found:
+            return found[0]
+    return None
+
+
 class CatalogModelSummaryOutput(serializers.ModelSerializer):
+    sizing = serializers.SerializerMethodField(
+        help_text="Sizing of the version deployed by default (self-hosted models with a known architecture)"
+    )
+
+    @extend_schema_field(ModelSizingOutput(allow_null=True))
+    def get_sizing(self, model: CatalogModel) -> dict[str, object] | None:
+        version = default_version(model) if model.hosting == Hosting.SELF_HOSTED else None
+        if version is None or not version.architecture:
+            return None
+        architecture = sizing.architecture_from_dict(version.architecture)
+        return {
+            "version": version.version,
+            "parameters": architecture.parameters,
+            "weight_dtype": architecture.weight_dtype,
+            "attention": architecture.attention,
+            "max_context": architecture.max_context,
+            "weight_bytes": sizing.weight_bytes(architecture),
+            "kv_cache_bytes_per_token": sizing.kv_bytes_per_token(architecture),
+        }
+
     class Meta:
         model = CatalogModel
         fields = [
@@ -136,6 +179,7 @@ class CatalogModelSummaryOutput(serializers.ModelSerializer):
             "lifecycle",
             "hosting",
             "visibility",
+            "sizing",
             "updated_at",
         ]
 

@@ -63,7 +63,7 @@ class CatalogModelListView(PortalGenericView):
             provider=_choice_param(request, "provider", Provider.values),
             text=(request.query_params.get("q") or "").strip()[:200] or None,
         )
-        page = self.paginate_queryset(models)
+        page = self.paginate_queryset(models.prefetch_related("versions"))
         return self.get_paginated_response(serializers.CatalogModelSummaryOutput(page, many=True).data)
 
     @extend_schema(

@@ -163,3 +163,19 @@ def test_an_unknown_architecture_is_refused_naming_the_missing_fields(sized: Rol
     assert ModelVersion.objects.get(model__slug="mystery").architecture == {}
     assert AuditEvent.objects.count() == audits
     assert CatalogModel.objects.get(slug="mystery")
+
+
+def test_model_lists_carry_the_sizing_of_the_default_version(sized: RoleMatrix) -> None:
+    client = sized.client("viewer")
+    models = {item["slug"]: item for item in client.get("/api/v1/catalog/models?page_size=200").json()["results"]}
+    assert models["llama-70b"]["sizing"] == {
+        "version": "v1",
+        "parameters": 70_553_706_496,
+        "weight_dtype": "bf16",
+        "attention": "gqa",
+        "max_context": 131_072,
+        "weight_bytes": 141_107_412_992,
+        "kv_cache_bytes_per_token": 327_680,
+    }
+    assert models["gpt-4o-mini"]["sizing"] is None
+    assert models["mystery"]["sizing"] is None
