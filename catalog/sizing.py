@@ -40,9 +40,10 @@ activation dtype, 16 bits for every 16-bit or quantized model; T = tensor parall
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
+from functools import lru_cache
 from typing import Any
 
 GB = 10**9
@@ -370,8 +371,13 @@ def _hf_sliding_window(config: Mapping[str, Any], layers: int) -> tuple[int, tup
 
 
 def weight_bytes(architecture: Architecture) -> int:
-    numerator, denominator = WEIGHT_DTYPE_BITS[architecture.weight_dtype]
-    return -(-architecture.parameters * numerator // (8 * denominator))
+    return _weight_bytes(architecture.parameters, architecture.weight_dtype)
+
+
+@lru_cache(maxsize=1024)
+def _weight_bytes(parameters: int, weight_dtype: str) -> int:
+    numerator, denominator = WEIGHT_DTYPE_BITS[weight_dtype]
+    return -(-parameters * numerator // (8 * denominator))
 
 
 def kv_value_bytes(architecture: Architecture, kv_cache_dtype: str = "auto") -> int:
@@ -527,6 +533,22 @@ def break_even(
     return tuple(sorted(found, key=lambda item: (item.monthly_tokens is None, item.monthly_tokens or 0, item.model)))
 
 
+def _break_even_by_cost(
+    prices: Sequence[ManagedPrice], input_share_percent: int
+) -> Callable[[Decimal], tuple[BreakEven, ...]]:
+    """break_even, once per distinct cost: a fleet's placements share few (a handful of GPU prices x GPU counts)."""
+    known: dict[Decimal, tuple[BreakEven, ...]] = {}
+
+    def lookup(cost: Decimal) -> tuple[BreakEven, ...]:
+        if not prices:
+            return ()
+        if cost not in known:
+            known[cost] = break_even(cost, prices, input_share_percent=input_share_percent)
+        return known[cost]
+
+    return lookup
+
+
 def smallest_fit(
     architecture: Architecture,
     *,
@@ -568,6 +590,7 @@ def placements(
     input_share_percent: int = 75,
 ) -> list[Placement]:
     """For each pool, the fewest GPUs per replica that fit; cheapest first (then fewer GPUs, more margin)."""
+    break_even_of = _break_even_by_cost(managed_prices, input_share_percent)
     found = []
     for pool in pools:
         result = smallest_fit(
@@ -592,9 +615,7 @@ def placements(
                 replicas=max(replicas, 1),
                 monthly_cost=cost,
                 fit=result,
-                break_even=break_even(cost, managed_prices, input_share_percent=input_share_percent)
-                if managed_prices
-                else (),
+                break_even=break_even_of(cost),
             )
         )
     found.sort(
@@ -664,6 +685,7 @@ def plan(
     limit: int = 10,
 ) -> Plan:
     context = min(architecture.max_context, context) if context else architecture.max_context
+    break_even_of = _break_even_by_cost(managed_prices, input_share_percent)
     evaluated = []
     if gpus_per_replica is not None:
         for pool in pools:
@@ -688,7 +710,7 @@ def plan(
                     replicas=max(replicas, 1),
                     monthly_cost=cost,
                     fit=result,
-                    break_even=break_even(cost, managed_prices, input_share_percent=input_share_percent),
+                    break_even=break_even_of(cost),
                 )
             )
     ranked = placements(
