@@ -179,3 +179,18 @@ def test_model_lists_carry_the_sizing_of_the_default_version(sized: RoleMatrix) 
     }
     assert models["gpt-4o-mini"]["sizing"] is None
     assert models["mystery"]["sizing"] is None
+
+
+def test_a_config_json_file_is_read_by_a_command(sized: RoleMatrix, tmp_path: object) -> None:
+    from pathlib import Path
+
+    from django.core.management import CommandError, call_command
+
+    path = Path(str(tmp_path)) / "config.json"
+    path.write_text(json.dumps(LLAMA_8B_CONFIG))
+    call_command("read_hf_config", "mystery", "v1", str(path), verbosity=0)
+    assert ModelVersion.objects.get(model__slug="mystery").architecture["parameters"] == 8_030_261_248
+    path.write_text(json.dumps({"model_type": "deepseek_v3", "num_hidden_layers": 61}))
+    with pytest.raises(CommandError, match=r"hf_config\.hidden_size: is missing"):
+        call_command("read_hf_config", "mystery", "v1", str(path), verbosity=0)
+    assert ModelVersion.objects.get(model__slug="mystery").architecture["layers"] == 32
