@@ -236,3 +236,17 @@ def test_an_admin_entered_architecture_is_checked_field_by_field() -> None:
         sizing.architecture_from_dict(entered | {"attention": "mla", "kv_heads": 0, "colour": "blue"})
     assert set(error.value.problems) == {"colour", "kv_heads", "kv_lora_rank", "qk_rope_head_dim"}
     assert isinstance(sizing.architecture_from_dict(GEMMA_2_9B.to_dict()), Architecture)
+
+
+def test_largest_context_of_a_sliding_window_model_below_and_past_its_window() -> None:
+    # One L4: 969,104,384 bytes left after the weights, 131,072 bytes a block in each layer: 7,393 layer-blocks,
+    # under 42 x 256 (every layer below its window): 7,393 // 42 = 176 blocks, 2,816 tokens.
+    one = sizing.fit(GEMMA_2_9B, gpu_memory_gb=24, context=2816)
+    assert one.usable_bytes_per_gpu - one.weight_bytes_per_gpu == 969_104_384
+    assert (one.max_context_at_concurrency, one.fits) == (2816, True)
+    assert not sizing.fit(GEMMA_2_9B, gpu_memory_gb=24, context=2832).fits
+    # Two L4s, 10 sequences: 15,580 layer-blocks; past the window only the 21 global layers grow:
+    # 256 + (15,580 - 10,752) // 21 = 485 blocks, 7,760 tokens.
+    two = sizing.fit(GEMMA_2_9B, gpu_memory_gb=24, tensor_parallel_size=2, context=7760, concurrency=10)
+    assert (two.max_context_at_concurrency, two.fits) == (7760, True)
+    assert not sizing.fit(GEMMA_2_9B, gpu_memory_gb=24, tensor_parallel_size=2, context=7776, concurrency=10).fits
