@@ -250,3 +250,27 @@ def test_largest_context_of_a_sliding_window_model_below_and_past_its_window() -
     two = sizing.fit(GEMMA_2_9B, gpu_memory_gb=24, tensor_parallel_size=2, context=7760, concurrency=10)
     assert (two.max_context_at_concurrency, two.fits) == (7760, True)
     assert not sizing.fit(GEMMA_2_9B, gpu_memory_gb=24, tensor_parallel_size=2, context=7776, concurrency=10).fits
+
+
+@pytest.mark.django_db
+def test_the_starter_catalog_sizes_every_self_hosted_model() -> None:
+    from django.core.management import call_command
+
+    from catalog.models import ModelVersion
+    from catalog.selectors import version_architecture
+
+    call_command("load_catalog", verbosity=0)
+    figures = {}
+    for version in ModelVersion.objects.filter(model__hosting="self_hosted").select_related("model"):
+        architecture = version_architecture(version)
+        assert architecture is not None, f"{version} has no architecture"
+        figures[version.model.slug] = (sizing.weight_bytes(architecture), sizing.kv_bytes_per_token(architecture))
+    assert figures == {
+        "llama-3-1-8b-instruct": (16_060_522_496, 131_072),
+        "llama-3-1-70b-instruct": (141_107_412_992, 327_680),
+        "qwen2-5-7b-instruct": (15_231_233_024, 57_344),
+        "qwen2-5-coder-7b-instruct": (15_231_233_024, 57_344),
+        "mistral-7b-instruct-v0-3": (14_496_047_104, 131_072),
+        "gemma-2-9b-it": (18_483_411_968, 344_064),
+        "bge-m3": (1_135_509_504, 98_304),
+    }
