@@ -549,6 +549,31 @@ def _break_even_by_cost(
     return lookup
 
 
+def _smallest_size(
+    architecture: Architecture,
+    *,
+    gpu_memory_gb: int,
+    max_gpus: int,
+    context: int,
+    concurrency: int,
+    kv_cache_dtype: str,
+    engine: EngineSettings,
+) -> tuple[int, int] | None:
+    """The fewest GPUs that hold the model and the margin per GPU: the sums of fit(), without building a Fit for
+    every size tried (sizing a fleet stays fast)."""
+    usable = usable_bytes_per_gpu(gpu_memory_gb, engine)
+    weights = weight_bytes(architecture)
+    held_blocks = concurrency * _held_blocks_per_sequence(architecture, context, engine.block_tokens)
+    for size in TENSOR_PARALLEL_SIZES:
+        if size > max_gpus:
+            break
+        per_layer_block = _kv_bytes_per_token_and_layer(architecture, kv_cache_dtype, size) * engine.block_tokens
+        margin = usable - -(-weights // size) - held_blocks * per_layer_block
+        if margin >= 0 and tensor_parallel_problem(architecture, size) is None:
+            return size, margin
+    return None
+
+
 def smallest_fit(
     architecture: Architecture,
     *,
@@ -560,21 +585,27 @@ def smallest_fit(
     engine: EngineSettings = EngineSettings(),
 ) -> Fit | None:
     """The fewest GPUs (a tensor parallel size up to `max_gpus`) of this size that hold the model."""
-    for size in TENSOR_PARALLEL_SIZES:
-        if size > max_gpus:
-            break
-        result = fit(
-            architecture,
-            gpu_memory_gb=gpu_memory_gb,
-            tensor_parallel_size=size,
-            context=context,
-            concurrency=concurrency,
-            kv_cache_dtype=kv_cache_dtype,
-            engine=engine,
-        )
-        if result.fits:
-            return result
-    return None
+    context = architecture.max_context if context is None else context
+    found = _smallest_size(
+        architecture,
+        gpu_memory_gb=gpu_memory_gb,
+        max_gpus=max_gpus,
+        context=context,
+        concurrency=concurrency,
+        kv_cache_dtype=kv_cache_dtype,
+        engine=engine,
+    )
+    if found is None:
+        return None
+    return fit(
+        architecture,
+        gpu_memory_gb=gpu_memory_gb,
+        tensor_parallel_size=found[0],
+        context=context,
+        concurrency=concurrency,
+        kv_cache_dtype=kv_cache_dtype,
+        engine=engine,
+    )
 
 
 def placements(
@@ -588,12 +619,17 @@ def placements(
     engine: EngineSettings = EngineSettings(),
     managed_prices: Sequence[ManagedPrice] = (),
     input_share_percent: int = 75,
+    limit: int | None = None,
 ) -> list[Placement]:
-    """For each pool, the fewest GPUs per replica that fit; cheapest first (then fewer GPUs, more margin)."""
-    break_even_of = _break_even_by_cost(managed_prices, input_share_percent)
-    found = []
-    for pool in pools:
-        result = smallest_fit(
+    """For each pool, the fewest GPUs per replica that fit; cheapest first (then fewer GPUs, more margin).
+
+    Pools are ranked on their sums; the full answer (Fit, cost, break-even) is built for the first `limit` only.
+    """
+    context = architecture.max_context if context is None else context
+    replicas = max(replicas, 1)
+    ranked = []
+    for index, pool in enumerate(pools):
+        found = _smallest_size(
             architecture,
             gpu_memory_gb=pool.gpu_memory_gb,
             max_gpus=pool.gpu_count,
@@ -602,32 +638,37 @@ def placements(
             kv_cache_dtype=kv_cache_dtype,
             engine=engine,
         )
-        if result is None:
-            continue
-        gpus = result.tensor_parallel_size
-        cost = monthly_cost(gpus=gpus * max(replicas, 1), hourly_price_per_gpu=pool.hourly_price_per_gpu)
-        found.append(
+        if found is not None:
+            size, margin = found
+            hourly = size * replicas * pool.hourly_price_per_gpu
+            ranked.append((hourly, size, -margin, pool.cluster, pool.accelerator_type, index))
+    ranked.sort()
+    break_even_of = _break_even_by_cost(managed_prices, input_share_percent)
+    answer = []
+    for _hourly, size, _margin, _cluster, _type, index in ranked[:limit]:
+        pool = pools[index]
+        cost = monthly_cost(gpus=size * replicas, hourly_price_per_gpu=pool.hourly_price_per_gpu)
+        answer.append(
             Placement(
                 cluster=pool.cluster,
                 accelerator_type=pool.accelerator_type,
-                gpus_per_replica=gpus,
-                tensor_parallel_size=gpus,
-                replicas=max(replicas, 1),
+                gpus_per_replica=size,
+                tensor_parallel_size=size,
+                replicas=replicas,
                 monthly_cost=cost,
-                fit=result,
+                fit=fit(
+                    architecture,
+                    gpu_memory_gb=pool.gpu_memory_gb,
+                    tensor_parallel_size=size,
+                    context=context,
+                    concurrency=concurrency,
+                    kv_cache_dtype=kv_cache_dtype,
+                    engine=engine,
+                ),
                 break_even=break_even_of(cost),
             )
         )
-    found.sort(
-        key=lambda item: (
-            item.monthly_cost,
-            item.gpus_per_replica,
-            -item.fit.margin_bytes_per_gpu,
-            item.cluster,
-            item.accelerator_type,
-        )
-    )
-    return found
+    return answer
 
 
 def runtime_args(*, context: int, tensor_parallel_size: int, kv_cache_dtype: str, engine: EngineSettings) -> list[str]:
@@ -723,6 +764,7 @@ def plan(
         engine=engine,
         managed_prices=managed_prices,
         input_share_percent=input_share_percent,
+        limit=limit,
     )
     return Plan(
         architecture=architecture,
@@ -742,7 +784,7 @@ def plan(
             block_tokens=engine.block_tokens,
         ),
         evaluated=tuple(evaluated),
-        placements=tuple(ranked[:limit]),
+        placements=tuple(ranked),
     )
 
 
