@@ -36,6 +36,12 @@ activation dtype, 16 bits for every 16-bit or quantized model; T = tensor parall
   ``ceil(monthly_cost * 10^6 / blended_price_per_million)``, where the blend is `input_share_percent` of input
   tokens (default 75, i.e. 3:1 input to output) at the input price and the rest at the output price. Above that
   volume the placement is cheaper, provided it can serve the volume (throughput is not modelled here).
+
+Reading a Hugging Face config.json: the parameter count of a dense decoder with a gated MLP is the sum of its
+tensors, ``vocab * hidden * (1 if tied else 2) + layers * (attention + 3 * hidden * intermediate + norms * hidden)
++ hidden`` with ``attention = hidden * (2 * heads + 2 * kv_heads) * head_dim`` (plus Qwen2's q/k/v biases; Gemma 2
+has four norms a layer and tied embeddings); that is the checkpoint's exact count (Llama 3.1 8B: 8,030,261,248).
+Other families need the count given. float32 checkpoints are sized at 16 bits, as vLLM serves them.
 """
 
 from __future__ import annotations
