@@ -29,11 +29,3 @@ QUOTA_DEFAULTS = {
     "gpus": _gpu_defaults(ENV.text_list("PORTAL_DEFAULT_GPU_QUOTA", [])),
 }
 PORTAL_CURRENCY = ENV.choice("PORTAL_CURRENCY", "USD", choices=frozenset({"USD", "EUR", "GBP"}))
-
-# Right-sizing (catalog/sizing.py): what the serving engine keeps of each GPU, the context a deployment is sized
-# for when neither the catalog nor the team names one, and the input share of the managed-price blend.
-SIZING_GPU_MEMORY_UTILIZATION_PERCENT = ENV.integer(
-    "PORTAL_SIZING_GPU_MEMORY_UTILIZATION_PERCENT", 90, minimum=10, maximum=100
-)
-SIZING_OVERHEAD_MIB = ENV.integer("PORTAL_SIZING_OVERHEAD_MIB", 2048, minimum=0)
-SIZING_INPUT_SHARE_PERCENT = ENV.integer("PORTAL_SIZING_INPUT_SHARE_PERCENT", 75, minimum=0, maximum=100)
