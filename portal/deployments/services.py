@@ -480,7 +480,7 @@ def deployment_create(
                 replicas=min_replicas,
             )
 
-    pool, gpus_per_replica = _place(
+    pool, placed_gpus = _place(
         cluster_name=cluster,
         accelerator_type=accelerator_type,
         region=region,
@@ -488,7 +488,7 @@ def deployment_create(
         gpus_for_pool=gpus_for_pool,
         unfit=unfit,
     )
-    requested = max_replicas * gpus_per_replica
+    requested = max_replicas * placed_gpus
     _admit_gpus(team=team, quota=quota, accelerator_type=pool.accelerator_type, requested=requested, excluding_id=None)
     deployment = Deployment.objects.create(
         team=team,
@@ -500,7 +500,7 @@ def deployment_create(
         min_replicas=min_replicas,
         max_replicas=max_replicas,
         scale_to_zero=scale_to_zero,
-        gpus_per_replica=gpus_per_replica,
+        gpus_per_replica=placed_gpus,
         runtime_args=list(runtime_args or []),
         model_cache=model_cache,
         created_by=actor,
