@@ -194,3 +194,11 @@ def test_a_config_json_file_is_read_by_a_command(sized: RoleMatrix, tmp_path: ob
     with pytest.raises(CommandError, match=r"hf_config\.hidden_size: is missing"):
         call_command("read_hf_config", "mystery", "v1", str(path), verbosity=0)
     assert ModelVersion.objects.get(model__slug="mystery").architecture["layers"] == 32
+
+
+def test_a_fit_retried_with_its_idempotency_key_answers_the_same(sized: RoleMatrix) -> None:
+    client = sized.client("developer")
+    first = client.post(FIT, {"team": "alpha"}, format="json", HTTP_IDEMPOTENCY_KEY="fit-1")
+    again = client.post(FIT, {"team": "alpha"}, format="json", HTTP_IDEMPOTENCY_KEY="fit-1")
+    assert (first.status_code, again.status_code) == (200, 200)
+    assert again.json() == first.json()
