@@ -186,6 +186,7 @@ def version_plan(
     kv_cache_dtype: str | None = None,
     replicas: int = 1,
     team_args: tuple[str, ...] = (),
+    gpu_memory_utilization_percent: int | None = None,
 ) -> Plan:
     """Size a version on the pools asked for (or every pool the team may use), with the cheapest placements.
 
@@ -205,6 +206,13 @@ def version_plan(
     default_context, default_kv = serving_choices(
         architecture, catalog_args=tuple(version.runtime_args), team_args=team_args
     )
+    engine = sizing_engine()
+    if gpu_memory_utilization_percent is not None:
+        engine = EngineSettings(
+            gpu_memory_utilization_percent=gpu_memory_utilization_percent,
+            overhead_bytes=engine.overhead_bytes,
+            block_tokens=engine.block_tokens,
+        )
     types = tenancy_selectors.team_accelerator_types(team=team) if team is not None else None
     pools = pool_offers(cluster=cluster, accelerator_type=accelerator_type, region=region, accelerator_types=types)
     return plan(
@@ -215,7 +223,7 @@ def version_plan(
         concurrency=concurrency,
         kv_cache_dtype=kv_cache_dtype or default_kv,
         replicas=replicas,
-        engine=sizing_engine(),
+        engine=engine,
         managed_prices=managed_prices_in_force(user=user, platform_admin=platform_admin),
         input_share_percent=settings.SIZING_INPUT_SHARE_PERCENT,
     )

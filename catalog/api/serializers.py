@@ -302,6 +302,9 @@ class FitInput(StrictInput):
     concurrency = serializers.IntegerField(min_value=1, max_value=100_000, required=False, default=1)
     kv_cache_dtype = serializers.ChoiceField(choices=list(sizing.KV_CACHE_DTYPE_BYTES), required=False)
     min_replicas = serializers.IntegerField(min_value=1, max_value=64, required=False, default=1)
+    gpu_memory_utilization_percent = serializers.IntegerField(
+        min_value=10, max_value=100, required=False, help_text="Share of each GPU the model server uses (default 90)"
+    )
 
 
 class FitFiguresOutput(serializers.Serializer):

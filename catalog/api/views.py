@@ -199,5 +199,6 @@ class ModelVersionFitView(PortalView):
             concurrency=data["concurrency"],
             kv_cache_dtype=data.get("kv_cache_dtype"),
             replicas=data["min_replicas"],
+            gpu_memory_utilization_percent=data.get("gpu_memory_utilization_percent"),
         )
         return Response(serializers.plan_data(plan, version=found, currency=settings.PORTAL_CURRENCY))

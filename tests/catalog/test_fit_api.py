@@ -101,6 +101,9 @@ def test_every_pool_ranked_and_one_pool_at_a_gpu_count(sized: RoleMatrix) -> Non
     assert one_l4["monthly_cost"] == "584.00"
     busy = client.post(FIT, {"concurrency": 64, "context_length": 32768, "kv_cache_dtype": "fp8"}, format="json")
     assert busy.json()["kv_cache_bytes_per_token"] == 163_840
+    lean = client.post(FIT, {"gpus_per_replica": 1, "gpu_memory_utilization_percent": 95}, format="json").json()
+    assert lean["gpu_memory_utilization_percent"] == 95
+    assert lean["evaluated"][0]["fit"]["usable_bytes_per_gpu"] == 24 * 10**9 * 95 // 100 - 2**31
 
 
 def test_sizing_needs_an_architecture_and_a_self_hosted_model(sized: RoleMatrix) -> None:
