@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from django import forms
 from django.contrib import admin
 
 from catalog.models import CatalogModel, ModelPrice, ModelVersion
+from catalog.sizing import ArchitectureError, architecture_from_dict
+
+
+class ModelVersionForm(forms.ModelForm):  # type: ignore[type-arg]
+    """An architecture typed here must be one the sizing engine can read, as through the API (the admin supplies
+    the model and the fields)."""
+
+    def clean_architecture(self) -> Any:
+        value = self.cleaned_data.get("architecture")
+        if not value:
+            return {}
+        try:
+            return architecture_from_dict(value).to_dict()
+        except ArchitectureError as error:
+            raise forms.ValidationError(str(error)) from None
 
 
 class ModelVersionInline(admin.StackedInline):
     model = ModelVersion
+    form = ModelVersionForm
     extra = 0
 
 
@@ -29,6 +48,7 @@ class CatalogModelAdmin(admin.ModelAdmin):
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
+    form = ModelVersionForm
     list_display = [
         "model",
         "version",

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from catalog.sizing import Architecture
+
 
 @dataclass(frozen=True)
 class HardwareProfile:
@@ -30,6 +32,7 @@ class ModelVersionContract:
     runtime_args: tuple[str, ...]
     provider: str
     provider_model_id: str
+    architecture: Architecture | None = None
 
 
 @dataclass(frozen=True)

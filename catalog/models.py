@@ -102,6 +102,8 @@ class ModelVersion(TimestampedModel):
     cpu = models.CharField(max_length=16, blank=True, validators=[RegexValidator(KUBERNETES_QUANTITY_PATTERN)])
     memory = models.CharField(max_length=16, blank=True, validators=[RegexValidator(KUBERNETES_QUANTITY_PATTERN)])
     runtime_args = models.JSONField(default=list, blank=True, help_text="Default runtime arguments (a list of strings)")
+    # What right-sizing needs (catalog/sizing.py Architecture.to_dict); empty: not known, the hardware profile rules.
+    architecture = models.JSONField(default=dict, blank=True)
     # Managed provider.
     provider = models.CharField(max_length=16, choices=Provider.choices, blank=True)
     provider_model_id = models.CharField(max_length=200, blank=True)

@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 
+from django.conf import settings
 from django.contrib.postgres.search import SearchQuery, SearchVector
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from catalog.contracts import HardwareProfile, ModelVersionContract, PriceContract
-from catalog.models import CatalogModel, ModelPrice, ModelVersion, Visibility
-from portal.core.errors import NotFound
+from catalog.models import CatalogModel, Hosting, ModelPrice, ModelVersion, UsageType, Visibility
+from catalog.sizing import (
+    Architecture,
+    EngineSettings,
+    ManagedPrice,
+    Plan,
+    architecture_from_dict,
+    plan,
+    serving_choices,
+)
+from portal.clusters.selectors import pool_offers
+from portal.core.errors import Conflict, NotFound, ValidationFailed
 from portal.tenancy import selectors as tenancy_selectors
-from portal.tenancy.models import User
+from portal.tenancy.models import Team, User
 
 
 def catalog_model_list(
@@ -80,6 +92,11 @@ def model_version_get(*, model: CatalogModel, version: str) -> ModelVersion:
     return found
 
 
+def version_architecture(version: ModelVersion) -> Architecture | None:
+    """The version's architecture for sizing, or None when the catalog does not know it."""
+    return architecture_from_dict(version.architecture) if version.architecture else None
+
+
 def model_version_contract(*, model_slug: str, version: str) -> ModelVersionContract:
     found = ModelVersion.objects.filter(model__slug=model_slug, version=version).select_related("model").first()
     if found is None:
@@ -103,6 +120,7 @@ def model_version_contract(*, model_slug: str, version: str) -> ModelVersionCont
         runtime_args=tuple(found.runtime_args),
         provider=found.provider,
         provider_model_id=found.provider_model_id,
+        architecture=version_architecture(found),
     )
 
 
@@ -121,3 +139,91 @@ def price_contracts_in_force(*, model_slug: str, at: datetime) -> list[PriceCont
         )
         for price in prices_in_force(model=model, at=at)
     ]
+
+
+def sizing_engine() -> EngineSettings:
+    """The serving engine's reserve on each GPU, from the portal's settings."""
+    return EngineSettings(
+        gpu_memory_utilization_percent=settings.SIZING_GPU_MEMORY_UTILIZATION_PERCENT,
+        overhead_bytes=settings.SIZING_OVERHEAD_MIB * 2**20,
+    )
+
+
+def managed_prices_in_force(*, user: User, platform_admin: bool) -> list[ManagedPrice]:
+    """List prices (input and output per 1M tokens, in force now) of the managed models the caller may use."""
+    visible = catalog_model_list(user=user, platform_admin=platform_admin, hosting=Hosting.MANAGED)
+    moment = timezone.now()
+    prices: dict[str, dict[str, Decimal]] = {}
+    rows = (
+        ModelPrice.objects.filter(
+            model__in=visible, effective_from__lte=moment, usage_type__in=[UsageType.INPUT, UsageType.OUTPUT]
+        )
+        .order_by("model__slug", "usage_type", "-effective_from")
+        .distinct("model__slug", "usage_type")
+        .values_list("model__slug", "usage_type", "price_per_million")
+    )
+    for slug, usage_type, price in rows:
+        prices.setdefault(slug, {})[usage_type] = price
+    return [
+        ManagedPrice(model=slug, input_per_million=found[UsageType.INPUT], output_per_million=found[UsageType.OUTPUT])
+        for slug, found in sorted(prices.items())
+        if UsageType.INPUT in found and UsageType.OUTPUT in found
+    ]
+
+
+def version_plan(
+    *,
+    version: ModelVersion,
+    user: User,
+    platform_admin: bool,
+    team: Team | None = None,
+    cluster: str | None = None,
+    accelerator_type: str | None = None,
+    region: str | None = None,
+    gpus_per_replica: int | None = None,
+    context: int | None = None,
+    concurrency: int = 1,
+    kv_cache_dtype: str | None = None,
+    replicas: int = 1,
+    team_args: tuple[str, ...] = (),
+    gpu_memory_utilization_percent: int | None = None,
+) -> Plan:
+    """Size a version on the pools asked for (or every pool the team may use), with the cheapest placements.
+
+    Without a context or KV dtype, the version's defaults (and the team's flags) choose them, as on deploy.
+    """
+    if version.is_managed:
+        raise ValidationFailed.for_field(
+            "version", f"{version} is a managed model: the provider sizes it", code="managed_model"
+        )
+    architecture = version_architecture(version)
+    if architecture is None:
+        raise Conflict(
+            f"{version} has no architecture in the catalog, so it cannot be sized; a platform admin can add it "
+            "(architecture, or the model's config.json as hf_config)",
+            code="architecture_unknown",
+        )
+    default_context, default_kv = serving_choices(
+        architecture, catalog_args=tuple(version.runtime_args), team_args=team_args
+    )
+    engine = sizing_engine()
+    if gpu_memory_utilization_percent is not None:
+        engine = EngineSettings(
+            gpu_memory_utilization_percent=gpu_memory_utilization_percent,
+            overhead_bytes=engine.overhead_bytes,
+            block_tokens=engine.block_tokens,
+        )
+    types = tenancy_selectors.team_accelerator_types(team=team) if team is not None else None
+    pools = pool_offers(cluster=cluster, accelerator_type=accelerator_type, region=region, accelerator_types=types)
+    return plan(
+        architecture,
+        pools,
+        gpus_per_replica=gpus_per_replica,
+        context=context or default_context,
+        concurrency=concurrency,
+        kv_cache_dtype=kv_cache_dtype or default_kv,
+        replicas=replicas,
+        engine=engine,
+        managed_prices=managed_prices_in_force(user=user, platform_admin=platform_admin),
+        input_share_percent=settings.SIZING_INPUT_SHARE_PERCENT,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +27,7 @@ from catalog.models import (
     UsageType,
     Visibility,
 )
+from catalog.sizing import ArchitectureError, architecture_from_dict, architecture_from_hf_config
 from portal.core.audit import audit_record
 from portal.core.errors import Conflict, FieldProblem, ValidationFailed
 from portal.tenancy.models import Team, User
@@ -51,6 +53,7 @@ SELF_HOSTED_VERSION_FIELDS = (
     "cpu",
     "memory",
     "runtime_args",
+    "architecture",
 )
 MANAGED_VERSION_FIELDS = ("provider", "provider_model_id")
 VERSION_FIELDS = ("lifecycle", "served_model_name", *SELF_HOSTED_VERSION_FIELDS, *MANAGED_VERSION_FIELDS)
@@ -203,6 +206,14 @@ def _validate_version(model: CatalogModel, values: dict[str, Any]) -> list[Field
         args = values.get("runtime_args", [])
         if not isinstance(args, list) or not all(isinstance(arg, str) and arg for arg in args):
             problems.append(FieldProblem("runtime_args", "must be a list of non-empty strings", "invalid"))
+        if values.get("architecture"):
+            try:
+                architecture_from_dict(values["architecture"])
+            except ArchitectureError as error:
+                problems.extend(
+                    FieldProblem(f"architecture.{name}", why, "invalid_architecture")
+                    for name, why in error.problems.items()
+                )
     else:
         present = sorted(name for name in SELF_HOSTED_VERSION_FIELDS if values.get(name))
         problems.extend(FieldProblem(name, "is only for self-hosted models", "not_allowed") for name in present)
@@ -213,8 +224,39 @@ def _validate_version(model: CatalogModel, values: dict[str, Any]) -> list[Field
     return problems
 
 
+def architecture_read_hf_config(*, config: object, parameters: int | None = None) -> dict[str, Any]:
+    """An architecture from a Hugging Face config.json (pasted or uploaded); a problem per missing field."""
+    if isinstance(config, str | bytes):
+        try:
+            config = json.loads(config)
+        except ValueError:
+            raise ValidationFailed.for_field("hf_config", "is not valid JSON", code="invalid_json") from None
+    if not isinstance(config, dict):
+        raise ValidationFailed.for_field("hf_config", "must be a JSON object (a config.json)", code="invalid")
+    try:
+        return architecture_from_hf_config(config, parameters=parameters).to_dict()
+    except ArchitectureError as error:
+        raise ValidationFailed(
+            [FieldProblem(f"hf_config.{name}", why, "unknown_architecture") for name, why in error.problems.items()],
+            detail="The config.json lacks what sizing needs: " + ", ".join(error.problems),
+        ) from None
+
+
+def _with_hf_config(fields: dict[str, Any]) -> dict[str, Any]:
+    config = fields.pop("hf_config", None)
+    parameters = fields.pop("parameters", None)
+    if config is None:
+        if parameters is not None:
+            raise ValidationFailed.for_field("parameters", "is only read together with hf_config", code="not_allowed")
+        return fields
+    if fields.get("architecture"):
+        raise ValidationFailed.for_field("hf_config", "give architecture or hf_config, not both", code="conflict")
+    return fields | {"architecture": architecture_read_hf_config(config=config, parameters=parameters)}
+
+
 @transaction.atomic
 def model_version_create(*, actor: User | None, model: CatalogModel, version: str, **fields: Any) -> ModelVersion:
+    fields = _with_hf_config(fields)
     unknown = sorted(set(fields) - set(VERSION_FIELDS))
     if unknown:
         raise ValidationFailed([FieldProblem(name, "is not a version field", "unknown_field") for name in unknown])
@@ -223,6 +265,8 @@ def model_version_create(*, actor: User | None, model: CatalogModel, version: st
         problems.append(FieldProblem("version", "must be 1-64 characters: letters, digits and . _ -", "invalid"))
     if problems:
         raise ValidationFailed(problems)
+    if fields.get("architecture"):
+        fields["architecture"] = architecture_from_dict(fields["architecture"]).to_dict()
     CatalogModel.objects.select_for_update().filter(pk=model.pk).first()
     if ModelVersion.objects.filter(model=model, version=version).exists():
         raise Conflict(f"Model '{model.slug}' already has version '{version}'", code="version_exists")
@@ -240,6 +284,7 @@ def model_version_create(*, actor: User | None, model: CatalogModel, version: st
 
 @transaction.atomic
 def model_version_update(*, actor: User | None, version: ModelVersion, changes: dict[str, Any]) -> ModelVersion:
+    changes = _with_hf_config(dict(changes))
     unknown = sorted(set(changes) - set(VERSION_FIELDS))
     if unknown:
         raise ValidationFailed([FieldProblem(name, "cannot be changed", "read_only") for name in unknown])
@@ -249,6 +294,8 @@ def model_version_update(*, actor: User | None, version: ModelVersion, changes: 
     problems = _validate_version(version.model, merged)
     if problems:
         raise ValidationFailed(problems)
+    if changes.get("architecture"):
+        changes["architecture"] = architecture_from_dict(changes["architecture"]).to_dict()
     for name, value in changes.items():
         setattr(version, name, value)
     after = _version_snapshot(version)

@@ -9,5 +9,6 @@ export { GenaiPortalEntityProvider } from './catalog/provider';
 export { PortalClient, PortalError, formatProblem } from './portalClient';
 export { createOnboardTeamAction } from './scaffolder/actions/onboardTeam';
 export { createDeployModelAction } from './scaffolder/actions/deployModel';
+export { createPlanDeploymentAction } from './scaffolder/actions/planDeployment';
 export { createDeleteDeploymentAction } from './scaffolder/actions/deleteDeployment';
 export { createCredentialAction } from './scaffolder/actions/createCredential';

@@ -132,6 +132,70 @@ export interface CatalogModel {
   lifecycle: string;
   hosting: string;
   visibility: string;
+  /** Sizing of the version a deployment gets by default; null for managed models or unknown architectures. */
+  sizing?: ModelSizing | null;
+}
+
+/** Right-sizing of a self-hosted model version (catalog/sizing.py in the portal). */
+export interface ModelSizing {
+  version: string;
+  parameters: number;
+  weight_dtype: string;
+  attention: string;
+  max_context: number;
+  weight_bytes: number;
+  kv_cache_bytes_per_token: number;
+}
+
+export interface ModelVersionSummary {
+  version: string;
+  lifecycle: string;
+  created_at: string;
+}
+
+export interface CatalogModelDetail extends CatalogModel {
+  versions: ModelVersionSummary[];
+}
+
+export interface FitFigures {
+  gpu_memory_gb: number;
+  tensor_parallel_size: number;
+  usable_bytes_per_gpu: number;
+  weight_bytes_per_gpu: number;
+  kv_cache_bytes_per_gpu: number;
+  needed_bytes_per_gpu: number;
+  margin_bytes_per_gpu: number;
+  fits: boolean;
+  problem: string | null;
+  max_context_at_concurrency: number;
+  max_concurrency_at_context: number;
+}
+
+export interface Placement {
+  cluster: string;
+  accelerator_type: string;
+  gpus_per_replica: number;
+  tensor_parallel_size: number;
+  replicas: number;
+  monthly_cost: string;
+  currency: string;
+  fit: FitFigures;
+  break_even: Array<{ model: string; blended_price_per_million: string; monthly_tokens: number | null }>;
+}
+
+/** The answer of POST /api/v1/catalog/models/{model}/versions/{version}/fit. */
+export interface FitPlan {
+  model: string;
+  version: string;
+  context_length: number;
+  concurrency: number;
+  kv_cache_dtype: string;
+  weight_bytes: number;
+  kv_cache_bytes_per_token: number;
+  kv_cache_bytes: number;
+  fits: boolean;
+  evaluated: Placement[];
+  placements: Placement[];
 }
 
 /** What the portal answers to a credential created with `delivery: reveal_link`: never the key. */
@@ -361,6 +425,16 @@ export class PortalClient {
 
   async listModels(options: { identity?: Identity; signal?: AbortSignal } = {}): Promise<CatalogModel[]> {
     return this.listAll<CatalogModel>('/api/v1/catalog/models', options);
+  }
+
+  async getModel(slug: string, identity: Identity, signal?: AbortSignal): Promise<CatalogModelDetail> {
+    return (await this.request<CatalogModelDetail>('GET', `/api/v1/catalog/models/${encodeURIComponent(slug)}`, { identity, signal })).body;
+  }
+
+  /** Size a version on the team's pools (read-only: nothing is created, so dry runs may call it). */
+  async fitModel(model: string, version: string, input: Record<string, unknown>, identity: Identity, signal?: AbortSignal): Promise<FitPlan> {
+    const path = `/api/v1/catalog/models/${encodeURIComponent(model)}/versions/${encodeURIComponent(version)}/fit`;
+    return (await this.request<FitPlan>('POST', path, { identity, body: input, signal })).body;
   }
 
   async createCredential(

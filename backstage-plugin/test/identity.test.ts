@@ -14,6 +14,7 @@ describe('identity of a task (all actions)', () => {
 
   const cases: Array<[string, Record<string, unknown>]> = [
     ['genai-portal:team:onboard', { team: 'ml', displayName: 'ML' }],
+    ['genai-portal:deployment:plan', { team: 'ml', model: 'qwen2-5-7b-instruct' }],
     ['genai-portal:deployment:create', { team: 'ml', model: 'qwen2-5-7b-instruct', name: 'who', pollIntervalSeconds: 0.05 }],
     ['genai-portal:deployment:delete', { team: 'ml', name: 'who' }],
     ['genai-portal:credential:create', { team: 'ml', name: 'who' }],

@@ -33,7 +33,7 @@ function catalogExtensionPoint(providers: any[]): [typeof catalogProcessingExten
 }
 
 describe('backend modules', () => {
-  it('the scaffolder module registers the four actions', async () => {
+  it('the scaffolder module registers the five actions', async () => {
     const added: any[] = [];
     const backend = await startTestBackend({
       extensionPoints: [[scaffolderActionsExtensionPoint, { addActions: (...actions: any[]) => added.push(...actions) }]],
@@ -44,6 +44,7 @@ describe('backend modules', () => {
         'genai-portal:credential:create',
         'genai-portal:deployment:create',
         'genai-portal:deployment:delete',
+        'genai-portal:deployment:plan',
         'genai-portal:team:onboard',
       ]);
       assert.ok(added.every(action => action.supportsDryRun));

@@ -73,6 +73,15 @@ describe('GenaiPortalEntityProvider', () => {
     assert.deepEqual(model.metadata.tags, ['chat', 'tool-calling', 'self-hosted']);
     assert.equal(model.metadata.annotations?.['genai-portal.dev/url'], 'https://portal.example.com/api/v1/catalog/models/qwen2-5-7b-instruct');
     assert.equal(model.metadata.annotations?.['backstage.io/managed-by-location'], `url:${portal.url}/api/v1/catalog/models/qwen2-5-7b-instruct`);
+    // The model carries its sizing: what one replica must hold.
+    assert.equal(model.metadata.annotations?.['genai-portal.dev/parameters'], '7615616512');
+    assert.equal(model.metadata.annotations?.['genai-portal.dev/weight-dtype'], 'bf16');
+    assert.equal(model.metadata.annotations?.['genai-portal.dev/weight-bytes'], '15231233024');
+    assert.equal(model.metadata.annotations?.['genai-portal.dev/kv-cache-bytes-per-token'], '57344');
+    assert.equal(model.metadata.annotations?.['genai-portal.dev/attention'], 'gqa');
+    assert.equal(model.metadata.annotations?.['genai-portal.dev/sizing-version'], 'v1');
+    const managed = entities.find(e => e.kind === 'Resource' && e.metadata.name === 'gpt-4o')!;
+    assert.equal(managed.metadata.annotations?.['genai-portal.dev/weight-bytes'], undefined);
 
     const component = entities.find(e => e.kind === 'Component' && e.metadata.name === 'ml.chat')!;
     assert.deepEqual(component.spec, {

@@ -88,6 +88,10 @@ describe('software templates in a scaffolder backend', () => {
     assert.deepEqual(result.output.links[1], { title: 'Model in the catalog', icon: 'catalog', entityRef: 'resource:default/qwen2-5-7b-instruct' });
     assert.match(result.output.text[0].content, /is\s+\*\*Ready\*\*/);
     assert.match(result.output.text[0].content, /"model": "ml-chat"/);
+    const [fit] = portal.posts('/api/v1/catalog/models/qwen2-5-7b-instruct/versions/v1/fit');
+    assert.deepEqual(fit.body, { team: 'ml', min_replicas: 1, cluster: 'sandbox', accelerator_type: 'nvidia-l4' });
+    assert.equal(result.output.text[1].title, 'The plan');
+    assert.match(result.output.text[1].content, /\*\*1 x nvidia-l4\*\* per replica on\n\*\*sandbox\*\*, \*\*584\.00 USD\*\*/);
   });
 
   it('a failed deploy task retried by the scaffolder does not deploy twice (checkpoint), then completes', async () => {
@@ -138,8 +142,10 @@ describe('software templates in a scaffolder backend', () => {
       values: { team: 'group:default/ml', model: 'resource:default/unknown-model', name: 'nope', minReplicas: 1, maxReplicas: 1, scaleToZero: false, timeoutSeconds: 60 },
     });
     assert.equal(result.status, 'failed');
-    assert.match(result.rawEvents, /The GenAI portal refused POST \/api\/v1\/teams\/ml\/deployments: Invalid input \(HTTP 400\)/);
-    assert.match(result.rawEvents, /model: no model 'unknown-model' in the catalog/);
+    // The plan step asks first, so nothing is posted to deployments.
+    assert.match(result.rawEvents, /The GenAI portal refused GET \/api\/v1\/catalog\/models\/unknown-model: .*\(HTTP 404\)/);
+    assert.match(result.rawEvents, /Model 'unknown-model' not found in the catalog/);
+    assert.ok(!portal.posts('/api/v1/teams/ml/deployments').some(post => post.body.name === 'nope'));
   });
 
   it('request an API key: outputs the one-time reveal link; the key is in no log or output', async () => {
@@ -161,8 +167,9 @@ describe('software templates in a scaffolder backend', () => {
     for (const key of portal.issuedKeys) assert.ok(!task.includes(key), 'nor in the stored task');
   });
 
-  it('dry run of each template calls the portal for nothing', async () => {
+  it('dry run of each template creates nothing in the portal; the deploy template shows its plan', async () => {
     const before = portal.requests.length;
+    const logs: string[] = [];
     for (const [template, values] of [
       [onboard, { group: 'group:default/dry', team: 'dry', displayName: 'Dry' }],
       [deploy, { team: 'group:default/ml', model: 'resource:default/qwen2-5-7b-instruct', name: 'dry', minReplicas: 1, maxReplicas: 1, scaleToZero: false, timeoutSeconds: 60 }],
@@ -177,8 +184,17 @@ describe('software templates in a scaffolder backend', () => {
       assert.equal(response.status, 200, JSON.stringify(body));
       const messages = body.log.map((entry: any) => entry.body.message).join('\n');
       assert.match(messages, /Dry run: would /, messages);
+      logs.push(messages);
     }
-    assert.equal(portal.requests.length, before);
+    // Only reads and the fit (which creates nothing): the team, the model, the plan.
+    const calls = portal.requests.slice(before).map(request => `${request.method} ${request.path}`);
+    assert.deepEqual(calls, [
+      'GET /api/v1/teams',
+      'GET /api/v1/catalog/models/qwen2-5-7b-instruct',
+      'POST /api/v1/catalog/models/qwen2-5-7b-instruct/versions/v1/fit',
+    ]);
+    assert.match(logs[1], /Dry run: Plan for 'qwen2-5-7b-instruct' \(team 'ml'\): .*Fits on 1 x nvidia-l4 per replica on sandbox .*584\.00 USD a month/);
+    assert.match(logs[1], /Dry run: would deploy model 'qwen2-5-7b-instruct' as 'dry' .*"accelerator_type":"nvidia-l4"/);
   });
 
   it('cancelling a deploy task stops its wait: the action honours the abort signal', async () => {

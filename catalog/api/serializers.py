@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from catalog import sizing
 from catalog.models import (
     Capability,
     CatalogModel,
@@ -28,8 +30,49 @@ class HardwareOutput(serializers.Serializer):
     memory = serializers.CharField()
 
 
+class ArchitectureField(serializers.Serializer):
+    parameters = serializers.IntegerField(min_value=1, max_value=10**14)
+    weight_dtype = serializers.ChoiceField(choices=list(sizing.WEIGHT_DTYPE_BITS))
+    layers = serializers.IntegerField(min_value=1, max_value=10_000)
+    hidden_size = serializers.IntegerField(min_value=1, max_value=10**6)
+    attention_heads = serializers.IntegerField(min_value=1, max_value=10_000)
+    kv_heads = serializers.IntegerField(min_value=1, max_value=10_000)
+    head_dim = serializers.IntegerField(min_value=1, max_value=100_000)
+    attention = serializers.ChoiceField(choices=list(sizing.ATTENTION_KINDS))
+    max_context = serializers.IntegerField(min_value=1, max_value=100_000_000)
+    kv_lora_rank = serializers.IntegerField(min_value=0, max_value=100_000, required=False, default=0)
+    qk_rope_head_dim = serializers.IntegerField(min_value=0, max_value=100_000, required=False, default=0)
+    sliding_window = serializers.IntegerField(min_value=0, max_value=100_000_000, required=False, default=0)
+    sliding_window_layers = serializers.ListField(
+        child=serializers.IntegerField(min_value=0, max_value=10_000), required=False, default=list, max_length=10_000
+    )
+
+
+class ArchitectureInput(StrictInput, ArchitectureField):
+    pass
+
+
+class VersionSizingOutput(serializers.Serializer):
+    weight_bytes = serializers.IntegerField()
+    kv_cache_bytes_per_token = serializers.IntegerField(help_text="Every layer, KV cache in the model's dtype")
+    kv_cache_bytes_per_token_fp8 = serializers.IntegerField()
+
+
+def version_sizing(version: ModelVersion) -> dict[str, int] | None:
+    if not version.architecture:
+        return None
+    architecture = sizing.architecture_from_dict(version.architecture)
+    return {
+        "weight_bytes": sizing.weight_bytes(architecture),
+        "kv_cache_bytes_per_token": sizing.kv_bytes_per_token(architecture),
+        "kv_cache_bytes_per_token_fp8": sizing.kv_bytes_per_token(architecture, "fp8"),
+    }
+
+
 class ModelVersionOutput(serializers.ModelSerializer):
     hardware = serializers.SerializerMethodField()
+    architecture = serializers.SerializerMethodField()
+    sizing = serializers.SerializerMethodField()
 
     class Meta:
         model = ModelVersion
@@ -45,9 +88,19 @@ class ModelVersionOutput(serializers.ModelSerializer):
             "runtime_args",
             "provider",
             "provider_model_id",
+            "architecture",
+            "sizing",
             "created_at",
             "updated_at",
         ]
+
+    @extend_schema_field(ArchitectureField(allow_null=True))
+    def get_architecture(self, version: ModelVersion) -> dict[str, object] | None:
+        return dict(version.architecture) if version.architecture else None
+
+    @extend_schema_field(VersionSizingOutput(allow_null=True))
+    def get_sizing(self, version: ModelVersion) -> dict[str, int] | None:
+        return version_sizing(version)
 
     @extend_schema_field(HardwareOutput(allow_null=True))
     def get_hardware(self, version: ModelVersion) -> dict[str, object] | None:
@@ -69,7 +122,50 @@ class PriceOutput(serializers.ModelSerializer):
         fields = ["id", "usage_type", "price_per_million", "currency", "effective_from", "note"]
 
 
+class ModelSizingOutput(serializers.Serializer):
+    version = serializers.CharField()
+    parameters = serializers.IntegerField()
+    weight_dtype = serializers.CharField()
+    attention = serializers.CharField()
+    max_context = serializers.IntegerField()
+    weight_bytes = serializers.IntegerField()
+    kv_cache_bytes_per_token = serializers.IntegerField()
+
+
+DEFAULT_VERSION_ORDER = (Lifecycle.APPROVED, Lifecycle.PREVIEW, Lifecycle.DEPRECATED)
+
+
+def default_version(model: CatalogModel) -> ModelVersion | None:
+    """The version a deployment gets when none is named: the newest approved, else preview, else deprecated."""
+    versions = list(model.versions.all())
+    for lifecycle in DEFAULT_VERSION_ORDER:
+        found = sorted((v for v in versions if v.lifecycle == lifecycle), key=lambda v: v.created_at, reverse=True)
+        if found:
+            return found[0]
+    return None
+
+
 class CatalogModelSummaryOutput(serializers.ModelSerializer):
+    sizing = serializers.SerializerMethodField(
+        help_text="Sizing of the version deployed by default (self-hosted models with a known architecture)"
+    )
+
+    @extend_schema_field(ModelSizingOutput(allow_null=True))
+    def get_sizing(self, model: CatalogModel) -> dict[str, object] | None:
+        version = default_version(model) if model.hosting == Hosting.SELF_HOSTED else None
+        if version is None or not version.architecture:
+            return None
+        architecture = sizing.architecture_from_dict(version.architecture)
+        return {
+            "version": version.version,
+            "parameters": architecture.parameters,
+            "weight_dtype": architecture.weight_dtype,
+            "attention": architecture.attention,
+            "max_context": architecture.max_context,
+            "weight_bytes": sizing.weight_bytes(architecture),
+            "kv_cache_bytes_per_token": sizing.kv_bytes_per_token(architecture),
+        }
+
     class Meta:
         model = CatalogModel
         fields = [
@@ -83,6 +179,7 @@ class CatalogModelSummaryOutput(serializers.ModelSerializer):
             "lifecycle",
             "hosting",
             "visibility",
+            "sizing",
             "updated_at",
         ]
 
@@ -151,6 +248,13 @@ class ModelVersionCreateInput(StrictInput):
     )
     provider = serializers.ChoiceField(choices=Provider.choices, required=False, default="")
     provider_model_id = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    architecture = ArchitectureInput(required=False)
+    hf_config = serializers.JSONField(
+        required=False, help_text="The model's Hugging Face config.json, as an object or pasted as a string"
+    )
+    parameters = serializers.IntegerField(
+        min_value=1, max_value=10**14, required=False, help_text="Parameter count, with hf_config when it cannot tell"
+    )
 
 
 class ModelVersionUpdateInput(StrictInput):
@@ -167,6 +271,9 @@ class ModelVersionUpdateInput(StrictInput):
     runtime_args = serializers.ListField(child=serializers.CharField(max_length=500), required=False, max_length=100)
     provider = serializers.ChoiceField(choices=Provider.choices, required=False)
     provider_model_id = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    architecture = ArchitectureInput(required=False)
+    hf_config = serializers.JSONField(required=False)
+    parameters = serializers.IntegerField(min_value=1, max_value=10**14, required=False)
 
 
 class PriceCreateInput(StrictInput):
@@ -177,3 +284,131 @@ class PriceCreateInput(StrictInput):
     currency = serializers.RegexField(r"^[A-Z]{3}$", required=False)
     effective_from = serializers.DateTimeField()
     note = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
+
+
+class FitInput(StrictInput):
+    team = serializers.CharField(
+        max_length=40, required=False, help_text="Size on the pools this team may use (its GPU quota); default: all"
+    )
+    cluster = serializers.CharField(max_length=40, required=False)
+    accelerator_type = serializers.CharField(max_length=64, required=False)
+    region = serializers.CharField(max_length=64, required=False)
+    gpus_per_replica = serializers.IntegerField(
+        min_value=1, max_value=64, required=False, help_text="Evaluate this many GPUs (tensor parallel) per replica"
+    )
+    context_length = serializers.IntegerField(
+        min_value=1, max_value=100_000_000, required=False, help_text="Default: the version's --max_model_len"
+    )
+    concurrency = serializers.IntegerField(min_value=1, max_value=100_000, required=False, default=1)
+    kv_cache_dtype = serializers.ChoiceField(choices=list(sizing.KV_CACHE_DTYPE_BYTES), required=False)
+    min_replicas = serializers.IntegerField(min_value=1, max_value=64, required=False, default=1)
+    gpu_memory_utilization_percent = serializers.IntegerField(
+        min_value=10, max_value=100, required=False, help_text="Share of each GPU the model server uses (default 90)"
+    )
+
+
+class FitFiguresOutput(serializers.Serializer):
+    gpu_memory_gb = serializers.IntegerField()
+    tensor_parallel_size = serializers.IntegerField()
+    usable_bytes_per_gpu = serializers.IntegerField()
+    weight_bytes_per_gpu = serializers.IntegerField()
+    kv_cache_bytes_per_gpu = serializers.IntegerField()
+    needed_bytes_per_gpu = serializers.IntegerField()
+    margin_bytes_per_gpu = serializers.IntegerField(help_text="Negative: the shortfall")
+    fits = serializers.BooleanField()
+    problem = serializers.CharField(allow_null=True)
+    max_context_at_concurrency = serializers.IntegerField()
+    max_concurrency_at_context = serializers.IntegerField()
+
+
+class BreakEvenOutput(serializers.Serializer):
+    model = serializers.CharField()
+    blended_price_per_million = serializers.DecimalField(max_digits=18, decimal_places=6)
+    monthly_tokens = serializers.IntegerField(
+        allow_null=True, help_text="Above this many tokens a month the placement is cheaper"
+    )
+
+
+class PlacementOutput(serializers.Serializer):
+    cluster = serializers.CharField()
+    accelerator_type = serializers.CharField()
+    gpus_per_replica = serializers.IntegerField()
+    tensor_parallel_size = serializers.IntegerField()
+    replicas = serializers.IntegerField()
+    monthly_cost = serializers.DecimalField(max_digits=18, decimal_places=2)
+    currency = serializers.CharField()
+    fit = FitFiguresOutput()
+    break_even = BreakEvenOutput(many=True)
+
+
+class FitOutput(serializers.Serializer):
+    model = serializers.CharField()
+    version = serializers.CharField()
+    architecture = ArchitectureField()
+    context_length = serializers.IntegerField()
+    concurrency = serializers.IntegerField()
+    kv_cache_dtype = serializers.CharField()
+    gpu_memory_utilization_percent = serializers.IntegerField()
+    overhead_bytes_per_gpu = serializers.IntegerField()
+    weight_bytes = serializers.IntegerField()
+    kv_cache_bytes_per_token = serializers.IntegerField()
+    naive_kv_cache_bytes_per_token = serializers.IntegerField(help_text="The plain multi-head formula, for comparison")
+    kv_cache_bytes = serializers.IntegerField(help_text="context_length x concurrency, one GPU")
+    fits = serializers.BooleanField()
+    evaluated = PlacementOutput(many=True, help_text="The pools asked for at gpus_per_replica")
+    placements = PlacementOutput(many=True, help_text="Fitting placements, cheapest first")
+
+
+def placement_data(placement: sizing.Placement, *, currency: str, architecture: sizing.Architecture) -> dict[str, Any]:
+    result = placement.fit
+    return {
+        "cluster": placement.cluster,
+        "accelerator_type": placement.accelerator_type,
+        "gpus_per_replica": placement.gpus_per_replica,
+        "tensor_parallel_size": placement.tensor_parallel_size,
+        "replicas": placement.replicas,
+        "monthly_cost": str(placement.monthly_cost),
+        "currency": currency,
+        "fit": {
+            "gpu_memory_gb": result.gpu_memory_gb,
+            "tensor_parallel_size": result.tensor_parallel_size,
+            "usable_bytes_per_gpu": result.usable_bytes_per_gpu,
+            "weight_bytes_per_gpu": result.weight_bytes_per_gpu,
+            "kv_cache_bytes_per_gpu": result.kv_bytes_per_gpu,
+            "needed_bytes_per_gpu": result.needed_bytes_per_gpu,
+            "margin_bytes_per_gpu": result.margin_bytes_per_gpu,
+            "fits": result.fits,
+            "problem": sizing.tensor_parallel_problem(architecture, result.tensor_parallel_size),
+            "max_context_at_concurrency": result.max_context_at_concurrency,
+            "max_concurrency_at_context": result.max_concurrency_at_context,
+        },
+        "break_even": [
+            {
+                "model": item.model,
+                "blended_price_per_million": str(item.blended_price_per_million.quantize(Decimal("0.000001"))),
+                "monthly_tokens": item.monthly_tokens,
+            }
+            for item in placement.break_even
+        ],
+    }
+
+
+def plan_data(plan: sizing.Plan, *, version: ModelVersion, currency: str) -> dict[str, Any]:
+    architecture = plan.architecture
+    return {
+        "model": version.model.slug,
+        "version": version.version,
+        "architecture": architecture.to_dict(),
+        "context_length": plan.context,
+        "concurrency": plan.concurrency,
+        "kv_cache_dtype": plan.kv_cache_dtype,
+        "gpu_memory_utilization_percent": plan.engine.gpu_memory_utilization_percent,
+        "overhead_bytes_per_gpu": plan.engine.overhead_bytes,
+        "weight_bytes": plan.weight_bytes,
+        "kv_cache_bytes_per_token": plan.kv_bytes_per_token,
+        "naive_kv_cache_bytes_per_token": plan.naive_kv_bytes_per_token,
+        "kv_cache_bytes": plan.kv_bytes,
+        "fits": plan.fits,
+        "evaluated": [placement_data(p, currency=currency, architecture=architecture) for p in plan.evaluated],
+        "placements": [placement_data(p, currency=currency, architecture=architecture) for p in plan.placements],
+    }

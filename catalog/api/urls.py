@@ -13,5 +13,10 @@ urlpatterns = [
         views.ModelVersionDetailView.as_view(),
         name="catalog-model-version",
     ),
+    path(
+        "catalog/models/<str:model>/versions/<str:version>/fit",
+        views.ModelVersionFitView.as_view(),
+        name="catalog-model-version-fit",
+    ),
     path("catalog/models/<str:model>/prices", views.PriceListView.as_view(), name="catalog-model-prices"),
 ]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -14,6 +16,7 @@ from portal.api.authentication import acting_user, reads_every_team
 from portal.api.permissions import ReadAnyWritePlatformAdmin
 from portal.api.views import PortalGenericView, PortalView, validated
 from portal.core.errors import ValidationFailed
+from portal.tenancy import selectors as tenancy_selectors
 
 
 def _choice_param(request: Request, name: str, choices: list[str]) -> str | None:
@@ -60,7 +63,7 @@ class CatalogModelListView(PortalGenericView):
             provider=_choice_param(request, "provider", Provider.values),
             text=(request.query_params.get("q") or "").strip()[:200] or None,
         )
-        page = self.paginate_queryset(models)
+        page = self.paginate_queryset(models.prefetch_related("versions"))
         return self.get_paginated_response(serializers.CatalogModelSummaryOutput(page, many=True).data)
 
     @extend_schema(
@@ -163,3 +166,39 @@ class PriceListView(PortalGenericView):
         data = validated(serializers.PriceCreateInput, request.data)
         price = services.model_price_add(actor=acting_user(request), model=model_object, **data)
         return Response(serializers.PriceOutput(price).data, status=status.HTTP_201_CREATED)
+
+
+class ModelVersionFitView(PortalView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        request=serializers.FitInput,
+        responses=serializers.FitOutput,
+        summary="Size a version: weights, KV cache, fit on GPUs, and the cheapest placements with their break-even",
+    )
+    def post(self, request: Request, model: str, version: str) -> Response:
+        user, platform_admin = acting_user(request), reads_every_team(request)
+        found = selectors.model_version_get(model=_visible_model(request, model), version=version)
+        data = validated(serializers.FitInput, request.data)
+        team_slug = data.pop("team", None)
+        team = (
+            tenancy_selectors.team_get_visible(slug=team_slug, user=user, platform_admin=platform_admin)
+            if team_slug
+            else None
+        )
+        plan = selectors.version_plan(
+            version=found,
+            user=user,
+            platform_admin=platform_admin,
+            team=team,
+            cluster=data.get("cluster"),
+            accelerator_type=data.get("accelerator_type"),
+            region=data.get("region"),
+            gpus_per_replica=data.get("gpus_per_replica"),
+            context=data.get("context_length"),
+            concurrency=data["concurrency"],
+            kv_cache_dtype=data.get("kv_cache_dtype"),
+            replicas=data["min_replicas"],
+            gpu_memory_utilization_percent=data.get("gpu_memory_utilization_percent"),
+        )
+        return Response(serializers.plan_data(plan, version=found, currency=settings.PORTAL_CURRENCY))

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from django.db.models import QuerySet
 
+from catalog.sizing import PoolOffer
 from portal.clusters.contracts import AcceleratorPoolContract, ClusterConnection, ClusterContract
 from portal.clusters.models import AcceleratorPool, Cluster
 from portal.core.encryption import decrypt_secret
@@ -42,6 +43,35 @@ def pool_capacity(*, pool: AcceleratorPool, allocated: dict[tuple[int, str], int
         total=pool.gpu_count,
         allocated=allocated.get((pool.cluster_id, pool.accelerator_type), 0),
     )
+
+
+def pool_offers(
+    *,
+    cluster: str | None = None,
+    accelerator_type: str | None = None,
+    region: str | None = None,
+    accelerator_types: set[str] | None = None,
+) -> list[PoolOffer]:
+    """Pools as the sizing engine sees them (memory, size, price), narrowed as asked."""
+    pools = AcceleratorPool.objects.select_related("cluster").order_by("cluster__name", "accelerator_type")
+    if cluster:
+        pools = pools.filter(cluster__name=cluster)
+    if accelerator_type:
+        pools = pools.filter(accelerator_type=accelerator_type)
+    if region:
+        pools = pools.filter(cluster__region=region)
+    if accelerator_types is not None:
+        pools = pools.filter(accelerator_type__in=accelerator_types)
+    return [
+        PoolOffer(
+            cluster=pool.cluster.name,
+            accelerator_type=pool.accelerator_type,
+            gpu_memory_gb=pool.gpu_memory_gb,
+            gpu_count=pool.gpu_count,
+            hourly_price_per_gpu=pool.hourly_price_per_gpu,
+        )
+        for pool in pools
+    ]
 
 
 def cluster_contract(*, cluster_id: int) -> ClusterContract:

@@ -33,6 +33,9 @@ class DeploymentSpec:
     observed_generation: int = 0
     # Earlier served names its route still answers to (a rename by migration keeps callers working).
     served_model_aliases: tuple[str, ...] = ()
+    # Model server flags from the sizing plan (context, tensor parallel size, memory share, KV cache dtype) when the
+    # catalog knows the architecture; they replace the catalog's defaults, and the team's own flags replace them.
+    plan_runtime_args: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db.models import F, Q, QuerySet, Sum
 
 from catalog import selectors as catalog_selectors
+from catalog import sizing
 from catalog.contracts import ModelVersionContract
 from portal.clusters import selectors as cluster_selectors
 from portal.clusters.contracts import AcceleratorPoolContract, ClusterContract
@@ -68,6 +69,22 @@ def deployment_resync_plan(*, include_ready: bool) -> tuple[list[int], dict[int,
         else:
             by_cluster.setdefault(cluster_id, []).append(deployment_id)
     return direct, by_cluster
+
+
+def _plan_runtime_args(model: ModelVersionContract, deployment: Deployment) -> tuple[str, ...]:
+    if model.architecture is None:
+        return ()
+    context, kv_cache_dtype = sizing.serving_choices(
+        model.architecture, catalog_args=model.runtime_args, team_args=tuple(deployment.runtime_args)
+    )
+    return tuple(
+        sizing.runtime_args(
+            context=context,
+            tensor_parallel_size=deployment.gpus_per_replica,
+            kv_cache_dtype=kv_cache_dtype,
+            engine=catalog_selectors.sizing_engine(),
+        )
+    )
 
 
 def _spec_rows() -> QuerySet[Deployment]:
@@ -135,6 +152,7 @@ class _SpecReader:
             cluster=self._clusters[deployment.cluster_id],
             pool=self._pools[pool_key],
             allowed_key_ids=self._key_ids[(team_slug, model_slug)],
+            plan_runtime_args=_plan_runtime_args(self._models[(model_slug, version)], deployment),
         )
 
 

@@ -5,15 +5,19 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from celery import current_app
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from catalog import selectors as catalog_selectors
+from catalog import sizing
 from catalog.models import Hosting, Lifecycle, ModelVersion
 from catalog.selectors import catalog_model_list
 from portal.clusters import selectors as cluster_selectors
@@ -63,6 +67,155 @@ class QuotaExceeded(Conflict):
 class NoCapacity(Conflict):
     code = "no_capacity"
     title = "No room on the cluster"
+
+
+class DoesNotFit(Conflict):
+    code = "model_does_not_fit"
+    title = "The model does not fit"
+
+
+@dataclass(frozen=True)
+class _Sizing:
+    """How a version with a known architecture is sized on deploy: one sequence of the serving context must fit."""
+
+    version: ModelVersion
+    architecture: sizing.Architecture
+    context: int
+    kv_cache_dtype: str
+    engine: sizing.EngineSettings
+    team_args: tuple[str, ...]
+
+    def smallest(self, pool: AcceleratorPool) -> sizing.Fit | None:
+        return sizing.smallest_fit(
+            self.architecture,
+            gpu_memory_gb=pool.gpu_memory_gb,
+            max_gpus=pool.gpu_count or sizing.TENSOR_PARALLEL_SIZES[-1],
+            context=self.context,
+            kv_cache_dtype=self.kv_cache_dtype,
+            engine=self.engine,
+        )
+
+    def at(self, pool: AcceleratorPool, gpus: int) -> sizing.Fit:
+        return sizing.fit(
+            self.architecture,
+            gpu_memory_gb=pool.gpu_memory_gb,
+            tensor_parallel_size=gpus,
+            context=self.context,
+            kv_cache_dtype=self.kv_cache_dtype,
+            engine=self.engine,
+        )
+
+    def largest_attempt(self, pool: AcceleratorPool) -> sizing.Fit:
+        """The most GPUs of the pool the model can be split over: the attempt that comes closest."""
+        most = pool.gpu_count or sizing.TENSOR_PARALLEL_SIZES[-1]
+        sizes = [size for size in sizing.TENSOR_PARALLEL_SIZES if size <= most] or [1]
+        valid = [size for size in sizes if sizing.tensor_parallel_problem(self.architecture, size) is None] or [1]
+        return self.at(pool, valid[-1])
+
+
+def _sizing_for(version: ModelVersion, team_args: list[str]) -> _Sizing | None:
+    architecture = catalog_selectors.version_architecture(version)
+    if architecture is None:
+        return None
+    context, kv_cache_dtype = sizing.serving_choices(
+        architecture, catalog_args=tuple(version.runtime_args), team_args=tuple(team_args)
+    )
+    engine = catalog_selectors.sizing_engine()
+    utilization = sizing.flag_value(team_args, "gpu_memory_utilization")
+    try:
+        percent = round(float(utilization) * 100) if utilization is not None else None
+    except ValueError:
+        percent = None
+    if percent is not None and 1 <= percent <= 100:
+        engine = sizing.EngineSettings(
+            gpu_memory_utilization_percent=percent,
+            overhead_bytes=engine.overhead_bytes,
+            block_tokens=engine.block_tokens,
+        )
+    return _Sizing(
+        version=version,
+        architecture=architecture,
+        context=context,
+        kv_cache_dtype=kv_cache_dtype,
+        engine=engine,
+        team_args=tuple(team_args),
+    )
+
+
+def _does_not_fit(
+    *,
+    plan: _Sizing,
+    attempts: list[tuple[AcceleratorPool, sizing.Fit]],
+    team: Team,
+    actor: User,
+    platform_admin: bool,
+    replicas: int,
+    advice: str = "",
+) -> DoesNotFit:
+    """The refusal: what the model needs, the closest attempt and its shortfall, and the cheapest placement that
+    fits among the pools the team may use."""
+    pool, closest = max(attempts, key=lambda item: (item[1].margin_bytes_per_gpu, -item[0].pk))
+    weights = sizing.weight_bytes(plan.architecture)
+    kv = sizing.kv_bytes(
+        plan.architecture,
+        context=plan.context,
+        kv_cache_dtype=plan.kv_cache_dtype,
+        block_tokens=plan.engine.block_tokens,
+    )
+    shortfall = -closest.margin_bytes_per_gpu
+    gpus = closest.tensor_parallel_size
+    detail = (
+        f"{plan.version} needs {sizing.describe_bytes(weights)} of weights ({plan.architecture.weight_dtype}) and "
+        f"{sizing.describe_bytes(kv)} of KV cache for {plan.context:,} tokens ({plan.kv_cache_dtype}); "
+        f"{gpus} x {pool.accelerator_type} ({pool.gpu_memory_gb} GB, "
+        f"{sizing.describe_bytes(closest.usable_bytes_per_gpu)} usable each) on {pool.cluster.name} cannot hold it"
+    )
+    problem = sizing.tensor_parallel_problem(plan.architecture, gpus)
+    detail += f": {problem}." if problem else f": short by {sizing.describe_bytes(shortfall)} per GPU."
+    suggestion = None
+    cheapest = catalog_selectors.version_plan(
+        version=plan.version,
+        user=actor,
+        platform_admin=platform_admin,
+        team=team,
+        context=plan.context,
+        kv_cache_dtype=plan.kv_cache_dtype,
+        replicas=max(replicas, 1),
+        team_args=plan.team_args,
+    ).placements
+    if cheapest:
+        best = cheapest[0]
+        suggestion = {
+            "cluster": best.cluster,
+            "accelerator_type": best.accelerator_type,
+            "gpus_per_replica": best.gpus_per_replica,
+            "tensor_parallel_size": best.tensor_parallel_size,
+            "monthly_cost": str(best.monthly_cost),
+            "currency": settings.PORTAL_CURRENCY,
+        }
+        detail += (
+            f" Cheapest placement that fits: {best.gpus_per_replica} x {best.accelerator_type} on {best.cluster} "
+            f"(tensor parallel {best.tensor_parallel_size}), {best.monthly_cost} {settings.PORTAL_CURRENCY} a month"
+            f"{advice}."
+        )
+    else:
+        detail += f" No pool team '{team.slug}' may use can hold it at this context; try a shorter --max_model_len."
+    return DoesNotFit(
+        detail,
+        extra={
+            "weight_bytes": weights,
+            "kv_cache_bytes": kv,
+            "context_length": plan.context,
+            "kv_cache_dtype": plan.kv_cache_dtype,
+            "cluster": pool.cluster.name,
+            "accelerator_type": pool.accelerator_type,
+            "gpus_per_replica": gpus,
+            "usable_bytes_per_gpu": closest.usable_bytes_per_gpu,
+            "needed_bytes_per_gpu": closest.needed_bytes_per_gpu,
+            "shortfall_bytes_per_gpu": shortfall,
+            "suggestion": suggestion,
+        },
+    )
 
 
 @dataclass
@@ -186,11 +339,13 @@ def _place(
     cluster_name: str | None,
     accelerator_type: str | None,
     region: str | None,
-    requested: int,
-    min_gpu_memory_gb: int,
+    replicas: int,
+    gpus_for_pool: Callable[[AcceleratorPool], int | None],
+    unfit: Callable[[list[AcceleratorPool]], Conflict],
     excluding: Deployment | None = None,
-) -> AcceleratorPool:
-    """Pick the pool: the named cluster's, or the pool of that type with the most free GPUs (in the region)."""
+) -> tuple[AcceleratorPool, int]:
+    """Pick the pool and the GPUs per replica: among the candidate pools (the named cluster's, or those of the type
+    and region) that hold the model, the one with the most free GPUs."""
     pools = AcceleratorPool.objects.select_related("cluster").order_by("pk")
     if cluster_name:
         pools = pools.filter(cluster__name=cluster_name)
@@ -205,23 +360,19 @@ def _place(
         where = f" in region '{region}'" if region else ""
         raise NoCapacity(
             f"No {accelerator_type or 'GPU'} pool{where}{' on ' + cluster_name if cluster_name else ''}",
-            extra={"requested": requested, "free": 0},
+            extra={"requested": 0, "free": 0},
         )
     allocated = gpus_allocated_by_cluster_and_type()
     if excluding is not None:
         key = (excluding.cluster_id, excluding.accelerator_type)
         allocated[key] = allocated.get(key, 0) - excluding.max_replicas * excluding.gpus_per_replica
-    fitting = [pool for pool in candidates if pool.gpu_memory_gb >= min_gpu_memory_gb]
+    fitting = [(pool, gpus) for pool in candidates if (gpus := gpus_for_pool(pool)) is not None]
     if not fitting:
-        raise NoCapacity(
-            f"This model needs GPUs with at least {min_gpu_memory_gb} GB; the candidate pools have "
-            f"{', '.join(f'{p.cluster.name}/{p.accelerator_type}: {p.gpu_memory_gb} GB' for p in candidates)}",
-            code="gpu_too_small",
-            extra={"min_gpu_memory_gb": min_gpu_memory_gb},
-        )
-    capacities = [(cluster_selectors.pool_capacity(pool=pool, allocated=allocated), pool) for pool in fitting]
-    capacities.sort(key=lambda item: (-item[0].free, item[1].pk))
-    best_capacity, best = capacities[0]
+        raise unfit(candidates)
+    options = [(cluster_selectors.pool_capacity(pool=pool, allocated=allocated), pool, gpus) for pool, gpus in fitting]
+    options.sort(key=lambda item: (item[0].free < replicas * item[2], -item[0].free, item[1].pk))
+    best_capacity, best, gpus = options[0]
+    requested = replicas * gpus
     if best_capacity.free < requested:
         raise NoCapacity(
             f"{requested} GPUs requested; the most room is {best_capacity.free} free of {best_capacity.total} "
@@ -234,7 +385,19 @@ def _place(
                 "accelerator_type": best.accelerator_type,
             },
         )
-    return best
+    return best, gpus
+
+
+def _too_small(min_gpu_memory_gb: int) -> Callable[[list[AcceleratorPool]], Conflict]:
+    def refuse(candidates: list[AcceleratorPool]) -> Conflict:
+        return NoCapacity(
+            f"This model needs GPUs with at least {min_gpu_memory_gb} GB; the candidate pools have "
+            f"{', '.join(f'{p.cluster.name}/{p.accelerator_type}: {p.gpu_memory_gb} GB' for p in candidates)}",
+            code="gpu_too_small",
+            extra={"min_gpu_memory_gb": min_gpu_memory_gb},
+        )
+
+    return refuse
 
 
 @transaction.atomic
@@ -254,6 +417,7 @@ def deployment_create(
     scale_to_zero: bool = False,
     runtime_args: list[str] | None = None,
     model_cache: bool = False,
+    gpus_per_replica: int | None = None,
 ) -> DeploymentResult:
     problems: list[FieldProblem] = []
     if not re.fullmatch(DEPLOYMENT_NAME_PATTERN, name):
@@ -282,8 +446,6 @@ def deployment_create(
     model_version, warnings = _resolve_version(
         team=team, actor=actor, platform_admin=platform_admin, model_slug=model, version=version
     )
-    gpus_per_replica = model_version.gpus_per_replica
-    requested = max_replicas * gpus_per_replica
     quota = tenancy_selectors.team_quota_lock(team=team)
     if Deployment.objects.filter(team=team, name=name).exists():
         raise Conflict(f"Team '{team.slug}' already has a deployment '{name}'", code="deployment_exists")
@@ -293,13 +455,47 @@ def deployment_create(
             code="deployment_quota_exceeded",
             extra={"limit": quota.max_deployments},
         )
-    pool = _place(
+    plan = _sizing_for(model_version, list(runtime_args or []))
+    if plan is None:
+        fixed_gpus = gpus_per_replica or model_version.gpus_per_replica
+        minimum = model_version.min_gpu_memory_gb
+
+        def gpus_for_pool(pool: AcceleratorPool) -> int | None:
+            return fixed_gpus if pool.gpu_memory_gb >= minimum else None
+
+        unfit = _too_small(minimum)
+    else:
+        sized = plan
+
+        def gpus_for_pool(pool: AcceleratorPool) -> int | None:
+            if gpus_per_replica is not None:
+                return gpus_per_replica if sized.at(pool, gpus_per_replica).fits else None
+            smallest = sized.smallest(pool)
+            return smallest.tensor_parallel_size if smallest is not None else None
+
+        def unfit(candidates: list[AcceleratorPool]) -> Conflict:
+            attempts = [
+                (pool, sized.at(pool, gpus_per_replica) if gpus_per_replica else sized.largest_attempt(pool))
+                for pool in candidates
+            ]
+            return _does_not_fit(
+                plan=sized,
+                attempts=attempts,
+                team=team,
+                actor=actor,
+                platform_admin=platform_admin,
+                replicas=min_replicas,
+            )
+
+    pool, placed_gpus = _place(
         cluster_name=cluster,
         accelerator_type=accelerator_type,
         region=region,
-        requested=requested,
-        min_gpu_memory_gb=model_version.min_gpu_memory_gb,
+        replicas=max_replicas,
+        gpus_for_pool=gpus_for_pool,
+        unfit=unfit,
     )
+    requested = max_replicas * placed_gpus
     _admit_gpus(team=team, quota=quota, accelerator_type=pool.accelerator_type, requested=requested, excluding_id=None)
     deployment = Deployment.objects.create(
         team=team,
@@ -311,7 +507,7 @@ def deployment_create(
         min_replicas=min_replicas,
         max_replicas=max_replicas,
         scale_to_zero=scale_to_zero,
-        gpus_per_replica=gpus_per_replica,
+        gpus_per_replica=placed_gpus,
         runtime_args=list(runtime_args or []),
         model_cache=model_cache,
         created_by=actor,
@@ -337,7 +533,9 @@ _UPDATABLE = ("min_replicas", "max_replicas", "scale_to_zero", "runtime_args")
 
 
 @transaction.atomic
-def deployment_update(*, actor: User, deployment: Deployment, changes: dict[str, Any]) -> Deployment:
+def deployment_update(
+    *, actor: User, deployment: Deployment, changes: dict[str, Any], platform_admin: bool = False
+) -> Deployment:
     unknown = sorted(set(changes) - set(_UPDATABLE))
     if unknown:
         raise ValidationFailed(
@@ -360,6 +558,25 @@ def deployment_update(*, actor: User, deployment: Deployment, changes: dict[str,
         problems.append(FieldProblem("max_replicas", "must be at least 1 and at least min_replicas", "invalid"))
     if problems:
         raise ValidationFailed(problems)
+    if desired["runtime_args"] != current.runtime_args:
+        plan = _sizing_for(current.model_version, desired["runtime_args"])
+        pool = (
+            AcceleratorPool.objects.select_related("cluster")
+            .filter(cluster=current.cluster, accelerator_type=current.accelerator_type)
+            .first()
+        )
+        if plan is not None and pool is not None:
+            attempt = plan.at(pool, current.gpus_per_replica)
+            if not attempt.fits:
+                raise _does_not_fit(
+                    plan=plan,
+                    attempts=[(pool, attempt)],
+                    team=current.team,
+                    actor=actor,
+                    platform_admin=platform_admin,
+                    replicas=max(desired["min_replicas"], 1),
+                    advice=" (create a new deployment there)",
+                )
     if desired["max_replicas"] > current.max_replicas:
         requested = desired["max_replicas"] * current.gpus_per_replica
         _admit_gpus(
@@ -373,8 +590,9 @@ def deployment_update(*, actor: User, deployment: Deployment, changes: dict[str,
             cluster_name=current.cluster.name,
             accelerator_type=current.accelerator_type,
             region=None,
-            requested=requested,
-            min_gpu_memory_gb=0,
+            replicas=desired["max_replicas"],
+            gpus_for_pool=lambda pool: current.gpus_per_replica,
+            unfit=_too_small(0),
             excluding=current,
         )
     for name, value in desired.items():

@@ -121,6 +121,7 @@ from portal.settings.backstage import *  # noqa: E402,F403
 from portal.settings.celery import *  # noqa: E402,F403
 from portal.settings.gateway import *  # noqa: E402,F403
 from portal.settings.services import *  # noqa: E402,F403
+from portal.settings.sizing import *  # noqa: E402,F403
 from portal.settings.tenancy import *  # noqa: E402,F403
 from portal.settings.usage import *  # noqa: E402,F403
 

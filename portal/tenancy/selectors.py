@@ -113,6 +113,15 @@ def team_gpu_limit(*, quota: TeamQuota, accelerator_type: str) -> int:
     return limit.gpus if limit is not None else 0
 
 
+def team_accelerator_types(*, team: Team) -> set[str]:
+    """Accelerator types the team may hold GPUs of (a limit above zero)."""
+    return set(
+        TeamQuota.objects.filter(team=team, gpu_limits__gpus__gt=0).values_list(
+            "gpu_limits__accelerator_type", flat=True
+        )
+    )
+
+
 def team_gpu_total(*, team_slug: str) -> int:
     """All GPUs the team may hold, across accelerator types: the cap of its namespace quota on any cluster."""
     limits = TeamQuota.objects.filter(team__slug=team_slug).values_list("gpu_limits__gpus", flat=True)

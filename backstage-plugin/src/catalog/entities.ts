@@ -12,6 +12,20 @@ export const PHASE_ANNOTATION = `${ANNOTATION_PREFIX}/phase`;
 export const ENDPOINT_ANNOTATION = `${ANNOTATION_PREFIX}/endpoint`;
 export const SERVED_MODEL_ANNOTATION = `${ANNOTATION_PREFIX}/served-model-name`;
 
+/** Right-sizing of the version deployed by default, as annotations (strings): what one replica must hold. */
+export function sizingAnnotations(model: CatalogModel): Record<string, string> {
+  const sizing = model.sizing;
+  if (!sizing) return {};
+  return {
+    [`${ANNOTATION_PREFIX}/sizing-version`]: sizing.version,
+    [`${ANNOTATION_PREFIX}/parameters`]: String(sizing.parameters),
+    [`${ANNOTATION_PREFIX}/weight-dtype`]: sizing.weight_dtype,
+    [`${ANNOTATION_PREFIX}/attention`]: sizing.attention,
+    [`${ANNOTATION_PREFIX}/weight-bytes`]: String(sizing.weight_bytes),
+    [`${ANNOTATION_PREFIX}/kv-cache-bytes-per-token`]: String(sizing.kv_cache_bytes_per_token),
+  };
+}
+
 export interface MappingOptions {
   /** The portal's base URL, as the provider reads it (location annotations). */
   baseUrl: string;
@@ -79,6 +93,7 @@ export function modelToEntity(model: CatalogModel, options: MappingOptions): Ent
         [`${ANNOTATION_PREFIX}/publisher`]: model.publisher,
         [`${ANNOTATION_PREFIX}/license`]: model.license,
         [`${ANNOTATION_PREFIX}/context-window`]: String(model.context_window),
+        ...sizingAnnotations(model),
       },
       links: [{ url: `${options.publicUrl}${path}`, title: 'Model in the GenAI portal', icon: 'catalog' }],
     },

@@ -6,12 +6,14 @@ import { createCredentialAction } from './actions/createCredential';
 import { createDeleteDeploymentAction } from './actions/deleteDeployment';
 import { createDeployModelAction } from './actions/deployModel';
 import { createOnboardTeamAction } from './actions/onboardTeam';
+import { createPlanDeploymentAction } from './actions/planDeployment';
 import type { PortalActionOptions } from './actions/common';
 import type { PortalClient } from '../portalClient';
 
 export function createGenaiPortalActions(options: PortalActionOptions) {
   return [
     createOnboardTeamAction(options),
+    createPlanDeploymentAction(options),
     createDeployModelAction(options),
     createDeleteDeploymentAction(options),
     createCredentialAction(options),

@@ -47,13 +47,15 @@ export class FakePortal {
   readonly deployments = new Map<string, FakeDeployment>();
   readonly credentials: Array<{ id: number; team: string; name: string; key: string; revealToken: string; revealed: boolean; createdBy: string }> = [];
   readonly models = [
-    { slug: 'qwen2-5-7b-instruct', display_name: 'Qwen2.5 7B Instruct', publisher: 'Qwen', description: 'A chat model', license: 'apache-2.0', capabilities: ['chat', 'tool_calling'], context_window: 32768, lifecycle: 'approved', hosting: 'self_hosted', visibility: 'all' },
-    { slug: 'gpt-4o', display_name: 'GPT-4o', publisher: 'OpenAI', description: '', license: 'proprietary', capabilities: ['chat', 'vision'], context_window: 128000, lifecycle: 'approved', hosting: 'managed', visibility: 'all' },
+    { slug: 'qwen2-5-7b-instruct', display_name: 'Qwen2.5 7B Instruct', publisher: 'Qwen', description: 'A chat model', license: 'apache-2.0', capabilities: ['chat', 'tool_calling'], context_window: 32768, lifecycle: 'approved', hosting: 'self_hosted', visibility: 'all', sizing: { version: 'v1', parameters: 7_615_616_512, weight_dtype: 'bf16', attention: 'gqa', max_context: 32768, weight_bytes: 15_231_233_024, kv_cache_bytes_per_token: 57_344 } },
+    { slug: 'gpt-4o', display_name: 'GPT-4o', publisher: 'OpenAI', description: '', license: 'proprietary', capabilities: ['chat', 'vision'], context_window: 128000, lifecycle: 'approved', hosting: 'managed', visibility: 'all', sizing: null },
   ];
   private readonly idempotency = new Map<string, { fingerprint: string; status: number; body: unknown }>();
   private readonly options: FakePortalOptions;
   /** Models whose deployments fail (changeable while running). */
   readonly failingModels: Set<string>;
+  /** Models that fit on no pool (the fit endpoint answers with no placement). */
+  readonly tooBigModels = new Set<string>();
   private server?: Server;
   url = '';
   /**
@@ -121,6 +123,51 @@ export class FakePortal {
     const slice = items.slice((number - 1) * size, number * size);
     const next = number * size < items.length ? `${this.nextOrigin ?? this.url}${url.pathname}?page=${number + 1}&page_size=${size}` : null;
     this.send(res, 200, { count: items.length, next, previous: null, results: slice });
+  }
+
+  /** A plan as the portal's fit endpoint answers it: Qwen2.5 7B's figures on one L4 at $0.80 an hour. */
+  fitPlan(model: string, version: string, body: Record<string, any>): unknown {
+    const gpus = body.gpus_per_replica ?? 1;
+    const replicas = body.min_replicas ?? 1;
+    const context = body.context_length ?? 8192;
+    const placement = {
+      cluster: body.cluster ?? 'sandbox',
+      accelerator_type: body.accelerator_type ?? 'nvidia-l4',
+      gpus_per_replica: gpus,
+      tensor_parallel_size: gpus,
+      replicas,
+      monthly_cost: (gpus * replicas * 0.8 * 730).toFixed(2),
+      currency: 'USD',
+      fit: {
+        gpu_memory_gb: 24,
+        tensor_parallel_size: gpus,
+        usable_bytes_per_gpu: 19_452_516_352,
+        weight_bytes_per_gpu: 15_231_233_024,
+        kv_cache_bytes_per_gpu: 57_344 * context,
+        needed_bytes_per_gpu: 15_231_233_024 + 57_344 * context,
+        margin_bytes_per_gpu: 19_452_516_352 - 15_231_233_024 - 57_344 * context,
+        fits: true,
+        problem: null,
+        max_context_at_concurrency: 32768,
+        max_concurrency_at_context: 8,
+      },
+      break_even: [{ model: 'gpt-4o-mini', blended_price_per_million: '0.262500', monthly_tokens: 2_224_761_905 }],
+    };
+    const tooBig = this.tooBigModels.has(model);
+    const short = { ...placement, fit: { ...placement.fit, fits: false, margin_bytes_per_gpu: -124_339_251_200 } };
+    return {
+      model,
+      version,
+      context_length: context,
+      concurrency: body.concurrency ?? 1,
+      kv_cache_dtype: 'auto',
+      weight_bytes: 15_231_233_024,
+      kv_cache_bytes_per_token: 57_344,
+      kv_cache_bytes: 57_344 * context,
+      fits: !tooBig,
+      evaluated: body.gpus_per_replica ? [tooBig ? short : placement] : [],
+      placements: tooBig ? [] : [placement],
+    };
   }
 
   private teamJson(slug: string) {
@@ -254,6 +301,25 @@ export class FakePortal {
       const teams = [...this.teams.values()].filter(team => team.members.has(user)).map(team => ({ team: team.slug, display_name: team.display_name, role: team.members.get(user)! }));
       this.send(res, 200, { user: { ref: user, username: user, kind: 'person', email: '', is_staff: false }, platform_admin: false, acting_through: 'service:backstage', scopes: ['backstage'], teams });
       return;
+    }
+    if (parts[0] === 'catalog' && parts[1] === 'models' && parts.length >= 3) {
+      const model = this.models.find(candidate => candidate.slug === parts[2]);
+      if (!model) {
+        this.problem(res, 404, 'model_not_found', 'Not found', `Model '${parts[2]}' not found in the catalog`);
+        return;
+      }
+      if (parts.length === 3 && req.method === 'GET') {
+        this.send(res, 200, { ...model, versions: [{ version: 'v1', lifecycle: 'approved', created_at: '2026-01-01T00:00:00Z' }] });
+        return;
+      }
+      if (parts[3] === 'versions' && parts[5] === 'fit' && req.method === 'POST') {
+        if (body?.team && !roleIn(body.team)) {
+          this.problem(res, 404, 'team_not_found', 'Not found', `Team '${body.team}' not found`);
+          return;
+        }
+        this.send(res, 200, this.fitPlan(model.slug, parts[4], body ?? {}));
+        return;
+      }
     }
     if (parts[0] === 'teams' && parts.length === 1) {
       if (req.method === 'GET') {

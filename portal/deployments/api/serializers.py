@@ -75,6 +75,12 @@ class DeploymentCreateInput(StrictInput):
         child=serializers.CharField(max_length=200), required=False, default=list, max_length=20
     )
     model_cache = serializers.BooleanField(default=False)
+    gpus_per_replica = serializers.IntegerField(
+        min_value=1,
+        max_value=64,
+        required=False,
+        help_text="Default: the fewest GPUs that hold the model (its sizing), else the catalog's hardware profile",
+    )
 
 
 class DeploymentUpdateInput(StrictInput):

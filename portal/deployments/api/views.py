@@ -66,7 +66,9 @@ class DeploymentDetailView(PortalView):
         team_object = team_for_request(request, team, required_role=Role.DEVELOPER)
         deployment = selectors.deployment_get(team=team_object, name=name)
         data = validated(serializers.DeploymentUpdateInput, request.data, partial=True)
-        updated = services.deployment_update(actor=acting_user(request), deployment=deployment, changes=data)
+        updated = services.deployment_update(
+            actor=acting_user(request), deployment=deployment, changes=data, platform_admin=is_platform_admin(request)
+        )
         return Response(
             serializers.DeploymentOutput(selectors.deployment_get(team=team_object, name=updated.name)).data
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from catalog.sizing import flag_name
 from portal.deployments.contracts import DeploymentSpec
 from workers.provisioning.manifests.labels import (
     CLIENT_ID_HEADER,
@@ -88,16 +89,15 @@ def build_gpu_quota(spec: DeploymentSpec, team_gpu_limit: int) -> Manifest:
 
 
 def _runtime_args(spec: DeploymentSpec) -> list[str]:
-    overridden = {argument.split("=", 1)[0].lstrip("-").replace("-", "_") for argument in spec.runtime_args}
-    defaults = [
-        argument
-        for argument in spec.model.runtime_args
-        if argument.split("=", 1)[0].lstrip("-").replace("-", "_") not in overridden
-    ]
+    """The catalog's defaults, replaced by the sizing plan's flags, replaced by the team's own."""
+    by_team = {flag_name(argument) for argument in spec.runtime_args}
+    planned = [argument for argument in spec.plan_runtime_args if flag_name(argument) not in by_team]
+    overridden = by_team | {flag_name(argument) for argument in planned}
+    defaults = [argument for argument in spec.model.runtime_args if flag_name(argument) not in overridden]
     args = [f"--model_name={spec.served_model_name}"]
     if spec.model.revision and spec.model.revision != "main":
         args.append(f"--model_revision={spec.model.revision}")
-    return [*args, *defaults, *spec.runtime_args]
+    return [*args, *defaults, *planned, *spec.runtime_args]
 
 
 def _scaling(spec: DeploymentSpec) -> tuple[dict[str, str], dict[str, Any]]:
