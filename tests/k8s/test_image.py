@@ -14,11 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 from cryptography.fernet import Fernet
 from packaging.markers import Marker
 
-from tests.k8s import dockerfile
+from tests.k8s import dockerfile, manifests
 from tests.k8s.dockerfile import REPOSITORY
 
 STEPS_SCRIPT = REPOSITORY / "k8s" / "image" / "steps.sh"
@@ -39,10 +38,10 @@ def _stage(name: str) -> dockerfile.Stage:
 
 
 def production_configuration() -> dict[str, str]:
-    """The ConfigMap the pods read, as the base deploys it."""
-    documents = yaml.safe_load_all((REPOSITORY / "k8s" / "portal" / "configmap.yaml").read_text())
-    config_map = next(document for document in documents if document and document["kind"] == "ConfigMap")
-    return {str(key): str(value) for key, value in config_map["data"].items()}
+    """The ConfigMap the pods read, as the production overlay renders it."""
+    config_maps = manifests.find(manifests.render(manifests.K8S / "portal" / "overlays" / "production"), "ConfigMap")
+    assert len(config_maps) == 1
+    return {str(key): str(value) for key, value in config_maps[0]["data"].items()}
 
 
 def production_secret_placeholders() -> dict[str, str]:
