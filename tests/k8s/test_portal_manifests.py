@@ -237,3 +237,15 @@ def test_everything_lands_in_the_portal_namespace(production: list[dict[str, Any
         if manifest["kind"] != "Namespace":
             assert manifest["metadata"]["namespace"] == "genai-portal", manifest["metadata"]["name"]
         assert manifest["metadata"]["labels"]["app.kubernetes.io/part-of"] == "genai-portal"
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_the_target_cluster_rbac_validates_strictly(version: str) -> None:
+    manifests = render(K8S / "target-cluster")
+    assert sorted(manifest["kind"] for manifest in manifests) == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Namespace",
+        "ServiceAccount",
+    ]
+    assert [problem for problem in (schema_problems(m, version) for m in manifests) if problem] == []
