@@ -115,11 +115,17 @@ if ENV.boolean("PORTAL_BEHIND_PROXY", default=False) and not SECURE_SSL_REDIRECT
 # so a key is rotated by putting the new one first and re-encrypting (manage.py rotate_secrets).
 SECRET_ENCRYPTION_KEYS = ENV.text_list("PORTAL_SECRET_KEYS", [])
 
+from portal.settings.observability import *  # noqa: E402,F403
+from portal.settings.observability import LOG_FORMAT  # noqa: E402
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "portal.core.logs.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": ENV.text("PORTAL_LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
