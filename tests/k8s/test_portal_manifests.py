@@ -41,7 +41,7 @@ def production() -> list[dict[str, Any]]:
 def test_every_builtin_object_validates_strictly(kustomization: str, version: str) -> None:
     manifests = render(KUSTOMIZATIONS[kustomization])
     builtin = [manifest for manifest in manifests if is_builtin(manifest, version)]
-    assert len(builtin) == len(manifests) - 1  # all but the ServiceMonitor
+    assert [m["kind"] for m in manifests if m not in builtin] == ["ServiceMonitor", "ServiceMonitor"]
     assert [problem for problem in (schema_problems(m, version) for m in builtin) if problem] == []
 
 
@@ -51,9 +51,9 @@ def test_a_schema_violation_is_caught(production: list[dict[str, Any]]) -> None:
     assert schema_problems(broken, KUBERNETES_VERSIONS[-1]) is not None
 
 
-def test_the_service_monitor_validates_against_its_crd(production: list[dict[str, Any]]) -> None:
-    monitor = one(production, "ServiceMonitor", "genai-portal-web")
-    causes = crd_causes(monitor)
+@pytest.mark.parametrize("name", ["genai-portal-web", "genai-portal-worker"])
+def test_the_service_monitors_validate_against_their_crd(production: list[dict[str, Any]], name: str) -> None:
+    causes = crd_causes(one(production, "ServiceMonitor", name))
     if causes is None:
         pytest.skip(
             "no monitoring.coreos.com ServiceMonitor CRD in ../shared/crds (or PORTAL_CRD_DIR): "
@@ -183,7 +183,7 @@ def test_network_policies_deny_by_default_and_allow_each_component_only_its_peer
 ) -> None:
     deny = one(production, "NetworkPolicy", "default-deny")
     assert deny["spec"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
-    dns = {("kube-system", 53)}
+    dns = {("kube-system", 53), ("monitoring", 4318)}  # name resolution; traces, when configured
     database, broker, clusters = ("10.40.0.0/24", 5432), ("10.40.1.0/24", 6379), "10.80.0.0/16"
     backstage = ("backstage", 7007)
     labels = {
@@ -219,6 +219,41 @@ def test_network_policies_deny_by_default_and_allow_each_component_only_its_peer
     ]
     assert sources == ["ingress-nginx", "backstage", "monitoring"]
     assert web_ingress["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 8000}]
+
+
+def test_the_worker_pods_serve_their_metrics_for_their_service_monitor(production: list[dict[str, Any]]) -> None:
+    worker = one(production, "Deployment", "genai-portal-worker-celery")["spec"]["template"]["spec"]
+    container = worker["containers"][0]
+    environment = {variable["name"]: variable["value"] for variable in container["env"]}
+    assert environment["PORTAL_WORKER_METRICS_PORT"] == "9808"
+    assert {"name": "metrics", "containerPort": 9808, "protocol": "TCP"} in container["ports"]
+    mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
+    assert mounts[environment["PROMETHEUS_MULTIPROC_DIR"]] == "prometheus"
+    service = one(production, "Service", "genai-portal-worker-metrics")
+    pod_labels = one(production, "Deployment", "genai-portal-worker-celery")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()  # every queue's workers
+    monitor = one(production, "ServiceMonitor", "genai-portal-worker")
+    assert all(service["metadata"]["labels"].get(k) == v for k, v in monitor["spec"]["selector"]["matchLabels"].items())
+    web_service = one(production, "Service", "genai-portal-web")
+    assert not all(
+        web_service["metadata"]["labels"].get(k) == v for k, v in monitor["spec"]["selector"]["matchLabels"].items()
+    )
+    scraped = one(production, "NetworkPolicy", "worker-metrics-ingress")
+    assert scraped["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 9808}]
+
+
+def test_every_component_names_itself_in_its_traces_and_logs_json(production: list[dict[str, Any]]) -> None:
+    names = {}
+    for name, spec in pod_specs(production).items():
+        environment = {variable["name"]: variable.get("value") for variable in spec["containers"][0]["env"]}
+        names[name] = environment["PORTAL_SERVICE_NAME"]
+    assert names == {
+        "Deployment/genai-portal-web": "genai-portal-web",
+        "Deployment/genai-portal-worker-celery": "genai-portal-worker",
+        "Deployment/genai-portal-beat": "genai-portal-beat",
+        "Job/genai-portal-migrate": "genai-portal-migrate",
+    }
+    assert one(production, "ConfigMap", _config_map_name(production))["data"]["PORTAL_LOG_FORMAT"] == "json"
 
 
 def test_the_service_monitor_scrapes_the_web_service_metrics(production: list[dict[str, Any]]) -> None:

@@ -8,6 +8,7 @@ import logging
 from celery import shared_task
 
 from workers.kube.errors import RetryableClusterError
+from workers.metrics import reconcile_observed
 from workers.provisioning.gateway import GatewayPolicyBusy, policies_needing_reconcile, reconcile_gateway_policy
 
 logger = logging.getLogger(__name__)
@@ -24,7 +25,9 @@ logger = logging.getLogger(__name__)
 )
 def reconcile(policy_id: int) -> str:
     """Converge one cluster's gateway policy; safe to run twice and in any order (level-triggered)."""
-    result = reconcile_gateway_policy(policy_id)
+    with reconcile_observed("gateway_policy", retried=(RetryableClusterError, GatewayPolicyBusy)) as outcome:
+        result = reconcile_gateway_policy(policy_id)
+        outcome(result.outcome)
     logger.info("reconciled gateway policy %s: %s (%s writes)", policy_id, result.outcome, result.writes)
     return result.outcome
 
