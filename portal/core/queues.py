@@ -38,16 +38,23 @@ def _published_at(message: bytes | None) -> float | None:
         return None  # a message published before the header existed, or not by the portal
 
 
+def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+    depth = GaugeMetricFamily("portal_celery_queue_depth", "Task messages waiting in a Celery queue", labels=["queue"])
+    age = GaugeMetricFamily(
+        "portal_celery_queue_oldest_age_seconds",
+        "How long the oldest waiting message of a Celery queue has waited (0 when empty)",
+        labels=["queue"],
+    )
+    return depth, age
+
+
 class CeleryQueueCollector(Collector):
+    def describe(self) -> Iterator[Any]:
+        """The families, without reading the broker (registration asks; a scrape collects)."""
+        yield from _families()
+
     def collect(self) -> Iterator[Any]:
-        depth = GaugeMetricFamily(
-            "portal_celery_queue_depth", "Task messages waiting in a Celery queue", labels=["queue"]
-        )
-        age = GaugeMetricFamily(
-            "portal_celery_queue_oldest_age_seconds",
-            "How long the oldest waiting message of a Celery queue has waited (0 when empty)",
-            labels=["queue"],
-        )
+        depth, age = _families()
         broker_url = str(settings.CELERY_BROKER_URL)
         if not broker_url.startswith(("redis://", "rediss://", "redis+socket://")):
             return  # another broker (RabbitMQ) has its own exporter

@@ -29,7 +29,9 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, SamplingResult, TraceIdRatioBased
+from opentelemetry.trace import SpanKind, get_current_span
+from opentelemetry.util.types import Attributes
 
 logger = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -42,7 +44,10 @@ def tracing_start(*, provider: TracerProvider) -> None:
         if _active:
             return
         _active["provider"] = provider
-        DjangoInstrumentor().instrument(tracer_provider=provider, is_sql_commentor_enabled=False)
+        # Probes and scrapes every few seconds would drown the traces of real work.
+        DjangoInstrumentor().instrument(
+            tracer_provider=provider, is_sql_commentor_enabled=False, excluded_urls="healthz,readyz,metrics"
+        )
         CeleryInstrumentor().instrument(tracer_provider=provider)
         RedisInstrumentor().instrument(tracer_provider=provider)
         URLLib3Instrumentor().instrument(tracer_provider=provider)
@@ -74,12 +79,39 @@ def tracing_configure(
         return None
     provider = TracerProvider(
         resource=Resource.create({"service.name": service_name, "service.namespace": "genai-portal"}),
-        sampler=ParentBased(TraceIdRatioBased(sample_percent / 100)),
+        sampler=WorkSampler(sample_percent / 100),
     )
     provider.add_span_processor(BatchSpanProcessor(OtlpHttpSpanExporter(endpoint, headers=headers)))
     trace.set_tracer_provider(provider)
     tracing_start(provider=provider)
     return provider
+
+
+class WorkSampler(Sampler):
+    """Traces start only at units of work: a request served, a task run or a task published (beat's). A query
+    or a Redis command outside of one (a metrics scrape, a probe, start-up) makes no trace of its own; inside
+    one, the caller's decision is followed (ParentBased), and new traces are kept at `ratio`."""
+
+    def __init__(self, ratio: float) -> None:
+        self._delegate = ParentBased(TraceIdRatioBased(ratio))
+
+    def should_sample(
+        self,
+        parent_context: Any,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Any = None,
+        trace_state: Any = None,
+    ) -> SamplingResult:
+        parent = get_current_span(parent_context).get_span_context()
+        if not parent.is_valid and kind not in (SpanKind.SERVER, SpanKind.CONSUMER, SpanKind.PRODUCER):
+            return SamplingResult(Decision.DROP)
+        return self._delegate.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+
+    def get_description(self) -> str:
+        return f"WorkSampler({self._delegate.get_description()})"
 
 
 # ------------------------------------------------------------------------------------------ OTLP/HTTP export

@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from portal.celery import app
-from portal.core.telemetry import tracing_start, tracing_stop
+from portal.core.telemetry import WorkSampler, tracing_start, tracing_stop
 from portal.deployments.models import Deployment
 from tests.conftest import RoleMatrix
 from workers.sandbox.server import Sandbox
@@ -30,7 +30,7 @@ RECONCILE = "deployments.reconcile"
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
-    provider = TracerProvider()
+    provider = TracerProvider(sampler=WorkSampler(1.0))  # production's sampler
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracing_start(provider=provider)
     yield exporter

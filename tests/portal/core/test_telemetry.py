@@ -20,10 +20,11 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from portal.core.logs import JsonFormatter
-from portal.core.telemetry import OtlpHttpSpanExporter, tracing_configure
+from portal.core.telemetry import OtlpHttpSpanExporter, WorkSampler, tracing_configure
 
 
 @dataclass
@@ -99,6 +100,29 @@ def test_spans_are_exported_as_otlp_protobuf(receiver: Receiver) -> None:
     assert reconcile.end_time_unix_nano >= reconcile.start_time_unix_nano > 0
 
 
+def test_traces_start_only_at_units_of_work() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=WorkSampler(1.0))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("portal.test")
+    with tracer.start_as_current_span("SELECT", kind=SpanKind.CLIENT):
+        pass  # a query outside a request or a task (a scrape, start-up): no trace of its own
+    with (
+        tracer.start_as_current_span("GET api/v1/teams", kind=SpanKind.SERVER),
+        tracer.start_as_current_span("SELECT", kind=SpanKind.CLIENT),
+    ):
+        pass
+    with tracer.start_as_current_span("run/deployments.reconcile", kind=SpanKind.CONSUMER):
+        pass
+    assert [(span.name, span.kind) for span in exporter.get_finished_spans()] == [
+        ("SELECT", SpanKind.CLIENT),
+        ("GET api/v1/teams", SpanKind.SERVER),
+        ("run/deployments.reconcile", SpanKind.CONSUMER),
+    ]
+    none_kept = TracerProvider(sampler=WorkSampler(0.0))
+    assert not none_kept.get_tracer("portal.test").start_span("GET /", kind=SpanKind.SERVER).is_recording()
+
+
 def test_an_unreachable_collector_costs_spans_not_the_work() -> None:
     exporter = OtlpHttpSpanExporter("http://127.0.0.1:9/v1/traces", headers={}, timeout=1.0)
     provider = TracerProvider()
@@ -134,7 +158,7 @@ def test_configured_by_the_environment_a_process_exports_and_logs_json(receiver:
     script = (
         "import django, logging; django.setup()\n"
         "from opentelemetry import trace\n"
-        "with trace.get_tracer('portal.test').start_as_current_span('work'):\n"
+        "with trace.get_tracer('portal.test').start_as_current_span('work', kind=trace.SpanKind.SERVER):\n"
         "    logging.getLogger('portal.test').warning('inside the work')\n"
         "trace.get_tracer_provider().shutdown()\n"
     )
