@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import os
+import time
+from typing import Any
 
 from celery import Celery
+from celery.signals import before_task_publish
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
 app = Celery("portal")
 app.config_from_object("django.conf:settings", namespace="CELERY")
+
+
+# Every message carries its publication time, so /metrics can tell how long a queue's oldest message has waited
+# (portal/core/queues.py). The header name is that module's PUBLISHED_AT_HEADER.
+@before_task_publish.connect
+def _stamp_publication_time(headers: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    if headers is not None:
+        headers.setdefault("portal_published_at", time.time())

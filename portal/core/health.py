@@ -7,7 +7,11 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
 from kombu import Connection
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from portal.core.queues import CeleryQueueCollector
+
+REGISTRY.register(CeleryQueueCollector())
 
 
 @require_GET

@@ -35,7 +35,11 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
-    "ENUM_NAME_OVERRIDES": {},
+    # The catalog's and the gateway's provider choices hold the same values under different labels: one name each.
+    "ENUM_NAME_OVERRIDES": {
+        "ProviderEnum": "catalog.models.Provider",
+        "ProviderKindEnum": "portal.gateway.models.ProviderKind.values",
+    },
     "APPEND_COMPONENTS": {
         "securitySchemes": {
             "portalToken": {"type": "http", "scheme": "bearer", "description": "A portal API token"},

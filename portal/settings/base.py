@@ -101,16 +101,32 @@ if ENV.boolean("PORTAL_BEHIND_PROXY", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     USE_X_FORWARDED_HOST = True
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+# HTTP Strict Transport Security: 0 (off) unless the deployment serves only HTTPS (k8s/portal's overlay sets it).
+SECURE_HSTS_SECONDS = ENV.integer("PORTAL_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = ENV.boolean("PORTAL_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = ENV.boolean("PORTAL_HSTS_PRELOAD", default=False)
+SECURE_SSL_REDIRECT = ENV.boolean("PORTAL_SSL_REDIRECT", default=False)
+SILENCED_SYSTEM_CHECKS: list[str] = []
+if ENV.boolean("PORTAL_BEHIND_PROXY", default=False) and not SECURE_SSL_REDIRECT:
+    # The TLS-terminating proxy redirects plain HTTP itself; in the cluster, kubelet probes and Prometheus reach
+    # the pods over plain HTTP and must not be redirected (`manage.py check --deploy` would warn, security.W008).
+    SILENCED_SYSTEM_CHECKS.append("security.W008")
 
 # Encryption of secrets at rest: a comma-separated list of Fernet keys; the first encrypts, all decrypt,
 # so a key is rotated by putting the new one first and re-encrypting (manage.py rotate_secrets).
 SECRET_ENCRYPTION_KEYS = ENV.text_list("PORTAL_SECRET_KEYS", [])
 
+from portal.settings.observability import *  # noqa: E402,F403
+from portal.settings.observability import LOG_FORMAT  # noqa: E402
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "portal.core.logs.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": ENV.text("PORTAL_LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

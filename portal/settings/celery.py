@@ -47,4 +47,5 @@ CELERY_IMPORTS = (
     "workers.tasks.tenancy",
     "workers.tasks.usage",
     "workers.tasks.gateway",
+    "workers.tasks.lifecycle",  # worker hooks, no tasks: the worker pod's metrics endpoint
 )

@@ -397,8 +397,11 @@ def otel_attributes(setting: AccessLogSetting, context: LogContext) -> list[tupl
 
 @dataclass(frozen=True)
 class ShippingSettings:
-    """The sandbox's OpenTelemetry Collector: batch processor, sending queue and retry_on_failure, with defaults
-    scaled down from the collector's (8192 records / 200 ms batches, 5 s to 30 s back-off, 300 s give-up)."""
+    """The sandbox's OpenTelemetry Collector: batching, sending queue and retry_on_failure. Production's collector
+    is k8s/gateway-telemetry/collector.yaml: the same batch minimum (256 records), flush timeout (200 ms), back-off
+    multiplier and gzip (tests/k8s/test_gateway_telemetry.py keeps them equal); its back-off is scaled down here
+    (0.5 s to 5 s, giving up after 60 s, where production waits 5 s to 30 s and never gives up) and its queue
+    is in memory (production's is on disk)."""
 
     batch_size: int = 256
     batch_timeout: float = 0.2

@@ -8,6 +8,7 @@ from celery import Task, shared_task
 
 from portal.deployments import selectors as deployment_selectors
 from workers.kube.errors import ClusterError, RetryableClusterError
+from workers.metrics import reconcile_observed
 from workers.provisioning.reconciler import DeploymentBusy, reconcile_deployment, resync_cluster
 from workers.tasks import pending
 
@@ -26,8 +27,12 @@ logger = logging.getLogger(__name__)
 )
 def reconcile(self: Task[[int], str], deployment_id: int) -> str:
     """Converge one deployment; safe to run twice and in any order (level-triggered)."""
-    with pending.settled(self, deployment_id):
+    with (
+        pending.settled(self, deployment_id),
+        reconcile_observed("deployment", retried=(RetryableClusterError, DeploymentBusy)) as outcome,
+    ):
         result = reconcile_deployment(deployment_id)
+        outcome(result.outcome)
     logger.info(
         "reconciled deployment %s: %s (%s writes, %s)", deployment_id, result.outcome, result.writes, result.phase
     )

@@ -8,6 +8,7 @@ import logging
 from celery import Task, shared_task
 
 from workers.kube.errors import RetryableClusterError
+from workers.metrics import reconcile_observed
 from workers.provisioning.gateway import GatewayPolicyBusy, policies_needing_reconcile, reconcile_gateway_policy
 from workers.tasks import pending
 
@@ -26,8 +27,12 @@ logger = logging.getLogger(__name__)
 )
 def reconcile(self: Task[[int], str], policy_id: int) -> str:
     """Converge one cluster's gateway policy; safe to run twice and in any order (level-triggered)."""
-    with pending.settled(self, policy_id):
+    with (
+        pending.settled(self, policy_id),
+        reconcile_observed("gateway_policy", retried=(RetryableClusterError, GatewayPolicyBusy)) as outcome,
+    ):
         result = reconcile_gateway_policy(policy_id)
+        outcome(result.outcome)
     logger.info("reconciled gateway policy %s: %s (%s writes)", policy_id, result.outcome, result.writes)
     return result.outcome
 

@@ -35,3 +35,5 @@ class Command(BaseCommand):
         except DomainError as error:
             raise CommandError(error.detail) from None
         self.stdout.write(issued.plaintext)
+        # The id names the token in `bind_usage_source` and `/api/v1/tokens`; stdout stays the token alone.
+        self.stderr.write(f"token id {issued.token.pk}")
