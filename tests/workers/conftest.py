@@ -21,6 +21,7 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
+from portal.clusters.contracts import ClusterContract
 from portal.clusters.services import accelerator_pool_upsert, cluster_register
 from portal.deployments.models import Deployment
 from portal.tenancy.models import TeamGpuQuota
@@ -151,6 +152,18 @@ def namespace(contract_api: tuple[str, k8s.ApiClient]) -> Iterator[str]:
         core.delete_namespace(name)
 
 
+# A cluster as the pure builders see it (no database): the gateway tests' common one.
+GPU_EU_CLUSTER = ClusterContract(
+    cluster_id=1,
+    name="gpu-eu",
+    region="eu-west",
+    gateway_namespace="genai-gateway",
+    gateway_name="ai-gateway",
+    deployment_mode="Standard",
+    autoscaler_class="keda",
+    namespace_prefix="genai-",
+    apply_gateway_bootstrap=True,
+)
 ISVC = "serving.kserve.io/v1beta1"
 NAMESPACE = "genai-alpha"  # the cluster's default namespace prefix, then the team
 

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from portal.clusters.contracts import ClusterContract
 from portal.gateway import bootstrap
 from portal.gateway.contracts import (
     GatewayKey,
@@ -21,6 +20,7 @@ from portal.gateway.contracts import (
     ProviderBackendSpec,
     TeamGatewayAccess,
 )
+from tests.workers.conftest import GPU_EU_CLUSTER
 from workers.provisioning.manifests import labels
 from workers.provisioning.manifests.gateway import (
     GatewayPolicyTooLarge,
@@ -32,17 +32,7 @@ from workers.provisioning.manifests.gateway import (
 )
 from workers.sandbox.validation import CrdRegistry
 
-CLUSTER = ClusterContract(
-    cluster_id=1,
-    name="gpu-eu",
-    region="eu-west",
-    gateway_namespace="genai-gateway",
-    gateway_name="ai-gateway",
-    deployment_mode="Standard",
-    autoscaler_class="keda",
-    namespace_prefix="genai-",
-    apply_gateway_bootstrap=True,
-)
+CLUSTER = GPU_EU_CLUSTER
 
 ALPHA_KEYS = (
     GatewayKey(client_id="alpha.aaaaaaaaaaaa", key_id="aaaaaaaaaaaa", key="gpk_aaaaaaaaaaaa_secret-one"),

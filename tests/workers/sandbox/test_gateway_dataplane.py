@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from catalog.contracts import HardwareProfile, ModelVersionContract
-from portal.clusters.contracts import AcceleratorPoolContract, ClusterContract
+from portal.clusters.contracts import AcceleratorPoolContract
 from portal.deployments.contracts import DeploymentSpec
 from portal.gateway.bootstrap import ACCESS_LOG_FIELDS
 from portal.gateway.contracts import (
@@ -34,6 +34,7 @@ from portal.gateway.contracts import (
 )
 from portal.usage.contracts import UsageRecord
 from portal.usage.events import decode_body, parse_json, parse_otlp
+from tests.workers.conftest import GPU_EU_CLUSTER
 from workers.provisioning.manifests.deployment import build_deployment_objects, build_team_objects
 from workers.provisioning.manifests.gateway import render_gateway_policy
 from workers.sandbox.gateway import SandboxGateway, ShippingSettings, predict_usage
@@ -43,17 +44,7 @@ from workers.sandbox.server import Sandbox
 
 GATEWAY = ("genai-gateway", "ai-gateway")
 COLLECTOR = "otel-collector.observability:4317"
-CLUSTER = ClusterContract(
-    cluster_id=1,
-    name="gpu-eu",
-    region="eu-west",
-    gateway_namespace="genai-gateway",
-    gateway_name="ai-gateway",
-    deployment_mode="Standard",
-    autoscaler_class="keda",
-    namespace_prefix="genai-",
-    apply_gateway_bootstrap=True,
-)
+CLUSTER = GPU_EU_CLUSTER
 ALPHA = GatewayKey(client_id="alpha.a1a1a1a1a1a1", key_id="a1a1a1a1a1a1", key="gpk_a1a1a1a1a1a1_alpha-one")
 ALPHA_GPT_ONLY = GatewayKey(
     client_id="alpha.b2b2b2b2b2b2",
