@@ -18,6 +18,7 @@ help:
 	@echo "make demo   - run the portal locally (web, worker, beat) on embedded defaults"
 	@echo "make test   - every test, lint and architecture check"
 	@echo "make test-plugin - the Backstage plugin: npm ci, tsc, node tests (incl. the e2e with the real portal)"
+	@echo "make test-python - ruff, import-linter, mypy, migrations check, pytest (make test runs it beside test-plugin)"
 	@echo "make lint   - ruff, mypy, import-linter, Django checks"
 	@echo "make bench  - benchmarks (tests/bench), printing their figures"
 	@echo "make schemathesis - the full fuzz of the running API from its OpenAPI schema (make test runs a smoke)"
@@ -46,6 +47,7 @@ lint: install
 # Two lanes side by side (the plugin's; the Python checks then pytest): they share nothing (the plugin's e2e portal
 # has a database and a Redis database of its own), so on two cores make test takes about as long as the longer one.
 # --output-sync prints each lane's output whole when it ends, not interleaved; either lane failing fails make test.
+# Not a third lane for tests/e2e: its waits have fixed timeouts, and one ran out when it shared two cores with both.
 test: install
 	@echo "make test: the plugin and the Python checks run side by side; each prints its output when it ends"
 	@$(MAKE) --no-print-directory -j2 --output-sync=target test-plugin test-python
