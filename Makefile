@@ -40,7 +40,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/mypy
+	env $(LOCAL_SERVICES) $(VENV)/bin/mypy
 	env $(LOCAL_SERVICES) $(PY) manage.py check
 	env $(LOCAL_SERVICES) $(PY) manage.py makemigrations --check --dry-run
 
@@ -52,10 +52,11 @@ test: install
 	@echo "make test: the plugin and the Python checks run side by side; each prints its output when it ends"
 	@$(MAKE) --no-print-directory -j2 --output-sync=target test-plugin test-python
 
+# mypy's Django plugin imports the settings: without the services' URLs they would start the embedded ones.
 test-python: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/mypy
+	env $(LOCAL_SERVICES) $(VENV)/bin/mypy
 	env $(LOCAL_SERVICES) $(PY) manage.py makemigrations --check --dry-run
 	env $(LOCAL_SERVICES) $(VENV)/bin/pytest $(PYTEST_ARGS)
 
