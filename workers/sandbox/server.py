@@ -27,7 +27,7 @@ import yaml
 
 from workers.sandbox.controllers import Controllers, ControllerSettings
 from workers.sandbox.store import FALLBACK_CUSTOM_KINDS, ApiError, Kind, Store
-from workers.sandbox.validation import CrdRegistry, crd_documents
+from workers.sandbox.validation import CrdKinds, CrdRegistry, crd_documents
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +89,10 @@ class GpuNodePool:
     labels: dict[str, str] = field(default_factory=dict)
 
 
+# The CRDs a sandbox loads from its directory unless told otherwise: those of the custom kinds it models, the kinds
+# the portal applies (tests/workers/sandbox checks the portal's builders stay within them). The directory's others
+# (KServe's LLMInferenceService, Kueue, the inference extension, ...) are 7 MB of YAML the portal never touches.
+PORTAL_CRD_KINDS: CrdKinds = frozenset((kind.group, kind.plural) for kind in FALLBACK_CUSTOM_KINDS)
 DEFAULT_GATEWAY = ("genai-gateway", "ai-gateway")  # (namespace, name) of the Envoy AI Gateway's Gateway
 DEFAULT_NODE_POOLS = (
     GpuNodePool("NVIDIA-L4", count=2, gpus=8, memory_gb=24),
@@ -108,9 +112,11 @@ class Sandbox:
         node_pools: tuple[GpuNodePool, ...] = DEFAULT_NODE_POOLS,
         gateway: tuple[str, str] = DEFAULT_GATEWAY,
         crd_establish_delay: float = 0.5,
+        crd_kinds: CrdKinds | None = PORTAL_CRD_KINDS,
     ) -> None:
         """`crd_establish_delay`: seconds until a CRD created through the API is Established and served (its
-        resource paths 404 and discovery omits it until then); CRDs loaded from `crd_dir` are served at once."""
+        resource paths 404 and discovery omits it until then); CRDs loaded from `crd_dir` are served at once.
+        `crd_kinds`: the (group, plural) pairs whose CRDs are loaded from `crd_dir`; None loads every one."""
         registry = CrdRegistry()
         self.store = Store(registry)
         self.store.establish_delay = crd_establish_delay
@@ -118,7 +124,7 @@ class Sandbox:
         self.validating = False
         self._loaded_crds: dict[str, dict[str, Any]] = {}  # by name, as loaded from crd_dir
         if self.crd_dir is not None and self.crd_dir.is_dir():
-            for crd in crd_documents(self.crd_dir):
+            for crd in crd_documents(self.crd_dir, kinds=crd_kinds):
                 self.store.register_crd(crd)
                 self.store.objects[_crd_key(crd["metadata"]["name"])] = _entry(crd)
                 self._loaded_crds[crd["metadata"]["name"]] = crd

@@ -143,6 +143,15 @@ FALLBACK_CUSTOM_KINDS = (
     ),
     Kind("gateway.envoyproxy.io", "v1alpha1", "EnvoyProxy", "envoyproxies", "envoyproxy", True, custom=True),
     Kind(
+        "gateway.envoyproxy.io",
+        "v1alpha1",
+        "ClientTrafficPolicy",
+        "clienttrafficpolicies",
+        "clienttrafficpolicy",
+        True,
+        custom=True,
+    ),
+    Kind(
         "aigateway.envoyproxy.io",
         "v1beta1",
         "AIServiceBackend",

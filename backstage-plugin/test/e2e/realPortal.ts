@@ -5,8 +5,9 @@
  *
  * Database: PORTAL_E2E_DATABASE_URL if set; else the server of DATABASE_URL with the database
  * `<name>_backstage_e2e` (dropped and created here); else the embedded PostgreSQL under a fresh var dir.
- * Redis: PORTAL_E2E_REDIS_URL if set; else REDIS_URL with database 14 (so its Celery queue is not
- * shared with another portal); else the embedded Redis.
+ * Redis: PORTAL_E2E_REDIS_URL if set; else REDIS_URL with database 15 (so its Celery queue is not
+ * shared with another portal: pytest's tests/e2e, which `make test` runs at the same time, uses 14);
+ * else the embedded Redis.
  */
 import { ChildProcess, execFile, spawn } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
@@ -57,7 +58,7 @@ function e2eRedisUrl(): string | undefined {
   const base = process.env.REDIS_URL;
   if (!base || !base.startsWith('redis')) return base;
   const url = new URL(base);
-  url.pathname = '/14';
+  url.pathname = '/15';
   return url.toString();
 }
 

@@ -91,7 +91,8 @@ class _JwksServer:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api/auth/.well-known/jwks.json"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        # shutdown() waits for the serving loop's next poll: 0.5 s per test at the default interval
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
 
     def token(self, subject: str, *, audience: str = "backstage", expires_in: int = 3600, key: object = None) -> str:
         claims = {

@@ -101,7 +101,8 @@ class FakeBackstage:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # shutdown() waits for the serving loop's next poll: 0.5 s per test at the default interval
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
         self.thread.start()
 
     def stop(self) -> None:
@@ -200,7 +201,10 @@ def test_a_wrong_token_is_refused_and_an_unreachable_catalog_is_an_error(backsta
     with pytest.raises(BackstageCatalogError, match="could not be read"):
         fetch(backstage)
     backstage.server = ThreadingHTTPServer(("127.0.0.1", 0), backstage.server.RequestHandlerClass)  # for teardown
-    backstage.thread = threading.Thread(target=backstage.server.serve_forever, daemon=True)
+    # shutdown() waits for the serving loop's next poll: 0.5 s per test at the default interval
+    backstage.thread = threading.Thread(
+        target=backstage.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+    )
     backstage.thread.start()
 
 

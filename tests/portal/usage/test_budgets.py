@@ -209,7 +209,8 @@ def webhook(settings) -> Iterator[type[_Hook]]:
     _Hook.received = []
     _Hook.status = 200
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # shutdown() waits for the serving loop's next poll: 0.5 s per test at the default interval
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     settings.USAGE_BUDGET_WEBHOOK_URL = f"http://127.0.0.1:{server.server_address[1]}/hooks/budget"
     yield _Hook

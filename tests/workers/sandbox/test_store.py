@@ -11,13 +11,15 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
+from portal.gateway import bootstrap
 from tests.workers.conftest import (
     crd_not_served,
     remove_from_crd_schema,
     sandbox_api_client,
     wait_until_crds_served,
 )
-from workers.sandbox.server import Sandbox
+from workers.provisioning import gateway, reconciler
+from workers.sandbox.server import PORTAL_CRD_KINDS, Sandbox
 
 
 def _widget_crd(group: str) -> dict[str, Any]:
@@ -75,6 +77,26 @@ def test_a_crd_created_through_the_api_is_served_only_once_established(clean_san
         "size": 2
     }
     assert group in {item.name for item in k8s.ApisApi(api_client).get_api_versions().groups}
+
+
+def test_the_sandbox_loads_the_crd_of_every_custom_kind_the_portal_applies_and_no_other(clean_sandbox: Sandbox) -> None:
+    """Only the CRDs of PORTAL_CRD_KINDS are parsed at start (the directory's others cost seconds per start)."""
+    applied = {
+        *((api_version, kind) for api_version, kind, _ in reconciler.OWNED_KINDS),
+        *gateway.OWNED_KINDS,
+        (bootstrap.AIGW_API_VERSION, "GatewayConfig"),
+        (bootstrap.EG_API_VERSION, "EnvoyProxy"),
+        ("gateway.networking.k8s.io/v1", "Gateway"),
+    }
+    custom = {(api_version, kind) for api_version, kind in applied if "/" in api_version}
+    assert len(custom) == 12
+    loaded = {(crd["spec"]["group"], crd["spec"]["names"]["plural"]) for crd in clean_sandbox.store.crds.crds()}
+    for api_version, kind in custom:
+        info = clean_sandbox.store.crds.by_kind(api_version, kind)
+        assert info is not None, f"no CRD loaded for {api_version} {kind}"
+        assert (info.group, info.plural) in PORTAL_CRD_KINDS
+    assert loaded == PORTAL_CRD_KINDS
+    assert ("serving.kserve.io", "llminferenceservices") not in loaded
 
 
 def test_the_wait_gives_up_with_what_is_missing() -> None:
