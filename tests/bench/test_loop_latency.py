@@ -21,7 +21,7 @@ MODEL = "gpt-4o-mini"
 def test_seconds_from_a_gateway_response_to_the_cost_in_the_report() -> None:
     count = int(os.environ.get("LOOP_BENCH_REQUESTS", "20"))
     phase = random.Random(20261204)
-    with running_demo(cadence_seconds=None, redis_db=15) as loop:
+    with running_demo(cadence_seconds=None, redis_db=11) as loop:
         team = loop.team("bench")
         key = loop.key(team)["key"]
         loop.reaches(key, MODEL)
