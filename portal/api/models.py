@@ -33,6 +33,8 @@ class ApiToken(TimestampedModel):
     )
 
     class Meta:
+        verbose_name = "API token"
+        verbose_name_plural = "API tokens"
         ordering = ["-created_at"]
         constraints = [
             models.CheckConstraint(

@@ -87,6 +87,8 @@ class TeamGatewayPolicy(TimestampedModel):
     generation = models.PositiveBigIntegerField(default=1)
 
     class Meta:
+        verbose_name = "team gateway policy"
+        verbose_name_plural = "team gateway policies"
         constraints = [
             models.CheckConstraint(
                 condition=Q(budget_enforcement__in=BudgetEnforcement.values), name="budget_enforcement_known"
@@ -115,6 +117,8 @@ class ClusterGatewayPolicy(TimestampedModel):
     applied_manifests = models.JSONField(default=list, blank=True)
 
     class Meta:
+        verbose_name = "cluster gateway policy"
+        verbose_name_plural = "cluster gateway policies"
         ordering = ["cluster__name"]
         constraints = [
             models.CheckConstraint(

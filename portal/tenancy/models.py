@@ -160,6 +160,8 @@ class TeamGpuQuota(models.Model):
     gpus = models.PositiveIntegerField()
 
     class Meta:
+        verbose_name = "team GPU quota"
+        verbose_name_plural = "team GPU quotas"
         ordering = ["accelerator_type"]
         constraints = [
             models.UniqueConstraint(fields=["quota", "accelerator_type"], name="one_gpu_limit_per_accelerator_type"),

@@ -66,6 +66,8 @@ class UsageHourly(_Rollup):
     hour = models.DateTimeField()
 
     class Meta:
+        verbose_name = "hourly usage"
+        verbose_name_plural = "hourly usage"
         db_table = "usage_hourly"
         constraints = [
             models.UniqueConstraint(
@@ -83,6 +85,8 @@ class UsageDaily(_Rollup):
     day = models.DateField()
 
     class Meta:
+        verbose_name = "daily usage"
+        verbose_name_plural = "daily usage"
         db_table = "usage_daily"
         constraints = [
             models.UniqueConstraint(
@@ -145,6 +149,10 @@ class GpuAccrualCursor(models.Model):
     sampled_at = models.DateTimeField()
     observed_replicas = models.PositiveIntegerField()
 
+    class Meta:
+        verbose_name = "GPU accrual cursor"
+        verbose_name_plural = "GPU accrual cursors"
+
     def __str__(self) -> str:
         return f"deployment {self.deployment_id} at {self.sampled_at:%Y-%m-%dT%H:%M}"
 
@@ -166,6 +174,8 @@ class GpuUsage(models.Model):
     cost = models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES)
 
     class Meta:
+        verbose_name = "GPU usage"
+        verbose_name_plural = "GPU usage"
         ordering = ["started_at"]
         constraints = [
             models.UniqueConstraint(fields=["deployment_id", "started_at"], name="one_gpu_interval_per_start"),
@@ -184,6 +194,8 @@ class TeamBudgetSettings(TimestampedModel):
     thresholds = ArrayField(models.PositiveSmallIntegerField(), default=list)
 
     class Meta:
+        verbose_name = "team budget settings"
+        verbose_name_plural = "team budget settings"
         constraints = [
             models.CheckConstraint(condition=Q(thresholds__len__gte=1), name="budget_has_a_threshold"),
         ]
