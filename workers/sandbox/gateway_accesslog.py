@@ -182,6 +182,19 @@ def _metadata(context: LogContext, argument: str | None) -> Any:
 
 
 _unknown_reported: set[str] = set()
+# Operators that read one field of the request's context as it is.
+_CONTEXT_FIELDS = {
+    "RESPONSE_CODE": "response_code",
+    "DURATION": "duration_ms",
+    "UPSTREAM_REQUEST_ATTEMPT_COUNT": "attempt_count",
+    "BYTES_RECEIVED": "bytes_received",
+    "BYTES_SENT": "bytes_sent",
+    "ROUTE_NAME": "route_name",
+    "UPSTREAM_HOST": "upstream_host",
+    "UPSTREAM_CLUSTER": "upstream_cluster",
+    "DOWNSTREAM_REMOTE_ADDRESS": "downstream_remote_address",
+    "DOWNSTREAM_LOCAL_ADDRESS": "downstream_local_address",
+}
 
 
 def evaluate(operator: _Operator, context: LogContext) -> Any:
@@ -196,32 +209,14 @@ def evaluate(operator: _Operator, context: LogContext) -> Any:
         value = _header(context.response_headers, operator.argument)
     elif name == "DYNAMIC_METADATA":
         value = _metadata(context, operator.argument)
-    elif name == "RESPONSE_CODE":
-        value = context.response_code
+    elif name in _CONTEXT_FIELDS:
+        value = getattr(context, _CONTEXT_FIELDS[name])
     elif name == "RESPONSE_FLAGS":
         value = ",".join(context.response_flags) or "-"  # Envoy renders "no flags" as "-" even in JSON
     elif name == "RESPONSE_CODE_DETAILS":
         value = context.response_code_details or None
-    elif name == "DURATION":
-        value = context.duration_ms
-    elif name == "UPSTREAM_REQUEST_ATTEMPT_COUNT":
-        value = context.attempt_count
     elif name == "PROTOCOL":
         value = "HTTP/1.1"
-    elif name == "BYTES_RECEIVED":
-        value = context.bytes_received
-    elif name == "BYTES_SENT":
-        value = context.bytes_sent
-    elif name == "ROUTE_NAME":
-        value = context.route_name
-    elif name == "UPSTREAM_HOST":
-        value = context.upstream_host
-    elif name == "UPSTREAM_CLUSTER":
-        value = context.upstream_cluster
-    elif name == "DOWNSTREAM_REMOTE_ADDRESS":
-        value = context.downstream_remote_address
-    elif name == "DOWNSTREAM_LOCAL_ADDRESS":
-        value = context.downstream_local_address
     elif name == "ENVIRONMENT":
         value = context.environment.get(operator.argument or "")
     elif name in (
