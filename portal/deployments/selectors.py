@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.db.models import F, Q, QuerySet, Sum
 
 from catalog import selectors as catalog_selectors
@@ -172,10 +174,11 @@ def deployment_observed_statuses(*, deployment_ids: list[int]) -> dict[int, Obse
     }
 
 
-def served_names() -> dict[str, list[ServedNameRef]]:
-    """Every name a deployment was ever served under, with who served it when (usage attribution)."""
+def served_names(*, names: Iterable[str]) -> dict[str, list[ServedNameRef]]:
+    """Who served under each of these names, and when, oldest first (usage attribution; names never held are
+    absent). One query for a whole batch of events."""
     found: dict[str, list[ServedNameRef]] = {}
-    for row in ServedName.objects.order_by("name", "valid_from"):
+    for row in ServedName.objects.filter(name__in=set(names)).order_by("name", "valid_from"):
         found.setdefault(row.name, []).append(
             ServedNameRef(
                 deployment_id=row.deployment_id,

@@ -76,9 +76,9 @@ def model_names() -> dict[str, ModelRef]:
     return names
 
 
-def served_names() -> dict[str, list[ServedNameRef]]:
-    """Names team deployments were served under, with who served them when (see deployments.ServedName)."""
-    return deployment_selectors.served_names()
+def served_names(*, names: Iterable[str]) -> dict[str, list[ServedNameRef]]:
+    """Which team deployments served under these names, and when (see deployments.ServedName)."""
+    return deployment_selectors.served_names(names=names)
 
 
 def price_book(*, model_ids: Iterable[int]) -> PriceBook:

@@ -107,7 +107,7 @@ def _attribute_and_rate(records: list[UsageRecord]) -> list[_Row]:
     (its catalog model and version, priced as the catalog model), else a catalog model's own names (managed)."""
     credentials = selectors.credentials_by_client_id(record.client_id for record in records if record.client_id)
     names = selectors.model_names()
-    served = selectors.served_names()
+    served = selectors.served_names(names={name for record in records for name in record.model_names})
     rows: list[_Row] = []
     for record in records:
         deployment = next(
