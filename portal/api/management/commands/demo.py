@@ -104,12 +104,12 @@ class Command(BaseCommand):
             "developer_token": developer_token.plaintext,
         }
 
-    def _fresh_token(self, admin: User, principal: User, name: str) -> Any:
-        """A new token shown in the banner; the ones earlier runs printed under the same name are revoked, so one
-        of each is live at a time (they last 90 days otherwise)."""
+    def _fresh_token(self, admin: User, principal: User, name: str, scopes: list[str] | None = None) -> Any:
+        """A new token; the ones earlier runs issued under the same name are revoked, so one of each is live at a
+        time (they last 90 days otherwise)."""
         for old in ApiToken.objects.filter(principal=principal, name=name, revoked_at__isnull=True):
             api_token_revoke(actor=admin, token_id=old.pk, principal=None)
-        return api_token_issue(actor=admin, principal=principal, name=name, scopes=[])
+        return api_token_issue(actor=admin, principal=principal, name=name, scopes=scopes or [])
 
     def _child_environment(self) -> dict[str, str]:
         environment = dict(os.environ)
@@ -165,9 +165,7 @@ class Command(BaseCommand):
         the sandbox cluster's usage source."""
         admin = User.objects.get(username="admin")
         principal = tenancy_services.service_principal_get_or_create(actor=admin, name=COLLECTOR_PRINCIPAL)
-        for old in ApiToken.objects.filter(principal=principal, revoked_at__isnull=True):
-            api_token_revoke(actor=admin, token_id=old.pk, principal=None)
-        issued = api_token_issue(actor=admin, principal=principal, name="sandbox gateway", scopes=["usage:write"])
+        issued = self._fresh_token(admin, principal, "sandbox gateway", scopes=["usage:write"])
         usage_services.collector_source_bind(
             actor=admin, token_id=issued.token.pk, source_prefix=f"aigw://{SANDBOX_CLUSTER}/"
         )
