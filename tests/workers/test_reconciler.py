@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import unquote
+
 import pytest
 
 from portal.deployments.models import Deployment
@@ -15,7 +17,7 @@ from tests.workers.conftest import (
     remove_from_crd_schema,
     sandbox_api_client,
 )
-from workers.kube.client import connect
+from workers.kube.client import request_timeout
 from workers.provisioning.reconciler import reconcile_deployment
 from workers.sandbox.server import Fault, Sandbox
 
@@ -54,11 +56,14 @@ def test_the_first_apply_does_not_look_for_leftovers_but_later_passes_do(world: 
     deployment = deploy(matrix)
     sandbox.reset_records()
     reconcile_deployment(deployment.pk)
-    by_owner = f"portal.genai.io%2Fdeployment-id%3D{deployment.pk}"
-    assert not [r for r in sandbox.records if by_owner in r.query], "no prune lists on the very first apply"
+    # Decoded: the official client leaves "/" unescaped in a query (urllib's quote keeps it safe), urlencode does not.
+    by_owner = f"portal.genai.io/deployment-id={deployment.pk}"
+    assert not [r for r in sandbox.records if by_owner in unquote(r.query)], "no prune lists on the very first apply"
     sandbox.reset_records()
     reconcile_deployment(deployment.pk)
-    assert [r for r in sandbox.records if by_owner in r.query], "once observed, owned objects are listed for pruning"
+    assert [r for r in sandbox.records if by_owner in unquote(r.query)], (
+        "once observed, owned objects are listed for pruning"
+    )
 
 
 def test_second_reconcile_of_an_unchanged_deployment_makes_no_write(world: tuple[RoleMatrix, Sandbox]) -> None:
@@ -146,20 +151,16 @@ def test_api_server_faults_are_retryable_and_survived(world: tuple[RoleMatrix, S
 
 
 def test_a_timeout_is_retryable(world: tuple[RoleMatrix, Sandbox]) -> None:
-    from portal.clusters.selectors import cluster_connection
     from workers.kube.errors import RetryableClusterError
 
     matrix, sandbox = world
     deployment = deploy(matrix)
-    cluster = connect(cluster_connection(cluster_id=deployment.cluster_id))
-    cluster.timeout = (1.0, 0.3)
     try:
         # times=None: the client's own urllib3 retries time out too.
         sandbox.add_fault(Fault(method="GET", delay=0.6, times=None))
-        with pytest.raises(RetryableClusterError):
+        with request_timeout(1.0, 0.3), pytest.raises(RetryableClusterError):
             reconcile_deployment(deployment.pk)
     finally:
-        cluster.timeout = None
         sandbox.clear_faults()
     reconcile_until(deployment.pk, sandbox, "Ready")
 

@@ -1,20 +1,23 @@
 """Connections to clusters and the few verbs the reconcilers use: get, list by label, server-side apply, delete.
 
-Requests go through the official client's ApiClient (its configuration, auth and TLS handling), with paths
-from workers.kube.resources so no discovery round trip is spent per call.
+Requests go through the official client's public ApiClient API (`param_serialize` for auth, headers and the query
+string, then `call_api`: the pair every generated API method uses in kubernetes>=31), with paths from
+workers.kube.resources so no discovery round trip is spent per call. Connections are built by the client's own
+kubeconfig loader, which keeps CA data in temp files it reuses by content and removes at exit.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import contextvars
+import hashlib
 import json
 import logging
-import os
-import tempfile
 import threading
-from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
 
 import urllib3
 import yaml
@@ -31,6 +34,19 @@ logger = logging.getLogger(__name__)
 FIELD_MANAGER = "genai-portal"
 REQUEST_TIMEOUT = (5.0, 30.0)  # (connect, read) seconds
 Manifest = dict[str, Any]
+_timeout: contextvars.ContextVar[tuple[float, float]] = contextvars.ContextVar("kube_timeout", default=REQUEST_TIMEOUT)
+
+
+@contextlib.contextmanager
+def request_timeout(connect_seconds: float, read_seconds: float) -> Iterator[None]:
+    """Every cluster call made inside the block (in this thread or task) uses this (connect, read) timeout.
+
+    Clients are cached across tasks, so a timeout is the caller's context, never a field of a shared client."""
+    token = _timeout.set((connect_seconds, read_seconds))
+    try:
+        yield
+    finally:
+        _timeout.reset(token)
 
 
 @dataclass(frozen=True)
@@ -67,8 +83,6 @@ class Cluster:
     def __init__(self, api_client: kubernetes_client.ApiClient, name: str) -> None:
         self.api_client = api_client
         self.name = name
-        self.requests: Counter[str] = Counter()
-        self.timeout: tuple[float, float] | None = None  # (connect, read); None: REQUEST_TIMEOUT
 
     def _call(
         self,
@@ -79,17 +93,20 @@ class Cluster:
         body: Any = None,
         content_type: str | None = None,
     ) -> Any:
-        url = self.api_client.configuration.host.rstrip("/") + path
-        if query:
-            url = f"{url}?{urlencode(query)}"
         headers = {"Accept": "application/json", "Content-Type": content_type or "application/json"}
-        self.api_client.update_params_for_auth(headers, [], ["BearerToken"], url, method, body)
-        self.requests[method] += 1
         try:
-            response = self.api_client.rest_client.request(  # type: ignore[no-untyped-call]
-                method, url, headers=headers, body=body, _request_timeout=self.timeout or REQUEST_TIMEOUT
+            method, url, headers, body, _ = self.api_client.param_serialize(
+                method,
+                path,
+                query_params=list((query or {}).items()),
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
             )
-            response.read()
+            response = self.api_client.call_api(
+                method, url, header_params=headers, body=body, _request_timeout=_timeout.get()
+            )
+            response.read()  # type: ignore[no-untyped-call]  # public, but unannotated in kubernetes 37
         except ApiException as error:
             raise classify(error.status, error.body) from None
         except (urllib3.exceptions.HTTPError, OSError) as error:
@@ -174,28 +191,33 @@ _clients_lock = threading.Lock()
 
 
 def _fingerprint(connection: ClusterConnection) -> str:
-    import hashlib
-
     material = f"{connection.api_server}|{connection.auth_kind}|{connection.kubeconfig}|{connection.token}|{connection.ca_bundle}"
     return hashlib.sha256(material.encode()).hexdigest()
 
 
-def _api_client(connection: ClusterConnection) -> kubernetes_client.ApiClient:
+def kubeconfig_of(connection: ClusterConnection) -> dict[str, Any]:
+    """The connection as a kubeconfig: a stored kubeconfig as it is, a server and token as a one-context one."""
     if connection.kubeconfig is not None:
-        api_client: kubernetes_client.ApiClient = kubernetes_config.new_client_from_config_dict(  # type: ignore[no-untyped-call]
-            yaml.safe_load(connection.kubeconfig)
-        )
-        return api_client
-    configuration = kubernetes_client.Configuration()
-    configuration.host = connection.api_server
-    configuration.api_key = {"authorization": f"Bearer {connection.token}"}
+        config: dict[str, Any] = yaml.safe_load(connection.kubeconfig)
+        return config
+    cluster: dict[str, Any] = {"server": connection.api_server}
     if connection.ca_bundle:
-        handle, path = tempfile.mkstemp(prefix="cluster-ca-", suffix=".pem")
-        with os.fdopen(handle, "w") as file:
-            file.write(connection.ca_bundle)
-        configuration.ssl_ca_cert = path
-    configuration.verify_ssl = connection.api_server.startswith("https://")
-    return kubernetes_client.ApiClient(configuration)
+        cluster["certificate-authority-data"] = base64.b64encode(connection.ca_bundle.encode()).decode()
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": connection.name, "cluster": cluster}],
+        "users": [{"name": connection.name, "user": {"token": connection.token or ""}}],
+        "contexts": [{"name": connection.name, "context": {"cluster": connection.name, "user": connection.name}}],
+        "current-context": connection.name,
+    }
+
+
+def _api_client(connection: ClusterConnection) -> kubernetes_client.ApiClient:
+    api_client: kubernetes_client.ApiClient = kubernetes_config.new_client_from_config_dict(  # type: ignore[no-untyped-call]
+        kubeconfig_of(connection)
+    )
+    return api_client
 
 
 def connect(connection: ClusterConnection) -> Cluster:
@@ -210,4 +232,4 @@ def connect(connection: ClusterConnection) -> Cluster:
         return cached
 
 
-__all__ = ["FIELD_MANAGER", "Cluster", "ListedObject", "ResourceType", "connect"]
+__all__ = ["FIELD_MANAGER", "Cluster", "ListedObject", "ResourceType", "connect", "request_timeout"]

@@ -5,6 +5,7 @@
 
 The gateway ships its access log (when the portal configured an OpenTelemetry sink) to --usage-endpoint with the
 bearer token in the environment variable SANDBOX_USAGE_TOKEN (kept off the command line, where `ps` shows it).
+The API accepts the bearer token in SANDBOX_API_TOKEN (default "sandbox-token"), as a cluster's would.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import threading
 from pathlib import Path
 
 from workers.sandbox.gateway import SandboxGateway
-from workers.sandbox.server import DEFAULT_GATEWAY, Sandbox
+from workers.sandbox.server import DEFAULT_GATEWAY, DEFAULT_TOKEN, Sandbox
 from workers.sandbox.validation import default_crd_dir
 
 USAGE_TOKEN_VARIABLE = "SANDBOX_USAGE_TOKEN"
+API_TOKEN_VARIABLE = "SANDBOX_API_TOKEN"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -37,7 +39,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     sandbox = Sandbox(
-        crd_dir=args.crd_dir or default_crd_dir(), host=args.host, port=args.port, ready_delay=args.ready_delay
+        crd_dir=args.crd_dir or default_crd_dir(),
+        host=args.host,
+        port=args.port,
+        ready_delay=args.ready_delay,
+        token=os.environ.get(API_TOKEN_VARIABLE) or DEFAULT_TOKEN,
     )
     sandbox.start()
     if args.kubeconfig_out:

@@ -1,7 +1,8 @@
 """The sandbox Kubernetes API server: HTTP routing, discovery, fault injection and the controller loop.
 
-The real `kubernetes` client talks to it over a socket, unmodified. Authentication is not checked (any bearer
-token works) and there is no TLS, watch or pagination: the portal uses none of them.
+The real `kubernetes` client talks to it over a socket, unmodified. Requests authenticate with the sandbox's bearer
+token, answered as kube-apiserver answers (see `authenticate`); there is no TLS, watch or pagination: the portal
+uses none of them.
 
     sandbox = Sandbox(crd_dir=default_crd_dir()); sandbox.start(); ...; sandbox.stop()
 """
@@ -93,6 +94,7 @@ class GpuNodePool:
 # the portal applies (tests/workers/sandbox checks the portal's builders stay within them). The directory's others
 # (KServe's LLMInferenceService, Kueue, the inference extension, ...) are 7 MB of YAML the portal never touches.
 PORTAL_CRD_KINDS: CrdKinds = frozenset((kind.group, kind.plural) for kind in FALLBACK_CUSTOM_KINDS)
+DEFAULT_TOKEN = "sandbox-token"
 DEFAULT_GATEWAY = ("genai-gateway", "ai-gateway")  # (namespace, name) of the Envoy AI Gateway's Gateway
 DEFAULT_NODE_POOLS = (
     GpuNodePool("NVIDIA-L4", count=2, gpus=8, memory_gb=24),
@@ -113,10 +115,13 @@ class Sandbox:
         gateway: tuple[str, str] = DEFAULT_GATEWAY,
         crd_establish_delay: float = 0.5,
         crd_kinds: CrdKinds | None = PORTAL_CRD_KINDS,
+        token: str | None = DEFAULT_TOKEN,
     ) -> None:
         """`crd_establish_delay`: seconds until a CRD created through the API is Established and served (its
         resource paths 404 and discovery omits it until then); CRDs loaded from `crd_dir` are served at once.
-        `crd_kinds`: the (group, plural) pairs whose CRDs are loaded from `crd_dir`; None loads every one."""
+        `crd_kinds`: the (group, plural) pairs whose CRDs are loaded from `crd_dir`; None loads every one.
+        `token`: the bearer token the API accepts; None accepts any request, authenticated or not."""
+        self.token = token
         registry = CrdRegistry()
         self.store = Store(registry)
         self.store.establish_delay = crd_establish_delay
@@ -208,7 +213,9 @@ class Sandbox:
         with self._stepping:  # never two steps at once (the loop's thread and a test's)
             self.controllers.step(time.monotonic() + after)
 
-    def kubeconfig(self, *, token: str = "sandbox-token", name: str = "sandbox") -> str:  # noqa: S107 (any token works)
+    def kubeconfig(self, *, token: str | None = None, name: str = "sandbox") -> str:
+        """A kubeconfig for this sandbox, with its own token unless another is given."""
+        token = token or self.token or DEFAULT_TOKEN
         return yaml.safe_dump(
             {
                 "apiVersion": "v1",
@@ -425,6 +432,23 @@ class Sandbox:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         return kind, namespace, name, subresource
 
+    def authenticate(self, path: str, authorization: str | None) -> None:
+        """As kube-apiserver with anonymous auth on (its default) and RBAC: a bearer token that does not
+        authenticate is 401 "Unauthorized" (authentication fails before anonymous is considered, see
+        kubernetes/apiserver pkg/endpoints/filters/authentication.go, which writes the Status with message
+        "Unauthorized"); no credentials at all is system:anonymous, allowed only the public-info-viewer paths
+        (/version, /healthz, /livez, /readyz, per the system:public-info-viewer ClusterRole) and 403 elsewhere."""
+        if self.token is None or path.startswith("/_sandbox/"):
+            return
+        if authorization is None:
+            if path.rstrip("/") in {"/version", "/healthz", "/livez", "/readyz"}:
+                return
+            # Simplified: for a resource path the real message names the resource, verb and namespace.
+            raise ApiError(403, "Forbidden", f'forbidden: User "system:anonymous" cannot get path "{path}"')
+        scheme, _, credential = authorization.partition(" ")
+        if scheme.lower() != "bearer" or credential.strip() != self.token:
+            raise ApiError(401, "Unauthorized", "Unauthorized")
+
     def handle(
         self, method: str, path: str, query: dict[str, list[str]], content_type: str, body: bytes, user_agent: str
     ) -> tuple[int, dict[str, Any]]:
@@ -558,6 +582,12 @@ def _handler_class(sandbox: Sandbox) -> type[BaseHTTPRequestHandler]:
             parts = urlsplit(self.path)
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
+            try:
+                sandbox.authenticate(parts.path, self.headers.get("Authorization"))
+            except ApiError as refused:
+                sandbox.record(RequestRecord(self.command, parts.path, parts.query, refused.code))
+                self._answer(refused.code, refused.status())
+                return
             fault = sandbox.take_fault(self.command, parts.path)
             if fault is not None:
                 if fault.delay:
@@ -595,6 +625,9 @@ def _handler_class(sandbox: Sandbox) -> type[BaseHTTPRequestHandler]:
                 logger.exception("sandbox: %s %s failed", self.command, self.path)
                 status, payload = 500, ApiError(500, "InternalError", f"sandbox error: {error}").status()
             sandbox.record(RequestRecord(self.command, parts.path, parts.query, status))
+            self._answer(status, payload)
+
+        def _answer(self, status: int, payload: dict[str, Any]) -> None:
             data = json.dumps(payload).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")

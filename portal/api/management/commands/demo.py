@@ -35,6 +35,8 @@ from portal.usage import services as usage_services
 DEMO_TEAM = "demo"
 DEMO_DEVELOPER = "user:default/demo-developer"
 SANDBOX_CLUSTER = "sandbox"
+# The sandbox API checks bearer tokens as a cluster's does; the demo's cluster is registered with this one.
+SANDBOX_API_TOKEN = "sandbox"
 # The sandbox's nodes (workers/sandbox/server.py DEFAULT_NODE_POOLS) and its gateway (DEFAULT_GATEWAY).
 SANDBOX_POOLS = {
     "nvidia-l4": {
@@ -142,7 +144,7 @@ class Command(BaseCommand):
                 "--usage-endpoint",
                 f"{portal}/otlp/v1/logs",
             ],
-            env={**environment, "SANDBOX_USAGE_TOKEN": collector_token},
+            env={**environment, "SANDBOX_USAGE_TOKEN": collector_token, "SANDBOX_API_TOKEN": SANDBOX_API_TOKEN},
         )
         url = f"http://127.0.0.1:{port}"
         gateway_url = f"http://127.0.0.1:{gateway_port}"
@@ -180,7 +182,7 @@ class Command(BaseCommand):
                 name=SANDBOX_CLUSTER,
                 api_server=url,
                 auth_kind="token",
-                token="sandbox",
+                token=SANDBOX_API_TOKEN,
                 region="local",
                 gateway_namespace="genai-gateway",
                 gateway_name="ai-gateway",
@@ -194,7 +196,7 @@ class Command(BaseCommand):
                 actor=admin,
                 cluster=cluster,
                 changes={"api_server": url, "gateway_url": gateway_url, "apply_gateway_bootstrap": True},
-                credentials={"auth_kind": "token", "token": "sandbox", "ca_bundle": None},
+                credentials={"auth_kind": "token", "token": SANDBOX_API_TOKEN, "ca_bundle": None},
             )
         for accelerator_type, values in SANDBOX_POOLS.items():
             cluster_services.accelerator_pool_upsert(
