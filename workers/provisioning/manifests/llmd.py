@@ -47,9 +47,10 @@ Envoy AI Gateway v1.1.0 (envoyproxy/ai-gateway, api/v1beta1/ai_gateway_route.go,
   serves.
 - A pool in another namespace needs a ReferenceGrant there from `aigateway.envoyproxy.io/AIGatewayRoute` in the
   route's namespace (referencegrant.go validateInferencePoolReference); the HTTPRoute the controller generates
-  references the pool too, and Envoy Gateway checks that reference from `gateway.networking.k8s.io/HTTPRoute`
-  (the project's own cross-namespace e2e grants both kinds: tests/e2e/testdata/cross_namespace.yaml). One grant
-  with both `from` entries, limited `to` the one pool.
+  references the pool too (ai_gateway_route.go newHTTPRoute), and a route's cross-namespace backendRef needs a grant
+  from `gateway.networking.k8s.io/HTTPRoute` (Gateway API GEP-709; AI Gateway's own cross-namespace e2e grants both
+  kinds for its Backend, tests/e2e/testdata/cross_namespace.yaml; that Envoy Gateway applies it to pool refs the
+  same way is inferred, not read in its code). One grant with both `from` entries, limited `to` the one pool.
 
 llm-d-router v0.10.0 (llm-d/llm-d-router 71f4f0999f95b96c49a9d0c4afbd18dfdb943c26; KServe v0.20.0's scheduler
 preset runs its endpoint picker v0.9.0, same `llm-d.ai` group and header):
