@@ -33,6 +33,8 @@ class ModelVersionContract:
     provider: str
     provider_model_id: str
     architecture: Architecture | None = None
+    # The serving modes this version is known to work in ("standard", "llm-d"), as the catalog curator declared.
+    serving_modes: tuple[str, ...] = ("standard",)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+RESOURCE_QUOTA = "resourcequota"  # a hard ResourceQuota on requests.nvidia.com/gpu per team namespace
+KUEUE = "kueue"  # Kueue: a ClusterQueue per team with a nominal GPU quota, all in one cohort that lends idle GPUs
+GPU_QUOTA_KINDS = (RESOURCE_QUOTA, KUEUE)
+
 
 @dataclass(frozen=True)
 class ClusterConnection:
@@ -42,3 +46,8 @@ class ClusterContract:
     namespace_prefix: str
     apply_gateway_bootstrap: bool
     gateway_url: str = ""
+    # The cluster runs the llm-d stack (KServe's LLMInferenceService controller, its well-known presets, the
+    # InferencePool CRD and Envoy Gateway's InferencePool backend support), so deployments may use the llm-d mode.
+    runs_llmd: bool = False
+    # How a team's GPUs are capped on this cluster (GPU_QUOTA_KINDS).
+    gpu_quota: str = RESOURCE_QUOTA

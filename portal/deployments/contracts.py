@@ -8,6 +8,10 @@ from datetime import datetime
 from catalog.contracts import ModelVersionContract
 from portal.clusters.contracts import AcceleratorPoolContract, ClusterContract
 
+STANDARD_MODE = "standard"  # one KServe InferenceService behind an AIServiceBackend
+LLMD_MODE = "llm-d"  # a KServe LLMInferenceService: its InferencePool and endpoint picker, routed to directly
+SERVING_MODES = (STANDARD_MODE, LLMD_MODE)
+
 
 @dataclass(frozen=True)
 class DeploymentSpec:
@@ -36,6 +40,16 @@ class DeploymentSpec:
     # Model server flags from the sizing plan (context, tensor parallel size, memory share, KV cache dtype) when the
     # catalog knows the architecture; they replace the catalog's defaults, and the team's own flags replace them.
     plan_runtime_args: tuple[str, ...] = ()
+    # How it is served (SERVING_MODES), chosen by the team within what its catalog version (`model.serving_modes`)
+    # and its cluster (`cluster.runs_llmd`) allow.
+    serving_mode: str = STANDARD_MODE
+    # Prefill/decode disaggregation, llm-d only: prefill replicas (0: none) and GPUs per prefill replica (0: as many
+    # as a decode replica). The replicas above are then the decode replicas.
+    prefill_replicas: int = 0
+    prefill_gpus_per_replica: int = 0
+    # llm-d only: priority of the deployment's InferenceObjective, from its team's serving tier
+    # (portal.tenancy.contracts.SERVING_TIER_PRIORITIES; higher is served first).
+    objective_priority: int = 0
 
 
 @dataclass(frozen=True)
