@@ -21,11 +21,28 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_TRACK_STARTED = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# The longest wait between two tries of a reconcile (exponential back-off from 2 s, jittered).
+PORTAL_RETRY_BACKOFF_MAX_SECONDS = ENV.integer("PORTAL_RETRY_BACKOFF_MAX_SECONDS", 300, minimum=1)
 CELERY_BROKER_TRANSPORT_OPTIONS = {
-    # Longer than the hard time limit, so a running late-ack task is not redelivered to a second worker.
-    "visibility_timeout": CELERY_TASK_TIME_LIMIT * 4,
+    # Longer than the hard time limit and the longest retry countdown (a retry waits unacknowledged in its worker),
+    # so a running or waiting late-ack task is not redelivered to a second worker; a message of a killed worker
+    # comes back after it (20 minutes by default).
+    "visibility_timeout": 2 * (CELERY_TASK_TIME_LIMIT + PORTAL_RETRY_BACKOFF_MAX_SECONDS),
 }
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# Queues, so that slow work never waits in front of a reconcile: a re-rate of a year of usage or a rollup of a busy
+# hour takes minutes, a deployment's reconcile a second. Each queue has its own workers (k8s/portal/base/worker-*.yaml,
+# `make demo`); anything not routed (housekeeping, the Backstage team sync) goes to the default queue. Exact names
+# are matched before patterns (celery.app.routes.MapRoute), so the re-rates leave the usage pattern's queue.
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_ROUTES = {
+    "usage.rerate": {"queue": "rerate"},
+    "usage.rerate_backdated_prices": {"queue": "rerate"},
+    "deployments.*": {"queue": "reconcile"},
+    "gateway.*": {"queue": "reconcile"},
+    "clusters.*": {"queue": "reconcile"},
+    "usage.*": {"queue": "usage"},
+}
 CELERY_TIMEZONE = "UTC"
 CELERY_ENABLE_UTC = True
 # The cadences that bound how soon a change shows (usage in the cost report, a budget block at the gateway, a

@@ -181,12 +181,15 @@ def _fingerprint(connection: ClusterConnection) -> str:
 
 
 def _api_client(connection: ClusterConnection) -> kubernetes_client.ApiClient:
-    if connection.kubeconfig is not None:
-        api_client: kubernetes_client.ApiClient = kubernetes_config.new_client_from_config_dict(  # type: ignore[no-untyped-call]
-            yaml.safe_load(connection.kubeconfig)
-        )
-        return api_client
     configuration = kubernetes_client.Configuration()
+    # No retries inside urllib3 (it would make 4 requests of each call to a failing API server, logging a warning
+    # for each): the reconcile task is the retry policy, with back-off, one pending message and one log line a try.
+    configuration.retries = 0
+    if connection.kubeconfig is not None:
+        kubernetes_config.load_kube_config_from_dict(  # type: ignore[no-untyped-call]
+            yaml.safe_load(connection.kubeconfig), client_configuration=configuration, persist_config=False
+        )
+        return kubernetes_client.ApiClient(configuration)
     configuration.host = connection.api_server
     configuration.api_key = {"authorization": f"Bearer {connection.token}"}
     if connection.ca_bundle:

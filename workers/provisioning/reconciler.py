@@ -75,8 +75,10 @@ def redis_client() -> redis.Redis:
 
 def lock_seconds() -> int:
     """A reconcile holds its lock at most as long as its task may run (Celery's hard time limit kills it then),
-    plus a margin: a killed worker frees the subject then, and a long run never loses its lock midway."""
-    return int(settings.CELERY_TASK_TIME_LIMIT) + 30
+    plus a margin (half the limit, at most 30 s): a killed worker frees the subject then, and a long run never loses
+    its lock midway."""
+    limit = int(settings.CELERY_TASK_TIME_LIMIT)
+    return limit + min(30, limit // 2)
 
 
 @contextmanager

@@ -26,13 +26,18 @@ logger = logging.getLogger(__name__)
     max_retries=12,
 )
 def reconcile(self: Task[[int], str], deployment_id: int) -> str:
-    """Converge one deployment; safe to run twice and in any order (level-triggered)."""
-    with (
-        pending.settled(self, deployment_id),
-        reconcile_observed("deployment", retried=(RetryableClusterError, DeploymentBusy)) as outcome,
-    ):
-        result = reconcile_deployment(deployment_id)
-        outcome(result.outcome)
+    """Converge one deployment; safe to run twice and in any order (level-triggered). An unreachable cluster or a
+    busy lock is retried (Celery logs one INFO line per retry); after the last retry one WARNING line, no
+    traceback, and the periodic resync sends it again."""
+    try:
+        with (
+            pending.settled(self, deployment_id),
+            reconcile_observed("deployment", retried=(RetryableClusterError, DeploymentBusy)) as outcome,
+        ):
+            result = reconcile_deployment(deployment_id)
+            outcome(result.outcome)
+    except (RetryableClusterError, DeploymentBusy) as error:
+        return pending.give_up_or_retry(self, error, subject=f"deployment {deployment_id}")
     logger.info(
         "reconciled deployment %s: %s (%s writes, %s)", deployment_id, result.outcome, result.writes, result.phase
     )
