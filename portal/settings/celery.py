@@ -21,6 +21,8 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_TRACK_STARTED = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# How long a worker waits for a GPU cluster's API server to answer one request (connecting: 5 s).
+PORTAL_KUBE_READ_TIMEOUT_SECONDS = ENV.integer("PORTAL_KUBE_READ_TIMEOUT_SECONDS", 30, minimum=1)
 # The longest wait between two tries of a reconcile (exponential back-off from 2 s, jittered).
 PORTAL_RETRY_BACKOFF_MAX_SECONDS = ENV.integer("PORTAL_RETRY_BACKOFF_MAX_SECONDS", 300, minimum=1)
 CELERY_BROKER_TRANSPORT_OPTIONS = {

@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 
 import urllib3
 import yaml
+from django.conf import settings
 from kubernetes import client as kubernetes_client
 from kubernetes import config as kubernetes_config
 from kubernetes.client.exceptions import ApiException
@@ -29,7 +30,7 @@ from workers.kube.resources import ResourceType, resource_type
 logger = logging.getLogger(__name__)
 
 FIELD_MANAGER = "genai-portal"
-REQUEST_TIMEOUT = (5.0, 30.0)  # (connect, read) seconds
+CONNECT_TIMEOUT = 5.0  # seconds
 Manifest = dict[str, Any]
 
 
@@ -61,6 +62,10 @@ class ListedObject:
         return str(namespace) if namespace else None
 
 
+def _request_timeout() -> tuple[float, float]:
+    return CONNECT_TIMEOUT, float(settings.PORTAL_KUBE_READ_TIMEOUT_SECONDS)
+
+
 class Cluster:
     """One cluster's API: every call either returns parsed JSON or raises a classified ClusterError."""
 
@@ -68,7 +73,7 @@ class Cluster:
         self.api_client = api_client
         self.name = name
         self.requests: Counter[str] = Counter()
-        self.timeout: tuple[float, float] | None = None  # (connect, read); None: REQUEST_TIMEOUT
+        self.timeout: tuple[float, float] | None = None  # (connect, read); None: the settings'
 
     def _call(
         self,
@@ -87,7 +92,7 @@ class Cluster:
         self.requests[method] += 1
         try:
             response = self.api_client.rest_client.request(  # type: ignore[no-untyped-call]
-                method, url, headers=headers, body=body, _request_timeout=self.timeout or REQUEST_TIMEOUT
+                method, url, headers=headers, body=body, _request_timeout=self.timeout or _request_timeout()
             )
             response.read()
         except ApiException as error:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import random
 import re
 import socket
 import threading
@@ -54,7 +55,8 @@ PATCH_TYPES = (
 class Fault:
     """Make matching requests fail: an error status, a delay before answering, or a dropped connection.
 
-    `times` is how many requests it hits (None: until cleared)."""
+    `times` is how many requests it hits (None: until cleared); `probability` is the chance that it hits a matching
+    request (a fault soak injects several at once, each on a share of the requests)."""
 
     method: str | None = None
     path: str | None = None  # regular expression searched in the request path
@@ -63,6 +65,7 @@ class Fault:
     drop: bool = False
     times: int | None = 1
     message: str = "injected fault"
+    probability: float = 1.0
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method is None or self.method == method) and (
@@ -139,6 +142,7 @@ class Sandbox:
         self.controllers = Controllers(self.store, ControllerSettings(ready_delay=ready_delay))
         self.tick = tick
         self.faults: list[Fault] = []
+        self.fault_random = random.Random(0)  # noqa: S311 (which requests fail, not a secret): seeded, repeatable
         self.records: list[RequestRecord] = []
         self._records_lock = threading.Lock()
         self._stopping = threading.Event()
@@ -255,6 +259,8 @@ class Sandbox:
         with self._records_lock:
             for fault in self.faults:
                 if fault.matches(method, path):
+                    if fault.probability < 1.0 and self.fault_random.random() >= fault.probability:
+                        continue
                     if fault.times is not None:
                         fault.times -= 1
                         if fault.times <= 0:
