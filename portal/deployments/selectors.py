@@ -205,6 +205,21 @@ def deployment_input_fingerprints(*, deployment_ids: Iterable[int]) -> dict[int,
     return {spec.deployment_id: deployment_input_fingerprint(spec) for spec in specs if not spec.deleting}
 
 
+def deployment_applied_hashes(*, deployment_ids: Iterable[int], annotation: str) -> dict[int, dict[str, str]]:
+    """What the reconciler last applied to each deployment: '<kind>/<name>' -> the content hash it carried."""
+    found: dict[int, dict[str, str]] = {}
+    for deployment_id, manifests in Deployment.objects.filter(pk__in=list(deployment_ids)).values_list(
+        "pk", "applied_manifests"
+    ):
+        found[deployment_id] = {
+            f"{item['kind']}/{item['metadata']['name']}": str(
+                (item["metadata"].get("annotations") or {}).get(annotation)
+            )
+            for item in manifests or []
+        }
+    return found
+
+
 def deployment_observed_statuses(*, deployment_ids: list[int]) -> dict[int, ObservedStatus]:
     """What was last recorded for each deployment, to compare a fresh observation with before writing."""
     return {

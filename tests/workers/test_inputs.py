@@ -7,21 +7,25 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.utils import timezone
+from kubernetes import client as k8s
 
 from catalog.models import ModelVersion
 from portal.clusters.models import AcceleratorPool
 from portal.clusters.services import accelerator_pool_upsert, cluster_update
 from portal.deployments.models import Deployment, DeploymentEvent
 from portal.deployments.selectors import deployment_resync_plan
+from portal.gateway.models import Credential
 from portal.gateway.services import credential_issue
 from tests.conftest import RoleMatrix
 from tests.factories import CatalogModelFactory
-from tests.workers.conftest import ISVC, NAMESPACE, deploy, reconcile_until
-from workers.provisioning.reconciler import redis_client
+from tests.workers.conftest import ISVC, NAMESPACE, deploy, reconcile_until, sandbox_api_client
+from workers.provisioning.reconciler import redis_client, resync_cluster
 from workers.sandbox.server import Sandbox
 
 pytestmark = pytest.mark.django_db
@@ -165,3 +169,44 @@ def test_a_key_change_through_the_api_narrows_the_live_route(
     narrow = response.json()["client_id"].split(".")[1]
     assert f"^alpha\\\\.({plain.key_id})$" in json.dumps(route["spec"])  # the plain key only, not the narrow one
     assert narrow not in json.dumps(route["spec"])
+
+
+def test_a_change_no_service_saw_is_found_by_the_resync_and_marked_dirty_too(world: tuple[RoleMatrix, Sandbox]) -> None:
+    """A restricted key that expires changes the route's key list with no write anywhere: the resync finds the
+    desired objects differ from those last applied and marks the deployment dirty the same way (generation, event);
+    an edit on the cluster (drift, not a new desired state) bumps nothing."""
+    matrix, sandbox = world
+    deployment = _ready(world)
+    CatalogModelFactory(slug="other")
+    credential_issue(actor=matrix.admin, team=matrix.team, name="plain")
+    narrow = credential_issue(
+        actor=matrix.admin,
+        team=matrix.team,
+        name="narrow",
+        allowed_models=["other"],
+        expires_at=timezone.now() + timedelta(hours=1),
+    )
+    reconcile_until(deployment.pk, sandbox, "Ready")
+    deployment.refresh_from_db()
+    assert (deployment.generation, deployment.observed_generation) == (2, 2)
+
+    Credential.objects.filter(pk=narrow.credential_id).update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert resync_cluster(deployment.cluster_id, [deployment.pk]).stale == (deployment.pk,)
+    deployment.refresh_from_db()
+    assert (deployment.generation, deployment.observed_generation) == (3, 2)
+    assert _inputs_changed(deployment)[-1] == (3, "what it is built from changed (found by the resync)")
+    reconcile_until(deployment.pk, sandbox, "Ready")
+    assert resync_cluster(deployment.cluster_id, [deployment.pk]).stale == ()
+
+    custom = k8s.CustomObjectsApi(sandbox_api_client(sandbox))
+    custom.patch_namespaced_custom_object(
+        "serving.kserve.io",
+        "v1beta1",
+        NAMESPACE,
+        "inferenceservices",
+        "chat",
+        {"spec": {"predictor": {"maxReplicas": 7}}},
+    )
+    assert resync_cluster(deployment.cluster_id, [deployment.pk]).stale == (deployment.pk,)
+    deployment.refresh_from_db()
+    assert deployment.generation == 3  # drift: reverted by the reconcile, not a new generation

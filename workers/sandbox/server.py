@@ -14,6 +14,7 @@ import logging
 import random
 import re
 import socket
+import sys
 import threading
 import time
 from collections import Counter
@@ -151,7 +152,7 @@ class Sandbox:
         self._seed_nodes(node_pools)
         self._seed_gateway(*gateway)
         self._seeded = set(self.store.objects)
-        self.server = ThreadingHTTPServer((host, port), _handler_class(self))
+        self.server = _Server((host, port), _handler_class(self))
         self.server.daemon_threads = True
         self._threads: list[threading.Thread] = []
 
@@ -545,6 +546,15 @@ def _entry(crd: dict[str, Any]) -> Any:
         "creationTimestamp": "2026-01-01T00:00:00Z",
     }
     return Entry(stored)
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away before the answer (its read timed out on a delayed one) is not the server's
+        error: no traceback for it, as a real API server logs none."""
+        if isinstance(sys.exc_info()[1], BrokenPipeError | ConnectionResetError):
+            return
+        super().handle_error(request, client_address)
 
 
 def _handler_class(sandbox: Sandbox) -> type[BaseHTTPRequestHandler]:
