@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from celery.app.trace import build_tracer
 from django.conf import settings
+from prometheus_client import REGISTRY
 
 from tests.conftest import RoleMatrix
 from tests.workers.conftest import deploy
@@ -59,6 +60,8 @@ def _lines(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str, bool]]:
 def test_a_busy_gateway_reconcile_logs_one_line_per_try_and_no_traceback(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     task = gateway_tasks.reconcile
+    given_up = {"kind": "gateway_policy", "outcome": "gave_up"}
+    before = REGISTRY.get_sample_value("portal_reconcile_duration_seconds_count", given_up) or 0.0
     with policy_lock(4242):  # another worker's reconcile of the same policy
         _run_as_worker(task, 4242, retries=0)
         first = _lines(caplog)
@@ -79,6 +82,7 @@ def test_a_busy_gateway_reconcile_logs_one_line_per_try_and_no_traceback(caplog:
         )
     ]
     assert redis_client().llen("reconcile") == 1  # the first try's retry message; the last one sent none
+    assert REGISTRY.get_sample_value("portal_reconcile_duration_seconds_count", given_up) == before + 1
 
 
 def test_an_unreachable_cluster_logs_one_line_per_retry_and_no_traceback(
