@@ -12,7 +12,7 @@ PY := $(VENV)/bin/python
 # The machine's PostgreSQL and Redis when they answer, else the embedded ones (see portal/localservices.py).
 LOCAL_SERVICES = $(shell $(PY) -m portal.localservices 2>/dev/null)
 
-.PHONY: help install demo test test-python test-plugin lint bench schemathesis clean
+.PHONY: help install demo test test-python test-plugin lint bench soak schemathesis clean
 
 help:
 	@echo "make demo   - run the portal locally (web, worker, beat) on embedded defaults"
@@ -21,6 +21,7 @@ help:
 	@echo "make test-python - ruff, import-linter, mypy, migrations check, pytest (make test runs it beside test-plugin)"
 	@echo "make lint   - ruff, mypy, import-linter, Django checks"
 	@echo "make bench  - benchmarks (tests/bench), printing their figures"
+	@echo "make soak   - the full fault soak: 200 deployments over 20 teams under faults and killed workers (make test runs a short one)"
 	@echo "make schemathesis - the full fuzz of the running API from its OpenAPI schema (make test runs a smoke)"
 
 $(UV):
@@ -72,6 +73,11 @@ test-plugin: install $(PLUGIN)/node_modules/.package-lock.json
 
 bench: install
 	env $(LOCAL_SERVICES) $(VENV)/bin/pytest tests/bench -s --no-header -q -o addopts="" -p no:cacheprovider
+
+# The fault soak at full scale (tests/soak; make test runs its short variant): real Celery workers on the broker,
+# the sandbox injecting faults, workers killed; prints time to converge, requests and messages per deployment.
+soak: install
+	env PORTAL_SOAK=full $(LOCAL_SERVICES) $(VENV)/bin/pytest tests/soak -s --no-header -q -p no:randomly
 
 schemathesis: install
 	env PORTAL_FUZZ_EXAMPLES=100 PORTAL_GATEWAY_FUZZ_EXAMPLES=15 PORTAL_FUZZ_PHASES=examples,coverage,fuzzing $(LOCAL_SERVICES) \

@@ -22,6 +22,8 @@ from portal.clusters.models import (
 from portal.core.audit import audit_record
 from portal.core.encryption import encrypt_secret, reencrypt_secret
 from portal.core.errors import Conflict, FieldProblem, ValidationFailed
+from portal.deployments import selectors as deployment_selectors
+from portal.deployments import services as deployment_services
 from portal.tenancy.models import User
 
 CLUSTER_FIELDS = (
@@ -169,8 +171,13 @@ def cluster_update(
             )
         )
         cluster.auth_kind = auth_kind
-    cluster.save()
     after = _snapshot(cluster)
+    changed = ", ".join(name for name in CLUSTER_FIELDS if before[name] != after[name])
+    with deployment_services.deployment_inputs_watch(
+        deployment_ids=deployment_selectors.deployment_ids_built_from(cluster_id=cluster.pk) if changed else [],
+        reason=f"cluster {cluster.name} changed: {changed}",
+    ):
+        cluster.save()
     if credentials is not None:
         after["credentials"] = "replaced"
     audit_record(
@@ -239,8 +246,17 @@ def accelerator_pool_upsert(
         setattr(pool, field, value)
     if not pool.node_selector:
         pool.node_selector = {"nvidia.com/gpu.product": pool.gpu_product}
-    pool.save()
     after = _pool_snapshot(pool)
+    changed = ", ".join(name for name in after if before is not None and before[name] != after[name])
+    with deployment_services.deployment_inputs_watch(
+        deployment_ids=deployment_selectors.deployment_ids_built_from(
+            cluster_id=cluster.pk, accelerator_type=accelerator_type
+        )
+        if changed
+        else [],
+        reason=f"accelerator pool {accelerator_type} on {cluster.name} changed: {changed}",
+    ):
+        pool.save()
     if after != before:
         audit_record(
             actor=actor,

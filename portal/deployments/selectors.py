@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from collections.abc import Iterable
 
 from django.db.models import F, Q, QuerySet, Sum
@@ -156,6 +159,65 @@ class _SpecReader:
             allowed_key_ids=self._key_ids[(team_slug, model_slug)],
             plan_runtime_args=_plan_runtime_args(self._models[(model_slug, version)], deployment),
         )
+
+
+def deployment_ids_built_from(
+    *,
+    model_version_id: int | None = None,
+    team_id: int | None = None,
+    cluster_id: int | None = None,
+    accelerator_type: str | None = None,
+) -> list[int]:
+    """The deployments (not being deleted) built from a catalog version, a team's keys, a cluster or one of its
+    pools: those a change of it may concern."""
+    rows = Deployment.objects.exclude(phase=Phase.DELETING)
+    if model_version_id is not None:
+        rows = rows.filter(model_version_id=model_version_id)
+    if team_id is not None:
+        rows = rows.filter(team_id=team_id)
+    if cluster_id is not None:
+        rows = rows.filter(cluster_id=cluster_id)
+    if accelerator_type is not None:
+        rows = rows.filter(accelerator_type=accelerator_type)
+    return list(rows.order_by("pk").values_list("pk", flat=True))
+
+
+def deployment_input_fingerprint(spec: DeploymentSpec) -> str:
+    """A digest of everything a deployment's manifests are built from: its own fields and what it reads of the
+    catalog version, the cluster, the accelerator pool and the team's keys. The generation, what was observed and a
+    version's lifecycle (which builds nothing) are left out, so it changes exactly when the desired objects may."""
+    document = dataclasses.asdict(
+        dataclasses.replace(
+            spec,
+            generation=0,
+            observed_generation=0,
+            deleting=False,
+            model=dataclasses.replace(spec.model, lifecycle=""),
+        )
+    )
+    encoded = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(encoded).hexdigest()
+
+
+def deployment_input_fingerprints(*, deployment_ids: Iterable[int]) -> dict[int, str]:
+    """Deployment id -> fingerprint of its inputs, for the deployments not being deleted (a few queries for all)."""
+    specs = deployment_specs(deployment_ids=list(deployment_ids))
+    return {spec.deployment_id: deployment_input_fingerprint(spec) for spec in specs if not spec.deleting}
+
+
+def deployment_applied_hashes(*, deployment_ids: Iterable[int], annotation: str) -> dict[int, dict[str, str]]:
+    """What the reconciler last applied to each deployment: '<kind>/<name>' -> the content hash it carried."""
+    found: dict[int, dict[str, str]] = {}
+    for deployment_id, manifests in Deployment.objects.filter(pk__in=list(deployment_ids)).values_list(
+        "pk", "applied_manifests"
+    ):
+        found[deployment_id] = {
+            f"{item['kind']}/{item['metadata']['name']}": str(
+                (item["metadata"].get("annotations") or {}).get(annotation)
+            )
+            for item in manifests or []
+        }
+    return found
 
 
 def deployment_observed_statuses(*, deployment_ids: list[int]) -> dict[int, ObservedStatus]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -34,7 +35,11 @@ from portal.deployments.models import (
     ServedName,
 )
 from portal.deployments.names import deployment_gateway_name
-from portal.deployments.selectors import gpus_allocated_by_cluster_and_type, team_gpus_in_use
+from portal.deployments.selectors import (
+    deployment_input_fingerprints,
+    gpus_allocated_by_cluster_and_type,
+    team_gpus_in_use,
+)
 from portal.tenancy import selectors as tenancy_selectors
 from portal.tenancy.models import Team, TeamQuota, User
 
@@ -234,6 +239,48 @@ def _nudge(deployment_id: int) -> None:
             logger.warning("could not enqueue %s for deployment %s", RECONCILE_TASK, deployment_id, exc_info=True)
 
     transaction.on_commit(send)
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+
+
+@contextmanager
+def deployment_inputs_watch(*, deployment_ids: Iterable[int], reason: str) -> Iterator[None]:
+    """Around a change of something deployments are built from (a catalog version, the team's gateway keys, an
+    accelerator pool), inside the transaction that makes it: the deployments among `deployment_ids` whose inputs
+    fingerprint differs afterwards are marked dirty (deployments_inputs_changed). Desired state never changes behind
+    the reconciler's back: the change shows as observed_generation < generation until a reconcile applies it."""
+    ids = list(deployment_ids)
+    before = deployment_input_fingerprints(deployment_ids=ids) if ids else {}
+    yield
+    if not before:
+        return
+    after = deployment_input_fingerprints(deployment_ids=list(before))
+    changed = [deployment_id for deployment_id, digest in before.items() if after.get(deployment_id, digest) != digest]
+    deployments_inputs_changed(deployment_ids=changed, reason=reason)
+
+
+def deployments_inputs_changed(*, deployment_ids: Iterable[int], reason: str) -> list[int]:
+    """Something these deployments are built from changed: each (unless being deleted) gets its generation bumped,
+    an `InputsChanged` event saying what changed, and a reconcile nudged on commit. The one notion of dirty that both
+    reconcilers share: generation ahead of observed_generation (the gateway bumps its policies the same way).
+    Returns the ids bumped."""
+    bumped: list[int] = []
+    with transaction.atomic():
+        rows = (
+            Deployment.objects.select_for_update()
+            .filter(pk__in=list(deployment_ids))
+            .exclude(phase=Phase.DELETING)
+            .order_by("pk")
+        )
+        for deployment in rows:
+            deployment.generation = F("generation") + 1
+            deployment.save(update_fields=["generation", "updated_at"])
+            deployment.refresh_from_db(fields=["generation"])
+            _event(deployment, "InputsChanged", reason)
+            _nudge(deployment.pk)
+            bumped.append(deployment.pk)
+    return bumped
 
 
 def _flag_name(argument: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -206,6 +207,12 @@ def rate_limit_rules_needed(*, extra_team: Team | None = None, extra_restricted_
     return 2 * len(team_ids - blocked) + len(blocked) + restricted + extra_restricted_keys
 
 
+def _provider_credential(ciphertext: str, *, decrypt: bool) -> str:
+    if not ciphertext:
+        return ""
+    return decrypt_secret(ciphertext) if decrypt else hashlib.sha256(ciphertext.encode()).hexdigest()
+
+
 def _managed_versions(providers: set[str]) -> list[ModelVersion]:
     """The newest non-retired version per served model name, for managed models of the given providers."""
     versions = (
@@ -222,8 +229,10 @@ def _managed_versions(providers: set[str]) -> list[ModelVersion]:
     return [chosen[name] for name in sorted(chosen)]
 
 
-def gateway_policy_spec(*, policy_id: int) -> GatewayPolicySpec | None:
-    """The frozen desired gateway policy of one cluster, or None when the policy row is gone."""
+def gateway_policy_spec(*, policy_id: int, decrypt: bool = True) -> GatewayPolicySpec | None:
+    """The frozen desired gateway policy of one cluster, or None when the policy row is gone. With decrypt=False
+    every secret is replaced by a digest (a key by its stored SHA-256, a provider credential by its ciphertext's):
+    what the resync fingerprints to tell whether anything changed, without decrypting a single key."""
     policy = ClusterGatewayPolicy.objects.select_related("cluster").filter(pk=policy_id).first()
     if policy is None:
         return None
@@ -282,7 +291,7 @@ def gateway_policy_spec(*, policy_id: int) -> GatewayPolicySpec | None:
                 GatewayKey(
                     client_id=client_id_of(team_slug=team.slug, key_id=credential.key_id),
                     key_id=credential.key_id,
-                    key=decrypt_secret(credential.key_ciphertext),
+                    key=decrypt_secret(credential.key_ciphertext) if decrypt else credential.key_hash,
                     allowed_model_names=names,
                 )
             )
@@ -337,7 +346,7 @@ def gateway_policy_spec(*, policy_id: int) -> GatewayPolicySpec | None:
             port=backend.port,
             region=backend.region,
             api_version=backend.api_version,
-            credential=decrypt_secret(backend.credential_ciphertext) if backend.credential_ciphertext else "",
+            credential=_provider_credential(backend.credential_ciphertext, decrypt=decrypt),
         )
         for backend in backends
     )

@@ -11,6 +11,7 @@ import logging
 import re
 import secrets
 from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -41,7 +42,6 @@ from portal.tenancy.models import Role, Team, User
 logger = logging.getLogger(__name__)
 
 RECONCILE_TASK = "gateway.reconcile"
-DEPLOYMENT_RECONCILE_TASK = "deployments.reconcile"
 KEY_PREFIX = "gpk"  # "gateway portal key": recognisable by secret scanners and in logs that must not hold it
 _KEY_SECRET_BYTES = 32
 CREDENTIAL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$")
@@ -135,15 +135,16 @@ def gateway_policies_bump(*, cluster_ids: Iterable[int] | None = None) -> list[i
     return policy_ids
 
 
-def _nudge_team_deployments(team: Team, *, changed_key_restricted: bool) -> None:
-    """Per-key allow-lists are part of the team's deployment routes: when the changed key is restricted, or
-    the team has restricted keys (so routes list key ids), re-render the team's deployments (no spec change)."""
-    from portal.deployments.models import Deployment  # the deployments app reads gateway selectors, not back
+def _team_deployments_watch(team: Team, reason: str) -> AbstractContextManager[None]:
+    """Per-key allow-lists are part of the team's deployment routes (the client ids each route matches): around a
+    change of the team's keys, the deployments whose routes it changes are marked dirty (generation, event,
+    reconcile)."""
+    from portal.deployments import selectors as deployment_selectors  # the deployments app reads gateway selectors
+    from portal.deployments import services as deployment_services
 
-    if not changed_key_restricted and not selectors.team_has_restricted_keys(team=team):
-        return
-    for deployment_id in Deployment.objects.filter(team=team).values_list("pk", flat=True):
-        _send_after_commit(DEPLOYMENT_RECONCILE_TASK, deployment_id)
+    return deployment_services.deployment_inputs_watch(
+        deployment_ids=deployment_selectors.deployment_ids_built_from(team_id=team.pk), reason=reason
+    )
 
 
 def _check_rate_limit_room(*, team: Team, adding_restricted_key: bool) -> None:
@@ -264,8 +265,11 @@ def credential_issue(
     if team.status != Team.Status.ACTIVE:
         raise Conflict(f"Team '{team.slug}' is suspended: no new keys", code="team_suspended")
     _check_rate_limit_room(team=team, adding_restricted_key=bool(models))
-    expired = _retire_expired_namesakes(team=team, name=clean_name)
-    issued = _create_credential(actor=actor, team=team, name=clean_name, allowed_models=models, expires_at=expires_at)
+    with _team_deployments_watch(team, f"key '{clean_name}' of team {team.slug} issued"):
+        expired = _retire_expired_namesakes(team=team, name=clean_name)
+        issued = _create_credential(
+            actor=actor, team=team, name=clean_name, allowed_models=models, expires_at=expires_at
+        )
     for old in expired:
         old.replaced_by = issued.credential
         old.save(update_fields=["replaced_by", "updated_at"])
@@ -289,7 +293,6 @@ def credential_issue(
         after=_credential_snapshot(issued.credential),
     )
     gateway_policies_bump()
-    _nudge_team_deployments(team, changed_key_restricted=bool(models))
     return issued
 
 
@@ -322,20 +325,21 @@ def credential_rotate(
     # The old key stays current through the overlap: a restricted key's rule is needed twice until it expires.
     _check_rate_limit_room(team=locked.team, adding_restricted_key=bool(locked.allowed_models))
     before = _credential_snapshot(locked)
-    old_expiry = now + window
-    locked.rotated_at = now
-    if locked.expires_at is None or locked.expires_at > old_expiry:
-        locked.expires_at = old_expiry
-    locked.save(update_fields=["rotated_at", "expires_at", "updated_at"])
-    issued = _create_credential(
-        actor=actor,
-        team=locked.team,
-        name=locked.name,
-        allowed_models=list(locked.allowed_models),
-        expires_at=new_expiry if new_expiry is None or new_expiry > now else None,
-    )
-    locked.replaced_by = issued.credential
-    locked.save(update_fields=["replaced_by", "updated_at"])
+    with _team_deployments_watch(locked.team, f"key '{locked.name}' of team {locked.team.slug} rotated"):
+        old_expiry = now + window
+        locked.rotated_at = now
+        if locked.expires_at is None or locked.expires_at > old_expiry:
+            locked.expires_at = old_expiry
+        locked.save(update_fields=["rotated_at", "expires_at", "updated_at"])
+        issued = _create_credential(
+            actor=actor,
+            team=locked.team,
+            name=locked.name,
+            allowed_models=list(locked.allowed_models),
+            expires_at=new_expiry if new_expiry is None or new_expiry > now else None,
+        )
+        locked.replaced_by = issued.credential
+        locked.save(update_fields=["replaced_by", "updated_at"])
     audit_record(
         actor=actor,
         action="credential.rotate",
@@ -356,7 +360,6 @@ def credential_rotate(
         after=_credential_snapshot(issued.credential) | {"replaces": locked.pk},
     )
     gateway_policies_bump()
-    _nudge_team_deployments(locked.team, changed_key_restricted=bool(locked.allowed_models))
     return issued
 
 
@@ -367,8 +370,9 @@ def credential_revoke(*, actor: User | None, credential: Credential) -> Credenti
     if locked.revoked_at is not None:
         return locked
     before = _credential_snapshot(locked)
-    locked.revoked_at = timezone.now()
-    locked.save(update_fields=["revoked_at", "updated_at"])
+    with _team_deployments_watch(locked.team, f"key '{locked.name}' of team {locked.team.slug} revoked"):
+        locked.revoked_at = timezone.now()
+        locked.save(update_fields=["revoked_at", "updated_at"])
     CredentialReveal.objects.filter(credential=locked, revealed_at__isnull=True).delete()
     audit_record(
         actor=actor,
@@ -381,7 +385,6 @@ def credential_revoke(*, actor: User | None, credential: Credential) -> Credenti
         after=_credential_snapshot(locked),
     )
     gateway_policies_bump()
-    _nudge_team_deployments(locked.team, changed_key_restricted=bool(locked.allowed_models))
     return locked
 
 

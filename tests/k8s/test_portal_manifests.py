@@ -76,9 +76,10 @@ def test_one_worker_deployment_per_celery_queue(production: list[dict[str, Any]]
         ]
         assert len(queue_arguments) == 1, f"{worker['metadata']['name']} must name exactly one queue"
         served[queue_arguments[0]] = worker["metadata"]["name"]
-    assert set(served) == queues == {"celery"}
-    assert served == {"celery": "genai-portal-worker-celery"}
-    assert one(production, "Deployment", "genai-portal-worker-celery")["spec"]["replicas"] == 3
+    assert set(served) == queues == {"celery", "reconcile", "usage", "rerate"}
+    assert served == {queue: f"genai-portal-worker-{queue}" for queue in queues}
+    replicas = {queue: one(production, "Deployment", name)["spec"]["replicas"] for queue, name in served.items()}
+    assert replicas == {"reconcile": 3, "usage": 2, "rerate": 1, "celery": 1}
 
 
 def test_beat_is_exactly_one_replica_replaced_not_rolled(production: list[dict[str, Any]]) -> None:
@@ -250,6 +251,9 @@ def test_every_component_names_itself_in_its_traces_and_logs_json(production: li
     assert names == {
         "Deployment/genai-portal-web": "genai-portal-web",
         "Deployment/genai-portal-worker-celery": "genai-portal-worker",
+        "Deployment/genai-portal-worker-reconcile": "genai-portal-worker",
+        "Deployment/genai-portal-worker-usage": "genai-portal-worker",
+        "Deployment/genai-portal-worker-rerate": "genai-portal-worker",
         "Deployment/genai-portal-beat": "genai-portal-beat",
         "Job/genai-portal-migrate": "genai-portal-migrate",
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from portal.celery import app
 from workers.schedule import BEAT_SCHEDULE
+from workers.tasks import pending
 
 
 def test_reliability_settings() -> None:
@@ -13,6 +14,8 @@ def test_reliability_settings() -> None:
     assert conf.worker_prefetch_multiplier == 1
     assert conf.task_serializer == "json"
     assert conf.broker_transport_options["visibility_timeout"] > conf.task_time_limit
+    # A retry waits for its countdown unacknowledged in a worker: it must not be handed to another meanwhile.
+    assert conf.broker_transport_options["visibility_timeout"] > conf.task_time_limit + pending.RETRY_BACKOFF_MAX
 
 
 def test_every_scheduled_task_is_registered_by_name() -> None:

@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from portal.celery import app
+from portal.core.queues import celery_queues
 from portal.core.telemetry import WorkSampler, tracing_start, tracing_stop
 from portal.deployments.models import Deployment
 from tests.conftest import RoleMatrix
@@ -45,10 +46,13 @@ def _close_worker_connections(**kwargs: Any) -> None:
 @pytest.fixture
 def worker() -> Iterator[None]:
     app.loader.import_default_modules()
-    app.control.purge()  # this test run's broker database: nothing left over from earlier tests
+    queues = celery_queues()  # every queue a task is routed to (the reconcile goes to its own)
+    with app.connection_for_write() as connection:  # this test run's broker database: nothing left from earlier tests
+        for queue in queues:
+            connection.default_channel.queue_purge(queue)
     task_postrun.connect(_close_worker_connections, weak=False)
     try:
-        with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=30):
+        with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=30, queues=queues):
             yield
     finally:
         task_postrun.disconnect(_close_worker_connections)

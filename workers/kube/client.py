@@ -21,6 +21,7 @@ from typing import Any
 
 import urllib3
 import yaml
+from django.conf import settings
 from kubernetes import client as kubernetes_client
 from kubernetes import config as kubernetes_config
 from kubernetes.client.exceptions import ApiException
@@ -32,9 +33,14 @@ from workers.kube.resources import ResourceType, resource_type
 logger = logging.getLogger(__name__)
 
 FIELD_MANAGER = "genai-portal"
-REQUEST_TIMEOUT = (5.0, 30.0)  # (connect, read) seconds
+CONNECT_TIMEOUT = 5.0  # seconds
 Manifest = dict[str, Any]
-_timeout: contextvars.ContextVar[tuple[float, float]] = contextvars.ContextVar("kube_timeout", default=REQUEST_TIMEOUT)
+# None: (CONNECT_TIMEOUT, the PORTAL_KUBE_READ_TIMEOUT_SECONDS setting).
+_timeout: contextvars.ContextVar[tuple[float, float] | None] = contextvars.ContextVar("kube_timeout", default=None)
+
+
+def _request_timeout() -> tuple[float, float]:
+    return _timeout.get() or (CONNECT_TIMEOUT, float(settings.PORTAL_KUBE_READ_TIMEOUT_SECONDS))
 
 
 @contextlib.contextmanager
@@ -104,7 +110,7 @@ class Cluster:
                 auth_settings=["BearerToken"],
             )
             response = self.api_client.call_api(
-                method, url, header_params=headers, body=body, _request_timeout=_timeout.get()
+                method, url, header_params=headers, body=body, _request_timeout=_request_timeout()
             )
             response.read()  # type: ignore[no-untyped-call]  # public, but unannotated in kubernetes 37
         except ApiException as error:
@@ -214,8 +220,12 @@ def kubeconfig_of(connection: ClusterConnection) -> dict[str, Any]:
 
 
 def _api_client(connection: ClusterConnection) -> kubernetes_client.ApiClient:
+    configuration = kubernetes_client.Configuration()
+    # No retries inside urllib3 (it would make 4 requests of each call to a failing API server, logging a warning
+    # for each): the reconcile task is the retry policy, with back-off, one pending message and one log line a try.
+    configuration.retries = 0
     api_client: kubernetes_client.ApiClient = kubernetes_config.new_client_from_config_dict(  # type: ignore[no-untyped-call]
-        kubeconfig_of(connection)
+        kubeconfig_of(connection), client_configuration=configuration, persist_config=False
     )
     return api_client
 

@@ -12,13 +12,17 @@ suspension are never held back by it. A cluster refusing an object is Failed: th
 reported and the generation is not recorded as observed, so the resync tries again.
 
 Quota changes and team suspension happen in tenancy, which knows nothing of the gateway: the periodic resync
-renders every policy and compares its fingerprint with the one last applied, bumps the generation of those that
-differ, so those changes (and key expiry, and catalog changes) converge within one resync without any app having
-to call the gateway.
+finds them, and key expiry and catalog changes, and bumps the generation of the policies they change, so they
+converge within one resync without any app having to call the gateway. Its cost grows with what changed: each
+reconcile keeps (in Redis) a fingerprint of its inputs read with every secret replaced by a digest; the resync reads
+the same, and a policy whose inputs are unchanged is skipped without decrypting or rendering anything. Only a policy
+whose inputs changed (or whose kept fingerprint is older than FULL_CHECK_SECONDS, or lost) is rendered whole and
+compared with what was applied.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from contextlib import AbstractContextManager
@@ -41,7 +45,11 @@ from workers.provisioning.manifests.gateway import (
     policy_selector,
     render_gateway_policy,
 )
-from workers.provisioning.reconciler import converge, prune, reconcile_lock, redacted, with_hash
+from workers.provisioning.reconciler import converge, prune, reconcile_lock, redacted, redis_client, with_hash
+
+# A policy whose inputs look unchanged is still rendered whole and compared this often: a backstop for an input the
+# fingerprint could miss, as the deployments' slow sweep is for theirs.
+FULL_CHECK_SECONDS = 600
 
 # Kinds the gateway policy can own, all in the cluster's gateway namespace.
 OWNED_KINDS = (
@@ -96,6 +104,36 @@ def desired_fingerprint(policy_id: int) -> str | None:
     return fingerprint(render(spec))
 
 
+def inputs_fingerprint(policy_id: int) -> str | None:
+    """A digest of everything the policy is rendered from, read with secrets as digests (no key is decrypted):
+    equal fingerprints render equal policies. None when the policy is gone."""
+    spec = gateway_selectors.gateway_policy_spec(policy_id=policy_id, decrypt=False)
+    if spec is None:
+        return None
+    document = {
+        "spec": dataclasses.asdict(dataclasses.replace(spec, generation=0)),
+        "collector": gateway_conf.otel_collector(),
+        "max_rate_limit_rules": gateway_conf.max_rate_limit_rules(),
+    }
+    encoded = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(encoded).hexdigest()
+
+
+def _inputs_key(policy_id: int) -> str:
+    return f"portal:gateway-inputs:{policy_id}"
+
+
+def _keep_inputs(policy_id: int, inputs: str | None, applied: str) -> None:
+    """What the policy's applied content was rendered from, for the resync to skip it while nothing changed."""
+    if inputs is not None and applied:
+        redis_client().set(_inputs_key(policy_id), f"{inputs} {applied}", ex=FULL_CHECK_SECONDS)
+
+
+def _inputs_unchanged(policy_id: int, applied: str) -> bool:
+    kept = redis_client().get(_inputs_key(policy_id))
+    return isinstance(kept, bytes) and kept.decode() == f"{inputs_fingerprint(policy_id)} {applied}"
+
+
 def _owned(cluster: Cluster, spec: GatewayPolicySpec) -> list[ListedObject]:
     found: list[ListedObject] = []
     for api_version, kind in OWNED_KINDS:
@@ -128,6 +166,7 @@ def _record(
 
 def reconcile_gateway_policy(policy_id: int) -> GatewayReconcileResult:
     with policy_lock(policy_id):
+        inputs = inputs_fingerprint(policy_id)  # read first: a change made meanwhile is never taken as applied
         spec = gateway_selectors.gateway_policy_spec(policy_id=policy_id)
         if spec is None:
             return GatewayReconcileResult(policy_id, "gone", 0)
@@ -162,8 +201,10 @@ def reconcile_gateway_policy(policy_id: int) -> GatewayReconcileResult:
             held = "withheld, the rest applied: " if rendered.withheld else ""
             message = held + "the gateway policy breaks an upstream limit: " + "; ".join(rendered.problems)
             _record(spec, digest, "Degraded", message, applied_manifests)
+            _keep_inputs(policy_id, inputs, digest)
             return GatewayReconcileResult(policy_id, "degraded", writes, message)
         _record(spec, digest, "Ready", "", applied_manifests)
+        _keep_inputs(policy_id, inputs, digest)
         return GatewayReconcileResult(policy_id, "applied" if writes else "unchanged", writes)
 
 
@@ -187,17 +228,22 @@ def _converge_keys_without_blocks(cluster: Cluster, spec: GatewayPolicySpec) -> 
 
 
 def policies_needing_reconcile() -> list[int]:
-    """Policies whose generation is ahead of what was observed, and those whose desired fingerprint differs
-    from the one applied (quota edits, suspension, expired keys, catalog changes made elsewhere); the latter
-    get their generation bumped here, so the pending change shows as observed_generation < generation."""
+    """Policies whose generation is ahead of what was observed, and those whose desired content differs from the one
+    applied (quota edits, suspension, expired keys, catalog changes made elsewhere); the latter get their generation
+    bumped here, so the pending change shows as observed_generation < generation. A policy whose inputs fingerprint
+    is the one kept by its last apply costs a few queries: nothing is decrypted, rendered or hashed but metadata."""
     gateway_services.gateway_policies_ensure()
     behind = set(gateway_selectors.gateway_policy_ids(behind_only=True))
-    applied = gateway_selectors.gateway_policy_fingerprints()
-    drifted = {
-        policy_id
-        for policy_id, fingerprint in applied.items()
-        if policy_id not in behind and desired_fingerprint(policy_id) != fingerprint
-    }
+    drifted: set[int] = set()
+    for policy_id, applied in gateway_selectors.gateway_policy_fingerprints().items():
+        if policy_id in behind or (applied and _inputs_unchanged(policy_id, applied)):
+            continue
+        inputs = inputs_fingerprint(policy_id)
+        desired = desired_fingerprint(policy_id)
+        if desired != applied:
+            drifted.add(policy_id)
+        elif desired is not None:
+            _keep_inputs(policy_id, inputs, applied)
     if drifted:
         gateway_services.gateway_policies_bump_drifted(policy_ids=drifted)
     return sorted(behind | drifted)

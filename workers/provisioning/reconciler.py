@@ -75,8 +75,10 @@ def redis_client() -> redis.Redis:
 
 def lock_seconds() -> int:
     """A reconcile holds its lock at most as long as its task may run (Celery's hard time limit kills it then),
-    plus a margin: a killed worker frees the subject then, and a long run never loses its lock midway."""
-    return int(settings.CELERY_TASK_TIME_LIMIT) + 30
+    plus a margin (half the limit, at most 30 s): a killed worker frees the subject then, and a long run never loses
+    its lock midway."""
+    limit = int(settings.CELERY_TASK_TIME_LIMIT)
+    return limit + min(30, limit // 2)
 
 
 @contextmanager
@@ -369,6 +371,7 @@ def resync_cluster(cluster_id: int, deployment_ids: list[int]) -> ResyncResult:
     snapshot = cluster_snapshot(cluster)
     recorded_before = deployment_selectors.deployment_observed_statuses(deployment_ids=deployment_ids)
     stale: list[int] = []
+    specs_of_stale: dict[int, DeploymentSpec] = {}
     checked = recorded = 0
     team_limits: dict[str, int] = {}
     for spec in deployment_selectors.deployment_specs(deployment_ids=deployment_ids):
@@ -377,6 +380,7 @@ def resync_cluster(cluster_id: int, deployment_ids: list[int]) -> ResyncResult:
         status = status_if_in_sync(spec, snapshot, team_limits[spec.team_slug])
         if status is None:
             stale.append(spec.deployment_id)
+            specs_of_stale[spec.deployment_id] = spec
             continue
         checked += 1
         if recorded_before.get(spec.deployment_id) == status:
@@ -392,4 +396,31 @@ def resync_cluster(cluster_id: int, deployment_ids: list[int]) -> ResyncResult:
                     recorded += 1
         except DeploymentBusy:
             continue  # a reconcile of it is running and will record what it sees
+    _mark_inputs_changed_elsewhere(specs_of_stale)
     return ResyncResult(checked, recorded, tuple(stale))
+
+
+def _mark_inputs_changed_elsewhere(specs: dict[int, DeploymentSpec]) -> list[int]:
+    """Of the drifted deployments that were in sync with their spec, those whose desired objects are no longer what
+    was last applied: something they are built from changed where no service saw it (a restricted key expired, so
+    the route's key list changed). They are marked dirty as the services mark theirs (generation, event), the
+    gateway resync's way for policies: one notion of dirty. A drift the reconcile reverts (an edit on the cluster)
+    leaves the desired objects as applied, and bumps nothing."""
+    current = {
+        deployment_id: spec for deployment_id, spec in specs.items() if spec.observed_generation == spec.generation
+    }
+    if not current:
+        return []
+    applied = deployment_selectors.deployment_applied_hashes(deployment_ids=list(current), annotation=HASH_ANNOTATION)
+    changed = [
+        deployment_id
+        for deployment_id, spec in current.items()
+        if applied.get(deployment_id)
+        and applied[deployment_id]
+        != {f"{item['kind']}/{item['metadata']['name']}": content_hash(item) for item in build_deployment_objects(spec)}
+    ]
+    if not changed:
+        return []
+    return deployment_services.deployments_inputs_changed(
+        deployment_ids=changed, reason="what it is built from changed (found by the resync)"
+    )

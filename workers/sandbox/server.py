@@ -12,8 +12,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import random
 import re
 import socket
+import sys
 import threading
 import time
 from collections import Counter
@@ -55,7 +57,8 @@ PATCH_TYPES = (
 class Fault:
     """Make matching requests fail: an error status, a delay before answering, or a dropped connection.
 
-    `times` is how many requests it hits (None: until cleared)."""
+    `times` is how many requests it hits (None: until cleared); `probability` is the chance that it hits a matching
+    request (a fault soak injects several at once, each on a share of the requests)."""
 
     method: str | None = None
     path: str | None = None  # regular expression searched in the request path
@@ -64,6 +67,7 @@ class Fault:
     drop: bool = False
     times: int | None = 1
     message: str = "injected fault"
+    probability: float = 1.0
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method is None or self.method == method) and (
@@ -144,6 +148,7 @@ class Sandbox:
         self.controllers = Controllers(self.store, ControllerSettings(ready_delay=ready_delay))
         self.tick = tick
         self.faults: list[Fault] = []
+        self.fault_random = random.Random(0)  # noqa: S311 (which requests fail, not a secret): seeded, repeatable
         self.records: list[RequestRecord] = []
         self._records_lock = threading.Lock()
         self._stopping = threading.Event()
@@ -152,7 +157,7 @@ class Sandbox:
         self._seed_nodes(node_pools)
         self._seed_gateway(*gateway)
         self._seeded = set(self.store.objects)
-        self.server = ThreadingHTTPServer((host, port), _handler_class(self))
+        self.server = _Server((host, port), _handler_class(self))
         self.server.daemon_threads = True
         self._threads: list[threading.Thread] = []
 
@@ -262,6 +267,8 @@ class Sandbox:
         with self._records_lock:
             for fault in self.faults:
                 if fault.matches(method, path):
+                    if fault.probability < 1.0 and self.fault_random.random() >= fault.probability:
+                        continue
                     if fault.times is not None:
                         fault.times -= 1
                         if fault.times <= 0:
@@ -563,6 +570,15 @@ def _entry(crd: dict[str, Any]) -> Any:
         "creationTimestamp": "2026-01-01T00:00:00Z",
     }
     return Entry(stored)
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away before the answer (its read timed out on a delayed one) is not the server's
+        error: no traceback for it, as a real API server logs none."""
+        if isinstance(sys.exc_info()[1], BrokenPipeError | ConnectionResetError):
+            return
+        super().handle_error(request, client_address)
 
 
 def _handler_class(sandbox: Sandbox) -> type[BaseHTTPRequestHandler]:

@@ -26,12 +26,19 @@ logger = logging.getLogger(__name__)
     max_retries=12,
 )
 def reconcile(self: Task[[int], str], deployment_id: int) -> str:
-    """Converge one deployment; safe to run twice and in any order (level-triggered)."""
+    """Converge one deployment; safe to run twice and in any order (level-triggered). An unreachable cluster or a
+    busy lock is retried (Celery logs one INFO line per retry); after the last retry one WARNING line, no
+    traceback, and the periodic resync sends it again."""
     with (
         pending.settled(self, deployment_id),
         reconcile_observed("deployment", retried=(RetryableClusterError, DeploymentBusy)) as outcome,
     ):
-        result = reconcile_deployment(deployment_id)
+        try:
+            result = reconcile_deployment(deployment_id)
+        except (RetryableClusterError, DeploymentBusy) as error:
+            # Re-raised while retries remain (the task's autoretry); the last time, it is given up.
+            outcome(pending.give_up_or_retry(self, error, subject=f"deployment {deployment_id}"))
+            return "gave_up"
         outcome(result.outcome)
     logger.info(
         "reconciled deployment %s: %s (%s writes, %s)", deployment_id, result.outcome, result.writes, result.phase

@@ -26,12 +26,18 @@ logger = logging.getLogger(__name__)
     max_retries=12,
 )
 def reconcile(self: Task[[int], str], policy_id: int) -> str:
-    """Converge one cluster's gateway policy; safe to run twice and in any order (level-triggered)."""
+    """Converge one cluster's gateway policy; safe to run twice and in any order (level-triggered). A busy lock or
+    an unreachable cluster is retried (one INFO line each), and logged as one WARNING line after the last retry."""
     with (
         pending.settled(self, policy_id),
         reconcile_observed("gateway_policy", retried=(RetryableClusterError, GatewayPolicyBusy)) as outcome,
     ):
-        result = reconcile_gateway_policy(policy_id)
+        try:
+            result = reconcile_gateway_policy(policy_id)
+        except (RetryableClusterError, GatewayPolicyBusy) as error:
+            # Re-raised while retries remain (the task's autoretry); the last time, it is given up.
+            outcome(pending.give_up_or_retry(self, error, subject=f"gateway policy {policy_id}"))
+            return "gave_up"
         outcome(result.outcome)
     logger.info("reconciled gateway policy %s: %s (%s writes)", policy_id, result.outcome, result.writes)
     return result.outcome

@@ -10,6 +10,7 @@ expires on its own, so a message lost with a dead worker is sent again by a late
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -18,12 +19,15 @@ from django.conf import settings
 
 from workers.provisioning.reconciler import redis_client
 
-# Long enough for a retry chain's back-off steps (at most 300 s each) and a run at its time limit, short enough
-# that a message lost with a killed worker is replaced within minutes.
-RETRY_BACKOFF_MAX = 300
+logger = logging.getLogger(__name__)
+
+# The longest wait between two tries of a reconcile (PORTAL_RETRY_BACKOFF_MAX_SECONDS, 300 s by default).
+RETRY_BACKOFF_MAX: int = settings.PORTAL_RETRY_BACKOFF_MAX_SECONDS
 
 
 def mark_seconds() -> int:
+    """Long enough for a retry chain's back-off step and a run at its time limit, short enough that a message lost
+    with a killed worker is replaced within minutes."""
     return int(settings.CELERY_TASK_TIME_LIMIT) * 2 + RETRY_BACKOFF_MAX
 
 
@@ -58,3 +62,15 @@ def settled(task: Any, object_id: int) -> Iterator[None]:
             done(task.name, object_id)
         raise
     done(task.name, object_id)
+
+
+def give_up_or_retry(task: Any, error: Exception, *, subject: str) -> str:
+    """An expected condition (the object's lock held by another worker, its cluster unreachable or throttling):
+    re-raised while retries remain, for the task's autoretry (Celery logs one INFO line, "retry: Retry in Ns");
+    after the last one, one WARNING line and no traceback: the periodic resync sends the object again."""
+    if task.request.retries < (task.max_retries or 0):
+        raise error
+    logger.warning(
+        "%s: gave up after %s tries, the resync will send it again: %s", subject, task.request.retries + 1, error
+    )
+    return "gave_up"

@@ -201,16 +201,18 @@ def test_a_key_that_would_overflow_the_token_limit_policy_is_refused_naming_the_
     assert not Credential.objects.filter(name="restricted").exists()
 
 
-def test_an_unrestricted_key_re_renders_deployment_routes_only_when_the_team_has_restricted_keys(
+def test_a_key_change_marks_dirty_only_the_deployments_whose_routes_it_changes(
     matrix: RoleMatrix, django_capture_on_commit_callbacks: Any
 ) -> None:
+    """A route lists key ids only when some key of the team may not call its model: a key change that leaves every
+    route as it was bumps nothing; one that changes a route bumps its deployment's generation, with an event."""
+    from portal.deployments.models import Deployment, DeploymentEvent
     from tests.factories import AcceleratorPoolFactory, SelfHostedVersionFactory
 
     pool = AcceleratorPoolFactory()
     version = SelfHostedVersionFactory(model__slug="qwen")
-    from portal.deployments.models import Deployment
-
-    Deployment.objects.create(
+    CatalogModelFactory(slug="other")
+    deployment = Deployment.objects.create(
         team=matrix.team,
         name="chat",
         model_version=version,
@@ -219,15 +221,22 @@ def test_an_unrestricted_key_re_renders_deployment_routes_only_when_the_team_has
         served_model_name="qwen",
         gpus_per_replica=1,
     )
-    with django_capture_on_commit_callbacks() as callbacks:
-        services.credential_issue(actor=None, team=matrix.team, name="plain")
-    assert len(callbacks) == 1  # the cluster's gateway policy only
-    with django_capture_on_commit_callbacks() as callbacks:
-        services.credential_issue(actor=None, team=matrix.team, name="narrow", allowed_models=["qwen"])
-    assert len(callbacks) == 2  # and the deployment
-    with django_capture_on_commit_callbacks() as callbacks:
-        services.credential_issue(actor=None, team=matrix.team, name="plain-two")
-    assert len(callbacks) == 2  # routes list key ids now, so the new key must be added to them
+
+    def issue(name: str, allowed: list[str]) -> tuple[int, int]:
+        with django_capture_on_commit_callbacks() as callbacks:
+            services.credential_issue(actor=None, team=matrix.team, name=name, allowed_models=allowed)
+        deployment.refresh_from_db()
+        return len(callbacks), deployment.generation
+
+    assert issue("plain", []) == (1, 1)  # the cluster's gateway policy only: every key may call qwen
+    assert issue("narrow", ["qwen"]) == (1, 1)  # still every key
+    assert issue("elsewhere", ["other"]) == (2, 2)  # now qwen's route lists the keys that may: the deployment too
+    assert issue("plain-two", []) == (2, 3)  # and the new key must be added to it
+    events = DeploymentEvent.objects.filter(deployment=deployment, reason="InputsChanged").order_by("id")
+    assert [(event.generation, event.message) for event in events] == [
+        (2, "key 'elsewhere' of team alpha issued"),
+        (3, "key 'plain-two' of team alpha issued"),
+    ]
 
 
 def test_rotating_a_restricted_key_needs_room_for_its_overlap_rule(matrix: RoleMatrix, settings: Any) -> None:

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from portal.clusters.contracts import ClusterConnection
-from workers.kube.client import _timeout, connect, kubeconfig_of, request_timeout
+from workers.kube.client import _request_timeout, connect, kubeconfig_of, request_timeout
 from workers.kube.errors import ClusterError
 from workers.sandbox.server import DEFAULT_TOKEN, Sandbox
 
@@ -59,16 +59,16 @@ def test_a_timeout_belongs_to_its_caller_not_to_the_cached_client() -> None:
     seen: dict[str, tuple[float, float]] = {}
 
     def elsewhere() -> None:
-        seen["other thread"] = _timeout.get()
+        seen["other thread"] = _request_timeout()
 
     with request_timeout(1.0, 0.3):
-        seen["inside"] = _timeout.get()
+        seen["inside"] = _request_timeout()
         thread = threading.Thread(target=elsewhere)
         thread.start()
         thread.join()
-    seen["after"] = _timeout.get()
+    seen["after"] = _request_timeout()
     assert seen["inside"] == (1.0, 0.3)
-    assert seen["other thread"] == seen["after"] == (5.0, 30.0)
+    assert seen["other thread"] == seen["after"] == (5.0, 30.0)  # the PORTAL_KUBE_READ_TIMEOUT_SECONDS default
     assert not hasattr(client, "timeout")
     assert os.path.exists(client.api_client.configuration.ssl_ca_cert)
 

@@ -24,6 +24,7 @@ from portal.api.models import ApiToken
 from portal.api.services import api_token_issue, api_token_revoke
 from portal.clusters import services as cluster_services
 from portal.clusters.models import Cluster
+from portal.core.queues import celery_queues
 from portal.deployments import services as deployment_services
 from portal.deployments.models import Deployment
 from portal.gateway import services as gateway_services
@@ -272,18 +273,26 @@ class Command(BaseCommand):
                 "--graceful-timeout",
                 "5",
             ],
-            "worker": [
-                os.path.join(bin_dir, "celery"),
-                "-A",
-                "portal",
-                "worker",
-                "--concurrency",
-                "2",
-                "--loglevel",
-                "INFO",
-                "--without-gossip",
-                "--without-mingle",
-            ],
+            # One worker per Celery queue, as k8s/portal runs them: a re-rate never waits in front of a reconcile.
+            **{
+                f"worker-{queue}": [
+                    os.path.join(bin_dir, "celery"),
+                    "-A",
+                    "portal",
+                    "worker",
+                    "--queues",
+                    queue,
+                    "--hostname",
+                    f"{queue}@%h",
+                    "--concurrency",
+                    "2" if queue == "reconcile" else "1",
+                    "--loglevel",
+                    "INFO",
+                    "--without-gossip",
+                    "--without-mingle",
+                ]
+                for queue in celery_queues()
+            },
             "beat": [
                 os.path.join(bin_dir, "celery"),
                 "-A",
