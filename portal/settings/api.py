@@ -40,6 +40,7 @@ SPECTACULAR_SETTINGS = {
         "ProviderEnum": "catalog.models.Provider",
         "ProviderKindEnum": "portal.gateway.models.ProviderKind.values",
         "ConditionStatusEnum": ["True", "False", "Unknown"],
+        "TeamStatusEnum": "portal.tenancy.models.Team.Status",
     },
     "APPEND_COMPONENTS": {
         "securitySchemes": {

@@ -326,6 +326,7 @@ class RerateView(PortalView):
 class QuarantineView(PortalGenericView):
     permission_classes = [IsPlatformAdmin]
     pagination_class = PortalPagination
+    filter_backends: list[Any] = []  # rows come from a selector (raw SQL over the partitioned events), no queryset
 
     @extend_schema(
         responses=serializers.QuarantinedEventOutput(many=True),
