@@ -43,8 +43,6 @@ class ReportDateField(serializers.DateField):
 class CostReportQuery(QueryFilters):
     """`from` (a Python keyword, so added in get_fields) and `to` are UTC days, both included."""
 
-    groupings: tuple[str, ...] = GROUPINGS
-
     to = ReportDateField(required=False, help_text="Last day included (UTC), default today")
     group_by = serializers.ChoiceField(choices=GROUPINGS, required=False, default="day")
     format = serializers.ChoiceField(
@@ -53,7 +51,6 @@ class CostReportQuery(QueryFilters):
 
     def get_fields(self) -> dict[str, serializers.Field]:
         fields = super().get_fields()
-        fields["group_by"] = serializers.ChoiceField(choices=self.groupings, required=False, default="day")
         return {
             "from": ReportDateField(required=False, help_text="First day (UTC), default the 1st of this month"),
             **fields,
@@ -73,8 +70,7 @@ class CostReportQuery(QueryFilters):
 
 
 class PlatformCostReportQuery(CostReportQuery):
-    groupings = PLATFORM_GROUPINGS
-
+    group_by = serializers.ChoiceField(choices=PLATFORM_GROUPINGS, required=False, default="day")
     team = serializers.CharField(required=False, allow_blank=True, max_length=100, help_text="Only this team")
 
 
