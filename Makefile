@@ -11,6 +11,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # The machine's PostgreSQL and Redis when they answer, else the embedded ones (see portal/localservices.py).
 LOCAL_SERVICES = $(shell $(PY) -m portal.localservices 2>/dev/null)
+# mypy (its Django plugin), makemigrations and check load the settings but encrypt nothing: a throwaway key satisfies
+# them (portal/settings/secrets.py stops any other process that has no PORTAL_SECRET_KEYS).
+CHECK_KEY = PORTAL_SECRET_KEYS=$(shell $(PY) -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())")
 
 .PHONY: help install demo test test-python test-plugin lint bench soak schemathesis clean
 
@@ -41,9 +44,9 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
-	env $(LOCAL_SERVICES) $(VENV)/bin/mypy
-	env $(LOCAL_SERVICES) $(PY) manage.py check
-	env $(LOCAL_SERVICES) $(PY) manage.py makemigrations --check --dry-run
+	env $(LOCAL_SERVICES) $(CHECK_KEY) $(VENV)/bin/mypy
+	env $(LOCAL_SERVICES) $(CHECK_KEY) $(PY) manage.py check
+	env $(LOCAL_SERVICES) $(CHECK_KEY) $(PY) manage.py makemigrations --check --dry-run
 
 # Two lanes side by side (the plugin's; the Python checks then pytest): they share nothing (the plugin's e2e portal
 # has a database and a Redis database of its own), so on two cores make test takes about as long as the longer one.
@@ -57,8 +60,8 @@ test: install
 test-python: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
-	env $(LOCAL_SERVICES) $(VENV)/bin/mypy
-	env $(LOCAL_SERVICES) $(PY) manage.py makemigrations --check --dry-run
+	env $(LOCAL_SERVICES) $(CHECK_KEY) $(VENV)/bin/mypy
+	env $(LOCAL_SERVICES) $(CHECK_KEY) $(PY) manage.py makemigrations --check --dry-run
 	env $(LOCAL_SERVICES) $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # The Backstage plugin: dependencies from the committed lock (again only when it changes), type check, tests.
@@ -84,5 +87,5 @@ schemathesis: install
 		$(VENV)/bin/pytest tests/test_schemathesis.py tests/portal/gateway/test_fuzz.py -s
 
 clean:
-	-$(PY) manage.py embedded stop
+	-env $(CHECK_KEY) $(PY) manage.py embedded stop
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -20,7 +20,20 @@ from catalog.models import (
     UsageType,
     Visibility,
 )
-from portal.api.serializers import StrictInput
+from portal.api.serializers import QueryFilters, StrictInput
+
+
+class CatalogModelListQuery(QueryFilters):
+    capability = serializers.ChoiceField(choices=Capability.choices, required=False, allow_blank=True)
+    hosting = serializers.ChoiceField(choices=Hosting.choices, required=False, allow_blank=True)
+    lifecycle = serializers.ChoiceField(choices=Lifecycle.choices, required=False, allow_blank=True)
+    provider = serializers.ChoiceField(choices=Provider.choices, required=False, allow_blank=True)
+    q = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        help_text="Free text over name, publisher and description (its first 200 characters)",
+    )
 
 
 class HardwareOutput(serializers.Serializer):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
@@ -11,19 +11,11 @@ from rest_framework.response import Response
 
 from catalog import selectors, services
 from catalog.api import serializers
-from catalog.models import Capability, CatalogModel, Hosting, Lifecycle, ModelPrice, Provider
+from catalog.models import CatalogModel, ModelPrice
 from portal.api.authentication import acting_user, reads_every_team
 from portal.api.permissions import ReadAnyWritePlatformAdmin
 from portal.api.views import PortalGenericView, PortalView, validated
-from portal.core.errors import ValidationFailed
 from portal.tenancy import selectors as tenancy_selectors
-
-
-def _choice_param(request: Request, name: str, choices: list[str]) -> str | None:
-    value = request.query_params.get(name)
-    if value and value not in choices:
-        raise ValidationFailed.for_field(name, f"must be one of {', '.join(choices)}", code="invalid_choice")
-    return value or None
 
 
 def _visible_model(request: Request, slug: str) -> CatalogModel:
@@ -43,25 +35,20 @@ class CatalogModelListView(PortalGenericView):
     serializer_class = serializers.CatalogModelSummaryOutput
 
     @extend_schema(
-        parameters=[
-            OpenApiParameter("capability", str, enum=Capability.values),
-            OpenApiParameter("hosting", str, enum=Hosting.values),
-            OpenApiParameter("lifecycle", str, enum=Lifecycle.values),
-            OpenApiParameter("provider", str, enum=Provider.values),
-            OpenApiParameter("q", str, description="Free text over name, publisher and description"),
-        ],
+        parameters=[serializers.CatalogModelListQuery],
         responses=serializers.CatalogModelSummaryOutput(many=True),
         summary="Models the caller's teams may use",
     )
     def get(self, request: Request) -> Response:
+        query = validated(serializers.CatalogModelListQuery, request.query_params)
         models = selectors.catalog_model_list(
             user=acting_user(request),
             platform_admin=reads_every_team(request),
-            capability=_choice_param(request, "capability", Capability.values),
-            hosting=_choice_param(request, "hosting", Hosting.values),
-            lifecycle=_choice_param(request, "lifecycle", Lifecycle.values),
-            provider=_choice_param(request, "provider", Provider.values),
-            text=(request.query_params.get("q") or "").strip()[:200] or None,
+            capability=query.get("capability") or None,
+            hosting=query.get("hosting") or None,
+            lifecycle=query.get("lifecycle") or None,
+            provider=query.get("provider") or None,
+            text=(query.get("q") or "").strip()[:200] or None,
         )
         page = self.paginate_queryset(models.prefetch_related("versions"))
         return self.get_paginated_response(serializers.CatalogModelSummaryOutput(page, many=True).data)

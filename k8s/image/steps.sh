@@ -22,8 +22,10 @@ install)
     UV_PROJECT_ENVIRONMENT="$app/.venv" "${UV:-uv}" sync --frozen --no-dev --no-build --no-install-project
     ;;
 collectstatic)
-    # Settings are imported without services: these addresses are never contacted while collecting.
-    env PORTAL_VAR_DIR="$app/var" PORTAL_EMBEDDED_SERVICES=false \
+    # Settings are imported without services: these addresses are never contacted while collecting. Nothing is
+    # encrypted either: a throwaway key, never baked into the image, satisfies the settings' key check.
+    build_key=$("$python" -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')
+    env PORTAL_VAR_DIR="$app/var" PORTAL_EMBEDDED_SERVICES=false PORTAL_SECRET_KEYS="$build_key" \
         DATABASE_URL=postgres://build@database.invalid/build REDIS_URL=redis://redis.invalid:6379/0 \
         "$python" manage.py collectstatic --noinput --verbosity 0
     test -d "$app/var/static/admin" && test -d "$app/var/static/rest_framework"

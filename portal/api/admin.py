@@ -1,4 +1,5 @@
-"""Admin UI of API access: tokens are listed by prefix; the hash is never shown."""
+"""Admin UI of API access: tokens are listed by prefix (the hash is never shown) and revoked through the service;
+they are issued through the API or `manage.py issue_token`, which show the token once."""
 
 from __future__ import annotations
 
@@ -8,29 +9,16 @@ from django.http import HttpRequest
 
 from portal.api import services
 from portal.api.models import ApiToken, IdempotencyRecord
+from portal.core.admin import ReadOnlyAdmin
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
+class ApiTokenAdmin(ReadOnlyAdmin):
     list_display = ["prefix", "name", "principal", "scopes", "expires_at", "revoked_at", "last_used_at", "created_at"]
     list_filter = ["revoked_at", "expires_at"]
     search_fields = ["prefix", "name", "principal__username", "principal__backstage_ref"]
     exclude = ["token_hash"]
-    readonly_fields = [
-        "principal",
-        "prefix",
-        "scopes",
-        "created_by",
-        "last_used_at",
-        "revoked_at",
-        "created_at",
-        "updated_at",
-    ]
     actions = ["revoke"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        # Tokens are issued through the API or `manage.py issue_token`, which show the token once.
-        return False
 
     @admin.action(description="Revoke selected tokens")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
@@ -40,22 +28,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
 
 @admin.register(IdempotencyRecord)
-class IdempotencyRecordAdmin(admin.ModelAdmin):
+class IdempotencyRecordAdmin(ReadOnlyAdmin):
     list_display = ["key", "principal_key", "method", "path", "response_status", "created_at", "completed_at"]
     search_fields = ["key", "principal_key", "path"]
     exclude = ["response_body"]
-    readonly_fields = [
-        "principal_key",
-        "key",
-        "method",
-        "path",
-        "request_hash",
-        "response_status",
-        "response_content_type",
-        "response_headers",
-        "created_at",
-        "completed_at",
-    ]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False

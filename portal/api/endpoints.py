@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from django.utils.dateparse import parse_datetime
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -24,12 +23,13 @@ class TokenListView(PortalGenericView):
     serializer_class = serializers.ApiTokenOutput
 
     @extend_schema(
-        parameters=[OpenApiParameter("all", bool, description="Platform admins: every principal's tokens")],
+        parameters=[serializers.ApiTokenListQuery],
         responses=serializers.ApiTokenOutput(many=True),
         summary="The caller's API tokens (never the secrets)",
     )
     def get(self, request: Request) -> Response:
-        everyone = request.query_params.get("all") in ("1", "true") and is_platform_admin(request)
+        query = validated(serializers.ApiTokenListQuery, request.query_params)
+        everyone = query["all"] and is_platform_admin(request)
         tokens = selectors.api_token_list(principal=None if everyone else acting_user(request))
         page = self.paginate_queryset(tokens)
         return self.get_paginated_response(serializers.ApiTokenOutput(page, many=True).data)
@@ -79,39 +79,19 @@ class AuditEventListView(PortalGenericView):
     serializer_class = serializers.AuditEventOutput
 
     @extend_schema(
-        parameters=[
-            OpenApiParameter("action", str),
-            OpenApiParameter("target_type", str),
-            OpenApiParameter("team", str),
-            OpenApiParameter("actor", str),
-            OpenApiParameter("since", str, description="ISO 8601 date-time"),
-            OpenApiParameter("until", str, description="ISO 8601 date-time"),
-        ],
+        parameters=[serializers.AuditEventQuery],
         responses=serializers.AuditEventOutput(many=True),
         summary="The audit log (platform admins)",
     )
     def get(self, request: Request) -> Response:
-        params = request.query_params
-        bounds = {}
-        for name in ("since", "until"):
-            raw = params.get(name)
-            if raw:
-                try:
-                    parsed = parse_datetime(raw)
-                except ValueError:
-                    parsed = None
-                if parsed is None or parsed.tzinfo is None:
-                    raise ValidationFailed.for_field(
-                        name, "must be an ISO 8601 date-time with a time zone", code="invalid_datetime"
-                    )
-                bounds[name] = parsed
+        query = validated(serializers.AuditEventQuery, request.query_params)
         events = audit_event_list(
-            action=params.get("action"),
-            target_type=params.get("target_type"),
-            team_slug=params.get("team"),
-            actor_label=params.get("actor"),
-            since=bounds.get("since"),
-            until=bounds.get("until"),
+            action=query.get("action") or None,
+            target_type=query.get("target_type") or None,
+            team_slug=query.get("team") or None,
+            actor_label=query.get("actor") or None,
+            since=query.get("since"),
+            until=query.get("until"),
         )
         page = self.paginate_queryset(events)
         return self.get_paginated_response(serializers.AuditEventOutput(page, many=True).data)

@@ -134,7 +134,7 @@ def problem_exception_handler(error: Exception, context: dict[str, Any]) -> Resp
         )
     if isinstance(error, IntegrityError):
         # Services check first; a constraint firing here means a concurrent request won the race.
-        logger.info("integrity error answered as conflict: %s", error)
+        logger.info("integrity error answered as conflict: %s", " ".join(str(error).split()))
         return _problem_response(
             problem(
                 status_code=409,

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail
 
@@ -40,6 +42,98 @@ class StrictInput(serializers.Serializer):
         if errors:
             raise serializers.ValidationError(errors)
         return value
+
+
+class QueryFilters(serializers.Serializer):
+    """Query-string filters of a list or report, declared so that they appear in the OpenAPI document
+    (`extend_schema(parameters=[TheQuery])`) and parsed by the same serializer (`validated(TheQuery,
+    request.query_params)`): a value outside a filter's choices or type is a field error, never an empty answer.
+    Parameters it does not declare (page, page_size, format) belong to the paginator and renderers."""
+
+
+class AwareDateTimeField(serializers.DateTimeField):
+    """An ISO 8601 date-time that names its time zone: a naive one is refused, never read as UTC silently."""
+
+    default_error_messages = {"invalid_datetime": "must be an ISO 8601 date-time with a time zone"}
+
+    def to_internal_value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                parsed = parse_datetime(value.strip())
+            except ValueError:
+                parsed = None
+            if parsed is not None and parsed.tzinfo is None:
+                self.fail("invalid_datetime")
+        return super().to_internal_value(value)
+
+
+# A Kubernetes object as the portal applied or would apply it: the envelope every object has, and whatever its kind
+# puts beside it (spec, data...). Kubernetes API conventions: apiVersion, kind and metadata.name identify an object
+# (https://github.com/kubernetes/community/blob/master/contributors/devel/sig-architecture/api-conventions.md#types-kinds).
+KUBERNETES_OBJECT_SCHEMA = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata"],
+    "properties": {
+        "apiVersion": {"type": "string"},
+        "kind": {"type": "string"},
+        "metadata": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": {"type": "string"},
+                "namespace": {"type": "string"},
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+            },
+        },
+    },
+    "additionalProperties": True,
+}
+
+
+@extend_schema_field(KUBERNETES_OBJECT_SCHEMA)
+class KubernetesObjectField(serializers.DictField):
+    """One Kubernetes object, passed through as it is."""
+
+
+class KubernetesConditionOutput(serializers.Serializer):
+    type = serializers.CharField()
+    status = serializers.ChoiceField(choices=["True", "False", "Unknown"])
+    reason = serializers.CharField(allow_blank=True)
+    message = serializers.CharField(allow_blank=True)
+
+
+class TolerationOutput(serializers.Serializer):
+    """A Kubernetes toleration (core/v1 Toleration): every key optional."""
+
+    key = serializers.CharField(required=False)
+    operator = serializers.ChoiceField(choices=["Exists", "Equal"], required=False)
+    value = serializers.CharField(required=False)
+    effect = serializers.CharField(required=False, help_text="NoSchedule, PreferNoSchedule or NoExecute")
+    tolerationSeconds = serializers.IntegerField(required=False, allow_null=True)
+
+
+class FieldErrorOutput(serializers.Serializer):
+    field = serializers.CharField(help_text="Dotted path of the offending field; empty for the whole body")
+    code = serializers.CharField()
+    message = serializers.CharField()
+
+
+class ProblemOutput(serializers.Serializer):
+    """RFC 9457 problem details (application/problem+json); some problems add members, e.g. limit_bytes on 413."""
+
+    type = serializers.CharField()
+    title = serializers.CharField()
+    status = serializers.IntegerField()
+    detail = serializers.CharField()
+    code = serializers.CharField(help_text="Stable, documented error code")
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        # `errors` would shadow Serializer.errors as a declared attribute: added here instead.
+        return {
+            **super().get_fields(),
+            "errors": FieldErrorOutput(many=True, required=False, help_text="Validation problems: one per field"),
+        }
 
 
 class ApiTokenOutput(serializers.ModelSerializer):
@@ -94,6 +188,21 @@ class ApiTokenCreateInput(StrictInput):
         max_length=3,
         help_text="Scopes of a service principal's token",
     )
+
+
+class ApiTokenListQuery(QueryFilters):
+    all = serializers.BooleanField(required=False, default=False, help_text="Platform admins: every principal's tokens")
+
+
+class AuditEventQuery(QueryFilters):
+    action = serializers.CharField(required=False, allow_blank=True, max_length=100, help_text="e.g. deployment.create")
+    target_type = serializers.CharField(required=False, allow_blank=True, max_length=100)
+    team = serializers.CharField(required=False, allow_blank=True, max_length=100, help_text="Team slug")
+    actor = serializers.CharField(
+        required=False, allow_blank=True, max_length=255, help_text="Who acted, as the log labels them"
+    )
+    since = AwareDateTimeField(required=False, help_text="ISO 8601 date-time with a time zone")
+    until = AwareDateTimeField(required=False, help_text="ISO 8601 date-time with a time zone")
 
 
 class AuditEventOutput(serializers.ModelSerializer):

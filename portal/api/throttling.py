@@ -38,7 +38,8 @@ class PrincipalRateThrottle(SimpleRateThrottle):
     def allow_request(self, request: Request, view: APIView) -> bool:
         try:
             return super().allow_request(request, view)
-        except (RedisError, OSError):
-            # Rate limiting protects the API; losing Redis must not take the API down with it.
-            logger.warning("rate limiter unavailable; request allowed", exc_info=True)
+        except (RedisError, OSError) as error:
+            # Rate limiting protects the API; losing Redis must not take the API down with it. An expected
+            # condition: one line, no traceback.
+            logger.warning("rate limiter unavailable; request allowed: %s", error)
             return True

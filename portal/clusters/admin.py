@@ -1,20 +1,37 @@
-"""Admin UI of clusters: credentials are never shown (only replaced through the API)."""
+"""Admin UI of clusters: settings and accelerator pools are written through the clusters services (validated,
+audited, as through the API); a cluster is registered, and its credentials replaced, through the API only, and
+credentials are never shown."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
+from django.http import HttpRequest
 
+from portal.clusters import services
 from portal.clusters.models import AcceleratorPool, Cluster
+from portal.core.admin import ReadOnlyInline, ServiceWriteAdmin, money
 
 
-class PoolInline(admin.TabularInline):
+class PoolInline(ReadOnlyInline):
     model = AcceleratorPool
-    extra = 0
-    readonly_fields = ["gpu_count", "inventory_synced_at"]
+    fields = readonly_fields = (
+        "accelerator_type",
+        "gpu_product",
+        "gpu_count",
+        "gpu_memory_gb",
+        "price",
+        "inventory_synced_at",
+    )
+
+    @admin.display(description="per GPU-hour")
+    def price(self, pool: AcceleratorPool) -> str:
+        return money(pool.hourly_price_per_gpu)
 
 
 @admin.register(Cluster)
-class ClusterAdmin(admin.ModelAdmin):
+class ClusterAdmin(ServiceWriteAdmin):
     list_display = [
         "name",
         "region",
@@ -27,29 +44,52 @@ class ClusterAdmin(admin.ModelAdmin):
     ]
     list_filter = ["region", "health", "deployment_mode"]
     search_fields = ["name", "display_name", "api_server", "region"]
-    exclude = ["credentials_ciphertext"]
-    readonly_fields = [
-        "auth_kind",
-        "health",
-        "health_message",
-        "kubernetes_version",
-        "last_checked_at",
-        "created_at",
-        "updated_at",
-    ]
+    fields = ["name", *services.CLUSTER_FIELDS, "auth_kind", "health", "health_message", "kubernetes_version"]
+    readonly_fields = ["name", "auth_kind", "health", "health_message", "kubernetes_version"]
     inlines = [PoolInline]
+
+    def service_update(self, request: HttpRequest, current: Cluster, changes: dict[str, Any]) -> Cluster:
+        return services.cluster_update(actor=request.user, cluster=current, changes=changes)  # type: ignore[arg-type]
 
 
 @admin.register(AcceleratorPool)
-class AcceleratorPoolAdmin(admin.ModelAdmin):
+class AcceleratorPoolAdmin(ServiceWriteAdmin):
     list_display = [
         "cluster",
         "accelerator_type",
         "gpu_product",
         "gpu_count",
         "gpu_memory_gb",
-        "hourly_price_per_gpu",
+        "price",
         "inventory_synced_at",
     ]
     list_filter = ["accelerator_type", "cluster"]
     search_fields = ["cluster__name", "accelerator_type", "gpu_product"]
+    fields = ["cluster", "accelerator_type", *services.POOL_FIELDS, "inventory_synced_at"]
+    readonly_fields = ["inventory_synced_at"]
+
+    def get_readonly_fields(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return [*self.readonly_fields, "cluster", "accelerator_type"] if obj is not None else self.readonly_fields
+
+    def service_create(self, request: HttpRequest, values: dict[str, Any]) -> AcceleratorPool:
+        cluster, accelerator_type = values.pop("cluster"), values.pop("accelerator_type")
+        return services.accelerator_pool_upsert(
+            actor=request.user,  # type: ignore[arg-type]
+            cluster=cluster,
+            accelerator_type=accelerator_type,
+            values=values,
+        )
+
+    def service_update(
+        self, request: HttpRequest, current: AcceleratorPool, changes: dict[str, Any]
+    ) -> AcceleratorPool:
+        return services.accelerator_pool_upsert(
+            actor=request.user,  # type: ignore[arg-type]
+            cluster=current.cluster,
+            accelerator_type=current.accelerator_type,
+            values=changes,
+        )
+
+    @admin.display(description="per GPU-hour", ordering="hourly_price_per_gpu")
+    def price(self, pool: AcceleratorPool) -> str:
+        return money(pool.hourly_price_per_gpu)

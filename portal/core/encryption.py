@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from functools import lru_cache
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -15,16 +13,14 @@ class SecretDecryptionError(Exception):
 
 
 @lru_cache(maxsize=4)
-def _cipher(keys: tuple[str, ...], fallback_secret: str) -> MultiFernet:
-    if not keys:
-        # Development only: a key derived from SECRET_KEY. Production sets PORTAL_SECRET_KEYS.
-        derived = base64.urlsafe_b64encode(hashlib.sha256(fallback_secret.encode()).digest())
-        return MultiFernet([Fernet(derived)])
+def _cipher(keys: tuple[str, ...]) -> MultiFernet:
+    if not keys:  # the settings refuse to start without a key; a test that empties them gets this
+        raise SecretDecryptionError("no encryption key is configured (PORTAL_SECRET_KEYS)")
     return MultiFernet([Fernet(key.encode()) for key in keys])
 
 
 def _current_cipher() -> MultiFernet:
-    return _cipher(tuple(settings.SECRET_ENCRYPTION_KEYS), settings.SECRET_KEY)
+    return _cipher(tuple(settings.SECRET_ENCRYPTION_KEYS))
 
 
 def encrypt_secret(plaintext: str) -> str:

@@ -1,25 +1,28 @@
-"""Admin UI of deployments: desired spec and observed status side by side; changes go through the API."""
+"""Admin UI of deployments: desired spec and observed status side by side, read-only; changes go through the API,
+whose service admits them against the quota, records the event and nudges the reconciler."""
 
 from __future__ import annotations
 
 from django.contrib import admin
-from django.http import HttpRequest
 
+from portal.core.admin import ReadOnlyAdmin, ReadOnlyInline
 from portal.deployments.models import Deployment, DeploymentEvent
 
 
-class EventInline(admin.TabularInline):
+class EventInline(ReadOnlyInline):
     model = DeploymentEvent
-    extra = 0
-    can_delete = False
-    readonly_fields = ["occurred_at", "phase", "reason", "message", "generation"]
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
+    show_change_link = False
+    fields = readonly_fields = (
+        "occurred_at",
+        "phase",
+        "reason",
+        "message",
+        "generation",
+    )
 
 
 @admin.register(Deployment)
-class DeploymentAdmin(admin.ModelAdmin):
+class DeploymentAdmin(ReadOnlyAdmin):
     list_display = [
         "name",
         "team",
@@ -34,16 +37,11 @@ class DeploymentAdmin(admin.ModelAdmin):
     ]
     list_filter = ["phase", "cluster", "accelerator_type"]
     search_fields = ["name", "team__slug", "served_model_name", "model_version__model__slug"]
-    readonly_fields = [field.name for field in Deployment._meta.fields]
     inlines = [EventInline]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # placement and quota admission happen in the service, through the API
 
 
 @admin.register(DeploymentEvent)
-class DeploymentEventAdmin(admin.ModelAdmin):
+class DeploymentEventAdmin(ReadOnlyAdmin):
     list_display = ["occurred_at", "deployment", "phase", "reason", "generation"]
     list_filter = ["phase", "reason"]
     search_fields = ["deployment__name", "deployment__team__slug", "message"]
-    readonly_fields = ["deployment", "occurred_at", "phase", "reason", "message", "generation"]

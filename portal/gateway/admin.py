@@ -3,23 +3,10 @@ Changes go through the API, whose services audit them and push them to the gatew
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import admin
-from django.http import HttpRequest
 
+from portal.core.admin import ReadOnlyAdmin
 from portal.gateway.models import ClusterGatewayPolicy, Credential, ProviderBackend, TeamGatewayPolicy
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Credential)

@@ -111,8 +111,8 @@ def _send_after_commit(task: str, object_id: int) -> None:
     def send() -> None:
         try:
             current_app.send_task(task, args=[object_id])
-        except Exception:  # the row is the outbox: the periodic resync picks it up
-            logger.warning("could not enqueue %s for %s", task, object_id, exc_info=True)
+        except Exception as error:  # the row is the outbox: the periodic resync picks it up (one line, no traceback)
+            logger.warning("could not enqueue %s for %s: %s", task, object_id, error)
 
     transaction.on_commit(send)
 

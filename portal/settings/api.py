@@ -16,7 +16,7 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "EXCEPTION_HANDLER": "portal.api.errors.problem_exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "portal.api.schema.PortalAutoSchema",
     "DEFAULT_THROTTLE_CLASSES": ["portal.api.throttling.PrincipalRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "principal": ENV.text("PORTAL_API_RATE_LIMIT", "1200/minute"),
@@ -39,6 +39,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "ProviderEnum": "catalog.models.Provider",
         "ProviderKindEnum": "portal.gateway.models.ProviderKind.values",
+        "ConditionStatusEnum": ["True", "False", "Unknown"],
+        "TeamStatusEnum": "portal.tenancy.models.Team.Status",
     },
     "APPEND_COMPONENTS": {
         "securitySchemes": {

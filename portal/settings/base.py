@@ -112,10 +112,6 @@ if ENV.boolean("PORTAL_BEHIND_PROXY", default=False) and not SECURE_SSL_REDIRECT
     # the pods over plain HTTP and must not be redirected (`manage.py check --deploy` would warn, security.W008).
     SILENCED_SYSTEM_CHECKS.append("security.W008")
 
-# Encryption of secrets at rest: a comma-separated list of Fernet keys; the first encrypts, all decrypt,
-# so a key is rotated by putting the new one first and re-encrypting (manage.py rotate_secrets).
-SECRET_ENCRYPTION_KEYS = ENV.text_list("PORTAL_SECRET_KEYS", [])
-
 from portal.settings.observability import *  # noqa: E402,F403
 from portal.settings.observability import LOG_FORMAT  # noqa: E402
 
@@ -136,6 +132,7 @@ from portal.settings.api import *  # noqa: E402,F403
 from portal.settings.backstage import *  # noqa: E402,F403
 from portal.settings.celery import *  # noqa: E402,F403
 from portal.settings.gateway import *  # noqa: E402,F403
+from portal.settings.secrets import SECRET_ENCRYPTION_KEYS  # noqa: E402,F401  (PORTAL_SECRET_KEYS, demo, tests)
 from portal.settings.services import *  # noqa: E402,F403
 from portal.settings.sizing import *  # noqa: E402,F403
 from portal.settings.tenancy import *  # noqa: E402,F403

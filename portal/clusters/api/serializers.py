@@ -4,15 +4,28 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from portal.api.serializers import StrictInput
+from portal.api.serializers import QueryFilters, StrictInput, TolerationOutput
 from portal.clusters.models import AcceleratorPool, Cluster
+
+
+class ClusterListQuery(QueryFilters):
+    region = serializers.CharField(required=False, allow_blank=True, max_length=64)
+
+
+class PoolCapacityOutput(serializers.Serializer):
+    total = serializers.IntegerField()
+    allocated = serializers.IntegerField()
+    free = serializers.IntegerField()
 
 
 class PoolOutput(serializers.ModelSerializer):
     hourly_price_per_gpu = serializers.DecimalField(max_digits=12, decimal_places=4, coerce_to_string=True)
     capacity = serializers.SerializerMethodField()
+    node_selector = serializers.DictField(child=serializers.CharField(), help_text="Kubernetes node labels")
+    tolerations = TolerationOutput(many=True)
 
     class Meta:
         model = AcceleratorPool
@@ -27,6 +40,7 @@ class PoolOutput(serializers.ModelSerializer):
             "inventory_synced_at",
         ]
 
+    @extend_schema_field(PoolCapacityOutput)
     def get_capacity(self, pool: AcceleratorPool) -> dict[str, int]:
         allocated = self.context.get("allocated", {}).get((pool.cluster_id, pool.accelerator_type), 0)
         return {"total": pool.gpu_count, "allocated": allocated, "free": max(pool.gpu_count - allocated, 0)}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -28,12 +28,13 @@ class ClusterListView(PortalGenericView):
     queryset = Cluster.objects.none()  # for the schema generator; views query through selectors
 
     @extend_schema(
-        parameters=[OpenApiParameter("region", str)],
+        parameters=[serializers.ClusterListQuery],
         responses=serializers.ClusterOutput(many=True),
         summary="Clusters with GPU capacity per accelerator type (credentials are never returned)",
     )
     def get(self, request: Request) -> Response:
-        page = self.paginate_queryset(selectors.cluster_list(region=request.query_params.get("region") or None))
+        query = validated(serializers.ClusterListQuery, request.query_params)
+        page = self.paginate_queryset(selectors.cluster_list(region=query.get("region") or None))
         return self.get_paginated_response(serializers.ClusterOutput(page, many=True, context=_context()).data)
 
     @extend_schema(

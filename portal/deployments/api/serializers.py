@@ -5,14 +5,18 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from portal.api.serializers import StrictInput
-from portal.deployments.models import DEPLOYMENT_NAME_PATTERN, Deployment, DeploymentEvent
+from portal.api.serializers import KubernetesConditionOutput, KubernetesObjectField, QueryFilters, StrictInput
+from portal.deployments.models import DEPLOYMENT_NAME_PATTERN, Deployment, DeploymentEvent, Phase
+
+
+class DeploymentListQuery(QueryFilters):
+    phase = serializers.ChoiceField(choices=Phase.choices, required=False, allow_blank=True)
 
 
 class DeploymentStatusOutput(serializers.Serializer):
     phase = serializers.CharField()
     observed_generation = serializers.IntegerField()
-    conditions = serializers.ListField(child=serializers.DictField())
+    conditions = KubernetesConditionOutput(many=True)
     message = serializers.CharField()
     endpoint = serializers.CharField()
     observed_replicas = serializers.IntegerField()
@@ -88,6 +92,19 @@ class DeploymentUpdateInput(StrictInput):
     max_replicas = serializers.IntegerField(min_value=1, max_value=64, required=False)
     scale_to_zero = serializers.BooleanField(required=False)
     runtime_args = serializers.ListField(child=serializers.CharField(max_length=200), required=False, max_length=20)
+
+
+class DeploymentCreatedOutput(DeploymentOutput):
+    warnings = serializers.ListField(child=serializers.CharField(), help_text="Also in the Warning header")
+
+    class Meta(DeploymentOutput.Meta):
+        fields = [*DeploymentOutput.Meta.fields, "warnings"]
+
+
+class ManifestsOutput(serializers.ListSerializer):  # type: ignore[type-arg]
+    """What the portal applied for a deployment, secrets redacted."""
+
+    child = KubernetesObjectField()
 
 
 class DeploymentEventOutput(serializers.ModelSerializer):

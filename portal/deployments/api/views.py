@@ -20,18 +20,22 @@ class DeploymentListView(PortalGenericView):
     serializer_class = serializers.DeploymentOutput
     queryset = Deployment.objects.none()  # for the schema generator; views query through selectors
 
-    @extend_schema(responses=serializers.DeploymentOutput(many=True), summary="A team's deployments")
+    @extend_schema(
+        parameters=[serializers.DeploymentListQuery],
+        responses=serializers.DeploymentOutput(many=True),
+        summary="A team's deployments",
+    )
     def get(self, request: Request, team: str) -> Response:
         deployments = selectors.deployment_list(team=team_for_request(request, team, catalog_read=True))
-        phase = request.query_params.get("phase")
-        if phase:
-            deployments = deployments.filter(phase=phase)
+        query = validated(serializers.DeploymentListQuery, request.query_params)
+        if query.get("phase"):
+            deployments = deployments.filter(phase=query["phase"])
         page = self.paginate_queryset(deployments)
         return self.get_paginated_response(serializers.DeploymentOutput(page, many=True).data)
 
     @extend_schema(
         request=serializers.DeploymentCreateInput,
-        responses={201: serializers.DeploymentOutput},
+        responses={201: serializers.DeploymentCreatedOutput},
         summary="Deploy a catalog model (developers)",
     )
     def post(self, request: Request, team: str) -> Response:
@@ -86,12 +90,12 @@ class DeploymentDetailView(PortalView):
 
 class DeploymentManifestsView(PortalView):
     @extend_schema(
-        responses={200: {"type": "array", "items": {"type": "object"}}},
+        responses=serializers.ManifestsOutput,
         summary="What the portal applied for this deployment (secrets redacted)",
     )
     def get(self, request: Request, team: str, name: str) -> Response:
         deployment = selectors.deployment_get(team=team_for_request(request, team), name=name)
-        return Response(deployment.applied_manifests)
+        return Response(serializers.ManifestsOutput(deployment.applied_manifests).data)
 
 
 class DeploymentEventsView(PortalGenericView):

@@ -6,11 +6,17 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from portal.api.serializers import StrictInput
+from portal.api.serializers import KubernetesObjectField, QueryFilters, StrictInput
 from portal.gateway import conf, selectors
 from portal.gateway.models import Credential, ProviderBackend, ProviderKind
 
 DELIVERY_CHOICES = ("response", "reveal_link")
+
+
+class CredentialListQuery(QueryFilters):
+    current = serializers.BooleanField(
+        required=False, default=False, help_text="Only credentials that still work (active or rotating)"
+    )
 
 
 class CredentialOutput(serializers.ModelSerializer):
@@ -18,7 +24,7 @@ class CredentialOutput(serializers.ModelSerializer):
     client_id = serializers.SerializerMethodField()
     state = serializers.SerializerMethodField()
     created_by = serializers.SerializerMethodField()
-    replaced_by = serializers.PrimaryKeyRelatedField(read_only=True)  # type: ignore[var-annotated]
+    replaced_by = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)  # type: ignore[var-annotated]
 
     class Meta:
         model = Credential
@@ -143,7 +149,18 @@ class GatewayPolicyOutput(serializers.Serializer):
     phase = serializers.CharField()
     message = serializers.CharField()
     last_reconciled_at = serializers.DateTimeField(allow_null=True)
-    applied_manifests = serializers.ListField(child=serializers.DictField())
+    applied_manifests = serializers.ListField(child=KubernetesObjectField(), help_text="Secrets redacted")
+
+
+class GatewayBootstrapOutput(serializers.Serializer):
+    """The gateway's own usage settings (GatewayConfig, EnvoyProxy access log) to apply once, and the patch of the
+    Gateway (owned by the platform team) that uses them."""
+
+    cluster = serializers.CharField()
+    usage_source = serializers.CharField(help_text="The source its usage events carry, e.g. aigw://<cluster>/")
+    manifests = serializers.ListField(child=KubernetesObjectField())
+    gateway_patch = KubernetesObjectField()
+    applied_by_worker = serializers.BooleanField(help_text="The portal applies the manifests itself")
 
 
 class TeamGatewayStateOutput(serializers.Serializer):

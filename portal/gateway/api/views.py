@@ -62,10 +62,16 @@ class CredentialListView(KeyResponseMixin, PortalGenericView):
     serializer_class = serializers.CredentialOutput
     queryset = Credential.objects.none()  # for the schema generator; views query through selectors
 
-    @extend_schema(responses=serializers.CredentialOutput(many=True), summary="A team's gateway credentials (no keys)")
+    @extend_schema(
+        parameters=[serializers.CredentialListQuery],
+        responses=serializers.CredentialOutput(many=True),
+        summary="A team's gateway credentials (no keys)",
+    )
     def get(self, request: Request, team: str) -> Response:
-        current_only = request.query_params.get("current") in ("1", "true")
-        credentials = selectors.credential_list(team=team_for_request(request, team), include_inactive=not current_only)
+        query = validated(serializers.CredentialListQuery, request.query_params)
+        credentials = selectors.credential_list(
+            team=team_for_request(request, team), include_inactive=not query["current"]
+        )
         page = self.paginate_queryset(credentials)
         return self.get_paginated_response(serializers.CredentialOutput(page, many=True).data)
 
@@ -126,9 +132,10 @@ class CredentialRotateView(KeyResponseMixin, PortalView):
 
 class CredentialRevealView(PortalView):
     permission_classes = [IsAuthenticated]
+    problem_statuses = (410,)
 
     @extend_schema(
-        responses={200: serializers.CredentialRevealOutput, 404: None, 410: None},
+        responses=serializers.CredentialRevealOutput,
         summary="Read a new key once, through the one-time link given to its creator",
     )
     def get(self, request: Request, token: str) -> Response:
@@ -208,13 +215,14 @@ class GatewayBootstrapView(PortalView):
     permission_classes = [IsPlatformAdmin]
 
     @extend_schema(
-        responses={200: {"type": "array", "items": {"type": "object"}}},
+        responses=serializers.GatewayBootstrapOutput,
         summary="The gateway's own usage settings (GatewayConfig, EnvoyProxy access log) to apply once",
     )
     def get(self, request: Request, cluster: str) -> Response:
         cluster_object = cluster_selectors.cluster_get(name=cluster)
         contract = cluster_selectors.cluster_contract(cluster_id=cluster_object.pk)
-        return Response(bootstrap.bootstrap_document(contract, collector=conf.otel_collector()))
+        document = bootstrap.bootstrap_document(contract, collector=conf.otel_collector())
+        return Response(serializers.GatewayBootstrapOutput(document).data)
 
 
 class GatewayPolicyView(PortalView):

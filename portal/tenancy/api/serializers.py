@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from rest_framework import serializers
 
-from portal.api.serializers import StrictInput
+from portal.api.serializers import QueryFilters, StrictInput
 from portal.tenancy.models import TEAM_SLUG_PATTERN, TOKEN_LIMIT_MAX, Membership, Role, Team, TeamQuota, User
 
 
@@ -23,6 +23,17 @@ class TeamOutput(serializers.ModelSerializer):
             "created_at",
             "updated_at",
         ]
+
+
+class TeamListQuery(QueryFilters):
+    status = serializers.ChoiceField(choices=Team.Status.choices, required=False, allow_blank=True)
+    search = serializers.CharField(
+        required=False, allow_blank=True, max_length=200, help_text="Text in the slug or display name"
+    )
+
+
+class MemberListQuery(QueryFilters):
+    role = serializers.ChoiceField(choices=Role.choices, required=False, allow_blank=True)
 
 
 class TeamCreateInput(StrictInput):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -11,18 +11,10 @@ from rest_framework.response import Response
 from portal.api.authentication import acting_user, caller_of, is_platform_admin, reads_every_team
 from portal.api.team_access import team_for_request
 from portal.api.views import PortalGenericView, PortalView, validated
-from portal.core.errors import PermissionDenied, ValidationFailed
+from portal.core.errors import PermissionDenied
 from portal.tenancy import selectors, services
 from portal.tenancy.api import serializers
 from portal.tenancy.models import Membership, Role, Team, User
-
-
-def _choice_param(request: Request, name: str, choices: list[str]) -> str | None:
-    """A filter with a value outside its choices is refused, not answered with an empty list."""
-    value = request.query_params.get(name)
-    if value and value not in choices:
-        raise ValidationFailed.for_field(name, f"must be one of {', '.join(choices)}", code="invalid_choice")
-    return value or None
 
 
 class MeView(PortalView):
@@ -45,19 +37,16 @@ class TeamListView(PortalGenericView):
     serializer_class = serializers.TeamOutput
 
     @extend_schema(
-        parameters=[
-            OpenApiParameter("status", str, enum=Team.Status.values),
-            OpenApiParameter("search", str, description="Text in the slug or display name"),
-        ],
+        parameters=[serializers.TeamListQuery],
         responses=serializers.TeamOutput(many=True),
         summary="Teams the caller belongs to (platform admins: all teams)",
     )
     def get(self, request: Request) -> Response:
+        query = validated(serializers.TeamListQuery, request.query_params)
         teams = selectors.team_list_visible(user=acting_user(request), platform_admin=reads_every_team(request))
-        status_filter = _choice_param(request, "status", Team.Status.values)
-        if status_filter:
-            teams = teams.filter(status=status_filter)
-        search = request.query_params.get("search")
+        if query.get("status"):
+            teams = teams.filter(status=query["status"])
+        search = query.get("search")
         if search:
             teams = teams.filter(slug__icontains=search) | teams.filter(display_name__icontains=search)
         page = self.paginate_queryset(teams.distinct().order_by("slug"))
@@ -112,15 +101,15 @@ class MemberListView(PortalGenericView):
     serializer_class = serializers.MembershipOutput
 
     @extend_schema(
-        parameters=[OpenApiParameter("role", str, enum=Role.values)],
+        parameters=[serializers.MemberListQuery],
         responses=serializers.MembershipOutput(many=True),
         summary="Members of a team",
     )
     def get(self, request: Request, team: str) -> Response:
         members = selectors.team_member_list(team=team_for_request(request, team))
-        role = _choice_param(request, "role", Role.values)
-        if role:
-            members = members.filter(role=role)
+        query = validated(serializers.MemberListQuery, request.query_params)
+        if query.get("role"):
+            members = members.filter(role=query["role"])
         page = self.paginate_queryset(members)
         return self.get_paginated_response(serializers.MembershipOutput(page, many=True).data)
 

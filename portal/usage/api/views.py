@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse
-from drf_spectacular.utils import OpenApiParameter, OpenApiTypes, extend_schema
+from drf_spectacular.utils import OpenApiTypes, extend_schema
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
@@ -25,7 +25,7 @@ from portal.api.pagination import PortalPagination
 from portal.api.permissions import IsPlatformAdmin
 from portal.api.team_access import team_for_request
 from portal.api.views import PortalGenericView, PortalView, validated
-from portal.core.errors import NotFound, ValidationFailed
+from portal.core.errors import NotFound
 from portal.core.problems import PROBLEM_CONTENT_TYPE, problem
 from portal.tenancy import selectors as tenancy_selectors
 from portal.tenancy.models import Role, Team
@@ -37,7 +37,6 @@ logger = logging.getLogger(__name__)
 
 CLOUDEVENTS_TYPES = ("application/json", "application/cloudevents-batch+json", "application/cloudevents+json")
 PROTOBUF_TYPES = ("application/x-protobuf", "application/protobuf")
-MAX_REPORT_DAYS = 366
 
 
 class HasUsageWriteScope(BasePermission):
@@ -66,8 +65,33 @@ def _problem_response(
     )
 
 
+# Schemas of what the ingestion endpoints read (shared/reference/usage-metering.md §4.2): a CloudEvents batch is a JSON
+# array of events; an OTLP/JSON export is an ExportLogsServiceRequest with its resourceLogs.
+CLOUDEVENTS_BATCH = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "required": ["specversion", "id", "source", "type"],
+        "properties": {
+            "specversion": {"type": "string"},
+            "id": {"type": "string"},
+            "source": {"type": "string"},
+            "type": {"type": "string"},
+            "time": {"type": "string", "format": "date-time"},
+            "data": {"type": "object"},
+        },
+    },
+}
+OTLP_JSON_REQUEST = {
+    "type": "object",
+    "properties": {"resourceLogs": {"type": "array", "items": {"type": "object"}}},
+}
+CSV_REPORT = {"type": "string", "description": "The series as CSV, one row per group, with a currency column"}
+
+
 class _IngestView(PortalView):
     permission_classes = [HasUsageWriteScope]
+    problem_statuses = (503,)
     parser_classes: list[Any] = []  # the body is read here: gzip and protobuf are not DRF parsers' business
     endpoint = ""
 
@@ -128,8 +152,8 @@ class UsageEventsView(_IngestView):
     endpoint = "cloudevents"
 
     @extend_schema(
-        request={"application/cloudevents-batch+json": OpenApiTypes.OBJECT},
-        responses={200: OpenApiTypes.OBJECT},
+        request={"application/cloudevents-batch+json": CLOUDEVENTS_BATCH},
+        responses=serializers.IngestResultOutput,
         summary="Post a batch of usage CloudEvents (collector tokens; gzip accepted; not atomic)",
     )
     def post(self, request: Request) -> Response:
@@ -147,8 +171,11 @@ class OtlpLogsView(_IngestView):
     endpoint = "otlp"
 
     @extend_schema(
-        request={"application/x-protobuf": OpenApiTypes.BINARY, "application/json": OpenApiTypes.OBJECT},
-        responses={200: OpenApiTypes.OBJECT},
+        request={"application/x-protobuf": OpenApiTypes.BINARY, "application/json": OTLP_JSON_REQUEST},
+        responses={
+            (200, "application/json"): serializers.OtlpExportOutput,
+            (200, "application/x-protobuf"): OpenApiTypes.BINARY,
+        },
         summary="OTLP/HTTP logs export of the gateway's access log (collector tokens; protobuf or JSON, gzip)",
     )
     def post(self, request: Request) -> Response | HttpResponse:
@@ -191,52 +218,23 @@ class OtlpLogsView(_IngestView):
 # --- reports ----------------------------------------------------------------------------------------------
 
 
-def _date_param(request: Request, name: str, default: date) -> date:
-    raw = request.query_params.get(name)
-    if not raw:
-        return default
-    try:
-        parsed = date.fromisoformat(raw)
-    except ValueError:
-        raise ValidationFailed.for_field(name, "must be a date, YYYY-MM-DD", code="invalid_date") from None
-    if not 2000 <= parsed.year <= 2999:
-        raise ValidationFailed.for_field(name, "must be a date between 2000 and 2999", code="invalid_date")
-    return parsed
-
-
-def _report_params(request: Request, groupings: tuple[str, ...]) -> tuple[date, date, str]:
-    today = datetime.now(UTC).date()
-    start = _date_param(request, "from", today.replace(day=1))
-    end = _date_param(request, "to", today)
-    if end < start:
-        raise ValidationFailed.for_field("to", "must not be before 'from'", code="invalid_range")
-    if (end - start).days >= MAX_REPORT_DAYS:
-        raise ValidationFailed.for_field("to", f"a report spans at most {MAX_REPORT_DAYS} days", code="range_too_long")
-    group_by = request.query_params.get("group_by") or "day"
-    if group_by not in groupings:
-        raise ValidationFailed.for_field("group_by", f"must be one of {', '.join(groupings)}", code="invalid_choice")
-    return start, end, group_by
-
-
-_REPORT_PARAMETERS = [
-    OpenApiParameter("from", OpenApiTypes.DATE, description="First day (UTC), default the 1st of this month"),
-    OpenApiParameter("to", OpenApiTypes.DATE, description="Last day included (UTC), default today"),
-    OpenApiParameter("format", str, enum=["json", "csv"], description="Or Accept: text/csv"),
-]
-
-
 class TeamCostsView(PortalView):
     renderer_classes = [renderers.JSONRenderer, serializers.CostReportCsvRenderer]
 
     @extend_schema(
-        parameters=[*_REPORT_PARAMETERS, OpenApiParameter("group_by", str, enum=list(selectors.GROUPINGS))],
-        responses={200: OpenApiTypes.OBJECT},
+        parameters=[serializers.CostReportQuery],
+        responses={
+            (200, "application/json"): serializers.CostReportOutput,
+            (200, "text/csv"): CSV_REPORT,
+        },
         summary="A team's token and GPU cost by day, model or credential (members read), JSON or CSV",
     )
     def get(self, request: Request, team: str) -> Response:
         team_object = team_for_request(request, team)
-        start, end, group_by = _report_params(request, selectors.GROUPINGS)
-        report = selectors.cost_report(team_ids=[team_object.pk], start=start, end=end, group_by=group_by)
+        query = validated(serializers.CostReportQuery, request.query_params)
+        report = selectors.cost_report(
+            team_ids=[team_object.pk], start=query["from"], end=query["to"], group_by=query["group_by"]
+        )
         return Response(serializers.cost_report_output(report, team=team_object.slug))
 
 
@@ -245,17 +243,17 @@ class PlatformCostsView(PortalView):
     renderer_classes = [renderers.JSONRenderer, serializers.CostReportCsvRenderer]
 
     @extend_schema(
-        parameters=[
-            *_REPORT_PARAMETERS,
-            OpenApiParameter("group_by", str, enum=list(selectors.PLATFORM_GROUPINGS)),
-            OpenApiParameter("team", str, description="Only this team"),
-        ],
-        responses={200: OpenApiTypes.OBJECT},
+        parameters=[serializers.PlatformCostReportQuery],
+        responses={
+            (200, "application/json"): serializers.CostReportOutput,
+            (200, "text/csv"): CSV_REPORT,
+        },
         summary="Cost across every team (platform admins), JSON or CSV",
     )
     def get(self, request: Request) -> Response:
-        start, end, group_by = _report_params(request, selectors.PLATFORM_GROUPINGS)
-        team_slug = request.query_params.get("team")
+        query = validated(serializers.PlatformCostReportQuery, request.query_params)
+        start, end, group_by = query["from"], query["to"], query["group_by"]
+        team_slug = query.get("team")
         team_ids = None
         if team_slug:
             team_object = tenancy_selectors.team_get_by_slug(slug=team_slug)
@@ -274,14 +272,14 @@ def _budget_response(team: Team) -> Response:
 
 
 class BudgetView(PortalView):
-    @extend_schema(responses={200: OpenApiTypes.OBJECT}, summary="A team's budget this month (team admins)")
+    @extend_schema(responses=serializers.BudgetOutput, summary="A team's budget this month (team admins)")
     def get(self, request: Request, team: str) -> Response:
         team_object = team_for_request(request, team, required_role=Role.ADMIN)
         return _budget_response(team_object)
 
     @extend_schema(
         request=serializers.BudgetUpdateInput,
-        responses={200: OpenApiTypes.OBJECT},
+        responses=serializers.BudgetOutput,
         summary="Set the team's alert thresholds in percent (team admins); amount and policy are in the quota",
     )
     def patch(self, request: Request, team: str) -> Response:
@@ -296,7 +294,7 @@ class BudgetLiftView(PortalView):
 
     @extend_schema(
         request=serializers.BudgetLiftInput,
-        responses={200: OpenApiTypes.OBJECT},
+        responses=serializers.BudgetOutput,
         summary="Lift this month's budget enforcement early (platform admins, audited)",
     )
     def post(self, request: Request, team: str) -> Response:
@@ -314,7 +312,7 @@ class RerateView(PortalView):
 
     @extend_schema(
         request=serializers.RerateInput,
-        responses={200: OpenApiTypes.OBJECT},
+        responses=serializers.RerateOutput,
         summary="Re-rate one model's stored events from a date with the catalog prices as they are now (audited)",
     )
     def post(self, request: Request) -> Response:
@@ -328,9 +326,10 @@ class RerateView(PortalView):
 class QuarantineView(PortalGenericView):
     permission_classes = [IsPlatformAdmin]
     pagination_class = PortalPagination
+    filter_backends: list[Any] = []  # rows come from a selector (raw SQL over the partitioned events), no queryset
 
     @extend_schema(
-        responses={200: OpenApiTypes.OBJECT},
+        responses=serializers.QuarantinedEventOutput(many=True),
         summary="Quarantined usage events of the lateness window, newest first, paginated (platform admins)",
     )
     def get(self, request: Request) -> Response:
@@ -344,7 +343,7 @@ class QuarantineReleaseView(PortalView):
 
     @extend_schema(
         request=serializers.QuarantineReleaseInput,
-        responses={200: OpenApiTypes.OBJECT},
+        responses=serializers.QuarantineReleaseOutput,
         summary="Attribute and rate quarantined events again, e.g. after a late key or model (platform admins)",
     )
     def post(self, request: Request) -> Response:
