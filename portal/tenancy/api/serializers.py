@@ -104,6 +104,9 @@ class MeOutput(serializers.Serializer):
     platform_admin = serializers.BooleanField()
     acting_through = serializers.CharField(allow_null=True, help_text="Service principal acting on the user's behalf")
     scopes = serializers.ListField(child=serializers.CharField())
+    backstage_user_token_required = serializers.BooleanField(
+        help_text="Whether calls acting for a Backstage user must carry that user's Backstage token (X-Backstage-Token)"
+    )
     teams = TeamRoleOutput(many=True)
 
 

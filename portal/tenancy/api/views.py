@@ -35,6 +35,9 @@ class MeView(PortalView):
             "platform_admin": is_platform_admin(request),
             "acting_through": str(caller.principal) if caller is not None and caller.on_behalf_of is not None else None,
             "scopes": sorted(caller.scopes) if caller is not None else [],
+            # Backstage's plugin reads this at startup: with a JWKS URL set, every call acting for a user must carry
+            # the user's Backstage token (genaiPortal.forwardUserToken: true), or it is refused.
+            "backstage_user_token_required": bool(settings.BACKSTAGE_JWKS_URL),
             "teams": [{"team": m.team.slug, "display_name": m.team.display_name, "role": m.role} for m in memberships],
         }
         return Response(body)
