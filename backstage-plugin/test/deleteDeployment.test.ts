@@ -61,7 +61,7 @@ describe('genai-portal:deployment:delete', () => {
       forwarding.portal.expireUserTokenAfterPolls = 0;
       await assert.rejects(
         run(del, makeContext({ team: 'ml', name: 'slow-delete', waitForDeletion: true, pollIntervalSeconds: 0.05 }, { secrets })),
-        /Stopped waiting for deployment 'slow-delete' of team 'ml' to be deleted: the Backstage user token forwarded to the GenAI portal expired.*continues in the portal; watch it at https:\/\/portal\.example\.com\/api\/v1\/teams\/ml\/deployments\/slow-delete/s,
+        /Stopped waiting for deployment 'slow-delete' of team 'ml' to be deleted: the Backstage user token forwarded to the GenAI portal expired.*continues in the portal; watch it at https:\/\/portal\.example\.com\/console\/teams\/ml\/deployments\/slow-delete\//s,
       );
     } finally {
       await forwarding.portal.stop();

@@ -96,7 +96,7 @@ describe('backend modules', () => {
     assert.match(warnings[0], /portal service token with scope catalog:read/);
   });
 
-  it('at startup, warns when the catalog token lacks the catalog:read scope', async () => {
+  it('at startup, an error when the catalog token lacks the catalog:read scope', async () => {
     const portal = await new FakePortal({ adminScopes: ['admin'] }).start();
     const providers: any[] = [];
     const log = recordingLogger();
@@ -111,9 +111,9 @@ describe('backend modules', () => {
       });
       try {
         assert.equal(providers.length, 1);
-        for (let i = 0; i < 100 && !log.lines.some(line => line.level === 'warn'); i++) await new Promise(resolve => setTimeout(resolve, 20));
-        const warning = log.lines.find(line => line.level === 'warn')?.message ?? '';
-        assert.match(warning, /genaiPortal\.catalog\.token has the portal scopes \[admin\], not 'catalog:read'/);
+        for (let i = 0; i < 100 && !log.lines.some(line => line.level === 'error'); i++) await new Promise(resolve => setTimeout(resolve, 20));
+        const error = log.lines.find(line => line.level === 'error')?.message ?? '';
+        assert.match(error, /genaiPortal\.catalog\.token has the portal scopes \[admin\], not 'catalog:read': the catalog mirror refuses to run/);
         const me = portal.requests.find(request => request.path === '/api/v1/me');
         assert.equal(me?.headers.authorization, `Bearer ${portal.adminToken}`);
         assert.equal(me?.headers['x-backstage-user'], undefined);
@@ -135,7 +135,7 @@ describe('backend modules', () => {
       const log = recordingLogger();
       try {
         await checkCatalogTokenScopes(new PortalClient({ baseUrl: portal.url, token: portal.adminToken }), log.logger);
-        const warnings = log.lines.filter(line => line.level === 'warn').map(line => line.message);
+        const warnings = log.lines.filter(line => line.level === 'warn' || line.level === 'error').map(line => line.message);
         if (expected) assert.match(warnings.join('\n'), expected);
         else assert.deepEqual(warnings, []);
       } finally {

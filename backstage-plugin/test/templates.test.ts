@@ -62,7 +62,7 @@ describe('software templates in a scaffolder backend', () => {
     assert.equal(portal.teams.get('ml')?.members.get('user:default/jane'), 'admin');
     const [post] = portal.posts('/api/v1/teams');
     assert.equal(post.headers['x-backstage-user'], 'user:default/jane');
-    assert.deepEqual(result.output.links[0], { title: 'Team in the GenAI portal', url: 'https://portal.example.com/api/v1/teams/ml' });
+    assert.deepEqual(result.output.links[0], { title: 'Team in the GenAI portal', url: 'https://portal.example.com/console/teams/ml/' });
     assert.match(result.output.text[0].content, /Team \*\*ml\*\* is ready and you are its \*\*admin\*\*/);
   });
 
@@ -84,7 +84,7 @@ describe('software templates in a scaffolder backend', () => {
     const [post] = portal.posts('/api/v1/teams/ml/deployments');
     assert.deepEqual(post.body, { name: 'chat', model: 'qwen2-5-7b-instruct', min_replicas: 1, max_replicas: 2, scale_to_zero: false, cluster: 'sandbox', accelerator_type: 'nvidia-l4' });
     assert.ok(result.logs.some(line => /Deployment 'chat' is Ready at http:\/\/chat/.test(line)), result.logs.join('\n'));
-    assert.equal(result.output.links[0].url, 'https://portal.example.com/api/v1/teams/ml/deployments/chat');
+    assert.equal(result.output.links[0].url, 'https://portal.example.com/console/teams/ml/deployments/chat/');
     assert.deepEqual(result.output.links[1], { title: 'Model in the catalog', icon: 'catalog', entityRef: 'resource:default/qwen2-5-7b-instruct' });
     assert.match(result.output.text[0].content, /is\s+\*\*Ready\*\*/);
     assert.match(result.output.text[0].content, /"model": "ml-chat"/);
@@ -183,12 +183,13 @@ describe('software templates in a scaffolder backend', () => {
       const body: any = await response.json();
       assert.equal(response.status, 200, JSON.stringify(body));
       const messages = body.log.map((entry: any) => entry.body.message).join('\n');
-      assert.match(messages, /Dry run: would /, messages);
+      assert.match(messages, /Dry run: (would |team )/, messages);
       logs.push(messages);
     }
     // Only reads and the fit (which creates nothing): the team, the model, the plan.
     const calls = portal.requests.slice(before).map(request => `${request.method} ${request.path}`);
     assert.deepEqual(calls, [
+      'GET /api/v1/teams/dry',
       'GET /api/v1/teams',
       'GET /api/v1/catalog/models/qwen2-5-7b-instruct',
       'POST /api/v1/catalog/models/qwen2-5-7b-instruct/versions/v1/fit',

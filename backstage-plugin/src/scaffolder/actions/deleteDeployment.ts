@@ -3,7 +3,7 @@ import { InputError } from '@backstage/errors';
 import { createTemplateAction } from '@backstage/plugin-scaffolder-node';
 import { PortalError } from '../../portalClient';
 import type { Deployment } from '../../portalClient';
-import { PortalActionOptions, identityOf, portalLink, resolveTeam, sleep, throwIfCancelled } from './common';
+import { PortalActionOptions, identityOf, consoleLink, resolveTeam, sleep, throwIfCancelled } from './common';
 import { MAX_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS_WITH_USER_TOKEN } from './deployModel';
 
 const DEPLOYMENT_NAME = /^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$/;
@@ -87,7 +87,7 @@ export function createDeleteDeploymentAction(options: PortalActionOptions) {
               throw new Error(
                 `Stopped waiting for deployment '${name}' of team '${team}' to be deleted: the Backstage user token forwarded ` +
                   'to the GenAI portal expired (it is valid for about an hour from the start of the task). The deletion ' +
-                  `continues in the portal; watch it at ${portalLink(options, `/api/v1/teams/${team}/deployments/${name}`)}.`,
+                  `continues in the portal; watch it at ${consoleLink(options, { team, deployment: name })}.`,
               );
             }
             throw error;
