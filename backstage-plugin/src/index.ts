@@ -12,3 +12,4 @@ export { createDeployModelAction } from './scaffolder/actions/deployModel';
 export { createPlanDeploymentAction } from './scaffolder/actions/planDeployment';
 export { createDeleteDeploymentAction } from './scaffolder/actions/deleteDeployment';
 export { createCredentialAction } from './scaffolder/actions/createCredential';
+export { createRequestQuotaAction } from './scaffolder/actions/requestQuota';

@@ -239,3 +239,33 @@ describe('messages that say what to do next', () => {
     });
   });
 });
+
+describe('genai-portal:quota:request (self-service quota)', () => {
+  let env: Awaited<ReturnType<typeof startPortalAndActions>>;
+  before(async () => {
+    env = await startPortalAndActions();
+    env.portal.addTeam('ml', { 'user:default/jane': 'developer' }, 'group:default/ml');
+  });
+  after(async () => env.portal.stop());
+  const action = () => env.actions['genai-portal:quota:request'];
+
+  it('asks the portal for GPU totals as the user, once across retries; a second pending request says what to do', async () => {
+    const ctx = makeContext({ team: 'group:default/ml', acceleratorType: 'nvidia-l4', gpus: 6, maxDeployments: 8, reason: 'batch scoring' });
+    await run(action(), ctx);
+    const [post] = env.portal.posts('/api/v1/teams/ml/quota-requests');
+    assert.deepEqual(post.body, { gpus: { 'nvidia-l4': 6 }, max_deployments: 8, reason: 'batch scoring' });
+    assert.equal(post.headers['x-backstage-user'], 'user:default/jane');
+    assert.equal(post.headers['idempotency-key'], 'backstage:task-1:step-1:quota.request.ml');
+    assert.deepEqual(ctx.outputs, { team: 'ml', requestId: 1, status: 'pending', teamUrl: 'https://portal.example.com/console/teams/ml/' });
+    await run(action(), makeContext(ctx.input, { checkpoints: ctx.checkpoints })); // a retry: the stored result
+    assert.equal(env.portal.posts('/api/v1/teams/ml/quota-requests').length, 1);
+    await assert.rejects(run(action(), makeContext({ team: 'ml', maxDeployments: 9, reason: 'more' }, { taskId: 'other' })), /already has a pending quota request \(1\): wait for a platform admin to decide it, or withdraw it/);
+  });
+
+  it('refuses an empty or half request before any call', async () => {
+    const count = env.portal.requests.length;
+    await assert.rejects(run(action(), makeContext({ team: 'ml', reason: 'x' })), /Ask for GPUs \(acceleratorType and gpus\), for maxDeployments, or for both/);
+    await assert.rejects(run(action(), makeContext({ team: 'ml', gpus: 2, reason: 'x' })), /acceleratorType and gpus go together/);
+    assert.equal(env.portal.requests.length, count);
+  });
+});

@@ -11,6 +11,7 @@ import { loadTemplate, templateRef, TEMPLATE_FILES } from './support/templates';
 const onboard = loadTemplate('onboard-team.yaml');
 const deploy = loadTemplate('deploy-model.yaml');
 const apiKey = loadTemplate('request-api-key.yaml');
+const quota = loadTemplate('request-gpu-quota.yaml');
 
 describe('software templates in a scaffolder backend', () => {
   let portal: FakePortal;
@@ -37,7 +38,7 @@ describe('software templates in a scaffolder backend', () => {
   });
 
   it('the templates are v1beta3 with titled, validated parameters and output links', () => {
-    for (const template of [onboard, deploy, apiKey]) {
+    for (const template of [onboard, deploy, apiKey, quota]) {
       assert.equal(template.apiVersion, 'scaffolder.backstage.io/v1beta3');
       assert.ok(template.metadata.title);
       const pages = (template.spec as any).parameters as any[];
@@ -165,6 +166,18 @@ describe('software templates in a scaffolder backend', () => {
     }
     const task = await (await fetch(`${url}/api/scaffolder/v2/tasks/${result.id}`)).text();
     for (const key of portal.issuedKeys) assert.ok(!task.includes(key), 'nor in the stored task');
+  });
+
+  it('request GPU quota: the team from the group, GPU totals asked as the user, the request named in the output', async () => {
+    const result = await runTask(url, {
+      templateRef: templateRef(quota),
+      values: { team: 'group:default/ml', acceleratorType: 'nvidia-l4', gpus: 6, reason: 'a second model' },
+    });
+    assert.equal(result.status, 'completed', result.logs.join('\n'));
+    const asked = portal.quotaRequests.at(-1)!;
+    assert.deepEqual([asked.team, asked.gpus, asked.max_deployments, asked.requested_by], ['ml', { 'nvidia-l4': 6 }, null, 'user:default/jane']);
+    assert.deepEqual(result.output.links[0], { title: 'Team in the GenAI portal', url: 'https://portal.example.com/console/teams/ml/' });
+    assert.match(result.output.text[0].content, new RegExp(`Quota request \\*\\*${asked.id}\\*\\* of team \\*\\*ml\\*\\* is\\s+\\*\\*pending\\*\\*`));
   });
 
   it('dry run of each template creates nothing in the portal; the deploy template shows its plan', async () => {

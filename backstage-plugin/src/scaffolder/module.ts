@@ -7,6 +7,7 @@ import { createDeleteDeploymentAction } from './actions/deleteDeployment';
 import { createDeployModelAction } from './actions/deployModel';
 import { createOnboardTeamAction } from './actions/onboardTeam';
 import { createPlanDeploymentAction } from './actions/planDeployment';
+import { createRequestQuotaAction } from './actions/requestQuota';
 import type { PortalActionOptions } from './actions/common';
 import type { PortalClient } from '../portalClient';
 
@@ -59,6 +60,7 @@ export function createGenaiPortalActions(options: PortalActionOptions) {
     createDeployModelAction(options),
     createDeleteDeploymentAction(options),
     createCredentialAction(options),
+    createRequestQuotaAction(options),
   ];
 }
 

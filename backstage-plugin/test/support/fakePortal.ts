@@ -52,6 +52,7 @@ export class FakePortal {
     { slug: 'qwen2-5-7b-instruct', display_name: 'Qwen2.5 7B Instruct', publisher: 'Qwen', description: 'A chat model', license: 'apache-2.0', capabilities: ['chat', 'tool_calling'], context_window: 32768, lifecycle: 'approved', hosting: 'self_hosted', visibility: 'all', sizing: { version: 'v1', parameters: 7_615_616_512, weight_dtype: 'bf16', attention: 'gqa', max_context: 32768, weight_bytes: 15_231_233_024, kv_cache_bytes_per_token: 57_344 } },
     { slug: 'gpt-4o', display_name: 'GPT-4o', publisher: 'OpenAI', description: '', license: 'proprietary', capabilities: ['chat', 'vision'], context_window: 128000, lifecycle: 'approved', hosting: 'managed', visibility: 'all', sizing: null },
   ];
+  readonly quotaRequests: Array<{ id: number; team: string; status: string; gpus: Record<string, number>; max_deployments: number | null; reason: string; requested_by: string }> = [];
   private readonly idempotency = new Map<string, { fingerprint: string; status: number; body: unknown }>();
   private readonly options: FakePortalOptions;
   /** Models whose deployments fail (changeable while running). */
@@ -435,6 +436,17 @@ export class FakePortal {
           this.send(res, 202, this.deploymentJson(deployment));
           return;
         }
+      }
+      if (parts[2] === 'quota-requests' && parts.length === 3 && req.method === 'POST') {
+        const pending = this.quotaRequests.find(entry => entry.team === slug && entry.status === 'pending');
+        if (pending) {
+          this.send(res, 409, { type: 'https://genai-portal.dev/problems/quota_request_pending', title: 'Conflict', status: 409, detail: `Team '${slug}' already has a pending quota request (${pending.id})`, code: 'quota_request_pending', pending_request: pending.id });
+          return;
+        }
+        const created = { id: this.quotaRequests.length + 1, team: slug, status: 'pending', gpus: body.gpus ?? {}, max_deployments: body.max_deployments ?? null, reason: body.reason, requested_by: user };
+        this.quotaRequests.push(created);
+        this.send(res, 201, created);
+        return;
       }
       if (parts[2] === 'credentials' && req.method === 'POST') {
         if (body?.delivery !== 'reveal_link') {
