@@ -5,12 +5,12 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { deploymentToEntities, openAiDefinition } from '../src/catalog/entities';
-import { GenaiPortalEntityProvider } from '../src/catalog/provider';
-import { consolePath, consoleUrl } from '../src/links';
-import { PortalClient } from '../src/portalClient';
-import { userTokenOf } from '../src/scaffolder/actions/common';
-import { checkUserTokenSetting, createGenaiPortalActions } from '../src/scaffolder/module';
+import { deploymentToEntities, openAiDefinition } from '../plugins/catalog-backend-module-genai-portal/src/entities';
+import { GenaiPortalEntityProvider } from '../plugins/catalog-backend-module-genai-portal/src/provider';
+import { consolePath, consoleUrl } from '../plugins/genai-portal-node/src/links';
+import { PortalClient } from '../plugins/genai-portal-node/src/portalClient';
+import { userTokenOf } from '../plugins/scaffolder-backend-module-genai-portal/src/actions/common';
+import { checkUserTokenSetting, createGenaiPortalActions } from '../plugins/scaffolder-backend-module-genai-portal/src/module';
 import { makeContext } from './support/context';
 import { FakePortal } from './support/fakePortal';
 import { run, startPortalAndActions } from './support/setup';
@@ -142,7 +142,7 @@ describe('waiting for Ready through transient failures', () => {
   });
 
   it('a refused deploy for GPU quota says how to ask for more', async () => {
-    const { formatProblem } = await import('../src/portalClient');
+    const { formatProblem } = await import('../plugins/genai-portal-node/src/portalClient');
     const message = formatProblem('POST', '/api/v1/teams/ml/deployments', 409, { title: 'GPU quota exceeded', code: 'gpu_quota_exceeded', detail: "Team 'ml' may hold 0 nvidia-l4 GPUs" });
     assert.match(message, /Ask for more with the template "Request GPU quota" \(a platform admin approves it\), then retry this task/);
   });

@@ -4,12 +4,13 @@ import { mockServices, startTestBackend } from '@backstage/backend-test-utils';
 import { scaffolderActionsExtensionPoint } from '@backstage/plugin-scaffolder-node';
 import { catalogProcessingExtensionPoint } from '@backstage/plugin-catalog-node';
 import { coreServices, createServiceFactory } from '@backstage/backend-plugin-api';
-import { scaffolderModuleGenaiPortal, catalogModuleGenaiPortal } from '../src';
-import { checkCatalogTokenScopes } from '../src/catalog/module';
-import { PortalClient } from '../src/portalClient';
+import { scaffolderModuleGenaiPortal } from '../plugins/scaffolder-backend-module-genai-portal/src';
+import { catalogModuleGenaiPortal } from '../plugins/catalog-backend-module-genai-portal/src';
+import { checkCatalogTokenScopes } from '../plugins/catalog-backend-module-genai-portal/src/module';
+import { PortalClient } from '../plugins/genai-portal-node/src/portalClient';
 import { FakePortal } from './support/fakePortal';
-import scaffolderDefault from '../src/scaffolder';
-import catalogDefault from '../src/catalog';
+import scaffolderDefault from '../plugins/scaffolder-backend-module-genai-portal/src';
+import catalogDefault from '../plugins/catalog-backend-module-genai-portal/src';
 
 const config = { genaiPortal: { baseUrl: 'http://127.0.0.1:9/', token: 'service-token', catalog: { token: 'admin-token', schedule: { frequency: { minutes: 10 }, timeout: { minutes: 1 } } } } };
 
@@ -33,7 +34,7 @@ function catalogExtensionPoint(providers: any[]): [typeof catalogProcessingExten
 }
 
 describe('backend modules', () => {
-  it('the scaffolder module registers the five actions', async () => {
+  it('the scaffolder module registers the six actions', async () => {
     const added: any[] = [];
     const backend = await startTestBackend({
       extensionPoints: [[scaffolderActionsExtensionPoint, { addActions: (...actions: any[]) => added.push(...actions) }]],
@@ -45,6 +46,7 @@ describe('backend modules', () => {
         'genai-portal:deployment:create',
         'genai-portal:deployment:delete',
         'genai-portal:deployment:plan',
+        'genai-portal:quota:request',
         'genai-portal:team:onboard',
       ]);
       assert.ok(added.every(action => action.supportsDryRun));

@@ -10,9 +10,9 @@ import {
   resourceEntityV1alpha1Validator,
   SchemaValidEntityPolicy,
 } from '@backstage/catalog-model';
-import { GenaiPortalEntityProvider } from '../src/catalog/provider';
-import { entityName, tag } from '../src/catalog/entities';
-import { PortalClient } from '../src/portalClient';
+import { GenaiPortalEntityProvider } from '../plugins/catalog-backend-module-genai-portal/src/provider';
+import { entityName, tag } from '../plugins/catalog-backend-module-genai-portal/src/entities';
+import { PortalClient } from '../plugins/genai-portal-node/src/portalClient';
 import { FakePortal } from './support/fakePortal';
 import { makeContext } from './support/context';
 import { run, startPortalAndActions } from './support/setup';

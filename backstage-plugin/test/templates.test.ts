@@ -3,7 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mockCredentials, mockServices, startTestBackend, TestBackend } from '@backstage/backend-test-utils';
 import { catalogServiceMock } from '@backstage/plugin-catalog-node/testUtils';
-import { scaffolderModuleGenaiPortal } from '../src';
+import { scaffolderModuleGenaiPortal } from '../plugins/scaffolder-backend-module-genai-portal/src';
 import { FakePortal } from './support/fakePortal';
 import { runTask, waitForTask } from './support/scaffolder';
 import { loadTemplate, templateRef, TEMPLATE_FILES } from './support/templates';

@@ -6,8 +6,8 @@ import {
   readSchedulerServiceTaskScheduleDefinitionFromConfig,
 } from '@backstage/backend-plugin-api';
 import { catalogProcessingExtensionPoint } from '@backstage/plugin-catalog-node';
-import { portalClientFromConfig, readPortalConfig } from '../config';
-import type { PortalClient } from '../portalClient';
+import { portalClientFromConfig, readPortalConfig } from '@genai-portal/plugin-genai-portal-node';
+import type { PortalClient } from '@genai-portal/plugin-genai-portal-node';
 import { GenaiPortalEntityProvider } from './provider';
 
 /** The portal scope the mirror reads with: every team, its deployments and the model catalog, nothing else. */

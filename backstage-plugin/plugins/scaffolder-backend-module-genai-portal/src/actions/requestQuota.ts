@@ -4,7 +4,7 @@
  */
 import { InputError } from '@backstage/errors';
 import { createTemplateAction } from '@backstage/plugin-scaffolder-node';
-import { PortalError } from '../../portalClient';
+import { PortalError } from '@genai-portal/plugin-genai-portal-node';
 import { PortalActionOptions, consoleLink, identityOf, idempotencyKey, resolveTeam } from './common';
 
 const ACCELERATOR_TYPE = /^[a-z0-9]([-a-z0-9]{0,62}[a-z0-9])?$/;

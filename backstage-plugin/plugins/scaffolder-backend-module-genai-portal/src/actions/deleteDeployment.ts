@@ -1,8 +1,8 @@
 /** genai-portal:deployment:delete - delete a team's deployment (and, optionally, wait until it is gone). */
 import { InputError } from '@backstage/errors';
 import { createTemplateAction } from '@backstage/plugin-scaffolder-node';
-import { PortalError } from '../../portalClient';
-import type { Deployment } from '../../portalClient';
+import { PortalError } from '@genai-portal/plugin-genai-portal-node';
+import type { Deployment } from '@genai-portal/plugin-genai-portal-node';
 import { PortalActionOptions, identityOf, consoleLink, resolveTeam, sleep, throwIfCancelled } from './common';
 import { MAX_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS_WITH_USER_TOKEN } from './deployModel';
 

@@ -1,8 +1,8 @@
 /** Pure mapping of portal models, teams and deployments to Backstage catalog entities. */
 import { createHash } from 'node:crypto';
 import type { Entity } from '@backstage/catalog-model';
-import { consoleUrl } from '../links';
-import type { CatalogModel, Deployment, Team } from '../portalClient';
+import { consoleUrl } from '@genai-portal/plugin-genai-portal-node';
+import type { CatalogModel, Deployment, Team } from '@genai-portal/plugin-genai-portal-node';
 
 export const ANNOTATION_PREFIX = 'genai-portal.dev';
 export const MODEL_ANNOTATION = `${ANNOTATION_PREFIX}/model`;

@@ -2,7 +2,7 @@
 import type { LoggerService, SchedulerServiceTaskRunner } from '@backstage/backend-plugin-api';
 import type { Entity } from '@backstage/catalog-model';
 import type { EntityProvider, EntityProviderConnection } from '@backstage/plugin-catalog-node';
-import type { CatalogModel, PortalClient, Team } from '../portalClient';
+import type { CatalogModel, PortalClient, Team } from '@genai-portal/plugin-genai-portal-node';
 import { MappingOptions, deploymentToEntities, modelToEntity } from './entities';
 
 export interface GenaiPortalEntityProviderOptions {

@@ -1,7 +1,7 @@
 /** genai-portal:team:onboard - create a portal team (or confirm it exists) with the user as its admin. */
 import { InputError } from '@backstage/errors';
 import { createTemplateAction } from '@backstage/plugin-scaffolder-node';
-import { PortalError } from '../../portalClient';
+import { PortalError } from '@genai-portal/plugin-genai-portal-node';
 import { PortalActionOptions, identityOf, idempotencyKey, normalizeGroupRef, consoleLink } from './common';
 
 const TEAM_SLUG = /^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$/;

@@ -1,8 +1,8 @@
 /** genai-portal:deployment:create - deploy a catalog model for a team, optionally waiting until Ready. */
 import { InputError } from '@backstage/errors';
 import { createTemplateAction } from '@backstage/plugin-scaffolder-node';
-import type { Deployment, Identity, PortalClient } from '../../portalClient';
-import { PortalError } from '../../portalClient';
+import type { Deployment, Identity, PortalClient } from '@genai-portal/plugin-genai-portal-node';
+import { PortalError } from '@genai-portal/plugin-genai-portal-node';
 import {
   PortalActionOptions,
   identityOf,

@@ -1,7 +1,7 @@
 /** The scaffolder backend module that registers the GenAI portal actions (new backend system). */
 import { coreServices, createBackendModule, LoggerService } from '@backstage/backend-plugin-api';
 import { scaffolderActionsExtensionPoint } from '@backstage/plugin-scaffolder-node';
-import { portalClientFromConfig, readPortalConfig } from '../config';
+import { portalClientFromConfig, readPortalConfig } from '@genai-portal/plugin-genai-portal-node';
 import { createCredentialAction } from './actions/createCredential';
 import { createDeleteDeploymentAction } from './actions/deleteDeployment';
 import { createDeployModelAction } from './actions/deployModel';
@@ -9,7 +9,7 @@ import { createOnboardTeamAction } from './actions/onboardTeam';
 import { createPlanDeploymentAction } from './actions/planDeployment';
 import { createRequestQuotaAction } from './actions/requestQuota';
 import type { PortalActionOptions } from './actions/common';
-import type { PortalClient } from '../portalClient';
+import type { PortalClient } from '@genai-portal/plugin-genai-portal-node';
 
 /**
  * Ask the portal at startup (GET /api/v1/me with the service token) whether it verifies forwarded Backstage user

@@ -4,7 +4,7 @@
  */
 import { InputError } from '@backstage/errors';
 import { createTemplateAction } from '@backstage/plugin-scaffolder-node';
-import { PortalError } from '../../portalClient';
+import { PortalError } from '@genai-portal/plugin-genai-portal-node';
 import { PortalActionOptions, consoleLink, identityOf, idempotencyKey, nameFromRef, resolveTeam } from './common';
 
 /** A key name the team already uses is refused with what to do instead: rotate that key, or pick another name. */

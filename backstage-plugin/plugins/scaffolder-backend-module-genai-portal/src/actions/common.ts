@@ -1,7 +1,7 @@
 /** What every portal action shares: who it acts for, idempotency keys, links and waiting. */
 import { InputError } from '@backstage/errors';
-import { ConsolePage, consoleUrl } from '../../links';
-import type { Identity, PortalClient } from '../../portalClient';
+import { ConsolePage, consoleUrl } from '@genai-portal/plugin-genai-portal-node';
+import type { Identity, PortalClient } from '@genai-portal/plugin-genai-portal-node';
 
 /** The options every action factory takes. */
 export interface PortalActionOptions {
