@@ -528,7 +528,7 @@ def quota_request_create(
     return request
 
 
-_DECISION_ACTIONS = {
+_DECISION_ACTIONS: dict[str, str] = {
     QuotaRequest.Status.APPROVED: "quota_request.approve",
     QuotaRequest.Status.REJECTED: "quota_request.reject",
     QuotaRequest.Status.WITHDRAWN: "quota_request.withdraw",
