@@ -32,7 +32,7 @@ class JsonFormatter(logging.Formatter):
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value if isinstance(value, str | int | float | bool | type(None)) else repr(value)
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
 
 
@@ -65,6 +65,9 @@ class RedactSecretsFilter(logging.Filter):
         for key, value in list(record.__dict__.items()):
             if key not in _STANDARD and isinstance(value, str) and not key.startswith("_"):
                 setattr(record, key, redact_secrets(value))
+        if record.exc_info and not record.exc_text:
+            # Formatters reuse exc_text when it is set: a traceback whose message names a secret is written redacted.
+            record.exc_text = redact_secrets(logging.Formatter().formatException(record.exc_info))
         return True
 
 

@@ -12,6 +12,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -22,7 +23,7 @@ import pytest
 from django.db import connection
 
 from portal.api.management.commands.demo import web_command
-from portal.core.logs import REDACTED, RedactSecretsFilter, redact_secrets
+from portal.core.logs import REDACTED, JsonFormatter, RedactSecretsFilter, redact_secrets
 from portal.gateway import services as gateway_services
 from portal.gateway.models import Credential
 from tests.factories import MembershipFactory, TeamFactory, UserFactory
@@ -137,3 +138,16 @@ def test_redaction_of_each_secret_shape() -> None:
     record = logging.makeLogRecord({"msg": "Gone: %s", "args": (f"/reveal/{token}",), "path": f"/reveal/{token}"})
     assert RedactSecretsFilter().filter(record)
     assert (record.getMessage(), record.path) == (f"Gone: /reveal/{REDACTED}", f"/reveal/{REDACTED}")
+
+
+def test_a_traceback_naming_a_secret_is_written_redacted() -> None:
+    token = "Q" * 43
+    try:
+        raise ValueError(f"no route for /reveal/{token}")
+    except ValueError:
+        record = logging.makeLogRecord({"msg": "failed", "exc_info": sys.exc_info()})
+    assert RedactSecretsFilter().filter(record)
+    written = JsonFormatter().format(record)
+    assert token not in written
+    assert f"/reveal/{REDACTED}" in written
+    assert token not in logging.Formatter().format(record)
