@@ -39,6 +39,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "ProviderEnum": "catalog.models.Provider",
         "ProviderKindEnum": "portal.gateway.models.ProviderKind.values",
+        "QuotaRequestStatusEnum": "portal.tenancy.models.QuotaRequestStatus",
+        "TeamStatusEnum": "portal.tenancy.models.TeamStatus",
     },
     "APPEND_COMPONENTS": {
         "securitySchemes": {
