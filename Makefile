@@ -1,4 +1,4 @@
-# Two commands set everything up on a fresh machine with Python 3.11+ and Node 20+:
+# Two commands set everything up on a fresh machine with Python 3.11+ and Node 20.3+:
 #   make demo   run the portal on embedded defaults (PostgreSQL, Redis under var/)
 #   make test   run every test against real PostgreSQL and Redis
 SHELL := /bin/bash
@@ -20,7 +20,7 @@ CHECK_KEY = PORTAL_SECRET_KEYS=$(shell $(PY) -c "from cryptography.fernet import
 help:
 	@echo "make demo   - run the portal locally (web, worker, beat) on embedded defaults"
 	@echo "make test   - every test, lint and architecture check"
-	@echo "make test-plugin - the Backstage plugin: npm ci, tsc, node tests (incl. the e2e with the real portal)"
+	@echo "make test-plugin - the Backstage plugin: npm ci, tsc, node tests (incl. the e2e with the real portal and the README install in a real backend)"
 	@echo "make test-python - ruff, import-linter, mypy, migrations check, pytest (make test runs it beside test-plugin)"
 	@echo "make lint   - ruff, mypy, import-linter, Django checks"
 	@echo "make bench  - benchmarks (tests/bench), printing their figures"
@@ -67,7 +67,8 @@ test-python: install
 # The Backstage plugin: dependencies from the committed lock (again only when it changes), type check, tests.
 PLUGIN := backstage-plugin
 
-$(PLUGIN)/node_modules/.package-lock.json: $(PLUGIN)/package.json $(PLUGIN)/package-lock.json
+# The plugin is an npm workspace: its root and one package per Backstage module (plugins/*).
+$(PLUGIN)/node_modules/.package-lock.json: $(PLUGIN)/package.json $(PLUGIN)/package-lock.json $(wildcard $(PLUGIN)/plugins/*/package.json)
 	$(PLUGIN)/scripts/npm-ci.sh
 
 test-plugin: install $(PLUGIN)/node_modules/.package-lock.json

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the plugin's dependencies exactly from the committed package-lock.json (npm ci), offline-safe:
+# Install the plugin workspace (its root and the packages under plugins/) exactly from the committed package-lock.json
+# (npm ci), offline-safe:
 # better-sqlite3 has no prebuilt binary reachable here, so node-gyp compiles it against the headers of
 # the running Node (found next to the node binary, so no header download is attempted).
 set -euo pipefail
@@ -8,9 +9,9 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   echo "backstage-plugin: Node.js 20+ and npm are required (make test runs the plugin's checks)" >&2
   exit 1
 fi
-major=$(node -p 'process.versions.node.split(".")[0]')
-if [ "$major" -lt 20 ]; then
-  echo "backstage-plugin: Node.js 20+ is required, found $(node --version)" >&2
+# Node 20.3 or newer: the packages' `engines` (the portal client uses AbortSignal.any, new in 20.3).
+if ! node -e 'const [major, minor] = process.versions.node.split(".").map(Number); process.exit(major > 20 || (major === 20 && minor >= 3) ? 0 : 1)'; then
+  echo "backstage-plugin: Node.js 20.3+ is required, found $(node --version)" >&2
   exit 1
 fi
 if [ -z "${npm_config_nodedir:-}" ]; then

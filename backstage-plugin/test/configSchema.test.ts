@@ -19,7 +19,7 @@ describe('config schema (config.d.ts)', () => {
   it('accepts a full genaiPortal section, refuses a wrong type, and keeps the tokens secret', { timeout: 120_000 }, async () => {
     const schema = await loadConfigSchema({
       dependencies: [],
-      packagePaths: [resolve(__dirname, '..', 'package.json')],
+      packagePaths: [resolve(__dirname, '..', 'plugins', 'genai-portal-node', 'package.json')],
       excludePackageDependencies: true,
     });
     const processed = schema.process([{ data: valid, context: 'app-config.yaml' }], { visibility: ['frontend', 'backend', 'secret'] });

@@ -35,8 +35,8 @@ describe('genai-portal:credential:create', () => {
   });
 
   it('never copies unexpected fields of the answer, even a key the portal should not have sent', async () => {
-    const { PortalClient } = await import('../src/portalClient');
-    const { createCredentialAction } = await import('../src/scaffolder/actions/createCredential');
+    const { PortalClient } = await import('../plugins/genai-portal-node/src/portalClient');
+    const { createCredentialAction } = await import('../plugins/scaffolder-backend-module-genai-portal/src/actions/createCredential');
     const leaky: typeof fetch = async () =>
       new Response(JSON.stringify({ id: 7, name: 'k', key: 'sk-LEAKED-SECRET', key_prefix: 'sk-abc', reveal_url: 'https://p/reveal/x', reveal_expires_at: 'soon' }), {
         status: 201,
@@ -50,8 +50,8 @@ describe('genai-portal:credential:create', () => {
   });
 
   it('refuses an answer without a reveal link', async () => {
-    const { PortalClient } = await import('../src/portalClient');
-    const { createCredentialAction } = await import('../src/scaffolder/actions/createCredential');
+    const { PortalClient } = await import('../plugins/genai-portal-node/src/portalClient');
+    const { createCredentialAction } = await import('../plugins/scaffolder-backend-module-genai-portal/src/actions/createCredential');
     const plain: typeof fetch = async () => new Response(JSON.stringify({ id: 7, name: 'k', key: 'sk-PLAIN' }), { status: 201 });
     const action = createCredentialAction({ client: new PortalClient({ baseUrl: 'https://p', token: 't', fetchImpl: plain }) });
     const ctx = makeContext({ team: 'ml', name: 'k' });
@@ -88,7 +88,7 @@ describe('genai-portal:credential:create', () => {
   });
 
   it('rewrites the link to the public URL only when it points at the portal it called', async () => {
-    const { publicRevealUrl } = await import('../src/scaffolder/actions/createCredential');
+    const { publicRevealUrl } = await import('../plugins/scaffolder-backend-module-genai-portal/src/actions/createCredential');
     assert.equal(publicRevealUrl('http://portal.internal:8000/api/v1/credential-reveals/abc', 'http://portal.internal:8000', 'https://genai.example.com/'), 'https://genai.example.com/api/v1/credential-reveals/abc');
     assert.equal(publicRevealUrl('https://elsewhere.example.com/r/abc', 'http://portal.internal:8000', 'https://genai.example.com'), 'https://elsewhere.example.com/r/abc');
     assert.equal(publicRevealUrl('http://portal.internal:8000/r/abc', 'http://portal.internal:8000'), 'http://portal.internal:8000/r/abc');

@@ -24,6 +24,28 @@ describe('genai-portal:deployment:delete', () => {
     assert.ok(ctx.logs.some(l => /is gone/.test(l.message)));
   });
 
+  it('waiting for the deletion survives a few failed status reads (back-off), and says where to watch when they last', async () => {
+    await create('flaky');
+    env.portal.failStatusReads = 2;
+    const ctx = makeContext({ team: 'ml', name: 'flaky', waitForDeletion: true, pollIntervalSeconds: 0.05 });
+    await run(action(), ctx);
+    assert.equal(ctx.outputs.deleted, true);
+    const warnings = ctx.logs.filter(line => line.level === 'warn').map(line => line.message);
+    assert.equal(warnings.length, 2, warnings.join('\n'));
+    assert.match(warnings[0], /Could not read deployment 'flaky' \(attempt 1: .*HTTP 503.*\); trying again in 0\.1 s\. The deletion goes on in the portal meanwhile\./);
+
+    await create('outage');
+    env.portal.failStatusReads = 1000;
+    try {
+      await assert.rejects(
+        run(action(), makeContext({ team: 'ml', name: 'outage', waitForDeletion: true, timeoutSeconds: 1, pollIntervalSeconds: 0.05 }, { taskId: 'outage' })),
+        /Stopped waiting for deployment 'outage' of team 'ml' to be deleted: the last \d+ status read\(s\) failed .*The deletion goes on in the portal; watch it at https:\/\/portal\.example\.com\/console\/teams\/ml\/deployments\/outage\//s,
+      );
+    } finally {
+      env.portal.failStatusReads = 0;
+    }
+  });
+
   it('is a no-op for a deployment that does not exist, and a retry does not delete again', async () => {
     const checkpoints = new Map();
     const ctx = makeContext({ team: 'ml', name: 'missing' }, { checkpoints });
@@ -61,7 +83,7 @@ describe('genai-portal:deployment:delete', () => {
       forwarding.portal.expireUserTokenAfterPolls = 0;
       await assert.rejects(
         run(del, makeContext({ team: 'ml', name: 'slow-delete', waitForDeletion: true, pollIntervalSeconds: 0.05 }, { secrets })),
-        /Stopped waiting for deployment 'slow-delete' of team 'ml' to be deleted: the Backstage user token forwarded to the GenAI portal expired.*continues in the portal; watch it at https:\/\/portal\.example\.com\/api\/v1\/teams\/ml\/deployments\/slow-delete/s,
+        /Stopped waiting for deployment 'slow-delete' of team 'ml' to be deleted: the Backstage user token forwarded to the GenAI portal expired.*continues in the portal; watch it at https:\/\/portal\.example\.com\/console\/teams\/ml\/deployments\/slow-delete\//s,
       );
     } finally {
       await forwarding.portal.stop();

@@ -26,7 +26,7 @@ describe('genai-portal:deployment:create', () => {
       phase: 'Ready',
       endpoint: 'http://chat.team-ml.svc.cluster.local',
       servedModelName: 'ml-chat',
-      deploymentUrl: 'https://portal.example.com/api/v1/teams/ml/deployments/chat',
+      deploymentUrl: 'https://portal.example.com/console/teams/ml/deployments/chat/',
     });
     const messages = ctx.logs.map(line => line.message);
     assert.ok(messages.some(m => /is Provisioning: predictor starting/.test(m)), messages.join('\n'));
@@ -155,7 +155,7 @@ describe('genai-portal:deployment:create', () => {
       await assert.rejects(run(forwarding.actions['genai-portal:deployment:create'], ctx), (error: Error) => {
         assert.match(error.message, /^Stopped waiting for deployment 'long' of team 'ml' \(last: Provisioning: predictor starting\)/);
         assert.match(error.message, /Backstage user token forwarded to the GenAI portal expired/);
-        assert.match(error.message, /continues in the portal; watch it at https:\/\/portal\.example\.com\/api\/v1\/teams\/ml\/deployments\/long/);
+        assert.match(error.message, /goes on in the portal; watch it at https:\/\/portal\.example\.com\/console\/teams\/ml\/deployments\/long\//);
         assert.match(error.message, /genaiPortal\.forwardUserToken: false/);
         assert.doesNotMatch(error.message, /HTTP 401/);
         return true;

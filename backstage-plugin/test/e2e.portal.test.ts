@@ -12,7 +12,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { freePort, missingPrerequisite, PYTHON, REPO_ROOT, RealPortal, startRealPortal } from './e2e/realPortal';
 import { RealBackstage, startRealBackstage } from './e2e/realBackstage';
-import { runTask } from './support/scaffolder';
+import { runTask, waitForTask } from './support/scaffolder';
 
 const USER = 'user:default/e2e-dev';
 const runPython = (args: string[], env: NodeJS.ProcessEnv) => promisify(execFile)(PYTHON, args, { cwd: REPO_ROOT, env });
@@ -82,7 +82,9 @@ describe('Backstage templates against the real portal', { skip, timeout: 600_000
       return response.ok ? ((await response.json()) as any) : undefined;
     });
     assert.equal(model.spec.type, 'ai-model');
-    assert.equal(model.metadata.annotations['genai-portal.dev/url'], `${portal.url}/api/v1/catalog/models/qwen2-5-7b-instruct`);
+    // Links people open go to the console on the portal's public URL (the demo's: PORTAL_PUBLIC_URL).
+    assert.equal(model.metadata.annotations['genai-portal.dev/url'], `${portal.url}/console/models/qwen2-5-7b-instruct/`);
+    assert.equal(model.metadata.annotations['backstage.io/view-url'], `${portal.url}/console/models/qwen2-5-7b-instruct/`);
   });
 
   it('onboard a team, then deploy a model that becomes Ready, acting as the signed-in user', async () => {
@@ -93,7 +95,7 @@ describe('Backstage templates against the real portal', { skip, timeout: 600_000
       120_000,
     );
     assert.equal(onboard.status, 'completed', onboard.rawEvents);
-    assert.equal(onboard.output.links[0].url, `${portal.url}/api/v1/teams/${team}`);
+    assert.equal(onboard.output.links[0].url, `${portal.url}/console/teams/${team}/`);
 
     // The portal knows the team, linked to the group, with the Backstage user as its admin.
     const members = await fetch(`${portal.url}/api/v1/teams/${team}/members`, { headers: { Authorization: `Bearer ${portal.adminToken}` } });
@@ -139,6 +141,49 @@ describe('Backstage templates against the real portal', { skip, timeout: 600_000
     const relations = component.relations.map((r: any) => `${r.type}:${r.targetRef}`);
     assert.ok(relations.includes(`ownedBy:${GROUP}`), relations.join(', '));
     assert.ok(relations.includes(`providesApi:api:default/${team}.chat`), relations.join(', '));
+  });
+
+  it('self-service quota: a deploy refused for GPU quota, a quota request, a platform admin approves, the retried task deploys (forwardUserToken on)', async () => {
+    // The new team got the default quota (2 L4 GPUs) and 'chat' holds one: two more replicas do not fit.
+    const values = { team: GROUP, model: 'resource:default/qwen2-5-7b-instruct', name: 'batch', cluster: 'sandbox', acceleratorType: 'nvidia-l4', minReplicas: 1, maxReplicas: 2, scaleToZero: false, timeoutSeconds: 240 };
+    const refused = await runTask(backstage.url, { templateRef: 'template:default/genai-deploy-model', values }, auth(), 120_000);
+    assert.equal(refused.status, 'failed', refused.rawEvents);
+    assert.match(refused.rawEvents, /gpu_quota_exceeded/);
+    assert.match(refused.rawEvents, /Request GPU quota/);
+
+    const asked = await runTask(
+      backstage.url,
+      { templateRef: 'template:default/genai-request-gpu-quota', values: { team: GROUP, acceleratorType: 'nvidia-l4', gpus: 4, reason: 'batch scoring' } },
+      auth(),
+      120_000,
+    );
+    assert.equal(asked.status, 'completed', asked.rawEvents);
+    const queue = (await (await fetch(`${portal.url}/api/v1/quota-requests`, { headers: { Authorization: `Bearer ${portal.adminToken}` } })).json()) as any;
+    const request = queue.results.find((entry: any) => entry.team === team);
+    assert.deepEqual([request.gpus, request.requested_by, request.status], [{ 'nvidia-l4': 4 }, USER, 'pending']);
+    const approved = await fetch(`${portal.url}/api/v1/teams/${team}/quota-requests/${request.id}/approve`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${portal.adminToken}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ note: 'approved by the e2e' }),
+    });
+    assert.equal(approved.status, 200, await approved.clone().text());
+
+    // The user retries the refused task (scaffolder 4.2 hands the action a plugin token in secrets; the action
+    // forwards the user's own token, which the portal verifies against this Backstage's JWKS).
+    const retry = await fetch(`${backstage.url}/api/scaffolder/v2/tasks/${refused.id}/retry`, {
+      method: 'POST',
+      headers: { ...auth(), 'Content-Type': 'application/json' },
+      body: '{}',
+    });
+    assert.equal(retry.status, 201, await retry.clone().text());
+    const retried = await waitForTask(backstage.url, refused.id, auth(), 300_000);
+    assert.equal(retried.status, 'completed', retried.rawEvents);
+    assert.doesNotMatch(retried.rawEvents, /backstage_token_invalid/);
+    const deployment = (await (
+      await fetch(`${portal.url}/api/v1/teams/${team}/deployments/batch`, { headers: { Authorization: `Bearer ${portal.catalogToken}` } })
+    ).json()) as any;
+    assert.equal(deployment.status.phase, 'Ready');
+    assert.equal(retried.output.links[0].url, `${portal.url}/console/teams/${team}/deployments/batch/`);
   });
 
   it("the portal's team sync reads the real Backstage catalog: the group's other member joins the team", async () => {

@@ -18,6 +18,7 @@ describe('identity of a task (all actions)', () => {
     ['genai-portal:deployment:create', { team: 'ml', model: 'qwen2-5-7b-instruct', name: 'who', pollIntervalSeconds: 0.05 }],
     ['genai-portal:deployment:delete', { team: 'ml', name: 'who' }],
     ['genai-portal:credential:create', { team: 'ml', name: 'who' }],
+    ['genai-portal:quota:request', { team: 'ml', acceleratorType: 'nvidia-l4', gpus: 4, reason: 'who' }],
   ];
 
   for (const [id, input] of cases) {

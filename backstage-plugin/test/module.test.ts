@@ -4,12 +4,13 @@ import { mockServices, startTestBackend } from '@backstage/backend-test-utils';
 import { scaffolderActionsExtensionPoint } from '@backstage/plugin-scaffolder-node';
 import { catalogProcessingExtensionPoint } from '@backstage/plugin-catalog-node';
 import { coreServices, createServiceFactory } from '@backstage/backend-plugin-api';
-import { scaffolderModuleGenaiPortal, catalogModuleGenaiPortal } from '../src';
-import { checkCatalogTokenScopes } from '../src/catalog/module';
-import { PortalClient } from '../src/portalClient';
+import { scaffolderModuleGenaiPortal } from '../plugins/scaffolder-backend-module-genai-portal/src';
+import { catalogModuleGenaiPortal } from '../plugins/catalog-backend-module-genai-portal/src';
+import { checkCatalogTokenScopes } from '../plugins/catalog-backend-module-genai-portal/src/module';
+import { PortalClient } from '../plugins/genai-portal-node/src/portalClient';
 import { FakePortal } from './support/fakePortal';
-import scaffolderDefault from '../src/scaffolder';
-import catalogDefault from '../src/catalog';
+import scaffolderDefault from '../plugins/scaffolder-backend-module-genai-portal/src';
+import catalogDefault from '../plugins/catalog-backend-module-genai-portal/src';
 
 const config = { genaiPortal: { baseUrl: 'http://127.0.0.1:9/', token: 'service-token', catalog: { token: 'admin-token', schedule: { frequency: { minutes: 10 }, timeout: { minutes: 1 } } } } };
 
@@ -33,7 +34,7 @@ function catalogExtensionPoint(providers: any[]): [typeof catalogProcessingExten
 }
 
 describe('backend modules', () => {
-  it('the scaffolder module registers the five actions', async () => {
+  it('the scaffolder module registers the six actions', async () => {
     const added: any[] = [];
     const backend = await startTestBackend({
       extensionPoints: [[scaffolderActionsExtensionPoint, { addActions: (...actions: any[]) => added.push(...actions) }]],
@@ -45,6 +46,7 @@ describe('backend modules', () => {
         'genai-portal:deployment:create',
         'genai-portal:deployment:delete',
         'genai-portal:deployment:plan',
+        'genai-portal:quota:request',
         'genai-portal:team:onboard',
       ]);
       assert.ok(added.every(action => action.supportsDryRun));
@@ -96,7 +98,7 @@ describe('backend modules', () => {
     assert.match(warnings[0], /portal service token with scope catalog:read/);
   });
 
-  it('at startup, warns when the catalog token lacks the catalog:read scope', async () => {
+  it('at startup, an error when the catalog token lacks the catalog:read scope', async () => {
     const portal = await new FakePortal({ adminScopes: ['admin'] }).start();
     const providers: any[] = [];
     const log = recordingLogger();
@@ -111,9 +113,9 @@ describe('backend modules', () => {
       });
       try {
         assert.equal(providers.length, 1);
-        for (let i = 0; i < 100 && !log.lines.some(line => line.level === 'warn'); i++) await new Promise(resolve => setTimeout(resolve, 20));
-        const warning = log.lines.find(line => line.level === 'warn')?.message ?? '';
-        assert.match(warning, /genaiPortal\.catalog\.token has the portal scopes \[admin\], not 'catalog:read'/);
+        for (let i = 0; i < 100 && !log.lines.some(line => line.level === 'error'); i++) await new Promise(resolve => setTimeout(resolve, 20));
+        const error = log.lines.find(line => line.level === 'error')?.message ?? '';
+        assert.match(error, /genaiPortal\.catalog\.token has the portal scopes \[admin\], not 'catalog:read': the catalog mirror refuses to run/);
         const me = portal.requests.find(request => request.path === '/api/v1/me');
         assert.equal(me?.headers.authorization, `Bearer ${portal.adminToken}`);
         assert.equal(me?.headers['x-backstage-user'], undefined);
@@ -135,7 +137,7 @@ describe('backend modules', () => {
       const log = recordingLogger();
       try {
         await checkCatalogTokenScopes(new PortalClient({ baseUrl: portal.url, token: portal.adminToken }), log.logger);
-        const warnings = log.lines.filter(line => line.level === 'warn').map(line => line.message);
+        const warnings = log.lines.filter(line => line.level === 'warn' || line.level === 'error').map(line => line.message);
         if (expected) assert.match(warnings.join('\n'), expected);
         else assert.deepEqual(warnings, []);
       } finally {

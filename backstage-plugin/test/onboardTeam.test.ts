@@ -20,7 +20,7 @@ describe('genai-portal:team:onboard', () => {
   it('creates the team as the user, linked to the group, with an Idempotency-Key', async () => {
     const ctx = makeContext({ team: 'ml-team', displayName: 'ML team', groupRef: 'group:default/ML-Team' }, { user: 'user:default/jane' });
     await run(action(), ctx);
-    assert.deepEqual(ctx.outputs, { team: 'ml-team', created: true, role: 'admin', teamUrl: 'https://portal.example.com/api/v1/teams/ml-team' });
+    assert.deepEqual(ctx.outputs, { team: 'ml-team', created: true, role: 'admin', teamUrl: 'https://portal.example.com/console/teams/ml-team/' });
     const [post] = env.portal.posts('/api/v1/teams');
     assert.equal(post.headers['x-backstage-user'], 'user:default/jane');
     assert.equal(post.headers.authorization, `Bearer ${env.portal.token}`);
@@ -49,7 +49,7 @@ describe('genai-portal:team:onboard', () => {
     assert.deepEqual(posts.map(post => post.body), [posts[0].body, posts[0].body]);
     assert.ok(lost.logs.some(line => /already created this team for an earlier attempt/.test(line.message)));
     assert.deepEqual(lost.outputs, first.outputs);
-    assert.deepEqual(first.outputs, { team: 'retry-team', created: true, role: 'admin', teamUrl: 'https://portal.example.com/api/v1/teams/retry-team' });
+    assert.deepEqual(first.outputs, { team: 'retry-team', created: true, role: 'admin', teamUrl: 'https://portal.example.com/console/teams/retry-team/' });
     assert.deepEqual([...env.portal.teams.get('retry-team')!.members], [['user:default/jane', 'admin']]);
     assert.equal(env.portal.requests.filter(request => request.method === 'PATCH').length, 0);
   });
@@ -139,12 +139,21 @@ describe('genai-portal:team:onboard', () => {
     assert.equal(env.portal.requests.length, count);
   });
 
-  it('dry run calls nothing', async () => {
+  it('dry run only reads: created is true for a team it would create, false for one it would confirm', async () => {
     const count = env.portal.requests.length;
     const ctx = makeContext({ team: 'dry', displayName: 'Dry' }, { isDryRun: true });
     await run(action(), ctx);
-    assert.equal(env.portal.requests.length, count);
-    assert.equal(ctx.outputs.created, false);
+    assert.deepEqual(env.portal.requests.slice(count).map(request => `${request.method} ${request.path}`), ['GET /api/v1/teams/dry']);
+    assert.deepEqual(ctx.outputs, { created: true, role: 'admin', team: 'dry', teamUrl: 'https://portal.example.com/console/teams/dry/' });
     assert.match(ctx.logs[0].message, /^Dry run: would create team 'dry'/);
+    assert.equal(env.portal.teams.has('dry'), false);
+
+    env.portal.addTeam('dry-exists', { 'user:default/jane': 'developer' });
+    const existing = makeContext({ team: 'dry-exists', displayName: 'Dry' }, { isDryRun: true });
+    await run(action(), existing);
+    assert.equal(existing.outputs.created, false);
+    assert.equal(existing.outputs.role, 'developer');
+    assert.match(existing.logs[0].message, /^Dry run: team 'dry-exists' exists and user:default\/jane is its developer; it would be confirmed, not created/);
+    assert.ok(env.portal.requests.slice(count).every(request => request.method === 'GET'));
   });
 });

@@ -1,6 +1,6 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { PortalClient } from '../src/portalClient';
+import { PortalClient } from '../plugins/genai-portal-node/src/portalClient';
 import { FakePortal } from './support/fakePortal';
 
 describe('PortalClient: links the portal answers', () => {

@@ -10,9 +10,9 @@ import {
   resourceEntityV1alpha1Validator,
   SchemaValidEntityPolicy,
 } from '@backstage/catalog-model';
-import { GenaiPortalEntityProvider } from '../src/catalog/provider';
-import { entityName, tag } from '../src/catalog/entities';
-import { PortalClient } from '../src/portalClient';
+import { GenaiPortalEntityProvider } from '../plugins/catalog-backend-module-genai-portal/src/provider';
+import { entityName, tag } from '../plugins/catalog-backend-module-genai-portal/src/entities';
+import { PortalClient } from '../plugins/genai-portal-node/src/portalClient';
 import { FakePortal } from './support/fakePortal';
 import { makeContext } from './support/context';
 import { run, startPortalAndActions } from './support/setup';
@@ -71,7 +71,9 @@ describe('GenaiPortalEntityProvider', () => {
     assert.equal(model.spec?.type, 'ai-model');
     assert.equal(model.spec?.owner, 'group:default/genai-platform');
     assert.deepEqual(model.metadata.tags, ['chat', 'tool-calling', 'self-hosted']);
-    assert.equal(model.metadata.annotations?.['genai-portal.dev/url'], 'https://portal.example.com/api/v1/catalog/models/qwen2-5-7b-instruct');
+    assert.equal(model.metadata.annotations?.['genai-portal.dev/url'], 'https://portal.example.com/console/models/qwen2-5-7b-instruct/');
+    // The page people open from the entity: the console on the public URL, not the JSON API on the internal one.
+    assert.equal(model.metadata.annotations?.['backstage.io/view-url'], 'https://portal.example.com/console/models/qwen2-5-7b-instruct/');
     assert.equal(model.metadata.annotations?.['backstage.io/managed-by-location'], `url:${portal.url}/api/v1/catalog/models/qwen2-5-7b-instruct`);
     // The model carries its sizing: what one replica must hold.
     assert.equal(model.metadata.annotations?.['genai-portal.dev/parameters'], '7615616512');

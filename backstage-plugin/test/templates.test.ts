@@ -3,7 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mockCredentials, mockServices, startTestBackend, TestBackend } from '@backstage/backend-test-utils';
 import { catalogServiceMock } from '@backstage/plugin-catalog-node/testUtils';
-import { scaffolderModuleGenaiPortal } from '../src';
+import { scaffolderModuleGenaiPortal } from '../plugins/scaffolder-backend-module-genai-portal/src';
 import { FakePortal } from './support/fakePortal';
 import { runTask, waitForTask } from './support/scaffolder';
 import { loadTemplate, templateRef, TEMPLATE_FILES } from './support/templates';
@@ -11,6 +11,7 @@ import { loadTemplate, templateRef, TEMPLATE_FILES } from './support/templates';
 const onboard = loadTemplate('onboard-team.yaml');
 const deploy = loadTemplate('deploy-model.yaml');
 const apiKey = loadTemplate('request-api-key.yaml');
+const quota = loadTemplate('request-gpu-quota.yaml');
 
 describe('software templates in a scaffolder backend', () => {
   let portal: FakePortal;
@@ -37,7 +38,7 @@ describe('software templates in a scaffolder backend', () => {
   });
 
   it('the templates are v1beta3 with titled, validated parameters and output links', () => {
-    for (const template of [onboard, deploy, apiKey]) {
+    for (const template of [onboard, deploy, apiKey, quota]) {
       assert.equal(template.apiVersion, 'scaffolder.backstage.io/v1beta3');
       assert.ok(template.metadata.title);
       const pages = (template.spec as any).parameters as any[];
@@ -62,7 +63,7 @@ describe('software templates in a scaffolder backend', () => {
     assert.equal(portal.teams.get('ml')?.members.get('user:default/jane'), 'admin');
     const [post] = portal.posts('/api/v1/teams');
     assert.equal(post.headers['x-backstage-user'], 'user:default/jane');
-    assert.deepEqual(result.output.links[0], { title: 'Team in the GenAI portal', url: 'https://portal.example.com/api/v1/teams/ml' });
+    assert.deepEqual(result.output.links[0], { title: 'Team in the GenAI portal', url: 'https://portal.example.com/console/teams/ml/' });
     assert.match(result.output.text[0].content, /Team \*\*ml\*\* is ready and you are its \*\*admin\*\*/);
   });
 
@@ -84,7 +85,7 @@ describe('software templates in a scaffolder backend', () => {
     const [post] = portal.posts('/api/v1/teams/ml/deployments');
     assert.deepEqual(post.body, { name: 'chat', model: 'qwen2-5-7b-instruct', min_replicas: 1, max_replicas: 2, scale_to_zero: false, cluster: 'sandbox', accelerator_type: 'nvidia-l4' });
     assert.ok(result.logs.some(line => /Deployment 'chat' is Ready at http:\/\/chat/.test(line)), result.logs.join('\n'));
-    assert.equal(result.output.links[0].url, 'https://portal.example.com/api/v1/teams/ml/deployments/chat');
+    assert.equal(result.output.links[0].url, 'https://portal.example.com/console/teams/ml/deployments/chat/');
     assert.deepEqual(result.output.links[1], { title: 'Model in the catalog', icon: 'catalog', entityRef: 'resource:default/qwen2-5-7b-instruct' });
     assert.match(result.output.text[0].content, /is\s+\*\*Ready\*\*/);
     assert.match(result.output.text[0].content, /"model": "ml-chat"/);
@@ -167,6 +168,18 @@ describe('software templates in a scaffolder backend', () => {
     for (const key of portal.issuedKeys) assert.ok(!task.includes(key), 'nor in the stored task');
   });
 
+  it('request GPU quota: the team from the group, GPU totals asked as the user, the request named in the output', async () => {
+    const result = await runTask(url, {
+      templateRef: templateRef(quota),
+      values: { team: 'group:default/ml', acceleratorType: 'nvidia-l4', gpus: 6, reason: 'a second model' },
+    });
+    assert.equal(result.status, 'completed', result.logs.join('\n'));
+    const asked = portal.quotaRequests.at(-1)!;
+    assert.deepEqual([asked.team, asked.gpus, asked.max_deployments, asked.requested_by], ['ml', { 'nvidia-l4': 6 }, null, 'user:default/jane']);
+    assert.deepEqual(result.output.links[0], { title: 'Team in the GenAI portal', url: 'https://portal.example.com/console/teams/ml/' });
+    assert.match(result.output.text[0].content, new RegExp(`Quota request \\*\\*${asked.id}\\*\\* of team \\*\\*ml\\*\\* is\\s+\\*\\*pending\\*\\*`));
+  });
+
   it('dry run of each template creates nothing in the portal; the deploy template shows its plan', async () => {
     const before = portal.requests.length;
     const logs: string[] = [];
@@ -183,12 +196,13 @@ describe('software templates in a scaffolder backend', () => {
       const body: any = await response.json();
       assert.equal(response.status, 200, JSON.stringify(body));
       const messages = body.log.map((entry: any) => entry.body.message).join('\n');
-      assert.match(messages, /Dry run: would /, messages);
+      assert.match(messages, /Dry run: (would |team )/, messages);
       logs.push(messages);
     }
     // Only reads and the fit (which creates nothing): the team, the model, the plan.
     const calls = portal.requests.slice(before).map(request => `${request.method} ${request.path}`);
     assert.deepEqual(calls, [
+      'GET /api/v1/teams/dry',
       'GET /api/v1/teams',
       'GET /api/v1/catalog/models/qwen2-5-7b-instruct',
       'POST /api/v1/catalog/models/qwen2-5-7b-instruct/versions/v1/fit',

@@ -40,7 +40,8 @@ SPECTACULAR_SETTINGS = {
         "ProviderEnum": "catalog.models.Provider",
         "ProviderKindEnum": "portal.gateway.models.ProviderKind.values",
         "ConditionStatusEnum": ["True", "False", "Unknown"],
-        "TeamStatusEnum": "portal.tenancy.models.Team.Status",
+        "QuotaRequestStatusEnum": "portal.tenancy.models.QuotaRequestStatus",
+        "TeamStatusEnum": "portal.tenancy.models.TeamStatus",
     },
     "APPEND_COMPONENTS": {
         "securitySchemes": {
@@ -58,3 +59,8 @@ BACKSTAGE_TOKEN_AUDIENCE = ENV.text("PORTAL_BACKSTAGE_AUDIENCE", "backstage")
 API_TOKEN_DEFAULT_LIFETIME_DAYS = ENV.integer("PORTAL_API_TOKEN_LIFETIME_DAYS", 90, minimum=1, maximum=3650)
 IDEMPOTENCY_RETENTION_HOURS = ENV.integer("PORTAL_IDEMPOTENCY_RETENTION_HOURS", 24, minimum=1)
 TEAM_CREATION = ENV.choice("PORTAL_TEAM_CREATION", "members", choices=frozenset({"members", "admins"}))
+
+# Where people open the portal (e.g. https://genai-portal.example.com): every link shown to a person (console pages,
+# one-time reveal pages, Backstage entity links) is built on it by portal/core/links.py. Unset: the address the
+# request came in on. `make demo` sets it to the demo's own address.
+PUBLIC_URL = (ENV.url("PORTAL_PUBLIC_URL", schemes=frozenset({"http", "https"})) or "").rstrip("/") or None

@@ -169,3 +169,49 @@ class TeamGpuQuota(models.Model):
 
     def __str__(self) -> str:
         return f"{self.gpus} x {self.accelerator_type}"
+
+
+class QuotaRequest(TimestampedModel):
+    """A team's self-service ask for more GPUs (and deployments); a platform admin approves or rejects it, and an
+    approval applies it to the team's quota. One pending request per team at a time."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        APPROVED = "approved", "Approved"
+        REJECTED = "rejected", "Rejected"
+        WITHDRAWN = "withdrawn", "Withdrawn"
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="quota_requests")
+    requested_by = models.ForeignKey(User, on_delete=models.PROTECT, related_name="+")
+    # {accelerator type: GPUs wanted in total}: only the types named change on approval, the others stay.
+    gpus = models.JSONField(default=dict)
+    max_deployments = models.PositiveIntegerField(null=True, blank=True)
+    reason = models.TextField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    decided_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_note = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["team"],
+                condition=Q(status="pending"),
+                name="one_pending_quota_request_per_team",
+                violation_error_message="The team already has a pending quota request.",
+            ),
+            models.CheckConstraint(
+                condition=Q(status="pending") | Q(decided_at__isnull=False),
+                name="decided_quota_request_has_decision_time",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"quota request {self.pk} of {self.team}"
+
+
+# For the OpenAPI schema's enum names (SPECTACULAR_SETTINGS ENUM_NAME_OVERRIDES import a module-level name): two
+# `status` choice sets live in this app's API now, a team's and a quota request's.
+TeamStatus = Team.Status
+QuotaRequestStatus = QuotaRequest.Status

@@ -6,7 +6,7 @@ from django.db.models import Prefetch, QuerySet
 
 from portal.core.errors import NotFound
 from portal.tenancy.contracts import TeamQuotaContract
-from portal.tenancy.models import ROLE_RANK, Membership, Role, Team, TeamQuota, User
+from portal.tenancy.models import ROLE_RANK, Membership, QuotaRequest, Role, Team, TeamQuota, User
 
 
 def normalize_user_ref(reference: str) -> str:
@@ -150,3 +150,26 @@ def team_admins_without_backstage_ref(*, team: Team) -> int:
 
 def team_get_by_slug(*, slug: str) -> Team | None:
     return Team.objects.filter(slug=slug).first()
+
+
+def team_admin_contacts(*, team: Team, limit: int = 5) -> list[str]:
+    """Whom to ask about a team: its admins' Backstage refs (else usernames), a few, in a stable order."""
+    admins = Membership.objects.filter(team=team, role=Role.ADMIN).select_related("user").order_by("user__username")
+    return [membership.user.backstage_ref or membership.user.username for membership in admins[:limit]]
+
+
+def quota_request_list(*, team: Team | None = None, status: str | None = None) -> QuerySet[QuotaRequest]:
+    """A team's quota requests (or every team's, for platform admins), newest first."""
+    requests = QuotaRequest.objects.select_related("team", "requested_by", "decided_by")
+    if team is not None:
+        requests = requests.filter(team=team)
+    if status:
+        requests = requests.filter(status=status)
+    return requests.order_by("-created_at", "-id")
+
+
+def quota_request_get(*, team: Team, request_id: int) -> QuotaRequest:
+    found = quota_request_list(team=team).filter(pk=request_id).first()
+    if found is None:
+        raise NotFound(f"Team '{team.slug}' has no quota request {request_id}", code="quota_request_not_found")
+    return found

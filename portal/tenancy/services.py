@@ -8,6 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from portal.core.audit import audit_record
 from portal.core.errors import Conflict, FieldProblem, NotFound, ValidationFailed
@@ -19,13 +20,19 @@ from portal.tenancy.models import (
     TEAM_SLUG_RESERVED_PREFIX,
     TOKEN_LIMIT_MAX,
     Membership,
+    QuotaRequest,
     Role,
     Team,
     TeamGpuQuota,
     TeamQuota,
     User,
 )
-from portal.tenancy.selectors import normalize_group_ref, normalize_user_ref, user_get_by_reference
+from portal.tenancy.selectors import (
+    normalize_group_ref,
+    normalize_user_ref,
+    team_admin_contacts,
+    user_get_by_reference,
+)
 
 _USER_REF = re.compile(BACKSTAGE_USER_REF_PATTERN)
 _GROUP_REF = re.compile(BACKSTAGE_GROUP_REF_PATTERN)
@@ -99,6 +106,37 @@ def _validate_team_fields(
         raise ValidationFailed(problems)
 
 
+def _team_exists(team: Team) -> Conflict:
+    """The slug is taken: whom to ask to join (its admins' Backstage refs, its group), so a person onboarding a
+    team that exists knows where to go. A 409 already says the slug exists; these are names, never members' roles."""
+    contacts = team_admin_contacts(team=team)
+    ask = f"; ask one of its admins ({', '.join(contacts)}) to add you" if contacts else ""
+    return Conflict(
+        f"Team '{team.slug}' already exists{ask}",
+        code="team_exists",
+        extra={"admins": contacts, "backstage_group_ref": team.backstage_group_ref},
+    )
+
+
+def _default_quota_create(*, team: Team) -> TeamQuota:
+    """A new team's quota from the configured defaults (settings.QUOTA_DEFAULTS, PORTAL_DEFAULT_* variables): with
+    PORTAL_DEFAULT_GPU_QUOTA set, a team onboarded through Backstage can deploy without waiting for an admin."""
+    defaults: dict[str, Any] = settings.QUOTA_DEFAULTS
+    quota = TeamQuota.objects.create(
+        team=team,
+        max_deployments=defaults["max_deployments"],
+        tokens_per_minute=defaults["tokens_per_minute"],
+        tokens_per_day=defaults["tokens_per_day"],
+        monthly_budget=defaults["monthly_budget"],
+        budget_policy=defaults["budget_policy"],
+    )
+    TeamGpuQuota.objects.bulk_create(
+        TeamGpuQuota(quota=quota, accelerator_type=accelerator, gpus=gpus)
+        for accelerator, gpus in sorted(defaults["gpus"].items())
+    )
+    return quota
+
+
 @transaction.atomic
 def team_create(
     *,
@@ -113,8 +151,9 @@ def team_create(
     """Create a team with the default quota; the creating person becomes its first admin."""
     backstage_group_ref = normalize_group_ref(backstage_group_ref)
     _validate_team_fields(slug=slug, backstage_group_ref=backstage_group_ref, display_name=display_name)
-    if Team.objects.filter(slug=slug).exists():
-        raise Conflict(f"Team '{slug}' already exists", code="team_exists")
+    existing = Team.objects.filter(slug=slug).first()
+    if existing is not None:
+        raise _team_exists(existing)
     if backstage_group_ref and Team.objects.filter(backstage_group_ref=backstage_group_ref).exists():
         raise Conflict(f"Another team is linked to '{backstage_group_ref}'", code="group_ref_taken")
     try:
@@ -129,20 +168,8 @@ def team_create(
     except IntegrityError:
         if backstage_group_ref and Team.objects.filter(backstage_group_ref=backstage_group_ref).exists():
             raise Conflict(f"Another team is linked to '{backstage_group_ref}'", code="group_ref_taken") from None
-        raise Conflict(f"Team '{slug}' already exists", code="team_exists") from None
-    defaults: dict[str, Any] = settings.QUOTA_DEFAULTS
-    quota = TeamQuota.objects.create(
-        team=team,
-        max_deployments=defaults["max_deployments"],
-        tokens_per_minute=defaults["tokens_per_minute"],
-        tokens_per_day=defaults["tokens_per_day"],
-        monthly_budget=defaults["monthly_budget"],
-        budget_policy=defaults["budget_policy"],
-    )
-    TeamGpuQuota.objects.bulk_create(
-        TeamGpuQuota(quota=quota, accelerator_type=accelerator, gpus=gpus)
-        for accelerator, gpus in sorted(defaults["gpus"].items())
-    )
+        raise _team_exists(Team.objects.get(slug=slug)) from None
+    _default_quota_create(team=team)
     audit_record(
         actor=actor,
         action="team.create",
@@ -426,3 +453,136 @@ def service_principal_get_or_create(*, actor: User | None, name: str) -> User:
             after={"username": username, "kind": User.Kind.SERVICE},
         )
     return user
+
+
+# ---------------------------------------------------------------------------------------------- quota requests
+
+QUOTA_REQUEST_MAX_GPUS = 100_000
+
+
+def _quota_request_snapshot(request: QuotaRequest) -> dict[str, Any]:
+    return {
+        "gpus": dict(sorted(request.gpus.items())),
+        "max_deployments": request.max_deployments,
+        "reason": request.reason,
+        "status": request.status,
+        "decision_note": request.decision_note,
+    }
+
+
+def _validate_quota_request(*, gpus: dict[str, Any], max_deployments: int | None, reason: str) -> None:
+    problems: list[FieldProblem] = []
+    for accelerator, count in gpus.items():
+        if not _ACCELERATOR.fullmatch(str(accelerator)):
+            problems.append(FieldProblem(f"gpus.{accelerator}", "is not a valid accelerator type", "invalid"))
+        elif isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= QUOTA_REQUEST_MAX_GPUS:
+            problems.append(
+                FieldProblem(
+                    f"gpus.{accelerator}", f"must be a whole number from 0 to {QUOTA_REQUEST_MAX_GPUS}", "invalid"
+                )
+            )
+    if max_deployments is not None and (
+        isinstance(max_deployments, bool) or not isinstance(max_deployments, int) or max_deployments < 0
+    ):
+        problems.append(FieldProblem("max_deployments", "must be a whole number, 0 or more", "invalid"))
+    if not gpus and max_deployments is None:
+        problems.append(
+            FieldProblem(
+                "gpus", "ask for GPUs per accelerator type, or for max_deployments, or both", "nothing_requested"
+            )
+        )
+    if not reason.strip():
+        problems.append(FieldProblem("reason", "must say what the quota is for", "blank"))
+    if problems:
+        raise ValidationFailed(problems)
+
+
+@transaction.atomic
+def quota_request_create(
+    *, actor: User, team: Team, gpus: dict[str, Any], max_deployments: int | None = None, reason: str
+) -> QuotaRequest:
+    """A team member asks for more quota; a platform admin decides. The values are totals the team wants (GPUs per
+    accelerator type named, max deployments), not increments, so an approval is the same whenever it happens."""
+    _validate_quota_request(gpus=gpus, max_deployments=max_deployments, reason=reason)
+    # The team row lock serializes a team's requests; the partial unique constraint backs it.
+    Team.objects.select_for_update().filter(pk=team.pk).first()
+    pending = QuotaRequest.objects.filter(team=team, status=QuotaRequest.Status.PENDING).first()
+    if pending is not None:
+        raise Conflict(
+            f"Team '{team.slug}' already has a pending quota request ({pending.pk}); withdraw it or wait for a decision",
+            code="quota_request_pending",
+            extra={"pending_request": pending.pk},
+        )
+    request = QuotaRequest.objects.create(
+        team=team, requested_by=actor, gpus=dict(gpus), max_deployments=max_deployments, reason=reason.strip()
+    )
+    audit_record(
+        actor=actor,
+        action="quota_request.create",
+        target_type="quota_request",
+        target_id=request.pk,
+        target_label=str(request),
+        team_slug=team.slug,
+        after=_quota_request_snapshot(request),
+    )
+    return request
+
+
+_DECISION_ACTIONS: dict[str, str] = {
+    QuotaRequest.Status.APPROVED: "quota_request.approve",
+    QuotaRequest.Status.REJECTED: "quota_request.reject",
+    QuotaRequest.Status.WITHDRAWN: "quota_request.withdraw",
+}
+
+
+def _decide(*, actor: User, request: QuotaRequest, status: str, note: str) -> QuotaRequest:
+    locked = QuotaRequest.objects.select_for_update().select_related("team").get(pk=request.pk)
+    if locked.status != QuotaRequest.Status.PENDING:
+        raise Conflict(f"Quota request {locked.pk} is already {locked.status}", code="quota_request_decided")
+    before = _quota_request_snapshot(locked)
+    locked.status = status
+    locked.decided_by = actor
+    locked.decided_at = timezone.now()
+    locked.decision_note = note.strip()
+    locked.save(update_fields=["status", "decided_by", "decided_at", "decision_note", "updated_at"])
+    audit_record(
+        actor=actor,
+        action=_DECISION_ACTIONS[status],
+        target_type="quota_request",
+        target_id=locked.pk,
+        target_label=str(locked),
+        team_slug=locked.team.slug,
+        before=before,
+        after=_quota_request_snapshot(locked),
+    )
+    return locked
+
+
+@transaction.atomic
+def quota_request_approve(*, actor: User, request: QuotaRequest, note: str = "") -> QuotaRequest:
+    """Approve (platform admins): the team's quota gets the requested totals; accelerator types the request does not
+    name keep their limits. The quota change is audited as team_quota.update, the decision as quota_request.approve."""
+    decided = _decide(actor=actor, request=request, status=QuotaRequest.Status.APPROVED, note=note)
+    quota = TeamQuota.objects.select_for_update().get(team=decided.team)
+    changes: dict[str, Any] = {}
+    if decided.gpus:
+        current = {limit.accelerator_type: limit.gpus for limit in quota.gpu_limits.all()}
+        changes["gpus"] = {**current, **decided.gpus}
+    if decided.max_deployments is not None:
+        changes["max_deployments"] = decided.max_deployments
+    team_quota_update(actor=actor, team=decided.team, changes=changes)
+    return decided
+
+
+@transaction.atomic
+def quota_request_reject(*, actor: User, request: QuotaRequest, note: str) -> QuotaRequest:
+    """Reject (platform admins), saying why: the team reads the note and may ask again."""
+    if not note.strip():
+        raise ValidationFailed.for_field("note", "say why the request is rejected", code="blank")
+    return _decide(actor=actor, request=request, status=QuotaRequest.Status.REJECTED, note=note)
+
+
+@transaction.atomic
+def quota_request_withdraw(*, actor: User, request: QuotaRequest) -> QuotaRequest:
+    """The team takes a pending request back (its requester or a team admin; the view checks who)."""
+    return _decide(actor=actor, request=request, status=QuotaRequest.Status.WITHDRAWN, note="")

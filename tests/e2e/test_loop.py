@@ -225,3 +225,47 @@ def test_bad_input_at_the_gateway_gets_envoys_answers_and_no_usage(loop: Loop) -
     quarantine = loop.api("GET", "/api/v1/usage/quarantine")
     assert quarantine.status == 200
     assert not [event for event in quarantine.body["results"] if "no-such-model" in json.dumps(event)]
+
+
+def test_a_new_team_deploys_and_calls_its_model_without_an_admin_step(loop: Loop) -> None:
+    """Self-service as a team meets it (issue 18): a person creates a team (Backstage's onboarding does the same), which
+    gets the default GPU quota (`make demo`: PORTAL_DEFAULT_GPU_QUOTA=nvidia-l4:2), deploys to Ready, issues a key and
+    calls its model through the gateway; only the person's own token is used. More quota is a request a platform
+    admin approves, after which the bigger deployment is admitted."""
+    person = loop.developer_token  # user:default/demo-developer, a person; never the platform admin's token
+    slug = "self-serve"
+    created = loop.api("POST", "/api/v1/teams", {"slug": slug, "display_name": "Self serve"}, token=person)
+    assert created.status == 201, created.text
+    quota = loop.api("GET", f"/api/v1/teams/{slug}/quota", token=person)
+    assert quota.body["gpus"] == {"nvidia-l4": 2}, quota.text
+
+    deployed = loop.api(
+        "POST",
+        f"/api/v1/teams/{slug}/deployments",
+        {"name": "chat", "model": "qwen2-5-7b-instruct", "accelerator_type": "nvidia-l4"},
+        token=person,
+    )
+    assert deployed.status == 201, deployed.text
+
+    def ready() -> dict[str, Any] | None:
+        found = loop.api("GET", f"/api/v1/teams/{slug}/deployments/chat", token=person)
+        return found.body if found.body["status"]["phase"] == "Ready" else None
+
+    deployment = wait_until(ready, timeout=90, what=f"{slug}/chat Ready")
+    issued = loop.api("POST", f"/api/v1/teams/{slug}/credentials", {"name": "app"}, token=person)
+    assert issued.status == 201, issued.text
+    answer = loop.reaches(issued.body["key"], deployment["served_model_name"])
+    assert answer.body["model"] == deployment["served_model_name"]
+
+    # More than the default: refused for quota, asked for, approved by a platform admin, then admitted.
+    bigger = {"name": "batch", "model": "qwen2-5-7b-instruct", "accelerator_type": "nvidia-l4", "max_replicas": 3}
+    refused = loop.api("POST", f"/api/v1/teams/{slug}/deployments", bigger, token=person)
+    assert (refused.status, refused.body["code"]) == (409, "gpu_quota_exceeded"), refused.text
+    asked = loop.api(
+        "POST", f"/api/v1/teams/{slug}/quota-requests", {"gpus": {"nvidia-l4": 4}, "reason": "batch"}, token=person
+    )
+    assert asked.status == 201, asked.text
+    approved = loop.api("POST", f"/api/v1/teams/{slug}/quota-requests/{asked.body['id']}/approve", {"note": "ok"})
+    assert (approved.status, approved.body["status"]) == (200, "approved"), approved.text
+    admitted = loop.api("POST", f"/api/v1/teams/{slug}/deployments", bigger, token=person)
+    assert admitted.status == 201, admitted.text

@@ -10,6 +10,6 @@ backend.add(import('@backstage/plugin-auth-backend-module-guest-provider'));
 backend.add(import('@backstage/plugin-catalog-backend'));
 backend.add(import('@backstage/plugin-catalog-backend-module-scaffolder-entity-model'));
 backend.add(import('@backstage/plugin-scaffolder-backend'));
-backend.add(import('../../src/scaffolder'));
-backend.add(import('../../src/catalog'));
+backend.add(import('@genai-portal/plugin-scaffolder-backend-module-genai-portal'));
+backend.add(import('@genai-portal/plugin-catalog-backend-module-genai-portal'));
 backend.start();

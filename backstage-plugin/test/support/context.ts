@@ -40,6 +40,8 @@ export function makeContext<TInput>(
      * user, as after a retry by someone else), or a principal object as it is (e.g. a service).
      */
     initiator?: string | Record<string, unknown>;
+    /** The initiator's own token, as scaffolder-backend keeps it in `__initiatorCredentials` (a user token). */
+    initiatorToken?: string;
   } = {},
 ): TestContext<TInput> {
   const logs: LogLine[] = [];
@@ -85,7 +87,7 @@ export function makeContext<TInput>(
       const initiator = options.initiator ?? (options.user === null ? undefined : options.user ?? 'user:default/jane');
       const principal =
         initiator === undefined ? { type: 'none' } : typeof initiator === 'string' ? { type: 'user', userEntityRef: initiator } : initiator;
-      return { $$type: '@backstage/BackstageCredentials', principal };
+      return { $$type: '@backstage/BackstageCredentials', principal, ...(options.initiatorToken ? { token: options.initiatorToken } : {}) };
     },
   };
 }

@@ -37,6 +37,8 @@ export interface FakePortalOptions {
   failingModels?: string[];
   /** Scopes /api/v1/me reports for the admin (catalog reader) token. */
   adminScopes?: string[];
+  /** Act as a portal with PORTAL_BACKSTAGE_JWKS_URL set: calls for a user need X-Backstage-Token. */
+  requireUserToken?: boolean;
 }
 
 export class FakePortal {
@@ -50,6 +52,7 @@ export class FakePortal {
     { slug: 'qwen2-5-7b-instruct', display_name: 'Qwen2.5 7B Instruct', publisher: 'Qwen', description: 'A chat model', license: 'apache-2.0', capabilities: ['chat', 'tool_calling'], context_window: 32768, lifecycle: 'approved', hosting: 'self_hosted', visibility: 'all', sizing: { version: 'v1', parameters: 7_615_616_512, weight_dtype: 'bf16', attention: 'gqa', max_context: 32768, weight_bytes: 15_231_233_024, kv_cache_bytes_per_token: 57_344 } },
     { slug: 'gpt-4o', display_name: 'GPT-4o', publisher: 'OpenAI', description: '', license: 'proprietary', capabilities: ['chat', 'vision'], context_window: 128000, lifecycle: 'approved', hosting: 'managed', visibility: 'all', sizing: null },
   ];
+  readonly quotaRequests: Array<{ id: number; team: string; status: string; gpus: Record<string, number>; max_deployments: number | null; reason: string; requested_by: string }> = [];
   private readonly idempotency = new Map<string, { fingerprint: string; status: number; body: unknown }>();
   private readonly options: FakePortalOptions;
   /** Models whose deployments fail (changeable while running). */
@@ -68,6 +71,9 @@ export class FakePortal {
    * times, as the portal does when the forwarded Backstage user token expires during a long wait.
    */
   expireUserTokenAfterPolls?: number;
+  /** Answer this many next GETs of a deployment with this status (a portal briefly down: 503, or 502 at a proxy). */
+  failStatusReads = 0;
+  failStatusReadsWith = 503;
   /** Idempotency-Keys of every POST, in order (undefined: sent without one). */
   readonly postKeys: Array<{ path: string; key: string | undefined; replayed: boolean; status: number }> = [];
 
@@ -279,7 +285,11 @@ export class FakePortal {
 
     if (!user && parts[0] === 'me' && parts.length === 1) {
       const scopes = isAdmin ? (this.options.adminScopes ?? ['catalog:read']) : ['backstage'];
-      this.send(res, 200, { user: { ref: null, username: isAdmin ? 'backstage-catalog' : 'backstage', kind: 'service', email: '', is_staff: false }, platform_admin: scopes.includes('admin'), acting_through: null, scopes, teams: [] });
+      this.send(res, 200, { user: { ref: null, username: isAdmin ? 'backstage-catalog' : 'backstage', kind: 'service', email: '', is_staff: false }, platform_admin: scopes.includes('admin'), acting_through: null, scopes, backstage_user_token_required: Boolean(this.options.requireUserToken), teams: [] });
+      return;
+    }
+    if (user && this.options.requireUserToken && !req.headers['x-backstage-token']) {
+      this.problem(res, 401, 'backstage_token_missing', 'Not authenticated', 'This portal requires the Backstage user token (X-Backstage-Token)');
       return;
     }
     if (isAdmin && !user) {
@@ -331,7 +341,10 @@ export class FakePortal {
           return;
         }
         if (this.teams.has(body.slug)) {
-          this.problem(res, 409, 'team_exists', 'Conflict', `Team '${body.slug}' already exists`);
+          // As the portal: the team's admins are named, so whoever onboards knows whom to ask.
+          const existing = this.teams.get(body.slug)!;
+          const admins = [...existing.members].filter(([, role]) => role === 'admin').map(([ref]) => ref).sort();
+          this.send(res, 409, { type: 'https://genai-portal.dev/problems/team_exists', title: 'Conflict', status: 409, detail: `Team '${body.slug}' already exists`, code: 'team_exists', admins, backstage_group_ref: existing.backstage_group_ref });
           return;
         }
         if (body.backstage_group_ref && [...this.teams.values()].some(team => team.backstage_group_ref === body.backstage_group_ref)) {
@@ -402,6 +415,11 @@ export class FakePortal {
           return;
         }
         if (req.method === 'GET') {
+          if (this.failStatusReads > 0) {
+            this.failStatusReads -= 1;
+            this.problem(res, this.failStatusReadsWith, 'unavailable', 'Service unavailable', 'The portal is restarting');
+            return;
+          }
           if (this.expireUserTokenAfterPolls !== undefined && deployment.polls >= this.expireUserTokenAfterPolls) {
             this.problem(res, 401, 'backstage_token_expired', 'Not authenticated', 'The Backstage user token has expired');
             return;
@@ -419,9 +437,24 @@ export class FakePortal {
           return;
         }
       }
+      if (parts[2] === 'quota-requests' && parts.length === 3 && req.method === 'POST') {
+        const pending = this.quotaRequests.find(entry => entry.team === slug && entry.status === 'pending');
+        if (pending) {
+          this.send(res, 409, { type: 'https://genai-portal.dev/problems/quota_request_pending', title: 'Conflict', status: 409, detail: `Team '${slug}' already has a pending quota request (${pending.id})`, code: 'quota_request_pending', pending_request: pending.id });
+          return;
+        }
+        const created = { id: this.quotaRequests.length + 1, team: slug, status: 'pending', gpus: body.gpus ?? {}, max_deployments: body.max_deployments ?? null, reason: body.reason, requested_by: user };
+        this.quotaRequests.push(created);
+        this.send(res, 201, created);
+        return;
+      }
       if (parts[2] === 'credentials' && req.method === 'POST') {
         if (body?.delivery !== 'reveal_link') {
           this.problem(res, 400, 'validation_failed', 'Invalid input', 'The request has invalid fields', [{ field: 'delivery', code: 'required', message: 'this fake only supports reveal_link' }]);
+          return;
+        }
+        if (this.credentials.some(entry => entry.team === slug && entry.name === body.name)) {
+          this.problem(res, 409, 'credential_name_taken', 'Conflict', `Team '${slug}' already has a current credential named '${body.name}'`);
           return;
         }
         const id = this.credentials.length + 1;

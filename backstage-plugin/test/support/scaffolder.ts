@@ -39,6 +39,7 @@ export async function waitForTask(baseUrl: string, id: string, headers: Record<s
   const rawEvents = await (await fetch(`${baseUrl}/api/scaffolder/v2/tasks/${id}/events`, { headers })).text();
   const events = JSON.parse(rawEvents) as any[];
   const logs = events.filter(event => event.type === 'log').map(event => String(event.body?.message ?? ''));
-  const completion = events.find(event => event.type === 'completion');
+  // A retried task has one completion per run: the last one is this run's.
+  const completion = [...events].reverse().find(event => event.type === 'completion');
   return { id, status, logs, output: completion?.body?.output ?? {}, events, rawEvents };
 }

@@ -1,6 +1,6 @@
 /** Shared wiring for action unit tests: a fake portal and the actions pointed at it. */
-import { PortalClient } from '../../src/portalClient';
-import { createGenaiPortalActions } from '../../src/scaffolder/module';
+import { PortalClient } from '../../plugins/genai-portal-node/src/portalClient';
+import { createGenaiPortalActions } from '../../plugins/scaffolder-backend-module-genai-portal/src/module';
 import { FakePortal, FakePortalOptions } from './fakePortal';
 
 export async function startPortalAndActions(options: FakePortalOptions & { forwardUserToken?: boolean } = {}) {

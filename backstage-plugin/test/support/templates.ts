@@ -5,7 +5,7 @@ import { parse } from 'yaml';
 import type { Entity } from '@backstage/catalog-model';
 
 export const TEMPLATE_DIR = join(__dirname, '..', '..', 'templates');
-export const TEMPLATE_FILES = ['onboard-team.yaml', 'deploy-model.yaml', 'request-api-key.yaml'];
+export const TEMPLATE_FILES = ['onboard-team.yaml', 'deploy-model.yaml', 'request-api-key.yaml', 'request-gpu-quota.yaml'];
 
 export function loadTemplate(file: string): Entity {
   const entity = parse(readFileSync(join(TEMPLATE_DIR, file), 'utf8')) as Entity;

@@ -17,6 +17,7 @@ from portal.api.permissions import IsPlatformAdmin
 from portal.api.team_access import team_for_request
 from portal.api.views import PortalGenericView, PortalView, validated
 from portal.clusters import selectors as cluster_selectors
+from portal.core.links import public_url
 from portal.gateway import bootstrap, conf, selectors, services
 from portal.gateway.api import serializers
 from portal.gateway.models import Credential, ProviderBackend
@@ -51,7 +52,8 @@ def _issued_body(request: Request, issued: services.IssuedCredential, delivery: 
         link = services.credential_reveal_link_create(actor=acting_user(request), credential=issued.credential)
         body["reveal_url"] = request.build_absolute_uri(f"/api/v1/credential-reveals/{link.token}")
         # The same one-time link as a page a browser opens (Backstage's task output links here).
-        body["reveal_page_url"] = request.build_absolute_uri(f"/reveal/{link.token}")
+        # A page people open: on PORTAL_PUBLIC_URL when set (the API link above is for the caller's own client).
+        body["reveal_page_url"] = public_url(f"/reveal/{link.token}", request=request)
         body["reveal_expires_at"] = serializers.serializers.DateTimeField().to_representation(link.expires_at)
     else:
         body["key"] = issued.key

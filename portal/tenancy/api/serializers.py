@@ -7,7 +7,16 @@ from decimal import Decimal
 from rest_framework import serializers
 
 from portal.api.serializers import QueryFilters, StrictInput
-from portal.tenancy.models import TEAM_SLUG_PATTERN, TOKEN_LIMIT_MAX, Membership, Role, Team, TeamQuota, User
+from portal.tenancy.models import (
+    TEAM_SLUG_PATTERN,
+    TOKEN_LIMIT_MAX,
+    Membership,
+    QuotaRequest,
+    Role,
+    Team,
+    TeamQuota,
+    User,
+)
 
 
 class TeamOutput(serializers.ModelSerializer):
@@ -106,6 +115,9 @@ class MeOutput(serializers.Serializer):
     platform_admin = serializers.BooleanField()
     acting_through = serializers.CharField(allow_null=True, help_text="Service principal acting on the user's behalf")
     scopes = serializers.ListField(child=serializers.CharField())
+    backstage_user_token_required = serializers.BooleanField(
+        help_text="Whether calls acting for a Backstage user must carry that user's Backstage token (X-Backstage-Token)"
+    )
     teams = TeamRoleOutput(many=True)
 
 
@@ -141,3 +153,47 @@ class QuotaUpdateInput(StrictInput):
     tokens_per_day = serializers.IntegerField(min_value=0, max_value=TOKEN_LIMIT_MAX)
     monthly_budget = serializers.DecimalField(max_digits=14, decimal_places=2, min_value=Decimal("0"))
     budget_policy = serializers.ChoiceField(choices=TeamQuota.BudgetPolicy.choices)
+
+
+class QuotaRequestOutput(serializers.ModelSerializer):
+    team = serializers.CharField(source="team.slug")
+    requested_by = serializers.SerializerMethodField()
+    decided_by = serializers.SerializerMethodField()
+    gpus = serializers.DictField(child=serializers.IntegerField())
+
+    class Meta:
+        model = QuotaRequest
+        fields = [
+            "id",
+            "team",
+            "status",
+            "gpus",
+            "max_deployments",
+            "reason",
+            "requested_by",
+            "created_at",
+            "decided_by",
+            "decided_at",
+            "decision_note",
+        ]
+
+    def get_requested_by(self, request: QuotaRequest) -> str:
+        return str(request.requested_by)
+
+    def get_decided_by(self, request: QuotaRequest) -> str | None:
+        return str(request.decided_by) if request.decided_by is not None else None
+
+
+class QuotaRequestCreateInput(StrictInput):
+    gpus = serializers.DictField(
+        child=serializers.IntegerField(min_value=0, max_value=100_000),
+        required=False,
+        default=dict,
+        help_text="GPUs wanted in total per accelerator type (types not named keep their limits)",
+    )
+    max_deployments = serializers.IntegerField(min_value=0, max_value=100_000, required=False, allow_null=True)
+    reason = serializers.CharField(max_length=2000, help_text="What the quota is for, for the admin who decides")
+
+
+class QuotaRequestDecisionInput(StrictInput):
+    note = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")

@@ -11,4 +11,19 @@ urlpatterns = [
     path("teams/<str:team>/members", views.MemberListView.as_view(), name="team-members"),
     path("teams/<str:team>/members/<path:user>", views.MemberDetailView.as_view(), name="team-member"),
     path("teams/<str:team>/quota", views.QuotaView.as_view(), name="team-quota"),
+    path("teams/<str:team>/quota-requests", views.QuotaRequestListView.as_view(), name="team-quota-requests"),
+    path(
+        "teams/<str:team>/quota-requests/<int:request_id>",
+        views.QuotaRequestDetailView.as_view(),
+        name="team-quota-request",
+    ),
+    *(
+        path(
+            f"teams/<str:team>/quota-requests/<int:request_id>/{decision}",
+            views.QuotaRequestDecisionView.as_view(decision=decision),
+            name=f"team-quota-request-{decision}",
+        )
+        for decision in ("approve", "reject", "withdraw")
+    ),
+    path("quota-requests", views.PendingQuotaRequestListView.as_view(), name="quota-requests"),
 ]

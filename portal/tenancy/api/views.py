@@ -14,7 +14,7 @@ from portal.api.views import PortalGenericView, PortalView, validated
 from portal.core.errors import PermissionDenied
 from portal.tenancy import selectors, services
 from portal.tenancy.api import serializers
-from portal.tenancy.models import Membership, Role, Team, User
+from portal.tenancy.models import Membership, QuotaRequest, Role, Team, User
 
 
 class MeView(PortalView):
@@ -27,6 +27,9 @@ class MeView(PortalView):
             "platform_admin": is_platform_admin(request),
             "acting_through": str(caller.principal) if caller is not None and caller.on_behalf_of is not None else None,
             "scopes": sorted(caller.scopes) if caller is not None else [],
+            # Backstage's plugin reads this at startup: with a JWKS URL set, every call acting for a user must carry
+            # the user's Backstage token (genaiPortal.forwardUserToken: true), or it is refused.
+            "backstage_user_token_required": bool(settings.BACKSTAGE_JWKS_URL),
             "teams": [{"team": m.team.slug, "display_name": m.team.display_name, "role": m.role} for m in memberships],
         }
         return Response(body)
@@ -184,3 +187,98 @@ class QuotaView(PortalView):
     )
     def put(self, request: Request, team: str) -> Response:
         return self._update(request, team, partial=False)
+
+
+class QuotaRequestListView(PortalGenericView):
+    queryset = QuotaRequest.objects.none()  # for the schema generator; views query through selectors
+    serializer_class = serializers.QuotaRequestOutput
+
+    @extend_schema(
+        parameters=[OpenApiParameter("status", str, enum=QuotaRequest.Status.values)],
+        responses=serializers.QuotaRequestOutput(many=True),
+        summary="A team's quota requests, newest first (members read)",
+    )
+    def get(self, request: Request, team: str) -> Response:
+        status_filter = _choice_param(request, "status", QuotaRequest.Status.values)
+        requests = selectors.quota_request_list(team=team_for_request(request, team), status=status_filter)
+        page = self.paginate_queryset(requests)
+        return self.get_paginated_response(serializers.QuotaRequestOutput(page, many=True).data)
+
+    @extend_schema(
+        request=serializers.QuotaRequestCreateInput,
+        responses={201: serializers.QuotaRequestOutput},
+        summary="Ask for more quota: GPUs per accelerator type and/or deployments (developers); a platform admin decides",
+    )
+    def post(self, request: Request, team: str) -> Response:
+        team_object = team_for_request(request, team, required_role=Role.DEVELOPER)
+        data = validated(serializers.QuotaRequestCreateInput, request.data)
+        created = services.quota_request_create(actor=acting_user(request), team=team_object, **data)
+        return Response(
+            serializers.QuotaRequestOutput(created).data,
+            status=status.HTTP_201_CREATED,
+            headers={"Location": f"/api/v1/teams/{team_object.slug}/quota-requests/{created.pk}"},
+        )
+
+
+class QuotaRequestDetailView(PortalView):
+    @extend_schema(responses=serializers.QuotaRequestOutput, summary="One quota request (members read)")
+    def get(self, request: Request, team: str, request_id: int) -> Response:
+        found = selectors.quota_request_get(team=team_for_request(request, team), request_id=request_id)
+        return Response(serializers.QuotaRequestOutput(found).data)
+
+
+class QuotaRequestDecisionView(PortalView):
+    """approve and reject: platform admins; withdraw: the requester or a team admin, while it is pending."""
+
+    decision = ""
+
+    @extend_schema(
+        request=serializers.QuotaRequestDecisionInput,
+        responses=serializers.QuotaRequestOutput,
+        summary="Decide a pending quota request: approve applies it to the team's quota (platform admins; "
+        "withdraw: its requester or a team admin)",
+    )
+    def post(self, request: Request, team: str, request_id: int) -> Response:
+        actor = acting_user(request)
+        if self.decision == "withdraw":
+            team_object = team_for_request(request, team, required_role=Role.DEVELOPER)
+            found = selectors.quota_request_get(team=team_object, request_id=request_id)
+            role = selectors.membership_role(team=team_object, user=actor)
+            if found.requested_by_id != actor.pk and role != Role.ADMIN and not is_platform_admin(request):
+                raise PermissionDenied(
+                    "Only the requester or a team admin withdraws a quota request", code="insufficient_role"
+                )
+            validated(serializers.QuotaRequestDecisionInput, request.data or {})
+            return Response(
+                serializers.QuotaRequestOutput(services.quota_request_withdraw(actor=actor, request=found)).data
+            )
+        found = selectors.quota_request_get(team=team_for_request(request, team), request_id=request_id)
+        if not is_platform_admin(request):
+            raise PermissionDenied("Only platform admins decide quota requests", code="platform_admin_required")
+        note = validated(serializers.QuotaRequestDecisionInput, request.data or {})["note"]
+        if self.decision == "approve":
+            decided = services.quota_request_approve(actor=actor, request=found, note=note)
+        else:
+            decided = services.quota_request_reject(actor=actor, request=found, note=note)
+        return Response(serializers.QuotaRequestOutput(decided).data)
+
+
+class PendingQuotaRequestListView(PortalGenericView):
+    """The platform admins' queue: every team's requests, pending first by default."""
+
+    queryset = QuotaRequest.objects.none()  # for the schema generator; views query through selectors
+    serializer_class = serializers.QuotaRequestOutput
+
+    @extend_schema(
+        parameters=[OpenApiParameter("status", str, enum=QuotaRequest.Status.values, description="default: pending")],
+        responses=serializers.QuotaRequestOutput(many=True),
+        summary="Every team's quota requests (platform admins)",
+    )
+    def get(self, request: Request) -> Response:
+        if not is_platform_admin(request):
+            raise PermissionDenied(
+                "Only platform admins see every team's quota requests", code="platform_admin_required"
+            )
+        status_filter = _choice_param(request, "status", QuotaRequest.Status.values) or QuotaRequest.Status.PENDING
+        page = self.paginate_queryset(selectors.quota_request_list(status=status_filter))
+        return self.get_paginated_response(serializers.QuotaRequestOutput(page, many=True).data)

@@ -124,8 +124,22 @@ def test_me_matrix(matrix: RoleMatrix, who: str) -> None:
         "platform_admin": who == "platform_admin",
         "acting_through": None,
         "scopes": [],
+        "backstage_user_token_required": False,
         "teams": teams,
     }
+
+
+def test_me_tells_backstage_whether_user_tokens_are_required(matrix: RoleMatrix, settings: Any) -> None:
+    """Backstage's plugin reads it at startup to catch forwardUserToken: false against a portal that verifies them."""
+    backstage = client_with_token(ServicePrincipalFactory(username="service:backstage"), scopes=["backstage"])
+    assert backstage.get("/api/v1/me").json()["backstage_user_token_required"] is False
+    settings.BACKSTAGE_JWKS_URL = "http://127.0.0.1:9/api/auth/.well-known/jwks.json"
+    body = backstage.get("/api/v1/me").json()
+    assert (body["user"]["ref"], body["scopes"], body["backstage_user_token_required"]) == (
+        "service:backstage",
+        ["backstage"],
+        True,
+    )
 
 
 def test_me_lists_every_team_of_the_caller_in_slug_order(matrix: RoleMatrix) -> None:

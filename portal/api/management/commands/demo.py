@@ -24,6 +24,7 @@ from portal.api.models import ApiToken
 from portal.api.services import api_token_issue, api_token_revoke
 from portal.clusters import services as cluster_services
 from portal.clusters.models import Cluster
+from portal.core.links import console_url
 from portal.core.queues import celery_queues
 from portal.deployments import services as deployment_services
 from portal.deployments.models import Deployment
@@ -54,6 +55,9 @@ SANDBOX_POOLS = {
     },
 }
 DEMO_GPU_QUOTA = {"nvidia-l4": 8, "nvidia-h100": 8}
+# What a team onboarded through Backstage gets in the demo (unless PORTAL_DEFAULT_GPU_QUOTA says otherwise): enough to
+# deploy a 7B model on an L4 without waiting for an admin; more is a quota request a platform admin approves.
+DEMO_DEFAULT_GPU_QUOTA = "nvidia-l4:2"
 DEMO_DEPLOYMENT = ("chat", "qwen2-5-7b-instruct", "nvidia-l4")  # (name, catalog model, accelerator type)
 DEMO_MANAGED_MODEL = "gpt-4o-mini"
 DEMO_KEY_NAME = "make demo"
@@ -253,26 +257,15 @@ class Command(BaseCommand):
         address = f"{settings.PORTAL_HOST}:{settings.PORTAL_PORT}"
         environment = self._child_environment()
         environment.setdefault("PORTAL_GATEWAY_OTEL_COLLECTOR", DEMO_OTEL_COLLECTOR)
+        environment.setdefault("PORTAL_DEFAULT_GPU_QUOTA", DEMO_DEFAULT_GPU_QUOTA)
+        environment.setdefault("PORTAL_PUBLIC_URL", f"http://{address}")
         sandbox, sandbox_url, gateway_url = self._start_sandbox(environment)
         credentials["sandbox_url"] = sandbox_url
         credentials["gateway_url"] = gateway_url
         self._demo_traffic(credentials)
         connection.close()
         commands = {
-            "web": [
-                os.path.join(bin_dir, "gunicorn"),
-                "portal.wsgi",
-                "--bind",
-                address,
-                "--workers",
-                "2",
-                "--threads",
-                "4",
-                "--access-logfile",
-                "-",
-                "--graceful-timeout",
-                "5",
-            ],
+            "web": web_command(address),
             # One worker per Celery queue, as k8s/portal runs them: a re-rate never waits in front of a reconcile.
             **{
                 f"worker-{queue}": [
@@ -364,6 +357,7 @@ class Command(BaseCommand):
         lines = [
             "",
             "GenAI portal demo is up.",
+            f"  Console:        {console_url()}",
             f"  API:            {base}/api/v1/",
             f"  API docs:       {base}/api/docs/",
             f"  OpenAPI schema: {base}/api/schema/",
@@ -418,6 +412,27 @@ class Command(BaseCommand):
             "",
         ]
         self.stdout.write("\n".join(lines))
+
+
+def web_command(address: str) -> list[str]:
+    """The demo's web process: gunicorn with its access log on stdout, secrets redacted (tests run it as it is)."""
+    return [
+        os.path.join(os.path.dirname(sys.executable), "gunicorn"),
+        "portal.wsgi",
+        "--bind",
+        address,
+        "--workers",
+        "2",
+        "--threads",
+        "4",
+        "--access-logfile",
+        "-",
+        # One-time reveal links carry their secret in the path: the access log writes it redacted.
+        "--logger-class",
+        "portal.core.logs.RedactingGunicornLogger",
+        "--graceful-timeout",
+        "5",
+    ]
 
 
 def _free_port() -> int:

@@ -6,8 +6,8 @@ import {
   readSchedulerServiceTaskScheduleDefinitionFromConfig,
 } from '@backstage/backend-plugin-api';
 import { catalogProcessingExtensionPoint } from '@backstage/plugin-catalog-node';
-import { portalClientFromConfig, readPortalConfig } from '../config';
-import type { PortalClient } from '../portalClient';
+import { portalClientFromConfig, readPortalConfig } from '@genai-portal/plugin-genai-portal-node';
+import type { PortalClient } from '@genai-portal/plugin-genai-portal-node';
 import { GenaiPortalEntityProvider } from './provider';
 
 /** The portal scope the mirror reads with: every team, its deployments and the model catalog, nothing else. */
@@ -23,10 +23,10 @@ export async function checkCatalogTokenScopes(client: PortalClient, logger: Logg
     const { body } = await client.request<{ scopes?: string[] }>('GET', '/api/v1/me');
     const scopes = body?.scopes ?? [];
     if (!scopes.includes(CATALOG_SCOPE)) {
-      logger.warn(
+      logger.error(
         `genaiPortal.catalog.token has the portal scopes [${scopes.join(', ')}], not '${CATALOG_SCOPE}': the catalog mirror ` +
-          `needs a portal service token with scope ${CATALOG_SCOPE} (manage.py issue_token --service backstage-catalog ` +
-          `--scope ${CATALOG_SCOPE}); with another token it reads only what that token may see, or fails.`,
+          `refuses to run until it gets a portal service token with scope ${CATALOG_SCOPE} (manage.py issue_token ` +
+          `--service backstage-catalog --scope ${CATALOG_SCOPE}); another token would see only part of the portal.`,
       );
     } else if (scopes.length > 1) {
       logger.warn(
@@ -72,6 +72,7 @@ export const catalogModuleGenaiPortal = createBackendModule({
           new GenaiPortalEntityProvider({
             client,
             logger,
+            requiredScope: CATALOG_SCOPE,
             taskRunner: scheduler.createScheduledTaskRunner(schedule),
             mapping: {
               publicUrl: portal.publicUrl,

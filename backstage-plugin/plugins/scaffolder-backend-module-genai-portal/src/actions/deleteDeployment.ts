@@ -1,10 +1,10 @@
 /** genai-portal:deployment:delete - delete a team's deployment (and, optionally, wait until it is gone). */
 import { InputError } from '@backstage/errors';
 import { createTemplateAction } from '@backstage/plugin-scaffolder-node';
-import { PortalError } from '../../portalClient';
-import type { Deployment } from '../../portalClient';
-import { PortalActionOptions, identityOf, portalLink, resolveTeam, sleep, throwIfCancelled } from './common';
-import { MAX_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS_WITH_USER_TOKEN } from './deployModel';
+import { PortalError } from '@genai-portal/plugin-genai-portal-node';
+import type { Deployment } from '@genai-portal/plugin-genai-portal-node';
+import { PortalActionOptions, identityOf, consoleLink, resolveTeam, sleep, throwIfCancelled } from './common';
+import { MAX_BACKOFF_SECONDS, MAX_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS_WITH_USER_TOKEN, isTransient } from './deployModel';
 
 const DEPLOYMENT_NAME = /^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$/;
 
@@ -77,17 +77,40 @@ export function createDeleteDeploymentAction(options: PortalActionOptions) {
       });
       if (deleted && ctx.input.waitForDeletion) {
         const deadline = Date.now() + timeoutSeconds * 1000;
+        const pollMs = (ctx.input.pollIntervalSeconds ?? 5) * 1000;
+        let failures = 0;
         for (;;) {
           throwIfCancelled(ctx.signal, `waiting for deployment '${name}' to be deleted`);
           let current: Deployment | undefined;
           try {
             current = await client.getDeployment(team, name, identity, ctx.signal);
+            failures = 0;
           } catch (error) {
+            // A portal hiccup (unreachable, 408, 429, 5xx) is retried with back-off, as the deploy action's wait does.
+            if (!ctx.signal?.aborted && isTransient(error) && !(error instanceof PortalError && error.status === 401)) {
+              failures += 1;
+              const pause = Math.min(pollMs * 2 ** failures, MAX_BACKOFF_SECONDS * 1000);
+              const reason = (error as Error).message.split('\n')[0];
+              if (Date.now() + pause >= deadline) {
+                throw new Error(
+                  `Stopped waiting for deployment '${name}' of team '${team}' to be deleted: the last ${failures} status read(s) ` +
+                    `failed (${reason}). The deletion goes on in the portal; watch it at ${consoleLink(options, { team, deployment: name })}.`,
+                );
+              }
+              ctx.logger.warn(
+                `Could not read deployment '${name}' (attempt ${failures}: ${reason}); trying again in ${(pause / 1000).toFixed(1)} s. ` +
+                  'The deletion goes on in the portal meanwhile.',
+              );
+              await sleep(pause, ctx.signal).catch(() => {
+                throw new Error(`Cancelled while waiting for deployment '${name}' to be deleted`);
+              });
+              continue;
+            }
             if (error instanceof PortalError && error.status === 401 && error.code === 'backstage_token_expired') {
               throw new Error(
                 `Stopped waiting for deployment '${name}' of team '${team}' to be deleted: the Backstage user token forwarded ` +
                   'to the GenAI portal expired (it is valid for about an hour from the start of the task). The deletion ' +
-                  `continues in the portal; watch it at ${portalLink(options, `/api/v1/teams/${team}/deployments/${name}`)}.`,
+                  `continues in the portal; watch it at ${consoleLink(options, { team, deployment: name })}.`,
               );
             }
             throw error;
@@ -99,7 +122,7 @@ export function createDeleteDeploymentAction(options: PortalActionOptions) {
           if (Date.now() >= deadline) {
             throw new Error(`Deployment '${name}' was still ${current.status.phase} after the timeout`);
           }
-          await sleep((ctx.input.pollIntervalSeconds ?? 5) * 1000, ctx.signal).catch(() => {
+          await sleep(pollMs, ctx.signal).catch(() => {
             throw new Error(`Cancelled while waiting for deployment '${name}' to be deleted`);
           });
         }

@@ -1,7 +1,8 @@
 /** Pure mapping of portal models, teams and deployments to Backstage catalog entities. */
 import { createHash } from 'node:crypto';
 import type { Entity } from '@backstage/catalog-model';
-import type { CatalogModel, Deployment, Team } from '../portalClient';
+import { consoleUrl } from '@genai-portal/plugin-genai-portal-node';
+import type { CatalogModel, Deployment, Team } from '@genai-portal/plugin-genai-portal-node';
 
 export const ANNOTATION_PREFIX = 'genai-portal.dev';
 export const MODEL_ANNOTATION = `${ANNOTATION_PREFIX}/model`;
@@ -11,6 +12,13 @@ export const URL_ANNOTATION = `${ANNOTATION_PREFIX}/url`;
 export const PHASE_ANNOTATION = `${ANNOTATION_PREFIX}/phase`;
 export const ENDPOINT_ANNOTATION = `${ANNOTATION_PREFIX}/endpoint`;
 export const SERVED_MODEL_ANNOTATION = `${ANNOTATION_PREFIX}/served-model-name`;
+/**
+ * The page people open from the entity ("View" in Backstage). The catalog's AnnotateLocationEntityProcessor would
+ * otherwise set it to the managed-by-location target, the portal's JSON API on the internal base URL; it merges its
+ * defaults under the entity's own annotations (lodash.merge(defaults, entity), plugin-catalog-backend 4.0
+ * dist/processors/AnnotateLocationEntityProcessor.cjs.js), so the one set here wins.
+ */
+export const VIEW_URL_ANNOTATION = 'backstage.io/view-url';
 
 /** Right-sizing of the version deployed by default, as annotations (strings): what one replica must hold. */
 export function sizingAnnotations(model: CatalogModel): Record<string, string> {
@@ -76,6 +84,7 @@ export function modelEntityRef(slug: string, namespace: string): string {
 
 export function modelToEntity(model: CatalogModel, options: MappingOptions): Entity {
   const path = `/api/v1/catalog/models/${model.slug}`;
+  const page = consoleUrl(options.publicUrl, { model: model.slug });
   return {
     apiVersion: 'backstage.io/v1alpha1',
     kind: 'Resource',
@@ -89,13 +98,14 @@ export function modelToEntity(model: CatalogModel, options: MappingOptions): Ent
       annotations: {
         ...locationAnnotations(options, path),
         [MODEL_ANNOTATION]: model.slug,
-        [URL_ANNOTATION]: `${options.publicUrl}${path}`,
+        [URL_ANNOTATION]: page,
+        [VIEW_URL_ANNOTATION]: page,
         [`${ANNOTATION_PREFIX}/publisher`]: model.publisher,
         [`${ANNOTATION_PREFIX}/license`]: model.license,
         [`${ANNOTATION_PREFIX}/context-window`]: String(model.context_window),
         ...sizingAnnotations(model),
       },
-      links: [{ url: `${options.publicUrl}${path}`, title: 'Model in the GenAI portal', icon: 'catalog' }],
+      links: [{ url: page, title: 'Model in the GenAI portal', icon: 'catalog' }],
     },
     spec: {
       type: 'ai-model',
@@ -111,8 +121,14 @@ function deploymentNames(deployment: Deployment): { component: string; api: stri
 }
 
 /** A deployment: a model-server Component owned by the team's group, and the OpenAI-compatible API it provides. */
-export function deploymentToEntities(deployment: Deployment, team: Team | undefined, options: MappingOptions): Entity[] {
+export function deploymentToEntities(
+  deployment: Deployment,
+  team: Team | undefined,
+  options: MappingOptions,
+  model?: CatalogModel,
+): Entity[] {
   const path = `/api/v1/teams/${deployment.team}/deployments/${deployment.name}`;
+  const page = consoleUrl(options.publicUrl, { team: deployment.team, deployment: deployment.name });
   const owner = teamOwnerRef(team, deployment.team, options.namespace);
   const names = deploymentNames(deployment);
   const endpoint = deployment.status.endpoint;
@@ -122,12 +138,14 @@ export function deploymentToEntities(deployment: Deployment, team: Team | undefi
     [DEPLOYMENT_ANNOTATION]: deployment.name,
     [MODEL_ANNOTATION]: deployment.model,
     [SERVED_MODEL_ANNOTATION]: deployment.served_model_name,
-    [URL_ANNOTATION]: `${options.publicUrl}${path}`,
+    [URL_ANNOTATION]: page,
+    [VIEW_URL_ANNOTATION]: page,
     [PHASE_ANNOTATION]: deployment.status.phase,
     ...(endpoint ? { [ENDPOINT_ANNOTATION]: endpoint } : {}),
   };
   const links = [
-    { url: `${options.publicUrl}${path}`, title: 'Deployment in the GenAI portal', icon: 'dashboard' },
+    { url: page, title: 'Deployment in the GenAI portal', icon: 'dashboard' },
+    { url: consoleUrl(options.publicUrl, { team: deployment.team }), title: `Team ${deployment.team} in the GenAI portal`, icon: 'group' },
     ...(endpoint ? [{ url: endpoint, title: 'Inference endpoint (OpenAI-compatible)', icon: 'link' }] : []),
   ];
   const component: Entity = {
@@ -158,7 +176,7 @@ export function deploymentToEntities(deployment: Deployment, team: Team | undefi
       namespace: options.namespace,
       title: `${deployment.served_model_name} (OpenAI-compatible)`,
       description: `OpenAI-compatible inference API of deployment ${deployment.name} of team ${deployment.team}`,
-      tags: ['openai'],
+      tags: ['openai', ...apiRoutes(model?.capabilities).map(route => tag(route.tag))],
       annotations,
       links,
     },
@@ -166,22 +184,66 @@ export function deploymentToEntities(deployment: Deployment, team: Team | undefi
       type: 'openapi',
       lifecycle: options.lifecycle,
       owner,
-      definition: openAiDefinition(deployment),
+      definition: openAiDefinition(deployment, model?.capabilities),
     },
   };
   return [component, api];
 }
 
-/** A minimal OpenAPI document for the chat and completion routes of the served model. */
-export function openAiDefinition(deployment: Deployment): string {
+interface ApiRoute {
+  path: string;
+  summary: string;
+  response: string;
+  tag: string;
+}
+
+/**
+ * The OpenAI-compatible routes a model serves, from its catalog capabilities: chat (and vision, tool calling, which
+ * are chat requests) -> /chat/completions, completion -> /completions, embeddings -> /embeddings. A model the mirror
+ * could not read (capabilities unknown) is described as chat and completions, as before.
+ */
+export function apiRoutes(capabilities: string[] | undefined): ApiRoute[] {
+  const known = capabilities ?? ['chat', 'completion'];
+  const routes: ApiRoute[] = [];
+  if (known.some(capability => ['chat', 'vision', 'tool_calling'].includes(capability))) {
+    routes.push({ path: '/chat/completions', summary: 'Chat completion', response: 'A chat completion', tag: 'chat' });
+  }
+  if (known.includes('completion')) {
+    routes.push({ path: '/completions', summary: 'Text completion', response: 'A completion', tag: 'completion' });
+  }
+  if (known.includes('embeddings')) {
+    routes.push({ path: '/embeddings', summary: 'Embeddings', response: 'Embedding vectors of the input', tag: 'embeddings' });
+  }
+  return routes;
+}
+
+/** A minimal OpenAPI document of the routes the served model answers (from its capabilities). */
+export function openAiDefinition(deployment: Deployment, capabilities?: string[]): string {
   const endpoint = deployment.status.endpoint.replace(/\/+$/, '');
   // The portal's endpoint is the OpenAI base URL (…/openai/v1); an older bare host gets the prefix.
   const servers = endpoint ? [{ url: /\/v1$/.test(endpoint) ? endpoint : `${endpoint}/openai/v1` }] : [];
-  const request = {
-    type: 'object',
-    required: ['model'],
-    properties: { model: { type: 'string', enum: [deployment.served_model_name] } },
+  const model = { type: 'string', enum: [deployment.served_model_name] };
+  const schemas: Record<string, unknown> = {
+    '/chat/completions': { type: 'object', required: ['model', 'messages'], properties: { model, messages: { type: 'array', items: { type: 'object' } } } },
+    '/completions': { type: 'object', required: ['model', 'prompt'], properties: { model, prompt: { type: 'string' } } },
+    '/embeddings': {
+      type: 'object',
+      required: ['model', 'input'],
+      properties: { model, input: { oneOf: [{ type: 'string' }, { type: 'array', items: { type: 'string' } }] } },
+    },
   };
+  const paths = Object.fromEntries(
+    apiRoutes(capabilities).map(route => [
+      route.path,
+      {
+        post: {
+          summary: route.summary,
+          requestBody: { required: true, content: { 'application/json': { schema: schemas[route.path] } } },
+          responses: { '200': { description: route.response } },
+        },
+      },
+    ]),
+  );
   return JSON.stringify(
     {
       openapi: '3.0.3',
@@ -191,22 +253,7 @@ export function openAiDefinition(deployment: Deployment): string {
         description: `Call it with a team API key (Authorization: Bearer <key>) and "model": "${deployment.served_model_name}".`,
       },
       servers,
-      paths: {
-        '/chat/completions': {
-          post: {
-            summary: 'Chat completion',
-            requestBody: { required: true, content: { 'application/json': { schema: request } } },
-            responses: { '200': { description: 'A chat completion' } },
-          },
-        },
-        '/completions': {
-          post: {
-            summary: 'Text completion',
-            requestBody: { required: true, content: { 'application/json': { schema: request } } },
-            responses: { '200': { description: 'A completion' } },
-          },
-        },
-      },
+      paths,
     },
     null,
     2,

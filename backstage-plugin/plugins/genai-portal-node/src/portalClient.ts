@@ -11,6 +11,8 @@ export interface Problem {
   detail?: string;
   code?: string;
   errors?: Array<{ field?: string; code?: string; message?: string }>;
+  /** Extra members some problems carry (e.g. `admins` of a team that exists). */
+  [extra: string]: unknown;
 }
 
 /** The portal refused or failed a request; `message` is written for a person reading a task log. */
@@ -39,8 +41,20 @@ export function formatProblem(method: string, path: string, status: number, prob
     const field = entry.field ? `${entry.field}: ` : '';
     lines.push(`  - ${field}${entry.message ?? entry.code ?? 'invalid'}`);
   }
+  const hint = PROBLEM_HINTS[problem.code ?? ''];
+  if (hint) {
+    lines.push(hint);
+  }
   return lines.join('\n');
 }
+
+/** What a person can do about some refusals, added to the message. */
+const PROBLEM_HINTS: Record<string, string> = {
+  backstage_token_missing:
+    'The portal verifies Backstage user tokens (PORTAL_BACKSTAGE_JWKS_URL): set genaiPortal.forwardUserToken: true in app-config.',
+  gpu_quota_exceeded:
+    "Ask for more with the template \"Request GPU quota\" (a platform admin approves it), then retry this task: it does not deploy twice.",
+};
 
 /** Whom a request acts for: the initiating Backstage user, and optionally their Backstage token. */
 export interface Identity {

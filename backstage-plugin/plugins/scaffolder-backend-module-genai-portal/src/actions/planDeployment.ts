@@ -1,7 +1,7 @@
 /** genai-portal:deployment:plan - size a catalog model for a team before deploying it: fits, GPUs, monthly cost. */
 import { InputError } from '@backstage/errors';
 import { createTemplateAction } from '@backstage/plugin-scaffolder-node';
-import type { CatalogModelDetail, FitPlan, Placement } from '../../portalClient';
+import type { CatalogModelDetail, FitPlan, Placement } from '@genai-portal/plugin-genai-portal-node';
 import { PortalActionOptions, identityOf, nameFromRef, resolveTeam } from './common';
 
 const GB = 1e9;

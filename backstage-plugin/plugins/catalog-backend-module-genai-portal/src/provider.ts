@@ -2,7 +2,7 @@
 import type { LoggerService, SchedulerServiceTaskRunner } from '@backstage/backend-plugin-api';
 import type { Entity } from '@backstage/catalog-model';
 import type { EntityProvider, EntityProviderConnection } from '@backstage/plugin-catalog-node';
-import type { PortalClient, Team } from '../portalClient';
+import type { CatalogModel, PortalClient, Team } from '@genai-portal/plugin-genai-portal-node';
 import { MappingOptions, deploymentToEntities, modelToEntity } from './entities';
 
 export interface GenaiPortalEntityProviderOptions {
@@ -12,6 +12,8 @@ export interface GenaiPortalEntityProviderOptions {
   /** Runs `refresh` on a schedule; omit it to call `refresh` yourself. */
   taskRunner?: SchedulerServiceTaskRunner;
   providerName?: string;
+  /** The portal scope the token must carry to mirror (the module sets `catalog:read`); unset: not checked. */
+  requiredScope?: string;
 }
 
 export class GenaiPortalEntityProvider implements EntityProvider {
@@ -49,16 +51,38 @@ export class GenaiPortalEntityProvider implements EntityProvider {
     }
   }
 
+  /**
+   * Refuse to mirror with a token that cannot read every team: a `backstage`-scoped token (the actions') reads only
+   * teams it acts for (none, without a user), so a mirror with it would silently drop every deployment entity.
+   * Asked on every run (GET /api/v1/me), so a token replaced in the portal is noticed.
+   */
+  async checkScopes(): Promise<void> {
+    if (!this.options.requiredScope) return;
+    const { body } = await this.options.client.request<{ scopes?: string[] }>('GET', '/api/v1/me');
+    const scopes = body?.scopes ?? [];
+    if (!scopes.includes(this.options.requiredScope)) {
+      throw new Error(
+        `refusing to mirror the GenAI portal: genaiPortal.catalog.token has the portal scopes [${scopes.join(', ')}], not ` +
+          `'${this.options.requiredScope}', so it cannot read every team and their deployments. Give it a token with that ` +
+          `scope (manage.py issue_token --service backstage-catalog --scope ${this.options.requiredScope}).`,
+      );
+    }
+  }
+
   /** Everything the portal has now; a failure throws before any mutation, so the catalog keeps the last mirror. */
   async readEntities(): Promise<Entity[]> {
+    await this.checkScopes();
     const { client } = this.options;
     const [models, teams] = await Promise.all([client.listModels(), client.listTeams()]);
     const teamsBySlug = new Map<string, Team>(teams.map(team => [team.slug, team]));
+    const modelsBySlug = new Map<string, CatalogModel>(models.map(model => [model.slug, model]));
     const entities: Entity[] = models.map(model => modelToEntity(model, this.mapping));
     for (const team of teams) {
       const deployments = await client.listDeployments(team.slug);
       for (const deployment of deployments) {
-        entities.push(...deploymentToEntities(deployment, teamsBySlug.get(deployment.team), this.mapping));
+        entities.push(
+          ...deploymentToEntities(deployment, teamsBySlug.get(deployment.team), this.mapping, modelsBySlug.get(deployment.model)),
+        );
       }
     }
     return entities;

@@ -1,8 +1,8 @@
 /** genai-portal:team:onboard - create a portal team (or confirm it exists) with the user as its admin. */
 import { InputError } from '@backstage/errors';
 import { createTemplateAction } from '@backstage/plugin-scaffolder-node';
-import { PortalError } from '../../portalClient';
-import { PortalActionOptions, identityOf, idempotencyKey, normalizeGroupRef, portalLink } from './common';
+import { PortalError } from '@genai-portal/plugin-genai-portal-node';
+import { PortalActionOptions, identityOf, idempotencyKey, normalizeGroupRef, consoleLink } from './common';
 
 const TEAM_SLUG = /^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$/;
 
@@ -37,12 +37,22 @@ export function createOnboardTeamAction(options: PortalActionOptions) {
       const identity = await identityOf(ctx, options);
       const { team, displayName } = ctx.input;
       const groupRef = ctx.input.groupRef ? normalizeGroupRef(ctx.input.groupRef) : undefined;
-      const teamUrl = portalLink(options, `/api/v1/teams/${team}`);
+      const teamUrl = consoleLink(options, { team });
       if (ctx.isDryRun) {
-        ctx.logger.info(`Dry run: would create team '${team}' (${displayName}) with ${identity.userRef} as admin`);
+        // Read-only: whether the team exists for this user decides what the real run would do.
+        const existing = await client.getTeam(team, identity, ctx.signal);
+        if (existing) {
+          const me = await client.me(identity, ctx.signal);
+          const role = me.teams.find(entry => entry.team === team)?.role ?? (me.platform_admin ? 'platform-admin' : 'none');
+          ctx.logger.info(`Dry run: team '${team}' exists and ${identity.userRef} is its ${role}; it would be confirmed, not created`);
+          ctx.output('created', false);
+          ctx.output('role', role);
+        } else {
+          ctx.logger.info(`Dry run: would create team '${team}' (${displayName}) with ${identity.userRef} as admin`);
+          ctx.output('created', true);
+          ctx.output('role', 'admin');
+        }
         ctx.output('team', team);
-        ctx.output('created', false);
-        ctx.output('role', 'admin');
         ctx.output('teamUrl', teamUrl);
         return;
       }
@@ -111,9 +121,16 @@ export function createOnboardTeamAction(options: PortalActionOptions) {
               if (restricted) {
                 throw error;
               }
+              const admins = Array.isArray(error.problem.admins) ? (error.problem.admins as string[]) : [];
+              const group = typeof error.problem.backstage_group_ref === 'string' ? error.problem.backstage_group_ref : '';
+              const whom = admins.length
+                ? `one of its admins (${admins.join(', ')})`
+                : group
+                  ? `an owner of its Backstage group ${group}`
+                  : 'a platform admin of the GenAI portal';
               throw new InputError(
                 `Team '${team}' already exists in the GenAI portal and ${identity.userRef} is not a member. ` +
-                  'Ask one of its admins to add you, or pick another slug.',
+                  `Ask ${whom} to add you, or pick another slug.`,
               );
             }
             const me = await client.me(identity, ctx.signal);

@@ -1,14 +1,14 @@
 /** genai-portal:deployment:create - deploy a catalog model for a team, optionally waiting until Ready. */
 import { InputError } from '@backstage/errors';
 import { createTemplateAction } from '@backstage/plugin-scaffolder-node';
-import type { Deployment, Identity, PortalClient } from '../../portalClient';
-import { PortalError } from '../../portalClient';
+import type { Deployment, Identity, PortalClient } from '@genai-portal/plugin-genai-portal-node';
+import { PortalError } from '@genai-portal/plugin-genai-portal-node';
 import {
   PortalActionOptions,
   identityOf,
   idempotencyKey,
   nameFromRef,
-  portalLink,
+  consoleLink,
   resolveTeam,
   sleep,
   throwIfCancelled,
@@ -30,56 +30,101 @@ export interface WaitOptions {
   pollSeconds: number;
   signal?: AbortSignal;
   log: (message: string) => void;
+  /** Warnings (a failed status read that is tried again); default: log. */
+  warn?: (message: string) => void;
   /** Where people watch the deployment in the portal (named when the wait has to stop early). */
   watchUrl?: string;
 }
 
+/** Longest pause between two status reads while the portal keeps failing to answer (transient failures). */
+export const MAX_BACKOFF_SECONDS = 60;
+
 /**
- * Poll the deployment until the portal reports it Ready for its current generation; Failed, a
- * timeout or cancellation end the wait with an error that says what the portal last reported.
+ * Whether a failed status read is worth another try: the portal unreachable or slow, 408, 429 and 5xx. Anything else
+ * (401, 403, 404 of the team) will not change by waiting.
+ */
+export function isTransient(error: unknown): boolean {
+  if (error instanceof PortalError) {
+    return error.status === 408 || error.status === 429 || error.status >= 500;
+  }
+  return error instanceof Error && !/^Cancelled/.test(error.message);
+}
+
+/**
+ * Poll the deployment until the portal reports it Ready for its current generation; Failed, a timeout or
+ * cancellation end the wait with an error that says what the portal last reported. A read that fails transiently
+ * (see isTransient) is retried with exponential back-off (from the poll interval, doubling, at most
+ * MAX_BACKOFF_SECONDS) until the deadline: one failed poll does not end a long wait. Every message that ends the wait
+ * early says that the deployment goes on in the portal and where to watch it.
  */
 export async function waitUntilReady(client: PortalClient, options: WaitOptions): Promise<Deployment> {
   const deadline = Date.now() + options.timeoutSeconds * 1000;
+  const watch = `The deployment was accepted and goes on in the portal; watch it at ${options.watchUrl ?? 'the portal'} (or the catalog Component '${options.team}.${options.name}')`;
   let lastReport = '';
+  let failures = 0;
   for (;;) {
     throwIfCancelled(options.signal, `waiting for deployment '${options.name}' to become Ready`);
     let deployment: Deployment | undefined;
+    let pause = options.pollSeconds * 1000;
     try {
       deployment = await client.getDeployment(options.team, options.name, options.identity, options.signal);
+      if (failures > 0) {
+        options.log(`Reading deployment '${options.name}' works again after ${failures} failed attempt(s)`);
+      }
+      failures = 0;
     } catch (error) {
       if (error instanceof PortalError && error.status === 401 && error.code === 'backstage_token_expired') {
         throw new Error(
           `Stopped waiting for deployment '${options.name}' of team '${options.team}'${lastReport ? ` (last: ${lastReport})` : ''}: ` +
             'the Backstage user token forwarded to the GenAI portal expired (it is valid for about an hour from the start of the task). ' +
-            `The deployment was accepted and continues in the portal; watch it at ${options.watchUrl ?? 'the portal'} ` +
-            `(or the catalog Component '${options.team}.${options.name}'). Retrying this task as the same user keeps waiting ` +
+            `${watch}. Retrying this task as the same user keeps waiting ` +
             'without deploying twice; waits longer than the token lifetime need genaiPortal.forwardUserToken: false.',
         );
       }
-      throw error;
-    }
-    if (!deployment) {
-      throw new Error(`Deployment '${options.name}' of team '${options.team}' disappeared while waiting for it`);
-    }
-    const { phase, message, observed_generation: observed } = deployment.status;
-    const report = `${phase}${message ? `: ${message}` : ''}`;
-    if (report !== lastReport) {
-      options.log(`Deployment '${options.name}' is ${report} (generation ${deployment.generation}, observed ${observed})`);
-      lastReport = report;
-    }
-    if (phase === 'Ready' && observed >= deployment.generation) {
-      return deployment;
-    }
-    if (phase === 'Failed') {
-      throw new Error(`Deployment '${options.name}' failed: ${message || 'the portal gave no reason'}`);
-    }
-    if (Date.now() >= deadline) {
-      throw new Error(
-        `Deployment '${options.name}' was not Ready within ${options.timeoutSeconds} s (last: ${report}); ` +
-          'it keeps reconciling in the portal, so check it there or run the template again to keep waiting.',
+      if (options.signal?.aborted || !isTransient(error)) {
+        throw error;
+      }
+      failures += 1;
+      pause = Math.min(options.pollSeconds * 1000 * 2 ** failures, MAX_BACKOFF_SECONDS * 1000);
+      const reason = (error as Error).message.split('\n')[0];
+      if (Date.now() + pause >= deadline) {
+        throw new Error(
+          `Stopped waiting for deployment '${options.name}' of team '${options.team}' after ${options.timeoutSeconds} s: ` +
+            `the last ${failures} status read(s) failed (${reason})${lastReport ? `; last known: ${lastReport}` : ''}. ${watch}.`,
+        );
+      }
+      options.warn?.(
+        `Could not read the status of deployment '${options.name}' (attempt ${failures}: ${reason}); trying again in ` +
+          `${(pause / 1000).toFixed(1)} s. The deployment goes on in the portal meanwhile.`,
       );
     }
-    await sleep(Math.min(options.pollSeconds * 1000, Math.max(deadline - Date.now(), 0)), options.signal).catch(() => {
+    if (deployment) {
+      const { phase, message, observed_generation: observed } = deployment.status;
+      const report = `${phase}${message ? `: ${message}` : ''}`;
+      if (report !== lastReport) {
+        options.log(`Deployment '${options.name}' is ${report} (generation ${deployment.generation}, observed ${observed})`);
+        lastReport = report;
+      }
+      if (phase === 'Ready' && observed >= deployment.generation) {
+        return deployment;
+      }
+      if (phase === 'Failed') {
+        throw new Error(
+          `Deployment '${options.name}' failed: ${message || 'the portal gave no reason'}. It is still in the portal ` +
+            `(${options.watchUrl ?? 'the portal'}) and keeps its name: delete it (the genai-portal:deployment:delete ` +
+            'action, or in the portal) before deploying again under this name, or fix the cause and let the portal retry.',
+        );
+      }
+      if (Date.now() >= deadline) {
+        throw new Error(
+          `Deployment '${options.name}' was not Ready within ${options.timeoutSeconds} s (last: ${report}). ${watch}; ` +
+            'run the template again to keep waiting (it does not deploy twice).',
+        );
+      }
+    } else if (failures === 0) {
+      throw new Error(`Deployment '${options.name}' of team '${options.team}' disappeared while waiting for it`);
+    }
+    await sleep(Math.min(pause, Math.max(deadline - Date.now(), 0)), options.signal).catch(() => {
       throw new Error(`Cancelled while waiting for deployment '${options.name}' to become Ready`);
     });
   }
@@ -170,7 +215,7 @@ export function createDeployModelAction(options: PortalActionOptions) {
         ctx.output('phase', 'DryRun');
         ctx.output('endpoint', '');
         ctx.output('servedModelName', '');
-        ctx.output('deploymentUrl', portalLink(options, `/api/v1/teams/${ctx.input.team}/deployments/${name}`));
+        ctx.output('deploymentUrl', consoleLink(options, { team: ctx.input.team, deployment: name }));
         return;
       }
 
@@ -227,7 +272,8 @@ export function createDeployModelAction(options: PortalActionOptions) {
           pollSeconds: ctx.input.pollIntervalSeconds ?? DEFAULT_POLL_SECONDS,
           signal: ctx.signal,
           log: message => ctx.logger.info(message),
-          watchUrl: portalLink(options, `/api/v1/teams/${team}/deployments/${name}`),
+          warn: message => ctx.logger.warn(message),
+          watchUrl: consoleLink(options, { team, deployment: name }),
         });
         ctx.logger.info(`Deployment '${name}' is Ready at ${deployment.status.endpoint}`);
       } else {
@@ -239,7 +285,7 @@ export function createDeployModelAction(options: PortalActionOptions) {
       ctx.output('phase', deployment?.status.phase ?? 'Pending');
       ctx.output('endpoint', deployment?.status.endpoint ?? '');
       ctx.output('servedModelName', deployment?.served_model_name ?? created.servedModelName);
-      ctx.output('deploymentUrl', portalLink(options, `/api/v1/teams/${team}/deployments/${name}`));
+      ctx.output('deploymentUrl', consoleLink(options, { team, deployment: name }));
     },
   });
 }

@@ -2,8 +2,26 @@
  * genai-portal:credential:create - create a gateway API key for a team. The key never passes through
  * Backstage: the portal answers with a one-time reveal link for the user, which is all this outputs.
  */
+import { InputError } from '@backstage/errors';
 import { createTemplateAction } from '@backstage/plugin-scaffolder-node';
-import { PortalActionOptions, identityOf, idempotencyKey, nameFromRef, resolveTeam } from './common';
+import { PortalError } from '@genai-portal/plugin-genai-portal-node';
+import { PortalActionOptions, consoleLink, identityOf, idempotencyKey, nameFromRef, resolveTeam } from './common';
+
+/** A key name the team already uses is refused with what to do instead: rotate that key, or pick another name. */
+async function createOrExplain<T>(create: () => Promise<T>, team: string, name: string, teamUrl: string): Promise<T> {
+  try {
+    return await create();
+  } catch (error) {
+    if (error instanceof PortalError && error.code === 'credential_name_taken') {
+      throw new InputError(
+        `Team '${team}' already has a current API key named '${name}'. For a new key under that name, rotate it in the ` +
+          `portal (${teamUrl}: the old key keeps working for the overlap window), or run this template again with another ` +
+          `name (e.g. '${name}-2').\n${error.message}`,
+      );
+    }
+    throw error;
+  }
+}
 
 const CREDENTIAL_NAME = /^[a-zA-Z0-9][-a-zA-Z0-9_. ]{0,99}$/;
 
@@ -66,7 +84,7 @@ export function createCredentialAction(options: PortalActionOptions) {
         key: `genai-portal.credential.create.${team}.${ctx.input.name}`,
         fn: async () => {
           ctx.logger.info(`Asking the GenAI portal for API key '${ctx.input.name}' of team '${team}' (reveal link delivery)`);
-          const response = await client.createCredential(
+          const response = await createOrExplain(() => client.createCredential(
             team,
             {
               name: ctx.input.name,
@@ -76,7 +94,7 @@ export function createCredentialAction(options: PortalActionOptions) {
             identity,
             idempotencyKey(ctx, `credential.create.${team}.${ctx.input.name}`),
             ctx.signal,
-          );
+          ), team, ctx.input.name, consoleLink(options, { team }));
           const body = response.body;
           if (!body.reveal_url) {
             throw new Error('The GenAI portal did not answer with a reveal link; refusing to continue (no key is shown here)');

@@ -1,6 +1,7 @@
 /** What every portal action shares: who it acts for, idempotency keys, links and waiting. */
 import { InputError } from '@backstage/errors';
-import type { Identity, PortalClient } from '../../portalClient';
+import { ConsolePage, consoleUrl } from '@genai-portal/plugin-genai-portal-node';
+import type { Identity, PortalClient } from '@genai-portal/plugin-genai-portal-node';
 
 /** The options every action factory takes. */
 export interface PortalActionOptions {
@@ -9,13 +10,18 @@ export interface PortalActionOptions {
   publicUrl?: string;
   /** Forward the initiating user's Backstage token (X-Backstage-Token); refuse to act without it. */
   forwardUserToken?: boolean;
+  /**
+   * What the portal said at startup about forwarded user tokens (GET /api/v1/me), once it answered: a mismatch with
+   * `forwardUserToken` makes every action refuse before calling, saying which setting to change.
+   */
+  portalCheck?: { problem?: string };
 }
 
 /** The minimum of an action context these helpers read. */
 export interface IdentityContext {
   user?: { ref?: string };
   /** Whoever created, or last retried, the task (scaffolder 4.2 replaces it on retry; `user` stays the creator). */
-  getInitiatorCredentials(): Promise<{ principal: unknown }>;
+  getInitiatorCredentials(): Promise<{ principal: unknown; token?: string }>;
   secrets?: { backstageToken?: string } & Record<string, string>;
   task: { id: string };
   step?: { id?: string };
@@ -30,6 +36,9 @@ export interface IdentityContext {
  * so the initiator must be a user principal and the same user as `ctx.user.ref`.
  */
 export async function identityOf(ctx: IdentityContext, options: PortalActionOptions): Promise<Identity> {
+  if (options.portalCheck?.problem) {
+    throw new InputError(options.portalCheck.problem);
+  }
   const userRef = ctx.user?.ref;
   if (!userRef) {
     throw new InputError(
@@ -37,7 +46,8 @@ export async function identityOf(ctx: IdentityContext, options: PortalActionOpti
         '(it was created by a service, not a signed-in user); refusing to call the GenAI portal.',
     );
   }
-  const initiator = initiatorUserRef((await ctx.getInitiatorCredentials())?.principal);
+  const credentials = await ctx.getInitiatorCredentials();
+  const initiator = initiatorUserRef(credentials?.principal);
   if (!initiator || !sameEntityRef(initiator, userRef)) {
     throw new InputError(
       `This task was created by ${userRef} but is now being run by ${initiator ?? 'a principal that is not a user'} ` +
@@ -46,15 +56,37 @@ export async function identityOf(ctx: IdentityContext, options: PortalActionOpti
     );
   }
   if (options.forwardUserToken) {
-    const backstageToken = ctx.secrets?.backstageToken;
+    const backstageToken = userTokenOf(credentials?.token) ?? userTokenOf(ctx.secrets?.backstageToken);
     if (!backstageToken) {
       throw new InputError(
-        "genaiPortal.forwardUserToken is on but the task carries no Backstage token for the user; refusing to call the GenAI portal.",
+        'genaiPortal.forwardUserToken is on but the task carries no Backstage user token for ' +
+          `${userRef}; refusing to call the GenAI portal.`,
       );
     }
     return { userRef, backstageToken };
   }
   return { userRef };
+}
+
+/**
+ * The token if it is a Backstage *user* token (JWT header `typ: vnd.backstage.user`), else undefined.
+ *
+ * On a retry, scaffolder-backend 4.2 (router.cjs.js, `POST /v2/tasks/:taskId/retry`) puts a *plugin* token in
+ * `secrets.backstageToken` (`auth.getPluginRequestToken({ onBehalfOf, targetPluginId: 'catalog' })`, typ
+ * `vnd.backstage.plugin`), which the portal cannot verify as the user; the retrier's own user token is in the
+ * initiator credentials (`__initiatorCredentials` keeps `token` explicitly), and the caller has checked that the
+ * retrier is the task's user. Tokens that are not JWTs (test doubles) pass as they are.
+ */
+export function userTokenOf(token: string | undefined): string | undefined {
+  if (!token) return undefined;
+  const [header] = token.split('.');
+  if (token.split('.').length !== 3 || !header) return token;
+  try {
+    const typ = (JSON.parse(Buffer.from(header, 'base64url').toString('utf8')) as { typ?: unknown }).typ;
+    return typ === undefined || typ === 'vnd.backstage.user' ? token : undefined;
+  } catch {
+    return token;
+  }
 }
 
 /** The user entity ref of a BackstageUserPrincipal (`{ type: 'user', userEntityRef }`); undefined for any other principal. */
@@ -81,9 +113,9 @@ export function idempotencyKey(ctx: IdentityContext, purpose: string): string {
   return `backstage:${ctx.task.id}:${ctx.step?.id ?? 'step'}:${purpose}`.slice(0, 255);
 }
 
-export function portalLink(options: PortalActionOptions, path: string): string {
-  const base = (options.publicUrl ?? options.client.baseUrl).replace(/\/+$/, '');
-  return `${base}${path}`;
+/** A console page of the portal for people to open (task outputs and messages), on genaiPortal.publicUrl. */
+export function consoleLink(options: PortalActionOptions, page: ConsolePage): string {
+  return consoleUrl(options.publicUrl ?? options.client.baseUrl, page);
 }
 
 /** `resource:default/llama` or `llama` -> `llama`: templates may pass the picked entity ref. */

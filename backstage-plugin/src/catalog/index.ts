@@ -1,2 +1,0 @@
-/** Default export for backend.add(import('.../catalog')). */
-export { catalogModuleGenaiPortal as default } from './module';
