@@ -45,6 +45,16 @@ class MemberListQuery(QueryFilters):
     role = serializers.ChoiceField(choices=Role.choices, required=False, allow_blank=True)
 
 
+class QuotaRequestListQuery(QueryFilters):
+    status = serializers.ChoiceField(choices=QuotaRequest.Status.choices, required=False, allow_blank=True)
+
+
+class QuotaRequestQueueQuery(QueryFilters):
+    status = serializers.ChoiceField(
+        choices=QuotaRequest.Status.choices, required=False, allow_blank=True, help_text="default: pending"
+    )
+
+
 class TeamCreateInput(StrictInput):
     slug = serializers.RegexField(
         TEAM_SLUG_PATTERN,

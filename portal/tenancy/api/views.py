@@ -194,12 +194,12 @@ class QuotaRequestListView(PortalGenericView):
     serializer_class = serializers.QuotaRequestOutput
 
     @extend_schema(
-        parameters=[OpenApiParameter("status", str, enum=QuotaRequest.Status.values)],
+        parameters=[serializers.QuotaRequestListQuery],
         responses=serializers.QuotaRequestOutput(many=True),
         summary="A team's quota requests, newest first (members read)",
     )
     def get(self, request: Request, team: str) -> Response:
-        status_filter = _choice_param(request, "status", QuotaRequest.Status.values)
+        status_filter = validated(serializers.QuotaRequestListQuery, request.query_params).get("status") or None
         requests = selectors.quota_request_list(team=team_for_request(request, team), status=status_filter)
         page = self.paginate_queryset(requests)
         return self.get_paginated_response(serializers.QuotaRequestOutput(page, many=True).data)
@@ -270,7 +270,7 @@ class PendingQuotaRequestListView(PortalGenericView):
     serializer_class = serializers.QuotaRequestOutput
 
     @extend_schema(
-        parameters=[OpenApiParameter("status", str, enum=QuotaRequest.Status.values, description="default: pending")],
+        parameters=[serializers.QuotaRequestQueueQuery],
         responses=serializers.QuotaRequestOutput(many=True),
         summary="Every team's quota requests (platform admins)",
     )
@@ -279,6 +279,7 @@ class PendingQuotaRequestListView(PortalGenericView):
             raise PermissionDenied(
                 "Only platform admins see every team's quota requests", code="platform_admin_required"
             )
-        status_filter = _choice_param(request, "status", QuotaRequest.Status.values) or QuotaRequest.Status.PENDING
+        query = validated(serializers.QuotaRequestQueueQuery, request.query_params)
+        status_filter = query.get("status") or QuotaRequest.Status.PENDING
         page = self.paginate_queryset(selectors.quota_request_list(status=status_filter))
         return self.get_paginated_response(serializers.QuotaRequestOutput(page, many=True).data)
