@@ -34,3 +34,6 @@ USAGE_BUDGET_WEBHOOK_TIMEOUT_SECONDS = ENV.integer("PORTAL_BUDGET_WEBHOOK_TIMEOU
 USAGE_RETRY_AFTER_SECONDS = ENV.integer("PORTAL_USAGE_RETRY_AFTER_SECONDS", 5, minimum=1, maximum=3600)
 # Ingestion waits at most this long for a lock (partition DDL, a long re-rate) before answering 503.
 USAGE_INGEST_LOCK_TIMEOUT_MS = ENV.integer("PORTAL_USAGE_INGEST_LOCK_TIMEOUT_MS", 5000, minimum=10)
+# Requests per minute of one collector token to the ingestion endpoints: a rate limit of its own, sized for batches
+# (a collector sending 1,000-event batches at 60,000 events/s makes 3,600 requests a minute), not the API's.
+USAGE_INGEST_RATE_LIMIT = ENV.text("PORTAL_USAGE_INGEST_RATE_LIMIT", "60000/minute")

@@ -17,7 +17,7 @@ EVENT_TYPE = "ai.gateway.llm.usage.v1"
 ACCEPTED_EVENT_TYPES = frozenset({EVENT_TYPE})
 # UUIDv5 namespace of event ids the portal derives from the gateway source and its x-request-id.
 EVENT_ID_NAMESPACE = uuid.UUID("8f1c2d4e-5a6b-5c7d-9e0f-112233445566")
-MAX_TOKENS = 2**53
+MAX_TOKENS = 2**31 - 1  # stored as integers: no single request comes near two billion tokens
 MAX_TEXT = 255
 
 # data.usage field -> stored column
@@ -29,12 +29,6 @@ TOKEN_FIELDS = {
     "reasoning_tokens": "reasoning_tokens",
 }
 MODEL_FIELDS = ("model_override", "model_requested", "model_response", "model")
-# Fields of an event's data the portal reads; the rest are kept as extras.
-_KNOWN_DATA_FIELDS = frozenset(
-    {"request_id", "credential_id", "usage", "status_code", "duration_ms", "route", "backend", "provider"}
-    | set(MODEL_FIELDS)
-    | set(TOKEN_FIELDS)
-)
 _ABSENT = ("", "-", None)
 
 
@@ -129,8 +123,10 @@ def parse_count(value: object, field_name: str) -> int | None:
         number = int(value.strip())
     else:
         raise EventProblem("invalid_number", field_name, "must be a non-negative integer or null")
-    if number < 0 or number > MAX_TOKENS:
+    if number < 0:
         raise EventProblem("invalid_number", field_name, "must be a non-negative integer or null")
+    if number > MAX_TOKENS:
+        raise EventProblem("invalid_number", field_name, f"must be at most {MAX_TOKENS}")
     return number
 
 
@@ -151,17 +147,6 @@ def _text(value: object, field_name: str, *, required: bool = False, max_length:
     if len(text) > max_length:
         raise EventProblem("invalid_field", field_name, f"must be at most {max_length} characters")
     return text
-
-
-def _json_safe(value: Any) -> Any:
-    """Unknown fields are kept as they came, minus NUL characters PostgreSQL jsonb refuses."""
-    if isinstance(value, str):
-        return value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
-    if isinstance(value, dict):
-        return {_json_safe(str(key)): _json_safe(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(item) for item in value]
-    return value
 
 
 def record_from_fields(
@@ -211,11 +196,7 @@ def record_from_fields(
     status_code = parse_count(data.get("status_code"), prefix + "status_code")
     if status_code is not None and status_code > 999:
         raise EventProblem("invalid_number", prefix + "status_code", "must be an HTTP status code")
-    extras = {key: _json_safe(value) for key, value in data.items() if key not in _KNOWN_DATA_FIELDS}
-    if request_id:
-        extras["request_id"] = request_id
-    if len(models) > 1:  # every name the gateway reported, for re-attribution out of quarantine
-        extras["model_names"] = models
+    # The rest of the data document is not kept (see portal.usage.store for what a stored event keeps and why).
     return UsageRecord(
         index=index,
         event_id=event_id_text,
@@ -227,7 +208,6 @@ def record_from_fields(
         route=_text(data.get("route"), prefix + "route", max_length=500),
         status_code=status_code,
         duration_ms=parse_count(data.get("duration_ms"), prefix + "duration_ms"),
-        extras=extras,
         **tokens,
     )
 
@@ -357,18 +337,67 @@ def iter_otlp_records(document: object) -> Iterator[tuple[dict[str, object], dic
 def parse_otlp(
     document: object, *, now: datetime, max_age: timedelta, max_skew: timedelta, max_events: int
 ) -> list[UsageRecord | EventRejection]:
-    """OTLP log records of the gateway's access log (section 4.2 of the metering reference) as usage events."""
+    """OTLP log records of the gateway's access log (section 4.2 of the metering reference) as usage events, from
+    the JSON encoding of an export."""
     try:
-        return _parse_otlp(document, now=now, max_age=max_age, max_skew=max_skew, max_events=max_events)
+        records = (
+            (resource, attributes, record.get("timeUnixNano"), record.get("observedTimeUnixNano"))
+            for resource, attributes, record in iter_otlp_records(document)
+        )
+        return _parse_otlp(records, now=now, max_age=max_age, max_skew=max_skew, max_events=max_events)
+    except RecursionError:
+        raise PayloadError("The export nests too deeply", code="malformed_otlp") from None
+
+
+def _protobuf_value(value: Any) -> object:
+    """An OTLP AnyValue message as a plain value (read field by field: no conversion of the whole export)."""
+    kind = value.WhichOneof("value")
+    if kind is None:
+        return None
+    if kind == "kvlist_value":
+        return {item.key: _protobuf_value(item.value) for item in value.kvlist_value.values}
+    if kind == "array_value":
+        return [_protobuf_value(item) for item in value.array_value.values]
+    if kind == "bytes_value":
+        return None
+    return getattr(value, kind)
+
+
+def _iter_protobuf_records(message: Any) -> Iterator[tuple[dict[str, object], dict[str, object], object, object]]:
+    for resource_log in message.resource_logs:
+        resource = {item.key: _protobuf_value(item.value) for item in resource_log.resource.attributes}
+        for scope_log in resource_log.scope_logs:
+            for record in scope_log.log_records:
+                attributes = {item.key: _protobuf_value(item.value) for item in record.attributes}
+                if record.body.WhichOneof("value") == "kvlist_value":  # a JSON access-log line carried as the body
+                    body = _protobuf_value(record.body)
+                    if isinstance(body, dict):
+                        attributes = {**body, **attributes}
+                yield resource, attributes, record.time_unix_nano, record.observed_time_unix_nano
+
+
+def parse_otlp_protobuf(
+    message: Any, *, now: datetime, max_age: timedelta, max_skew: timedelta, max_events: int
+) -> list[UsageRecord | EventRejection]:
+    """The same, from a decoded ExportLogsServiceRequest protobuf message."""
+    try:
+        return _parse_otlp(
+            _iter_protobuf_records(message), now=now, max_age=max_age, max_skew=max_skew, max_events=max_events
+        )
     except RecursionError:
         raise PayloadError("The export nests too deeply", code="malformed_otlp") from None
 
 
 def _parse_otlp(
-    document: object, *, now: datetime, max_age: timedelta, max_skew: timedelta, max_events: int
+    records: Iterator[tuple[dict[str, object], dict[str, object], object, object]],
+    *,
+    now: datetime,
+    max_age: timedelta,
+    max_skew: timedelta,
+    max_events: int,
 ) -> list[UsageRecord | EventRejection]:
     results: list[UsageRecord | EventRejection] = []
-    for index, (resource, attributes, record) in enumerate(iter_otlp_records(document)):
+    for index, (resource, attributes, time_unix_nano, observed_unix_nano) in enumerate(records):
         if index >= max_events:
             raise PayloadError(f"An export holds at most {max_events} log records", code="batch_too_large", status=413)
         source = next(
@@ -379,11 +408,7 @@ def _parse_otlp(
             ),
             None,
         )
-        time = (
-            attributes.get("start_time")
-            or _unix_nanos(record.get("timeUnixNano"))
-            or _unix_nanos(record.get("observedTimeUnixNano"))
-        )
+        time = attributes.get("start_time") or _unix_nanos(time_unix_nano) or _unix_nanos(observed_unix_nano)
         event_id = attributes.get("event.id")
         try:
             event_type = attributes.get("event.type")

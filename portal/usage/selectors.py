@@ -11,8 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
-from django.db.models import Count, Exists, F, Max, OuterRef, QuerySet, Sum
+from django.db.models import Count, Exists, F, Max, OuterRef, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 
 from catalog.models import CatalogModel, ModelPrice, ModelVersion
@@ -23,6 +22,7 @@ from portal.deployments.models import ReplicaObservation
 from portal.gateway import selectors as gateway_selectors
 from portal.gateway.contracts import CredentialRef
 from portal.tenancy.models import Team, TeamQuota
+from portal.usage import store
 from portal.usage.contracts import BudgetStatus, PriceRef
 from portal.usage.models import (
     BudgetAlert,
@@ -34,6 +34,7 @@ from portal.usage.models import (
     TeamBudgetSettings,
     UsageDaily,
     UsageHourly,
+    UsageRollupDelta,
 )
 from portal.usage.partitions import month_start, next_month
 from portal.usage.rating import PriceBook
@@ -62,18 +63,24 @@ class ModelRef:
     slug: str
 
 
-def model_names() -> dict[str, ModelRef]:
-    """Every name a gateway may report for a catalog model: its slug, its versions' served model names and
-    provider model ids. The slug wins over a version name that happens to be another model's slug."""
-    names: dict[str, ModelRef] = {}
-    for version in ModelVersion.objects.values("model_id", "model__slug", "served_model_name", "provider_model_id"):
+def model_names(*, names: Iterable[str]) -> dict[str, ModelRef]:
+    """The catalog models these names (as a gateway reports them) stand for: a model's slug, its versions' served
+    model names and provider model ids. The slug wins over a version name that happens to be another model's slug.
+    Only the names asked for are read (a batch reports a handful)."""
+    asked = set(names)
+    wanted = sorted(asked)
+    found: dict[str, ModelRef] = {}
+    if not wanted:
+        return found
+    versions = ModelVersion.objects.filter(Q(served_model_name__in=wanted) | Q(provider_model_id__in=wanted))
+    for version in versions.order_by("pk").values("model_id", "model__slug", "served_model_name", "provider_model_id"):
         ref = ModelRef(version["model_id"], version["model__slug"])
         for name in (version["provider_model_id"], version["served_model_name"]):
-            if name:
-                names.setdefault(name, ref)
-    for model_id, slug in CatalogModel.objects.values_list("pk", "slug"):
-        names[slug] = ModelRef(model_id, slug)
-    return names
+            if name in asked:
+                found.setdefault(name, ref)
+    for model_id, slug in CatalogModel.objects.filter(slug__in=wanted).values_list("pk", "slug"):
+        found[slug] = ModelRef(model_id, slug)
+    return found
 
 
 def served_names(*, names: Iterable[str]) -> dict[str, list[ServedNameRef]]:
@@ -148,28 +155,19 @@ def model_exists(*, slug: str) -> ModelRef | None:
 
 def raw_event_totals(*, team_id: int | None = None, since: datetime | None = None) -> dict[str, Any]:
     """Counts and cost straight from the raw table (tests and the benchmark check rollups against it)."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), coalesce(sum(cost), 0) "
-            "FROM usage_event WHERE state = 'rated' AND (%s::bigint IS NULL OR team_id = %s) "
-            "AND (%s::timestamptz IS NULL OR event_time >= %s)",
-            [team_id, team_id, since, since],
-        )
-        requests, input_tokens, output_tokens, cost = cursor.fetchone()
-    return {"requests": requests, "input_tokens": input_tokens, "output_tokens": output_tokens, "cost": cost}
+    totals = store.raw_totals(team_id=team_id, since=since)
+    cost_pico = totals.pop("cost_pico")
+    return {**totals, "cost": Decimal(cost_pico).scaleb(-12)}
 
 
 def quarantined_events(*, limit: int = 200, since: datetime | None = None) -> list[dict[str, Any]]:
     moment = since or datetime.now(UTC) - timedelta(days=settings.USAGE_MAX_EVENT_AGE_DAYS)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT event_time, source, event_id, client_id, model_name, reason, received_at "
-            "FROM usage_event WHERE state = 'quarantined' AND event_time >= %s "
-            "ORDER BY event_time DESC LIMIT %s",
-            [moment, limit],
-        )
-        columns = [column[0] for column in cursor.description]
-        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+    return store.quarantined_listing(since=moment, limit=limit)
+
+
+def stored_events() -> list[dict[str, Any]]:
+    """Every stored raw event, oldest first, with its source and state (tests that follow an event end to end)."""
+    return store.stored_events()
 
 
 # --- cost reports -----------------------------------------------------------------------------------------
@@ -375,10 +373,9 @@ def alert_pending_ids() -> list[int]:
     )
 
 
-def dirty_bucket_count() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM usage_dirty_hour")
-        return int(cursor.fetchone()[0])
+def pending_delta_count() -> int:
+    """Rollup deltas written and not folded yet (how far the rollups are behind)."""
+    return UsageRollupDelta.objects.count()
 
 
 def hourly_rollup_summary(*, team_id: int) -> dict[str, Any]:

@@ -10,7 +10,6 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiParameter, OpenApiTypes, extend_schema
-from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from rest_framework import exceptions, renderers
@@ -31,6 +30,7 @@ from portal.tenancy import selectors as tenancy_selectors
 from portal.tenancy.models import Role, Team
 from portal.usage import events, metrics, selectors, services
 from portal.usage.api import serializers
+from portal.usage.api.throttling import CollectorRateThrottle
 from portal.usage.contracts import EventRejection, IngestResult, UsageRecord
 
 logger = logging.getLogger(__name__)
@@ -68,6 +68,7 @@ def _problem_response(
 
 class _IngestView(PortalView):
     permission_classes = [HasUsageWriteScope]
+    throttle_classes = [CollectorRateThrottle]
     parser_classes: list[Any] = []  # the body is read here: gzip and protobuf are not DRF parsers' business
     endpoint = ""
 
@@ -168,10 +169,9 @@ class OtlpLogsView(_IngestView):
                 raise events.PayloadError(
                     "The body is not an OTLP ExportLogsServiceRequest", code="malformed_otlp"
                 ) from None
-            document: Any = MessageToDict(message)
+            parsed = events.parse_otlp_protobuf(message, **self._window())
         else:
-            document = events.parse_json(body)
-        parsed = events.parse_otlp(document, **self._window())
+            parsed = events.parse_otlp(events.parse_json(body), **self._window())
         result = self._ingest(request, parsed)
         message_text = "; ".join(
             f"record {rejection.index}: {rejection.reason} ({rejection.field})" for rejection in result.rejected[:20]

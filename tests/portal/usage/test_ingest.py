@@ -368,9 +368,18 @@ def test_a_locked_store_answers_503_with_retry_after_and_the_retry_succeeds(worl
 
 
 def test_back_pressure_429_carries_retry_after(world: UsageWorld, settings) -> None:
-    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"principal": "2/minute"}}
+    settings.USAGE_INGEST_RATE_LIMIT = "2/minute"
     for _ in range(2):
         assert world.post([world.event()]).status_code == 200
     response = world.collector.post("/otlp/v1/logs", data=b"{}", content_type="application/json")
     assert_problem(response, 429, "rate_limited")
     assert 1 <= int(response["Retry-After"]) <= 60
+
+
+def test_collectors_have_a_rate_limit_of_their_own_not_the_apis(world: UsageWorld, settings) -> None:
+    """The API's limit (1,200 requests a minute by default) would cap a collector at 20 batches a second."""
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"principal": "2/minute"}}
+    settings.USAGE_INGEST_RATE_LIMIT = "5/minute"
+    for _ in range(5):
+        assert world.post([world.event()]).status_code == 200
+    assert_problem(world.post([world.event()]), 429, "rate_limited")
