@@ -15,9 +15,11 @@ def _thresholds(entries: list[str]) -> tuple[int, ...]:
     return tuple(sorted(values))
 
 
-# One CloudEvents batch: at most this many events and this many bytes once decompressed.
-USAGE_MAX_BATCH_EVENTS = ENV.integer("PORTAL_USAGE_MAX_BATCH_EVENTS", 1000, minimum=1, maximum=100_000)
-USAGE_MAX_BATCH_BYTES = ENV.integer("PORTAL_USAGE_MAX_BATCH_BYTES", 5 * 1024 * 1024, minimum=1024)
+# One batch: at most this many events and this many bytes once decompressed. The OpenTelemetry collector's batch
+# processor sends 8,192 records by default (send_batch_size), so one of its exports fits in one request; per-request
+# costs (authentication, lookups, a transaction) are spread over that many events.
+USAGE_MAX_BATCH_EVENTS = ENV.integer("PORTAL_USAGE_MAX_BATCH_EVENTS", 10_000, minimum=1, maximum=100_000)
+USAGE_MAX_BATCH_BYTES = ENV.integer("PORTAL_USAGE_MAX_BATCH_BYTES", 16 * 1024 * 1024, minimum=1024)
 # Events older than this (by their gateway time) are refused as too late; newer than now + skew as in the future.
 USAGE_MAX_EVENT_AGE_DAYS = ENV.integer("PORTAL_USAGE_MAX_EVENT_AGE_DAYS", 35, minimum=1, maximum=3660)
 USAGE_MAX_CLOCK_SKEW_SECONDS = ENV.integer("PORTAL_USAGE_MAX_CLOCK_SKEW_SECONDS", 300, minimum=0)

@@ -139,8 +139,7 @@ class UsageEventsView(_IngestView):
             raise events.PayloadError(
                 f"Content-Type must be one of {', '.join(CLOUDEVENTS_TYPES)}", code="unsupported_media_type", status=415
             )
-        document = events.parse_json(self._decoded_body(request))
-        parsed = events.parse_cloudevents(document, **self._window())
+        parsed = events.read_cloudevents(self._decoded_body(request), **self._window())
         return Response(serializers.ingest_result_output(self._ingest(request, parsed)))
 
 
