@@ -119,12 +119,48 @@ class UsageRollupDelta(models.Model):
     reasoning_tokens = models.BigIntegerField(default=0)
     cost_pico = models.DecimalField(max_digits=38, decimal_places=0, default=0, help_text="10^-12 currency units")
     last_event_at = models.DateTimeField(null=True)
+    latency_buckets = ArrayField(models.BigIntegerField(), null=True, help_text="requests per LATENCY_BOUNDS_MS bucket")
+    ttft_buckets = ArrayField(models.BigIntegerField(), null=True, help_text="requests per LATENCY_BOUNDS_MS bucket")
 
     class Meta:
         db_table = "usage_rollup_delta"
 
     def __str__(self) -> str:
         return f"{self.team_id} {self.hour:%Y-%m-%dT%H} +{self.requests}"
+
+
+# Upper bounds (milliseconds) of the request-health histogram's buckets; a last, open bucket holds the rest. Fixed,
+# so hours add up bucket by bucket and percentiles come from the rollup, never from raw events.
+LATENCY_BOUNDS_MS = (50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_000, 120_000)
+
+
+class UsageRequestHealth(models.Model):
+    """Requests, errors (status 400 or above) and latency and time-to-first-token histograms of one team, catalog
+    model and deployment (0: none, a managed model) in one UTC hour: every attributed request the gateway logged,
+    those without token counts included; the sum of its folded deltas."""
+
+    team = models.ForeignKey("tenancy.Team", on_delete=models.CASCADE, related_name="+")
+    hour = models.DateTimeField()
+    model_id = models.BigIntegerField()
+    model_slug = models.CharField(max_length=63)
+    deployment_id = models.BigIntegerField(default=0, help_text="0: no deployment (a managed model)")
+    requests = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+    latency_buckets = ArrayField(models.BigIntegerField(), default=list)
+    ttft_buckets = ArrayField(models.BigIntegerField(), default=list)
+
+    class Meta:
+        verbose_name = "hourly request health"
+        verbose_name_plural = "hourly request health"
+        db_table = "usage_request_health"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["team", "hour", "model_id", "deployment_id"], name="one_request_health_per_bucket"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.team_id} {self.hour:%Y-%m-%dT%H} {self.model_slug} {self.deployment_id}"
 
 
 class UsageSource(models.Model):

@@ -23,6 +23,7 @@ What a stored event keeps, and why (the old table kept about 1,000 bytes an even
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from typing import Any
 
 from django.db import connection
 
-from portal.usage.models import RAW_EVENT_TABLE
+from portal.usage.models import LATENCY_BOUNDS_MS, RAW_EVENT_TABLE
 
 # Why an event is kept in quarantine, stored as a small code; the text is what producers and admins read.
 QUARANTINE_REASONS = (
@@ -102,14 +103,34 @@ _STAGING_COLUMNS = (
 DELTA_COLUMNS = (
     "hour, team_id, model_id, credential_id, deployment_id, model_slug, client_id, requests, failed_requests, "
     "unmetered_requests, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, "
-    "cost_pico, last_event_at"
+    "cost_pico, last_event_at, latency_buckets, ttft_buckets"
 )
+
+
+def _histogram(column: str) -> str:
+    """Counts of the rows per request-health bucket of `column` (milliseconds), as one array."""
+    edges = (0, *LATENCY_BOUNDS_MS)
+    parts = [
+        f"count(*) FILTER (WHERE e.{column} >= {low} AND e.{column} < {high})"
+        for low, high in itertools.pairwise(edges)
+    ]
+    parts.append(f"count(*) FILTER (WHERE e.{column} >= {edges[-1]})")
+    return "ARRAY[" + ", ".join(parts) + "]"
+
+
+def _with_histograms(sql: str) -> str:
+    # Only constants are put into the statement (the bucket bounds), never input.
+    return sql.replace("__LATENCY_HISTOGRAM__", _histogram("duration_ms")).replace(
+        "__TTFT_HISTOGRAM__", _histogram("ttft_ms")
+    )
+
 
 # One statement stores the staged batch: rows whose key is already stored (a replay, or a concurrent copy that
 # committed first; ON CONFLICT waits for it) are skipped, the rollup deltas are the sums of what was inserted, the
 # details of quarantined events go beside them, and the answer is the staged positions that were duplicates. The
 # insert is in key order, so concurrent batches take index locks in one order and never deadlock.
-_STORE_SQL = """
+_STORE_SQL = _with_histograms(
+    """
 WITH inserted AS (
     INSERT INTO usage_event (event_time, received_at, cost_pico, event_key, source_id, team_id, credential_id,
         model_id, price_set_id, deployment_id, model_version_id, duration_ms, ttft_ms, input_tokens,
@@ -121,11 +142,12 @@ WITH inserted AS (
     ON CONFLICT (event_time, event_key) DO NOTHING
     RETURNING *
 ), deltas AS (
-    INSERT INTO usage_rollup_delta (hour, team_id, model_id, credential_id, deployment_id, model_slug, client_id, requests, failed_requests, unmetered_requests, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_pico, last_event_at)
+    INSERT INTO usage_rollup_delta (hour, team_id, model_id, credential_id, deployment_id, model_slug, client_id, requests, failed_requests, unmetered_requests, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_pico, last_event_at, latency_buckets, ttft_buckets)
     SELECT date_trunc('hour', e.event_time, 'UTC'), e.team_id, e.model_id, e.credential_id, e.deployment_id, coalesce(max(m.slug), ''), coalesce(max(c.client_id), ''), count(*), count(*) FILTER (WHERE e.status_code >= 400),
     count(*) FILTER (WHERE e.input_tokens IS NULL AND e.output_tokens IS NULL),
     coalesce(sum(e.input_tokens), 0), coalesce(sum(e.cached_input_tokens), 0), coalesce(sum(e.cache_write_tokens), 0),
-    coalesce(sum(e.output_tokens), 0), coalesce(sum(e.reasoning_tokens), 0), sum(e.cost_pico), max(e.event_time)
+    coalesce(sum(e.output_tokens), 0), coalesce(sum(e.reasoning_tokens), 0), sum(e.cost_pico), max(e.event_time),
+    __LATENCY_HISTOGRAM__, __TTFT_HISTOGRAM__
     FROM inserted e
     LEFT JOIN unnest(%(model_ids)s::bigint[], %(model_slugs)s::text[]) AS m(id, slug) ON m.id = e.model_id
     LEFT JOIN unnest(%(credential_ids)s::bigint[], %(client_ids)s::text[]) AS c(id, client_id)
@@ -146,6 +168,7 @@ WITH inserted AS (
 SELECT s.position FROM usage_event_staging s
 WHERE NOT EXISTS (SELECT 1 FROM inserted e WHERE e.event_time = s.event_time AND e.event_key = s.event_key)
 """
+)
 
 
 def event_key(source: str, event_id: str) -> str:
@@ -326,8 +349,8 @@ WITH changed AS (
     RETURNING e.event_time, e.team_id, e.model_id, e.credential_id, e.deployment_id, u.cost_pico - u.old_cost_pico
         AS difference
 ), deltas AS (
-    INSERT INTO usage_rollup_delta (hour, team_id, model_id, credential_id, deployment_id, model_slug, client_id, requests, failed_requests, unmetered_requests, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_pico, last_event_at)
-    SELECT date_trunc('hour', e.event_time, 'UTC'), e.team_id, e.model_id, e.credential_id, e.deployment_id, '', '', 0, 0, 0, 0, 0, 0, 0, 0, sum(e.difference), NULL
+    INSERT INTO usage_rollup_delta (hour, team_id, model_id, credential_id, deployment_id, model_slug, client_id, requests, failed_requests, unmetered_requests, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_pico, last_event_at, latency_buckets, ttft_buckets)
+    SELECT date_trunc('hour', e.event_time, 'UTC'), e.team_id, e.model_id, e.credential_id, e.deployment_id, '', '', 0, 0, 0, 0, 0, 0, 0, 0, sum(e.difference), NULL, NULL, NULL
     FROM changed e GROUP BY date_trunc('hour', e.event_time, 'UTC'), e.team_id, e.model_id, e.credential_id, e.deployment_id
 )
 SELECT count(*) FROM changed
@@ -392,7 +415,8 @@ def quarantined_page(*, since: datetime, after: tuple[datetime, str], limit: int
 
 # Released only while still quarantined (a concurrent release cannot count an event twice); the delta adds the
 # released events whole, as ingestion would have.
-_RELEASE_SQL = """
+_RELEASE_SQL = _with_histograms(
+    """
 WITH released AS (
     UPDATE usage_event e SET quarantine = NULL, team_id = u.team_id, credential_id = u.credential_id,
         model_id = u.model_id, deployment_id = u.deployment_id, model_version_id = u.model_version_id,
@@ -405,11 +429,12 @@ WITH released AS (
     WHERE e.event_time = u.event_time AND e.event_key = u.event_key AND e.quarantine IS NOT NULL
     RETURNING e.*
 ), deltas AS (
-    INSERT INTO usage_rollup_delta (hour, team_id, model_id, credential_id, deployment_id, model_slug, client_id, requests, failed_requests, unmetered_requests, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_pico, last_event_at)
+    INSERT INTO usage_rollup_delta (hour, team_id, model_id, credential_id, deployment_id, model_slug, client_id, requests, failed_requests, unmetered_requests, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_pico, last_event_at, latency_buckets, ttft_buckets)
     SELECT date_trunc('hour', e.event_time, 'UTC'), e.team_id, e.model_id, e.credential_id, e.deployment_id, coalesce(max(m.slug), ''), coalesce(max(c.client_id), ''), count(*), count(*) FILTER (WHERE e.status_code >= 400),
     count(*) FILTER (WHERE e.input_tokens IS NULL AND e.output_tokens IS NULL),
     coalesce(sum(e.input_tokens), 0), coalesce(sum(e.cached_input_tokens), 0), coalesce(sum(e.cache_write_tokens), 0),
-    coalesce(sum(e.output_tokens), 0), coalesce(sum(e.reasoning_tokens), 0), sum(e.cost_pico), max(e.event_time)
+    coalesce(sum(e.output_tokens), 0), coalesce(sum(e.reasoning_tokens), 0), sum(e.cost_pico), max(e.event_time),
+    __LATENCY_HISTOGRAM__, __TTFT_HISTOGRAM__
     FROM released e
     LEFT JOIN unnest(%(model_ids)s::bigint[], %(model_slugs)s::text[]) AS m(id, slug) ON m.id = e.model_id
     LEFT JOIN unnest(%(credential_ids)s::bigint[], %(client_ids)s::text[]) AS c(id, client_id)
@@ -418,6 +443,7 @@ WITH released AS (
 )
 SELECT count(*) FROM released
 """
+)
 
 
 def release(
