@@ -469,6 +469,88 @@ def iter_otlp_records(document: object) -> Iterator[tuple[dict[str, object], dic
                 yield resource, attributes, record
 
 
+def _text_attribute(attributes: Mapping[str, object], key: str, max_length: int = MAX_TEXT) -> str:
+    value = attributes.get(key)
+    if value is None or isinstance(value, str):
+        return _plain(value, max_length)
+    raise _NotSure
+
+
+def _count_attribute(attributes: Mapping[str, object], key: str) -> int | None:
+    """A count as Envoy's OpenTelemetry sink writes it: a decimal string, '-' when unset."""
+    value = attributes.get(key)
+    if value is None or value == "" or value == "-":
+        return None
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        number = int(value)
+        if number <= MAX_TOKENS:
+            return number
+    raise _NotSure
+
+
+def _fast_log_record(
+    index: int,
+    event_id: object,
+    source: object,
+    time: object,
+    attributes: Mapping[str, object],
+    earliest: datetime,
+    latest: datetime,
+) -> UsageRecord:
+    """record_from_fields for the common access-log record (string values only); _NotSure leaves the record to it."""
+    if "usage" in attributes or not isinstance(source, str) or not isinstance(time, str):
+        raise _NotSure
+    if not (event_id is None or isinstance(event_id, str)):
+        raise _NotSure
+    source_text = _plain(source)
+    if not source_text:
+        raise _NotSure
+    request_id = _text_attribute(attributes, "request_id")
+    event_id_text = _plain(event_id, 200)
+    if not event_id_text:
+        if not request_id:
+            raise _NotSure
+        event_id_text = derive_event_id(source_text, request_id)
+    try:
+        event_time = parse_time(time, "attributes.start_time")
+    except EventProblem:
+        raise _NotSure from None
+    if not earliest <= event_time <= latest:
+        raise _NotSure
+    client_id = _text_attribute(attributes, "credential_id", 200)
+    if not client_id and attributes.get("subject") is not None:
+        raise _NotSure
+    models: list[str] = []
+    for name in MODEL_FIELDS:
+        model = _text_attribute(attributes, name)
+        if model and model not in models:
+            models.append(model)
+    status_code = _count_attribute(attributes, "status_code")
+    if status_code is not None and status_code > 999:
+        raise _NotSure
+    provider = attributes.get("provider") or attributes.get("backend")
+    if not (provider is None or isinstance(provider, str)):
+        raise _NotSure
+    return UsageRecord(
+        index=index,
+        event_id=event_id_text,
+        source=source_text,
+        event_time=event_time,
+        client_id=client_id,
+        model_names=tuple(models),
+        provider=_plain(provider),
+        route=_text_attribute(attributes, "route", 500),
+        status_code=status_code,
+        duration_ms=_count_attribute(attributes, "duration_ms"),
+        time_to_first_token_ms=_count_attribute(attributes, "time_to_first_token_ms"),
+        input_tokens=_count_attribute(attributes, "input_tokens"),
+        cached_input_tokens=_count_attribute(attributes, "cached_input_tokens"),
+        cache_write_tokens=_count_attribute(attributes, "cache_creation_input_tokens"),
+        output_tokens=_count_attribute(attributes, "output_tokens"),
+        reasoning_tokens=_count_attribute(attributes, "reasoning_tokens"),
+    )
+
+
 def parse_otlp(
     document: object, *, now: datetime, max_age: timedelta, max_skew: timedelta, max_events: int
 ) -> list[UsageRecord | EventRejection]:
@@ -498,12 +580,22 @@ def _protobuf_value(value: Any) -> object:
     return getattr(value, kind)
 
 
+def _protobuf_attributes(items: Any) -> dict[str, object]:
+    """Attributes of a record; Envoy writes every one as a string value, so that case is read directly."""
+    attributes: dict[str, object] = {}
+    for item in items:
+        value = item.value
+        kind = value.WhichOneof("value")
+        attributes[item.key] = value.string_value if kind == "string_value" else _protobuf_value(value)
+    return attributes
+
+
 def _iter_protobuf_records(message: Any) -> Iterator[tuple[dict[str, object], dict[str, object], object, object]]:
     for resource_log in message.resource_logs:
-        resource = {item.key: _protobuf_value(item.value) for item in resource_log.resource.attributes}
+        resource = _protobuf_attributes(resource_log.resource.attributes)
         for scope_log in resource_log.scope_logs:
             for record in scope_log.log_records:
-                attributes = {item.key: _protobuf_value(item.value) for item in record.attributes}
+                attributes = _protobuf_attributes(record.attributes)
                 if record.body.WhichOneof("value") == "kvlist_value":  # a JSON access-log line carried as the body
                     body = _protobuf_value(record.body)
                     if isinstance(body, dict):
@@ -549,6 +641,13 @@ def _parse_otlp(
             event_type = attributes.get("event.type")
             if event_type not in (None, "", *ACCEPTED_EVENT_TYPES):
                 raise EventProblem("unsupported_type", "attributes.event.type", f"must be '{EVENT_TYPE}'")
+            try:
+                results.append(
+                    _fast_log_record(index, event_id, source, time, attributes, now - max_age, now + max_skew)
+                )
+                continue
+            except _NotSure:
+                pass
             results.append(
                 record_from_fields(
                     index=index,

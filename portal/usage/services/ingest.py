@@ -53,6 +53,8 @@ def attribute_and_rate(records: Sequence[UsageRecord]) -> list[Attributed]:
     names = selectors.model_names(names=reported)
     served = selectors.served_names(names=reported)
     rows: list[Attributed] = []
+    # A batch names a handful of models many times over: each list of names is resolved once.
+    managed: dict[tuple[str, ...], tuple[int | None, str]] = {}
     for record in records:
         deployment = None
         model_id: int | None
@@ -69,8 +71,11 @@ def attribute_and_rate(records: Sequence[UsageRecord]) -> list[Attributed]:
         if deployment is not None:
             model_id, model_slug = deployment.model_id, deployment.model_slug
         else:
-            model = next((names[name] for name in record.model_names if name in names), None)
-            model_id, model_slug = (model.model_id, model.slug) if model is not None else (None, "")
+            found = managed.get(record.model_names)
+            if found is None:
+                model = next((names[name] for name in record.model_names if name in names), None)
+                found = managed[record.model_names] = (model.model_id, model.slug) if model is not None else (None, "")
+            model_id, model_slug = found
         credential = credentials.get(record.client_id) if record.client_id else None
         row = Attributed(record=record, model_id=model_id, model_slug=model_slug)
         if deployment is not None:

@@ -129,7 +129,7 @@ def test_otlp_records_carry_request_health_in_the_gateways_attribute_names(world
     assert row.ttft_p50_ms == histogram_percentile([0, 0, 1] + [0] * (BUCKETS - 3), 0.5)
 
 
-def test_request_health_of_a_deployment_is_keyed_by_its_name(world: UsageWorld, rollups, hosted) -> None:
+def test_request_health_of_a_deployment_is_keyed_by_its_name(world: UsageWorld, rollups, hosted) -> None:  # noqa: F811
     at = datetime.now(UTC)  # served from the deployment's creation on
     world.post([world.event(at=at, model=hosted.served_model_name, duration_ms=700, time_to_first_token_ms=90)])
     world.post([world.event(at=at, duration_ms=100)])  # a managed model: not a deployment
