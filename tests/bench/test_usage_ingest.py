@@ -248,6 +248,7 @@ def _client_run(
         gzip.compress(build([_event(index, base) for index in batches[number]], client_ids, source), 3)
         for number in mine
     ]
+    results.put("ready")
     start.wait()
     totals = {"accepted": 0, "duplicates": 0, "rejected": 0, "quarantined": 0, "requests": 0, "retries": 0, "sent": 0}
     connections = [http.client.HTTPConnection("127.0.0.1", port, timeout=300) for port in ports]
@@ -418,7 +419,8 @@ def _run(wire: str, *, ports: list[int], collector: str, admin: str, client_ids:
     ]
     for process in clients:
         process.start()
-    time.sleep(3 + EVENTS / 25_000)  # let every producer build its batches
+    for _ in clients:  # every producer has built its batches: the clock measures sending, not building
+        assert results.get(timeout=3600) == "ready"
     compactor = _Compactor()
     compactor.start()
     report_end = base + WINDOW
