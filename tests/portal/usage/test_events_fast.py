@@ -145,3 +145,51 @@ def test_the_common_records_take_the_fast_readings() -> None:
     assert (record.input_tokens, record.time_to_first_token_ms) == (1200, 95)
     [typed] = events._BATCH_DECODER.decode(json.dumps([_event()]).encode())
     assert events._fast_record(0, typed, earliest, latest).input_tokens == 10
+
+
+@pytest.mark.parametrize(("source", "request_id"), [("aigw://eu/gw", "req-1"), ("s", "é|\u2603"), ("", "")])
+def test_derived_event_ids_are_uuid5_of_source_and_request_id(source: str, request_id: str) -> None:
+    import uuid
+
+    expected = str(uuid.uuid5(events.EVENT_ID_NAMESPACE, f"{source}|{request_id}"))
+    assert events.derive_event_id(source, request_id) == expected
+
+
+def test_protobuf_records_read_field_by_field_equal_their_json_form() -> None:
+    """The protobuf export is read without converting it to JSON first; the answer is the JSON reading's."""
+    from google.protobuf.json_format import MessageToDict
+    from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+    from opentelemetry.proto.common.v1 import common_pb2
+    from opentelemetry.proto.logs.v1 import logs_pb2
+    from opentelemetry.proto.resource.v1 import resource_pb2
+
+    def string(key: str, value: str) -> common_pb2.KeyValue:
+        return common_pb2.KeyValue(key=key, value=common_pb2.AnyValue(string_value=value))
+
+    def number(key: str, value: int) -> common_pb2.KeyValue:
+        return common_pb2.KeyValue(key=key, value=common_pb2.AnyValue(int_value=value))
+
+    records = [
+        logs_pb2.LogRecord(attributes=[string(key, str(value)) for key, value in _attributes().items()]),
+        logs_pb2.LogRecord(  # ints, an empty string, and the body as a kvlist
+            time_unix_nano=1_796_000_000_000_000_000,
+            attributes=[number("input_tokens", 7), string("route", ""), string("request_id", "r-2")],
+            body=common_pb2.AnyValue(
+                kvlist_value=common_pb2.KeyValueList(
+                    values=[string("credential_id", "alpha.k1"), string("model_requested", "gpt")]
+                )
+            ),
+        ),
+        logs_pb2.LogRecord(attributes=[string("start_time", "not a time"), string("request_id", "r-3")]),
+    ]
+    message = logs_service_pb2.ExportLogsServiceRequest(
+        resource_logs=[
+            logs_pb2.ResourceLogs(
+                resource=resource_pb2.Resource(attributes=[string("aigw.source", "aigw://eu/gw")]),
+                scope_logs=[logs_pb2.ScopeLogs(log_records=records)],
+            )
+        ]
+    )
+    fast = events.parse_otlp_protobuf(message, **WINDOW)
+    assert fast == events.parse_otlp(MessageToDict(message), **WINDOW)
+    assert [type(item).__name__ for item in fast] == ["UsageRecord", "UsageRecord", "EventRejection"]
