@@ -54,6 +54,12 @@ ACCESS_LOG_FIELDS: dict[str, str] = {
     "response_flags": "%RESPONSE_FLAGS%",
     "upstream_attempts": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
     "duration_ms": "%DURATION%",
+    # Time to first token, as the access log can see it: Envoy's %RESPONSE_DURATION% is the time from the request's
+    # start to the first byte read from the upstream (envoyproxy.io docs, configuration/observability/access_log/
+    # usage, "RESPONSE_DURATION"); a streaming model server sends its first bytes with its first token. The AI
+    # Gateway measures TTFT exactly only as the metric gen_ai.server.time_to_first_token (usage-metering.md 1.2),
+    # which it does not put into dynamic metadata, so no access-log operator carries it.
+    "time_to_first_token_ms": "%RESPONSE_DURATION%",
     "upstream_service_time_ms": "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%",
     "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
 }

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
 
 
 @dataclass(frozen=True)
@@ -22,12 +21,12 @@ class UsageRecord:
     route: str = ""
     status_code: int | None = None
     duration_ms: int | None = None
+    time_to_first_token_ms: int | None = None
     input_tokens: int | None = None
     cached_input_tokens: int | None = None
     cache_write_tokens: int | None = None
     output_tokens: int | None = None
     reasoning_tokens: int | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def model_name(self) -> str:

@@ -1,7 +1,6 @@
-"""Usage metering tables: collector source bindings, rollups, the dirty-bucket queue, GPU-hour accrual, and
+"""Usage metering tables: collector source bindings, rollups and the deltas folded into them, GPU-hour accrual, and
 budget state and alerts. The raw event table `usage_event` is partitioned by month and created by SQL in the
-migrations (Django cannot declare partitioned tables); it is read and written through raw SQL in services
-and selectors."""
+migrations (Django cannot declare partitioned tables); only `portal.usage.store` reads and writes it."""
 
 from __future__ import annotations
 
@@ -61,7 +60,7 @@ class _Rollup(models.Model):
 
 
 class UsageHourly(_Rollup):
-    """Usage and cost of one team, model and credential in one UTC hour; recomputed whole from raw events."""
+    """Usage and cost of one team, model and credential in one UTC hour; the sum of its folded deltas."""
 
     hour = models.DateTimeField()
 
@@ -80,7 +79,7 @@ class UsageHourly(_Rollup):
 
 
 class UsageDaily(_Rollup):
-    """Usage and cost of one team, model and credential in one UTC day; recomputed whole from the hourly rows."""
+    """Usage and cost of one team, model and credential in one UTC day; the sum of its folded deltas."""
 
     day = models.DateField()
 
@@ -98,35 +97,115 @@ class UsageDaily(_Rollup):
         return f"{self.team_id} {self.day} {self.model_slug} {self.client_id}"
 
 
-class UsageDirtyHour(models.Model):
-    """A (team, hour) whose raw events changed since its rollup was computed; written in the same
-    transaction as the events, consumed by the rollup task."""
+class UsageRollupDelta(models.Model):
+    """What a batch of stored events (or a re-rating, or a quarantine release) adds to one rollup bucket: written
+    in the transaction that changed the raw events, folded into the hourly and daily rollups and deleted by the
+    compactor in one transaction, so each change is counted exactly once and raw events are never read again."""
 
     hour = models.DateTimeField()
     team_id = models.BigIntegerField()
+    model_id = models.BigIntegerField()
+    credential_id = models.BigIntegerField()
+    deployment_id = models.BigIntegerField(null=True)
+    model_slug = models.CharField(max_length=63, blank=True, help_text="label; empty when the writer did not know it")
+    client_id = models.CharField(max_length=200, blank=True, help_text="label; empty when the writer did not know it")
+    requests = models.BigIntegerField(default=0)
+    failed_requests = models.BigIntegerField(default=0)
+    unmetered_requests = models.BigIntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    cached_input_tokens = models.BigIntegerField(default=0)
+    cache_write_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    reasoning_tokens = models.BigIntegerField(default=0)
+    cost_pico = models.DecimalField(max_digits=38, decimal_places=0, default=0, help_text="10^-12 currency units")
+    last_event_at = models.DateTimeField(null=True)
+    latency_buckets = ArrayField(models.BigIntegerField(), null=True, help_text="requests per LATENCY_BOUNDS_MS bucket")
+    ttft_buckets = ArrayField(models.BigIntegerField(), null=True, help_text="requests per LATENCY_BOUNDS_MS bucket")
 
     class Meta:
-        db_table = "usage_dirty_hour"
-        constraints = [models.UniqueConstraint(fields=["hour", "team_id"], name="one_dirty_mark_per_bucket")]
+        db_table = "usage_rollup_delta"
 
     def __str__(self) -> str:
-        return f"{self.team_id} {self.hour:%Y-%m-%dT%H}"
+        return f"{self.team_id} {self.hour:%Y-%m-%dT%H} +{self.requests}"
 
 
-class UsageRollupClaim(models.Model):
-    """A dirty bucket taken by a rollup run; deleted when its rollup commits, taken over when stale (the run
-    died), so a claimed bucket is never lost."""
+# Upper bounds (milliseconds) of the request-health histogram's buckets; a last, open bucket holds the rest. Fixed,
+# so hours add up bucket by bucket and percentiles come from the rollup, never from raw events.
+LATENCY_BOUNDS_MS = (50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_000, 120_000)
 
+
+class UsageRequestHealth(models.Model):
+    """Requests, errors (status 400 or above) and latency and time-to-first-token histograms of one team, catalog
+    model and deployment (0: none, a managed model) in one UTC hour: every attributed request the gateway logged,
+    those without token counts included; the sum of its folded deltas."""
+
+    team = models.ForeignKey("tenancy.Team", on_delete=models.CASCADE, related_name="+")
     hour = models.DateTimeField()
-    team_id = models.BigIntegerField()
-    claimed_at = models.DateTimeField()
+    model_id = models.BigIntegerField()
+    model_slug = models.CharField(max_length=63)
+    deployment_id = models.BigIntegerField(default=0, help_text="0: no deployment (a managed model)")
+    requests = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+    latency_buckets = ArrayField(models.BigIntegerField(), default=list)
+    ttft_buckets = ArrayField(models.BigIntegerField(), default=list)
 
     class Meta:
-        db_table = "usage_rollup_claim"
-        constraints = [models.UniqueConstraint(fields=["hour", "team_id"], name="one_claim_per_bucket")]
+        verbose_name = "hourly request health"
+        verbose_name_plural = "hourly request health"
+        db_table = "usage_request_health"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["team", "hour", "model_id", "deployment_id"], name="one_request_health_per_bucket"
+            ),
+        ]
 
     def __str__(self) -> str:
-        return f"{self.team_id} {self.hour:%Y-%m-%dT%H} claimed {self.claimed_at:%H:%M:%S}"
+        return f"{self.team_id} {self.hour:%Y-%m-%dT%H} {self.model_slug} {self.deployment_id}"
+
+
+class UsageSource(models.Model):
+    """The event sources seen (a gateway's `source`), so each stored event carries a small id, not the text."""
+
+    name = models.TextField(unique=True)
+
+    class Meta:
+        db_table = "usage_source"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class UsagePriceSet(models.Model):
+    """A set of catalog price ids that rated an event together; each stored event carries the set's id."""
+
+    price_ids = ArrayField(models.BigIntegerField(), unique=True)
+
+    class Meta:
+        db_table = "usage_price_set"
+
+    def __str__(self) -> str:
+        return f"prices {self.price_ids}"
+
+
+class QuarantinedEventDetail(models.Model):
+    """What a quarantined event said that a rated one does not need to keep (the raw row is lean): its source, id,
+    credential and model names as reported, so it can be listed and attributed again."""
+
+    event_time = models.DateTimeField()
+    event_key = models.UUIDField()
+    source = models.TextField()
+    event_id = models.CharField(max_length=200)
+    client_id = models.CharField(max_length=200, blank=True)
+    model_names = ArrayField(models.CharField(max_length=255), default=list)
+    reason = models.CharField(max_length=40)
+    received_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "usage_quarantined_event"
+        constraints = [models.UniqueConstraint(fields=["event_time", "event_key"], name="one_detail_per_event")]
+
+    def __str__(self) -> str:
+        return f"{self.source} {self.event_id} ({self.reason})"
 
 
 class PriceRerate(models.Model):

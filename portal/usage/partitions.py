@@ -1,4 +1,5 @@
-"""The raw event table: its DDL and its monthly partitions (created ahead, and on demand for late events)."""
+"""The raw event table's monthly partitions (created ahead, and on demand for late events); its DDL is in
+portal.usage.store."""
 
 from __future__ import annotations
 
@@ -8,50 +9,6 @@ from datetime import UTC, date, datetime
 from django.db import connection, transaction
 
 from portal.usage.models import RAW_EVENT_TABLE
-
-CREATE_RAW_TABLE = f"""
-CREATE TABLE IF NOT EXISTS {RAW_EVENT_TABLE} (
-    event_time timestamptz NOT NULL,
-    source text NOT NULL,
-    event_id text NOT NULL,
-    received_at timestamptz NOT NULL,
-    client_id text NOT NULL DEFAULT '',
-    credential_id bigint,
-    team_id bigint,
-    model_name text NOT NULL DEFAULT '',
-    model_id bigint,
-    model_slug text NOT NULL DEFAULT '',
-    provider text NOT NULL DEFAULT '',
-    route text NOT NULL DEFAULT '',
-    status_code integer,
-    duration_ms bigint,
-    input_tokens bigint,
-    cached_input_tokens bigint,
-    cache_write_tokens bigint,
-    output_tokens bigint,
-    reasoning_tokens bigint,
-    cost numeric(24, 12),
-    price_ids bigint[] NOT NULL DEFAULT '{{}}',
-    state text NOT NULL,
-    reason text NOT NULL DEFAULT '',
-    extras jsonb,
-    CONSTRAINT usage_event_key UNIQUE (event_time, source, event_id),
-    CONSTRAINT usage_event_state_known CHECK (state IN ('rated', 'quarantined')),
-    CONSTRAINT usage_event_rated_is_attributed CHECK (
-        state <> 'rated' OR (team_id IS NOT NULL AND model_id IS NOT NULL AND credential_id IS NOT NULL
-                             AND cost IS NOT NULL)
-    ),
-    CONSTRAINT usage_event_tokens_not_negative CHECK (
-        coalesce(input_tokens, 0) >= 0 AND coalesce(cached_input_tokens, 0) >= 0
-        AND coalesce(cache_write_tokens, 0) >= 0 AND coalesce(output_tokens, 0) >= 0
-        AND coalesce(reasoning_tokens, 0) >= 0
-    )
-) PARTITION BY RANGE (event_time);
-CREATE INDEX IF NOT EXISTS usage_event_team_time ON {RAW_EVENT_TABLE} (team_id, event_time);
-CREATE INDEX IF NOT EXISTS usage_event_quarantined ON {RAW_EVENT_TABLE} (event_time) WHERE state = 'quarantined';
-"""
-
-DROP_RAW_TABLE = f"DROP TABLE IF EXISTS {RAW_EVENT_TABLE} CASCADE;"
 
 # Months whose partition this process has seen exist; partitions are never dropped while the portal runs.
 _known_months: set[date] = set()
@@ -135,6 +92,11 @@ def partitions_drop_older_than(*, today: date, months: int) -> list[str]:
             with _known_lock:
                 _known_months.discard(month)
             dropped.append(name)
+    with connection.cursor() as cursor:  # what quarantined events of those months said goes with them
+        cursor.execute(
+            "DELETE FROM usage_quarantined_event WHERE event_time < %s",
+            [datetime(oldest_kept.year, oldest_kept.month, 1, tzinfo=UTC)],
+        )
     return dropped
 
 

@@ -1,4 +1,5 @@
-"""Pricing one event's tokens with the prices in force at its time: exact Decimal, never float. Pure."""
+"""Pricing one event's tokens with the prices in force at its time: exact integers (pico-units of the currency),
+never float. Pure."""
 
 from __future__ import annotations
 
@@ -10,26 +11,114 @@ from decimal import Decimal
 from portal.usage.contracts import PriceRef, Rating
 
 ZERO = Decimal(0)
+USAGE_TYPES = ("input", "cached_input", "cache_write", "output", "reasoning")
+# Catalog prices are per 1M tokens with 6 decimal places, so tokens x price x 10^6 is the cost in 10^-12 units: an
+# integer, exact, and cheap (no Decimal context per event).
+PICO_PER_UNIT = 10**12
+MAX_COST_PICO = 2**63 - 1  # what one stored event may cost (a bigint); more is a rating problem, never an overflow
+
+
+def price_micro(price: PriceRef) -> int:
+    """The price per 1M tokens in micro-units; the catalog stores 6 decimal places, so this is exact."""
+    scaled = price.price_per_million.scaleb(6)
+    if scaled != scaled.to_integral_value():
+        raise ValueError(f"price {price.price_id} has more than 6 decimal places")
+    return int(scaled)
 
 
 class PriceBook:
-    """Every price of some models, answering "what was in force for this model and usage type at t"."""
+    """Every price of some models, answering "what was in force for this model and usage type at t". Each model's
+    prices are cut into periods between any two changes, so one lookup finds all five usage types at once."""
 
     def __init__(self, prices: Iterable[tuple[int, PriceRef]]) -> None:
-        self._starts: dict[tuple[int, str], list[datetime]] = {}
-        self._prices: dict[tuple[int, str], list[PriceRef]] = {}
-        for model_id, price in sorted(prices, key=lambda item: (item[0], item[1].usage_type, item[1].effective_from)):
-            key = (model_id, price.usage_type)
-            self._starts.setdefault(key, []).append(price.effective_from)
-            self._prices.setdefault(key, []).append(price)
+        by_model: dict[int, list[PriceRef]] = {}
+        for model_id, price in prices:
+            by_model.setdefault(model_id, []).append(price)
+        self._starts: dict[int, list[datetime]] = {}
+        self._periods: dict[int, list[tuple[tuple[PriceRef | None, int], ...]]] = {}
+        for model_id, refs in by_model.items():
+            starts = sorted({price.effective_from for price in refs})
+            periods = []
+            for start in starts:
+                in_force: list[tuple[PriceRef | None, int]] = []
+                for usage_type in USAGE_TYPES:
+                    current = max(
+                        (p for p in refs if p.usage_type == usage_type and p.effective_from <= start),
+                        key=lambda p: p.effective_from,
+                        default=None,
+                    )
+                    in_force.append((current, price_micro(current) if current is not None else 0))
+                periods.append(tuple(in_force))
+            self._starts[model_id] = starts
+            self._periods[model_id] = periods
 
-    def in_force(self, model_id: int, usage_type: str, at: datetime) -> PriceRef | None:
-        key = (model_id, usage_type)
-        starts = self._starts.get(key)
+    def period(self, model_id: int, at: datetime) -> tuple[tuple[PriceRef | None, int], ...] | None:
+        """(price, micro-price) of each of USAGE_TYPES in force at `at`; None before the model's first price."""
+        starts = self._starts.get(model_id)
         if not starts:
             return None
         position = bisect.bisect_right(starts, at)
-        return self._prices[key][position - 1] if position else None
+        return self._periods[model_id][position - 1] if position else None
+
+    def in_force(self, model_id: int, usage_type: str, at: datetime) -> PriceRef | None:
+        period = self.period(model_id, at)
+        return period[USAGE_TYPES.index(usage_type)][0] if period is not None else None
+
+
+def rate_pico(
+    book: PriceBook,
+    model_id: int,
+    at: datetime,
+    input_tokens: int | None,
+    cached_input_tokens: int | None,
+    cache_write_tokens: int | None,
+    output_tokens: int | None,
+    reasoning_tokens: int | None,
+) -> tuple[int, tuple[int, ...], str]:
+    """(cost in pico-units, price ids used, problem) of one event; see `rate` for the rules."""
+    total_input = input_tokens or 0
+    cached = cached_input_tokens or 0
+    cache_write = cache_write_tokens or 0
+    output = output_tokens or 0
+    reasoning = reasoning_tokens or 0
+    if cached + cache_write > total_input:
+        return 0, (), "inconsistent_tokens"
+    period = book.period(model_id, at)
+    if period is None:
+        return 0, (), ""
+    (
+        (input_price, input_micro),
+        (cached_price, cached_micro),
+        (write_price, write_micro),
+        output_entry,
+        reasoning_entry,
+    ) = period
+    if cached_price is None:
+        cached_price, cached_micro = input_price, input_micro
+    if write_price is None:
+        write_price, write_micro = input_price, input_micro
+    reasoning_price, reasoning_micro = reasoning_entry if reasoning else (None, 0)
+    if reasoning_price is not None and reasoning > output:
+        return 0, (), "inconsistent_tokens"
+    output_price, output_micro = output_entry
+    charges = (
+        (total_input - cached - cache_write, input_price, input_micro),
+        (cached, cached_price, cached_micro),
+        (cache_write, write_price, write_micro),
+        (output - reasoning if reasoning_price is not None else output, output_price, output_micro),
+        (reasoning if reasoning_price is not None else 0, reasoning_price, reasoning_micro),
+    )
+    cost = 0
+    used: list[int] = []
+    for tokens, price, micro in charges:
+        if tokens and price is not None:
+            cost += tokens * micro
+            if price.price_id not in used:
+                used.append(price.price_id)
+    if cost > MAX_COST_PICO:
+        return 0, (), "cost_out_of_range"
+    used.sort()
+    return cost, tuple(used), ""
 
 
 def rate(
@@ -47,29 +136,7 @@ def rate(
     is input - cached - cache writes. Cache reads and writes fall back to the input price when the catalog
     has none for them. Reasoning is charged apart only when priced; it is then a part of output. A missing
     price charges nothing for that type (self-hosted models are costed by GPU-hours)."""
-    total_input = input_tokens or 0
-    cached = cached_input_tokens or 0
-    cache_write = cache_write_tokens or 0
-    output = output_tokens or 0
-    reasoning = reasoning_tokens or 0
-    if cached + cache_write > total_input:
-        return Rating(ZERO, (), "inconsistent_tokens")
-    input_price = book.in_force(model_id, "input", at)
-    reasoning_price = book.in_force(model_id, "reasoning", at) if reasoning else None
-    if reasoning_price is not None and reasoning > output:
-        return Rating(ZERO, (), "inconsistent_tokens")
-    charges: list[tuple[int, PriceRef | None]] = [
-        (total_input - cached - cache_write, input_price),
-        (cached, book.in_force(model_id, "cached_input", at) or input_price),
-        (cache_write, book.in_force(model_id, "cache_write", at) or input_price),
-        (output - reasoning if reasoning_price is not None else output, book.in_force(model_id, "output", at)),
-        (reasoning if reasoning_price is not None else 0, reasoning_price),
-    ]
-    cost = ZERO
-    used: list[int] = []
-    for tokens, price in charges:
-        if tokens and price is not None:
-            cost += tokens * price.price_per_million
-            if price.price_id not in used:
-                used.append(price.price_id)
-    return Rating(cost.scaleb(-6), tuple(sorted(used)))
+    cost, price_ids, problem = rate_pico(
+        book, model_id, at, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens
+    )
+    return Rating(Decimal(cost).scaleb(-12) if cost else ZERO, price_ids, problem)

@@ -4,27 +4,28 @@ rollups, budget status, and quarantined events."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from django.conf import settings
-from django.db import connection
-from django.db.models import Count, Exists, F, Max, OuterRef, QuerySet, Sum
+from django.db.models import Count, Exists, F, Max, OuterRef, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 
 from catalog.models import CatalogModel, ModelPrice, ModelVersion
 from portal.clusters.models import AcceleratorPool
 from portal.deployments import selectors as deployment_selectors
 from portal.deployments.contracts import ServedNameRef
-from portal.deployments.models import ReplicaObservation
+from portal.deployments.models import Deployment, ReplicaObservation
 from portal.gateway import selectors as gateway_selectors
 from portal.gateway.contracts import CredentialRef
 from portal.tenancy.models import Team, TeamQuota
+from portal.usage import store
 from portal.usage.contracts import BudgetStatus, PriceRef
 from portal.usage.models import (
+    LATENCY_BOUNDS_MS,
     BudgetAlert,
     BudgetState,
     CollectorSource,
@@ -34,6 +35,8 @@ from portal.usage.models import (
     TeamBudgetSettings,
     UsageDaily,
     UsageHourly,
+    UsageRequestHealth,
+    UsageRollupDelta,
 )
 from portal.usage.partitions import month_start, next_month
 from portal.usage.rating import PriceBook
@@ -62,18 +65,24 @@ class ModelRef:
     slug: str
 
 
-def model_names() -> dict[str, ModelRef]:
-    """Every name a gateway may report for a catalog model: its slug, its versions' served model names and
-    provider model ids. The slug wins over a version name that happens to be another model's slug."""
-    names: dict[str, ModelRef] = {}
-    for version in ModelVersion.objects.values("model_id", "model__slug", "served_model_name", "provider_model_id"):
+def model_names(*, names: Iterable[str]) -> dict[str, ModelRef]:
+    """The catalog models these names (as a gateway reports them) stand for: a model's slug, its versions' served
+    model names and provider model ids. The slug wins over a version name that happens to be another model's slug.
+    Only the names asked for are read (a batch reports a handful)."""
+    asked = set(names)
+    wanted = sorted(asked)
+    found: dict[str, ModelRef] = {}
+    if not wanted:
+        return found
+    versions = ModelVersion.objects.filter(Q(served_model_name__in=wanted) | Q(provider_model_id__in=wanted))
+    for version in versions.order_by("pk").values("model_id", "model__slug", "served_model_name", "provider_model_id"):
         ref = ModelRef(version["model_id"], version["model__slug"])
         for name in (version["provider_model_id"], version["served_model_name"]):
-            if name:
-                names.setdefault(name, ref)
-    for model_id, slug in CatalogModel.objects.values_list("pk", "slug"):
-        names[slug] = ModelRef(model_id, slug)
-    return names
+            if name in asked:
+                found.setdefault(name, ref)
+    for model_id, slug in CatalogModel.objects.filter(slug__in=wanted).values_list("pk", "slug"):
+        found[slug] = ModelRef(model_id, slug)
+    return found
 
 
 def served_names(*, names: Iterable[str]) -> dict[str, list[ServedNameRef]]:
@@ -148,28 +157,19 @@ def model_exists(*, slug: str) -> ModelRef | None:
 
 def raw_event_totals(*, team_id: int | None = None, since: datetime | None = None) -> dict[str, Any]:
     """Counts and cost straight from the raw table (tests and the benchmark check rollups against it)."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), coalesce(sum(cost), 0) "
-            "FROM usage_event WHERE state = 'rated' AND (%s::bigint IS NULL OR team_id = %s) "
-            "AND (%s::timestamptz IS NULL OR event_time >= %s)",
-            [team_id, team_id, since, since],
-        )
-        requests, input_tokens, output_tokens, cost = cursor.fetchone()
-    return {"requests": requests, "input_tokens": input_tokens, "output_tokens": output_tokens, "cost": cost}
+    totals = store.raw_totals(team_id=team_id, since=since)
+    cost_pico = totals.pop("cost_pico")
+    return {**totals, "cost": Decimal(cost_pico).scaleb(-12)}
 
 
 def quarantined_events(*, limit: int = 200, since: datetime | None = None) -> list[dict[str, Any]]:
     moment = since or datetime.now(UTC) - timedelta(days=settings.USAGE_MAX_EVENT_AGE_DAYS)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT event_time, source, event_id, client_id, model_name, reason, received_at "
-            "FROM usage_event WHERE state = 'quarantined' AND event_time >= %s "
-            "ORDER BY event_time DESC LIMIT %s",
-            [moment, limit],
-        )
-        columns = [column[0] for column in cursor.description]
-        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+    return store.quarantined_listing(since=moment, limit=limit)
+
+
+def stored_events() -> list[dict[str, Any]]:
+    """Every stored raw event, oldest first, with its source and state (tests that follow an event end to end)."""
+    return store.stored_events()
 
 
 # --- cost reports -----------------------------------------------------------------------------------------
@@ -375,10 +375,9 @@ def alert_pending_ids() -> list[int]:
     )
 
 
-def dirty_bucket_count() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM usage_dirty_hour")
-        return int(cursor.fetchone()[0])
+def pending_delta_count() -> int:
+    """Rollup deltas written and not folded yet (how far the rollups are behind)."""
+    return UsageRollupDelta.objects.count()
 
 
 def hourly_rollup_summary(*, team_id: int) -> dict[str, Any]:
@@ -456,3 +455,103 @@ def budget_status(*, team: Team, now: datetime) -> BudgetStatus:
             (alert.threshold, alert.created_at, alert.delivered_at) for alert in budget_alerts(team=team, month=month)
         ),
     )
+
+
+# --- request health ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RequestHealthRow:
+    """Requests, errors and latency of one group in one bucket, from the hourly request-health rollup; percentiles
+    are None where no request reported the measure."""
+
+    bucket_start: datetime
+    key: str
+    requests: int
+    errors: int
+    error_rate: float | None
+    p50_ms: float | None
+    p95_ms: float | None
+    ttft_p50_ms: float | None
+    ttft_p95_ms: float | None
+
+
+def histogram_percentile(counts: Sequence[int], quantile: float) -> float | None:
+    """The `quantile` of a LATENCY_BOUNDS_MS histogram, interpolated linearly inside its bucket (the last, open
+    bucket answers its lower bound); None for an empty histogram."""
+    total = sum(counts)
+    if total == 0:
+        return None
+    rank = quantile * total
+    lower = 0.0
+    seen = 0
+    for index, count in enumerate(counts):
+        upper = float(LATENCY_BOUNDS_MS[index]) if index < len(LATENCY_BOUNDS_MS) else None
+        if count and seen + count >= rank:
+            if upper is None:
+                return lower
+            return lower + (upper - lower) * (rank - seen) / count
+        seen += count
+        lower = upper if upper is not None else lower
+    return lower
+
+
+def _summed(total: list[int], more: Sequence[int]) -> list[int]:
+    if not total:
+        return list(more)
+    return [a + b for a, b in zip(total, more, strict=False)] if more else total
+
+
+def request_health(
+    *,
+    team_ids: Collection[int] | None,
+    start: datetime,
+    end: datetime,
+    group_by: Literal["team", "model", "deployment"],
+    bucket: Literal["hour", "day"],
+) -> list[RequestHealthRow]:
+    """Request health of [start, end) per hour or day and per team, model or deployment, from the hourly rollup (never
+    raw events). `team_ids` None: every team. Grouped by deployment, requests to managed models (no deployment) are
+    left out. Rows are ordered by bucket, then key."""
+    rows = UsageRequestHealth.objects.filter(hour__gte=start, hour__lt=end)
+    if team_ids is not None:
+        rows = rows.filter(team_id__in=list(team_ids))
+    if group_by == "deployment":
+        rows = rows.exclude(deployment_id=0)
+    values = list(
+        rows.values_list(
+            "hour", "team__slug", "model_slug", "deployment_id", "requests", "errors", "latency_buckets", "ttft_buckets"
+        )
+    )
+    names: dict[int, str] = {}
+    if group_by == "deployment":
+        names = dict(Deployment.objects.filter(pk__in={row[3] for row in values}).values_list("pk", "name"))
+    groups: dict[tuple[datetime, str], list[Any]] = {}
+    for hour, team_slug, model_slug, deployment_id, requests, errors, latency, ttft in values:
+        moment = hour.astimezone(UTC)
+        bucket_start = moment if bucket == "hour" else moment.replace(hour=0)
+        if group_by == "team":
+            key = team_slug
+        elif group_by == "model":
+            key = model_slug
+        else:
+            key = names.get(deployment_id, str(deployment_id))
+        group = groups.setdefault((bucket_start, key), [0, 0, [], []])
+        group[0] += requests
+        group[1] += errors
+        group[2] = _summed(group[2], latency or [])
+        group[3] = _summed(group[3], ttft or [])
+    return [
+        RequestHealthRow(
+            bucket_start=bucket_start,
+            key=key,
+            requests=requests,
+            errors=errors,
+            error_rate=errors / requests if requests else None,
+            p50_ms=histogram_percentile(latency, 0.5),
+            p95_ms=histogram_percentile(latency, 0.95),
+            ttft_p50_ms=histogram_percentile(ttft, 0.5),
+            ttft_p95_ms=histogram_percentile(ttft, 0.95),
+        )
+        for (bucket_start, key), (requests, errors, latency, ttft) in sorted(groups.items())
+    ]

@@ -1,14 +1,18 @@
-"""Usage ingestion benchmark: events through the HTTP endpoint under gunicorn until the rollups reflect them,
-against a plain COPY of the same rows as the ceiling; and a monthly cost report over 10M stored events.
+"""Usage ingestion benchmark: both wire formats (OTLP/HTTP protobuf, then CloudEvents) through two gunicorn servers on
+two ports fed by the same load, until the cost report is exact; against a COPY of the same rows as the portal stores
+them (the lean ceiling), with the bytes one stored event takes.
 
-Run with `make bench` (or `pytest tests/bench/test_usage_ingest.py -s -o addopts=""`). Sizes come from the
-environment so it can be tried small first:
-  USAGE_BENCH_EVENTS=1000000         unique events sent over HTTP (10 percent more are sent again as duplicates)
-  USAGE_BENCH_REPORT_EVENTS=10000000 events stored for the report latency
-  USAGE_BENCH_CLIENTS=4              concurrent HTTP clients
-  USAGE_BENCH_WORKERS=3              gunicorn worker processes
-  USAGE_BENCH_BATCH=1000             events per request
-Use a database of its own (DATABASE_URL=.../portal_usage_bench): pytest-django creates test_<name>.
+Run with `make bench` (or `pytest tests/bench/test_usage_ingest.py -s -o addopts=""`). The load is the issue's: 12
+teams, 36 keys, 4 models whose prices change in the middle of the window, cached, cache-write and reasoning tokens, 2
+percent failed requests without counts, 10 percent exact duplicates (each batch repeats some of the one before, as a
+collector retrying a partly answered export does), 2 percent of batches replayed whole by a second client at the same
+time, gzip. Each collector sends its events in time order, as a collector's queue drains. Sizes from the environment:
+  USAGE_BENCH_EVENTS=200000   unique events per wire format
+  USAGE_BENCH_CLIENTS=4       concurrent producers (each alternates between the two servers)
+  USAGE_BENCH_WORKERS=2       gunicorn workers per server
+  USAGE_BENCH_BATCH=5000      events per request (the collector batches 8,192 by default)
+Use a database of its own (DATABASE_URL=.../portal_usage_bench): pytest-django creates test_<name>. It fails if any
+total is not exact. The last line is `ratio_to_copy=<x>` of the CloudEvents run.
 """
 
 from __future__ import annotations
@@ -21,11 +25,11 @@ import multiprocessing
 import os
 import random
 import socket
-import statistics
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -34,108 +38,231 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.db import connection
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.logs.v1 import logs_pb2
+from opentelemetry.proto.resource.v1 import resource_pb2
 
 from portal.api.services import api_token_issue
 from portal.gateway import services as gateway_services
 from portal.usage import services as usage_services
-from portal.usage.partitions import add_months, month_start, next_month, partition_ensure
-from tests.factories import (
-    ManagedVersionFactory,
-    MembershipFactory,
-    PriceFactory,
-    ServicePrincipalFactory,
-    TeamFactory,
-    UserFactory,
-)
+from portal.usage import store
+from portal.usage.partitions import month_start, partition_ensure
+from tests.factories import ManagedVersionFactory, PriceFactory, ServicePrincipalFactory, TeamFactory, UserFactory
 
-EVENTS = int(os.environ.get("USAGE_BENCH_EVENTS", "1000000"))
-REPORT_EVENTS = int(os.environ.get("USAGE_BENCH_REPORT_EVENTS", "10000000"))
+EVENTS = int(os.environ.get("USAGE_BENCH_EVENTS", "200000"))
 CLIENTS = int(os.environ.get("USAGE_BENCH_CLIENTS", "4"))
-WORKERS = int(os.environ.get("USAGE_BENCH_WORKERS", "3"))
-BATCH = int(os.environ.get("USAGE_BENCH_BATCH", "1000"))
+WORKERS = int(os.environ.get("USAGE_BENCH_WORKERS", "2"))
+BATCH = int(os.environ.get("USAGE_BENCH_BATCH", "5000"))
+SERVERS = 2
+TEAMS = 12
+KEYS_PER_TEAM = 3
+MODELS = 4
 DUPLICATE_SHARE = 0.10
-TEAMS = 8
-CREDENTIALS_PER_TEAM = 4
-SOURCE = "aigw://bench-eu1/envoy-ai-gateway"
-PRICES = {"input": Decimal("2.500000"), "cached_input": Decimal("1.250000"), "output": Decimal("10.000000")}
+REPLAYED_BATCH_SHARE = 0.02
+WINDOW = timedelta(hours=6)
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _tokens(index: int) -> tuple[int, int, int]:
-    """Deterministic token counts of event `index`: input, cached input (a part of it), output."""
-    input_tokens = 100 + (index * 7919) % 5000
-    cached = input_tokens // 4 if index % 4 == 0 else 0
-    output_tokens = 10 + (index * 104729) % 800
-    return input_tokens, cached, output_tokens
-
-
-def _cost(input_tokens: int, cached: int, output_tokens: int) -> Decimal:
-    return (
-        (input_tokens - cached) * PRICES["input"] + cached * PRICES["cached_input"] + output_tokens * PRICES["output"]
-    ) / Decimal(1_000_000)
-
-
-def _event(index: int, client_ids: list[str], base: datetime) -> dict[str, Any]:
-    input_tokens, cached, output_tokens = _tokens(index)
-    client_id = client_ids[index % len(client_ids)]
-    moment = base + timedelta(milliseconds=index * 37 % (20 * 3600 * 1000))
-    return {
-        "specversion": "1.0",
-        "type": "ai.gateway.llm.usage.v1",
-        "source": SOURCE,
-        "id": f"bench-{index:09d}",
-        "time": moment.isoformat().replace("+00:00", "Z"),
-        "subject": client_id,
-        "data": {
-            "request_id": f"req-{index}",
-            "credential_id": client_id,
-            "model_requested": "bench-model",
-            "route": "httproute/genai/llm/rule/0",
-            "usage": {
-                "input_tokens": input_tokens,
-                "cached_input_tokens": cached,
-                "cache_creation_input_tokens": 0,
-                "output_tokens": output_tokens,
-                "reasoning_tokens": None,
-            },
-            "status_code": 200,
-            "duration_ms": 900,
-        },
+# Per 1M tokens, before and after the change in the middle of the window; the last model prices reasoning apart.
+PRICES = [
+    {
+        "input": (Decimal("2.500000") * (m + 1), Decimal("2.000000") * (m + 1)),
+        "cached_input": (Decimal("1.250000") * (m + 1), Decimal("1.000000") * (m + 1)),
+        "cache_write": (Decimal("3.125000") * (m + 1), Decimal("2.500000") * (m + 1)),
+        "output": (Decimal("10.000000") * (m + 1), Decimal("8.000000") * (m + 1)),
+        **({"reasoning": (Decimal("12.000000"), Decimal("11.000000"))} if m == MODELS - 1 else {}),
     }
+    for m in range(MODELS)
+]
+
+
+@dataclass(frozen=True)
+class Event:
+    index: int
+    key: int
+    model: int
+    at: datetime
+    status: int
+    input_tokens: int | None
+    cached: int | None
+    cache_write: int | None
+    output_tokens: int | None
+    reasoning: int | None
+
+
+def _event(index: int, base: datetime) -> Event:
+    """Event `index` of the load, deterministic: every producer and the expected totals compute the same."""
+    at = base + WINDOW * index / EVENTS
+    model = (index // 7) % MODELS
+    if index % 50 == 0:  # 2 percent failed requests: the gateway logs them without token counts
+        return Event(index, index % (TEAMS * KEYS_PER_TEAM), model, at, 503, None, None, None, None, None)
+    input_tokens = 200 + (index * 7919) % 4000
+    cached = input_tokens // 3 if index % 3 == 0 else 0
+    cache_write = input_tokens // 5 if index % 5 == 1 else 0
+    output_tokens = 20 + (index * 104729) % 900
+    reasoning = output_tokens // 2 if model == MODELS - 1 and index % 2 == 0 else None
+    key = index % (TEAMS * KEYS_PER_TEAM)
+    return Event(index, key, model, at, 200, input_tokens, cached, cache_write, output_tokens, reasoning)
+
+
+def _cost(event: Event, change: datetime) -> Decimal:
+    """The price list applied by hand (the metering reference's rules), independently of the portal's rating."""
+    if event.input_tokens is None:
+        return Decimal(0)
+    period = 0 if event.at < change else 1
+    prices = {usage_type: values[period] for usage_type, values in PRICES[event.model].items()}
+    cached, cache_write, reasoning = event.cached or 0, event.cache_write or 0, event.reasoning or 0
+    output = event.output_tokens or 0
+    total = (
+        (event.input_tokens - cached - cache_write) * prices["input"]
+        + cached * prices["cached_input"]
+        + cache_write * prices["cache_write"]
+    )
+    if "reasoning" in prices and reasoning:
+        total += (output - reasoning) * prices["output"] + reasoning * prices["reasoning"]
+    else:
+        total += output * prices["output"]
+    return total / Decimal(1_000_000)
+
+
+def _number(value: int | None) -> str:
+    return "-" if value is None else str(value)  # as Envoy's access log writes an absent metadata value
+
+
+def _cloudevents_body(events: list[Event], client_ids: list[str], source: str) -> bytes:
+    return json.dumps(
+        [
+            {
+                "specversion": "1.0",
+                "type": "ai.gateway.llm.usage.v1",
+                "source": source,
+                "id": f"bench-{event.index:09d}",
+                "time": event.at.isoformat().replace("+00:00", "Z"),
+                "subject": client_ids[event.key],
+                "data": {
+                    "request_id": f"req-{event.index}",
+                    "credential_id": client_ids[event.key],
+                    "model_requested": f"bench-model-{event.model}",
+                    "route": "httproute/genai/llm/rule/0",
+                    "usage": {
+                        "input_tokens": event.input_tokens,
+                        "cached_input_tokens": event.cached,
+                        "cache_creation_input_tokens": event.cache_write,
+                        "output_tokens": event.output_tokens,
+                        "reasoning_tokens": event.reasoning,
+                    },
+                    "status_code": event.status,
+                    "duration_ms": 100 + event.index % 3000,
+                    "time_to_first_token_ms": 30 + event.index % 500,
+                },
+            }
+            for event in events
+        ]
+    ).encode()
+
+
+def _otlp_body(events: list[Event], client_ids: list[str], source: str) -> bytes:
+    """An export as the OpenTelemetry collector sends the gateway's access log: string attributes, '-' for absent."""
+
+    def attribute(key: str, value: str) -> common_pb2.KeyValue:
+        return common_pb2.KeyValue(key=key, value=common_pb2.AnyValue(string_value=value))
+
+    records = [
+        logs_pb2.LogRecord(
+            time_unix_nano=int(event.at.timestamp() * 1e9),
+            attributes=[
+                attribute("start_time", event.at.isoformat().replace("+00:00", "Z")),
+                attribute("request_id", f"req-{event.index}"),
+                attribute("credential_id", client_ids[event.key]),
+                attribute("route", "httproute/genai/llm-route/rule/0"),
+                attribute("backend", "genai/openai"),
+                attribute("model_requested", f"bench-model-{event.model}"),
+                attribute("model_override", "-"),
+                attribute("model_response", "-"),
+                attribute("input_tokens", _number(event.input_tokens)),
+                attribute("cached_input_tokens", _number(event.cached)),
+                attribute("cache_creation_input_tokens", _number(event.cache_write)),
+                attribute("output_tokens", _number(event.output_tokens)),
+                attribute("reasoning_tokens", _number(event.reasoning)),
+                attribute("status_code", str(event.status)),
+                attribute("duration_ms", str(100 + event.index % 3000)),
+                attribute("time_to_first_token_ms", str(30 + event.index % 500)),
+            ],
+        )
+        for event in events
+    ]
+    request = logs_service_pb2.ExportLogsServiceRequest(
+        resource_logs=[
+            logs_pb2.ResourceLogs(
+                resource=resource_pb2.Resource(attributes=[attribute("aigw.source", source)]),
+                scope_logs=[logs_pb2.ScopeLogs(log_records=records)],
+            )
+        ]
+    )
+    return request.SerializeToString()
+
+
+WIRE_FORMATS = {
+    # name: (path, content type, body builder, summing the answer)
+    "otlp-protobuf": ("/otlp/v1/logs", "application/x-protobuf", _otlp_body),
+    "cloudevents": ("/api/v1/usage/events", "application/cloudevents-batch+json", _cloudevents_body),
+}
+
+
+def _batches(base: datetime) -> list[list[int]]:
+    """Time-ordered batches of event indexes; each repeats about 10 percent of the batch before it."""
+    rng = random.Random(7)
+    batches = []
+    step = max(int(BATCH * (1 - DUPLICATE_SHARE)), 1)
+    for start in range(0, EVENTS, step):
+        fresh = list(range(start, min(start + step, EVENTS)))
+        repeated = rng.sample(batches[-1], min(len(batches[-1]), BATCH - len(fresh))) if batches else []
+        batches.append(fresh + repeated)
+    return batches
 
 
 def _client_run(
-    worker: int, port: int, token: str, client_ids: list[str], base_iso: str, start: Any, results: Any
+    worker: int,
+    wire: str,
+    ports: list[int],
+    token: str,
+    client_ids: list[str],
+    base_iso: str,
+    source: str,
+    start: Any,
+    results: Any,
 ) -> None:
-    """One concurrent producer: its share of the events plus its share of duplicates, gzip'd batches,
-    built before the start signal so the clock measures sending, not building."""
+    """One producer: its share of the batches (and the replays it sends at the same time as their first sender),
+    gzip'd, built before the start signal so the clock measures sending, not building."""
     base = datetime.fromisoformat(base_iso)
-    mine = list(range(worker, EVENTS, CLIENTS))
-    rng = random.Random(worker)
-    duplicates = rng.sample(range(EVENTS), int(len(mine) * DUPLICATE_SHARE)) if EVENTS else []
-    indexes = mine + duplicates
-    rng.shuffle(indexes)
+    path, content_type, build = WIRE_FORMATS[wire]
+    batches = _batches(base)
+    replayed = set(random.Random(11).sample(range(len(batches)), int(len(batches) * REPLAYED_BATCH_SHARE)))
+    mine: list[int] = []
+    for ordinal, number in enumerate(range(worker, len(batches), CLIENTS)):
+        previous = (worker - 1) % CLIENTS
+        twin = previous + ordinal * CLIENTS  # the batch another client sends at this moment
+        if CLIENTS > 1 and twin in replayed and twin < len(batches):
+            mine.append(twin)
+        mine.append(number)
     bodies = [
-        gzip.compress(json.dumps([_event(i, client_ids, base) for i in indexes[at : at + BATCH]]).encode(), 3)
-        for at in range(0, len(indexes), BATCH)
+        gzip.compress(build([_event(index, base) for index in batches[number]], client_ids, source), 3)
+        for number in mine
     ]
+    results.put("ready")
     start.wait()
-    totals = {"accepted": 0, "duplicates": 0, "rejected": 0, "quarantined": 0, "requests": 0, "retries": 0}
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    headers = {
-        "Authorization": f"Bearer {token}",
-        "Content-Type": "application/cloudevents-batch+json",
-        "Content-Encoding": "gzip",
-    }
-    for body in bodies:
+    totals = {"accepted": 0, "duplicates": 0, "rejected": 0, "quarantined": 0, "requests": 0, "retries": 0, "sent": 0}
+    connections = [http.client.HTTPConnection("127.0.0.1", port, timeout=300) for port in ports]
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": content_type, "Content-Encoding": "gzip"}
+    for ordinal, (number, body) in enumerate(zip(mine, bodies, strict=True)):
+        server = (worker + ordinal) % len(ports)
         while True:
             try:
-                conn.request("POST", "/api/v1/usage/events", body=body, headers=headers)
-                response = conn.getresponse()
+                connections[server].request("POST", path, body=body, headers=headers)
+                response = connections[server].getresponse()
                 payload = response.read()
             except (http.client.HTTPException, OSError):
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+                connections[server].close()
+                connections[server] = http.client.HTTPConnection("127.0.0.1", ports[server], timeout=300)
                 totals["retries"] += 1
                 continue
             if response.status in (429, 503):  # back-pressure: the same batch again, blindly
@@ -144,9 +271,14 @@ def _client_run(
                 continue
             if response.status != 200:
                 raise AssertionError(f"HTTP {response.status}: {payload[:300]!r}")
-            answer = json.loads(payload)
-            for key in ("accepted", "duplicates", "rejected", "quarantined"):
-                totals[key] += answer[key]
+            if wire == "cloudevents":
+                answer = json.loads(payload)
+                for key in ("accepted", "duplicates", "rejected", "quarantined"):
+                    totals[key] += answer[key]
+            else:
+                answer_pb = logs_service_pb2.ExportLogsServiceResponse.FromString(payload)
+                totals["rejected"] += answer_pb.partial_success.rejected_log_records
+            totals["sent"] += len(batches[number])
             totals["requests"] += 1
             break
     results.put(totals)
@@ -170,7 +302,6 @@ def _gunicorn(port: int) -> subprocess.Popen[bytes]:
         "DATABASE_URL": url,
         "REDIS_URL": settings.RESOLVED_REDIS_URL,
         "PORTAL_EMBEDDED_SERVICES": "false",
-        "PORTAL_API_RATE_LIMIT": "10000000/minute",
         "PORTAL_LOG_LEVEL": "WARNING",
         "PORTAL_CACHE_PREFIX": settings.CACHES["default"]["KEY_PREFIX"],
     }
@@ -205,8 +336,8 @@ def _gunicorn(port: int) -> subprocess.Popen[bytes]:
     raise AssertionError("gunicorn did not start")
 
 
-class _RollupLoop(threading.Thread):
-    """Stands in for the beat-driven rollup task: recomputes dirty buckets as they appear."""
+class _Compactor(threading.Thread):
+    """Stands in for the beat-driven rollup task: folds deltas as they appear."""
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
@@ -215,236 +346,168 @@ class _RollupLoop(threading.Thread):
     def run(self) -> None:
         try:
             while not self.stop.is_set():
-                if usage_services.usage_rollups_recompute() == 0:
-                    time.sleep(0.5)
+                if usage_services.usage_rollups_compact() == 0:
+                    time.sleep(0.2)
         finally:
             connection.close()
 
 
-def _rollup_totals(team_ids: list[int]) -> tuple[int, int, int, Decimal]:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT coalesce(sum(requests), 0), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), "
-            "coalesce(sum(cost), 0) FROM usage_daily WHERE team_id = ANY(%s)",
-            [team_ids],
-        )
-        requests, input_tokens, output_tokens, cost = cursor.fetchone()
-    return int(requests), int(input_tokens), int(output_tokens), cost
+def _report_totals(port: int, token: str, start: datetime, end: datetime) -> tuple[int, int, int, Decimal]:
+    """What the cost API says for every team (a platform admin's report)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request(
+        "GET",
+        f"/api/v1/costs?from={start.date().isoformat()}&to={end.date().isoformat()}&group_by=team",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    response = conn.getresponse()
+    body = json.loads(response.read())
+    assert response.status == 200, body
+    totals = body["totals"]
+    return totals["requests"], totals["input_tokens"], totals["output_tokens"], Decimal(totals["token_cost"])
 
 
-def _copy_ceiling(client_ids: list[str], base: datetime, ids: dict[str, tuple[int, int]], model_id: int) -> float:
-    """The same unique rows (already rated) COPY'd into an unindexed, unpartitioned table: the ceiling."""
-    buffer = io.StringIO()
-    for index in range(EVENTS):
-        event = _event(index, client_ids, base)
-        credential_id, team_id = ids[event["subject"]]
-        input_tokens, cached, output_tokens = _tokens(index)
-        buffer.write(
-            f"{event['time']}\t{SOURCE}\t{event['id']}\t{base.isoformat()}\t{event['subject']}\t{credential_id}\t"
-            f"{team_id}\tbench-model\t{model_id}\tbench-model\t\t{event['data']['route']}\t200\t900\t{input_tokens}\t"
-            f"{cached}\t0\t{output_tokens}\t\\N\t{_cost(input_tokens, cached, output_tokens)}\t{{}}\trated\t\t\\N\n"
-        )
-    data = buffer.getvalue().encode()
+def _lean_copy_seconds() -> float:
+    """The stored rows, exactly as the portal keeps them, COPY'd into an unindexed, unpartitioned table: the ceiling."""
+    buffer = io.BytesIO()
     with connection.cursor() as cursor:
-        cursor.execute("DROP TABLE IF EXISTS bench_copy_ceiling")
-        cursor.execute(
-            "CREATE UNLOGGED TABLE bench_copy_ceiling (LIKE usage_event INCLUDING DEFAULTS)"
-            if os.environ.get("USAGE_BENCH_UNLOGGED")
-            else "CREATE TABLE bench_copy_ceiling (LIKE usage_event INCLUDING DEFAULTS)"
-        )
+        with cursor.cursor.copy("COPY (SELECT * FROM usage_event) TO STDOUT") as copy:
+            for chunk in copy:
+                buffer.write(chunk)
+        data = buffer.getvalue()
+        cursor.execute("DROP TABLE IF EXISTS bench_lean_copy")
+        cursor.execute("CREATE TABLE bench_lean_copy (LIKE usage_event)")
         started = time.perf_counter()
-        with cursor.cursor.copy("COPY bench_copy_ceiling FROM STDIN") as copy:
+        with cursor.cursor.copy("COPY bench_lean_copy FROM STDIN") as copy:
             for at in range(0, len(data), 1 << 20):
                 copy.write(data[at : at + (1 << 20)])
         elapsed = time.perf_counter() - started
-        cursor.execute("SELECT count(*) FROM bench_copy_ceiling")
+        cursor.execute("SELECT count(*) FROM bench_lean_copy")
         assert cursor.fetchone()[0] == EVENTS
-        cursor.execute("DROP TABLE bench_copy_ceiling")
+        cursor.execute("DROP TABLE bench_lean_copy")
     return elapsed
 
 
-def _bulk_load_month(team_ids: list[int], ids: list[tuple[int, int, str]], model_id: int, month: Any) -> float:
-    """REPORT_EVENTS rated events spread over one whole month, loaded server-side in bulk (no HTTP)."""
-    partition_ensure(month)
-    begin = datetime(month.year, month.month, 1, tzinfo=UTC)
-    seconds = int((datetime(next_month(month).year, next_month(month).month, 1, tzinfo=UTC) - begin).total_seconds())
-    credentials = [credential for credential, _, _ in ids]
-    teams = [team for _, team, _ in ids]
-    clients = [client for _, _, client in ids]
-    started = time.perf_counter()
+def _reset_usage() -> None:
     with connection.cursor() as cursor:
-        step = 1_000_000
-        for low in range(0, REPORT_EVENTS, step):
-            high = min(low + step, REPORT_EVENTS) - 1
-            cursor.execute(
-                """
-                INSERT INTO usage_event (event_time, source, event_id, received_at, client_id, credential_id, team_id,
-                    model_name, model_id, model_slug, status_code, input_tokens, cached_input_tokens,
-                    cache_write_tokens, output_tokens, cost, price_ids, state)
-                SELECT %s::timestamptz + make_interval(secs => (g::bigint * 7919) %% %s), 'aigw://bulk', 'bulk-' || g,
-                    now(), (%s::text[])[1 + g %% %s], (%s::bigint[])[1 + g %% %s], (%s::bigint[])[1 + g %% %s],
-                    'bench-model', %s, 'bench-model', 200, 1000 + g %% 500, 0, 0, 100 + g %% 50,
-                    ((1000 + g %% 500) * 2.5 + (100 + g %% 50) * 10) / 1000000.0, '{}', 'rated'
-                FROM generate_series(%s::bigint, %s::bigint) AS g
-                """,
-                [begin, seconds, clients, len(ids), credentials, len(ids), teams, len(ids), model_id, low, high],
-            )
-        cursor.execute(
-            "INSERT INTO usage_dirty_hour (hour, team_id) SELECT DISTINCT date_trunc('hour', event_time), team_id "
-            "FROM usage_event WHERE source = 'aigw://bulk' ON CONFLICT DO NOTHING"
-        )
-    return time.perf_counter() - started
+        cursor.execute("TRUNCATE usage_event, usage_rollup_delta, usage_hourly, usage_daily, usage_quarantined_event")
 
 
-def _measure_report(port: int, token: str, team: str | None, month: Any) -> None:
-    last = next_month(month) - timedelta(days=1)
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    path = f"/api/v1/teams/{team}/costs" if team else "/api/v1/costs"
-    for group_by in ("day", "model", "credential") if team else ("team", "day"):
-        samples = []
-        body: dict[str, Any] = {}
-        for round_index in range(25):
-            started = time.perf_counter()
-            conn.request(
-                "GET",
-                f"{path}?from={month.isoformat()}&to={last.isoformat()}&group_by={group_by}",
-                headers={"Authorization": f"Bearer {token}"},
-            )
-            response = conn.getresponse()
-            payload = response.read()
-            elapsed = (time.perf_counter() - started) * 1000
-            assert response.status == 200, payload[:300]
-            if round_index >= 5:
-                samples.append(elapsed)
-            body = json.loads(payload)
-        samples.sort()
-        print(
-            f"  cost report {team or 'all teams'} {month:%Y-%m} group_by={group_by}: median {statistics.median(samples):.1f} ms, "
-            f"p95 {samples[int(len(samples) * 0.95) - 1]:.1f} ms over {len(samples)} requests "
-            f"({body['totals']['requests']} requests, {body['totals']['token_cost']} {body['currency']})"
+def _run(wire: str, *, ports: list[int], collector: str, admin: str, client_ids: list[str], base: datetime) -> float:
+    """One wire format end to end; prints its figures and returns ratio_to_copy."""
+    _reset_usage()
+    source = f"aigw://bench-eu1/{wire}"
+    change = base + WINDOW / 2
+    expected = [0, 0, 0, Decimal(0)]
+    for index in range(EVENTS):
+        event = _event(index, base)
+        expected[0] += 1
+        expected[1] += event.input_tokens or 0
+        expected[2] += event.output_tokens or 0
+        expected[3] += _cost(event, change)
+    expected_totals = tuple(expected)
+    context = multiprocessing.get_context("fork")
+    start = context.Event()
+    results = context.Queue()
+    connection.close()  # forked producers must not share the parent's database socket
+    clients = [
+        context.Process(
+            target=_client_run,
+            args=(worker, wire, ports, collector, client_ids, base.isoformat(), source, start, results),
         )
+        for worker in range(CLIENTS)
+    ]
+    for process in clients:
+        process.start()
+    for _ in clients:  # every producer has built its batches: the clock measures sending, not building
+        assert results.get(timeout=3600) == "ready"
+    compactor = _Compactor()
+    compactor.start()
+    report_end = base + WINDOW
+    try:
+        started = time.perf_counter()
+        start.set()
+        totals = [results.get(timeout=3600) for _ in clients]
+        answered = time.perf_counter() - started
+        for process in clients:
+            process.join()
+        while (reported := _report_totals(ports[0], admin, base, report_end)) != expected_totals:
+            if time.perf_counter() - started > 3600:
+                raise AssertionError(f"the cost report never became exact: {reported} != {expected_totals}")
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - started
+    finally:
+        compactor.stop.set()
+        compactor.join()
+    sent = sum(total["sent"] for total in totals)
+    assert sum(total["rejected"] for total in totals) == 0
+    if wire == "cloudevents":
+        assert sum(total["accepted"] for total in totals) == EVENTS
+        assert sum(total["duplicates"] for total in totals) == sent - EVENTS
+        assert sum(total["quarantined"] for total in totals) == 0
+    stored = store.raw_totals()
+    assert (stored["requests"], stored["input_tokens"], stored["output_tokens"]) == expected_totals[:3]
+    assert Decimal(stored["cost_pico"]).scaleb(-12) == expected_totals[3]
+    events, heap, indexes = store.bytes_per_event()
+    assert events == EVENTS
+    copy_seconds = _lean_copy_seconds()
+    end_to_end = EVENTS / elapsed
+    ceiling = EVENTS / copy_seconds
+    ratio = end_to_end / ceiling
+    print(
+        f"\n[{wire}] {sent} events sent ({EVENTS} unique + {sent - EVENTS} duplicates, replays included) by {CLIENTS} "
+        f"clients in {sum(total['requests'] for total in totals)} gzip'd batches of up to {BATCH} to {SERVERS} gunicorn "
+        f"servers ({WORKERS} workers each) on ports {ports}; {sum(total['retries'] for total in totals)} retries"
+        f"\n  all answered in {answered:.1f} s ({sent / answered:,.0f} events/s received)"
+        f"\n  end to end until the cost report is exact: {elapsed:.1f} s = {end_to_end:,.0f} unique events/s"
+        f"\n  totals exact: {expected_totals[0]} requests, {expected_totals[1]} input and {expected_totals[2]} output "
+        f"tokens, {expected_totals[3]} {settings.PORTAL_CURRENCY}"
+        f"\n  lean COPY of the same {EVENTS} rows as stored, into an unindexed table: {copy_seconds:.2f} s = "
+        f"{ceiling:,.0f} rows/s"
+        f"\n  stored: {(heap + indexes) / events:.0f} bytes per event ({heap / events:.0f} heap, "
+        f"{indexes / events:.0f} indexes)"
+        f"\n  ratio_to_copy={ratio:.3f}"
+    )
+    return ratio
 
 
 @pytest.mark.django_db(transaction=True)
 def test_bench_usage_ingest_end_to_end() -> None:
-    version = ManagedVersionFactory(
-        model__slug="bench-model", served_model_name="bench-model", provider_model_id="bench-x"
-    )
-    for usage_type, price in PRICES.items():
-        PriceFactory(
-            model=version.model,
-            usage_type=usage_type,
-            price_per_million=price,
-            effective_from=datetime(2025, 1, 1, tzinfo=UTC),
+    base = (datetime.now(UTC) - WINDOW - timedelta(hours=1)).replace(microsecond=0)
+    change = base + WINDOW / 2
+    for m in range(MODELS):
+        version = ManagedVersionFactory(
+            model__slug=f"bench-model-{m}", served_model_name=f"bench-model-{m}", provider_model_id=f"bench-x-{m}"
         )
-    person = UserFactory()
+        for usage_type, (before, after) in PRICES[m].items():
+            start = datetime(2025, 1, 1, tzinfo=UTC)
+            PriceFactory(model=version.model, usage_type=usage_type, price_per_million=before, effective_from=start)
+            PriceFactory(model=version.model, usage_type=usage_type, price_per_million=after, effective_from=change)
     teams = [TeamFactory(slug=f"bench-{n}") for n in range(TEAMS)]
-    for team in teams:
-        MembershipFactory(team=team, user=person, role="viewer")
     issued = [
         gateway_services.credential_issue(actor=None, team=team, name=f"key-{n}")
         for team in teams
-        for n in range(CREDENTIALS_PER_TEAM)
+        for n in range(KEYS_PER_TEAM)
     ]
     client_ids = [credential.client_id for credential in issued]
-    ids = {credential.client_id: (credential.credential_id, credential.credential.team_id) for credential in issued}
     collector = api_token_issue(actor=None, principal=ServicePrincipalFactory(), name="bench", scopes=["usage:write"])
     usage_services.collector_source_bind(actor=None, token_id=collector.token.pk, source_prefix="aigw://")
-    reader = api_token_issue(actor=None, principal=person, name="reader", scopes=[]).plaintext
     staff = UserFactory(username="bench-admin", backstage_ref=None, is_staff=True)
-    platform_admin = api_token_issue(actor=None, principal=staff, name="admin", scopes=[]).plaintext
-    team_ids = [team.pk for team in teams]
-    base = (datetime.now(UTC) - timedelta(hours=22)).replace(microsecond=0)
+    admin = api_token_issue(actor=None, principal=staff, name="admin", scopes=[]).plaintext
     for month in {month_start(base), month_start(datetime.now(UTC))}:
         partition_ensure(month)
 
-    expected = [0, 0, 0, Decimal(0)]
-    for index in range(EVENTS):
-        input_tokens, cached, output_tokens = _tokens(index)
-        expected[0] += 1
-        expected[1] += input_tokens
-        expected[2] += output_tokens
-        expected[3] += _cost(input_tokens, cached, output_tokens)
-
-    port = _free_port()
-    server = _gunicorn(port)
-    rollup_loop = _RollupLoop()
+    ports = [_free_port() for _ in range(SERVERS)]
+    servers = [_gunicorn(port) for port in ports]
     try:
-        context = multiprocessing.get_context("fork")
-        start = context.Event()
-        results = context.Queue()
-        connection.close()  # forked producers must not share the parent's database socket
-        clients = [
-            context.Process(
-                target=_client_run,
-                args=(worker, port, collector.plaintext, client_ids, base.isoformat(), start, results),
-            )
-            for worker in range(CLIENTS)
-        ]
-        for process in clients:
-            process.start()
-        time.sleep(2 + EVENTS / 200_000)  # let every producer build its batches
-        rollup_loop.start()
-        started = time.perf_counter()
-        start.set()
-        totals = [results.get(timeout=3600) for _ in clients]
-        sent_at = time.perf_counter() - started
-        for process in clients:
-            process.join()
-        while _rollup_totals(team_ids) != tuple(expected):
-            if time.perf_counter() - started > 3600:
-                raise AssertionError(
-                    f"rollups never reached the expected totals: {_rollup_totals(team_ids)} != {expected}"
-                )
-            time.sleep(0.2)
-        elapsed = time.perf_counter() - started
+        ratios = {
+            wire: _run(wire, ports=ports, collector=collector.plaintext, admin=admin, client_ids=client_ids, base=base)
+            for wire in ("otlp-protobuf", "cloudevents")
+        }
     finally:
-        rollup_loop.stop.set()
-    rollup_loop.join()
-
-    accepted = sum(total["accepted"] for total in totals)
-    duplicates = sum(total["duplicates"] for total in totals)
-    sent = accepted + duplicates + sum(total["rejected"] for total in totals)
-    assert accepted == EVENTS
-    assert sum(total["rejected"] for total in totals) == 0
-    assert sum(total["quarantined"] for total in totals) == 0
-    assert _rollup_totals(team_ids) == tuple(expected)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*), sum(cost) FROM usage_event WHERE source = %s", [SOURCE])
-        stored, stored_cost = cursor.fetchone()
-    assert (stored, stored_cost) == (EVENTS, expected[3])
-
-    copy_seconds = _copy_ceiling(client_ids, base, ids, version.model_id)
-    end_to_end = EVENTS / elapsed
-    ceiling = EVENTS / copy_seconds
-    print(
-        f"\nusage ingest: {sent} events sent ({EVENTS} unique + {duplicates} duplicates) by {CLIENTS} clients in "
-        f"{sum(total['requests'] for total in totals)} gzip'd batches of {BATCH} to gunicorn ({WORKERS} workers); "
-        f"{sum(total['retries'] for total in totals)} retries"
-        f"\n  all answered in {sent_at:.1f} s ({sent / sent_at:,.0f} events/s received)"
-        f"\n  end to end until rollups reflect them exactly: {elapsed:.1f} s = {end_to_end:,.0f} unique events/s "
-        f"({sent / elapsed:,.0f} events/s including duplicates)"
-        f"\n  totals exact: {expected[0]} requests, {expected[1]} input and {expected[2]} output tokens, "
-        f"{expected[3]} {settings.PORTAL_CURRENCY}"
-        f"\n  ceiling, plain COPY of the same {EVENTS} rows into an unindexed table: {copy_seconds:.1f} s = "
-        f"{ceiling:,.0f} rows/s; end to end is {end_to_end / ceiling:.1%} of it (ratio 1:{ceiling / end_to_end:.1f})"
-    )
-
-    report_month = add_months(month_start(datetime.now(UTC)), -1)
-    load_seconds = _bulk_load_month(team_ids, [(*ids[c], c) for c in client_ids], version.model_id, report_month)
-    started = time.perf_counter()
-    recomputed = usage_services.usage_rollups_recompute(batch_size=2000, max_batches=100_000)
-    rollup_seconds = time.perf_counter() - started
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM usage_event")
-        stored_total = cursor.fetchone()[0]
-    print(
-        f"  report data: {REPORT_EVENTS} events for {report_month:%Y-%m} bulk-loaded in {load_seconds:.1f} s; "
-        f"{recomputed} hourly buckets rolled up in {rollup_seconds:.1f} s; {stored_total} events stored in all"
-    )
-    try:
-        _measure_report(port, reader, teams[0].slug, report_month)
-        _measure_report(port, platform_admin, None, report_month)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+        for server in servers:
+            server.terminate()
+        for server in servers:
+            server.wait(timeout=30)
+    print(f"\nratio_to_copy by wire format: {ratios}")
+    print(f"ratio_to_copy={ratios['cloudevents']:.3f}")

@@ -18,7 +18,6 @@ import pytest
 import yaml
 from django.conf import settings
 from django.core.management import call_command
-from django.db import connection
 from django.urls import reverse
 from google.protobuf import json_format
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
@@ -26,6 +25,7 @@ from rest_framework.test import APIClient
 
 from portal.clusters.contracts import ClusterContract
 from portal.gateway import bootstrap
+from portal.usage import selectors as usage_selectors
 from tests.k8s.manifests import K8S, KUBERNETES_VERSIONS, find, load_yaml, one, render, schema_problems
 from tests.portal.usage.conftest import UsageWorld, _fresh_process_caches, recent, world  # noqa: F401  (fixtures)
 from workers.sandbox import gateway_accesslog as sandbox
@@ -245,12 +245,18 @@ def _envoy_records(usage: UsageWorld, request_ids: list[str]) -> list[sandbox.Ot
 
 
 def _stored() -> list[tuple[Any, ...]]:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT source, state, team_id, credential_id, input_tokens, cached_input_tokens, output_tokens"
-            " FROM usage_event ORDER BY event_id"
+    return [
+        (
+            row["source"],
+            row["state"],
+            row["team_id"],
+            row["credential_id"],
+            row["input_tokens"],
+            row["cached_input_tokens"],
+            row["output_tokens"],
         )
-        return list(cursor.fetchall())
+        for row in usage_selectors.stored_events()
+    ]
 
 
 def _collector_token(source_prefix: str) -> str:

@@ -170,6 +170,7 @@ class _Exchange:
     rule: config.RouteRule | None = None
     limit_rules: list[LimitRule] = field(default_factory=list)
     upstream_host: str | None = None
+    upstream_first_byte_at: float | None = None
     completion: _Completion | None = None
     costs_configured: bool = False
     route_costs: dict[str, list[config.RequestCost]] = field(default_factory=dict)
@@ -530,6 +531,7 @@ class SandboxGateway:
                 cache=self.prefix_cache,
                 created=created,
             )
+        exchange.upstream_first_byte_at = self.clock()  # the in-process upstream answers whole, at once
         with self._lock:
             self._upstream_calls.append(
                 UpstreamCall(
@@ -562,6 +564,11 @@ class SandboxGateway:
         context = LogContext(
             start_time=exchange.start,
             duration_ms=max(int((now - exchange.start) * 1000), 0),
+            response_duration_ms=(
+                max(int((exchange.upstream_first_byte_at - exchange.start) * 1000), 0)
+                if exchange.upstream_first_byte_at is not None
+                else None
+            ),
             request_headers=exchange.headers,
             response_headers={name.lower(): value for name, value in reply.headers},
             response_code=reply.status,

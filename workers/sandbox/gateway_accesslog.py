@@ -79,7 +79,15 @@ DEFAULT_JSON_FIELDS = {
 }
 # Operators whose typed JSON value is a number (usage.rst: "Renders a numeric value in typed JSON logs").
 _NUMERIC = frozenset(
-    {"RESPONSE_CODE", "DURATION", "BYTES_RECEIVED", "BYTES_SENT", "UPSTREAM_REQUEST_ATTEMPT_COUNT", "REQUEST_DURATION"}
+    {
+        "RESPONSE_CODE",
+        "DURATION",
+        "RESPONSE_DURATION",
+        "BYTES_RECEIVED",
+        "BYTES_SENT",
+        "UPSTREAM_REQUEST_ATTEMPT_COUNT",
+        "REQUEST_DURATION",
+    }
 )
 
 
@@ -93,6 +101,8 @@ class LogContext:
     start_time: float
     duration_ms: int
     request_headers: dict[str, str]  # lower case, with :method, :path, :authority, :scheme
+    # %RESPONSE_DURATION%: from the start to the first byte read from the upstream; unset when none was read.
+    response_duration_ms: int | None = None
     response_headers: dict[str, str] = field(default_factory=dict)
     response_code: int = 0
     response_flags: tuple[str, ...] = ()
@@ -186,6 +196,7 @@ _unknown_reported: set[str] = set()
 _CONTEXT_FIELDS = {
     "RESPONSE_CODE": "response_code",
     "DURATION": "duration_ms",
+    "RESPONSE_DURATION": "response_duration_ms",
     "UPSTREAM_REQUEST_ATTEMPT_COUNT": "attempt_count",
     "BYTES_RECEIVED": "bytes_received",
     "BYTES_SENT": "bytes_sent",

@@ -10,7 +10,6 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiTypes, extend_schema
-from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from rest_framework import exceptions, renderers
@@ -31,6 +30,7 @@ from portal.tenancy import selectors as tenancy_selectors
 from portal.tenancy.models import Role, Team
 from portal.usage import events, metrics, selectors, services
 from portal.usage.api import serializers
+from portal.usage.api.throttling import CollectorRateThrottle
 from portal.usage.contracts import EventRejection, IngestResult, UsageRecord
 
 logger = logging.getLogger(__name__)
@@ -92,6 +92,7 @@ CSV_REPORT = {"type": "string", "description": "The series as CSV, one row per g
 class _IngestView(PortalView):
     permission_classes = [HasUsageWriteScope]
     problem_statuses = (503,)
+    throttle_classes = [CollectorRateThrottle]
     parser_classes: list[Any] = []  # the body is read here: gzip and protobuf are not DRF parsers' business
     endpoint = ""
 
@@ -162,8 +163,7 @@ class UsageEventsView(_IngestView):
             raise events.PayloadError(
                 f"Content-Type must be one of {', '.join(CLOUDEVENTS_TYPES)}", code="unsupported_media_type", status=415
             )
-        document = events.parse_json(self._decoded_body(request))
-        parsed = events.parse_cloudevents(document, **self._window())
+        parsed = events.read_cloudevents(self._decoded_body(request), **self._window())
         return Response(serializers.ingest_result_output(self._ingest(request, parsed)))
 
 
@@ -195,10 +195,9 @@ class OtlpLogsView(_IngestView):
                 raise events.PayloadError(
                     "The body is not an OTLP ExportLogsServiceRequest", code="malformed_otlp"
                 ) from None
-            document: Any = MessageToDict(message)
+            parsed = events.parse_otlp_protobuf(message, **self._window())
         else:
-            document = events.parse_json(body)
-        parsed = events.parse_otlp(document, **self._window())
+            parsed = events.parse_otlp(events.parse_json(body), **self._window())
         result = self._ingest(request, parsed)
         message_text = "; ".join(
             f"record {rejection.index}: {rejection.reason} ({rejection.field})" for rejection in result.rejected[:20]

@@ -368,9 +368,43 @@ def test_a_locked_store_answers_503_with_retry_after_and_the_retry_succeeds(worl
 
 
 def test_back_pressure_429_carries_retry_after(world: UsageWorld, settings) -> None:
-    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"principal": "2/minute"}}
+    settings.USAGE_INGEST_RATE_LIMIT = "2/minute"
     for _ in range(2):
         assert world.post([world.event()]).status_code == 200
     response = world.collector.post("/otlp/v1/logs", data=b"{}", content_type="application/json")
     assert_problem(response, 429, "rate_limited")
     assert 1 <= int(response["Retry-After"]) <= 60
+
+
+def test_collectors_have_a_rate_limit_of_their_own_not_the_apis(world: UsageWorld, settings) -> None:
+    """The API's limit (1,200 requests a minute by default) would cap a collector at 20 batches a second."""
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"principal": "2/minute"}}
+    settings.USAGE_INGEST_RATE_LIMIT = "5/minute"
+    for _ in range(5):
+        assert world.post([world.event()]).status_code == 200
+    assert_problem(world.post([world.event()]), 429, "rate_limited")
+
+
+def _credential_write(sql: str) -> bool:
+    return sql.startswith("UPDATE") and "gateway_credential" in sql and "last_used_at" in sql
+
+
+def test_last_used_follows_the_compactor_not_each_batch_of_a_backfill(world: UsageWorld, rollups) -> None:
+    """A backfill of old events: ingestion writes no "last used" at all; the compactor then writes each credential
+    once, with the latest event time it folded."""
+    from django.db import connection as db
+    from django.test.utils import CaptureQueriesContext
+
+    from portal.gateway.models import Credential
+
+    start = recent(minutes=600)
+    with CaptureQueriesContext(db) as queries:
+        for hour in range(5):
+            batch = [world.event(at=start + timedelta(hours=hour, minutes=minute)) for minute in range(3)]
+            assert world.post(batch).json()["accepted"] == 3
+    assert not [query for query in queries.captured_queries if _credential_write(query["sql"])]
+    assert Credential.objects.get(pk=world.credential_id).last_used_at is None
+    with CaptureQueriesContext(db) as queries:
+        rollups()
+    assert len([query for query in queries.captured_queries if _credential_write(query["sql"])]) == 1
+    assert Credential.objects.get(pk=world.credential_id).last_used_at == start + timedelta(hours=4, minutes=2)

@@ -10,6 +10,7 @@ import pytest
 from django.db import connection
 
 from portal.core.models import AuditEvent
+from portal.usage import selectors, store
 from portal.usage.contracts import PriceRef
 from portal.usage.models import UsageDaily, UsageHourly
 from portal.usage.rating import PriceBook, rate
@@ -105,9 +106,10 @@ def test_price_boundary_uses_the_price_in_force_at_the_event_time(world: UsageWo
     after = world.event(at=boundary + timedelta(minutes=30), input_tokens=1_000_000, output_tokens=0)
     before["time"] = (boundary - timedelta(microseconds=1)).isoformat()
     assert world.post([before, at, after]).json()["accepted"] == 3
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT event_id, cost, price_ids FROM usage_event")
-        stored = {event_id: (cost, price_ids) for event_id, cost, price_ids in cursor.fetchall()}
+    stored = {}
+    for event in (before, at, after):
+        row = store.stored_event(source=event["source"], event_id=event["id"])
+        stored[event["id"]] = (row["cost"], list(row["price_ids"]))
     old_input = model.prices.get(usage_type="input", effective_from__lt=boundary)
     assert stored[before["id"]] == (Decimal("2.500000000000"), [old_input.pk])
     assert stored[at["id"]] == (Decimal("4.000000000000"), [new_input.pk])
@@ -191,9 +193,9 @@ def test_rerate_is_for_platform_admins(world: UsageWorld, who: str) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_rollup_waits_for_an_ingestion_that_saw_the_old_mark(world: UsageWorld) -> None:
-    """An ingestion that found its bucket already marked (so added no mark) and commits while a rollup is
-    claiming that mark must still be in the rollup."""
+def test_an_ingestion_still_open_while_the_compactor_runs_is_folded_by_the_next_run(world: UsageWorld) -> None:
+    """Deltas are written in the ingestion's transaction: a compactor running meanwhile cannot see them (nor lose
+    them); the next run folds them, once."""
     import threading
 
     from django.db import transaction
@@ -201,9 +203,9 @@ def test_rollup_waits_for_an_ingestion_that_saw_the_old_mark(world: UsageWorld) 
     from portal.usage import services
 
     at = recent(minutes=30)
-    world.post([world.event(at=at, input_tokens=1000, output_tokens=0)])  # the bucket is now marked dirty
-    marked_and_open = threading.Event()
-    rollup_started = threading.Event()
+    world.post([world.event(at=at, input_tokens=1000, output_tokens=0)])
+    stored_and_open = threading.Event()
+    compacted = threading.Event()
     failures: list[BaseException] = []
 
     def late_ingestion() -> None:
@@ -216,20 +218,8 @@ def test_rollup_waits_for_an_ingestion_that_saw_the_old_mark(world: UsageWorld) 
             )
             with transaction.atomic():
                 services.usage_ingest(token_id=world.collector_token_id, parsed=parsed, endpoint="test")
-                marked_and_open.set()
-                rollup_started.wait(10)
-                import time
-
-                time.sleep(0.5)  # the rollup is now blocked at its barrier
-        except BaseException as error:
-            failures.append(error)
-        finally:
-            connection.close()
-
-    def rollup() -> None:
-        try:
-            rollup_started.set()
-            services.usage_rollups_recompute()
+                stored_and_open.set()
+                compacted.wait(10)
         except BaseException as error:
             failures.append(error)
         finally:
@@ -237,29 +227,59 @@ def test_rollup_waits_for_an_ingestion_that_saw_the_old_mark(world: UsageWorld) 
 
     ingestion = threading.Thread(target=late_ingestion)
     ingestion.start()
-    assert marked_and_open.wait(10)
-    roller = threading.Thread(target=rollup)
-    roller.start()
+    assert stored_and_open.wait(10)
+    assert services.usage_rollups_compact() == 1  # only the committed delta
+    compacted.set()
     ingestion.join()
-    roller.join()
     assert not failures
+    assert (UsageDaily.objects.get(team_id=world.team.pk).requests, selectors.pending_delta_count()) == (1, 1)
+    assert services.usage_rollups_compact() == 1
     daily = UsageDaily.objects.get(team_id=world.team.pk)
     assert (daily.requests, daily.input_tokens) == (2, 3000)
+    assert services.usage_rollups_compact() == 0
 
 
-def test_claims_of_a_rollup_that_died_are_taken_over(world: UsageWorld, rollups) -> None:
-    from portal.usage.models import UsageDirtyHour, UsageRollupClaim
+def _daily(world: UsageWorld) -> tuple[int, int]:
+    rows = UsageDaily.objects.filter(team_id=world.team.pk)
+    return sum(row.requests for row in rows), sum(row.input_tokens for row in rows)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_compactor_killed_mid_run_leaves_its_deltas_to_the_next_run(world: UsageWorld) -> None:
+    """A compactor that took deltas (deleted, not committed) and died: the database rolls its transaction back, a
+    concurrent run skips the rows it held, and the next run folds them exactly once."""
+
+    from django.db import connections, transaction
+
+    from portal.usage import services
 
     at = recent(minutes=30)
-    world.post([world.event(at=at, input_tokens=1000, output_tokens=0)])
-    mark = UsageDirtyHour.objects.get()
-    UsageRollupClaim.objects.create(
-        hour=mark.hour, team_id=mark.team_id, claimed_at=datetime.now(UTC) - timedelta(hours=1)
-    )
-    mark.delete()  # as if a run claimed it and died before recomputing
-    assert rollups() == 1
-    assert UsageDaily.objects.get(team_id=world.team.pk).input_tokens == 1000
-    assert not UsageRollupClaim.objects.exists()
+    world.post([world.event(at=at, input_tokens=1000, output_tokens=0) for _ in range(3)])
+    world.post([world.event(at=at - timedelta(hours=2), input_tokens=500, output_tokens=0)])
+    assert selectors.pending_delta_count() == 2
+    victim = connections.create_connection("default")
+    victim.set_autocommit(False)
+    with victim.cursor() as cursor:  # what the compactor does first: take the oldest delta
+        cursor.execute(
+            "DELETE FROM usage_rollup_delta WHERE id IN (SELECT id FROM usage_rollup_delta ORDER BY id LIMIT 1 "
+            "FOR UPDATE SKIP LOCKED) RETURNING id"
+        )
+        assert cursor.fetchone() is not None
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    # While it holds its delta, another run folds only the other one.
+    assert services.usage_rollups_compact() == 1
+    assert _daily(world) == (1, 500)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+    victim.close()
+    deadline = datetime.now(UTC) + timedelta(seconds=10)
+    while services.usage_rollups_compact() == 0:
+        assert datetime.now(UTC) < deadline, "the killed run's delta never came back"
+    assert _daily(world) == (4, 3500)
+    assert selectors.pending_delta_count() == 0
+    with transaction.atomic():
+        assert services.usage_rollups_compact() == 0
 
 
 def test_a_backdated_catalog_price_re_rates_its_events_once(world: UsageWorld, rollups) -> None:

@@ -7,13 +7,14 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from django.db import connection
 
+from catalog.models import CatalogModel
 from portal.deployments.models import Deployment, Phase
 from portal.deployments.services import deployment_create, deployment_finalize
 from portal.tenancy.models import TeamGpuQuota, User
+from portal.usage import store
 from tests.factories import AcceleratorPoolFactory, PriceFactory, SelfHostedVersionFactory
-from tests.portal.usage.conftest import PRICE_START, UsageWorld
+from tests.portal.usage.conftest import PRICE_START, SOURCE, UsageWorld
 
 SELF_HOSTED_PRICES = {"input": Decimal("0.200000"), "output": Decimal("0.400000")}
 
@@ -40,15 +41,18 @@ def _now() -> datetime:
 
 
 def _stored(event_id: str) -> dict[str, object]:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT state, reason, team_id, model_slug, deployment_id, model_version_id, cost FROM usage_event "
-            "WHERE event_id = %s",
-            [event_id],
-        )
-        row = cursor.fetchone()
+    row = store.stored_event(source=SOURCE, event_id=event_id)
     assert row is not None
-    return dict(zip(["state", "reason", "team", "model", "deployment", "version", "cost"], row, strict=True))
+    model = CatalogModel.objects.filter(pk=row["model_id"]).values_list("slug", flat=True).first()
+    return {
+        "state": row["state"],
+        "reason": row["reason"],
+        "team": row["team_id"],
+        "model": model,
+        "deployment": row["deployment_id"],
+        "version": row["model_version_id"],
+        "cost": row["cost"],
+    }
 
 
 def test_a_deployments_served_name_is_charged_to_the_team_at_the_catalog_models_price(

@@ -665,6 +665,7 @@ def test_the_usage_record_has_exactly_the_portal_fields(world: Sandbox, world_cl
         "response_flags": "-",
         "upstream_attempts": 1,
         "duration_ms": 0,
+        "time_to_first_token_ms": 0,
         "upstream_service_time_ms": None,
         "path": CHAT,
     }

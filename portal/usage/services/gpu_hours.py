@@ -1,0 +1,99 @@
+"""GPU-hours of self-hosted deployments: the replica change log integrated per UTC hour and priced per pool."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+
+from django.db import transaction
+
+from portal.deployments.models import ReplicaObservation
+from portal.usage import selectors
+from portal.usage.models import GpuAccrualCursor, GpuUsage
+
+
+def _hour(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+GPU_HOURS_PLACES = Decimal("0.000000001")
+MONEY_PLACES = Decimal("0.000000000001")
+
+
+def _hour_pieces(start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
+    pieces = []
+    cursor = start
+    while cursor < end:
+        boundary = _hour(cursor) + timedelta(hours=1)
+        piece_end = min(boundary, end)
+        pieces.append((cursor, piece_end))
+        cursor = piece_end
+    return pieces
+
+
+def gpu_usage_accrue(*, now: datetime | None = None) -> int:
+    """Accrue GPU-hours of self-hosted deployments up to `now`: the integral of the replicas the reconciler observed
+    (deployments.ReplicaObservation, a change log) x GPUs per replica x the pool's hourly price, split at each
+    change and each UTC hour. A deployment is charged from its first observed replica, for every change between
+    runs, and until it is gone. Exactly once: a cursor per deployment is locked and advanced in the same
+    transaction as the rows it adds. Returns the GpuUsage rows written."""
+    now = now or datetime.now(UTC)
+    prices = selectors.pool_prices()
+    written = 0
+    for deployment_id in selectors.gpu_accrual_due():
+        with transaction.atomic():
+            first = selectors.replica_observation_at(deployment_id=deployment_id)
+            if first is None or first.observed_at >= now:
+                continue
+            cursor, _ = GpuAccrualCursor.objects.select_for_update().get_or_create(
+                deployment_id=deployment_id,
+                defaults={"sampled_at": first.observed_at, "observed_replicas": first.replicas},
+            )
+            current = selectors.replica_observation_at(deployment_id=deployment_id, at=cursor.sampled_at)
+            if cursor.sampled_at >= now or current is None:
+                continue
+            start, replicas = cursor.sampled_at, cursor.observed_replicas
+            for change in selectors.replica_observations(deployment_id=deployment_id, after=start, until=now):
+                written += _charge_gpus(current, replicas, start, change.observed_at, prices)
+                current, start, replicas = change, change.observed_at, change.replicas
+            written += _charge_gpus(current, replicas, start, now, prices)
+            cursor.sampled_at, cursor.observed_replicas = now, replicas
+            cursor.save(update_fields=["sampled_at", "observed_replicas"])
+    return written
+
+
+def _charge_gpus(
+    deployment: ReplicaObservation,
+    replicas: int,
+    start: datetime,
+    end: datetime,
+    prices: dict[tuple[int, str], Decimal],
+) -> int:
+    """One GpuUsage row per UTC hour of [start, end) at `replicas`; none when nothing ran."""
+    if not replicas or not deployment.gpus_per_replica or end <= start:
+        return 0
+    price = prices.get((deployment.cluster_id, deployment.accelerator_type), Decimal(0))
+    written = 0
+    for piece_start, piece_end in _hour_pieces(start, end):
+        seconds = Decimal((piece_end - piece_start) // timedelta(microseconds=1)) / Decimal(3_600_000_000)
+        gpu_hours = (seconds * replicas * deployment.gpus_per_replica).quantize(
+            GPU_HOURS_PLACES, rounding=ROUND_HALF_EVEN
+        )
+        _, created = GpuUsage.objects.get_or_create(
+            deployment_id=deployment.deployment_id,
+            started_at=piece_start,
+            defaults={
+                "deployment_name": deployment.deployment_name,
+                "team_id": deployment.team_id,
+                "cluster_name": deployment.cluster_name,
+                "accelerator_type": deployment.accelerator_type,
+                "ended_at": piece_end,
+                "replicas": replicas,
+                "gpus_per_replica": deployment.gpus_per_replica,
+                "gpu_hours": gpu_hours,
+                "price_per_gpu_hour": price,
+                "cost": (gpu_hours * price).quantize(MONEY_PLACES),
+            },
+        )
+        written += created
+    return written

@@ -1,0 +1,258 @@
+"""Ingestion: attribute each event to a team through its credential, rate it with the prices in force at its time,
+and store it once (portal.usage.store), reporting per event what became of it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from django.conf import settings
+from django.db import OperationalError, connection, transaction
+
+from portal.usage import metrics, selectors, store
+from portal.usage.contracts import EventNote, EventRejection, IngestResult, UsageRecord
+from portal.usage.partitions import month_start, partition_ensure
+from portal.usage.rating import rate_pico
+
+logger = logging.getLogger(__name__)
+
+_DEADLOCK = "40P01"
+_SERIALIZATION = "40001"
+
+
+class IngestionUnavailable(Exception):
+    """The store cannot take events right now (database down or overloaded); the producer should retry."""
+
+
+@dataclass(slots=True)
+class Attributed:
+    """One event after attribution and rating: what is stored, and the labels its rollup delta carries."""
+
+    record: UsageRecord
+    reason: str = ""  # why it stays in quarantine; empty when rated
+    credential_id: int | None = None
+    client_label: str = ""
+    team_id: int | None = None
+    model_id: int | None = None
+    model_slug: str = ""
+    deployment_id: int | None = None
+    model_version_id: int | None = None
+    cost_pico: int | None = None
+    price_ids: tuple[int, ...] = ()
+
+
+def attribute_and_rate(records: Sequence[UsageRecord]) -> list[Attributed]:
+    """Team through the credential the gateway authenticated (never a name the client chose); model through the
+    names the gateway reported: first a team deployment that was served under one of them at the event's time
+    (its catalog model and version, priced as the catalog model), else a catalog model's own names (managed)."""
+    credentials = selectors.credentials_by_client_id({record.client_id for record in records if record.client_id})
+    reported = {name for record in records for name in record.model_names}
+    names = selectors.model_names(names=reported)
+    served = selectors.served_names(names=reported)
+    rows: list[Attributed] = []
+    # A batch names a handful of models many times over: each list of names is resolved once.
+    managed: dict[tuple[str, ...], tuple[int | None, str]] = {}
+    for record in records:
+        deployment = None
+        model_id: int | None
+        if served:
+            deployment = next(
+                (
+                    holder
+                    for name in record.model_names
+                    for holder in served.get(name, ())
+                    if holder.serves_at(record.event_time)
+                ),
+                None,
+            )
+        if deployment is not None:
+            model_id, model_slug = deployment.model_id, deployment.model_slug
+        else:
+            found = managed.get(record.model_names)
+            if found is None:
+                model = next((names[name] for name in record.model_names if name in names), None)
+                found = managed[record.model_names] = (model.model_id, model.slug) if model is not None else (None, "")
+            model_id, model_slug = found
+        credential = credentials.get(record.client_id) if record.client_id else None
+        row = Attributed(record=record, model_id=model_id, model_slug=model_slug)
+        if deployment is not None:
+            row.deployment_id, row.model_version_id = deployment.deployment_id, deployment.model_version_id
+        if credential is not None:
+            row.credential_id, row.team_id, row.client_label = (
+                credential.credential_id,
+                credential.team_id,
+                credential.client_id,
+            )
+        if not record.client_id:
+            row.reason = "missing_credential"
+        elif credential is None:
+            row.reason = "unknown_credential"
+        elif not record.model_names:
+            row.reason = "missing_model"
+        elif model_id is None:
+            row.reason = "unknown_model"
+        elif deployment is not None and deployment.team_id != row.team_id:
+            # The gateway routes a deployment's name only for its own team's keys; if this ever shows up, the
+            # cluster's routes are not the portal's, and nobody should be charged until someone looks.
+            row.reason = "deployment_of_another_team"
+        rows.append(row)
+    book = selectors.price_book(model_ids={row.model_id for row in rows if not row.reason and row.model_id})
+    for row in rows:
+        if not row.reason:
+            record = row.record
+            cost, price_ids, problem = rate_pico(
+                book,
+                row.model_id or 0,
+                record.event_time,
+                record.input_tokens,
+                record.cached_input_tokens,
+                record.cache_write_tokens,
+                record.output_tokens,
+                record.reasoning_tokens,
+            )
+            if problem:
+                row.reason = problem
+            else:
+                row.cost_pico, row.price_ids = cost, price_ids
+    return rows
+
+
+def stored_form(
+    rows: Sequence[Attributed], *, price_sets: dict[tuple[int, ...], int], sources: dict[str, int]
+) -> list[store.StoredEvent]:
+    events = []
+    for row in rows:
+        record = row.record
+        rated = not row.reason
+        events.append(
+            store.StoredEvent(
+                event_time=record.event_time,
+                key=store.event_key(record.source, record.event_id),
+                source_id=sources[record.source],
+                team_id=row.team_id,
+                credential_id=row.credential_id,
+                model_id=row.model_id,
+                price_set_id=price_sets[row.price_ids] if rated else None,
+                deployment_id=row.deployment_id,
+                model_version_id=row.model_version_id,
+                cost_pico=row.cost_pico if rated else None,
+                status_code=record.status_code,
+                duration_ms=record.duration_ms,
+                ttft_ms=record.time_to_first_token_ms,
+                input_tokens=record.input_tokens,
+                cached_input_tokens=record.cached_input_tokens,
+                cache_write_tokens=record.cache_write_tokens,
+                output_tokens=record.output_tokens,
+                reasoning_tokens=record.reasoning_tokens,
+                quarantine=row.reason,
+                detail=None
+                if rated
+                else {
+                    "source": record.source,
+                    "event_id": record.event_id,
+                    "client_id": record.client_id,
+                    "model_names": list(record.model_names),
+                    "reason": row.reason,
+                },
+            )
+        )
+    return events
+
+
+def labels(rows: Sequence[Attributed]) -> tuple[dict[int, str], dict[int, str]]:
+    """Model slugs and client ids of the attributed rows, for the rollup deltas."""
+    model_slugs = {row.model_id: row.model_slug for row in rows if row.model_id is not None}
+    client_ids = {row.credential_id: row.client_label for row in rows if row.credential_id is not None}
+    return model_slugs, client_ids
+
+
+def _store(rows: list[Attributed], received_at: datetime) -> set[int]:
+    """Positions of `rows` that were already stored; retried on deadlock, else unavailable."""
+    model_slugs, client_ids = labels(rows)
+    for attempt in range(4):
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT set_config('lock_timeout', %s, true)", [f"{settings.USAGE_INGEST_LOCK_TIMEOUT_MS}ms"]
+                )
+                sources = store.source_ids(cursor, {row.record.source for row in rows})
+                price_sets = store.price_set_ids(cursor, {row.price_ids for row in rows if not row.reason})
+                events = stored_form(rows, price_sets=price_sets, sources=sources)
+                return store.store_batch(
+                    cursor, events, received_at=received_at, model_slugs=model_slugs, client_ids=client_ids
+                )
+        except OperationalError as error:
+            code = getattr(getattr(error, "__cause__", None), "sqlstate", None)
+            if code in (_DEADLOCK, _SERIALIZATION) and attempt < 3:
+                time.sleep(0.01 * (attempt + 1))
+                continue
+            raise IngestionUnavailable(str(error)) from error
+    raise IngestionUnavailable("could not store the batch")  # pragma: no cover
+
+
+def usage_ingest(
+    *, token_id: int, parsed: list[UsageRecord | EventRejection], endpoint: str, received_at: datetime | None = None
+) -> IngestResult:
+    """Store a batch once: rejected events are reported, duplicates (in the batch, or already stored, or
+    stored concurrently by another request) are reported and counted once, unknown credentials or models are
+    kept in quarantine. Not atomic: each event stands alone, so a producer may retry the whole batch. A
+    credential's "last used" is advanced by the rollup compactor, not here (see rollups)."""
+    received_at = received_at or datetime.now(UTC)
+    prefixes = selectors.collector_source_prefixes(token_id=token_id)
+    rejected: list[EventRejection] = []
+    duplicates: list[EventNote] = []
+    candidates: list[UsageRecord] = []
+    seen: set[tuple[datetime, str, str]] = set()
+    allowed: dict[str, bool] = {}
+    for item in parsed:
+        if isinstance(item, EventRejection):
+            rejected.append(item)
+            continue
+        permitted = allowed.get(item.source)
+        if permitted is None:
+            permitted = allowed[item.source] = selectors.source_allowed(item.source, prefixes)
+        identity = (item.event_time, item.source, item.event_id)
+        if not permitted:
+            rejected.append(
+                EventRejection(
+                    item.index, item.event_id, "source_not_allowed", "source", "this token may not send this source"
+                )
+            )
+        elif identity in seen:
+            duplicates.append(EventNote(item.index, item.event_id))
+        else:
+            seen.add(identity)
+            candidates.append(item)
+    rows = attribute_and_rate(candidates)
+    try:
+        for month in sorted({month_start(row.record.event_time) for row in rows}):
+            partition_ensure(month)
+        stored_before = _store(rows, received_at) if rows else set()
+    except OperationalError as error:
+        raise IngestionUnavailable(str(error)) from error
+    accepted = 0
+    quarantined: list[EventNote] = []
+    lag = metrics.INGEST_LAG.labels(endpoint)
+    for position, row in enumerate(rows):
+        if position in stored_before:
+            duplicates.append(EventNote(row.record.index, row.record.event_id))
+            continue
+        accepted += 1
+        if row.reason:
+            quarantined.append(EventNote(row.record.index, row.record.event_id, row.reason))
+        lag.observe(max((received_at - row.record.event_time).total_seconds(), 0.0))
+    metrics.EVENTS.labels(endpoint, "accepted").inc(accepted - len(quarantined))
+    metrics.EVENTS.labels(endpoint, "quarantined").inc(len(quarantined))
+    metrics.EVENTS.labels(endpoint, "duplicate").inc(len(duplicates))
+    metrics.EVENTS.labels(endpoint, "rejected").inc(len(rejected))
+    for rejection in rejected:
+        metrics.REJECTIONS.labels(endpoint, rejection.reason).inc()
+    return IngestResult(
+        accepted=accepted,
+        duplicates=tuple(sorted(duplicates, key=lambda note: note.index)),
+        quarantined=tuple(sorted(quarantined, key=lambda note: note.index)),
+        rejected=tuple(sorted(rejected, key=lambda rejection: rejection.index)),
+    )

@@ -1,0 +1,554 @@
+"""Raw usage event storage, the one seam between metering and the engine that keeps raw events: the lean table's
+DDL, storing a batch exactly once (with the rollup deltas of what it added), the reads and updates of re-rating and
+quarantine release (with their compensating deltas), and what a stored event costs in bytes. Swapping raw storage
+to another engine (a column store behind a log) replaces this module; rollups, budgets and everything else stay in
+PostgreSQL and only see deltas.
+
+What a stored event keeps, and why (the old table kept about 1,000 bytes an event):
+- its identity as a 16-byte key: the first 128 bits of SHA-256 over source and event id. Exactly-once needs only
+  the key; an auditor who holds a gateway record (source and x-request-id or event id) computes the key and finds
+  the event. The id text itself is not kept for rated events.
+- its source as a small id into `usage_source` (a handful of gateways, not 40 bytes of text per event);
+- attribution (team, credential, catalog model, deployment and model version) as integers, and the price rows that
+  rated it as one id into `usage_price_set`: what billing, re-rating and audit need;
+- token counts (integers: no request carries 2^31 tokens), cost as an integer in 10^-12 units, status code,
+  duration and time to first token (request health), received time (late-event and period-close audit);
+- not kept for rated events: the credential's client id (the credential's), the model names as reported (the
+  attributed model and deployment are kept), route, provider and the rest of the event's data document (none of
+  billing, re-rating or audit reads them; the gateway's own access log keeps them). Quarantined events keep
+  their source, id, client id and model names in `usage_quarantined_event`, since they are attributed again later.
+- one index: the unique key (event time, event key), which is also the time-range index re-rating scans; no team
+  index (reports and budgets read rollups, never raw events)."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from django.db import connection
+
+from portal.usage.models import LATENCY_BOUNDS_MS, RAW_EVENT_TABLE
+
+# Why an event is kept in quarantine, stored as a small code; the text is what producers and admins read.
+QUARANTINE_REASONS = (
+    "missing_credential",
+    "unknown_credential",
+    "missing_model",
+    "unknown_model",
+    "deployment_of_another_team",
+    "inconsistent_tokens",
+    "cost_out_of_range",
+)
+QUARANTINE_CODES = {reason: code for code, reason in enumerate(QUARANTINE_REASONS, start=1)}
+
+CREATE_RAW_TABLE = """
+CREATE TABLE usage_event (
+    event_time timestamptz NOT NULL,
+    received_at timestamptz NOT NULL,
+    cost_pico bigint,
+    event_key uuid NOT NULL,
+    source_id integer NOT NULL,
+    team_id integer,
+    credential_id integer,
+    model_id integer,
+    price_set_id integer,
+    deployment_id integer,
+    model_version_id integer,
+    duration_ms integer,
+    ttft_ms integer,
+    input_tokens integer,
+    cached_input_tokens integer,
+    cache_write_tokens integer,
+    output_tokens integer,
+    reasoning_tokens integer,
+    status_code smallint,
+    quarantine smallint,
+    CONSTRAINT usage_event_key UNIQUE (event_time, event_key),
+    CONSTRAINT usage_event_rated_is_attributed CHECK (
+        quarantine IS NOT NULL OR (team_id IS NOT NULL AND credential_id IS NOT NULL AND model_id IS NOT NULL
+                                   AND cost_pico IS NOT NULL AND price_set_id IS NOT NULL)
+    ),
+    CONSTRAINT usage_event_not_negative CHECK (
+        cost_pico >= 0 AND input_tokens >= 0 AND cached_input_tokens >= 0 AND cache_write_tokens >= 0
+        AND output_tokens >= 0 AND reasoning_tokens >= 0 AND duration_ms >= 0 AND ttft_ms >= 0
+    )
+) PARTITION BY RANGE (event_time);
+CREATE INDEX usage_event_quarantined ON usage_event (event_time) WHERE quarantine IS NOT NULL;
+"""
+DROP_RAW_TABLE = "DROP TABLE IF EXISTS usage_event CASCADE;"
+
+_STAGING_TABLE = """
+CREATE TEMP TABLE IF NOT EXISTS usage_event_staging (
+    position integer, event_time timestamptz, event_key uuid, source_id integer, team_id integer,
+    credential_id integer, model_id integer, price_set_id integer, deployment_id integer, model_version_id integer,
+    cost_pico bigint, status_code smallint, duration_ms integer, ttft_ms integer, input_tokens integer,
+    cached_input_tokens integer, cache_write_tokens integer, output_tokens integer, reasoning_tokens integer,
+    quarantine smallint, detail text
+) ON COMMIT DELETE ROWS;
+DELETE FROM usage_event_staging;
+"""
+_STAGING_COLUMNS = (
+    "position, event_time, event_key, source_id, team_id, credential_id, model_id, price_set_id, deployment_id, "
+    "model_version_id, cost_pico, status_code, duration_ms, ttft_ms, input_tokens, cached_input_tokens, "
+    "cache_write_tokens, output_tokens, reasoning_tokens, quarantine, detail"
+)
+
+# Every rollup delta carries the same sums (see _STORE_SQL) over the raw rows it adds.
+DELTA_COLUMNS = (
+    "hour, team_id, model_id, credential_id, deployment_id, model_slug, client_id, requests, failed_requests, "
+    "unmetered_requests, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, "
+    "cost_pico, last_event_at, latency_buckets, ttft_buckets"
+)
+
+
+def _histogram(column: str) -> str:
+    """Counts of the rows per request-health bucket of `column` (milliseconds), as one array."""
+    edges = (0, *LATENCY_BOUNDS_MS)
+    parts = [
+        f"count(*) FILTER (WHERE e.{column} >= {low} AND e.{column} < {high})"
+        for low, high in itertools.pairwise(edges)
+    ]
+    parts.append(f"count(*) FILTER (WHERE e.{column} >= {edges[-1]})")
+    return "ARRAY[" + ", ".join(parts) + "]"
+
+
+def _with_histograms(sql: str) -> str:
+    # Only constants are put into the statement (the bucket bounds), never input.
+    return sql.replace("__LATENCY_HISTOGRAM__", _histogram("duration_ms")).replace(
+        "__TTFT_HISTOGRAM__", _histogram("ttft_ms")
+    )
+
+
+# One statement stores the staged batch: rows whose key is already stored (a replay, or a concurrent copy that
+# committed first; ON CONFLICT waits for it) are skipped, the rollup deltas are the sums of what was inserted, the
+# details of quarantined events go beside them, and the answer is the staged positions that were duplicates. The
+# insert is in key order, so concurrent batches take index locks in one order and never deadlock.
+_STORE_SQL = _with_histograms(
+    """
+WITH inserted AS (
+    INSERT INTO usage_event (event_time, received_at, cost_pico, event_key, source_id, team_id, credential_id,
+        model_id, price_set_id, deployment_id, model_version_id, duration_ms, ttft_ms, input_tokens,
+        cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, status_code, quarantine)
+    SELECT event_time, %(received_at)s, cost_pico, event_key, source_id, team_id, credential_id, model_id,
+        price_set_id, deployment_id, model_version_id, duration_ms, ttft_ms, input_tokens, cached_input_tokens,
+        cache_write_tokens, output_tokens, reasoning_tokens, status_code, quarantine
+    FROM usage_event_staging ORDER BY event_time, event_key
+    ON CONFLICT (event_time, event_key) DO NOTHING
+    RETURNING *
+), deltas AS (
+    INSERT INTO usage_rollup_delta (hour, team_id, model_id, credential_id, deployment_id, model_slug, client_id, requests, failed_requests, unmetered_requests, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_pico, last_event_at, latency_buckets, ttft_buckets)
+    SELECT date_trunc('hour', e.event_time, 'UTC'), e.team_id, e.model_id, e.credential_id, e.deployment_id, coalesce(max(m.slug), ''), coalesce(max(c.client_id), ''), count(*), count(*) FILTER (WHERE e.status_code >= 400),
+    count(*) FILTER (WHERE e.input_tokens IS NULL AND e.output_tokens IS NULL),
+    coalesce(sum(e.input_tokens), 0), coalesce(sum(e.cached_input_tokens), 0), coalesce(sum(e.cache_write_tokens), 0),
+    coalesce(sum(e.output_tokens), 0), coalesce(sum(e.reasoning_tokens), 0), sum(e.cost_pico), max(e.event_time),
+    __LATENCY_HISTOGRAM__, __TTFT_HISTOGRAM__
+    FROM inserted e
+    LEFT JOIN unnest(%(model_ids)s::bigint[], %(model_slugs)s::text[]) AS m(id, slug) ON m.id = e.model_id
+    LEFT JOIN unnest(%(credential_ids)s::bigint[], %(client_ids)s::text[]) AS c(id, client_id)
+        ON c.id = e.credential_id
+    WHERE e.quarantine IS NULL
+    GROUP BY date_trunc('hour', e.event_time, 'UTC'), e.team_id, e.model_id, e.credential_id, e.deployment_id
+), details AS (
+    INSERT INTO usage_quarantined_event (event_time, event_key, source, event_id, client_id, model_names, reason,
+        received_at)
+    SELECT s.event_time, s.event_key, d.source, d.event_id, d.client_id, d.model_names, d.reason, %(received_at)s
+    FROM inserted e
+    JOIN usage_event_staging s ON s.event_time = e.event_time AND s.event_key = e.event_key
+    CROSS JOIN LATERAL json_to_record(s.detail::json)
+        AS d(source text, event_id text, client_id text, model_names text[], reason text)
+    WHERE e.quarantine IS NOT NULL
+    ON CONFLICT (event_time, event_key) DO NOTHING
+)
+SELECT s.position FROM usage_event_staging s
+WHERE NOT EXISTS (SELECT 1 FROM inserted e WHERE e.event_time = s.event_time AND e.event_key = s.event_key)
+"""
+)
+
+
+def event_key(source: str, event_id: str) -> str:
+    """The stored identity of an event: 128 bits of SHA-256 over its source and id, as uuid text."""
+    return hashlib.sha256(f"{source}\n{event_id}".encode()).hexdigest()[:32]
+
+
+@dataclass(slots=True)
+class StoredEvent:
+    """One event as this store keeps it; `detail` only for quarantined events."""
+
+    event_time: datetime
+    key: str
+    source_id: int
+    team_id: int | None
+    credential_id: int | None
+    model_id: int | None
+    price_set_id: int | None
+    deployment_id: int | None
+    model_version_id: int | None
+    cost_pico: int | None
+    status_code: int | None
+    duration_ms: int | None
+    ttft_ms: int | None
+    input_tokens: int | None
+    cached_input_tokens: int | None
+    cache_write_tokens: int | None
+    output_tokens: int | None
+    reasoning_tokens: int | None
+    quarantine: str = ""
+    detail: dict[str, Any] | None = None
+
+
+def _field(value: int | None) -> str:
+    return "\\N" if value is None else str(value)
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_lines(events: Sequence[StoredEvent]) -> str:
+    """The batch in COPY text format, built in one pass: far cheaper than adapting each value."""
+    lines = []
+    for position, event in enumerate(events):
+        detail = "\\N" if event.detail is None else json.dumps(event.detail).translate(_COPY_ESCAPES)
+        lines.append(
+            f"{position}\t{event.event_time.isoformat()}\t{event.key}\t{event.source_id}\t{_field(event.team_id)}\t"
+            f"{_field(event.credential_id)}\t{_field(event.model_id)}\t{_field(event.price_set_id)}\t"
+            f"{_field(event.deployment_id)}\t{_field(event.model_version_id)}\t{_field(event.cost_pico)}\t"
+            f"{_field(event.status_code)}\t{_field(event.duration_ms)}\t{_field(event.ttft_ms)}\t"
+            f"{_field(event.input_tokens)}\t{_field(event.cached_input_tokens)}\t{_field(event.cache_write_tokens)}\t"
+            f"{_field(event.output_tokens)}\t{_field(event.reasoning_tokens)}\t"
+            f"{QUARANTINE_CODES[event.quarantine] if event.quarantine else chr(92) + 'N'}\t{detail}\n"
+        )
+    return "".join(lines)
+
+
+def store_batch(
+    cursor: Any,
+    events: Sequence[StoredEvent],
+    *,
+    received_at: datetime,
+    model_slugs: dict[int, str],
+    client_ids: dict[int, str],
+) -> set[int]:
+    """Store the events not stored yet, in the caller's transaction, with their rollup deltas; returns the
+    positions (indexes into `events`) that were already stored. `model_slugs` and `client_ids` label the deltas."""
+    cursor.execute(_STAGING_TABLE)
+    with cursor.cursor.copy("COPY usage_event_staging (" + _STAGING_COLUMNS + ") FROM STDIN") as copy:
+        copy.write(_copy_lines(events))
+    cursor.execute(
+        _STORE_SQL,
+        {
+            "received_at": received_at,
+            "model_ids": list(model_slugs),
+            "model_slugs": list(model_slugs.values()),
+            "credential_ids": list(client_ids),
+            "client_ids": list(client_ids.values()),
+        },
+    )
+    return {position for (position,) in cursor.fetchall()}
+
+
+# --- dictionaries ----------------------------------------------------------------------------------------------
+# Sources and price sets are few; each batch resolves its handful in the store's transaction (no process cache to
+# go stale), adding new ones (a second batch adding the same one waits on the unique index and finds it).
+
+
+def source_ids(cursor: Any, names: Iterable[str]) -> dict[str, int]:
+    wanted = sorted(set(names))
+    cursor.execute("SELECT name, id FROM usage_source WHERE name = ANY(%s)", [wanted])
+    known = dict(cursor.fetchall())
+    missing = [name for name in wanted if name not in known]
+    if missing:
+        cursor.execute(
+            "INSERT INTO usage_source (name) SELECT unnest(%s::text[]) ORDER BY 1 ON CONFLICT (name) DO NOTHING",
+            [missing],
+        )
+        cursor.execute("SELECT name, id FROM usage_source WHERE name = ANY(%s)", [missing])
+        known.update(cursor.fetchall())
+    return known
+
+
+def _array_literal(price_ids: tuple[int, ...]) -> str:
+    return "{" + ",".join(str(price_id) for price_id in price_ids) + "}"
+
+
+def price_set_ids(cursor: Any, sets: Iterable[tuple[int, ...]]) -> dict[tuple[int, ...], int]:
+    """The id of each set of price ids (sorted tuples), adding the new ones."""
+    wanted = sorted(set(sets))
+    select = "SELECT s.price_ids, s.id FROM usage_price_set s JOIN unnest(%s::text[]) AS p ON s.price_ids = p::bigint[]"
+    cursor.execute(select, [[_array_literal(price_ids) for price_ids in wanted]])
+    known = {tuple(price_ids): set_id for price_ids, set_id in cursor.fetchall()}
+    missing = [_array_literal(price_ids) for price_ids in wanted if price_ids not in known]
+    if missing:
+        cursor.execute(
+            "INSERT INTO usage_price_set (price_ids) SELECT p::bigint[] FROM unnest(%s::text[]) AS p ORDER BY 1 "
+            "ON CONFLICT (price_ids) DO NOTHING",
+            [missing],
+        )
+        cursor.execute(select, [missing])
+        known.update({tuple(price_ids): set_id for price_ids, set_id in cursor.fetchall()})
+    return known
+
+
+def price_sets(set_ids: Iterable[int]) -> dict[int, tuple[int, ...]]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id, price_ids FROM usage_price_set WHERE id = ANY(%s)", [sorted(set(set_ids))])
+        return {set_id: tuple(price_ids) for set_id, price_ids in cursor.fetchall()}
+
+
+# --- re-rating -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RatedEvent:
+    event_time: datetime
+    key: str
+    team_id: int
+    credential_id: int
+    input_tokens: int | None
+    cached_input_tokens: int | None
+    cache_write_tokens: int | None
+    output_tokens: int | None
+    reasoning_tokens: int | None
+    cost_pico: int
+    price_set_id: int
+
+
+_RERATE_SCAN_SQL = """
+SELECT event_time, event_key::text, team_id, credential_id, input_tokens, cached_input_tokens, cache_write_tokens,
+    output_tokens, reasoning_tokens, cost_pico, price_set_id
+FROM usage_event
+WHERE event_time >= %s AND event_time < %s AND (event_time, event_key) > (%s, %s::uuid)
+    AND model_id = %s AND quarantine IS NULL
+ORDER BY event_time, event_key
+LIMIT %s
+"""
+
+
+def rated_events(
+    cursor: Any, *, model_id: int, since: datetime, until: datetime, after: tuple[datetime, str], limit: int
+) -> list[RatedEvent]:
+    """One page of a model's rated events in [since, until), in key order after `after`."""
+    cursor.execute(_RERATE_SCAN_SQL, [since, until, after[0], after[1], model_id, limit])
+    return [RatedEvent(*row) for row in cursor.fetchall()]
+
+
+# A change applies only if the row still holds the cost and prices it was read with (a concurrent re-rate of the
+# same rows cannot count twice); the compensating delta is the difference, over the rows actually changed.
+_RERATE_APPLY_SQL = """
+WITH changed AS (
+    UPDATE usage_event e SET cost_pico = u.cost_pico, price_set_id = u.price_set_id
+    FROM unnest(%s::timestamptz[], %s::uuid[], %s::bigint[], %s::integer[], %s::bigint[], %s::integer[])
+        AS u(event_time, event_key, old_cost_pico, old_price_set_id, cost_pico, price_set_id)
+    WHERE e.event_time = u.event_time AND e.event_key = u.event_key AND e.quarantine IS NULL
+        AND e.cost_pico = u.old_cost_pico AND e.price_set_id = u.old_price_set_id
+    RETURNING e.event_time, e.team_id, e.model_id, e.credential_id, e.deployment_id, u.cost_pico - u.old_cost_pico
+        AS difference
+), deltas AS (
+    INSERT INTO usage_rollup_delta (hour, team_id, model_id, credential_id, deployment_id, model_slug, client_id, requests, failed_requests, unmetered_requests, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_pico, last_event_at, latency_buckets, ttft_buckets)
+    SELECT date_trunc('hour', e.event_time, 'UTC'), e.team_id, e.model_id, e.credential_id, e.deployment_id, '', '', 0, 0, 0, 0, 0, 0, 0, 0, sum(e.difference), NULL, NULL, NULL
+    FROM changed e GROUP BY date_trunc('hour', e.event_time, 'UTC'), e.team_id, e.model_id, e.credential_id, e.deployment_id
+)
+SELECT count(*) FROM changed
+"""
+
+
+def rerate_apply(cursor: Any, changes: Sequence[tuple[RatedEvent, int, int]]) -> int:
+    """Store new (cost, price set) of events read by `rated_events`, with compensating deltas; how many changed."""
+    if not changes:
+        return 0
+    cursor.execute(
+        _RERATE_APPLY_SQL,
+        [
+            [event.event_time for event, _, _ in changes],
+            [event.key for event, _, _ in changes],
+            [event.cost_pico for event, _, _ in changes],
+            [event.price_set_id for event, _, _ in changes],
+            [cost for _, cost, _ in changes],
+            [price_set for _, _, price_set in changes],
+        ],
+    )
+    return int(cursor.fetchone()[0])
+
+
+# --- quarantine ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QuarantinedEvent:
+    event_time: datetime
+    key: str
+    source: str
+    event_id: str
+    client_id: str
+    model_names: tuple[str, ...]
+    input_tokens: int | None
+    cached_input_tokens: int | None
+    cache_write_tokens: int | None
+    output_tokens: int | None
+    reasoning_tokens: int | None
+
+
+_QUARANTINE_SCAN_SQL = """
+SELECT e.event_time, e.event_key::text, d.source, d.event_id, d.client_id, d.model_names, e.input_tokens,
+    e.cached_input_tokens, e.cache_write_tokens, e.output_tokens, e.reasoning_tokens
+FROM usage_event e
+JOIN usage_quarantined_event d ON d.event_time = e.event_time AND d.event_key = e.event_key
+WHERE e.quarantine IS NOT NULL AND e.event_time >= %s AND (e.event_time, e.event_key) > (%s, %s::uuid)
+ORDER BY e.event_time, e.event_key
+LIMIT %s
+"""
+
+
+def quarantined_page(*, since: datetime, after: tuple[datetime, str], limit: int) -> list[QuarantinedEvent]:
+    with connection.cursor() as cursor:
+        cursor.execute(_QUARANTINE_SCAN_SQL, [since, after[0], after[1], limit])
+        return [
+            QuarantinedEvent(time, key, source, event_id, client_id, tuple(names or ()), *tokens)
+            for time, key, source, event_id, client_id, names, *tokens in cursor.fetchall()
+        ]
+
+
+# Released only while still quarantined (a concurrent release cannot count an event twice); the delta adds the
+# released events whole, as ingestion would have.
+_RELEASE_SQL = _with_histograms(
+    """
+WITH released AS (
+    UPDATE usage_event e SET quarantine = NULL, team_id = u.team_id, credential_id = u.credential_id,
+        model_id = u.model_id, deployment_id = u.deployment_id, model_version_id = u.model_version_id,
+        cost_pico = u.cost_pico, price_set_id = u.price_set_id
+    FROM unnest(%(times)s::timestamptz[], %(keys)s::uuid[], %(teams)s::bigint[], %(credentials)s::bigint[],
+        %(models)s::bigint[], %(deployments)s::bigint[], %(versions)s::bigint[], %(costs)s::bigint[],
+        %(price_sets)s::integer[])
+        AS u(event_time, event_key, team_id, credential_id, model_id, deployment_id, model_version_id, cost_pico,
+             price_set_id)
+    WHERE e.event_time = u.event_time AND e.event_key = u.event_key AND e.quarantine IS NOT NULL
+    RETURNING e.*
+), deltas AS (
+    INSERT INTO usage_rollup_delta (hour, team_id, model_id, credential_id, deployment_id, model_slug, client_id, requests, failed_requests, unmetered_requests, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_pico, last_event_at, latency_buckets, ttft_buckets)
+    SELECT date_trunc('hour', e.event_time, 'UTC'), e.team_id, e.model_id, e.credential_id, e.deployment_id, coalesce(max(m.slug), ''), coalesce(max(c.client_id), ''), count(*), count(*) FILTER (WHERE e.status_code >= 400),
+    count(*) FILTER (WHERE e.input_tokens IS NULL AND e.output_tokens IS NULL),
+    coalesce(sum(e.input_tokens), 0), coalesce(sum(e.cached_input_tokens), 0), coalesce(sum(e.cache_write_tokens), 0),
+    coalesce(sum(e.output_tokens), 0), coalesce(sum(e.reasoning_tokens), 0), sum(e.cost_pico), max(e.event_time),
+    __LATENCY_HISTOGRAM__, __TTFT_HISTOGRAM__
+    FROM released e
+    LEFT JOIN unnest(%(model_ids)s::bigint[], %(model_slugs)s::text[]) AS m(id, slug) ON m.id = e.model_id
+    LEFT JOIN unnest(%(credential_ids)s::bigint[], %(client_ids)s::text[]) AS c(id, client_id)
+        ON c.id = e.credential_id
+    GROUP BY date_trunc('hour', e.event_time, 'UTC'), e.team_id, e.model_id, e.credential_id, e.deployment_id
+)
+SELECT count(*) FROM released
+"""
+)
+
+
+def release(
+    cursor: Any,
+    events: Sequence[StoredEvent],
+    *,
+    model_slugs: dict[int, str],
+    client_ids: dict[int, str],
+) -> int:
+    """Mark quarantined events rated with their new attribution and cost, with their deltas; how many changed."""
+    if not events:
+        return 0
+    cursor.execute(
+        _RELEASE_SQL,
+        {
+            "times": [event.event_time for event in events],
+            "keys": [event.key for event in events],
+            "teams": [event.team_id for event in events],
+            "credentials": [event.credential_id for event in events],
+            "models": [event.model_id for event in events],
+            "deployments": [event.deployment_id for event in events],
+            "versions": [event.model_version_id for event in events],
+            "costs": [event.cost_pico for event in events],
+            "price_sets": [event.price_set_id for event in events],
+            "model_ids": list(model_slugs),
+            "model_slugs": list(model_slugs.values()),
+            "credential_ids": list(client_ids),
+            "client_ids": list(client_ids.values()),
+        },
+    )
+    return int(cursor.fetchone()[0])
+
+
+def quarantined_listing(*, since: datetime, limit: int) -> list[dict[str, Any]]:
+    """Newest quarantined events first, as admins read them."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT d.event_time, d.source, d.event_id, d.client_id, coalesce(d.model_names[1], '') AS model_name, "
+            "d.reason, d.received_at FROM usage_quarantined_event d JOIN usage_event e "
+            "ON e.event_time = d.event_time AND e.event_key = d.event_key "
+            "WHERE e.quarantine IS NOT NULL AND d.event_time >= %s ORDER BY d.event_time DESC LIMIT %s",
+            [since, limit],
+        )
+        columns = [column[0] for column in cursor.description]
+        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+
+# --- reads for tests, the benchmark and capacity planning --------------------------------------------------------
+
+
+def raw_totals(*, team_id: int | None = None, since: datetime | None = None) -> dict[str, Any]:
+    """Counts and cost (pico-units) of rated events straight from the raw table."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), "
+            "coalesce(sum(cost_pico), 0) FROM usage_event WHERE quarantine IS NULL "
+            "AND (%s::bigint IS NULL OR team_id = %s) AND (%s::timestamptz IS NULL OR event_time >= %s)",
+            [team_id, team_id, since, since],
+        )
+        requests, input_tokens, output_tokens, cost_pico = cursor.fetchone()
+    return {"requests": requests, "input_tokens": input_tokens, "output_tokens": output_tokens, "cost_pico": cost_pico}
+
+
+_STORED_EVENTS_SQL = """
+SELECT e.event_time, e.event_key::text, s.name, e.quarantine, e.team_id, e.credential_id, e.model_id, e.deployment_id,
+    e.model_version_id, e.input_tokens, e.cached_input_tokens, e.cache_write_tokens, e.output_tokens,
+    e.reasoning_tokens, e.cost_pico, coalesce(p.price_ids, '{}') AS price_ids, e.status_code, e.duration_ms, e.ttft_ms
+FROM usage_event e JOIN usage_source s ON s.id = e.source_id LEFT JOIN usage_price_set p ON p.id = e.price_set_id
+WHERE %s
+ORDER BY e.event_time, e.event_key
+"""
+
+
+def stored_events(*, where: str = "true", parameters: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    """Stored events with their source, state and cost, oldest first (tests that follow events end to end)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_STORED_EVENTS_SQL.replace("%s", where, 1), list(parameters))
+        columns = [column[0] for column in cursor.description]
+        rows = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+    for row in rows:
+        row["source"] = row.pop("name")
+        code = row.pop("quarantine")
+        row["state"] = "rated" if code is None else "quarantined"
+        row["reason"] = "" if code is None else QUARANTINE_REASONS[code - 1]
+        row["cost"] = None if row["cost_pico"] is None else Decimal(row["cost_pico"]).scaleb(-12)
+    return rows
+
+
+def stored_event(*, source: str, event_id: str) -> dict[str, Any] | None:
+    """One stored event found by what its producer knows of it (source and id), with its cost and price ids."""
+    key = event_key(source, event_id)
+    rows = list(stored_events(where="e.event_key = %s::uuid", parameters=[key]))
+    return rows[0] if rows else None
+
+
+def bytes_per_event() -> tuple[int, int, int]:
+    """(events, heap bytes, index bytes) of the raw table's partitions: what one stored event costs on disk."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT coalesce(sum(pg_table_size(c.oid)), 0), "
+            "coalesce(sum(pg_indexes_size(c.oid)), 0) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = %s",
+            [RAW_EVENT_TABLE],
+        )
+        heap, indexes = cursor.fetchone()
+        cursor.execute("SELECT count(*) FROM usage_event")
+        events = cursor.fetchone()[0]
+    return int(events), int(heap), int(indexes)

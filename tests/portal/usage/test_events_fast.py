@@ -1,0 +1,195 @@
+"""The fast readings of both wire formats (typed CloudEvents decode, string access-log records) give exactly what
+the reference reading gives, event for event, including every case they leave to it."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from portal.usage import events
+
+NOW = datetime(2026, 12, 4, 12, tzinfo=UTC)
+WINDOW = {"now": NOW, "max_age": timedelta(days=35), "max_skew": timedelta(minutes=5), "max_events": 100}
+
+
+def _event(**data: Any) -> dict[str, Any]:
+    body = {
+        "specversion": "1.0",
+        "type": "ai.gateway.llm.usage.v1",
+        "source": "aigw://eu/gw",
+        "id": "e-1",
+        "time": "2026-12-04T11:00:00.250Z",
+        "subject": "alpha.k1",
+        "data": {"credential_id": "alpha.k1", "model_requested": "gpt", "usage": {"input_tokens": 10}},
+    }
+    body["data"].update(data)
+    return body
+
+
+CLOUDEVENT_CASES = [
+    [_event()],
+    [_event(usage=None, input_tokens=5, output_tokens=7, status_code=503, duration_ms=12, time_to_first_token_ms=3)],
+    [_event(model_override="-", model_response="gpt-2025", provider="", backend="genai/openai", route="r" * 500)],
+    [{**_event(), "id": None, "data": {"request_id": "req-9", "credential_id": "", "model": "m"}}],
+    [_event(usage={"input_tokens": 2**31 - 1, "cached_input_tokens": 0, "output_tokens": None})],
+    [_event(usage={"input_tokens": 2**31})],  # past the bound: rejected by the reference
+    [_event(usage={"input_tokens": "12"})],  # a string count: the reference's to read
+    [_event(status_code=1000)],
+    [_event(), {**_event(), "time": "2026-10-01T00:00:00Z"}],  # one too late
+    [_event(), {**_event(), "specversion": "0.3"}],
+    [_event(credential_id="a\u0000b")],
+    [_event(model="é" * 255), _event(model="é" * 256)],
+    [{**_event(), "time": "2026-12-04T11:00:00"}],  # no time zone
+    [_event(usage="lots")],
+]
+
+
+@pytest.mark.parametrize("batch", CLOUDEVENT_CASES)
+def test_typed_cloudevents_reading_equals_the_reference(batch: list[dict[str, Any]]) -> None:
+    body = json.dumps(batch).encode()
+    assert events.read_cloudevents(body, **WINDOW) == events.parse_cloudevents(json.loads(body), **WINDOW)
+
+
+def _attributes(**overrides: object) -> dict[str, object]:
+    attributes: dict[str, object] = {
+        "start_time": "2026-12-04T11:00:00.250Z",
+        "request_id": "req-1",
+        "credential_id": "alpha.k1",
+        "route": "httproute/genai/r/rule/0",
+        "backend": "genai/openai",
+        "model_requested": "gpt",
+        "model_override": "-",
+        "model_response": "gpt-2025",
+        "input_tokens": "1200",
+        "cached_input_tokens": "200",
+        "cache_creation_input_tokens": "-",
+        "output_tokens": "300",
+        "reasoning_tokens": "-",
+        "status_code": "200",
+        "duration_ms": "812",
+        "time_to_first_token_ms": "95",
+    }
+    attributes.update(overrides)
+    return {key: value for key, value in attributes.items() if value is not None}
+
+
+LOG_CASES = [
+    _attributes(),
+    _attributes(input_tokens="-", output_tokens="-", cached_input_tokens="-", status_code="503"),
+    _attributes(input_tokens=" 12"),  # whitespace: the reference's to read
+    _attributes(input_tokens=12),  # an int value (OTLP/JSON intValue)
+    _attributes(input_tokens="2147483648"),
+    _attributes(status_code="1000"),
+    _attributes(request_id=None, **{"event.id": "given"}),
+    _attributes(credential_id=None),
+    _attributes(start_time="2026-10-01T00:00:00Z"),
+    _attributes(model_requested="x" * 256),
+    _attributes(usage={"input_tokens": 3}),
+    _attributes(provider="openai"),
+]
+
+
+@pytest.mark.parametrize("attributes", LOG_CASES)
+def test_access_log_reading_equals_the_reference(attributes: dict[str, object]) -> None:
+    document = {
+        "resourceLogs": [
+            {
+                "resource": {"attributes": [{"key": "aigw.source", "value": {"stringValue": "aigw://eu/gw"}}]},
+                "scopeLogs": [
+                    {
+                        "logRecords": [
+                            {"attributes": [{"key": key, "value": _any(value)} for key, value in attributes.items()]}
+                        ]
+                    }
+                ],
+            }
+        ]
+    }
+    [fast] = events.parse_otlp(document, **WINDOW)
+    try:
+        reference: object = events.record_from_fields(
+            index=0,
+            event_id=attributes.get("event.id"),
+            source="aigw://eu/gw",
+            time=attributes.get("start_time"),
+            data=events._attributes(document["resourceLogs"][0]["scopeLogs"][0]["logRecords"][0]["attributes"]),
+            time_field="attributes.start_time",
+            prefix="attributes.",
+            now=NOW,
+            max_age=WINDOW["max_age"],
+            max_skew=WINDOW["max_skew"],
+        )
+    except events.EventProblem as problem:
+        reference = events.EventRejection(
+            0, str(attributes.get("event.id") or ""), problem.reason, problem.field, problem.message
+        )
+    assert fast == reference
+
+
+def _any(value: object) -> dict[str, object]:
+    if isinstance(value, int):
+        return {"intValue": str(value)}
+    if isinstance(value, dict):
+        return {"kvlistValue": {"values": [{"key": k, "value": _any(v)} for k, v in value.items()]}}
+    return {"stringValue": value}
+
+
+def test_the_common_records_take_the_fast_readings() -> None:
+    earliest, latest = NOW - WINDOW["max_age"], NOW + WINDOW["max_skew"]
+    record = events._fast_log_record(
+        0, None, "aigw://eu/gw", "2026-12-04T11:00:00.250Z", _attributes(), earliest, latest
+    )
+    assert (record.input_tokens, record.time_to_first_token_ms) == (1200, 95)
+    [typed] = events._BATCH_DECODER.decode(json.dumps([_event()]).encode())
+    assert events._fast_record(0, typed, earliest, latest).input_tokens == 10
+
+
+@pytest.mark.parametrize(("source", "request_id"), [("aigw://eu/gw", "req-1"), ("s", "é|\u2603"), ("", "")])
+def test_derived_event_ids_are_uuid5_of_source_and_request_id(source: str, request_id: str) -> None:
+    import uuid
+
+    expected = str(uuid.uuid5(events.EVENT_ID_NAMESPACE, f"{source}|{request_id}"))
+    assert events.derive_event_id(source, request_id) == expected
+
+
+def test_protobuf_records_read_field_by_field_equal_their_json_form() -> None:
+    """The protobuf export is read without converting it to JSON first; the answer is the JSON reading's."""
+    from google.protobuf.json_format import MessageToDict
+    from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+    from opentelemetry.proto.common.v1 import common_pb2
+    from opentelemetry.proto.logs.v1 import logs_pb2
+    from opentelemetry.proto.resource.v1 import resource_pb2
+
+    def string(key: str, value: str) -> common_pb2.KeyValue:
+        return common_pb2.KeyValue(key=key, value=common_pb2.AnyValue(string_value=value))
+
+    def number(key: str, value: int) -> common_pb2.KeyValue:
+        return common_pb2.KeyValue(key=key, value=common_pb2.AnyValue(int_value=value))
+
+    records = [
+        logs_pb2.LogRecord(attributes=[string(key, str(value)) for key, value in _attributes().items()]),
+        logs_pb2.LogRecord(  # ints, an empty string, and the body as a kvlist
+            time_unix_nano=1_796_000_000_000_000_000,
+            attributes=[number("input_tokens", 7), string("route", ""), string("request_id", "r-2")],
+            body=common_pb2.AnyValue(
+                kvlist_value=common_pb2.KeyValueList(
+                    values=[string("credential_id", "alpha.k1"), string("model_requested", "gpt")]
+                )
+            ),
+        ),
+        logs_pb2.LogRecord(attributes=[string("start_time", "not a time"), string("request_id", "r-3")]),
+    ]
+    message = logs_service_pb2.ExportLogsServiceRequest(
+        resource_logs=[
+            logs_pb2.ResourceLogs(
+                resource=resource_pb2.Resource(attributes=[string("aigw.source", "aigw://eu/gw")]),
+                scope_logs=[logs_pb2.ScopeLogs(log_records=records)],
+            )
+        ]
+    )
+    fast = events.parse_otlp_protobuf(message, **WINDOW)
+    assert fast == events.parse_otlp(MessageToDict(message), **WINDOW)
+    assert [type(item).__name__ for item in fast] == ["UsageRecord", "UsageRecord", "EventRejection"]
