@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Prefetch, QuerySet, Sum
 
 from portal.core.errors import NotFound
 from portal.tenancy.contracts import TeamQuotaContract
-from portal.tenancy.models import ROLE_RANK, Membership, Role, Team, TeamQuota, User
+from portal.tenancy.models import ROLE_RANK, Membership, Role, Team, TeamGpuQuota, TeamQuota, User
 
 
 def normalize_user_ref(reference: str) -> str:
@@ -150,3 +150,13 @@ def team_admins_without_backstage_ref(*, team: Team) -> int:
 
 def team_get_by_slug(*, slug: str) -> Team | None:
     return Team.objects.filter(slug=slug).first()
+
+
+def gpu_quota_by_accelerator_type() -> dict[str, int]:
+    """GPUs granted to all teams together, per accelerator type (what the quotas promise against each pool)."""
+    rows = (
+        TeamGpuQuota.objects.values("accelerator_type")
+        .annotate(gpus=Sum("gpus"))
+        .values_list("accelerator_type", "gpus")
+    )
+    return {accelerator_type: int(gpus or 0) for accelerator_type, gpus in rows}
