@@ -169,7 +169,8 @@ def _page_is_clean(browser_visit: Visit, name: str) -> None:
         "() => [...document.querySelectorAll('canvas[data-chart]')].filter(c => !c.parentElement.hidden)"
         ".map(c => !!window.Chart.getChart(c))"
     )
-    assert drawn and all(drawn), "every visible chart area holds a Chart.js chart"
+    assert drawn, "the page has chart areas"
+    assert all(drawn), "every visible chart area holds a Chart.js chart"
     assert browser_visit.accessibility_violations() == []
     assert browser_visit.screenshot(name).stat().st_size > 10_000
 
@@ -262,7 +263,8 @@ def test_deployment_page_in_the_browser_and_times_in_the_viewers_zone(visit: Any
     utc = datetime.fromisoformat(reconciled.get_attribute("datetime").replace("Z", "+00:00"))
     local = utc.astimezone(ZoneInfo(VIEWER_ZONE))
     shown_text = reconciled.inner_text()
-    assert "UTC" not in shown_text and f"{local.hour % 12 or 12}:{local.minute:02d}" in shown_text
+    assert "UTC" not in shown_text
+    assert f"{local.hour % 12 or 12}:{local.minute:02d}" in shown_text
     _page_is_clean(member, "deployment")
 
 
@@ -307,9 +309,8 @@ def test_another_teams_pages_are_404_in_the_browser(visit: Any, console_world: C
         response = outsider.open(path)
         assert response.status == 404, path
         assert "Not found" in outsider.text("h1")
-        assert (
-            "Team alpha" not in outsider.page.content() and outsider.page.locator("#deployments, #pools").count() == 0
-        )
+        assert "Team alpha" not in outsider.page.content()
+        assert outsider.page.locator("#deployments, #pools").count() == 0
     member = visit("viewer")
     assert member.open("/console/teams/beta/").status == 404
 
@@ -350,7 +351,8 @@ def test_a_member_signs_in_and_walks_from_team_to_deployment_to_csv(
             params={**_range(), "group_by": "model", "format": "csv"},
             headers={"Authorization": f"Bearer {token}"},
         )
-        assert body == api.body() and b"qwen" in body
+        assert body == api.body()
+        assert b"qwen" in body
         assert errors == []
     finally:
         context.close()
