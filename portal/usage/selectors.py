@@ -217,6 +217,19 @@ def _clean(row: dict[str, Any]) -> dict[str, Any]:
 
 def cost_report(*, team_ids: list[int] | None, start: date, end: date, group_by: str) -> CostReport:
     """Totals and one series, from the daily rollups and GPU-hour accrual (never from raw events)."""
+    return CostReport(
+        start=start,
+        end=end,
+        group_by=group_by,
+        currency=settings.PORTAL_CURRENCY,
+        totals=cost_totals(team_ids=team_ids, start=start, end=end),
+        series=cost_series(team_ids=team_ids, start=start, end=end, group_by=group_by),
+        gpu=gpu_by_deployment(team_ids=team_ids, start=start, end=end),
+    )
+
+
+def cost_totals(*, team_ids: list[int] | None, start: date, end: date) -> dict[str, Any]:
+    """The totals of `cost_report`: requests, tokens, token, GPU and total cost over the range."""
     rollups = _rollups(team_ids=team_ids, start=start, end=end)
     gpu_rows = _gpu(team_ids=team_ids, start=start, end=end)
     totals = _clean(dict(rollups.aggregate(**_sums())))
@@ -224,7 +237,13 @@ def cost_report(*, team_ids: list[int] | None, start: date, end: date, group_by:
     totals["gpu_hours"] = gpu_totals["gpu_hours"] or ZERO
     totals["gpu_cost"] = gpu_totals["gpu_cost"] or ZERO
     totals["total_cost"] = totals["token_cost"] + totals["gpu_cost"]
+    return totals
 
+
+def cost_series(*, team_ids: list[int] | None, start: date, end: date, group_by: str) -> list[dict[str, Any]]:
+    """The series of `cost_report`: one row per day, model, credential or team."""
+    rollups = _rollups(team_ids=team_ids, start=start, end=end)
+    gpu_rows = _gpu(team_ids=team_ids, start=start, end=end)
     series: list[dict[str, Any]]
     if group_by == "day":
         by_day = {row["day"]: _clean(row) for row in rollups.values("day").annotate(**_sums())}
@@ -279,8 +298,13 @@ def cost_report(*, team_ids: list[int] | None, start: date, end: date, group_by:
             row["total_cost"] = row["token_cost"] + row["gpu_cost"]
     else:  # pragma: no cover - views validate group_by
         raise ValueError(group_by)
+    return series
 
-    gpu = [
+
+def gpu_by_deployment(*, team_ids: list[int] | None, start: date, end: date) -> list[dict[str, Any]]:
+    """The GPU rows of `cost_report`: GPU-hours and cost per team and deployment over the range."""
+    gpu_rows = _gpu(team_ids=team_ids, start=start, end=end)
+    return [
         {
             "team": row["team__slug"],
             "deployment": row["deployment_name"],
@@ -293,15 +317,6 @@ def cost_report(*, team_ids: list[int] | None, start: date, end: date, group_by:
         .annotate(gpu_hours=Sum("gpu_hours"), cost=Sum("cost"))
         .order_by("team__slug", "deployment_name")
     ]
-    return CostReport(
-        start=start,
-        end=end,
-        group_by=group_by,
-        currency=settings.PORTAL_CURRENCY,
-        totals=totals,
-        series=series,
-        gpu=gpu,
-    )
 
 
 # --- budgets ----------------------------------------------------------------------------------------------
