@@ -125,12 +125,18 @@ def overview(request: HttpRequest) -> HttpResponse:
     days = _range(request)
     now = datetime.now(UTC)
     today = now.date()
-    this_month = usage_selectors.cost_report(team_ids=None, start=month_start(today), end=today, group_by="team")
+    totals = usage_selectors.cost_totals(team_ids=None, start=days.start, end=days.end)
+    month_to_date = DateRange(month_start(today), today)
+    this_month = (
+        totals
+        if days == month_to_date
+        else usage_selectors.cost_totals(team_ids=None, start=month_to_date.start, end=today)
+    )
     last_start, last_end = _previous_month(today)
-    last_month = usage_selectors.cost_report(team_ids=None, start=last_start, end=last_end, group_by="team")
-    by_team = usage_selectors.cost_report(team_ids=None, start=days.start, end=days.end, group_by="team")
-    by_model = usage_selectors.cost_report(team_ids=None, start=days.start, end=days.end, group_by="model")
-    by_day = usage_selectors.cost_report(team_ids=None, start=days.start, end=days.end, group_by="day")
+    last_month = usage_selectors.cost_totals(team_ids=None, start=last_start, end=last_end)
+    by_team = usage_selectors.cost_series(team_ids=None, start=days.start, end=days.end, group_by="team")
+    by_model = usage_selectors.cost_series(team_ids=None, start=days.start, end=days.end, group_by="model")
+    by_day = usage_selectors.cost_series(team_ids=None, start=days.start, end=days.end, group_by="day")
     day_team = usage_selectors.cost_by_day_and_team(team_ids=None, start=days.start, end=days.end)
     teams = list(tenancy_selectors.team_list_visible(user=_user(request), platform_admin=True))
     budgets = [status for status in usage_selectors.budget_statuses(teams=teams, now=now) if status.budget > 0]
@@ -138,15 +144,15 @@ def overview(request: HttpRequest) -> HttpResponse:
     context = _base(
         request,
         days,
-        this_month=this_month.totals["total_cost"],
-        this_month_start=month_start(today),
-        projected=usage_selectors.projected_month_end(spend=this_month.totals["total_cost"], month=today, now=now),
-        last_month=last_month.totals["total_cost"],
+        this_month=this_month["total_cost"],
+        this_month_start=month_to_date.start,
+        projected=usage_selectors.projected_month_end(spend=this_month["total_cost"], month=today, now=now),
+        last_month=last_month["total_cost"],
         last_month_start=last_start,
-        totals=by_team.totals,
-        top_teams=by_team.series[:TOP],
-        top_models=by_model.series[:TOP],
-        by_day=by_day.series,
+        totals=totals,
+        top_teams=by_team[:TOP],
+        top_models=by_model[:TOP],
+        by_day=by_day,
         spend_stack=spend_stack,
         budgets=sorted(budgets, key=lambda status: (-status.percent, status.team_slug)),
         ingestion=usage_selectors.ingestion_health(now=now),
@@ -155,7 +161,7 @@ def overview(request: HttpRequest) -> HttpResponse:
         csv_model=_csv_link(request, days, group_by="model"),
         csv_day=_csv_link(request, days, group_by="day"),
         chart_spend=charts.stacked_chart(spend_stack),
-        chart_tokens=charts.token_chart(by_day.series),
+        chart_tokens=charts.token_chart(by_day),
     )
     return render(request, "console/overview.html", context)
 
@@ -171,8 +177,8 @@ def team(request: HttpRequest, team_slug: str) -> HttpResponse:
     platform_admin = _platform_admin(request)
     role = None if platform_admin else tenancy_selectors.membership_role(team=team_object, user=_user(request))
     by_day = usage_selectors.cost_report(team_ids=[team_object.pk], start=days.start, end=days.end, group_by="day")
-    by_model = usage_selectors.cost_report(team_ids=[team_object.pk], start=days.start, end=days.end, group_by="model")
-    by_key = usage_selectors.cost_report(
+    by_model = usage_selectors.cost_series(team_ids=[team_object.pk], start=days.start, end=days.end, group_by="model")
+    by_key = usage_selectors.cost_series(
         team_ids=[team_object.pk], start=days.start, end=days.end, group_by="credential"
     )
     gpu_by_deployment: dict[str, dict[str, Decimal]] = {}
@@ -193,8 +199,8 @@ def team(request: HttpRequest, team_slug: str) -> HttpResponse:
         role=role,
         totals=by_day.totals,
         by_day=by_day.series,
-        by_model=by_model.series,
-        by_key=by_key.series,
+        by_model=by_model,
+        by_key=by_key,
         deployments=deployments,
         budget=usage_selectors.budget_status(team=team_object, now=now) if sees_budget else None,
         credentials=list(gateway_selectors.credential_list(team=team_object)),
