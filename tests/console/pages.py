@@ -19,7 +19,7 @@ def row(html: str, table_id: str, attribute: str, key: str) -> dict[str, str]:
     """The data-field cells of one row, by field name, as the page shows them."""
     found = re.search(rf'<tr data-{attribute}="{re.escape(key)}".*?</tr>', table(html, table_id), re.S)
     assert found is not None, f"no row {attribute}={key} in #{table_id}"
-    return dict(re.findall(r'data-field="([a-z_]+)">([^<]*)<', found.group(0)))
+    return dict(re.findall(r'data-field="([a-z0-9_]+)">([^<]*)<', found.group(0)))
 
 
 def row_text(html: str, element_id: str) -> dict[str, str]:

@@ -3,7 +3,8 @@ the same range (the API read in the same test, through a token, as Backstage or 
 
 from __future__ import annotations
 
-from datetime import UTC
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -11,6 +12,7 @@ from django.contrib import admin
 from django.test import Client
 
 from portal.console import charts
+from portal.usage import selectors as usage_selectors
 from tests.conftest import client_with_token
 from tests.console.conftest import ConsoleWorld
 from tests.console.pages import figure, last_month, row, row_keys, row_text, shown, this_month
@@ -375,3 +377,56 @@ def test_pages_are_tables_without_the_chart_asset(console_world: ConsoleWorld, m
     monkeypatch.undo()
     if charts.asset_available():
         assert "console/vendor/chart.umd.min.js" in client.get("/console/").content.decode()
+
+
+@dataclass(frozen=True)
+class _HealthRow:
+    """The row of usage.selectors.request_health as announced for the request fields' issue (not on this branch)."""
+
+    bucket_start: datetime
+    key: str
+    requests: int
+    errors: int
+    error_rate: float
+    p50_ms: int | None
+    p95_ms: int | None
+    ttft_p50_ms: int | None
+    ttft_p95_ms: int | None
+
+
+def test_request_health_renders_the_announced_selector_scoped_to_the_viewers_teams(
+    console_world: ConsoleWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Until the selector lands, a stand-in with its announced signature shows the page's side of the contract: the
+    viewer's teams only (None for platform admins), the range as UTC datetimes, grouping and bucket passed through."""
+    calls: list[dict[str, object]] = []
+    moment = datetime(2026, 12, 1, tzinfo=UTC)
+
+    def request_health(*, team_ids, start, end, group_by, bucket):  # type: ignore[no-untyped-def]
+        calls.append({"team_ids": team_ids, "start": start, "end": end, "group_by": group_by, "bucket": bucket})
+        return [_HealthRow(moment, "alpha", 200, 3, 0.015, 420, 1800, 90, 310)]
+
+    monkeypatch.setattr(usage_selectors, "request_health", request_health, raising=False)
+    page = console_world.browser_client("viewer").get(
+        "/console/requests/", {"from": "2026-12-01", "to": "2026-12-03", "group_by": "model", "bucket": "hour"}
+    )
+    assert calls == [
+        {
+            "team_ids": [console_world.usage.team.pk],
+            "start": datetime(2026, 12, 1, tzinfo=UTC),
+            "end": datetime(2026, 12, 4, tzinfo=UTC),
+            "group_by": "model",
+            "bucket": "hour",
+        }
+    ]
+    assert row(page.content.decode(), "health", "row", "2026-12-01T00:00:00+00:00/alpha") == {
+        "requests": "200",
+        "errors": "3",
+        "error_rate": "1.50 %",
+        "p50_ms": "420",
+        "p95_ms": "1800",
+        "ttft_p50_ms": "90",
+        "ttft_p95_ms": "310",
+    }
+    console_world.browser_client("platform_admin").get("/console/requests/")
+    assert calls[-1]["team_ids"] is None

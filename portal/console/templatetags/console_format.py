@@ -31,6 +31,12 @@ def percent(value: Decimal | int | str | None) -> str:
 
 
 @register.filter
+def ratio_percent(value: Decimal | float | None) -> str:
+    """A ratio of 0 to 1 (an error rate) as a percent with two decimals."""
+    return percent(Decimal(str(value or 0)) * 100)
+
+
+@register.filter
 def decimal2(value: Decimal | int | str | None) -> str:
     return two_decimals(value)
 
