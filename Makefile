@@ -15,7 +15,7 @@ LOCAL_SERVICES = $(shell $(PY) -m portal.localservices 2>/dev/null)
 # them (portal/settings/secrets.py stops any other process that has no PORTAL_SECRET_KEYS).
 CHECK_KEY = PORTAL_SECRET_KEYS=$(shell $(PY) -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())")
 
-.PHONY: help install demo test test-python test-plugin lint bench soak schemathesis clean
+.PHONY: help install demo test test-python test-plugin lint bench soak schemathesis clean console-assets browser
 
 help:
 	@echo "make demo   - run the portal locally (web, worker, beat) on embedded defaults"
@@ -25,6 +25,8 @@ help:
 	@echo "make lint   - ruff, mypy, import-linter, Django checks"
 	@echo "make bench  - benchmarks (tests/bench), printing their figures"
 	@echo "make soak   - the full fault soak: 200 deployments over 20 teams under faults and killed workers (make test runs a short one)"
+	@echo "make console-assets - the console's Chart.js asset (npm ci + copy into static/; make demo and make test run it)"
+	@echo "make browser - Debian's chromium for the console's browser tests (apt-get as root; skipped otherwise)"
 	@echo "make schemathesis - the full fuzz of the running API from its OpenAPI schema (make test runs a smoke)"
 
 $(UV):
@@ -37,7 +39,7 @@ $(VENV)/.synced: $(UV) pyproject.toml uv.lock
 
 install: $(VENV)/.synced
 
-demo: install
+demo: install console-assets
 	$(PY) manage.py demo
 
 lint: install
@@ -57,7 +59,7 @@ test: install
 	@$(MAKE) --no-print-directory -j2 --output-sync=target test-plugin test-python
 
 # mypy's Django plugin imports the settings: without the services' URLs they would start the embedded ones.
-test-python: install
+test-python: install console-assets browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	env $(LOCAL_SERVICES) $(CHECK_KEY) $(VENV)/bin/mypy
@@ -75,7 +77,27 @@ test-plugin: install $(PLUGIN)/node_modules/.package-lock.json
 	cd $(PLUGIN) && npx tsc -p .
 	cd $(PLUGIN) && env $(LOCAL_SERVICES) npm test --silent
 
-bench: install
+# The console's browser asset: Chart.js from the npm registry (pinned by the console's package-lock.json), copied
+# into the portal's static files; rebuilt only when the lock changes. Pages work without it (tables, no charts).
+CONSOLE_ASSETS := portal/console/assets
+CONSOLE_CHART := portal/console/static/console/vendor/chart.umd.min.js
+
+$(CONSOLE_CHART): $(CONSOLE_ASSETS)/package.json $(CONSOLE_ASSETS)/package-lock.json $(CONSOLE_ASSETS)/build.mjs
+	cd $(CONSOLE_ASSETS) && npm ci --no-audit --no-fund --silent && npm run build --silent
+
+console-assets: $(CONSOLE_CHART)
+
+# The console's browser tests drive Debian's chromium (no browser download): installed here when we are root and it
+# is missing; otherwise left alone, and the browser tests skip saying why.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's chromium for the console's browser tests"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+			|| echo "chromium could not be installed: the console's browser tests will skip"; \
+	else echo "no chromium and not root: the console's browser tests will skip"; fi
+
+bench: install console-assets
 	env $(LOCAL_SERVICES) $(VENV)/bin/pytest tests/bench -s --no-header -q -o addopts="" -p no:cacheprovider
 
 # The fault soak at full scale (tests/soak; make test runs its short variant): real Celery workers on the broker,

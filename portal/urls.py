@@ -1,4 +1,4 @@
-"""URL map: the v1 API, its schema and docs, operations endpoints, and the admin UI."""
+"""URL map: the v1 API, its schema and docs, operations endpoints, the console and the admin UI."""
 
 from django.contrib import admin
 from django.urls import include, path
@@ -25,6 +25,7 @@ urlpatterns = [
         name="docs",
     ),
     path("reveal/<str:token>", gateway_pages.reveal_page, name="credential-reveal-page"),
+    path("console/", include("portal.console.urls")),
     path("admin/", admin.site.urls),
 ]
 

@@ -254,3 +254,21 @@ def served_names(*, names: Iterable[str]) -> dict[str, list[ServedNameRef]]:
             )
         )
     return found
+
+
+def deployments_not_ready(*, team_ids: list[int] | None = None) -> QuerySet[Deployment]:
+    """Deployments whose phase is anything but Ready, oldest change first (the console's attention list)."""
+    rows = Deployment.objects.exclude(phase=Phase.READY).select_related("team", "cluster", "model_version__model")
+    if team_ids is not None:
+        rows = rows.filter(team_id__in=team_ids)
+    return rows.order_by("updated_at", "pk")
+
+
+def deployment_list_for_model(*, model_id: int, team_ids: list[int] | None) -> QuerySet[Deployment]:
+    """Where one catalog model is deployed, within the teams given (None: every team)."""
+    rows = Deployment.objects.filter(model_version__model_id=model_id).select_related(
+        "team", "cluster", "model_version"
+    )
+    if team_ids is not None:
+        rows = rows.filter(team_id__in=team_ids)
+    return rows.order_by("team__slug", "name")

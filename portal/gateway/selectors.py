@@ -358,3 +358,8 @@ def gateway_policy_spec(*, policy_id: int, decrypt: bool = True) -> GatewayPolic
         providers=providers,
         managed_routes=tuple(routes),
     )
+
+
+def gateway_policies_by_cluster_id() -> dict[int, ClusterGatewayPolicy]:
+    """Every cluster's gateway policy (its phase and message), by cluster id: one query for the fleet page."""
+    return {policy.cluster_id: policy for policy in ClusterGatewayPolicy.objects.all()}

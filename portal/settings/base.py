@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "portal.gateway",
     "portal.usage",
     "catalog",
+    "portal.console",
 ]
 
 MIDDLEWARE = [

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Prefetch, QuerySet, Sum
 
 from portal.core.errors import NotFound
 from portal.tenancy.contracts import TeamQuotaContract
-from portal.tenancy.models import ROLE_RANK, Membership, QuotaRequest, Role, Team, TeamQuota, User
+from portal.tenancy.models import ROLE_RANK, Membership, QuotaRequest, Role, Team, TeamGpuQuota, TeamQuota, User
 
 
 def normalize_user_ref(reference: str) -> str:
@@ -173,3 +173,13 @@ def quota_request_get(*, team: Team, request_id: int) -> QuotaRequest:
     if found is None:
         raise NotFound(f"Team '{team.slug}' has no quota request {request_id}", code="quota_request_not_found")
     return found
+
+
+def gpu_quota_by_accelerator_type() -> dict[str, int]:
+    """GPUs granted to all teams together, per accelerator type (what the quotas promise against each pool)."""
+    rows = (
+        TeamGpuQuota.objects.values("accelerator_type")
+        .annotate(gpus=Sum("gpus"))
+        .values_list("accelerator_type", "gpus")
+    )
+    return {accelerator_type: int(gpus or 0) for accelerator_type, gpus in rows}

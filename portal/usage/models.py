@@ -92,6 +92,8 @@ class UsageDaily(_Rollup):
                 fields=["team", "day", "model_id", "credential_id"], name="one_daily_rollup_per_bucket"
             ),
         ]
+        # Platform-wide reports (every team over a range of days) read by day alone.
+        indexes = [models.Index(fields=["day"], name="usage_daily_day")]
 
     def __str__(self) -> str:
         return f"{self.team_id} {self.day} {self.model_slug} {self.client_id}"
@@ -260,7 +262,11 @@ class GpuUsage(models.Model):
             models.UniqueConstraint(fields=["deployment_id", "started_at"], name="one_gpu_interval_per_start"),
             models.CheckConstraint(condition=Q(ended_at__gt=models.F("started_at")), name="gpu_interval_not_empty"),
         ]
-        indexes = [models.Index(fields=["team", "started_at"])]
+        # Platform-wide reads (the cost API without a team, the console's overview and fleet) filter by time alone.
+        indexes = [
+            models.Index(fields=["team", "started_at"]),
+            models.Index(fields=["started_at"], name="usage_gpu_started_at"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.deployment_name} {self.started_at:%Y-%m-%dT%H:%M} {self.gpu_hours} GPU-h"

@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from django.conf import settings
-from django.db.models import Count, Exists, F, Max, OuterRef, Q, QuerySet, Sum
+from django.db.models import Count, Exists, F, Max, Min, OuterRef, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 
 from catalog.models import CatalogModel, ModelPrice, ModelVersion
@@ -217,6 +217,19 @@ def _clean(row: dict[str, Any]) -> dict[str, Any]:
 
 def cost_report(*, team_ids: list[int] | None, start: date, end: date, group_by: str) -> CostReport:
     """Totals and one series, from the daily rollups and GPU-hour accrual (never from raw events)."""
+    return CostReport(
+        start=start,
+        end=end,
+        group_by=group_by,
+        currency=settings.PORTAL_CURRENCY,
+        totals=cost_totals(team_ids=team_ids, start=start, end=end),
+        series=cost_series(team_ids=team_ids, start=start, end=end, group_by=group_by),
+        gpu=gpu_by_deployment(team_ids=team_ids, start=start, end=end),
+    )
+
+
+def cost_totals(*, team_ids: list[int] | None, start: date, end: date) -> dict[str, Any]:
+    """The totals of `cost_report`: requests, tokens, token, GPU and total cost over the range."""
     rollups = _rollups(team_ids=team_ids, start=start, end=end)
     gpu_rows = _gpu(team_ids=team_ids, start=start, end=end)
     totals = _clean(dict(rollups.aggregate(**_sums())))
@@ -224,7 +237,13 @@ def cost_report(*, team_ids: list[int] | None, start: date, end: date, group_by:
     totals["gpu_hours"] = gpu_totals["gpu_hours"] or ZERO
     totals["gpu_cost"] = gpu_totals["gpu_cost"] or ZERO
     totals["total_cost"] = totals["token_cost"] + totals["gpu_cost"]
+    return totals
 
+
+def cost_series(*, team_ids: list[int] | None, start: date, end: date, group_by: str) -> list[dict[str, Any]]:
+    """The series of `cost_report`: one row per day, model, credential or team."""
+    rollups = _rollups(team_ids=team_ids, start=start, end=end)
+    gpu_rows = _gpu(team_ids=team_ids, start=start, end=end)
     series: list[dict[str, Any]]
     if group_by == "day":
         by_day = {row["day"]: _clean(row) for row in rollups.values("day").annotate(**_sums())}
@@ -279,8 +298,13 @@ def cost_report(*, team_ids: list[int] | None, start: date, end: date, group_by:
             row["total_cost"] = row["token_cost"] + row["gpu_cost"]
     else:  # pragma: no cover - views validate group_by
         raise ValueError(group_by)
+    return series
 
-    gpu = [
+
+def gpu_by_deployment(*, team_ids: list[int] | None, start: date, end: date) -> list[dict[str, Any]]:
+    """The GPU rows of `cost_report`: GPU-hours and cost per team and deployment over the range."""
+    gpu_rows = _gpu(team_ids=team_ids, start=start, end=end)
+    return [
         {
             "team": row["team__slug"],
             "deployment": row["deployment_name"],
@@ -293,15 +317,6 @@ def cost_report(*, team_ids: list[int] | None, start: date, end: date, group_by:
         .annotate(gpu_hours=Sum("gpu_hours"), cost=Sum("cost"))
         .order_by("team__slug", "deployment_name")
     ]
-    return CostReport(
-        start=start,
-        end=end,
-        group_by=group_by,
-        currency=settings.PORTAL_CURRENCY,
-        totals=totals,
-        series=series,
-        gpu=gpu,
-    )
 
 
 # --- budgets ----------------------------------------------------------------------------------------------
@@ -431,29 +446,155 @@ def replica_observations(
 
 def budget_status(*, team: Team, now: datetime) -> BudgetStatus:
     """The team's budget this month, with spend live from the rollups and GPU accrual."""
+    return budget_statuses(teams=[team], now=now)[0]
+
+
+def budget_statuses(*, teams: list[Team], now: datetime) -> list[BudgetStatus]:
+    """The budget of each team this month, in the order given: one query per table for all of them (the console's
+    overview shows every team's burn; `budget_status` is this for one team)."""
     month = month_start(now)
-    quota = TeamQuota.objects.filter(team=team).first()
-    budget = quota.monthly_budget if quota is not None else ZERO
-    token_cost, gpu_cost = team_month_spend(team_id=team.pk, month=month)
-    spend = token_cost + gpu_cost
-    state = budget_state_get(team=team, month=month)
-    return BudgetStatus(
-        team_slug=team.slug,
-        month=month,
-        currency=settings.PORTAL_CURRENCY,
-        budget=budget,
-        spend=spend,
-        token_cost=token_cost,
-        gpu_cost=gpu_cost,
-        projected_spend=projected_month_end(spend=spend, month=month, now=now),
-        percent=(spend * 100 / budget) if budget > 0 else ZERO,
-        thresholds=team_thresholds(team=team),
-        policy=quota.budget_policy if quota is not None else "alert",
-        enforcement=state.enforcement if state is not None else "none",
-        lifted_at=state.lifted_at if state is not None else None,
-        alerts=tuple(
-            (alert.threshold, alert.created_at, alert.delivered_at) for alert in budget_alerts(team=team, month=month)
-        ),
+    first = month
+    last = next_month(first) - timedelta(days=1)
+    begin, end = month_bounds(first)
+    team_ids = [team.pk for team in teams]
+    quotas = {quota.team_id: quota for quota in TeamQuota.objects.filter(team_id__in=team_ids)}
+    token_costs = dict(
+        UsageDaily.objects.filter(team_id__in=team_ids, day__gte=first, day__lte=last)
+        .values("team_id")
+        .annotate(total=Sum("cost"))
+        .values_list("team_id", "total")
+    )
+    gpu_costs = dict(
+        GpuUsage.objects.filter(team_id__in=team_ids, started_at__gte=begin, started_at__lt=end)
+        .values("team_id")
+        .annotate(total=Sum("cost"))
+        .values_list("team_id", "total")
+    )
+    states = {state.team_id: state for state in BudgetState.objects.filter(team_id__in=team_ids, month=first)}
+    own_thresholds = dict(TeamBudgetSettings.objects.filter(team_id__in=team_ids).values_list("team_id", "thresholds"))
+    alerts: dict[int, list[BudgetAlert]] = {}
+    for alert in BudgetAlert.objects.filter(team_id__in=team_ids, month=first).order_by("threshold"):
+        alerts.setdefault(alert.team_id, []).append(alert)
+    statuses = []
+    for team in teams:
+        quota = quotas.get(team.pk)
+        budget = quota.monthly_budget if quota is not None else ZERO
+        token_cost = token_costs.get(team.pk) or ZERO
+        gpu_cost = gpu_costs.get(team.pk) or ZERO
+        spend = token_cost + gpu_cost
+        state = states.get(team.pk)
+        thresholds = own_thresholds.get(team.pk)
+        statuses.append(
+            BudgetStatus(
+                team_slug=team.slug,
+                month=month,
+                currency=settings.PORTAL_CURRENCY,
+                budget=budget,
+                spend=spend,
+                token_cost=token_cost,
+                gpu_cost=gpu_cost,
+                projected_spend=projected_month_end(spend=spend, month=month, now=now),
+                percent=(spend * 100 / budget) if budget > 0 else ZERO,
+                thresholds=tuple(sorted(thresholds)) if thresholds else tuple(settings.USAGE_BUDGET_THRESHOLDS),
+                policy=quota.budget_policy if quota is not None else "alert",
+                enforcement=state.enforcement if state is not None else "none",
+                lifted_at=state.lifted_at if state is not None else None,
+                alerts=tuple(
+                    (alert.threshold, alert.created_at, alert.delivered_at) for alert in alerts.get(team.pk, ())
+                ),
+            )
+        )
+    return statuses
+
+
+# --- console reads (the same rollups and accrual as the cost reports) -------------------------------------
+
+
+def cost_by_day_and_team(*, team_ids: list[int] | None, start: date, end: date) -> list[dict[str, Any]]:
+    """Token, GPU and total cost per day and team, oldest day first: each day's rows add up to that day of
+    `cost_report(group_by="day")`, each team's to its row of `cost_report(group_by="team")`."""
+    tokens = {
+        (row["day"], row["team__slug"]): row["token_cost"] or ZERO
+        for row in _rollups(team_ids=team_ids, start=start, end=end)
+        .values("day", "team__slug")
+        .annotate(token_cost=Sum("cost"))
+    }
+    gpu = {
+        (row["day"], row["team__slug"]): row["gpu_cost"] or ZERO
+        for row in _gpu(team_ids=team_ids, start=start, end=end)
+        .annotate(day=TruncDate("started_at", tzinfo=UTC))
+        .values("day", "team__slug")
+        .annotate(gpu_cost=Sum("cost"))
+    }
+    rows = []
+    for day, team in sorted(set(tokens) | set(gpu)):
+        token_cost, gpu_cost = tokens.get((day, team), ZERO), gpu.get((day, team), ZERO)
+        rows.append(
+            {
+                "day": day,
+                "team": team,
+                "token_cost": token_cost,
+                "gpu_cost": gpu_cost,
+                "total_cost": token_cost + gpu_cost,
+            }
+        )
+    return rows
+
+
+def model_cost_by_team(*, model_slug: str, team_ids: list[int] | None, start: date, end: date) -> list[dict[str, Any]]:
+    """Requests, tokens and token cost of one model per team, highest cost first (the model rows of
+    `cost_report(group_by="model")`, split by team)."""
+    rows = (
+        _rollups(team_ids=team_ids, start=start, end=end)
+        .filter(model_slug=model_slug)
+        .values("team__slug")
+        .annotate(**_sums())
+        .order_by("-token_cost", "team__slug")
+    )
+    series = [_clean(row) for row in rows]
+    for row in series:
+        row["team"] = row.pop("team__slug")
+    return series
+
+
+def deployment_gpu_by_day(*, deployment_id: int, start: date, end: date) -> list[dict[str, Any]]:
+    """GPU-hours and their cost of one deployment per UTC day, oldest first (its rows of `cost_report().gpu`)."""
+    rows = (
+        _gpu(team_ids=None, start=start, end=end)
+        .filter(deployment_id=deployment_id)
+        .annotate(day=TruncDate("started_at", tzinfo=UTC))
+        .values("day")
+        .annotate(gpu_hours=Sum("gpu_hours"), cost=Sum("cost"))
+        .order_by("day")
+    )
+    return [{"day": row["day"], "gpu_hours": row["gpu_hours"] or ZERO, "cost": row["cost"] or ZERO} for row in rows]
+
+
+def gpu_usage_by_pool(*, start: date, end: date) -> dict[tuple[str, str], dict[str, Decimal]]:
+    """GPU-hours and cost per (cluster name, accelerator type) over the range, from the accrual."""
+    return {
+        (row["cluster_name"], row["accelerator_type"]): {"gpu_hours": row["gpu_hours"], "cost": row["cost"]}
+        for row in _gpu(team_ids=None, start=start, end=end)
+        .values("cluster_name", "accelerator_type")
+        .annotate(gpu_hours=Sum("gpu_hours"), cost=Sum("cost"))
+    }
+
+
+@dataclass(frozen=True)
+class IngestionHealth:
+    quarantined: int  # events of the lateness window held in quarantine
+    pending_buckets: int  # rollup deltas written by ingestion, re-rating or release and not yet folded
+    oldest_pending_hour: datetime | None
+
+
+def ingestion_health(*, now: datetime) -> IngestionHealth:
+    """What the overview shows of ingestion: the quarantine's size (its partial index, not a scan of the events) and
+    the rollup backlog (deltas the compactor has not folded yet), whose oldest hour is how far the reports lag."""
+    since = now - timedelta(days=settings.USAGE_MAX_EVENT_AGE_DAYS)
+    quarantined = store.quarantined_count(since=since)
+    backlog = UsageRollupDelta.objects.aggregate(pending=Count("id"), oldest=Min("hour"))
+    return IngestionHealth(
+        quarantined=quarantined, pending_buckets=int(backlog["pending"] or 0), oldest_pending_hour=backlog["oldest"]
     )
 
 

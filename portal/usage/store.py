@@ -477,6 +477,13 @@ def release(
     return int(cursor.fetchone()[0])
 
 
+def quarantined_count(*, since: datetime) -> int:
+    """Events since `since` held in quarantine (the partial index on quarantined events, not a scan)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM usage_event WHERE quarantine IS NOT NULL AND event_time >= %s", [since])
+        return int(cursor.fetchone()[0])
+
+
 def quarantined_listing(*, since: datetime, limit: int) -> list[dict[str, Any]]:
     """Newest quarantined events first, as admins read them."""
     with connection.cursor() as cursor:

@@ -1,0 +1,64 @@
+"""How the console writes figures: money with its currency and two decimals, percents, GPU-hours, and times as
+UTC ISO in a <time> element that the browser rewrites in the viewer's time zone (static/console/console.js)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import ROUND_HALF_UP, Decimal
+
+from django import template
+from django.utils.html import format_html
+
+register = template.Library()
+
+CENT = Decimal("0.01")
+
+
+def two_decimals(value: Decimal | int | str | None) -> str:
+    """Rounded half up to the cent and grouped by thousands: 1234.565 -> '1,234.57'."""
+    amount = Decimal(value or 0).quantize(CENT, rounding=ROUND_HALF_UP)
+    return f"{amount:,.2f}"
+
+
+@register.filter
+def money(value: Decimal | int | str | None, currency: str) -> str:
+    return f"{currency} {two_decimals(value)}"
+
+
+@register.filter
+def percent(value: Decimal | int | str | None) -> str:
+    return f"{two_decimals(value)} %"
+
+
+@register.filter
+def ratio_percent(value: Decimal | float | None) -> str:
+    """A ratio of 0 to 1 (an error rate) as a percent with two decimals."""
+    return percent(Decimal(str(value or 0)) * 100)
+
+
+@register.filter
+def decimal2(value: Decimal | int | str | None) -> str:
+    return two_decimals(value)
+
+
+@register.filter
+def integer(value: int | None) -> str:
+    return f"{value or 0:,}"
+
+
+@register.filter
+def bar_width(value: Decimal | int | None) -> str:
+    """A percent as a CSS width, capped at 100 (the text next to the bar says the real figure)."""
+    return f"{min(max(Decimal(value or 0), Decimal(0)), Decimal(100)):.2f}%"
+
+
+@register.simple_tag
+def moment(value: datetime | date | str | None) -> str:
+    if not isinstance(value, date):  # None, or a missing attribute (an empty string in a template)
+        return "—"
+    if isinstance(value, datetime):
+        iso = value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        return format_html(
+            '<time datetime="{}" data-local>{}</time>', iso, value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        )
+    return format_html('<time datetime="{}">{}</time>', value.isoformat(), value.isoformat())

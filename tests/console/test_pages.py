@@ -1,0 +1,432 @@
+"""Console pages as Django renders them: who may open which page, and that each figure shown is the API's answer for
+the same range (the API read in the same test, through a token, as Backstage or a script would)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from django.contrib import admin
+from django.test import Client
+
+from portal.console import charts
+from portal.usage import selectors as usage_selectors
+from tests.conftest import client_with_token
+from tests.console.conftest import ConsoleWorld
+from tests.console.pages import figure, last_month, row, row_keys, row_text, shown, this_month
+
+pytestmark = pytest.mark.django_db
+
+EVERY_PAGE = [
+    "/console/",
+    "/console/fleet/",
+    "/console/requests/",
+    "/console/teams/alpha/",
+    "/console/teams/alpha/deployments/chat/",
+    "/console/models/qwen/",
+]
+
+
+def _api(world: ConsoleWorld, who: str = "platform_admin"):
+    return client_with_token(getattr(world.usage.matrix, who))
+
+
+def _range() -> dict[str, str]:
+    start, end = this_month()
+    return {"from": start.isoformat(), "to": end.isoformat()}
+
+
+# --- who may open what ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", EVERY_PAGE)
+def test_anonymous_is_sent_to_the_console_login(console_world: ConsoleWorld, path: str) -> None:
+    response = Client().get(path)
+    assert response.status_code == 302
+    assert response["Location"] == f"/console/login/?next={path}"
+
+
+@pytest.mark.parametrize(
+    ("who", "expected"),
+    [
+        (
+            "outsider",
+            {"/console/fleet/": 404, "/console/teams/alpha/": 404, "/console/teams/alpha/deployments/chat/": 404},
+        ),
+        (
+            "viewer",
+            {"/console/fleet/": 404, "/console/teams/alpha/": 200, "/console/teams/alpha/deployments/chat/": 200},
+        ),
+        (
+            "developer",
+            {"/console/fleet/": 404, "/console/teams/alpha/": 200, "/console/teams/alpha/deployments/chat/": 200},
+        ),
+        (
+            "admin",
+            {"/console/fleet/": 404, "/console/teams/alpha/": 200, "/console/teams/alpha/deployments/chat/": 200},
+        ),
+        (
+            "platform_admin",
+            {"/console/fleet/": 200, "/console/teams/alpha/": 200, "/console/teams/alpha/deployments/chat/": 200},
+        ),
+    ],
+)
+def test_the_role_matrix(console_world: ConsoleWorld, who: str, expected: dict[str, int]) -> None:
+    client = console_world.browser_client(who)
+    for path, status in expected.items():
+        response = client.get(path)
+        assert response.status_code == status, (who, path)
+        if status == 404:
+            assert b"Not found" in response.content
+            assert b"Team alpha" not in response.content
+    assert client.get("/console/requests/").status_code == 200
+    assert client.get("/console/models/qwen/").status_code == 200
+
+
+def test_members_get_their_teams_at_the_console_root_and_admins_the_overview(console_world: ConsoleWorld) -> None:
+    viewer = console_world.browser_client("viewer").get("/console/").content.decode()
+    assert "Your teams" in viewer
+    assert 'href="/console/teams/alpha/"' in viewer
+    assert "Company overview" not in viewer
+    assert "/console/teams/beta/" not in viewer
+    staff = console_world.browser_client("platform_admin").get("/console/").content.decode()
+    assert "Company overview" in staff
+
+
+def test_unknown_team_deployment_and_model_are_404(console_world: ConsoleWorld) -> None:
+    client = console_world.browser_client("platform_admin")
+    for path in ("/console/teams/nope/", "/console/teams/alpha/deployments/nope/", "/console/models/nope/"):
+        assert client.get(path).status_code == 404, path
+    # Another team's deployment under one's own team's path does not exist either.
+    assert console_world.browser_client("outsider").get("/console/teams/beta/deployments/chat/").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ({"from": "yesterday"}, "from"),
+        ({"to": "2026-13-01"}, "to"),
+        ({"from": "2026-03-02", "to": "2026-03-01"}, "to"),
+        ({"from": "2024-01-01", "to": "2026-01-01"}, "to"),
+        ({"from": "1999-01-01"}, "from"),
+    ],
+)
+def test_a_bad_range_is_a_400_that_names_the_field(
+    console_world: ConsoleWorld, query: dict[str, str], field: str
+) -> None:
+    client = console_world.browser_client("platform_admin")
+    for path in ("/console/", "/console/teams/alpha/", "/console/fleet/"):
+        response = client.get(path, query)
+        assert response.status_code == 400
+        assert f"{field}: " in response.content.decode()
+
+
+def test_bad_groupings_are_400(console_world: ConsoleWorld) -> None:
+    client = console_world.browser_client("viewer")
+    assert client.get("/console/requests/", {"group_by": "planet"}).status_code == 400
+    assert "bucket: must be one of day, hour" in client.get("/console/requests/", {"bucket": "week"}).content.decode()
+    assert client.get("/console/teams/alpha/costs.csv", {"group_by": "team"}).status_code == 400
+
+
+def test_budget_is_for_team_admins_and_audit_for_platform_admins_as_in_the_api(console_world: ConsoleWorld) -> None:
+    viewer = console_world.browser_client("viewer").get("/console/teams/alpha/").content.decode()
+    assert 'id="budget-heading"' not in viewer
+    assert 'id="audit"' not in viewer
+    assert _api(console_world, "viewer").get("/api/v1/teams/alpha/budget").status_code == 403
+    admin_page = console_world.browser_client("admin").get("/console/teams/alpha/").content.decode()
+    assert 'id="budget-heading"' in admin_page
+    assert 'id="audit"' not in admin_page
+    staff = console_world.browser_client("platform_admin").get("/console/teams/alpha/").content.decode()
+    assert 'id="budget-heading"' in staff
+    assert 'id="audit"' in staff
+    assert "deployment.create" in staff  # the audit trail of the team's deployments
+
+
+def test_keys_show_prefix_and_never_a_secret(console_world: ConsoleWorld) -> None:
+    page = console_world.browser_client("viewer").get("/console/teams/alpha/").content.decode()
+    credential = console_world.usage.team.credentials.get(name="ci")
+    assert f"<code>{credential.key_prefix}…</code>" in page
+    assert credential.key_hash not in page
+
+
+def test_the_admin_and_the_console_link_both_ways(console_world: ConsoleWorld) -> None:
+    assert admin.site.site_url == "/console/"
+    staff = console_world.browser_client("platform_admin")
+    assert 'href="/console/"' in staff.get("/admin/").content.decode()  # the admin's "View site"
+    team_page = staff.get("/console/teams/alpha/").content.decode()
+    assert f'href="/admin/tenancy/team/{console_world.usage.team.pk}/change/"' in team_page
+    assert 'href="/admin/"' in team_page
+    assert "/admin/" not in console_world.browser_client("admin").get("/console/teams/alpha/").content.decode()
+
+
+def test_the_console_login_signs_a_member_in(console_world: ConsoleWorld) -> None:
+    member = console_world.usage.matrix.viewer
+    member.set_password("a long enough password")
+    member.save()
+    client = Client()
+    response = client.post(
+        "/console/login/?next=/console/teams/alpha/",
+        {"username": member.username, "password": "a long enough password", "next": "/console/teams/alpha/"},
+    )
+    assert (response.status_code, response["Location"]) == (302, "/console/teams/alpha/")
+    assert client.get("/console/teams/alpha/").status_code == 200
+
+
+# --- figures equal the API's ------------------------------------------------------------------------------
+
+
+def test_team_page_figures_are_the_team_cost_apis(console_world: ConsoleWorld) -> None:
+    api = _api(console_world, "viewer")
+    page = console_world.browser_client("viewer").get("/console/teams/alpha/", _range()).content.decode()
+    by_day = api.get("/api/v1/teams/alpha/costs", {**_range(), "group_by": "day"}).json()
+    assert Decimal(by_day["totals"]["total_cost"]) > 0
+    assert Decimal(by_day["totals"]["gpu_cost"]) > 0
+    for name in ("total_cost", "token_cost", "gpu_cost"):
+        assert figure(page, name) == shown(by_day["totals"][name])
+    assert figure(page, "requests") == f"{by_day['totals']['requests']:,}"
+    assert row_keys(page, "cost-by-day", "day") == [item["day"] for item in by_day["series"]]
+    for item in by_day["series"]:
+        cells = row(page, "cost-by-day", "day", item["day"])
+        assert cells["total_cost"] == shown(item["total_cost"])
+        assert cells["token_cost"] == shown(item["token_cost"])
+        assert cells["input_tokens"] == f"{item['input_tokens']:,}"
+    by_model = api.get("/api/v1/teams/alpha/costs", {**_range(), "group_by": "model"}).json()
+    assert (
+        row_keys(page, "cost-by-model", "model")
+        == [item["model"] for item in by_model["series"]]
+        == ["gpt-test", "qwen"]
+    )
+    for item in by_model["series"]:
+        assert row(page, "cost-by-model", "model", item["model"])["token_cost"] == shown(item["token_cost"])
+    by_key = api.get("/api/v1/teams/alpha/costs", {**_range(), "group_by": "credential"}).json()
+    for item in by_key["series"]:
+        assert row(page, "cost-by-key", "key", item["client_id"])["token_cost"] == shown(item["token_cost"])
+    gpu = {item["deployment"]: item for item in by_day["gpu"]}
+    assert row(page, "deployments", "deployment", "chat")["gpu_hours"] == f"{Decimal(gpu['chat']['gpu_hours']):,.2f}"
+    assert row(page, "deployments", "deployment", "chat")["gpu_cost"] == shown(gpu["chat"]["cost"])
+
+
+def test_team_budget_is_the_budget_apis(console_world: ConsoleWorld) -> None:
+    budget = _api(console_world, "admin").get("/api/v1/teams/alpha/budget").json()
+    page = console_world.browser_client("admin").get("/console/teams/alpha/").content.decode()
+    assert Decimal(budget["spend"]) > 0
+    cells = dict(__import__("re").findall(r'data-field="([a-z_]+)">([^<]*)<', page.split('id="budget-heading"')[1]))
+    assert cells["spend"] == shown(budget["spend"])
+    assert cells["budget"] == shown(budget["budget"]) == "USD 10.00"
+    assert cells["percent"] == f"{Decimal(budget['percent']):,.2f} %"
+    # The projection moves with the clock between the two reads: equal to the cent, or a cent apart at most.
+    assert abs(
+        Decimal(cells["projected_spend"].split()[1].replace(",", "")) - Decimal(budget["projected_spend"])
+    ) <= Decimal("0.01")
+
+
+def test_overview_figures_are_the_platform_cost_apis(console_world: ConsoleWorld) -> None:
+    api = _api(console_world)
+    page = console_world.browser_client("platform_admin").get("/console/", _range()).content.decode()
+    by_team = api.get("/api/v1/costs", {**_range(), "group_by": "team"}).json()
+    assert figure(page, "range-total") == shown(by_team["totals"]["total_cost"])
+    assert row_keys(page, "top-teams", "team") == [item["team"] for item in by_team["series"]] == ["alpha", "beta"]
+    for item in by_team["series"]:
+        cells = row(page, "top-teams", "team", item["team"])
+        assert (cells["token_cost"], cells["gpu_cost"], cells["total_cost"]) == (
+            shown(item["token_cost"]),
+            shown(item["gpu_cost"]),
+            shown(item["total_cost"]),
+        )
+    start, end = this_month()
+    month = api.get("/api/v1/costs", {"from": start.isoformat(), "to": end.isoformat(), "group_by": "team"}).json()
+    assert figure(page, "this-month") == shown(month["totals"]["total_cost"])
+    start, end = last_month()
+    previous = api.get("/api/v1/costs", {"from": start.isoformat(), "to": end.isoformat(), "group_by": "team"}).json()
+    assert figure(page, "last-month") == shown(previous["totals"]["total_cost"]) == "USD 0.00"
+    by_model = api.get("/api/v1/costs", {**_range(), "group_by": "model"}).json()
+    for item in by_model["series"]:
+        assert row(page, "top-models", "model", item["model"])["token_cost"] == shown(item["token_cost"])
+    by_day = api.get("/api/v1/costs", {**_range(), "group_by": "day"}).json()
+    for item in by_day["series"]:
+        cells = row(page, "tokens-per-day", "day", item["day"])
+        assert (cells["input_tokens"], cells["output_tokens"], cells["total_cost"]) == (
+            f"{item['input_tokens']:,}",
+            f"{item['output_tokens']:,}",
+            shown(item["total_cost"]),
+        )
+        # Each day of the stacked chart's table adds up to the API's day.
+        assert f'data-day-total="{item["day"]}">{shown(item["total_cost"])}<' in page
+    # Highest burn first: alpha spent against 10.00, beta a little against the default budget.
+    assert row_keys(page, "budgets", "team") == ["alpha", "beta"]
+    for team in ("alpha", "beta"):
+        budget = api.get(f"/api/v1/teams/{team}/budget").json()
+        cells = row(page, "budgets", "team", team)
+        assert (cells["spend"], cells["budget"], cells["percent"]) == (
+            shown(budget["spend"]),
+            shown(budget["budget"]),
+            f"{Decimal(budget['percent']):,.2f} %",
+        )
+    assert figure(page, "quarantined") == f"{api.get('/api/v1/usage/quarantine').json()['count']:,}" == "1"
+    assert row_keys(page, "not-ready", "deployment") == ["alpha/batch"]
+    assert "ImagePullBackOff: the model server image was not found" in page
+
+
+def test_deployment_page_is_the_deployment_and_cost_apis(console_world: ConsoleWorld) -> None:
+    api = _api(console_world, "viewer")
+    page = (
+        console_world.browser_client("viewer").get("/console/teams/alpha/deployments/chat/", _range()).content.decode()
+    )
+    detail = api.get("/api/v1/teams/alpha/deployments/chat").json()
+    status = detail["status"]
+    assert row_text(page, "status") == {
+        "phase": status["phase"],
+        "message": status["message"] or "—",
+        "replicas": f"{status['observed_replicas']} running, {detail['min_replicas']}–{detail['max_replicas']} wanted, "  # noqa: RUF001 (the page writes ranges with an en dash)
+        f"{detail['gpus_per_replica']} GPU each",
+    }
+    assert f"<code>{status['endpoint']}</code>" in page
+    assert status["endpoint"]
+    costs = api.get("/api/v1/teams/alpha/costs", {**_range(), "group_by": "day"}).json()
+    gpu = next(item for item in costs["gpu"] if item["deployment"] == "chat")
+    assert figure(page, "gpu_hours") == f"{Decimal(gpu['gpu_hours']):,.2f} GPU-hours"
+    assert figure(page, "gpu_cost") == shown(gpu["cost"])
+    events = api.get("/api/v1/teams/alpha/deployments/chat/events").json()
+    events = events.get("results", events)
+    assert events
+    assert all(event["reason"] in page for event in events)
+    failed = console_world.browser_client("viewer").get("/console/teams/alpha/deployments/batch/").content.decode()
+    assert "ImagePullBackOff: the model server image was not found" in failed
+    assert "phase-failed" in failed
+
+
+def test_model_page_shows_spend_only_of_teams_the_viewer_sees(console_world: ConsoleWorld) -> None:
+    staff = console_world.browser_client("platform_admin").get("/console/models/gpt-test/", _range()).content.decode()
+    assert row_keys(staff, "model-spend", "team") == ["alpha", "beta"]
+    for team in ("alpha", "beta"):
+        series = (
+            _api(console_world).get(f"/api/v1/teams/{team}/costs", {**_range(), "group_by": "model"}).json()["series"]
+        )
+        expected = next(item for item in series if item["model"] == "gpt-test")
+        assert row(staff, "model-spend", "team", team)["token_cost"] == shown(expected["token_cost"])
+    outsider = console_world.browser_client("outsider").get("/console/models/gpt-test/", _range()).content.decode()
+    assert row_keys(outsider, "model-spend", "team") == ["beta"]
+    hosted = console_world.browser_client("outsider").get("/console/models/qwen/").content.decode()
+    assert row_keys(hosted, "model-deployments", "deployment") == []
+    assert row_keys(
+        console_world.browser_client("viewer").get("/console/models/qwen/").content.decode(),
+        "model-deployments",
+        "deployment",
+    ) == ["alpha/batch", "alpha/chat"]
+
+
+def test_fleet_is_the_clusters_api_and_the_gpu_accrual(console_world: ConsoleWorld) -> None:
+    api = _api(console_world)
+    page = console_world.browser_client("platform_admin").get("/console/fleet/", _range()).content.decode()
+    clusters = api.get("/api/v1/clusters").json()["results"]
+    for cluster in clusters:
+        for pool in cluster["pools"]:
+            cells = row(page, "pools", "pool", f"{cluster['name']}/{pool['accelerator_type']}")
+            assert (int(cells["allocated"]), int(cells["total"]), int(cells["free"])) == (
+                pool["capacity"]["allocated"],
+                pool["capacity"]["total"],
+                pool["capacity"]["free"],
+            )
+    assert row(page, "pools", "pool", "gpu-eu/nvidia-l4")["allocated"] == "2"  # two deployments x 1 GPU
+    costs = api.get("/api/v1/costs", {**_range(), "group_by": "team"}).json()
+    assert row(page, "pools", "pool", "gpu-eu/nvidia-l4")["cost"] == shown(costs["totals"]["gpu_cost"])
+    assert row(page, "quota-by-type", "type", "nvidia-l4") == {"quota": "4", "allocated": "2", "capacity": "8"}
+
+
+def test_request_health_says_what_it_needs_until_events_carry_it(console_world: ConsoleWorld) -> None:
+    page = console_world.browser_client("viewer").get("/console/requests/").content.decode()
+    assert "Request health needs the request fields" in page
+
+
+def test_members_csv_is_the_team_cost_apis_csv_byte_for_byte(console_world: ConsoleWorld) -> None:
+    viewer = console_world.browser_client("viewer")
+    page = viewer.get("/console/teams/alpha/", _range()).content.decode()
+    query = f"from={_range()['from']}&amp;to={_range()['to']}&amp;group_by=model&amp;format=csv"
+    assert f'href="/console/teams/alpha/costs.csv?{query}"' in page
+    for group_by in ("day", "model", "credential"):
+        params = {**_range(), "group_by": group_by, "format": "csv"}
+        door = viewer.get("/console/teams/alpha/costs.csv", params)
+        assert door["Content-Type"] == "text/csv; charset=utf-8"
+        assert door.content == _api(console_world, "viewer").get("/api/v1/teams/alpha/costs", params).content
+    assert console_world.browser_client("outsider").get("/console/teams/alpha/costs.csv").status_code == 404
+    staff_page = console_world.browser_client("platform_admin").get("/console/teams/alpha/", _range()).content.decode()
+    assert f'href="/api/v1/teams/alpha/costs?{query}"' in staff_page  # staff sessions read the API itself
+
+
+def test_money_is_shown_with_currency_and_two_decimals_and_times_as_utc_iso(console_world: ConsoleWorld) -> None:
+    page = console_world.browser_client("platform_admin").get("/console/teams/alpha/").content.decode()
+    amounts = __import__("re").findall(r"USD -?[\d,]+\.(\d+)", page)
+    assert amounts
+    assert all(len(decimals) == 2 for decimals in amounts)
+    stamp = console_world.deployment.last_reconciled_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    deployment_page = console_world.browser_client("platform_admin").get("/console/teams/alpha/deployments/chat/")
+    assert f'<time datetime="{stamp}" data-local>' in deployment_page.content.decode()
+
+
+def test_pages_are_tables_without_the_chart_asset(console_world: ConsoleWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Python lane does not need the npm build: without the asset a page is its tables, with no script that
+    would 404 (console.js then hides the empty chart areas)."""
+    client = console_world.browser_client("platform_admin")
+    monkeypatch.setattr(charts, "CHART_ASSET", "console/vendor/not-built.js")
+    page = client.get("/console/").content.decode()
+    assert "chart.umd.min.js" not in page
+    assert 'id="top-teams"' in page
+    assert "console/console.js" in page
+    monkeypatch.undo()
+    if charts.asset_available():
+        assert "console/vendor/chart.umd.min.js" in client.get("/console/").content.decode()
+
+
+@dataclass(frozen=True)
+class _HealthRow:
+    """The row of usage.selectors.request_health as announced for the request fields' issue (not on this branch)."""
+
+    bucket_start: datetime
+    key: str
+    requests: int
+    errors: int
+    error_rate: float
+    p50_ms: int | None
+    p95_ms: int | None
+    ttft_p50_ms: int | None
+    ttft_p95_ms: int | None
+
+
+def test_request_health_renders_the_announced_selector_scoped_to_the_viewers_teams(
+    console_world: ConsoleWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Until the selector lands, a stand-in with its announced signature shows the page's side of the contract: the
+    viewer's teams only (None for platform admins), the range as UTC datetimes, grouping and bucket passed through."""
+    calls: list[dict[str, object]] = []
+    moment = datetime(2026, 12, 1, tzinfo=UTC)
+
+    def request_health(*, team_ids, start, end, group_by, bucket):  # type: ignore[no-untyped-def]
+        calls.append({"team_ids": team_ids, "start": start, "end": end, "group_by": group_by, "bucket": bucket})
+        return [_HealthRow(moment, "alpha", 200, 3, 0.015, 420, 1800, 90, 310)]
+
+    monkeypatch.setattr(usage_selectors, "request_health", request_health, raising=False)
+    page = console_world.browser_client("viewer").get(
+        "/console/requests/", {"from": "2026-12-01", "to": "2026-12-03", "group_by": "model", "bucket": "hour"}
+    )
+    assert calls == [
+        {
+            "team_ids": [console_world.usage.team.pk],
+            "start": datetime(2026, 12, 1, tzinfo=UTC),
+            "end": datetime(2026, 12, 4, tzinfo=UTC),
+            "group_by": "model",
+            "bucket": "hour",
+        }
+    ]
+    assert row(page.content.decode(), "health", "row", "2026-12-01T00:00:00+00:00/alpha") == {
+        "requests": "200",
+        "errors": "3",
+        "error_rate": "1.50 %",
+        "p50_ms": "420",
+        "p95_ms": "1800",
+        "ttft_p50_ms": "90",
+        "ttft_p95_ms": "310",
+    }
+    console_world.browser_client("platform_admin").get("/console/requests/")
+    assert calls[-1]["team_ids"] is None
