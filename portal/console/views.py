@@ -356,23 +356,22 @@ def requests(request: HttpRequest) -> HttpResponse:
     if bucket not in HEALTH_BUCKETS:
         detail = f"bucket: must be one of {', '.join(HEALTH_BUCKETS)}"
         return render(request, "console/problem.html", {"title": "Invalid bucket", "detail": detail}, status=400)
-    # Request health comes from the status, duration and time-to-first-token fields of usage events, read by
-    # `usage.selectors.request_health`; until that selector exists the page says so instead of guessing.
-    request_health = getattr(usage_selectors, "request_health", None)
-    rows = None
-    if request_health is not None:
-        rows = request_health(
-            team_ids=_visible_team_ids(request), start=days.begin_at, end=days.end_at, group_by=group_by, bucket=bucket
-        )
+    # From the status, duration and time-to-first-token fields of usage events, kept in the hourly request-health rollup.
+    rows = usage_selectors.request_health(
+        team_ids=_visible_team_ids(request),
+        start=days.begin_at,
+        end=days.end_at,
+        group_by=group_by,  # type: ignore[arg-type]  # checked against HEALTH_GROUPINGS above
+        bucket=bucket,  # type: ignore[arg-type]  # checked against HEALTH_BUCKETS above
+    )
     context = _base(
         request,
         days,
-        available=request_health is not None,
         rows=rows,
         group_by=group_by,
         bucket=bucket,
         groupings=HEALTH_GROUPINGS,
         buckets=HEALTH_BUCKETS,
-        chart_errors=charts.health_chart(rows or []),
+        chart_errors=charts.health_chart(rows),
     )
     return render(request, "console/requests.html", context)

@@ -77,9 +77,29 @@ def console_world(world: UsageWorld) -> ConsoleWorld:  # noqa: F811
     _observe(pending, 0, started, phase="Failed", message="ImagePullBackOff: the model server image was not found")
     usage_services.gpu_usage_accrue(now=min(started + timedelta(hours=3), now))
     events = [
-        world.event(at=started + timedelta(minutes=5), input_tokens=120_000, output_tokens=30_000),
-        world.event(at=started + timedelta(minutes=6), input_tokens=5_000, output_tokens=700, cached=1_000),
-        world.event(at=started + timedelta(minutes=7), model="qwen", input_tokens=40_000, output_tokens=9_000),
+        world.event(
+            at=started + timedelta(minutes=5),
+            input_tokens=120_000,
+            output_tokens=30_000,
+            duration_ms=900,
+            time_to_first_token_ms=120,
+        ),
+        world.event(
+            at=started + timedelta(minutes=6),
+            input_tokens=5_000,
+            output_tokens=700,
+            cached=1_000,
+            duration_ms=300,
+            time_to_first_token_ms=60,
+        ),
+        world.event(
+            at=started + timedelta(minutes=7),
+            model="qwen",
+            input_tokens=40_000,
+            output_tokens=9_000,
+            status_code=503,
+            duration_ms=40,
+        ),
         world.event(
             at=started + timedelta(minutes=8), client_id=world.other_client_id, input_tokens=777, output_tokens=77
         ),

@@ -3,8 +3,7 @@ the same range (the API read in the same test, through a token, as Backstage or 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -335,11 +334,6 @@ def test_fleet_is_the_clusters_api_and_the_gpu_accrual(console_world: ConsoleWor
     assert row(page, "quota-by-type", "type", "nvidia-l4") == {"quota": "4", "allocated": "2", "capacity": "8"}
 
 
-def test_request_health_says_what_it_needs_until_events_carry_it(console_world: ConsoleWorld) -> None:
-    page = console_world.browser_client("viewer").get("/console/requests/").content.decode()
-    assert "Request health needs the request fields" in page
-
-
 def test_members_csv_is_the_team_cost_apis_csv_byte_for_byte(console_world: ConsoleWorld) -> None:
     viewer = console_world.browser_client("viewer")
     page = viewer.get("/console/teams/alpha/", _range()).content.decode()
@@ -379,54 +373,30 @@ def test_pages_are_tables_without_the_chart_asset(console_world: ConsoleWorld, m
         assert "console/vendor/chart.umd.min.js" in client.get("/console/").content.decode()
 
 
-@dataclass(frozen=True)
-class _HealthRow:
-    """The row of usage.selectors.request_health as announced for the request fields' issue (not on this branch)."""
-
-    bucket_start: datetime
-    key: str
-    requests: int
-    errors: int
-    error_rate: float
-    p50_ms: int | None
-    p95_ms: int | None
-    ttft_p50_ms: int | None
-    ttft_p95_ms: int | None
-
-
-def test_request_health_renders_the_announced_selector_scoped_to_the_viewers_teams(
-    console_world: ConsoleWorld, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Until the selector lands, a stand-in with its announced signature shows the page's side of the contract: the
-    viewer's teams only (None for platform admins), the range as UTC datetimes, grouping and bucket passed through."""
-    calls: list[dict[str, object]] = []
-    moment = datetime(2026, 12, 1, tzinfo=UTC)
-
-    def request_health(*, team_ids, start, end, group_by, bucket):  # type: ignore[no-untyped-def]
-        calls.append({"team_ids": team_ids, "start": start, "end": end, "group_by": group_by, "bucket": bucket})
-        return [_HealthRow(moment, "alpha", 200, 3, 0.015, 420, 1800, 90, 310)]
-
-    monkeypatch.setattr(usage_selectors, "request_health", request_health, raising=False)
-    page = console_world.browser_client("viewer").get(
-        "/console/requests/", {"from": "2026-12-01", "to": "2026-12-03", "group_by": "model", "bucket": "hour"}
-    )
-    assert calls == [
-        {
-            "team_ids": [console_world.usage.team.pk],
-            "start": datetime(2026, 12, 1, tzinfo=UTC),
-            "end": datetime(2026, 12, 4, tzinfo=UTC),
-            "group_by": "model",
-            "bucket": "hour",
-        }
-    ]
-    assert row(page.content.decode(), "health", "row", "2026-12-01T00:00:00+00:00/alpha") == {
-        "requests": "200",
-        "errors": "3",
-        "error_rate": "1.50 %",
-        "p50_ms": "420",
-        "p95_ms": "1800",
-        "ttft_p50_ms": "90",
-        "ttft_p95_ms": "310",
+def test_request_health_shows_the_rollups_figures_for_the_viewers_teams_only(console_world: ConsoleWorld) -> None:
+    """Requests, errors and latency come from the events' status, duration and time to first token (the hourly
+    request-health rollup, read by the same selector a report would use); a member sees their teams only."""
+    alpha = console_world.usage.team.pk
+    days = {"from": console_world.started.date().isoformat(), "to": datetime.now(UTC).date().isoformat()}
+    start = datetime.combine(console_world.started.date(), datetime.min.time(), tzinfo=UTC)
+    end = datetime.combine(datetime.now(UTC).date(), datetime.min.time(), tzinfo=UTC) + timedelta(days=1)
+    expected = usage_selectors.request_health(team_ids=[alpha], start=start, end=end, group_by="team", bucket="day")
+    assert [(item.key, item.requests, item.errors) for item in expected] == [("alpha", 3, 1)]
+    page = console_world.browser_client("viewer").get("/console/requests/", days).content.decode()
+    only = expected[0]
+    assert row(page, "health", "row", f"{only.bucket_start.isoformat()}/alpha") == {
+        "requests": "3",
+        "errors": "1",
+        "error_rate": "33.33 %",
+        "p50_ms": f"{round(only.p50_ms):,}",
+        "p95_ms": f"{round(only.p95_ms):,}",
+        "ttft_p50_ms": f"{round(only.ttft_p50_ms):,}",
+        "ttft_p95_ms": f"{round(only.ttft_p95_ms):,}",
     }
-    console_world.browser_client("platform_admin").get("/console/requests/")
-    assert calls[-1]["team_ids"] is None
+    assert only.p50_ms is not None
+    assert only.ttft_p50_ms is not None
+    assert "/beta" not in page  # the other team's request, seen by platform admins only
+    staff = console_world.browser_client("platform_admin").get("/console/requests/", days).content.decode()
+    assert f"{only.bucket_start.isoformat()}/beta" in staff
+    bad = console_world.browser_client("viewer").get("/console/requests/", {**days, "group_by": "route"})
+    assert bad.status_code == 400

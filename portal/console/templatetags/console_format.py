@@ -37,6 +37,12 @@ def ratio_percent(value: Decimal | float | None) -> str:
 
 
 @register.filter
+def milliseconds(value: float | None) -> str:
+    """A latency in whole milliseconds (percentiles are interpolated inside histogram buckets); a dash when none."""
+    return "—" if value is None else f"{round(value):,}"
+
+
+@register.filter
 def decimal2(value: Decimal | int | str | None) -> str:
     return two_decimals(value)
 
