@@ -235,8 +235,9 @@ def _nudge(deployment_id: int) -> None:
     def send() -> None:
         try:
             current_app.send_task(RECONCILE_TASK, args=[deployment_id])
-        except Exception:  # the row is the outbox: a lost message costs latency, never correctness
-            logger.warning("could not enqueue %s for deployment %s", RECONCILE_TASK, deployment_id, exc_info=True)
+        except Exception as error:  # the row is the outbox: a lost message costs latency, never correctness
+            # An expected condition (the broker is down): one line, no traceback; the resync picks the row up.
+            logger.warning("could not enqueue %s for deployment %s: %s", RECONCILE_TASK, deployment_id, error)
 
     transaction.on_commit(send)
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from decimal import Decimal
 from typing import Any
 
+from celery import current_app
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -372,6 +374,22 @@ def _quota_snapshot(quota: TeamQuota) -> dict[str, Any]:
     }
 
 
+logger = logging.getLogger(__name__)
+# A team's GPU quota is applied to each of its clusters with its deployments (the namespace's ResourceQuota); the
+# deployments app marks them dirty (tenancy depends on no other app, so it names the task, as apps nudge workers).
+TEAM_GPU_QUOTA_CHANGED_TASK = "deployments.team_gpu_quota_changed"
+
+
+def _nudge_gpu_quota_changed(team_id: int) -> None:
+    def send() -> None:
+        try:
+            current_app.send_task(TEAM_GPU_QUOTA_CHANGED_TASK, args=[team_id])
+        except Exception as error:  # the 10-minute drift sweep repairs the ResourceQuota anyway: latency, not loss
+            logger.warning("could not enqueue %s for team %s: %s", TEAM_GPU_QUOTA_CHANGED_TASK, team_id, error)
+
+    transaction.on_commit(send)
+
+
 _QUOTA_FIELDS = ("max_deployments", "tokens_per_minute", "tokens_per_day", "monthly_budget", "budget_policy", "gpus")
 
 
@@ -432,6 +450,8 @@ def team_quota_update(*, actor: User, team: Team, changes: dict[str, Any]) -> Te
             before=before,
             after=after,
         )
+    if after["gpus"] != before["gpus"]:
+        _nudge_gpu_quota_changed(team.pk)
     return quota
 
 

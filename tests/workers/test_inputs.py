@@ -210,3 +210,42 @@ def test_a_change_no_service_saw_is_found_by_the_resync_and_marked_dirty_too(wor
     assert resync_cluster(deployment.cluster_id, [deployment.pk]).stale == (deployment.pk,)
     deployment.refresh_from_db()
     assert deployment.generation == 3  # drift: reverted by the reconcile, not a new generation
+
+
+def test_a_gpu_quota_edit_through_the_api_reaches_the_teams_resource_quota_promptly(
+    world: tuple[RoleMatrix, Sandbox], django_capture_on_commit_callbacks: Any
+) -> None:
+    """The namespace's ResourceQuota is built from the team's GPU quota: an edit marks the team's deployments dirty
+    (through a task tenancy names), so the next reconcile applies it, not the 10-minute drift sweep."""
+    from workers.tasks.deployments import team_gpu_quota_changed
+
+    matrix, sandbox = world
+    deployment = _ready(world)
+
+    def hard() -> str:
+        (quota,) = [
+            item
+            for item in sandbox.objects("v1", "ResourceQuota", NAMESPACE)
+            if item["metadata"]["name"] == "genai-portal-gpus"
+        ]
+        return str(quota["spec"]["hard"]["requests.nvidia.com/gpu"])
+
+    assert hard() == "4"
+    admin = matrix.client("platform_admin")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin.patch(f"/api/v1/teams/{matrix.team.slug}/quota", {"max_deployments": 9}, format="json")
+    assert response.status_code == 200, response.content
+    assert _queued_reconciles() == []  # no GPU change: nothing to re-apply
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin.patch(f"/api/v1/teams/{matrix.team.slug}/quota", {"gpus": {"nvidia-l4": 6}}, format="json")
+    assert response.status_code == 200, response.content
+    assert _queued_reconciles() == [("deployments.team_gpu_quota_changed", f"[{matrix.team.pk}]")]
+    redis_client().delete("reconcile")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert team_gpu_quota_changed(matrix.team.pk) == 1
+    deployment.refresh_from_db()
+    assert (deployment.generation, deployment.observed_generation) == (2, 1)
+    assert _inputs_changed(deployment) == [(2, "team GPU quota changed")]
+    assert _queued_reconciles() == [("deployments.reconcile", f"[{deployment.pk}]")]
+    reconcile_until(deployment.pk, sandbox, "Ready")
+    assert hard() == "6"

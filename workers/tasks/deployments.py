@@ -7,6 +7,7 @@ import logging
 from celery import Task, shared_task
 
 from portal.deployments import selectors as deployment_selectors
+from portal.deployments import services as deployment_services
 from workers.kube.errors import ClusterError, RetryableClusterError
 from workers.metrics import reconcile_observed
 from workers.provisioning.reconciler import DeploymentBusy, reconcile_deployment, resync_cluster
@@ -44,6 +45,16 @@ def reconcile(self: Task[[int], str], deployment_id: int) -> str:
         "reconciled deployment %s: %s (%s writes, %s)", deployment_id, result.outcome, result.writes, result.phase
     )
     return result.outcome
+
+
+@shared_task(name="deployments.team_gpu_quota_changed", acks_late=True)
+def team_gpu_quota_changed(team_id: int) -> int:
+    """A team's GPU quota changed (tenancy names this task): its deployments are marked dirty, so each reconcile
+    re-applies the namespace's ResourceQuota promptly instead of at the next drift sweep. Returns how many."""
+    bumped = deployment_services.deployments_inputs_changed(
+        deployment_ids=deployment_selectors.deployment_ids_built_from(team_id=team_id), reason="team GPU quota changed"
+    )
+    return len(bumped)
 
 
 @shared_task(name="deployments.resync", acks_late=True)

@@ -28,8 +28,8 @@ def _send_after_commit(task: str, object_id: int) -> None:
     def send() -> None:
         try:
             current_app.send_task(task, args=[object_id])
-        except Exception:  # the alert row is the outbox: the periodic sweep delivers what was not sent
-            logger.warning("could not enqueue %s for %s", task, object_id, exc_info=True)
+        except Exception as error:  # the alert row is the outbox: the periodic sweep delivers what was not sent
+            logger.warning("could not enqueue %s for %s: %s", task, object_id, error)
 
     transaction.on_commit(send)
 

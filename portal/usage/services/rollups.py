@@ -183,8 +183,8 @@ def usage_rollups_compact(*, batch_size: int = 5000, max_batches: int = 1000) ->
             try:
                 # One write per credential per compaction, whatever the number of batches or how old their events.
                 gateway_services.credential_mark_used(last_used=last_used)
-            except Exception:  # "last used" is informational; it must never stop the rollups
-                logger.warning("could not record credential last use", exc_info=True)
+            except Exception as error:  # "last used" is informational; it must never stop the rollups
+                logger.warning("could not record credential last use: %s: %s", type(error).__name__, error)
     return folded
 
 
