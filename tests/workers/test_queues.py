@@ -21,6 +21,7 @@ from workers.sandbox.server import Sandbox
 ROUTED = {
     "deployments.reconcile": "reconcile",
     "deployments.resync": "reconcile",
+    "deployments.team_gpu_quota_changed": "reconcile",
     "gateway.reconcile": "reconcile",
     "gateway.resync": "reconcile",
     "clusters.check": "reconcile",
