@@ -246,9 +246,7 @@ def cost_series(*, team_ids: list[int] | None, start: date, end: date, group_by:
     if group_by == "day":
         by_day = {row["day"]: _clean(row) for row in rollups.values("day").annotate(**_sums())}
         gpu_by_day = {
-            row["day"]: row
-            for row in gpu_rows.values("day")
-            .annotate(gpu_hours=Sum("gpu_hours"), gpu_cost=Sum("cost"))
+            row["day"]: row for row in gpu_rows.values("day").annotate(gpu_hours=Sum("gpu_hours"), gpu_cost=Sum("cost"))
         }
         series = []
         for day in sorted(set(by_day) | set(gpu_by_day)):
