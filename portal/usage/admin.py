@@ -10,7 +10,7 @@ from django.http import HttpRequest
 
 from portal.core.admin import ReadOnlyAdmin, ServiceWriteAdmin, money, percent
 from portal.usage import services
-from portal.usage.models import BudgetAlert, BudgetState, CollectorSource, GpuUsage, UsageDaily
+from portal.usage.models import BudgetAlert, BudgetState, CollectorSource, GpuUsage, GpuUsageDaily, UsageDaily
 
 
 @admin.register(CollectorSource)
@@ -49,6 +49,16 @@ class GpuUsageAdmin(ReadOnlyAdmin):
 
     @admin.display(description="cost", ordering="cost")
     def amount(self, row: GpuUsage) -> str:
+        return money(row.cost)
+
+
+@admin.register(GpuUsageDaily)
+class GpuUsageDailyAdmin(ReadOnlyAdmin):
+    list_display = ["day", "team", "deployment_name", "cluster_name", "accelerator_type", "gpu_hours", "amount"]
+    search_fields = ["team__slug", "deployment_name"]
+
+    @admin.display(description="cost", ordering="cost")
+    def amount(self, row: GpuUsageDaily) -> str:
         return money(row.cost)
 
 

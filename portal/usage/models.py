@@ -272,6 +272,40 @@ class GpuUsage(models.Model):
         return f"{self.deployment_name} {self.started_at:%Y-%m-%dT%H:%M} {self.gpu_hours} GPU-h"
 
 
+class GpuUsageDaily(models.Model):
+    """GPU-hours and cost of one self-hosted deployment (as labelled when accrued) in one UTC day: the sum of its
+    GpuUsage rows, added in the transaction that writes each of them, so reports over days never read the accrual."""
+
+    day = models.DateField()
+    deployment_id = models.BigIntegerField()
+    deployment_name = models.CharField(max_length=40)
+    team = models.ForeignKey("tenancy.Team", on_delete=models.CASCADE, related_name="+")
+    cluster_name = models.CharField(max_length=40)
+    accelerator_type = models.CharField(max_length=64)
+    gpu_hours = models.DecimalField(max_digits=20, decimal_places=9)
+    cost = models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES)
+
+    class Meta:
+        verbose_name = "daily GPU usage"
+        verbose_name_plural = "daily GPU usage"
+        db_table = "usage_gpu_daily"
+        constraints = [
+            # Every label a report groups by is part of the bucket, so each grouping sums exactly what GpuUsage would.
+            models.UniqueConstraint(
+                fields=["day", "deployment_id", "team", "deployment_name", "cluster_name", "accelerator_type"],
+                name="one_gpu_daily_rollup_per_bucket",
+            ),
+        ]
+        # Platform-wide reads go by day (the constraint's index); a team's and a deployment's by theirs.
+        indexes = [
+            models.Index(fields=["team", "day"], name="usage_gpu_daily_team_day"),
+            models.Index(fields=["deployment_id", "day"], name="usage_gpu_daily_deployment_day"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.deployment_name} {self.day} {self.gpu_hours} GPU-h"
+
+
 class TeamBudgetSettings(TimestampedModel):
     """A team's own alert thresholds (percent of the monthly budget in its quota)."""
 

@@ -12,7 +12,6 @@ from typing import Any, Literal
 
 from django.conf import settings
 from django.db.models import Count, Exists, F, Max, Min, OuterRef, Q, QuerySet, Sum
-from django.db.models.functions import TruncDate
 
 from catalog.models import CatalogModel, ModelPrice, ModelVersion
 from portal.clusters.models import AcceleratorPool
@@ -30,7 +29,7 @@ from portal.usage.models import (
     BudgetState,
     CollectorSource,
     GpuAccrualCursor,
-    GpuUsage,
+    GpuUsageDaily,
     PriceRerate,
     TeamBudgetSettings,
     UsageDaily,
@@ -193,10 +192,9 @@ def _rollups(*, team_ids: list[int] | None, start: date, end: date) -> QuerySet[
     return rows
 
 
-def _gpu(*, team_ids: list[int] | None, start: date, end: date) -> QuerySet[GpuUsage]:
-    begin = datetime(start.year, start.month, start.day, tzinfo=UTC)
-    finish = datetime(end.year, end.month, end.day, tzinfo=UTC) + timedelta(days=1)
-    rows = GpuUsage.objects.filter(started_at__gte=begin, started_at__lt=finish)
+def _gpu(*, team_ids: list[int] | None, start: date, end: date) -> QuerySet[GpuUsageDaily]:
+    """GPU accrual over whole UTC days, from its daily rollup (each day the sum of that day's GpuUsage rows)."""
+    rows = GpuUsageDaily.objects.filter(day__gte=start, day__lte=end)
     if team_ids is not None:
         rows = rows.filter(team_id__in=team_ids)
     return rows
@@ -248,10 +246,7 @@ def cost_series(*, team_ids: list[int] | None, start: date, end: date, group_by:
     if group_by == "day":
         by_day = {row["day"]: _clean(row) for row in rollups.values("day").annotate(**_sums())}
         gpu_by_day = {
-            row["day"]: row
-            for row in gpu_rows.annotate(day=TruncDate("started_at", tzinfo=UTC))
-            .values("day")
-            .annotate(gpu_hours=Sum("gpu_hours"), gpu_cost=Sum("cost"))
+            row["day"]: row for row in gpu_rows.values("day").annotate(gpu_hours=Sum("gpu_hours"), gpu_cost=Sum("cost"))
         }
         series = []
         for day in sorted(set(by_day) | set(gpu_by_day)):
@@ -343,10 +338,7 @@ def team_month_spend(*, team_id: int, month: date) -> tuple[Decimal, Decimal]:
     token_cost = UsageDaily.objects.filter(team_id=team_id, day__gte=first, day__lte=last).aggregate(total=Sum("cost"))[
         "total"
     ]
-    begin, end = month_bounds(first)
-    gpu_cost = GpuUsage.objects.filter(team_id=team_id, started_at__gte=begin, started_at__lt=end).aggregate(
-        total=Sum("cost")
-    )["total"]
+    gpu_cost = _gpu(team_ids=[team_id], start=first, end=last).aggregate(total=Sum("cost"))["total"]
     return token_cost or ZERO, gpu_cost or ZERO
 
 
@@ -455,7 +447,6 @@ def budget_statuses(*, teams: list[Team], now: datetime) -> list[BudgetStatus]:
     month = month_start(now)
     first = month
     last = next_month(first) - timedelta(days=1)
-    begin, end = month_bounds(first)
     team_ids = [team.pk for team in teams]
     quotas = {quota.team_id: quota for quota in TeamQuota.objects.filter(team_id__in=team_ids)}
     token_costs = dict(
@@ -465,7 +456,7 @@ def budget_statuses(*, teams: list[Team], now: datetime) -> list[BudgetStatus]:
         .values_list("team_id", "total")
     )
     gpu_costs = dict(
-        GpuUsage.objects.filter(team_id__in=team_ids, started_at__gte=begin, started_at__lt=end)
+        _gpu(team_ids=team_ids, start=first, end=last)
         .values("team_id")
         .annotate(total=Sum("cost"))
         .values_list("team_id", "total")
@@ -522,7 +513,6 @@ def cost_by_day_and_team(*, team_ids: list[int] | None, start: date, end: date) 
     gpu = {
         (row["day"], row["team__slug"]): row["gpu_cost"] or ZERO
         for row in _gpu(team_ids=team_ids, start=start, end=end)
-        .annotate(day=TruncDate("started_at", tzinfo=UTC))
         .values("day", "team__slug")
         .annotate(gpu_cost=Sum("cost"))
     }
@@ -562,7 +552,6 @@ def deployment_gpu_by_day(*, deployment_id: int, start: date, end: date) -> list
     rows = (
         _gpu(team_ids=None, start=start, end=end)
         .filter(deployment_id=deployment_id)
-        .annotate(day=TruncDate("started_at", tzinfo=UTC))
         .values("day")
         .annotate(gpu_hours=Sum("gpu_hours"), cost=Sum("cost"))
         .order_by("day")

@@ -4,7 +4,8 @@ server time printed (target: under 200 ms). Run with `make bench`; it prints fig
 Volume is seeded straight into the tables the pages read, in SQL (generate_series), because pushing 10 million events
 through ingestion would take hours here: the daily rollups carry 10,000,000 requests (100 teams x 10 models x 3 keys x
 92 days), GPU accrual has one row per deployment and hour over the same 92 days (about 2.2 million rows, the
-accrual's own granularity), as the rollup and accrual jobs would leave them. Raw events are not seeded unless
+accrual's own granularity) and its daily rollup (one row per deployment and day, the sum of that day's accrual rows,
+as the accrual keeps it), as the rollup and accrual jobs would leave them. Raw events are not seeded unless
 PORTAL_BENCH_RAW_EVENTS says how many: the pages read rollups, never raw events (the quarantine count reads only
 the quarantined events' partial index)."""
 
@@ -24,7 +25,7 @@ from catalog.models import CatalogModel
 from portal.clusters.models import AcceleratorPool, Cluster
 from portal.deployments.models import Deployment
 from portal.tenancy.models import Membership, Role, Team, TeamGpuQuota, TeamQuota, User
-from portal.usage.models import GpuUsage, UsageDaily
+from portal.usage.models import GpuUsage, GpuUsageDaily, UsageDaily
 from tests.factories import AcceleratorPoolFactory, SelfHostedVersionFactory
 
 TEAMS = 100
@@ -180,17 +181,32 @@ def _seed() -> dict[str, str]:
                 (DAYS - 1) * 24 + datetime.now(UTC).hour - 1,
             ],
         )
+        cursor.execute(
+            f"""
+            INSERT INTO {GpuUsageDaily._meta.db_table} (day, deployment_id, deployment_name, team_id, cluster_name,
+                accelerator_type, gpu_hours, cost)
+            SELECT (started_at AT TIME ZONE 'UTC')::date, deployment_id, deployment_name, team_id, cluster_name,
+                   accelerator_type, sum(gpu_hours), sum(cost)
+            FROM {GpuUsage._meta.db_table}
+            GROUP BY 1, deployment_id, deployment_name, team_id, cluster_name, accelerator_type
+            """
+        )
         cursor.execute(f"ANALYZE {UsageDaily._meta.db_table}")
         cursor.execute(f"ANALYZE {GpuUsage._meta.db_table}")
+        cursor.execute(f"ANALYZE {GpuUsageDaily._meta.db_table}")
         raw = int(os.environ.get("PORTAL_BENCH_RAW_EVENTS", "0"))
         cursor.execute(f"SELECT sum(requests), count(*) FROM {UsageDaily._meta.db_table}")
         requests, daily_rows = cursor.fetchone()
         cursor.execute(f"SELECT count(*) FROM {GpuUsage._meta.db_table}")
         gpu_rows = cursor.fetchone()[0]
+        cursor.execute(f"SELECT sum(gpu_hours), sum(cost), count(*) FROM {GpuUsageDaily._meta.db_table}")
+        gpu_daily_hours, gpu_daily_cost, gpu_daily_rows = cursor.fetchone()
     assert requests == EVENTS
+    assert (gpu_daily_hours, gpu_daily_cost) == (gpu_rows, gpu_rows * Decimal("0.8"))  # 1 GPU-h at 0.80 a row
     print(
         f"\nseeded: {TEAMS} teams, {Deployment.objects.count()} deployments, {requests:,} usage events in {daily_rows:,} "
-        f"daily rollup rows over {DAYS} days, {gpu_rows:,} GPU accrual rows, {raw:,} raw events"
+        f"daily rollup rows over {DAYS} days, {gpu_rows:,} GPU accrual rows in {gpu_daily_rows:,} daily GPU rollup rows, "
+        f"{raw:,} raw events"
     )
     assert CatalogModel.objects.count() == MODELS
     return {"team": teams[0].slug, "deployment": "deployment-0000", "model": "model-0"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from portal.deployments.models import ReplicaObservation
 from portal.usage import selectors
@@ -18,6 +18,16 @@ def _hour(moment: datetime) -> datetime:
 
 GPU_HOURS_PLACES = Decimal("0.000000001")
 MONEY_PLACES = Decimal("0.000000000001")
+
+# What one new GpuUsage row adds to its day's GpuUsageDaily bucket (created at its first row). The accrual holds the
+# deployment's cursor lock, and the bucket key holds the deployment, so two runs never add to one bucket at once.
+_DAILY_ADD_SQL = """
+INSERT INTO usage_gpu_daily (day, deployment_id, deployment_name, team_id, cluster_name, accelerator_type, gpu_hours, cost)
+VALUES ((%s::timestamptz AT TIME ZONE 'UTC')::date, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (day, deployment_id, team_id, deployment_name, cluster_name, accelerator_type) DO UPDATE SET
+    gpu_hours = usage_gpu_daily.gpu_hours + EXCLUDED.gpu_hours,
+    cost = usage_gpu_daily.cost + EXCLUDED.cost
+"""
 
 
 def _hour_pieces(start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
@@ -36,7 +46,8 @@ def gpu_usage_accrue(*, now: datetime | None = None) -> int:
     (deployments.ReplicaObservation, a change log) x GPUs per replica x the pool's hourly price, split at each
     change and each UTC hour. A deployment is charged from its first observed replica, for every change between
     runs, and until it is gone. Exactly once: a cursor per deployment is locked and advanced in the same
-    transaction as the rows it adds. Returns the GpuUsage rows written."""
+    transaction as the rows it adds, and each row added is added to its day's GpuUsageDaily in that transaction too.
+    Returns the GpuUsage rows written."""
     now = now or datetime.now(UTC)
     prices = selectors.pool_prices()
     written = 0
@@ -69,7 +80,8 @@ def _charge_gpus(
     end: datetime,
     prices: dict[tuple[int, str], Decimal],
 ) -> int:
-    """One GpuUsage row per UTC hour of [start, end) at `replicas`; none when nothing ran."""
+    """One GpuUsage row per UTC hour of [start, end) at `replicas`, each added to its day's rollup; none when nothing
+    ran. A row already written (the same deployment and start) is neither written nor added again."""
     if not replicas or not deployment.gpus_per_replica or end <= start:
         return 0
     price = prices.get((deployment.cluster_id, deployment.accelerator_type), Decimal(0))
@@ -79,7 +91,7 @@ def _charge_gpus(
         gpu_hours = (seconds * replicas * deployment.gpus_per_replica).quantize(
             GPU_HOURS_PLACES, rounding=ROUND_HALF_EVEN
         )
-        _, created = GpuUsage.objects.get_or_create(
+        row, created = GpuUsage.objects.get_or_create(
             deployment_id=deployment.deployment_id,
             started_at=piece_start,
             defaults={
@@ -95,5 +107,24 @@ def _charge_gpus(
                 "cost": (gpu_hours * price).quantize(MONEY_PLACES),
             },
         )
+        if created:
+            _daily_add(row)
         written += created
     return written
+
+
+def _daily_add(row: GpuUsage) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _DAILY_ADD_SQL,
+            [
+                row.started_at,
+                row.deployment_id,
+                row.deployment_name,
+                row.team_id,
+                row.cluster_name,
+                row.accelerator_type,
+                row.gpu_hours,
+                row.cost,
+            ],
+        )
