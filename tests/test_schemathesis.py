@@ -18,7 +18,7 @@ from portal.api.services import api_token_issue
 from portal.deployments.models import Deployment
 from portal.gateway import services as gateway_services
 from portal.tenancy.models import Role, TeamQuota
-from portal.usage.models import GpuUsage, UsageDaily
+from portal.usage.models import GpuUsage, GpuUsageDaily, UsageDaily
 from tests.factories import (
     AcceleratorPoolFactory,
     ManagedVersionFactory,
@@ -179,5 +179,16 @@ def _seed_stored_shapes(team: object) -> None:
         gpus_per_replica=1,
         gpu_hours=Decimal("0.5"),
         price_per_gpu_hour=Decimal("0.8000"),
+        cost=Decimal("0.4"),
+    )
+    # What the accrual adds to the daily GPU rollup in the same transaction (the reports read the rollup).
+    GpuUsageDaily.objects.create(
+        day=(now - timedelta(minutes=30)).date(),
+        deployment_id=1,
+        deployment_name="chat",
+        team=team,
+        cluster_name=pool.cluster.name,
+        accelerator_type=pool.accelerator_type,
+        gpu_hours=Decimal("0.5"),
         cost=Decimal("0.4"),
     )
