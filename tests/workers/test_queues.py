@@ -21,6 +21,8 @@ from workers.sandbox.server import Sandbox
 ROUTED = {
     "deployments.reconcile": "reconcile",
     "deployments.resync": "reconcile",
+    "deployments.team_gpu_quota_changed": "reconcile",
+    "deployments.team_key_routes_changed": "reconcile",
     "gateway.reconcile": "reconcile",
     "gateway.resync": "reconcile",
     "clusters.check": "reconcile",
