@@ -2,9 +2,10 @@
 
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from portal.clusters.api import urls as cluster_urls
 from portal.core import health
+from portal.deployments import selectors as deployment_selectors
 from portal.gateway import pages as gateway_pages
 
 urlpatterns = [
@@ -14,16 +15,14 @@ urlpatterns = [
     path("api/v1/", include("portal.tenancy.api.urls")),
     path("api/v1/", include("catalog.api.urls")),
     path("api/v1/", include("portal.api.urls")),
-    path("api/v1/", include("portal.clusters.api.urls")),
+    # The URL map sits above the apps: it hands the clusters API the deployments' reader of allocated GPUs.
+    path(
+        "api/v1/", include(cluster_urls.routes(gpus_allocated=deployment_selectors.gpus_allocated_by_cluster_and_type))
+    ),
     path("api/v1/", include("portal.deployments.api.urls")),
     path("api/v1/", include("portal.gateway.api.urls")),
     path("", include("portal.usage.api.urls")),
-    path("api/schema/", SpectacularAPIView.as_view(permission_classes=[], authentication_classes=[]), name="schema"),
-    path(
-        "api/docs/",
-        SpectacularSwaggerView.as_view(url_name="schema", permission_classes=[], authentication_classes=[]),
-        name="docs",
-    ),
+    path("api/", include("portal.api.docs_urls")),
     path("reveal/<str:token>", gateway_pages.reveal_page, name="credential-reveal-page"),
     path("console/", include("portal.console.urls")),
     path("admin/", admin.site.urls),

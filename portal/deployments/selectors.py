@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Iterable
+from typing import Protocol
 
 from django.db.models import F, Q, QuerySet, Sum
 
@@ -17,7 +18,6 @@ from portal.clusters.contracts import AcceleratorPoolContract, ClusterContract
 from portal.core.errors import NotFound
 from portal.deployments.contracts import DeploymentSpec, ObservedStatus, ServedNameRef
 from portal.deployments.models import Deployment, DeploymentEvent, Phase, ServedName
-from portal.gateway import selectors as gateway_selectors
 from portal.tenancy.models import Team
 
 
@@ -48,6 +48,17 @@ def gpus_allocated_by_cluster_and_type() -> dict[tuple[int, str], int]:
         .order_by()
     )
     return {(row["cluster_id"], row["accelerator_type"]): int(row["gpus"] or 0) for row in rows}
+
+
+def served_names_on_cluster(*, cluster_id: int, team_ids: list[int]) -> dict[tuple[int, str], set[str]]:
+    """(team id, catalog model slug) -> the names the teams' deployments on the cluster serve under (every row until
+    it is finalized): what a key's model allow-list covers on that cluster's gateway."""
+    names: dict[tuple[int, str], set[str]] = {}
+    for team_id, model_slug, served_name in Deployment.objects.filter(
+        cluster_id=cluster_id, team_id__in=team_ids
+    ).values_list("team_id", "model_version__model__slug", "served_model_name"):
+        names.setdefault((team_id, model_slug), set()).add(served_name)
+    return names
 
 
 def team_gpus_in_use(*, team: Team, accelerator_type: str, excluding_id: int | None = None) -> int:
@@ -96,25 +107,35 @@ def _spec_rows() -> QuerySet[Deployment]:
     return Deployment.objects.select_related("team", "model_version", "model_version__model")
 
 
-def deployment_spec(*, deployment_id: int) -> DeploymentSpec | None:
-    """The frozen desired state of a deployment, or None when its row is gone (finalized)."""
+class AllowedKeyIds(Protocol):
+    """Which of the team's current keys a deployment's route admits: None when every one may call the model, else
+    the key ids that may (possibly none). Keys are the gateway's; gateway and deployments are independent siblings,
+    so the caller above both (the reconciler in workers) hands the gateway's reader in."""
+
+    def __call__(self, *, team_slug: str, model_slug: str) -> tuple[str, ...] | None: ...
+
+
+def deployment_spec(*, deployment_id: int, allowed_key_ids: AllowedKeyIds | None) -> DeploymentSpec | None:
+    """The frozen desired state of a deployment, or None when its row is gone (finalized). With allowed_key_ids
+    None the spec's route admits every key of the team (allowed_key_ids=None in the spec)."""
     deployment = _spec_rows().filter(pk=deployment_id).first()
     if deployment is None:
         return None
-    return _SpecReader().spec(deployment)
+    return _SpecReader(allowed_key_ids).spec(deployment)
 
 
-def deployment_specs(*, deployment_ids: list[int]) -> list[DeploymentSpec]:
+def deployment_specs(*, deployment_ids: list[int], allowed_key_ids: AllowedKeyIds | None) -> list[DeploymentSpec]:
     """The specs of many deployments (a resync): one query for the rows, and the catalog, cluster, pool and
     key contracts that many rows share read once each. Rows already finalized are left out."""
-    reader = _SpecReader()
+    reader = _SpecReader(allowed_key_ids)
     return [reader.spec(deployment) for deployment in _spec_rows().filter(pk__in=deployment_ids).order_by("pk")]
 
 
 class _SpecReader:
     """Builds specs, remembering the contracts it has read."""
 
-    def __init__(self) -> None:
+    def __init__(self, allowed_key_ids: AllowedKeyIds | None) -> None:
+        self._allowed_key_ids = allowed_key_ids
         self._models: dict[tuple[str, str], ModelVersionContract] = {}
         self._clusters: dict[int, ClusterContract] = {}
         self._pools: dict[tuple[int, str], AcceleratorPoolContract] = {}
@@ -135,8 +156,10 @@ class _SpecReader:
                 cluster_id=deployment.cluster_id, accelerator_type=deployment.accelerator_type
             )
         if (team_slug, model_slug) not in self._key_ids:
-            self._key_ids[(team_slug, model_slug)] = gateway_selectors.deployment_allowed_key_ids(
-                team_slug=team_slug, model_slug=model_slug
+            self._key_ids[(team_slug, model_slug)] = (
+                self._allowed_key_ids(team_slug=team_slug, model_slug=model_slug)
+                if self._allowed_key_ids is not None
+                else None
             )
         return DeploymentSpec(
             deployment_id=deployment.pk,
@@ -182,10 +205,23 @@ def deployment_ids_built_from(
     return list(rows.order_by("pk").values_list("pk", flat=True))
 
 
+def deployment_ids_of_team_models(
+    *, team_id: int, model_slugs: Iterable[str] | None = None, excluding_model_slugs: Iterable[str] | None = None
+) -> list[int]:
+    """The team's deployments (not being deleted) of these catalog models, or of every model but those excluded."""
+    rows = Deployment.objects.filter(team_id=team_id).exclude(phase=Phase.DELETING)
+    if model_slugs is not None:
+        rows = rows.filter(model_version__model__slug__in=list(model_slugs))
+    if excluding_model_slugs is not None:
+        rows = rows.exclude(model_version__model__slug__in=list(excluding_model_slugs))
+    return list(rows.order_by("pk").values_list("pk", flat=True))
+
+
 def deployment_input_fingerprint(spec: DeploymentSpec) -> str:
     """A digest of everything a deployment's manifests are built from: its own fields and what it reads of the
-    catalog version, the cluster, the accelerator pool and the team's keys. The generation, what was observed and a
-    version's lifecycle (which builds nothing) are left out, so it changes exactly when the desired objects may."""
+    catalog version, the cluster, the accelerator pool (and the team's keys, when the spec was read with them). The
+    generation, what was observed and a version's lifecycle (which builds nothing) are left out, so it changes
+    exactly when the desired objects may."""
     document = dataclasses.asdict(
         dataclasses.replace(
             spec,
@@ -200,8 +236,10 @@ def deployment_input_fingerprint(spec: DeploymentSpec) -> str:
 
 
 def deployment_input_fingerprints(*, deployment_ids: Iterable[int]) -> dict[int, str]:
-    """Deployment id -> fingerprint of its inputs, for the deployments not being deleted (a few queries for all)."""
-    specs = deployment_specs(deployment_ids=list(deployment_ids))
+    """Deployment id -> fingerprint of its inputs, for the deployments not being deleted (a few queries for all).
+    The team's keys are left out: a change of them reaches deployments from the gateway through a task it names
+    (deployments.team_key_routes_changed), not through this watch of the deployments' other inputs."""
+    specs = deployment_specs(deployment_ids=list(deployment_ids), allowed_key_ids=None)
     return {spec.deployment_id: deployment_input_fingerprint(spec) for spec in specs if not spec.deleting}
 
 

@@ -12,6 +12,22 @@ MAX_RATE_LIMIT_RULES = 256
 
 
 @dataclass(frozen=True)
+class TeamKeyRoutes:
+    """Which of a team's current keys a route to one of its deployments admits, by catalog model: None when every
+    key may call the model, else the key ids that may (possibly none). `by_model` holds the models some key's
+    allow-list names; every other model's route admits `others`."""
+
+    by_model: tuple[tuple[str, tuple[str, ...] | None], ...]
+    others: tuple[str, ...] | None
+
+    def admitted(self, model_slug: str) -> tuple[str, ...] | None:
+        return dict(self.by_model).get(model_slug, self.others)
+
+    def named_models(self) -> set[str]:
+        return {slug for slug, _ in self.by_model}
+
+
+@dataclass(frozen=True)
 class CredentialRef:
     """Who a gateway client id belongs to; resolves revoked, expired and rotated-out keys too."""
 

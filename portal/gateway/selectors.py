@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
+from typing import Protocol
 
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
@@ -14,7 +15,6 @@ from portal.clusters import selectors as cluster_selectors
 from portal.clusters.models import Cluster
 from portal.core.encryption import decrypt_secret
 from portal.core.errors import NotFound
-from portal.deployments.models import Deployment
 from portal.gateway import conf
 from portal.gateway.contracts import (
     CredentialRef,
@@ -24,6 +24,7 @@ from portal.gateway.contracts import (
     ProviderBackendSpec,
     TeamGatewayAccess,
     TeamGatewayState,
+    TeamKeyRoutes,
 )
 from portal.gateway.models import (
     BudgetEnforcement,
@@ -152,12 +153,28 @@ def gateway_policy_fingerprints() -> dict[int, str]:
 def deployment_allowed_key_ids(*, team_slug: str, model_slug: str) -> tuple[str, ...] | None:
     """Per-key allow-lists for one of the team's self-hosted deployments: None when every current key of the
     team may call the model, else the key ids that may (possibly none)."""
-    now = timezone.now()
-    keys = list(
-        Credential.objects.filter(_valid_at(now), team__slug=team_slug)
+    return _admitted(_current_keys(team__slug=team_slug), model_slug)
+
+
+def team_key_routes(*, team_id: int) -> TeamKeyRoutes:
+    """What each route to the team's deployments admits of its current keys, for every model at once (the key
+    services compare it around a change, to tell the deployments whose routes the change alters)."""
+    keys = _current_keys(team_id=team_id)
+    named = sorted({slug for _, allowed in keys for slug in allowed or ()})
+    return TeamKeyRoutes(by_model=tuple((slug, _admitted(keys, slug)) for slug in named), others=_admitted(keys, None))
+
+
+def _current_keys(**team: object) -> list[tuple[str, list[str]]]:
+    return list(
+        Credential.objects.filter(_valid_at(timezone.now()), **team)
         .order_by("key_id")
         .values_list("key_id", "allowed_models")
     )
+
+
+def _admitted(keys: list[tuple[str, list[str]]], model_slug: str | None) -> tuple[str, ...] | None:
+    """None when every key may call the model, else the ids of those that may; a model no allow-list names is
+    model_slug None (only keys without an allow-list may call it)."""
     if all(not allowed or model_slug in allowed for _, allowed in keys):
         return None
     return tuple(key_id for key_id, allowed in keys if not allowed or model_slug in allowed)
@@ -229,7 +246,17 @@ def _managed_versions(providers: set[str]) -> list[ModelVersion]:
     return [chosen[name] for name in sorted(chosen)]
 
 
-def gateway_policy_spec(*, policy_id: int, decrypt: bool = True) -> GatewayPolicySpec | None:
+class DeploymentServedNames(Protocol):
+    """(team id, catalog model slug) -> the names the teams' deployments on a cluster serve under. A model allow-list
+    on a key covers them; what deployments serve is the deployments app's to say, and gateway and deployments are
+    independent siblings: the caller above both (the gateway reconciler) hands the reader in."""
+
+    def __call__(self, *, cluster_id: int, team_ids: list[int]) -> Mapping[tuple[int, str], set[str]]: ...
+
+
+def gateway_policy_spec(
+    *, policy_id: int, deployment_served_names: DeploymentServedNames, decrypt: bool = True
+) -> GatewayPolicySpec | None:
     """The frozen desired gateway policy of one cluster, or None when the policy row is gone. With decrypt=False
     every secret is replaced by a digest (a key by its stored SHA-256, a provider credential by its ciphertext's):
     what the resync fingerprints to tell whether anything changed, without decrypting a single key."""
@@ -255,11 +282,7 @@ def gateway_policy_spec(*, policy_id: int, decrypt: bool = True) -> GatewayPolic
     managed_names_by_slug: dict[str, set[str]] = {}
     for version in managed:
         managed_names_by_slug.setdefault(version.model.slug, set()).add(version.served_model_name)
-    deployment_names: dict[tuple[int, str], set[str]] = {}
-    for team_id, model_slug, served_name in Deployment.objects.filter(
-        cluster=cluster, team_id__in=list(teams)
-    ).values_list("team_id", "model_version__model__slug", "served_model_name"):
-        deployment_names.setdefault((team_id, model_slug), set()).add(served_name)
+    deployment_names = deployment_served_names(cluster_id=cluster.pk, team_ids=list(teams))
 
     percent = conf.throttle_percent()
     access: list[TeamGatewayAccess] = []

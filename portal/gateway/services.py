@@ -10,8 +10,8 @@ import hashlib
 import logging
 import re
 import secrets
-from collections.abc import Iterable, Mapping
-from contextlib import AbstractContextManager
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -135,16 +135,35 @@ def gateway_policies_bump(*, cluster_ids: Iterable[int] | None = None) -> list[i
     return policy_ids
 
 
-def _team_deployments_watch(team: Team, reason: str) -> AbstractContextManager[None]:
-    """Per-key allow-lists are part of the team's deployment routes (the client ids each route matches): around a
-    change of the team's keys, the deployments whose routes it changes are marked dirty (generation, event,
-    reconcile)."""
-    from portal.deployments import selectors as deployment_selectors  # the deployments app reads gateway selectors
-    from portal.deployments import services as deployment_services
+# Per-key allow-lists are part of the team's deployment routes (the client ids each route matches). Deployments are
+# the deployments app's, an independent sibling: a key change names the task that marks them dirty, as apps nudge
+# workers (ids and slugs only; a lost message costs latency, never correctness: the deployments resync finds routes
+# that are no longer what was applied, and marks those dirty the same way).
+KEY_ROUTES_CHANGED_TASK = "deployments.team_key_routes_changed"
 
-    return deployment_services.deployment_inputs_watch(
-        deployment_ids=deployment_selectors.deployment_ids_built_from(team_id=team.pk), reason=reason
-    )
+
+@contextmanager
+def _team_key_routes_watch(team: Team, reason: str) -> Iterator[None]:
+    """Around a change of the team's keys: when it changes what some route admits, the deployments of the models
+    whose routes changed are named to the deployments app on commit (KEY_ROUTES_CHANGED_TASK)."""
+    before = selectors.team_key_routes(team_id=team.pk)
+    yield
+    after = selectors.team_key_routes(team_id=team.pk)
+    named = sorted(before.named_models() | after.named_models())
+    changed = [slug for slug in named if before.admitted(slug) != after.admitted(slug)]
+    # The routes of models no allow-list names (before or after) all admit `others`: they change together.
+    other_models_except = named if before.others != after.others else None
+    if not changed and other_models_except is None:
+        return
+    args = [team.pk, changed, other_models_except, reason]
+
+    def send() -> None:
+        try:
+            current_app.send_task(KEY_ROUTES_CHANGED_TASK, args=args)
+        except Exception as error:  # an expected condition (the broker is down): one line, no traceback
+            logger.warning("could not enqueue %s for team %s: %s", KEY_ROUTES_CHANGED_TASK, team.pk, error)
+
+    transaction.on_commit(send)
 
 
 def _check_rate_limit_room(*, team: Team, adding_restricted_key: bool) -> None:
@@ -265,7 +284,7 @@ def credential_issue(
     if team.status != Team.Status.ACTIVE:
         raise Conflict(f"Team '{team.slug}' is suspended: no new keys", code="team_suspended")
     _check_rate_limit_room(team=team, adding_restricted_key=bool(models))
-    with _team_deployments_watch(team, f"key '{clean_name}' of team {team.slug} issued"):
+    with _team_key_routes_watch(team, f"key '{clean_name}' of team {team.slug} issued"):
         expired = _retire_expired_namesakes(team=team, name=clean_name)
         issued = _create_credential(
             actor=actor, team=team, name=clean_name, allowed_models=models, expires_at=expires_at
@@ -325,7 +344,7 @@ def credential_rotate(
     # The old key stays current through the overlap: a restricted key's rule is needed twice until it expires.
     _check_rate_limit_room(team=locked.team, adding_restricted_key=bool(locked.allowed_models))
     before = _credential_snapshot(locked)
-    with _team_deployments_watch(locked.team, f"key '{locked.name}' of team {locked.team.slug} rotated"):
+    with _team_key_routes_watch(locked.team, f"key '{locked.name}' of team {locked.team.slug} rotated"):
         old_expiry = now + window
         locked.rotated_at = now
         if locked.expires_at is None or locked.expires_at > old_expiry:
@@ -370,7 +389,7 @@ def credential_revoke(*, actor: User | None, credential: Credential) -> Credenti
     if locked.revoked_at is not None:
         return locked
     before = _credential_snapshot(locked)
-    with _team_deployments_watch(locked.team, f"key '{locked.name}' of team {locked.team.slug} revoked"):
+    with _team_key_routes_watch(locked.team, f"key '{locked.name}' of team {locked.team.slug} revoked"):
         locked.revoked_at = timezone.now()
         locked.save(update_fields=["revoked_at", "updated_at"])
     CredentialReveal.objects.filter(credential=locked, revealed_at__isnull=True).delete()

@@ -43,7 +43,7 @@ from portal.tenancy.models import Team, TeamGpuQuota, User
 from tests.factories import SelfHostedVersionFactory, TeamFactory, UserFactory
 from tests.workers.processes import CeleryWorker, purge_queues, queued_messages, worker_environment
 from workers.kube.client import connect
-from workers.provisioning.reconciler import cluster_snapshot, redis_client, status_if_in_sync
+from workers.provisioning.reconciler import cluster_snapshot, deployment_specs, redis_client, status_if_in_sync
 from workers.sandbox.server import Fault, Sandbox
 
 
@@ -267,7 +267,7 @@ def _unconverged(cluster: Cluster, ledger: Ledger) -> str:
         return f"objects of {len(orphans)} deployments that are gone: {sorted(orphans)[:5]}"
     recorded = deployment_selectors.deployment_observed_statuses(deployment_ids=sorted(ledger.surviving))
     limits: dict[str, int] = {}
-    for spec in deployment_selectors.deployment_specs(deployment_ids=sorted(ledger.surviving)):
+    for spec in deployment_specs(sorted(ledger.surviving)):
         limit = limits.setdefault(spec.team_slug, tenancy_selectors.team_gpu_total(team_slug=spec.team_slug))
         live = status_if_in_sync(spec, snapshot, limit)
         if live is None:

@@ -5,6 +5,7 @@ that build nothing different (a price, a GPU count from the inventory, an unchan
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from datetime import timedelta
@@ -27,6 +28,7 @@ from tests.factories import CatalogModelFactory
 from tests.workers.conftest import ISVC, NAMESPACE, deploy, reconcile_until, sandbox_api_client
 from workers.provisioning.reconciler import redis_client, resync_cluster
 from workers.sandbox.server import Sandbox
+from workers.tasks.deployments import team_key_routes_changed
 
 pytestmark = pytest.mark.django_db
 
@@ -42,6 +44,12 @@ def _queued_reconciles() -> list[tuple[str, str]]:
     """(task, args) of the messages waiting on the reconcile queue, oldest first."""
     messages = [json.loads(raw) for raw in reversed(redis_client().lrange("reconcile", 0, -1))]
     return [(message["headers"]["task"], message["headers"]["argsrepr"]) for message in messages]
+
+
+def _queued_messages() -> list[tuple[str, list[Any]]]:
+    """(task, positional args) of the messages waiting on the reconcile queue, oldest first."""
+    messages = [json.loads(raw) for raw in reversed(redis_client().lrange("reconcile", 0, -1))]
+    return [(message["headers"]["task"], json.loads(base64.b64decode(message["body"]))[0]) for message in messages]
 
 
 def _ready(world: tuple[RoleMatrix, Sandbox], name: str = "chat") -> Deployment:
@@ -156,6 +164,13 @@ def test_a_key_change_through_the_api_narrows_the_live_route(
             "/api/v1/teams/alpha/credentials", {"name": "narrow", "allowed_models": ["other"]}, format="json"
         )
     assert response.status_code == 201, response.content
+    # The gateway names the task that marks the deployments dirty (gateway and deployments are independent siblings).
+    (named,) = [message for message in _queued_messages() if message[0] == "deployments.team_key_routes_changed"]
+    assert named[1] == [matrix.team.pk, [], ["other"], "key 'narrow' of team alpha issued"]  # every model but 'other'
+    deployment.refresh_from_db()
+    assert deployment.generation == 1  # not yet: the deployments app marks it when the task runs
+    with django_capture_on_commit_callbacks(execute=True):
+        assert team_key_routes_changed(*named[1]) == 1
     deployment.refresh_from_db()
     assert (deployment.generation, deployment.observed_generation) == (2, 1)
     assert _inputs_changed(deployment) == [(2, "key 'narrow' of team alpha issued")]
@@ -171,7 +186,9 @@ def test_a_key_change_through_the_api_narrows_the_live_route(
     assert narrow not in json.dumps(route["spec"])
 
 
-def test_a_change_no_service_saw_is_found_by_the_resync_and_marked_dirty_too(world: tuple[RoleMatrix, Sandbox]) -> None:
+def test_a_change_no_service_saw_is_found_by_the_resync_and_marked_dirty_too(
+    world: tuple[RoleMatrix, Sandbox], django_capture_on_commit_callbacks: Any
+) -> None:
     """A restricted key that expires changes the route's key list with no write anywhere: the resync finds the
     desired objects differ from those last applied and marks the deployment dirty the same way (generation, event);
     an edit on the cluster (drift, not a new desired state) bumps nothing."""
@@ -179,13 +196,16 @@ def test_a_change_no_service_saw_is_found_by_the_resync_and_marked_dirty_too(wor
     deployment = _ready(world)
     CatalogModelFactory(slug="other")
     credential_issue(actor=matrix.admin, team=matrix.team, name="plain")
-    narrow = credential_issue(
-        actor=matrix.admin,
-        team=matrix.team,
-        name="narrow",
-        allowed_models=["other"],
-        expires_at=timezone.now() + timedelta(hours=1),
-    )
+    with django_capture_on_commit_callbacks(execute=True):
+        narrow = credential_issue(
+            actor=matrix.admin,
+            team=matrix.team,
+            name="narrow",
+            allowed_models=["other"],
+            expires_at=timezone.now() + timedelta(hours=1),
+        )
+    (named,) = [args for task, args in _queued_messages() if task == "deployments.team_key_routes_changed"]
+    assert team_key_routes_changed(*named) == 1  # the gateway names it; the deployments app marks the deployment
     reconcile_until(deployment.pk, sandbox, "Ready")
     deployment.refresh_from_db()
     assert (deployment.generation, deployment.observed_generation) == (2, 2)

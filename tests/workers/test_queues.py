@@ -22,6 +22,7 @@ ROUTED = {
     "deployments.reconcile": "reconcile",
     "deployments.resync": "reconcile",
     "deployments.team_gpu_quota_changed": "reconcile",
+    "deployments.team_key_routes_changed": "reconcile",
     "gateway.reconcile": "reconcile",
     "gateway.resync": "reconcile",
     "clusters.check": "reconcile",

@@ -32,6 +32,7 @@ from typing import Any
 from django.utils import timezone
 
 from portal.clusters import selectors as cluster_selectors
+from portal.deployments import selectors as deployment_selectors
 from portal.gateway import conf as gateway_conf
 from portal.gateway import selectors as gateway_selectors
 from portal.gateway import services as gateway_services
@@ -96,9 +97,17 @@ def fingerprint(rendered: GatewayPolicyRender) -> str:
     return hashlib.sha256(json.dumps(document, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def policy_spec(policy_id: int, *, decrypt: bool = True) -> GatewayPolicySpec | None:
+    """The gateway's desired policy, composed here because its key allow-lists cover the names deployments serve:
+    gateway and deployments are independent siblings, and the worker above both hands one's reader to the other."""
+    return gateway_selectors.gateway_policy_spec(
+        policy_id=policy_id, decrypt=decrypt, deployment_served_names=deployment_selectors.served_names_on_cluster
+    )
+
+
 def desired_fingerprint(policy_id: int) -> str | None:
     """The fingerprint of what the policy should be now; None when the policy is gone."""
-    spec = gateway_selectors.gateway_policy_spec(policy_id=policy_id)
+    spec = policy_spec(policy_id)
     if spec is None:
         return None
     return fingerprint(render(spec))
@@ -107,7 +116,7 @@ def desired_fingerprint(policy_id: int) -> str | None:
 def inputs_fingerprint(policy_id: int) -> str | None:
     """A digest of everything the policy is rendered from, read with secrets as digests (no key is decrypted):
     equal fingerprints render equal policies. None when the policy is gone."""
-    spec = gateway_selectors.gateway_policy_spec(policy_id=policy_id, decrypt=False)
+    spec = policy_spec(policy_id, decrypt=False)
     if spec is None:
         return None
     document = {
@@ -167,7 +176,7 @@ def _record(
 def reconcile_gateway_policy(policy_id: int) -> GatewayReconcileResult:
     with policy_lock(policy_id):
         inputs = inputs_fingerprint(policy_id)  # read first: a change made meanwhile is never taken as applied
-        spec = gateway_selectors.gateway_policy_spec(policy_id=policy_id)
+        spec = policy_spec(policy_id)
         if spec is None:
             return GatewayReconcileResult(policy_id, "gone", 0)
         rendered = render(spec)

@@ -28,6 +28,7 @@ from portal.clusters import selectors as cluster_selectors
 from portal.deployments import selectors as deployment_selectors
 from portal.deployments import services as deployment_services
 from portal.deployments.contracts import DeploymentSpec, ObservedStatus
+from portal.gateway import selectors as gateway_selectors
 from portal.tenancy import selectors as tenancy_selectors
 from workers.kube.client import Cluster, ListedObject, connect
 from workers.kube.errors import TerminalClusterError
@@ -225,9 +226,24 @@ def redacted(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return shown
 
 
+def deployment_spec(deployment_id: int) -> DeploymentSpec | None:
+    """A deployment's desired state with its route's key allow-list: keys are the gateway's, deployments and gateway
+    are independent siblings, and the reconciler, above both, composes them."""
+    return deployment_selectors.deployment_spec(
+        deployment_id=deployment_id, allowed_key_ids=gateway_selectors.deployment_allowed_key_ids
+    )
+
+
+def deployment_specs(deployment_ids: list[int]) -> list[DeploymentSpec]:
+    """The desired state of many deployments (a resync), with their routes' key allow-lists (deployment_spec)."""
+    return deployment_selectors.deployment_specs(
+        deployment_ids=deployment_ids, allowed_key_ids=gateway_selectors.deployment_allowed_key_ids
+    )
+
+
 def reconcile_deployment(deployment_id: int) -> ReconcileResult:
     with deployment_lock(deployment_id):
-        spec = deployment_selectors.deployment_spec(deployment_id=deployment_id)
+        spec = deployment_spec(deployment_id)
         if spec is None:
             return ReconcileResult(deployment_id, "gone", 0)
         cluster = connect(cluster_selectors.cluster_connection(cluster_id=spec.cluster.cluster_id))
@@ -374,7 +390,7 @@ def resync_cluster(cluster_id: int, deployment_ids: list[int]) -> ResyncResult:
     specs_of_stale: dict[int, DeploymentSpec] = {}
     checked = recorded = 0
     team_limits: dict[str, int] = {}
-    for spec in deployment_selectors.deployment_specs(deployment_ids=deployment_ids):
+    for spec in deployment_specs(deployment_ids):
         if spec.team_slug not in team_limits:
             team_limits[spec.team_slug] = tenancy_selectors.team_gpu_total(team_slug=spec.team_slug)
         status = status_if_in_sync(spec, snapshot, team_limits[spec.team_slug])

@@ -57,6 +57,22 @@ def team_gpu_quota_changed(team_id: int) -> int:
     return len(bumped)
 
 
+@shared_task(name="deployments.team_key_routes_changed", acks_late=True)
+def team_key_routes_changed(
+    team_id: int, model_slugs: list[str], other_models_except: list[str] | None, reason: str
+) -> int:
+    """A change of the team's keys altered what its deployment routes admit (the gateway names this task): the
+    team's deployments of `model_slugs` (and, when `other_models_except` is a list, of every model but those) are
+    marked dirty, so each reconcile puts the new key list on its route. Returns how many."""
+    deployment_ids = deployment_selectors.deployment_ids_of_team_models(team_id=team_id, model_slugs=model_slugs)
+    if other_models_except is not None:
+        deployment_ids += deployment_selectors.deployment_ids_of_team_models(
+            team_id=team_id, excluding_model_slugs=other_models_except
+        )
+    bumped = deployment_services.deployments_inputs_changed(deployment_ids=sorted(set(deployment_ids)), reason=reason)
+    return len(bumped)
+
+
 @shared_task(name="deployments.resync", acks_late=True)
 def resync(include_ready: bool = False) -> int:
     """The outbox's reader. Deployments whose spec is ahead of what was observed, or being deleted, are enqueued;

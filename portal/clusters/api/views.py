@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.request import Request
@@ -13,16 +15,24 @@ from portal.api.views import PortalGenericView, PortalView, validated
 from portal.clusters import selectors, services
 from portal.clusters.api import serializers
 from portal.clusters.models import Cluster
-from portal.deployments.selectors import gpus_allocated_by_cluster_and_type
 
 CREDENTIAL_FIELDS = ("auth_kind", "kubeconfig", "token", "ca_bundle")
 
+# GPUs held per (cluster id, accelerator type). What deployments hold is the deployments app's to say, and the
+# deployments app builds on clusters: the URL map (portal/urls.py), above both, hands the reader in.
+GpusAllocated = Callable[[], Mapping[tuple[int, str], int]]
 
-def _context() -> dict[str, object]:
-    return {"allocated": gpus_allocated_by_cluster_and_type()}
+
+class _CapacityMixin:
+    gpus_allocated: GpusAllocated | None = None  # set by as_view(gpus_allocated=...) in the URL map
+
+    def _context(self) -> dict[str, object]:
+        if self.gpus_allocated is None:
+            raise RuntimeError("the clusters API's routes are built by clusters.api.urls.routes(gpus_allocated=...)")
+        return {"allocated": self.gpus_allocated()}
 
 
-class ClusterListView(PortalGenericView):
+class ClusterListView(_CapacityMixin, PortalGenericView):
     permission_classes = [ReadAnyWritePlatformAdmin]
     serializer_class = serializers.ClusterOutput
     queryset = Cluster.objects.none()  # for the schema generator; views query through selectors
@@ -35,7 +45,7 @@ class ClusterListView(PortalGenericView):
     def get(self, request: Request) -> Response:
         query = validated(serializers.ClusterListQuery, request.query_params)
         page = self.paginate_queryset(selectors.cluster_list(region=query.get("region") or None))
-        return self.get_paginated_response(serializers.ClusterOutput(page, many=True, context=_context()).data)
+        return self.get_paginated_response(serializers.ClusterOutput(page, many=True, context=self._context()).data)
 
     @extend_schema(
         request=serializers.ClusterCreateInput,
@@ -45,15 +55,17 @@ class ClusterListView(PortalGenericView):
     def post(self, request: Request) -> Response:
         data = validated(serializers.ClusterCreateInput, request.data)
         cluster = services.cluster_register(actor=acting_user(request), **data)
-        return Response(serializers.ClusterOutput(cluster, context=_context()).data, status=status.HTTP_201_CREATED)
+        return Response(
+            serializers.ClusterOutput(cluster, context=self._context()).data, status=status.HTTP_201_CREATED
+        )
 
 
-class ClusterDetailView(PortalView):
+class ClusterDetailView(_CapacityMixin, PortalView):
     permission_classes = [ReadAnyWritePlatformAdmin]
 
     @extend_schema(responses=serializers.ClusterOutput, summary="A cluster and its capacity")
     def get(self, request: Request, cluster: str) -> Response:
-        return Response(serializers.ClusterOutput(selectors.cluster_get(name=cluster), context=_context()).data)
+        return Response(serializers.ClusterOutput(selectors.cluster_get(name=cluster), context=self._context()).data)
 
     @extend_schema(
         request=serializers.ClusterUpdateInput,
@@ -67,10 +79,12 @@ class ClusterDetailView(PortalView):
         updated = services.cluster_update(
             actor=acting_user(request), cluster=found, changes=data, credentials=credentials
         )
-        return Response(serializers.ClusterOutput(selectors.cluster_get(name=updated.name), context=_context()).data)
+        return Response(
+            serializers.ClusterOutput(selectors.cluster_get(name=updated.name), context=self._context()).data
+        )
 
 
-class PoolView(PortalView):
+class PoolView(_CapacityMixin, PortalView):
     permission_classes = [ReadAnyWritePlatformAdmin]
 
     @extend_schema(
@@ -84,4 +98,4 @@ class PoolView(PortalView):
         pool = services.accelerator_pool_upsert(
             actor=acting_user(request), cluster=found, accelerator_type=accelerator_type, values=data
         )
-        return Response(serializers.PoolOutput(pool, context=_context()).data)
+        return Response(serializers.PoolOutput(pool, context=self._context()).data)

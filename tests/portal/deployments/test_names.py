@@ -12,11 +12,11 @@ from django.db import connection
 
 from portal.deployments.models import Deployment, DeploymentEvent, ServedName
 from portal.deployments.names import deployment_gateway_name
-from portal.deployments.selectors import deployment_spec
 from portal.tenancy.models import Team, TeamGpuQuota
 from tests.conftest import RoleMatrix, assert_problem
 from tests.factories import AcceleratorPoolFactory, MembershipFactory, SelfHostedVersionFactory, TeamFactory
 from workers.provisioning.manifests.deployment import build_deployment_objects
+from workers.provisioning.reconciler import deployment_spec
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
@@ -81,7 +81,7 @@ def test_two_teams_that_looked_alike_write_disjoint_gateway_objects(two_teams, a
     assert first.json()["served_model_name"] != second.json()["served_model_name"]
     objects = []
     for deployment in Deployment.objects.order_by("pk"):
-        spec = deployment_spec(deployment_id=deployment.pk)
+        spec = deployment_spec(deployment.pk)
         assert spec is not None
         objects.append(
             {
@@ -141,7 +141,7 @@ def test_the_migration_renames_keeps_unambiguous_old_names_and_drops_shared_ones
         "team-b--solo",
         "team-b-solo",
     }
-    spec = deployment_spec(deployment_id=rows["solo"].pk)
+    spec = deployment_spec(rows["solo"].pk)
     assert spec is not None
     route = next(item for item in build_deployment_objects(spec) if item["kind"] == "AIGatewayRoute")
     matched = [match["headers"][0]["value"] for match in route["spec"]["rules"][0]["matches"]]

@@ -10,12 +10,12 @@ import pytest
 
 from portal.core.models import AuditEvent
 from portal.deployments.models import Deployment
-from portal.deployments.selectors import deployment_spec
 from portal.tenancy.models import TeamGpuQuota
 from tests.catalog.test_sizing import LLAMA_8B, LLAMA_70B
 from tests.conftest import RoleMatrix, assert_problem
 from tests.factories import AcceleratorPoolFactory, SelfHostedVersionFactory
 from workers.provisioning.manifests.deployment import build_inference_service
+from workers.provisioning.reconciler import deployment_spec
 
 pytestmark = pytest.mark.django_db
 
@@ -116,7 +116,7 @@ def test_runtime_args_come_from_the_plan_unless_the_team_set_them(sized: RoleMat
     assert client.post(DEPLOYMENTS, body, format="json").status_code == 201
 
     def args(name: str) -> list[str]:
-        spec = deployment_spec(deployment_id=Deployment.objects.get(name=name).pk)
+        spec = deployment_spec(Deployment.objects.get(name=name).pk)
         assert spec is not None
         return list(build_inference_service(spec)["spec"]["predictor"]["model"]["args"])
 

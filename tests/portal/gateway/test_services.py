@@ -3,6 +3,7 @@ enforcement), rotation, revocation, and that a key never reaches the audit log o
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -208,6 +209,8 @@ def test_a_key_change_marks_dirty_only_the_deployments_whose_routes_it_changes(
     route as it was bumps nothing; one that changes a route bumps its deployment's generation, with an event."""
     from portal.deployments.models import Deployment, DeploymentEvent
     from tests.factories import AcceleratorPoolFactory, SelfHostedVersionFactory
+    from workers.provisioning.reconciler import redis_client
+    from workers.tasks.deployments import team_key_routes_changed
 
     pool = AcceleratorPoolFactory()
     version = SelfHostedVersionFactory(model__slug="qwen")
@@ -222,16 +225,29 @@ def test_a_key_change_marks_dirty_only_the_deployments_whose_routes_it_changes(
         gpus_per_replica=1,
     )
 
-    def issue(name: str, allowed: list[str]) -> tuple[int, int]:
-        with django_capture_on_commit_callbacks() as callbacks:
+    def issue(name: str, allowed: list[str]) -> tuple[list[str], int]:
+        """The tasks the issue names on commit, and the deployment's generation once they have run. Marking the
+        deployments dirty is the deployments app's: the gateway names its task (independent siblings), for the
+        models whose routes the change alters; the task marks the team's deployments of those models."""
+        redis_client().delete("reconcile")
+        with django_capture_on_commit_callbacks(execute=True):
             services.credential_issue(actor=None, team=matrix.team, name=name, allowed_models=allowed)
+        queued = [json.loads(raw) for raw in reversed(redis_client().lrange("reconcile", 0, -1))]
+        redis_client().delete("reconcile")
+        for message in queued:
+            if message["headers"]["task"] == "deployments.team_key_routes_changed":
+                with django_capture_on_commit_callbacks():
+                    team_key_routes_changed(*json.loads(base64.b64decode(message["body"]))[0])
         deployment.refresh_from_db()
-        return len(callbacks), deployment.generation
+        return sorted(message["headers"]["task"] for message in queued), deployment.generation
 
-    assert issue("plain", []) == (1, 1)  # the cluster's gateway policy only: every key may call qwen
-    assert issue("narrow", ["qwen"]) == (1, 1)  # still every key
-    assert issue("elsewhere", ["other"]) == (2, 2)  # now qwen's route lists the keys that may: the deployment too
-    assert issue("plain-two", []) == (2, 3)  # and the new key must be added to it
+    policy, routes = "gateway.reconcile", "deployments.team_key_routes_changed"
+    assert issue("plain", []) == ([policy], 1)  # the cluster's gateway policy only: every key may call any model
+    # Every key may still call qwen: its route is unchanged. Other models' routes now list 'plain' only (the team has
+    # no deployment of them: the task finds none to mark).
+    assert issue("narrow", ["qwen"]) == ([routes, policy], 1)
+    assert issue("elsewhere", ["other"]) == ([routes, policy], 2)  # now qwen's route lists the keys that may
+    assert issue("plain-two", []) == ([routes, policy], 3)  # and the new key must be added to it
     events = DeploymentEvent.objects.filter(deployment=deployment, reason="InputsChanged").order_by("id")
     assert [(event.generation, event.message) for event in events] == [
         (2, "key 'elsewhere' of team alpha issued"),
