@@ -12,15 +12,14 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from decimal import Decimal
 
 import pytest
 
-from portal.clusters.services import accelerator_pool_upsert, cluster_register
 from portal.deployments.models import Deployment
 from portal.deployments.services import deployment_create
 from portal.tenancy.models import TeamGpuQuota, User
 from tests.factories import SelfHostedVersionFactory, TeamFactory
+from tests.sandbox_cluster import register_sandbox_cluster
 from workers.provisioning.reconciler import reconcile_deployment, resync_cluster
 from workers.sandbox.server import GpuNodePool, Sandbox
 from workers.sandbox.validation import default_crd_dir
@@ -39,29 +38,7 @@ def sandbox() -> Iterator[Sandbox]:
 
 @pytest.mark.django_db(transaction=False)
 def test_thousand_deployments(sandbox: Sandbox) -> None:
-    cluster = cluster_register(
-        actor=None,
-        name="bench",
-        api_server=sandbox.url,
-        auth_kind="token",
-        token="bench",
-        region="eu-west",
-        gateway_namespace="genai-gateway",
-        gateway_name="ai-gateway",
-        deployment_mode="Standard",
-        autoscaler_class="keda",
-    )
-    accelerator_pool_upsert(
-        actor=None,
-        cluster=cluster,
-        accelerator_type="nvidia-l4",
-        values={
-            "gpu_product": "NVIDIA-L4",
-            "gpu_count": 1040,
-            "gpu_memory_gb": 24,
-            "hourly_price_per_gpu": Decimal("0.80"),
-        },
-    )
+    cluster = register_sandbox_cluster(sandbox, name="bench", l4_gpus=1040, scheduling=False)
     SelfHostedVersionFactory(model__slug="qwen", version="v1", gpus_per_replica=1, min_gpu_memory_gb=16)
     actor = User.objects.create(username="bench-admin", is_staff=True)
     started = time.perf_counter()

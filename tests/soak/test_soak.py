@@ -19,7 +19,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,6 @@ from catalog.services import model_version_update
 from portal.celery import app
 from portal.clusters import selectors as cluster_selectors
 from portal.clusters.models import Cluster
-from portal.clusters.services import accelerator_pool_upsert, cluster_register
 from portal.core.errors import Conflict
 from portal.core.models import AuditEvent
 from portal.deployments import selectors as deployment_selectors
@@ -41,6 +39,7 @@ from portal.deployments.models import Deployment
 from portal.tenancy import selectors as tenancy_selectors
 from portal.tenancy.models import Team, TeamGpuQuota, User
 from tests.factories import SelfHostedVersionFactory, TeamFactory, UserFactory
+from tests.sandbox_cluster import register_sandbox_cluster
 from tests.workers.processes import CeleryWorker, purge_queues, queued_messages, worker_environment
 from workers.kube.client import connect
 from workers.provisioning.reconciler import cluster_snapshot, deployment_specs, redis_client, status_if_in_sync
@@ -168,29 +167,7 @@ def _published(directory: Path) -> float:
 
 
 def _world(sandbox: Sandbox, scale: Scale) -> tuple[Cluster, list[Team], User]:
-    cluster = cluster_register(
-        actor=None,
-        name="soak",
-        api_server=sandbox.url,
-        auth_kind="token",
-        token="sandbox-token",
-        region="eu-west",
-        gateway_namespace="genai-gateway",
-        gateway_name="ai-gateway",
-        deployment_mode="Standard",
-        autoscaler_class="keda",
-    )
-    accelerator_pool_upsert(
-        actor=None,
-        cluster=cluster,
-        accelerator_type="nvidia-l4",
-        values={
-            "gpu_product": "NVIDIA-L4",
-            "gpu_count": scale.deployments * 4,
-            "gpu_memory_gb": 24,
-            "hourly_price_per_gpu": Decimal("0.80"),
-        },
-    )
+    cluster = register_sandbox_cluster(sandbox, name="soak", l4_gpus=scale.deployments * 4, scheduling=False)
     SelfHostedVersionFactory(model__slug="qwen", version="v1", gpus_per_replica=1, min_gpu_memory_gb=16)
     teams = []
     for index in range(scale.teams):

@@ -12,7 +12,6 @@ import os
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +21,11 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from portal.clusters.contracts import ClusterContract
-from portal.clusters.services import accelerator_pool_upsert, cluster_register
 from portal.deployments.models import Deployment
 from portal.tenancy.models import TeamGpuQuota
 from tests.conftest import RoleMatrix
 from tests.factories import SelfHostedVersionFactory
+from tests.sandbox_cluster import register_sandbox_cluster
 from workers.provisioning.reconciler import ReconcileResult, reconcile_deployment
 from workers.sandbox.server import Sandbox
 from workers.sandbox.validation import default_crd_dir
@@ -170,31 +169,7 @@ NAMESPACE = "genai-alpha"  # the cluster's default namespace prefix, then the te
 
 @pytest.fixture
 def world(matrix: RoleMatrix, clean_sandbox: Sandbox) -> Iterator[tuple[RoleMatrix, Sandbox]]:
-    cluster = cluster_register(
-        actor=None,
-        name=f"sandbox-{id(matrix) % 100000}",
-        api_server=clean_sandbox.url,
-        auth_kind="token",
-        token="sandbox-token",
-        region="eu-west",
-        gateway_namespace="genai-gateway",
-        gateway_name="ai-gateway",
-        deployment_mode="Standard",
-        autoscaler_class="keda",
-    )
-    accelerator_pool_upsert(
-        actor=None,
-        cluster=cluster,
-        accelerator_type="nvidia-l4",
-        values={
-            "gpu_product": "NVIDIA-L4",
-            "node_selector": {"nvidia.com/gpu.product": "NVIDIA-L4"},
-            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-            "gpu_count": 16,
-            "gpu_memory_gb": 24,
-            "hourly_price_per_gpu": Decimal("0.80"),
-        },
-    )
+    register_sandbox_cluster(clean_sandbox, name=f"sandbox-{id(matrix) % 100000}", l4_gpus=16)
     SelfHostedVersionFactory(model__slug="qwen", version="v1", gpus_per_replica=1, min_gpu_memory_gb=16)
     TeamGpuQuota.objects.create(quota=matrix.team.quota, accelerator_type="nvidia-l4", gpus=4)
     return matrix, clean_sandbox

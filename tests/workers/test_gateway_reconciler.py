@@ -16,12 +16,13 @@ import pytest
 from django.utils import timezone
 
 from portal.clusters.models import Cluster
-from portal.clusters.services import accelerator_pool_upsert, cluster_register
+from portal.clusters.services import accelerator_pool_upsert
 from portal.gateway import services
 from portal.gateway.models import ClusterGatewayPolicy, Credential
 from portal.tenancy import services as tenancy_services
 from tests.conftest import RoleMatrix
 from tests.factories import ManagedVersionFactory, SelfHostedVersionFactory
+from tests.sandbox_cluster import register_sandbox_cluster
 from tests.workers.conftest import remove_from_crd_schema, sandbox_api_client
 from workers.kube.errors import RetryableClusterError
 from workers.provisioning.gateway import policies_needing_reconcile, reconcile_gateway_policy
@@ -36,18 +37,7 @@ AIGW = "aigateway.envoyproxy.io/v1beta1"
 
 @pytest.fixture
 def world(matrix: RoleMatrix, clean_sandbox: Sandbox) -> tuple[RoleMatrix, Sandbox, Cluster]:
-    cluster = cluster_register(
-        actor=None,
-        name=f"sandbox-{id(matrix) % 100000}",
-        api_server=clean_sandbox.url,
-        auth_kind="token",
-        token="sandbox-token",
-        region="eu-west",
-        gateway_namespace=NS,
-        gateway_name="ai-gateway",
-        deployment_mode="Standard",
-        autoscaler_class="keda",
-    )
+    cluster = register_sandbox_cluster(clean_sandbox, name=f"sandbox-{id(matrix) % 100000}", gateway_namespace=NS)
     return matrix, clean_sandbox, cluster
 
 
@@ -539,17 +529,8 @@ def test_a_credential_change_reaches_every_cluster(world: tuple[RoleMatrix, Sand
 
     matrix, first_sandbox, first = world
     with Sandbox(crd_dir=default_crd_dir(), ready_delay=0.0, tick=0.02) as second_sandbox:
-        second = cluster_register(
-            actor=None,
-            name=f"second-{id(matrix) % 100000}",
-            api_server=second_sandbox.url,
-            auth_kind="token",
-            token="sandbox-token",
-            region="us-east",
-            gateway_namespace=NS,
-            gateway_name="ai-gateway",
-            deployment_mode="Standard",
-            autoscaler_class="keda",
+        second = register_sandbox_cluster(
+            second_sandbox, name=f"second-{id(matrix) % 100000}", region="us-east", gateway_namespace=NS
         )
         issued = services.credential_issue(actor=matrix.developer, team=matrix.team, name="ci")
         ids = policies_needing_reconcile()
