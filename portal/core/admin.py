@@ -4,11 +4,13 @@ currency."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db import models
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 
@@ -48,14 +50,14 @@ class ServiceWriteAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     same nudge to the reconcilers. A refused change (a domain error) is shown as a message and saves nothing: the
     whole request's transaction is rolled back. Deleting is not offered; subclasses give the services to call."""
 
-    def service_create(self, request: HttpRequest, values: dict[str, Any]) -> models.Model:
-        raise NotImplementedError  # has_add_permission is False unless a subclass creates
-
-    def service_update(self, request: HttpRequest, current: Any, changes: dict[str, Any]) -> models.Model:
-        raise NotImplementedError
+    # The services a subclass hands its writes to, as methods; left None, the admin does not offer that write (no
+    # add button without service_create; a change without service_update is refused, unless save_model is the
+    # subclass's own, as for a quota saved together with its inline).
+    service_create: Callable[[HttpRequest, dict[str, Any]], models.Model] | None = None
+    service_update: Callable[[HttpRequest, Any, dict[str, Any]], models.Model] | None = None
 
     def can_create(self) -> bool:
-        return type(self).service_create is not ServiceWriteAdmin.service_create
+        return self.service_create is not None
 
     def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
         return self.can_create() and super().has_add_permission(request, *args)
@@ -72,8 +74,12 @@ class ServiceWriteAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             # The service reads the row as stored (its audit 'before'), not the instance the form already changed.
             current = type(obj)._default_manager.get(pk=obj.pk)
             changes = self.form_values(form, only_changed=True)
-            saved = self.service_update(request, current, changes) if changes else current
+            if changes and self.service_update is None:
+                raise PermissionDenied(f"{type(self).__name__} does not change {type(obj).__name__} rows")
+            saved = self.service_update(request, current, changes) if self.service_update and changes else current
         else:
+            if self.service_create is None:
+                raise PermissionDenied(f"{type(self).__name__} does not add {type(obj).__name__} rows")
             saved = self.service_create(request, self.form_values(form, only_changed=False))
         obj.pk = saved.pk
         obj.refresh_from_db()
