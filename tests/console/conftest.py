@@ -4,6 +4,7 @@ deployment that is not Ready. Nothing is written to the rollups by hand."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -57,7 +58,11 @@ def _observe(deployment: Deployment, replicas: int, at: datetime, *, phase: str 
 def console_world(world: UsageWorld) -> ConsoleWorld:  # noqa: F811
     now = datetime.now(UTC).replace(microsecond=0)
     # Within this month so far, and within the default range (the 1st to today): on the 1st, a little after midnight.
-    started = max(now - timedelta(hours=5), now.replace(hour=0, minute=0, second=0) + timedelta(minutes=1))
+    # The events are seconds apart and never in the future (ingestion refuses those): in the first seconds of a day,
+    # wait until they have happened.
+    started = max(now - timedelta(hours=5), now.replace(hour=0, minute=0, second=0) + timedelta(seconds=1))
+    if (wait := (started + timedelta(seconds=11) - now).total_seconds()) > 0:
+        time.sleep(wait)
     AcceleratorPoolFactory(
         cluster__name="gpu-eu", accelerator_type="nvidia-l4", gpu_count=8, hourly_price_per_gpu=Decimal("0.8000")
     )
@@ -78,14 +83,14 @@ def console_world(world: UsageWorld) -> ConsoleWorld:  # noqa: F811
     usage_services.gpu_usage_accrue(now=min(started + timedelta(hours=3), now))
     events = [
         world.event(
-            at=started + timedelta(minutes=5),
+            at=started + timedelta(seconds=5),
             input_tokens=120_000,
             output_tokens=30_000,
             duration_ms=900,
             time_to_first_token_ms=120,
         ),
         world.event(
-            at=started + timedelta(minutes=6),
+            at=started + timedelta(seconds=6),
             input_tokens=5_000,
             output_tokens=700,
             cached=1_000,
@@ -93,7 +98,7 @@ def console_world(world: UsageWorld) -> ConsoleWorld:  # noqa: F811
             time_to_first_token_ms=60,
         ),
         world.event(
-            at=started + timedelta(minutes=7),
+            at=started + timedelta(seconds=7),
             model="qwen",
             input_tokens=40_000,
             output_tokens=9_000,
@@ -101,9 +106,9 @@ def console_world(world: UsageWorld) -> ConsoleWorld:  # noqa: F811
             duration_ms=40,
         ),
         world.event(
-            at=started + timedelta(minutes=8), client_id=world.other_client_id, input_tokens=777, output_tokens=77
+            at=started + timedelta(seconds=8), client_id=world.other_client_id, input_tokens=777, output_tokens=77
         ),
-        world.event(at=started + timedelta(minutes=9), model="no-such-model"),  # quarantined: unknown model
+        world.event(at=started + timedelta(seconds=9), model="no-such-model"),  # quarantined: unknown model
     ]
     answer = world.post(events).json()
     assert (answer["accepted"], answer["quarantined"]) == (5, 1), answer  # accepted counts the quarantined one
