@@ -33,7 +33,9 @@ import pytest
 import redis
 
 ROOT = Path(__file__).resolve().parents[2]
-E2E_REDIS_DB = 14  # the demo's broker and cache: never the test run's own database (its queue would be eaten)
+# The demo's broker and cache: never the test run's own database (its queue would be eaten). PORTAL_E2E_REDIS_DB lets
+# two checkouts on one machine run their e2e tests at once.
+E2E_REDIS_DB = int(os.environ.get("PORTAL_E2E_REDIS_DB", "14"))
 CADENCE_SECONDS = "2"
 
 
