@@ -15,6 +15,7 @@ urlpatterns = [
     path("api/v1/", include("portal.tenancy.api.urls")),
     path("api/v1/", include("catalog.api.urls")),
     path("api/v1/", include("portal.api.urls")),
+    path("api/v1/", include("portal.tokens.api.urls")),
     # The URL map sits above the apps: it hands the clusters API the deployments' reader of allocated GPUs.
     path(
         "api/v1/", include(cluster_urls.routes(gpus_allocated=deployment_selectors.gpus_allocated_by_cluster_and_type))
