@@ -65,7 +65,7 @@ DEMO_KEY_NAME = "make demo"
 # this service's collector token, bound to the sandbox cluster's usage source.
 COLLECTOR_PRINCIPAL = "sandbox-gateway-collector"
 # The address the EnvoyProxy's OpenTelemetry sink names (a collector in the cluster); with none, the gateway
-# emits no usage log (portal/gateway/bootstrap.py), so the demo names one.
+# emits no usage log (workers/provisioning/manifests/bootstrap.py), so the demo names one.
 DEMO_OTEL_COLLECTOR = "otel-collector.genai-gateway.svc.cluster.local:4317"
 
 
