@@ -30,8 +30,7 @@ from catalog.models import (
 from catalog.sizing import ArchitectureError, architecture_from_dict, architecture_from_hf_config
 from portal.core.audit import audit_record
 from portal.core.errors import Conflict, FieldProblem, ValidationFailed
-from portal.deployments import selectors as deployment_selectors
-from portal.deployments import services as deployment_services
+from portal.core.inputs import InputSource, inputs_change
 from portal.tenancy.models import Team, User
 
 MODEL_FIELDS = (
@@ -304,9 +303,8 @@ def model_version_update(*, actor: User | None, version: ModelVersion, changes: 
     if after == before:
         return version
     changed = ", ".join(name for name in VERSION_FIELDS if before.get(name) != after.get(name))
-    with deployment_services.deployment_inputs_watch(
-        deployment_ids=deployment_selectors.deployment_ids_built_from(model_version_id=version.pk),
-        reason=f"catalog version {version} changed: {changed}",
+    with inputs_change(
+        source=InputSource(model_version_id=version.pk), reason=f"catalog version {version} changed: {changed}"
     ):
         version.save()
     audit_record(

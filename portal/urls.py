@@ -7,6 +7,8 @@ from portal.clusters.api import urls as cluster_urls
 from portal.core import health
 from portal.deployments import selectors as deployment_selectors
 from portal.gateway import pages as gateway_pages
+from portal.gateway.api import urls as gateway_urls
+from workers.provisioning.manifests.bootstrap import bootstrap_document
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
@@ -15,12 +17,14 @@ urlpatterns = [
     path("api/v1/", include("portal.tenancy.api.urls")),
     path("api/v1/", include("catalog.api.urls")),
     path("api/v1/", include("portal.api.urls")),
+    path("api/v1/", include("portal.tokens.api.urls")),
     # The URL map sits above the apps: it hands the clusters API the deployments' reader of allocated GPUs.
     path(
         "api/v1/", include(cluster_urls.routes(gpus_allocated=deployment_selectors.gpus_allocated_by_cluster_and_type))
     ),
     path("api/v1/", include("portal.deployments.api.urls")),
-    path("api/v1/", include("portal.gateway.api.urls")),
+    # ...and the gateway API the bootstrap builder, which lives with every other builder in workers.
+    path("api/v1/", include(gateway_urls.routes(bootstrap_document=bootstrap_document))),
     path("", include("portal.usage.api.urls")),
     path("api/", include("portal.api.docs_urls")),
     path("reveal/<str:token>", gateway_pages.reveal_page, name="credential-reveal-page"),

@@ -10,8 +10,8 @@ import pytest
 from django.conf import settings
 from rest_framework.test import APIClient
 
-from portal.api.services import api_token_issue
 from portal.tenancy.models import Role, Team, User
+from portal.tokens.services import api_token_issue
 from tests.factories import MembershipFactory, TeamFactory, UserFactory
 
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from portal.api.services import api_token_issue
 from portal.deployments.models import Deployment
 from portal.gateway import services as gateway_services
 from portal.tenancy.models import Role, TeamQuota
+from portal.tokens.services import api_token_issue
 from portal.usage.models import GpuUsage, GpuUsageDaily, UsageDaily
 from tests.factories import (
     AcceleratorPoolFactory,

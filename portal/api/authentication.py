@@ -14,13 +14,13 @@ from rest_framework.authentication import BaseAuthentication, SessionAuthenticat
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
 
-from portal.api.models import ApiToken, Scope
-from portal.api.services import api_token_touch
-from portal.api.tokens import hash_token
 from portal.core.errors import ValidationFailed
 from portal.tenancy import services as tenancy_services
 from portal.tenancy.models import User
 from portal.tenancy.selectors import normalize_user_ref
+from portal.tokens.models import ApiToken, Scope
+from portal.tokens.services import api_token_touch
+from portal.tokens.token_format import hash_token
 
 logger = logging.getLogger(__name__)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from contextlib import nullcontext
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -22,8 +23,7 @@ from portal.clusters.models import (
 from portal.core.audit import audit_record
 from portal.core.encryption import encrypt_secret, reencrypt_secret
 from portal.core.errors import Conflict, FieldProblem, ValidationFailed
-from portal.deployments import selectors as deployment_selectors
-from portal.deployments import services as deployment_services
+from portal.core.inputs import InputSource, inputs_change
 from portal.tenancy.models import User
 
 CLUSTER_FIELDS = (
@@ -173,9 +173,10 @@ def cluster_update(
         cluster.auth_kind = auth_kind
     after = _snapshot(cluster)
     changed = ", ".join(name for name in CLUSTER_FIELDS if before[name] != after[name])
-    with deployment_services.deployment_inputs_watch(
-        deployment_ids=deployment_selectors.deployment_ids_built_from(cluster_id=cluster.pk) if changed else [],
-        reason=f"cluster {cluster.name} changed: {changed}",
+    with (
+        inputs_change(source=InputSource(cluster_id=cluster.pk), reason=f"cluster {cluster.name} changed: {changed}")
+        if changed
+        else nullcontext()
     ):
         cluster.save()
     if credentials is not None:
@@ -248,13 +249,13 @@ def accelerator_pool_upsert(
         pool.node_selector = {"nvidia.com/gpu.product": pool.gpu_product}
     after = _pool_snapshot(pool)
     changed = ", ".join(name for name in after if before is not None and before[name] != after[name])
-    with deployment_services.deployment_inputs_watch(
-        deployment_ids=deployment_selectors.deployment_ids_built_from(
-            cluster_id=cluster.pk, accelerator_type=accelerator_type
+    with (
+        inputs_change(
+            source=InputSource(cluster_id=cluster.pk, accelerator_type=accelerator_type),
+            reason=f"accelerator pool {accelerator_type} on {cluster.name} changed: {changed}",
         )
         if changed
-        else [],
-        reason=f"accelerator pool {accelerator_type} on {cluster.name} changed: {changed}",
+        else nullcontext()
     ):
         pool.save()
     if after != before:

@@ -6,7 +6,7 @@ import logging
 import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -25,6 +25,7 @@ from portal.clusters import selectors as cluster_selectors
 from portal.clusters.models import AcceleratorPool
 from portal.core.audit import audit_record
 from portal.core.errors import Conflict, FieldProblem, ValidationFailed
+from portal.core.inputs import InputSource
 from portal.deployments.contracts import ObservedStatus
 from portal.deployments.models import (
     DEPLOYMENT_NAME_PATTERN,
@@ -36,6 +37,7 @@ from portal.deployments.models import (
 )
 from portal.deployments.names import deployment_gateway_name
 from portal.deployments.selectors import (
+    deployment_ids_built_from,
     deployment_input_fingerprints,
     gpus_allocated_by_cluster_and_type,
     team_gpus_in_use,
@@ -259,6 +261,17 @@ def deployment_inputs_watch(*, deployment_ids: Iterable[int], reason: str) -> It
     after = deployment_input_fingerprints(deployment_ids=list(before))
     changed = [deployment_id for deployment_id, digest in before.items() if after.get(deployment_id, digest) != digest]
     deployments_inputs_changed(deployment_ids=changed, reason=reason)
+
+
+def deployment_inputs_watch_source(source: InputSource, reason: str) -> AbstractContextManager[None]:
+    """The deployments' watcher of portal.core.inputs (registered in apps.py): a change of a catalog version,
+    cluster or pool is watched on the deployments built from it."""
+    if source == InputSource():
+        return deployment_inputs_watch(deployment_ids=[], reason=reason)  # nothing named: no deployment concerned
+    deployment_ids = deployment_ids_built_from(
+        model_version_id=source.model_version_id, cluster_id=source.cluster_id, accelerator_type=source.accelerator_type
+    )
+    return deployment_inputs_watch(deployment_ids=deployment_ids, reason=reason)
 
 
 def deployments_inputs_changed(*, deployment_ids: Iterable[int], reason: str) -> list[int]:

@@ -31,12 +31,14 @@ INSTALLED_APPS = [
     "portal.core",
     "portal.tenancy",
     "portal.api",
+    "portal.tokens",
     "portal.clusters",
     "portal.deployments",
     "portal.gateway",
     "portal.usage",
     "catalog",
     "portal.console",
+    "portal.ops",
 ]
 
 MIDDLEWARE = [

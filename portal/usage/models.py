@@ -25,7 +25,7 @@ class Enforcement(models.TextChoices):
 class CollectorSource(TimestampedModel):
     """An event source a collector token may send: `source` values starting with `source_prefix`."""
 
-    token = models.ForeignKey("api.ApiToken", on_delete=models.CASCADE, related_name="usage_sources")
+    token = models.ForeignKey("tokens.ApiToken", on_delete=models.CASCADE, related_name="usage_sources")
     source_prefix = models.CharField(max_length=255, help_text="e.g. aigw://prod-eu1/ ; '*' allows every source")
 
     class Meta:

@@ -12,8 +12,8 @@ from collections.abc import Callable
 import pytest
 from rest_framework.test import APIClient
 
-from portal.api.services import api_token_issue
 from portal.tenancy.models import Role
+from portal.tokens.services import api_token_issue
 from tests.factories import (
     ManagedVersionFactory,
     MembershipFactory,

@@ -43,8 +43,8 @@ from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.logs.v1 import logs_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
 
-from portal.api.services import api_token_issue
 from portal.gateway import services as gateway_services
+from portal.tokens.services import api_token_issue
 from portal.usage import services as usage_services
 from portal.usage import store
 from portal.usage.partitions import month_start, partition_ensure

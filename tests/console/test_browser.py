@@ -23,8 +23,8 @@ import pytest
 from django.conf import settings
 from django.test import Client
 
-from portal.api.services import api_token_issue
 from portal.console import charts
+from portal.tokens.services import api_token_issue
 from tests.console.conftest import ConsoleWorld
 from tests.console.pages import last_month, shown, this_month
 

@@ -24,10 +24,10 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from rest_framework.test import APIClient
 
 from portal.clusters.contracts import ClusterContract
-from portal.gateway import bootstrap
 from portal.usage import selectors as usage_selectors
 from tests.k8s.manifests import K8S, KUBERNETES_VERSIONS, find, load_yaml, one, render, schema_problems
 from tests.portal.usage.conftest import UsageWorld, _fresh_process_caches, recent, world  # noqa: F401  (fixtures)
+from workers.provisioning.manifests import bootstrap, upstream
 from workers.sandbox import gateway_accesslog as sandbox
 
 TELEMETRY = K8S / "gateway-telemetry"
@@ -211,13 +211,13 @@ def _envoy_records(usage: UsageWorld, request_ids: list[str]) -> list[sandbox.Ot
                 ":method": "POST",
                 ":path": "/v1/chat/completions",
                 "x-request-id": request_id,
-                bootstrap.CLIENT_ID_HEADER: usage.client_id,
+                upstream.CLIENT_ID_HEADER: usage.client_id,
                 "x-ai-eg-model": usage.served_name,
             },
             response_code=200,
             response_code_details="via_upstream",
             metadata={
-                bootstrap.METADATA_NAMESPACE: {
+                upstream.METADATA_NAMESPACE: {
                     "route_name": "envoy-gateway-system/portal-route",
                     "ai_service_backend_name": "envoy-gateway-system/openai",
                     "response_model": usage.provider_model_id,

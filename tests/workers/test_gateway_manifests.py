@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from portal.gateway import bootstrap
 from portal.gateway.contracts import (
     GatewayKey,
     GatewayPolicySpec,
@@ -21,7 +20,7 @@ from portal.gateway.contracts import (
     TeamGatewayAccess,
 )
 from tests.workers.conftest import GPU_EU_CLUSTER
-from workers.provisioning.manifests import labels
+from workers.provisioning.manifests import bootstrap, upstream
 from workers.provisioning.manifests.gateway import (
     GatewayPolicyTooLarge,
     allowed_client_id_regex,
@@ -192,7 +191,7 @@ def test_security_policy_reads_every_team_secret_and_forwards_the_client_id() ->
         "genai-portal-keys-beta",
         "genai-portal-keys-gamma",
     ]
-    assert auth["forwardClientIDHeader"] == labels.CLIENT_ID_HEADER == "x-portal-client-id"
+    assert auth["forwardClientIDHeader"] == upstream.CLIENT_ID_HEADER == "x-portal-client-id"
     assert auth["sanitize"] is True
     assert auth["extractFrom"] == [{"headers": ["authorization"]}, {"headers": ["x-api-key"]}]
     secrets = {item["metadata"]["name"]: _decoded(item) for item in _by(objects, "Secret")}
@@ -489,4 +488,3 @@ def test_bootstrap_access_log_has_the_usage_contract_fields(registry: CrdRegistr
     assert fields["total_tokens"] == "%DYNAMIC_METADATA(io.envoy.ai_gateway:llm_total_token)%"
     assert {"start_time", "request_id", "model_requested", "status_code", "duration_ms", "backend"} <= set(fields)
     assert [sink["type"] for sink in setting["sinks"]] == ["File", "OpenTelemetry"]
-    assert bootstrap.CLIENT_ID_HEADER == labels.CLIENT_ID_HEADER

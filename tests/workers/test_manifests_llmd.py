@@ -18,8 +18,9 @@ from portal.deployments.gpu_accounting import gpus_reserved
 from portal.tenancy.contracts import SERVING_TIER_PRIORITIES
 from tests.workers.test_manifests import assert_valid, make_spec
 from workers.provisioning.manifests import llmd
-from workers.provisioning.manifests.deployment import TOKEN_COSTS, build_route
+from workers.provisioning.manifests.deployment import build_route
 from workers.provisioning.manifests.kueue import LOCAL_QUEUE_NAME, QUEUE_NAME_LABEL
+from workers.provisioning.manifests.upstream import ROUTE_TOKEN_COSTS
 from workers.sandbox.validation import CrdRegistry
 
 LLMD_CRD_KINDS = frozenset(
@@ -200,7 +201,7 @@ def test_the_pool_route_is_todays_route_but_for_its_backend() -> None:
     standard, pooled = build_route(dataclasses.replace(spec, serving_mode="standard")), llmd.build_pool_route(spec)
     assert pooled["metadata"] == standard["metadata"]
     assert pooled["metadata"]["namespace"] == "genai-gateway"
-    assert pooled["spec"]["llmRequestCosts"] == [{"metadataKey": key, "type": kind} for key, kind in TOKEN_COSTS]
+    assert pooled["spec"]["llmRequestCosts"] == [{"metadataKey": key, "type": kind} for key, kind in ROUTE_TOKEN_COSTS]
     for rule in (*standard["spec"]["rules"], *pooled["spec"]["rules"]):
         rule.pop("backendRefs")
     assert pooled["spec"] == standard["spec"]  # model and client-id matches, timeouts, owner, costs

@@ -39,21 +39,17 @@ from portal.gateway import services as gateway_services
 from portal.gateway.contracts import GatewayPolicySpec
 from workers.kube.client import Cluster, ListedObject, connect
 from workers.kube.errors import TerminalClusterError
-from workers.provisioning.manifests.gateway import (
-    AIGW_API_VERSION,
-    EG_API_VERSION,
-    GatewayPolicyRender,
-    policy_selector,
-    render_gateway_policy,
-)
+from workers.provisioning.manifests.gateway import GatewayPolicyRender, policy_selector, render_gateway_policy
+from workers.provisioning.manifests.upstream import AIGW_API_VERSION, EG_API_VERSION
 from workers.provisioning.reconciler import converge, prune, reconcile_lock, redacted, redis_client, with_hash
 
 # A policy whose inputs look unchanged is still rendered whole and compared this often: a backstop for an input the
 # fingerprint could miss, as the deployments' slow sweep is for theirs.
 FULL_CHECK_SECONDS = 600
 
-# Kinds the gateway policy can own, all in the cluster's gateway namespace.
-OWNED_KINDS = (
+# Kinds the gateway policy can own, all in the cluster's gateway namespace (a deployment's are the reconciler's
+# OWNED_KINDS).
+POLICY_OWNED_KINDS = (
     ("v1", "Secret"),
     (EG_API_VERSION, "ClientTrafficPolicy"),
     (EG_API_VERSION, "SecurityPolicy"),
@@ -145,7 +141,7 @@ def _inputs_unchanged(policy_id: int, applied: str) -> bool:
 
 def _owned(cluster: Cluster, spec: GatewayPolicySpec) -> list[ListedObject]:
     found: list[ListedObject] = []
-    for api_version, kind in OWNED_KINDS:
+    for api_version, kind in POLICY_OWNED_KINDS:
         found.extend(
             cluster.list(api_version, kind, label_selector=policy_selector(), namespace=spec.cluster.gateway_namespace)
         )

@@ -32,14 +32,14 @@ from portal.gateway import selectors as gateway_selectors
 from portal.tenancy import selectors as tenancy_selectors
 from workers.kube.client import Cluster, ListedObject, connect
 from workers.kube.errors import TerminalClusterError
-from workers.provisioning.manifests.deployment import (
-    CACHE_API_VERSION,
-    ISVC_API_VERSION,
-    build_deployment_objects,
-    build_team_objects,
-    namespace_of,
-)
+from workers.provisioning.manifests.deployment import build_deployment_objects, build_team_objects, namespace_of
 from workers.provisioning.manifests.labels import DEPLOYMENT_ID_KEY, MANAGED_BY, MANAGED_BY_KEY, deployment_selector
+from workers.provisioning.manifests.upstream import (
+    AIGW_API_VERSION,
+    CACHE_API_VERSION,
+    EG_API_VERSION,
+    ISVC_API_VERSION,
+)
 from workers.provisioning.status import derive_status
 
 logger = logging.getLogger(__name__)
@@ -50,9 +50,9 @@ PREDICTOR_POD_LABEL = "serving.kserve.io/inferenceservice"
 OWNED_KINDS = (
     (CACHE_API_VERSION, "LocalModelCache", "cluster"),
     (ISVC_API_VERSION, "InferenceService", "team"),
-    ("gateway.envoyproxy.io/v1alpha1", "Backend", "gateway"),
-    ("aigateway.envoyproxy.io/v1beta1", "AIServiceBackend", "gateway"),
-    ("aigateway.envoyproxy.io/v1beta1", "AIGatewayRoute", "gateway"),
+    (EG_API_VERSION, "Backend", "gateway"),
+    (AIGW_API_VERSION, "AIServiceBackend", "gateway"),
+    (AIGW_API_VERSION, "AIGatewayRoute", "gateway"),
 )
 
 

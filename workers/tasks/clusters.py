@@ -9,8 +9,8 @@ from portal.clusters import selectors as cluster_selectors
 from portal.clusters import services as cluster_services
 from workers.kube.client import connect
 from workers.kube.errors import ClusterError
+from workers.provisioning.manifests.upstream import GPU_RESOURCE
 
-GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 
 

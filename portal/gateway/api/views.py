@@ -3,6 +3,7 @@ and, for platform admins, provider backends, the gateway bootstrap manifests and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -18,7 +19,7 @@ from portal.api.team_access import team_for_request
 from portal.api.views import PortalGenericView, PortalView, validated
 from portal.clusters import selectors as cluster_selectors
 from portal.core.links import public_url
-from portal.gateway import bootstrap, conf, selectors, services
+from portal.gateway import conf, selectors, services
 from portal.gateway.api import serializers
 from portal.gateway.models import Credential, ProviderBackend
 from portal.tenancy.models import Role
@@ -26,6 +27,10 @@ from portal.tenancy.models import Role
 KEY_REPLAY_PLACEHOLDER = "[shown once: rotate the credential for a new key]"
 # A response that carries a key must not be kept by a browser, proxy or client cache.
 NO_STORE = {"Cache-Control": "no-store"}
+
+# The gateway bootstrap builder (workers/provisioning/manifests/bootstrap.py, where every builder lives): a cluster and
+# the OTLP collector address ('' for none) in, {cluster, usage_source, manifests, gateway_patch, applied_by_worker} out.
+BootstrapDocument = Callable[..., dict[str, Any]]
 
 
 class KeyResponseMixin:
@@ -215,6 +220,7 @@ class ProviderBackendDetailView(PortalView):
 
 class GatewayBootstrapView(PortalView):
     permission_classes = [IsPlatformAdmin]
+    bootstrap_document: BootstrapDocument | None = None  # set by as_view(bootstrap_document=...) in the URL map
 
     @extend_schema(
         responses=serializers.GatewayBootstrapOutput,
@@ -223,7 +229,9 @@ class GatewayBootstrapView(PortalView):
     def get(self, request: Request, cluster: str) -> Response:
         cluster_object = cluster_selectors.cluster_get(name=cluster)
         contract = cluster_selectors.cluster_contract(cluster_id=cluster_object.pk)
-        document = bootstrap.bootstrap_document(contract, collector=conf.otel_collector())
+        if self.bootstrap_document is None:
+            raise RuntimeError("the gateway API's routes are built by gateway.api.urls.routes(bootstrap_document=...)")
+        document = self.bootstrap_document(contract, collector=conf.otel_collector())
         return Response(serializers.GatewayBootstrapOutput(document).data)
 
 

@@ -19,7 +19,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from portal.api.authentication import acting_user, caller_of
-from portal.api.models import Scope
 from portal.api.pagination import PortalPagination
 from portal.api.permissions import IsPlatformAdmin
 from portal.api.team_access import team_for_request
@@ -28,6 +27,7 @@ from portal.core.errors import NotFound
 from portal.core.problems import PROBLEM_CONTENT_TYPE, problem
 from portal.tenancy import selectors as tenancy_selectors
 from portal.tenancy.models import Role, Team
+from portal.tokens.models import Scope
 from portal.usage import events, metrics, selectors, services
 from portal.usage.api import serializers
 from portal.usage.api.throttling import CollectorRateThrottle

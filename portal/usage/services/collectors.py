@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from django.db import transaction
 
-from portal.api.models import ApiToken, Scope
 from portal.core.audit import audit_record
 from portal.core.errors import NotFound, ValidationFailed
 from portal.tenancy.models import User
+from portal.tokens.models import ApiToken, Scope
 from portal.usage.models import CollectorSource
 
 

@@ -15,8 +15,8 @@ from jwt.algorithms import ECAlgorithm
 from rest_framework.test import APIClient
 
 from portal.api import authentication
-from portal.api.services import api_token_issue
 from portal.tenancy.models import User
+from portal.tokens.services import api_token_issue
 from tests.conftest import assert_problem
 from tests.factories import ServicePrincipalFactory, UserFactory
 

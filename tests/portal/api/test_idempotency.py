@@ -9,9 +9,9 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from portal.api.models import IdempotencyRecord
-from portal.api.services import api_token_issue
 from portal.core.models import AuditEvent
 from portal.tenancy.models import Team
+from portal.tokens.services import api_token_issue
 from tests.conftest import assert_problem
 from tests.factories import TeamFactory, UserFactory
 

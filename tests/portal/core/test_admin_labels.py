@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.apps import apps
 
-PORTAL_APPS = {"core", "tenancy", "api", "clusters", "deployments", "gateway", "usage", "catalog"}
+PORTAL_APPS = {"core", "tenancy", "api", "tokens", "clusters", "deployments", "gateway", "usage", "catalog"}
 
 
 def test_every_plural_reads_as_english() -> None:

@@ -8,7 +8,7 @@ from django.contrib import admin
 from django.test import Client
 from django.urls import reverse
 
-from portal.api.services import api_token_issue
+from portal.tokens.services import api_token_issue
 from tests.factories import (
     ManagedVersionFactory,
     MembershipFactory,
@@ -45,7 +45,7 @@ def test_every_admin_page_renders_and_hides_token_secrets(staff_client: Client) 
             assert page.status_code == 200, change
             assert issued.plaintext not in page.content.decode()
             assert issued.token.token_hash not in page.content.decode()
-    token_page = staff_client.get(reverse("admin:api_apitoken_change", args=[issued.token.pk])).content.decode()
+    token_page = staff_client.get(reverse("admin:tokens_apitoken_change", args=[issued.token.pk])).content.decode()
     assert issued.token.prefix in token_page
     assert issued.token.token_hash not in token_page
 
@@ -54,7 +54,7 @@ def test_every_admin_page_renders_and_hides_token_secrets(staff_client: Client) 
 def test_admin_revoke_action_is_audited(staff_client: Client) -> None:
     issued = api_token_issue(actor=None, principal=UserFactory(), name="to-revoke", scopes=[])
     response = staff_client.post(
-        reverse("admin:api_apitoken_changelist"),
+        reverse("admin:tokens_apitoken_changelist"),
         {"action": "revoke", "_selected_action": [issued.token.pk]},
     )
     assert response.status_code == 302

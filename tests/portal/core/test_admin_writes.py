@@ -256,7 +256,7 @@ def test_models_whose_rules_live_in_the_api_are_read_only_in_the_admin(matrix: R
         "deployments_deploymentevent": event,
         "deployments_deployment": deployment,
         "catalog_modelprice": price,
-        "api_apitoken": None,
+        "tokens_apitoken": None,
         "core_auditevent": None,
         "tenancy_teamgpuquota": None,
     }

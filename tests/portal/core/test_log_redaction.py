@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from portal.api.management.commands.demo import web_command
 from portal.core.logs import REDACTED, JsonFormatter, RedactSecretsFilter, redact_secrets
 from portal.gateway import services as gateway_services
 from portal.gateway.models import Credential
+from portal.ops.management.commands.demo import web_command
 from tests.factories import MembershipFactory, TeamFactory, UserFactory
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from portal.api.services import api_token_issue
 from portal.gateway.services import credential_issue, provider_backend_create
 from portal.tenancy.models import Role
+from portal.tokens.services import api_token_issue
 from tests.factories import ClusterFactory, ManagedVersionFactory, MembershipFactory, TeamFactory, UserFactory
 from tests.test_schemathesis import SCHEMATHESIS
 

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
-from portal.api.services import api_token_issue
 from portal.gateway import services as gateway_services
 from portal.tenancy.models import Team
+from portal.tokens.services import api_token_issue
 from portal.usage import services as usage_services
 from portal.usage.partitions import forget_known_partitions
 from portal.usage.selectors import forget_cached_credentials

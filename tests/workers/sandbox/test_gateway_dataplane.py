@@ -24,7 +24,6 @@ import pytest
 from catalog.contracts import HardwareProfile, ModelVersionContract
 from portal.clusters.contracts import AcceleratorPoolContract
 from portal.deployments.contracts import DeploymentSpec
-from portal.gateway.bootstrap import ACCESS_LOG_FIELDS
 from portal.gateway.contracts import (
     GatewayKey,
     GatewayPolicySpec,
@@ -35,6 +34,7 @@ from portal.gateway.contracts import (
 from portal.usage.contracts import UsageRecord
 from portal.usage.events import decode_body, parse_json, parse_otlp
 from tests.workers.conftest import GPU_EU_CLUSTER
+from workers.provisioning.manifests.bootstrap import ACCESS_LOG_FIELDS
 from workers.provisioning.manifests.deployment import build_deployment_objects, build_team_objects
 from workers.provisioning.manifests.gateway import render_gateway_policy
 from workers.sandbox.gateway import SandboxGateway, ShippingSettings, predict_usage

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
-from portal.gateway import bootstrap
 from tests.workers.conftest import (
     crd_not_served,
     remove_from_crd_schema,
@@ -19,6 +18,7 @@ from tests.workers.conftest import (
     wait_until_crds_served,
 )
 from workers.provisioning import gateway, reconciler
+from workers.provisioning.manifests import upstream
 from workers.sandbox.server import PORTAL_CRD_KINDS, Sandbox
 
 
@@ -83,9 +83,9 @@ def test_the_sandbox_loads_the_crd_of_every_custom_kind_the_portal_applies_and_n
     """Only the CRDs of PORTAL_CRD_KINDS are parsed at start (the directory's others cost seconds per start)."""
     applied = {
         *((api_version, kind) for api_version, kind, _ in reconciler.OWNED_KINDS),
-        *gateway.OWNED_KINDS,
-        (bootstrap.AIGW_API_VERSION, "GatewayConfig"),
-        (bootstrap.EG_API_VERSION, "EnvoyProxy"),
+        *gateway.POLICY_OWNED_KINDS,
+        (upstream.AIGW_API_VERSION, "GatewayConfig"),
+        (upstream.EG_API_VERSION, "EnvoyProxy"),
         ("gateway.networking.k8s.io/v1", "Gateway"),
     }
     custom = {(api_version, kind) for api_version, kind in applied if "/" in api_version}

@@ -13,27 +13,20 @@ from typing import Any
 
 from catalog.sizing import flag_name
 from portal.deployments.contracts import DeploymentSpec
-from workers.provisioning.manifests.labels import (
+from workers.provisioning.manifests.labels import deployment_labels, team_labels, team_namespace
+from workers.provisioning.manifests.upstream import (
+    AIGW_API_VERSION,
+    CACHE_API_VERSION,
     CLIENT_ID_HEADER,
+    EG_API_VERSION,
+    GPU_RESOURCE,
+    ISVC_API_VERSION,
     MODEL_HEADER,
-    deployment_labels,
-    team_labels,
-    team_namespace,
+    REQUEST_TIMEOUT,
+    ROUTE_TOKEN_COSTS,
 )
 
 Manifest = dict[str, Any]
-ISVC_API_VERSION = "serving.kserve.io/v1beta1"
-CACHE_API_VERSION = "serving.kserve.io/v1alpha1"
-EG_API_VERSION = "gateway.envoyproxy.io/v1alpha1"
-AIGW_API_VERSION = "aigateway.envoyproxy.io/v1beta1"
-GPU_RESOURCE = "nvidia.com/gpu"
-REQUEST_TIMEOUT = "300s"
-TOKEN_COSTS = (
-    ("llm_input_token", "InputToken"),
-    ("llm_cached_input_token", "CachedInputToken"),
-    ("llm_output_token", "OutputToken"),
-    ("llm_total_token", "TotalToken"),
-)
 
 
 def gateway_object_name(spec: DeploymentSpec) -> str:
@@ -271,7 +264,7 @@ def build_route(spec: DeploymentSpec) -> Manifest:
                     "modelsOwnedBy": spec.team_slug,
                 }
             ],
-            "llmRequestCosts": [{"metadataKey": key, "type": kind} for key, kind in TOKEN_COSTS],
+            "llmRequestCosts": [{"metadataKey": key, "type": kind} for key, kind in ROUTE_TOKEN_COSTS],
         },
     }
 

@@ -19,7 +19,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from portal.gateway.bootstrap import build_bootstrap_objects, gateway_patch
 from portal.gateway.contracts import (
     MAX_RATE_LIMIT_RULES,
     GatewayPolicySpec,
@@ -27,27 +26,26 @@ from portal.gateway.contracts import (
     ProviderBackendSpec,
     TeamGatewayAccess,
 )
-from workers.provisioning.manifests.labels import CLIENT_ID_HEADER, MANAGED_BY, MANAGED_BY_KEY, MODEL_HEADER, TEAM_KEY
+from workers.provisioning.manifests.bootstrap import build_bootstrap_objects, gateway_patch
+from workers.provisioning.manifests.labels import COMPONENT_KEY, MANAGED_BY, MANAGED_BY_KEY, TEAM_KEY
+from workers.provisioning.manifests.upstream import (
+    AIGW_API_VERSION,
+    CLIENT_ID_HEADER,
+    EG_API_VERSION,
+    METADATA_NAMESPACE,
+    MODEL_HEADER,
+    REQUEST_TIMEOUT,
+    ROUTE_TOKEN_COSTS,
+)
 
 Manifest = dict[str, Any]
-EG_API_VERSION = "gateway.envoyproxy.io/v1alpha1"
-AIGW_API_VERSION = "aigateway.envoyproxy.io/v1beta1"
-COMPONENT_KEY = "portal.genai.io/component"
 COMPONENT = "gateway-policy"
 SECURITY_POLICY_NAME = "genai-portal-api-keys"
 CLIENT_TRAFFIC_POLICY_NAME = "genai-portal-client-headers"
 TRAFFIC_POLICY_NAME = "genai-portal-token-limits"
 MANAGED_ROUTE_PREFIX = "genai-portal-managed"
 EMPTY_KEYS_SECRET = "genai-portal-keys-none"
-METADATA_NAMESPACE = "io.envoy.ai_gateway"
 KEY_ID_PATTERN = "[0-9a-f]+"
-REQUEST_TIMEOUT = "300s"
-TOKEN_COSTS = (
-    ("llm_input_token", "InputToken"),
-    ("llm_cached_input_token", "CachedInputToken"),
-    ("llm_output_token", "OutputToken"),
-    ("llm_total_token", "TotalToken"),
-)
 
 # Upstream limits (EG 1.9, AI Gateway 1.1 CRDs).
 MAX_ROUTE_RULES = 14  # 15 per AIGatewayRoute, one reserved for the controller's catch-all
@@ -420,7 +418,7 @@ def build_managed_routes(spec: GatewayPolicySpec, problems: list[str] | None = N
                 "spec": {
                     "parentRefs": [_gateway_ref(spec)],
                     "rules": rules[index : index + MAX_ROUTE_RULES],
-                    "llmRequestCosts": [{"metadataKey": key, "type": kind} for key, kind in TOKEN_COSTS],
+                    "llmRequestCosts": [{"metadataKey": key, "type": kind} for key, kind in ROUTE_TOKEN_COSTS],
                 },
             }
         )

@@ -31,11 +31,10 @@ from typing import Any
 
 from portal.clusters.contracts import KUEUE, AcceleratorPoolContract, ClusterContract
 from portal.tenancy.contracts import TeamQuotaContract
-from workers.provisioning.manifests.deployment import GPU_RESOURCE
 from workers.provisioning.manifests.labels import MANAGED_BY, MANAGED_BY_KEY, team_labels, team_namespace
+from workers.provisioning.manifests.upstream import GPU_RESOURCE, KUEUE_API_VERSION
 
 Manifest = dict[str, Any]
-KUEUE_API_VERSION = "kueue.x-k8s.io/v1beta2"
 QUEUE_NAME_LABEL = "kueue.x-k8s.io/queue-name"
 COHORT_NAME = "genai-portal"  # every team's ClusterQueue on a cluster, so idle GPUs can be lent
 LOCAL_QUEUE_NAME = "genai-portal"  # one per team namespace; the queue-name label names it

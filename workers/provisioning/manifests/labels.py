@@ -7,8 +7,7 @@ MANAGED_BY = "genai-portal"
 TEAM_KEY = "portal.genai.io/team"
 DEPLOYMENT_KEY = "portal.genai.io/deployment"
 DEPLOYMENT_ID_KEY = "portal.genai.io/deployment-id"
-CLIENT_ID_HEADER = "x-portal-client-id"
-MODEL_HEADER = "x-ai-eg-model"
+COMPONENT_KEY = "portal.genai.io/component"  # which part of a gateway's configuration an object is
 
 
 def team_labels(team_slug: str) -> dict[str, str]:

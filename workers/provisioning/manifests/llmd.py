@@ -73,14 +73,17 @@ from typing import Any
 from catalog.sizing import flag_name, flag_value
 from portal.deployments.contracts import DeploymentSpec
 from portal.deployments.gpu_accounting import prefill_gpus_each
-from workers.provisioning.manifests.deployment import GPU_RESOURCE, build_route, namespace_of
+from workers.provisioning.manifests.deployment import build_route, namespace_of
 from workers.provisioning.manifests.kueue import queue_labels
 from workers.provisioning.manifests.labels import deployment_labels
+from workers.provisioning.manifests.upstream import (
+    GPU_RESOURCE,
+    LLMD_API_VERSION,
+    LLMISVC_API_VERSION,
+    REFERENCE_GRANT_API_VERSION,
+)
 
 Manifest = dict[str, Any]
-LLMISVC_API_VERSION = "serving.kserve.io/v1alpha2"
-LLMD_API_VERSION = "llm-d.ai/v1alpha2"
-REFERENCE_GRANT_API_VERSION = "gateway.networking.k8s.io/v1beta1"
 INFERENCE_POOL_GROUP = "inference.networking.k8s.io"
 INFERENCE_POOL_KIND = "InferencePool"
 OBJECTIVE_HEADER = "x-llm-d-inference-objective"

@@ -7,7 +7,7 @@ import io
 import pytest
 from django.core.management import call_command
 
-from portal.api.models import ApiToken
+from portal.tokens.models import ApiToken
 
 pytestmark = pytest.mark.django_db
 

@@ -1,11 +1,11 @@
-"""Reads of API access: tokens."""
+"""Reads of API tokens."""
 
 from __future__ import annotations
 
 from django.db.models import QuerySet
 
-from portal.api.models import ApiToken
 from portal.tenancy.models import User
+from portal.tokens.models import ApiToken
 
 
 def api_token_list(*, principal: User | None) -> QuerySet[ApiToken]:

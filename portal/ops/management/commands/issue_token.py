@@ -6,10 +6,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from portal.api.models import Scope
-from portal.api.services import api_token_issue
 from portal.core.errors import DomainError
 from portal.tenancy import selectors, services
+from portal.tokens.models import Scope
+from portal.tokens.services import api_token_issue
 
 
 class Command(BaseCommand):

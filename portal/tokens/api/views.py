@@ -1,4 +1,4 @@
-"""Endpoints of API access itself: personal and service tokens, and the audit log for platform admins."""
+"""Endpoints of API tokens: a person's own tokens, and service principals' tokens issued by platform admins."""
 
 from __future__ import annotations
 
@@ -7,15 +7,13 @@ from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from portal.api import selectors, serializers, services
 from portal.api.authentication import acting_user, is_platform_admin
-from portal.api.models import ApiToken
-from portal.api.permissions import IsPlatformAdmin
 from portal.api.views import PortalGenericView, PortalView, validated
-from portal.core.audit import audit_event_list
 from portal.core.errors import PermissionDenied, ValidationFailed
-from portal.core.models import AuditEvent
 from portal.tenancy import services as tenancy_services
+from portal.tokens import selectors, services
+from portal.tokens.api import serializers
+from portal.tokens.models import ApiToken
 
 
 class TokenListView(PortalGenericView):
@@ -71,27 +69,3 @@ class TokenDetailView(PortalView):
         owner = None if is_platform_admin(request) else acting_user(request)
         services.api_token_revoke(actor=acting_user(request), token_id=token_id, principal=owner)
         return Response(status=status.HTTP_204_NO_CONTENT)
-
-
-class AuditEventListView(PortalGenericView):
-    queryset = AuditEvent.objects.none()  # for the schema generator; views query through selectors
-    permission_classes = [IsPlatformAdmin]
-    serializer_class = serializers.AuditEventOutput
-
-    @extend_schema(
-        parameters=[serializers.AuditEventQuery],
-        responses=serializers.AuditEventOutput(many=True),
-        summary="The audit log (platform admins)",
-    )
-    def get(self, request: Request) -> Response:
-        query = validated(serializers.AuditEventQuery, request.query_params)
-        events = audit_event_list(
-            action=query.get("action") or None,
-            target_type=query.get("target_type") or None,
-            team_slug=query.get("team") or None,
-            actor_label=query.get("actor") or None,
-            since=query.get("since"),
-            until=query.get("until"),
-        )
-        page = self.paginate_queryset(events)
-        return self.get_paginated_response(serializers.AuditEventOutput(page, many=True).data)

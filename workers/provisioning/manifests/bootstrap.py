@@ -1,32 +1,27 @@
 """The gateway's own usage settings, as pure builders (no Django): a GatewayConfig declaring the token cost keys
 every route reports, and an EnvoyProxy whose access log emits one JSON record per request with the fields of
 the usage event contract (shared/reference/usage-metering.md section 4.2). The API offers them to platform
-admins; the gateway reconciler applies them when the cluster allows it."""
+admins (the URL map hands the gateway API this builder); the gateway reconciler applies them when the cluster
+allows it."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from portal.clusters.contracts import ClusterContract
+from workers.provisioning.manifests.labels import COMPONENT_KEY, MANAGED_BY, MANAGED_BY_KEY
+from workers.provisioning.manifests.upstream import (
+    AIGW_API_VERSION,
+    CLIENT_ID_HEADER,
+    EG_API_VERSION,
+    GATEWAY_API_VERSION,
+    METADATA_NAMESPACE,
+    TOKEN_COSTS,
+)
 
 Manifest = dict[str, Any]
-EG_API_VERSION = "gateway.envoyproxy.io/v1alpha1"
-AIGW_API_VERSION = "aigateway.envoyproxy.io/v1beta1"
 GATEWAY_CONFIG_ANNOTATION = "aigateway.envoyproxy.io/gateway-config"
-# Same value as workers.provisioning.manifests.labels.CLIENT_ID_HEADER (a test keeps them equal).
-CLIENT_ID_HEADER = "x-portal-client-id"
-METADATA_NAMESPACE = "io.envoy.ai_gateway"
-BOOTSTRAP_LABELS = {"app.kubernetes.io/managed-by": "genai-portal", "portal.genai.io/component": "gateway-bootstrap"}
-
-# (metadata key, AI Gateway cost type): every usage type the portal rates, declared once for every route.
-TOKEN_COSTS = (
-    ("llm_input_token", "InputToken"),
-    ("llm_cached_input_token", "CachedInputToken"),
-    ("llm_cache_creation_input_token", "CacheCreationInputToken"),
-    ("llm_output_token", "OutputToken"),
-    ("llm_reasoning_token", "ReasoningToken"),
-    ("llm_total_token", "TotalToken"),
-)
+BOOTSTRAP_LABELS = {MANAGED_BY_KEY: MANAGED_BY, COMPONENT_KEY: "gateway-bootstrap"}
 
 
 def _metadata(key: str) -> str:
@@ -147,7 +142,7 @@ def build_bootstrap_objects(cluster: ClusterContract, *, collector: str = "") ->
 def gateway_patch(cluster: ClusterContract) -> Manifest:
     """What the cluster's Gateway needs to use them (the platform team owns the Gateway itself)."""
     return {
-        "apiVersion": "gateway.networking.k8s.io/v1",
+        "apiVersion": GATEWAY_API_VERSION,
         "kind": "Gateway",
         "metadata": {
             "name": cluster.gateway_name,

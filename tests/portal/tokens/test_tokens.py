@@ -9,9 +9,9 @@ from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from portal.api.models import ApiToken
-from portal.api.services import api_token_issue
-from portal.api.tokens import hash_token
+from portal.tokens.models import ApiToken
+from portal.tokens.services import api_token_issue
+from portal.tokens.token_format import hash_token
 from tests.conftest import assert_problem
 from tests.factories import ServicePrincipalFactory, UserFactory
 

@@ -20,8 +20,6 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 
 from portal import embedded
-from portal.api.models import ApiToken
-from portal.api.services import api_token_issue, api_token_revoke
 from portal.clusters import services as cluster_services
 from portal.clusters.models import Cluster
 from portal.core.links import console_url
@@ -32,6 +30,8 @@ from portal.gateway import services as gateway_services
 from portal.gateway.models import Credential, ProviderBackend
 from portal.tenancy import services as tenancy_services
 from portal.tenancy.models import Membership, Role, Team, User
+from portal.tokens.models import ApiToken
+from portal.tokens.services import api_token_issue, api_token_revoke
 from portal.usage import services as usage_services
 
 DEMO_TEAM = "demo"
@@ -65,7 +65,7 @@ DEMO_KEY_NAME = "make demo"
 # this service's collector token, bound to the sandbox cluster's usage source.
 COLLECTOR_PRINCIPAL = "sandbox-gateway-collector"
 # The address the EnvoyProxy's OpenTelemetry sink names (a collector in the cluster); with none, the gateway
-# emits no usage log (portal/gateway/bootstrap.py), so the demo names one.
+# emits no usage log (workers/provisioning/manifests/bootstrap.py), so the demo names one.
 DEMO_OTEL_COLLECTOR = "otel-collector.genai-gateway.svc.cluster.local:4317"
 
 
