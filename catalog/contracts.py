@@ -38,6 +38,27 @@ class ModelVersionContract:
 
 
 @dataclass(frozen=True)
+class ModelPriceRow:
+    """One price of a catalog model, as rating looks it up by event time."""
+
+    model_id: int
+    price_id: int
+    usage_type: str
+    price_per_million: Decimal
+    effective_from: datetime
+
+
+@dataclass(frozen=True)
+class ManagedVersionRef:
+    """A managed model's version a gateway routes to its provider."""
+
+    model_slug: str
+    served_model_name: str
+    provider: str
+    provider_model_id: str
+
+
+@dataclass(frozen=True)
 class PriceContract:
     price_id: int
     model_slug: str

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib.postgres.search import SearchQuery, SearchVector
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from catalog.contracts import HardwareProfile, ModelVersionContract, PriceContract
-from catalog.models import CatalogModel, Hosting, ModelPrice, ModelVersion, UsageType, Visibility
+from catalog.contracts import (
+    HardwareProfile,
+    ManagedVersionRef,
+    ModelPriceRow,
+    ModelVersionContract,
+    PriceContract,
+)
+from catalog.models import CatalogModel, Hosting, Lifecycle, ModelPrice, ModelVersion, UsageType, Visibility
 from catalog.sizing import (
     Architecture,
     EngineSettings,
@@ -24,7 +32,9 @@ from catalog.sizing import (
 from portal.clusters.selectors import pool_offers
 from portal.core.errors import Conflict, NotFound, ValidationFailed
 from portal.tenancy import selectors as tenancy_selectors
-from portal.tenancy.models import Team, User
+
+if TYPE_CHECKING:  # types only: teams and users are read through tenancy's selectors
+    from portal.tenancy.models import Team, User
 
 
 def catalog_model_list(
@@ -57,6 +67,94 @@ def catalog_model_list(
             | Q(display_name__icontains=text)
         )
     return models.distinct().order_by("slug")
+
+
+def model_ids_by_names(*, names: Iterable[str]) -> dict[str, tuple[int, str]]:
+    """The catalog models these names (as a gateway reports them) stand for, as (model id, slug): a model's slug,
+    its versions' served model names and provider model ids. The slug wins over a version name that happens to be
+    another model's slug; of two versions with one name, the older."""
+    asked = set(names)
+    wanted = sorted(asked)
+    found: dict[str, tuple[int, str]] = {}
+    if not wanted:
+        return found
+    versions = ModelVersion.objects.filter(Q(served_model_name__in=wanted) | Q(provider_model_id__in=wanted))
+    for version in versions.order_by("pk").values("model_id", "model__slug", "served_model_name", "provider_model_id"):
+        for name in (version["provider_model_id"], version["served_model_name"]):
+            if name in asked:
+                found.setdefault(name, (version["model_id"], version["model__slug"]))
+    for model_id, slug in CatalogModel.objects.filter(slug__in=wanted).values_list("pk", "slug"):
+        found[slug] = (model_id, slug)
+    return found
+
+
+def model_id_by_slug(*, slug: str) -> int | None:
+    return CatalogModel.objects.filter(slug=slug).values_list("pk", flat=True).first()
+
+
+def model_price_rows(*, model_ids: Iterable[int]) -> list[ModelPriceRow]:
+    """Every price of these models, each with its start."""
+    rows = ModelPrice.objects.filter(model_id__in=set(model_ids)).values_list(
+        "model_id", "pk", "usage_type", "price_per_million", "effective_from"
+    )
+    return [ModelPriceRow(*row) for row in rows]
+
+
+def prices_backdated(*, grace: timedelta, excluding: Iterable[int] | QuerySet[Any]) -> list[tuple[int, str, datetime]]:
+    """Prices that took effect before they were entered (by more than `grace`), but those excluded (price ids, or a
+    query of them): (price id, model slug, effective from), oldest entry first."""
+    rows = (
+        ModelPrice.objects.exclude(pk__in=excluding)
+        .filter(effective_from__lt=F("created_at") - grace)
+        .order_by("pk")
+        .values_list("pk", "model__slug", "effective_from")
+    )
+    return list(rows)
+
+
+def model_slugs_usable_by_team(*, team_id: int) -> set[str]:
+    """Catalog models a team may call: visible to it and not retired."""
+    return set(
+        CatalogModel.objects.filter(Q(visibility=Visibility.ALL) | Q(visible_to_teams=team_id))
+        .exclude(lifecycle=Lifecycle.RETIRED)
+        .values_list("slug", flat=True)
+        .distinct()
+    )
+
+
+def managed_versions_in_service(*, providers: set[str]) -> list[ManagedVersionRef]:
+    """The newest non-retired version per served model name, for managed models of the given providers, in the
+    order of their served names."""
+    versions = (
+        ModelVersion.objects.select_related("model")
+        .filter(model__hosting=Hosting.MANAGED, provider__in=providers)
+        .exclude(lifecycle=Lifecycle.RETIRED)
+        .exclude(model__lifecycle=Lifecycle.RETIRED)
+        .exclude(provider_model_id="")
+        .order_by("served_model_name", "-created_at", "-pk")
+    )
+    chosen: dict[str, ManagedVersionRef] = {}
+    for version in versions:
+        chosen.setdefault(
+            version.served_model_name,
+            ManagedVersionRef(
+                model_slug=version.model.slug,
+                served_model_name=version.served_model_name,
+                provider=version.provider,
+                provider_model_id=version.provider_model_id,
+            ),
+        )
+    return [chosen[name] for name in sorted(chosen)]
+
+
+def model_visibility(*, slugs: Iterable[str]) -> dict[str, frozenset[int] | None]:
+    """Who may see each model: None for every team, else the ids of the teams it is shown to."""
+    return {
+        model.slug: None
+        if model.visibility == Visibility.ALL
+        else frozenset(team.pk for team in model.visible_to_teams.all())
+        for model in CatalogModel.objects.filter(slug__in=list(slugs)).prefetch_related("visible_to_teams")
+    }
 
 
 def catalog_model_get_visible(*, slug: str, user: User, platform_admin: bool) -> CatalogModel:

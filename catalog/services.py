@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import transaction
@@ -31,7 +31,10 @@ from catalog.sizing import ArchitectureError, architecture_from_dict, architectu
 from portal.core.audit import audit_record
 from portal.core.errors import Conflict, FieldProblem, ValidationFailed
 from portal.core.inputs import InputSource, inputs_change
-from portal.tenancy.models import Team, User
+from portal.tenancy import selectors as tenancy_selectors
+
+if TYPE_CHECKING:  # types only: teams are read through tenancy's selectors
+    from portal.tenancy.models import Team, User
 
 MODEL_FIELDS = (
     "display_name",
@@ -100,7 +103,7 @@ def _validate_model(values: dict[str, Any]) -> list[FieldProblem]:
 
 
 def _resolve_teams(slugs: list[str]) -> list[Team]:
-    teams = list(Team.objects.filter(slug__in=slugs))
+    teams = tenancy_selectors.teams_by_slugs(slugs=slugs)
     missing = sorted(set(slugs) - {team.slug for team in teams})
     if missing:
         raise ValidationFailed.for_field(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
+from decimal import Decimal
 
 from django.db.models import QuerySet
 
@@ -28,6 +30,22 @@ class PoolCapacity:
 def cluster_list(*, region: str | None = None) -> QuerySet[Cluster]:
     clusters = Cluster.objects.prefetch_related("pools").order_by("name")
     return clusters.filter(region=region) if region else clusters
+
+
+def cluster_ids(*, among: Iterable[int] | None = None) -> list[int]:
+    """Ids of the registered clusters (of those among the given ids, when given)."""
+    clusters = Cluster.objects.all() if among is None else Cluster.objects.filter(pk__in=list(among))
+    return list(clusters.values_list("pk", flat=True))
+
+
+def pool_hourly_prices() -> dict[tuple[int, str], Decimal]:
+    """The hourly GPU price of every accelerator pool, by (cluster id, accelerator type)."""
+    return {
+        (cluster_id, accelerator_type): price
+        for cluster_id, accelerator_type, price in AcceleratorPool.objects.values_list(
+            "cluster_id", "accelerator_type", "hourly_price_per_gpu"
+        )
+    }
 
 
 def cluster_get(*, name: str) -> Cluster:

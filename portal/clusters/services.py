@@ -7,7 +7,7 @@ import re
 from contextlib import nullcontext
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from django.db import transaction
@@ -24,7 +24,9 @@ from portal.core.audit import audit_record
 from portal.core.encryption import encrypt_secret, reencrypt_secret
 from portal.core.errors import Conflict, FieldProblem, ValidationFailed
 from portal.core.inputs import InputSource, inputs_change
-from portal.tenancy.models import User
+
+if TYPE_CHECKING:  # types only: another app's rows are read through its selectors
+    from portal.tenancy.models import User
 
 CLUSTER_FIELDS = (
     "display_name",

@@ -10,6 +10,7 @@ from django.db import models
 from django.db.models import F, Q
 
 from portal.core.models import TimestampedModel
+from portal.tenancy.contracts import BUDGET_ENFORCEMENT_CHOICES, BudgetEnforcement
 
 KEY_ID_PATTERN = r"^[0-9a-f]{12}$"
 PROVIDER_BACKEND_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$"
@@ -70,18 +71,14 @@ class CredentialReveal(models.Model):
         return f"reveal of {self.credential_id}"
 
 
-class BudgetEnforcement(models.TextChoices):
-    NONE = "none", "None"
-    THROTTLE = "throttle", "Throttle"
-    BLOCK = "block", "Block"
-
-
 class TeamGatewayPolicy(TimestampedModel):
-    """Derived gateway state of a team that is not in its quota: what budget enforcement says now."""
+    """Derived gateway state of a team that is not in its quota: the budget enforcement that applies now. This row
+    is its one owner: the usage app's budget evaluation writes it (services.team_budget_enforcement_set) and reads
+    it back (selectors.team_budget_enforcement); a month's BudgetState records only when it was enforced or lifted."""
 
     team = models.OneToOneField("tenancy.Team", on_delete=models.CASCADE, related_name="gateway_policy")
     budget_enforcement = models.CharField(
-        max_length=10, choices=BudgetEnforcement.choices, default=BudgetEnforcement.NONE
+        max_length=10, choices=BUDGET_ENFORCEMENT_CHOICES, default=BudgetEnforcement.NONE.value
     )
     reason = models.CharField(max_length=500, blank=True)
     generation = models.PositiveBigIntegerField(default=1)
@@ -91,7 +88,8 @@ class TeamGatewayPolicy(TimestampedModel):
         verbose_name_plural = "team gateway policies"
         constraints = [
             models.CheckConstraint(
-                condition=Q(budget_enforcement__in=BudgetEnforcement.values), name="budget_enforcement_known"
+                condition=Q(budget_enforcement__in=[value.value for value in BudgetEnforcement]),
+                name="budget_enforcement_known",
             ),
         ]
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from catalog.models import CatalogModel, Hosting, Lifecycle, ModelVersion, Visibility
+from catalog import selectors as catalog_selectors
 from portal.clusters import selectors as cluster_selectors
-from portal.clusters.models import Cluster
 from portal.core.encryption import decrypt_secret
 from portal.core.errors import NotFound
 from portal.gateway import conf
@@ -27,14 +27,18 @@ from portal.gateway.contracts import (
     TeamKeyRoutes,
 )
 from portal.gateway.models import (
-    BudgetEnforcement,
     ClusterGatewayPolicy,
     Credential,
     CredentialReveal,
     ProviderBackend,
     TeamGatewayPolicy,
 )
-from portal.tenancy.models import Team
+from portal.tenancy import selectors as tenancy_selectors
+from portal.tenancy.contracts import BudgetEnforcement
+
+if TYPE_CHECKING:  # types only: clusters and teams are read through their apps' selectors
+    from portal.clusters.models import Cluster
+    from portal.tenancy.models import Team
 
 CLIENT_ID_SEPARATOR = "."
 
@@ -112,12 +116,7 @@ def credential_reveal_get(*, token_hash: str) -> CredentialReveal | None:
 
 def team_usable_model_slugs(*, team: Team) -> set[str]:
     """Catalog models the team may call through the gateway: visible to it and not retired."""
-    return set(
-        CatalogModel.objects.filter(Q(visibility=Visibility.ALL) | Q(visible_to_teams=team))
-        .exclude(lifecycle=Lifecycle.RETIRED)
-        .values_list("slug", flat=True)
-        .distinct()
-    )
+    return catalog_selectors.model_slugs_usable_by_team(team_id=team.pk)
 
 
 def provider_backend_list(*, cluster: Cluster) -> QuerySet[ProviderBackend]:
@@ -180,26 +179,97 @@ def _admitted(keys: list[tuple[str, list[str]]], model_slug: str | None) -> tupl
     return tuple(key_id for key_id, allowed in keys if not allowed or model_slug in allowed)
 
 
+@dataclass(frozen=True)
+class EffectiveLimits:
+    """A team's token limits at the gateway after its budget enforcement and its status."""
+
+    tokens_per_minute: int
+    tokens_per_day: int
+    throttled: bool
+    # "suspended" (team status) or "budget" (budget enforcement says block); empty when not blocked.
+    blocked_reason: str
+
+    @property
+    def admitted_per_minute(self) -> int:
+        return 0 if self.blocked_reason else self.tokens_per_minute
+
+    @property
+    def admitted_per_day(self) -> int:
+        return 0 if self.blocked_reason else self.tokens_per_day
+
+
+def team_effective_limits(
+    *, tokens_per_minute: int, tokens_per_day: int, enforcement: str, team_active: bool, throttle_percent: int
+) -> EffectiveLimits:
+    """The one rule of a team's effective limits: throttling leaves throttle_percent of its quota (at least 1
+    token), a suspended team is blocked whatever its budget, and a budget that blocks blocks."""
+    throttled = enforcement == BudgetEnforcement.THROTTLE
+    if throttled:
+        tokens_per_minute = max(1, tokens_per_minute * throttle_percent // 100)
+        tokens_per_day = max(1, tokens_per_day * throttle_percent // 100)
+    return EffectiveLimits(
+        tokens_per_minute=tokens_per_minute,
+        tokens_per_day=tokens_per_day,
+        throttled=throttled,
+        blocked_reason=blocked_reason(enforcement=enforcement, team_active=team_active),
+    )
+
+
+def blocked_reason(*, enforcement: str, team_active: bool) -> str:
+    """Why the gateway admits none of a team's traffic: "suspended" (its status, whatever its budget), "budget"
+    (its budget enforcement blocks), or empty when it is not blocked."""
+    if not team_active:
+        return "suspended"
+    return "budget" if enforcement == BudgetEnforcement.BLOCK else ""
+
+
+def _team_limits(team: Team, *, throttle_percent: int) -> EffectiveLimits:
+    """Effective limits of a team loaded with its quota and gateway policy (select_related)."""
+    quota = getattr(team, "quota", None)
+    policy = getattr(team, "gateway_policy", None)
+    return team_effective_limits(
+        tokens_per_minute=quota.tokens_per_minute if quota is not None else 0,
+        tokens_per_day=quota.tokens_per_day if quota is not None else 0,
+        enforcement=policy.budget_enforcement if policy is not None else BudgetEnforcement.NONE,
+        team_active=tenancy_selectors.team_is_active(team),
+        throttle_percent=throttle_percent,
+    )
+
+
+def team_budget_enforcement(*, team_id: int) -> BudgetEnforcement:
+    """The budget enforcement that applies to the team now (its one record: the team's gateway policy)."""
+    value = TeamGatewayPolicy.objects.filter(team_id=team_id).values_list("budget_enforcement", flat=True).first()
+    return BudgetEnforcement(value) if value is not None else BudgetEnforcement.NONE
+
+
+def team_budget_enforcements(*, team_ids: Iterable[int] | None = None) -> dict[int, BudgetEnforcement]:
+    """Teams whose budget enforcement is throttle or block now, with it (among team_ids, when given)."""
+    policies = TeamGatewayPolicy.objects.exclude(budget_enforcement=BudgetEnforcement.NONE)
+    if team_ids is not None:
+        policies = policies.filter(team_id__in=list(team_ids))
+    return {
+        team_id: BudgetEnforcement(value) for team_id, value in policies.values_list("team_id", "budget_enforcement")
+    }
+
+
 def team_gateway_state(*, team: Team) -> TeamGatewayState:
     """The team's effective gateway limits: its quota, lowered when throttled, zero when blocked."""
-    quota = getattr(team, "quota", None)
     policy = TeamGatewayPolicy.objects.filter(team=team).first()
-    enforcement = policy.budget_enforcement if policy is not None else BudgetEnforcement.NONE
-    per_minute = quota.tokens_per_minute if quota is not None else 0
-    per_day = quota.tokens_per_day if quota is not None else 0
-    if enforcement == BudgetEnforcement.THROTTLE:
-        per_minute = max(1, per_minute * conf.throttle_percent() // 100)
-        per_day = max(1, per_day * conf.throttle_percent() // 100)
-    blocked = "suspended" if team.status != Team.Status.ACTIVE else "budget" if enforcement == "block" else ""
-    if blocked:
-        per_minute = per_day = 0
+    quota = getattr(team, "quota", None)
+    limits = team_effective_limits(
+        tokens_per_minute=quota.tokens_per_minute if quota is not None else 0,
+        tokens_per_day=quota.tokens_per_day if quota is not None else 0,
+        enforcement=policy.budget_enforcement if policy is not None else BudgetEnforcement.NONE,
+        team_active=tenancy_selectors.team_is_active(team),
+        throttle_percent=conf.throttle_percent(),
+    )
     return TeamGatewayState(
         team_slug=team.slug,
-        budget_enforcement=enforcement,
+        budget_enforcement=policy.budget_enforcement if policy is not None else BudgetEnforcement.NONE,
         reason=policy.reason if policy is not None else "",
-        blocked_reason=blocked,
-        tokens_per_minute=per_minute,
-        tokens_per_day=per_day,
+        blocked_reason=limits.blocked_reason,
+        tokens_per_minute=limits.admitted_per_minute,
+        tokens_per_day=limits.admitted_per_day,
         current_keys=Credential.objects.filter(_valid_at(timezone.now()), team=team).count(),
     )
 
@@ -215,11 +285,15 @@ def rate_limit_rules_needed(*, extra_team: Team | None = None, extra_restricted_
     team_ids = set(current.values_list("team_id", flat=True).distinct())
     if extra_team is not None:
         team_ids.add(extra_team.pk)
-    blocked = set(
-        Team.objects.filter(pk__in=team_ids)
-        .filter(~Q(status=Team.Status.ACTIVE) | Q(gateway_policy__budget_enforcement=BudgetEnforcement.BLOCK))
-        .values_list("pk", flat=True)
-    )
+    inactive = tenancy_selectors.team_ids_inactive(among=team_ids)
+    enforced = team_budget_enforcements(team_ids=team_ids)
+    blocked = {
+        team_id
+        for team_id in team_ids
+        if blocked_reason(
+            enforcement=enforced.get(team_id, BudgetEnforcement.NONE), team_active=team_id not in inactive
+        )
+    }
     restricted = current.exclude(allowed_models=[]).exclude(team_id__in=blocked).count()
     return 2 * len(team_ids - blocked) + len(blocked) + restricted + extra_restricted_keys
 
@@ -228,22 +302,6 @@ def _provider_credential(ciphertext: str, *, decrypt: bool) -> str:
     if not ciphertext:
         return ""
     return decrypt_secret(ciphertext) if decrypt else hashlib.sha256(ciphertext.encode()).hexdigest()
-
-
-def _managed_versions(providers: set[str]) -> list[ModelVersion]:
-    """The newest non-retired version per served model name, for managed models of the given providers."""
-    versions = (
-        ModelVersion.objects.select_related("model")
-        .filter(model__hosting=Hosting.MANAGED, provider__in=providers)
-        .exclude(lifecycle=Lifecycle.RETIRED)
-        .exclude(model__lifecycle=Lifecycle.RETIRED)
-        .exclude(provider_model_id="")
-        .order_by("served_model_name", "-created_at", "-pk")
-    )
-    chosen: dict[str, ModelVersion] = {}
-    for version in versions:
-        chosen.setdefault(version.served_model_name, version)
-    return [chosen[name] for name in sorted(chosen)]
 
 
 class DeploymentServedNames(Protocol):
@@ -278,29 +336,16 @@ def gateway_policy_spec(
 
     backends = list(provider_backend_list(cluster=cluster))
     backend_by_provider = {backend.provider: backend for backend in backends}
-    managed = _managed_versions(set(backend_by_provider))
+    managed = catalog_selectors.managed_versions_in_service(providers=set(backend_by_provider))
     managed_names_by_slug: dict[str, set[str]] = {}
     for version in managed:
-        managed_names_by_slug.setdefault(version.model.slug, set()).add(version.served_model_name)
+        managed_names_by_slug.setdefault(version.model_slug, set()).add(version.served_model_name)
     deployment_names = deployment_served_names(cluster_id=cluster.pk, team_ids=list(teams))
 
     percent = conf.throttle_percent()
     access: list[TeamGatewayAccess] = []
     for team_id, team in sorted(teams.items(), key=lambda item: item[1].slug):
-        quota = getattr(team, "quota", None)
-        per_minute = quota.tokens_per_minute if quota is not None else 0
-        per_day = quota.tokens_per_day if quota is not None else 0
-        team_policy = getattr(team, "gateway_policy", None)
-        enforcement = team_policy.budget_enforcement if team_policy is not None else BudgetEnforcement.NONE
-        throttled = enforcement == BudgetEnforcement.THROTTLE
-        if throttled:
-            per_minute = max(1, per_minute * percent // 100)
-            per_day = max(1, per_day * percent // 100)
-        blocked = ""
-        if team.status != Team.Status.ACTIVE:
-            blocked = "suspended"
-        elif enforcement == BudgetEnforcement.BLOCK:
-            blocked = "budget"
+        limits = _team_limits(team, throttle_percent=percent)
         keys = []
         for credential in keys_by_team[team_id]:
             names: tuple[str, ...] | None = None
@@ -322,28 +367,21 @@ def gateway_policy_spec(
             TeamGatewayAccess(
                 team_slug=team.slug,
                 keys=tuple(keys),
-                tokens_per_minute=per_minute,
-                tokens_per_day=per_day,
-                blocked_reason=blocked,
-                throttled=throttled,
+                tokens_per_minute=limits.tokens_per_minute,
+                tokens_per_day=limits.tokens_per_day,
+                blocked_reason=limits.blocked_reason,
+                throttled=limits.throttled,
             )
         )
 
-    visible_to: dict[str, set[int]] = {}
-    all_visible: set[str] = set()
-    for model in CatalogModel.objects.filter(slug__in={version.model.slug for version in managed}).prefetch_related(
-        "visible_to_teams"
-    ):
-        if model.visibility == Visibility.ALL:
-            all_visible.add(model.slug)
-        else:
-            visible_to[model.slug] = {team.pk for team in model.visible_to_teams.all()}
+    visibility = catalog_selectors.model_visibility(slugs={version.model_slug for version in managed})
     routes = []
     for version in managed:
-        slug = version.model.slug
+        slug = version.model_slug
+        shown_to = visibility.get(slug, frozenset())
         allowed: list[tuple[str, tuple[str, ...] | None]] = []
         for team_id, team in sorted(teams.items(), key=lambda item: item[1].slug):
-            if slug not in all_visible and team_id not in visible_to.get(slug, set()):
+            if shown_to is not None and team_id not in shown_to:
                 continue
             team_keys = keys_by_team[team_id]
             if all(not key.allowed_models or slug in key.allowed_models for key in team_keys):

@@ -14,21 +14,20 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import current_app
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from portal.clusters.models import Cluster
+from portal.clusters import selectors as cluster_selectors
 from portal.core.audit import audit_record
 from portal.core.encryption import decrypt_secret, encrypt_secret, reencrypt_secret
 from portal.core.errors import Conflict, FieldProblem, Gone, NotFound, ValidationFailed
 from portal.gateway import conf, selectors
 from portal.gateway.models import (
     PROVIDER_BACKEND_NAME_PATTERN,
-    BudgetEnforcement,
     ClusterGatewayPolicy,
     Credential,
     CredentialReveal,
@@ -37,7 +36,11 @@ from portal.gateway.models import (
     TeamGatewayPolicy,
 )
 from portal.tenancy import selectors as tenancy_selectors
-from portal.tenancy.models import Role, Team, User
+from portal.tenancy.contracts import BudgetEnforcement
+
+if TYPE_CHECKING:  # types only: other apps are read through their selectors
+    from portal.clusters.models import Cluster
+    from portal.tenancy.models import Team, User
 
 logger = logging.getLogger(__name__)
 
@@ -120,8 +123,7 @@ def _send_after_commit(task: str, object_id: int) -> None:
 def gateway_policies_bump(*, cluster_ids: Iterable[int] | None = None) -> list[int]:
     """Bump the generation of the gateway policy of the given clusters (all when None), creating missing
     rows, and nudge their reconcile on commit. Returns the policy ids."""
-    clusters = Cluster.objects.all() if cluster_ids is None else Cluster.objects.filter(pk__in=list(cluster_ids))
-    ids = list(clusters.values_list("pk", flat=True))
+    ids = cluster_selectors.cluster_ids(among=cluster_ids)
     existing = set(ClusterGatewayPolicy.objects.filter(cluster_id__in=ids).values_list("cluster_id", flat=True))
     ClusterGatewayPolicy.objects.bulk_create(
         [ClusterGatewayPolicy(cluster_id=cluster_id) for cluster_id in ids if cluster_id not in existing],
@@ -281,7 +283,7 @@ def credential_issue(
     clean_name, models = _validate_credential_input(
         team=team, name=name, allowed_models=allowed_models, expires_at=expires_at
     )
-    if team.status != Team.Status.ACTIVE:
+    if not tenancy_selectors.team_is_active(team):
         raise Conflict(f"Team '{team.slug}' is suspended: no new keys", code="team_suspended")
     _check_rate_limit_room(team=team, adding_restricted_key=bool(models))
     with _team_key_routes_watch(team, f"key '{clean_name}' of team {team.slug} issued"):
@@ -329,7 +331,7 @@ def credential_rotate(
     state = selectors.credential_state(locked, now=now)
     if state != "active":
         raise Conflict(f"Only an active credential can be rotated; this one is {state}", code="credential_not_active")
-    if locked.team.status != Team.Status.ACTIVE:
+    if not tenancy_selectors.team_is_active(locked.team):
         raise Conflict(f"Team '{locked.team.slug}' is suspended: no new keys", code="team_suspended")
     window = conf.default_rotation_overlap() if overlap is None else overlap
     if window < timedelta(0) or window > conf.max_rotation_overlap():
@@ -447,8 +449,7 @@ def _creator_may_still_manage(reveal: CredentialReveal) -> bool:
     creator = reveal.created_by
     if creator.is_staff:
         return True
-    role = tenancy_selectors.membership_role(team=reveal.credential.team, user=creator)
-    return tenancy_selectors.role_at_least(role, Role.DEVELOPER)
+    return tenancy_selectors.member_may_develop(team=reveal.credential.team, user=creator)
 
 
 def _reveal_consume(found: CredentialReveal, *, actor: User | None, channel: str) -> tuple[Credential, str]:
@@ -483,9 +484,7 @@ def credential_reveal(*, actor: User, token: str, platform_admin: bool = False) 
     found = selectors.credential_reveal_get(token_hash=_hash_reveal_token(token))
     if found is None or found.created_by_id != actor.pk:
         raise NotFound("No such reveal link", code="reveal_not_found")
-    if not platform_admin and not tenancy_selectors.role_at_least(
-        tenancy_selectors.membership_role(team=found.credential.team, user=actor), Role.DEVELOPER
-    ):
+    if not platform_admin and not tenancy_selectors.member_may_develop(team=found.credential.team, user=actor):
         # Left the team or demoted since the link was made: the link is no longer theirs to use.
         raise NotFound("No such reveal link", code="reveal_not_found")
     return _reveal_consume(found, actor=actor, channel="api")
@@ -515,12 +514,11 @@ def credential_reveal_by_link(*, token: str) -> tuple[Credential, str]:
 
 @transaction.atomic
 def team_budget_enforcement_set(*, actor: User | None, team: Team, enforcement: str, reason: str) -> bool:
-    """Record what budget enforcement says for a team (none, throttle, block) on its gateway policy; when it
-    changes, every cluster's gateway policy is re-rendered. Returns whether anything changed."""
-    if enforcement not in BudgetEnforcement.values:
-        raise ValidationFailed.for_field(
-            "enforcement", f"must be one of {', '.join(BudgetEnforcement.values)}", "invalid_choice"
-        )
+    """Record what budget enforcement says for a team (none, throttle, block) on its gateway policy, the one record
+    of it; when it changes, every cluster's gateway policy is re-rendered. Returns whether anything changed."""
+    known = [value.value for value in BudgetEnforcement]
+    if enforcement not in known:
+        raise ValidationFailed.for_field("enforcement", f"must be one of {', '.join(known)}", "invalid_choice")
     TeamGatewayPolicy.objects.get_or_create(team=team)
     policy = TeamGatewayPolicy.objects.select_for_update().get(team=team)
     if policy.budget_enforcement == enforcement:
@@ -723,7 +721,8 @@ def gateway_policies_bump_drifted(*, policy_ids: Iterable[int]) -> list[int]:
 
 def gateway_policies_ensure() -> int:
     """A gateway policy row for every cluster (new clusters get one at the next resync). Returns rows created."""
-    missing = Cluster.objects.filter(gateway_policy__isnull=True).values_list("pk", flat=True)
+    with_policy = set(ClusterGatewayPolicy.objects.values_list("cluster_id", flat=True))
+    missing = [cluster_id for cluster_id in cluster_selectors.cluster_ids() if cluster_id not in with_policy]
     created = ClusterGatewayPolicy.objects.bulk_create(
         [ClusterGatewayPolicy(cluster_id=cluster_id) for cluster_id in missing], ignore_conflicts=True
     )

@@ -11,6 +11,7 @@ from django.db.models import Q
 from django.db.models.functions import Lower
 
 from portal.core.models import TimestampedModel
+from portal.tenancy.contracts import ALERT_ONLY, BudgetEnforcement
 
 # DESIGN.md: a team slug is a DNS-1123 label of at most 40 characters (it becomes part of a namespace).
 TEAM_SLUG_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$"
@@ -132,9 +133,12 @@ class Membership(TimestampedModel):
 
 class TeamQuota(TimestampedModel):
     class BudgetPolicy(models.TextChoices):
-        ALERT = "alert", "Alert only"
-        THROTTLE = "throttle", "Throttle"
-        BLOCK = "block", "Block"
+        """What a spent budget brings: an alert only, or an alert and the enforcement of the same name
+        (contracts.enforcement_when_spent)."""
+
+        ALERT = ALERT_ONLY, "Alert only"
+        THROTTLE = BudgetEnforcement.THROTTLE.value, "Throttle"
+        BLOCK = BudgetEnforcement.BLOCK.value, "Block"
 
     team = models.OneToOneField(Team, on_delete=models.CASCADE, related_name="quota")
     max_deployments = models.PositiveIntegerField()

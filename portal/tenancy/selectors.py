@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.db.models import Prefetch, QuerySet, Sum
 
 from portal.core.errors import NotFound
-from portal.tenancy.contracts import TeamQuotaContract
+from portal.tenancy.contracts import TeamBudgetTerms, TeamQuotaContract
 from portal.tenancy.models import ROLE_RANK, Membership, QuotaRequest, Role, Team, TeamGpuQuota, TeamQuota, User
 
 
@@ -54,6 +56,24 @@ def role_at_least(role: str | None, required: str) -> bool:
     return role is not None and ROLE_RANK[Role(role)] >= ROLE_RANK[Role(required)]
 
 
+def member_may_develop(*, team: Team, user: User) -> bool:
+    """Whether the user is a developer or admin of the team (may manage its keys and deployments)."""
+    return role_at_least(membership_role(team=team, user=user), Role.DEVELOPER)
+
+
+def team_is_active(team: Team) -> bool:
+    return team.status == Team.Status.ACTIVE
+
+
+def team_ids_inactive(*, among: Iterable[int]) -> set[int]:
+    """Of the given teams, those that are not active (suspended)."""
+    return set(Team.objects.filter(pk__in=list(among)).exclude(status=Team.Status.ACTIVE).values_list("pk", flat=True))
+
+
+def teams_by_slugs(*, slugs: Iterable[str]) -> list[Team]:
+    return list(Team.objects.filter(slug__in=list(slugs)))
+
+
 def user_memberships(*, user: User) -> QuerySet[Membership]:
     return Membership.objects.filter(user=user).select_related("team").order_by("team__slug")
 
@@ -92,6 +112,30 @@ def team_quota_contract(*, team_slug: str) -> TeamQuotaContract:
         budget_policy=quota.budget_policy,
         gpus={limit.accelerator_type: limit.gpus for limit in quota.gpu_limits.all()},
     )
+
+
+def team_get(*, team_id: int) -> Team:
+    return Team.objects.get(pk=team_id)
+
+
+def team_ids_with_a_budget() -> list[int]:
+    return list(TeamQuota.objects.filter(monthly_budget__gt=0).values_list("team_id", flat=True))
+
+
+def team_budget_terms(*, team_id: int) -> TeamBudgetTerms | None:
+    """The team's monthly budget and policy, or None when it has no quota."""
+    return teams_budget_terms(team_ids=[team_id]).get(team_id)
+
+
+def teams_budget_terms(*, team_ids: Iterable[int]) -> dict[int, TeamBudgetTerms]:
+    """The monthly budget and policy of each of these teams that has a quota, by team id."""
+    rows = TeamQuota.objects.filter(team_id__in=list(team_ids)).values_list(
+        "team_id", "team__slug", "monthly_budget", "budget_policy"
+    )
+    return {
+        team_id: TeamBudgetTerms(team_id=team_id, team_slug=slug, monthly_budget=budget, budget_policy=policy)
+        for team_id, slug, budget, policy in rows
+    }
 
 
 def user_get_by_reference(*, reference: str) -> User | None:

@@ -71,11 +71,11 @@ class BudgetStateAdmin(ReadOnlyAdmin):
         "spent",
         "spent_percent",
         "projected",
-        "enforcement",
+        "enforced_at",
         "lifted_at",
         "released_at",
     ]
-    list_filter = ["enforcement", "month"]
+    list_filter = ["month"]
     search_fields = ["team__slug"]
 
     @admin.display(description="budget", ordering="budget")

@@ -16,12 +16,6 @@ MONEY_DIGITS = 24
 MONEY_PLACES = 12
 
 
-class Enforcement(models.TextChoices):
-    NONE = "none", "None"
-    THROTTLE = "throttle", "Throttle"
-    BLOCK = "block", "Block"
-
-
 class CollectorSource(TimestampedModel):
     """An event source a collector token may send: `source` values starting with `source_prefix`."""
 
@@ -324,7 +318,9 @@ class TeamBudgetSettings(TimestampedModel):
 
 
 class BudgetState(TimestampedModel):
-    """A team's budget in one calendar month: last evaluation, and the policy applied at the gateway."""
+    """A team's budget in one calendar month: its last evaluation, and when this month's spend brought its policy's
+    enforcement, when an admin lifted it, when the month's end released it. What is enforced now is the gateway's
+    to hold (gateway TeamGatewayPolicy.budget_enforcement), not this row's."""
 
     team = models.ForeignKey("tenancy.Team", on_delete=models.CASCADE, related_name="budget_states")
     month = models.DateField(help_text="first day of the month (UTC)")
@@ -332,7 +328,7 @@ class BudgetState(TimestampedModel):
     spend = models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES, default=0)
     projected_spend = models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES, default=0)
     evaluated_at = models.DateTimeField(null=True, blank=True)
-    enforcement = models.CharField(max_length=10, choices=Enforcement.choices, default=Enforcement.NONE)
+    # When this month's spend brought the policy's enforcement (the latest time, if it came back after a release).
     enforced_at = models.DateTimeField(null=True, blank=True)
     # An early lift by a platform admin holds for the rest of the month; the month's end releases the rest.
     lifted_at = models.DateTimeField(null=True, blank=True)
@@ -346,13 +342,10 @@ class BudgetState(TimestampedModel):
         ordering = ["-month", "team_id"]
         constraints = [
             models.UniqueConstraint(fields=["team", "month"], name="one_budget_state_per_team_and_month"),
-            models.CheckConstraint(
-                condition=Q(enforcement__in=Enforcement.values), name="budget_state_enforcement_known"
-            ),
         ]
 
     def __str__(self) -> str:
-        return f"{self.team_id} {self.month:%Y-%m} {self.enforcement}"
+        return f"{self.team_id} {self.month:%Y-%m}"
 
 
 class BudgetAlert(models.Model):

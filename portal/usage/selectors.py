@@ -8,19 +8,20 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from django.conf import settings
-from django.db.models import Count, Exists, F, Max, Min, OuterRef, Q, QuerySet, Sum
+from django.db.models import Count, Exists, Max, Min, OuterRef, QuerySet, Sum
 
-from catalog.models import CatalogModel, ModelPrice, ModelVersion
-from portal.clusters.models import AcceleratorPool
+from catalog import selectors as catalog_selectors
+from portal.clusters import selectors as cluster_selectors
 from portal.deployments import selectors as deployment_selectors
 from portal.deployments.contracts import ServedNameRef
 from portal.deployments.models import Deployment, ReplicaObservation
 from portal.gateway import selectors as gateway_selectors
 from portal.gateway.contracts import CredentialRef
-from portal.tenancy.models import Team, TeamQuota
+from portal.tenancy import selectors as tenancy_selectors
+from portal.tenancy.contracts import ALERT_ONLY, BudgetEnforcement
 from portal.usage import store
 from portal.usage.contracts import BudgetStatus, PriceRef
 from portal.usage.models import (
@@ -39,6 +40,9 @@ from portal.usage.models import (
 )
 from portal.usage.partitions import month_start, next_month
 from portal.usage.rating import PriceBook
+
+if TYPE_CHECKING:  # types only: teams are read through tenancy's selectors
+    from portal.tenancy.models import Team
 
 ZERO = Decimal(0)
 TOKEN_COLUMNS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
@@ -68,20 +72,10 @@ def model_names(*, names: Iterable[str]) -> dict[str, ModelRef]:
     """The catalog models these names (as a gateway reports them) stand for: a model's slug, its versions' served
     model names and provider model ids. The slug wins over a version name that happens to be another model's slug.
     Only the names asked for are read (a batch reports a handful)."""
-    asked = set(names)
-    wanted = sorted(asked)
-    found: dict[str, ModelRef] = {}
-    if not wanted:
-        return found
-    versions = ModelVersion.objects.filter(Q(served_model_name__in=wanted) | Q(provider_model_id__in=wanted))
-    for version in versions.order_by("pk").values("model_id", "model__slug", "served_model_name", "provider_model_id"):
-        ref = ModelRef(version["model_id"], version["model__slug"])
-        for name in (version["provider_model_id"], version["served_model_name"]):
-            if name in asked:
-                found.setdefault(name, ref)
-    for model_id, slug in CatalogModel.objects.filter(slug__in=wanted).values_list("pk", "slug"):
-        found[slug] = ModelRef(model_id, slug)
-    return found
+    return {
+        name: ModelRef(model_id, slug)
+        for name, (model_id, slug) in catalog_selectors.model_ids_by_names(names=names).items()
+    }
 
 
 def served_names(*, names: Iterable[str]) -> dict[str, list[ServedNameRef]]:
@@ -91,12 +85,9 @@ def served_names(*, names: Iterable[str]) -> dict[str, list[ServedNameRef]]:
 
 def price_book(*, model_ids: Iterable[int]) -> PriceBook:
     """Every price of these models, each with its start, for lookups by event time."""
-    rows = ModelPrice.objects.filter(model_id__in=set(model_ids)).values_list(
-        "model_id", "pk", "usage_type", "price_per_million", "effective_from"
-    )
     return PriceBook(
-        (model_id, PriceRef(price_id, usage_type, price, effective_from))
-        for model_id, price_id, usage_type, price, effective_from in rows
+        (row.model_id, PriceRef(row.price_id, row.usage_type, row.price_per_million, row.effective_from))
+        for row in catalog_selectors.model_price_rows(model_ids=model_ids)
     )
 
 
@@ -136,19 +127,12 @@ def forget_cached_credentials() -> None:
 def backdated_prices(*, grace: timedelta) -> list[tuple[int, str, datetime]]:
     """Prices that took effect before they were entered (by more than `grace`) and were not re-rated yet:
     (price id, model slug, effective from)."""
-    done = PriceRerate.objects.values("price_id")
-    rows = (
-        ModelPrice.objects.exclude(pk__in=done)
-        .filter(effective_from__lt=F("created_at") - grace)
-        .order_by("pk")
-        .values_list("pk", "model__slug", "effective_from")
-    )
-    return list(rows)
+    return catalog_selectors.prices_backdated(grace=grace, excluding=PriceRerate.objects.values("price_id"))
 
 
 def model_exists(*, slug: str) -> ModelRef | None:
-    found = CatalogModel.objects.filter(slug=slug).values_list("pk", "slug").first()
-    return ModelRef(found[0], found[1]) if found else None
+    model_id = catalog_selectors.model_id_by_slug(slug=slug)
+    return ModelRef(model_id, slug) if model_id is not None else None
 
 
 # --- raw events -------------------------------------------------------------------------------------------
@@ -361,19 +345,25 @@ def budget_alerts(*, team: Team, month: date) -> QuerySet[BudgetAlert]:
 
 
 def budget_states_to_release(*, before: date) -> QuerySet[BudgetState]:
-    """States of past months whose enforcement is still applied at the gateway."""
-    return BudgetState.objects.filter(month__lt=before, released_at__isnull=True).exclude(enforcement="none")
-
-
-def team_ids_with_budgets(*, month: date) -> list[int]:
-    """Teams with a budget, and teams still enforced this month (a budget set to zero must release them)."""
-    budgeted = set(Team.objects.filter(quota__monthly_budget__gt=0).values_list("pk", flat=True))
-    enforced = set(
-        BudgetState.objects.filter(month=month_start(month))
-        .exclude(enforcement="none")
-        .values_list("team_id", flat=True)
+    """States of past months that brought an enforcement still applied at the gateway, unless this month's spend
+    brought it again (this month's evaluation owns it then)."""
+    enforced = gateway_selectors.team_budget_enforcements()
+    enforced_this_month = BudgetState.objects.filter(
+        month=month_start(before), enforced_at__isnull=False, lifted_at__isnull=True
+    ).values_list("team_id", flat=True)
+    return (
+        BudgetState.objects.filter(
+            month__lt=before, released_at__isnull=True, enforced_at__isnull=False, team_id__in=list(enforced)
+        )
+        .exclude(lifted_at__isnull=False)
+        .exclude(team_id__in=enforced_this_month)
     )
-    return sorted(budgeted | enforced)
+
+
+def team_ids_with_budgets() -> list[int]:
+    """Teams with a budget, and teams enforced now (a budget set to zero must release them)."""
+    budgeted = set(tenancy_selectors.team_ids_with_a_budget())
+    return sorted(budgeted | set(gateway_selectors.team_budget_enforcements()))
 
 
 def alert_pending_ids() -> list[int]:
@@ -397,12 +387,7 @@ def hourly_rollup_summary(*, team_id: int) -> dict[str, Any]:
 
 def pool_prices() -> dict[tuple[int, str], Decimal]:
     """The hourly GPU price of every accelerator pool, by (cluster id, accelerator type)."""
-    return {
-        (cluster_id, accelerator_type): price
-        for cluster_id, accelerator_type, price in AcceleratorPool.objects.values_list(
-            "cluster_id", "accelerator_type", "hourly_price_per_gpu"
-        )
-    }
+    return cluster_selectors.pool_hourly_prices()
 
 
 def gpu_accrual_due() -> list[int]:
@@ -448,7 +433,7 @@ def budget_statuses(*, teams: list[Team], now: datetime) -> list[BudgetStatus]:
     first = month
     last = next_month(first) - timedelta(days=1)
     team_ids = [team.pk for team in teams]
-    quotas = {quota.team_id: quota for quota in TeamQuota.objects.filter(team_id__in=team_ids)}
+    quotas = tenancy_selectors.teams_budget_terms(team_ids=team_ids)
     token_costs = dict(
         UsageDaily.objects.filter(team_id__in=team_ids, day__gte=first, day__lte=last)
         .values("team_id")
@@ -462,6 +447,7 @@ def budget_statuses(*, teams: list[Team], now: datetime) -> list[BudgetStatus]:
         .values_list("team_id", "total")
     )
     states = {state.team_id: state for state in BudgetState.objects.filter(team_id__in=team_ids, month=first)}
+    enforced = gateway_selectors.team_budget_enforcements(team_ids=team_ids)
     own_thresholds = dict(TeamBudgetSettings.objects.filter(team_id__in=team_ids).values_list("team_id", "thresholds"))
     alerts: dict[int, list[BudgetAlert]] = {}
     for alert in BudgetAlert.objects.filter(team_id__in=team_ids, month=first).order_by("threshold"):
@@ -487,8 +473,8 @@ def budget_statuses(*, teams: list[Team], now: datetime) -> list[BudgetStatus]:
                 projected_spend=projected_month_end(spend=spend, month=month, now=now),
                 percent=(spend * 100 / budget) if budget > 0 else ZERO,
                 thresholds=tuple(sorted(thresholds)) if thresholds else tuple(settings.USAGE_BUDGET_THRESHOLDS),
-                policy=quota.budget_policy if quota is not None else "alert",
-                enforcement=state.enforcement if state is not None else "none",
+                policy=quota.budget_policy if quota is not None else ALERT_ONLY,
+                enforcement=enforced.get(team.pk, BudgetEnforcement.NONE).value,
                 lifted_at=state.lifted_at if state is not None else None,
                 alerts=tuple(
                     (alert.threshold, alert.created_at, alert.delivered_at) for alert in alerts.get(team.pk, ())

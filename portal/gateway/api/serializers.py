@@ -9,6 +9,7 @@ from rest_framework import serializers
 from portal.api.serializers import KubernetesObjectField, QueryFilters, StrictInput
 from portal.gateway import conf, selectors
 from portal.gateway.models import Credential, ProviderBackend, ProviderKind
+from portal.tenancy.contracts import BUDGET_ENFORCEMENT_CHOICES
 
 DELIVERY_CHOICES = ("response", "reveal_link")
 
@@ -165,7 +166,7 @@ class GatewayBootstrapOutput(serializers.Serializer):
 
 class TeamGatewayStateOutput(serializers.Serializer):
     team = serializers.CharField(source="team_slug")
-    budget_enforcement = serializers.ChoiceField(choices=["none", "throttle", "block"])
+    budget_enforcement = serializers.ChoiceField(choices=BUDGET_ENFORCEMENT_CHOICES)
     reason = serializers.CharField()
     blocked_reason = serializers.CharField(help_text="'suspended', 'budget', or empty")
     tokens_per_minute = serializers.IntegerField(help_text="Effective limit at the gateway (0 when blocked)")

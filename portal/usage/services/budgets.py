@@ -1,23 +1,30 @@
-"""Budgets: a team's month evaluated against its budget from the rollups, thresholds alerted once, the team's policy
-applied at the gateway at 100 percent, early lifts and thresholds."""
+"""Budgets: a team's month evaluated against its budget from the rollups, thresholds alerted once, the enforcement
+the team's policy names applied at the gateway at 100 percent (the gateway's team policy is the one record of what
+is enforced now), early lifts and thresholds."""
 
 from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from celery import current_app
 from django.db import transaction
 
 from portal.core.audit import audit_record
 from portal.core.errors import Conflict, ValidationFailed
+from portal.gateway import selectors as gateway_selectors
 from portal.gateway import services as gateway_services
-from portal.tenancy.models import Team, TeamQuota, User
+from portal.tenancy import selectors as tenancy_selectors
+from portal.tenancy.contracts import BudgetEnforcement
 from portal.usage import selectors
-from portal.usage.models import BudgetAlert, BudgetState, Enforcement, TeamBudgetSettings
+from portal.usage.models import BudgetAlert, BudgetState, TeamBudgetSettings
 from portal.usage.partitions import month_start
 from portal.usage.services.rollups import usage_rollups_compact
+
+if TYPE_CHECKING:  # types only: another app's rows are read through its selectors
+    from portal.tenancy.models import Team, User
 
 logger = logging.getLogger(__name__)
 
@@ -36,73 +43,80 @@ def _send_after_commit(task: str, object_id: int) -> None:
 
 def budget_evaluate_team(*, team_id: int, now: datetime | None = None) -> BudgetState | None:
     """Spend of the team's current month against its budget: alerts for newly crossed thresholds (once per
-    month and threshold), and at 100 percent the team's policy applied through its gateway policy."""
+    month and threshold), and at 100 percent the enforcement its policy names, applied at the gateway (which holds
+    what is enforced now; this month's state records when)."""
     now = now or datetime.now(UTC)
     month = month_start(now)
     with transaction.atomic():
-        quota = TeamQuota.objects.select_related("team").filter(team_id=team_id).first()
-        if quota is None:
+        terms = tenancy_selectors.team_budget_terms(team_id=team_id)
+        if terms is None:
             return None
-        team = quota.team
+        team = tenancy_selectors.team_get(team_id=team_id)
         token_cost, gpu_cost = selectors.team_month_spend(team_id=team_id, month=month)
         spend = token_cost + gpu_cost
-        BudgetState.objects.get_or_create(team=team, month=month, defaults={"budget": quota.monthly_budget})
-        state = BudgetState.objects.select_for_update().get(team=team, month=month)
-        state.budget = quota.monthly_budget
+        BudgetState.objects.get_or_create(team_id=team_id, month=month, defaults={"budget": terms.monthly_budget})
+        state = BudgetState.objects.select_for_update().get(team_id=team_id, month=month)
+        state.budget = terms.monthly_budget
         state.spend = spend
         state.projected_spend = selectors.projected_month_end(spend=spend, month=month, now=now)
         state.evaluated_at = now
-        percent = spend * 100 / quota.monthly_budget if quota.monthly_budget > 0 else Decimal(0)
-        policy = quota.budget_policy
-        enforce = percent >= 100 and policy in (Enforcement.THROTTLE, Enforcement.BLOCK) and state.lifted_at is None
+        percent = spend * 100 / terms.monthly_budget if terms.monthly_budget > 0 else Decimal(0)
+        wanted = terms.enforcement_when_spent if percent >= 100 and state.lifted_at is None else BudgetEnforcement.NONE
+        applied = gateway_selectors.team_budget_enforcement(team_id=team_id)
         action = ""
-        if enforce and state.enforcement != policy:
+        if wanted != BudgetEnforcement.NONE and (applied != wanted or state.enforced_at is None):
+            # Enforced now, or the policy changed; a month's first enforcement is recorded even when last month's
+            # is still applied (the month's end releases that one).
             gateway_services.team_budget_enforcement_set(
                 actor=None,
                 team=team,
-                enforcement=policy,
-                reason=f"monthly budget spent ({percent:.1f}% of {quota.monthly_budget})",
+                enforcement=wanted,
+                reason=f"monthly budget spent ({percent:.1f}% of {terms.monthly_budget})",
             )
-            before = state.enforcement
-            state.enforcement, state.enforced_at, action = policy, now, policy
+            state.enforced_at, action = now, wanted.value
             audit_record(
                 actor=None,
                 action="budget.enforce",
                 target_type="team",
-                target_id=team.pk,
-                target_label=team.slug,
-                team_slug=team.slug,
-                before={"enforcement": before},
-                after={"enforcement": policy, "month": month.isoformat(), "spend": str(spend)},
+                target_id=team_id,
+                target_label=terms.team_slug,
+                team_slug=terms.team_slug,
+                before={"enforcement": applied.value},
+                after={"enforcement": wanted.value, "month": month.isoformat(), "spend": str(spend)},
             )
-        elif not enforce and state.enforcement != Enforcement.NONE and state.lifted_at is None:
-            # The budget was raised or the policy relaxed: spend is within it again.
+        elif (
+            wanted == BudgetEnforcement.NONE
+            and applied != BudgetEnforcement.NONE
+            and state.enforced_at is not None
+            and state.lifted_at is None
+        ):
+            # The budget was raised or the policy relaxed: spend is within it again. (What this month did not
+            # enforce, the month's end releases.)
             gateway_services.team_budget_enforcement_set(
-                actor=None, team=team, enforcement=Enforcement.NONE, reason="spend within the budget again"
+                actor=None, team=team, enforcement=BudgetEnforcement.NONE, reason="spend within the budget again"
             )
             audit_record(
                 actor=None,
                 action="budget.release",
                 target_type="team",
-                target_id=team.pk,
-                target_label=team.slug,
-                team_slug=team.slug,
-                before={"enforcement": state.enforcement},
+                target_id=team_id,
+                target_label=terms.team_slug,
+                team_slug=terms.team_slug,
+                before={"enforcement": applied.value},
                 after={"enforcement": "none", "reason": "within budget"},
             )
-            state.enforcement = Enforcement.NONE
         state.save()
-        if quota.monthly_budget > 0:
+        if terms.monthly_budget > 0:
             for threshold in selectors.team_thresholds(team=team):
                 if percent < threshold:
                     continue
                 alert, created = BudgetAlert.objects.get_or_create(
-                    team=team,
+                    team_id=team_id,
                     month=month,
                     threshold=threshold,
                     defaults={
                         "spend": spend,
-                        "budget": quota.monthly_budget,
+                        "budget": terms.monthly_budget,
                         "projected_spend": state.projected_spend,
                         "action": action if threshold >= 100 else "",
                     },
@@ -123,22 +137,24 @@ def budgets_evaluate(*, now: datetime | None = None, recompute_rollups: bool = F
             state = BudgetState.objects.select_for_update().select_related("team").get(pk=state_id)
             if state.released_at is not None:
                 continue
-            gateway_services.team_budget_enforcement_set(
-                actor=None, team=state.team, enforcement=Enforcement.NONE, reason="a new budget month"
-            )
-            audit_record(
-                actor=None,
-                action="budget.release",
-                target_type="team",
-                target_id=state.team.pk,
-                target_label=state.team.slug,
-                team_slug=state.team.slug,
-                before={"enforcement": state.enforcement, "month": state.month.isoformat()},
-                after={"enforcement": "none", "reason": "new month"},
-            )
+            applied = gateway_selectors.team_budget_enforcement(team_id=state.team_id)
+            if applied != BudgetEnforcement.NONE:
+                gateway_services.team_budget_enforcement_set(
+                    actor=None, team=state.team, enforcement=BudgetEnforcement.NONE, reason="a new budget month"
+                )
+                audit_record(
+                    actor=None,
+                    action="budget.release",
+                    target_type="team",
+                    target_id=state.team_id,
+                    target_label=state.team.slug,
+                    team_slug=state.team.slug,
+                    before={"enforcement": applied.value, "month": state.month.isoformat()},
+                    after={"enforcement": "none", "reason": "new month"},
+                )
             state.released_at = now
             state.save(update_fields=["released_at", "updated_at"])
-    team_ids = selectors.team_ids_with_budgets(month=month_start(now))
+    team_ids = selectors.team_ids_with_budgets()
     for team_id in team_ids:
         budget_evaluate_team(team_id=team_id, now=now)
     return len(team_ids)
@@ -154,15 +170,14 @@ def budget_lift(*, actor: User, team: Team, reason: str, now: datetime | None = 
         raise ValidationFailed.for_field("reason", "must be at most 500 characters", code="max_length")
     with transaction.atomic():
         state = BudgetState.objects.select_for_update().filter(team=team, month=month_start(now)).first()
-        if state is None or state.enforcement == Enforcement.NONE:
+        applied = gateway_selectors.team_budget_enforcement(team_id=team.pk)
+        if state is None or applied == BudgetEnforcement.NONE:
             raise Conflict(
                 f"Team '{team.slug}' has no budget enforcement to lift this month", code="budget_not_enforced"
             )
         gateway_services.team_budget_enforcement_set(
-            actor=actor, team=team, enforcement=Enforcement.NONE, reason=f"lifted: {reason}"
+            actor=actor, team=team, enforcement=BudgetEnforcement.NONE, reason=f"lifted: {reason}"
         )
-        before = {"enforcement": state.enforcement}
-        state.enforcement = Enforcement.NONE
         state.lifted_at, state.lifted_by, state.lift_reason = now, actor, reason
         state.save()
         audit_record(
@@ -172,7 +187,7 @@ def budget_lift(*, actor: User, team: Team, reason: str, now: datetime | None = 
             target_id=team.pk,
             target_label=team.slug,
             team_slug=team.slug,
-            before=before,
+            before={"enforcement": applied.value},
             after={"enforcement": "none", "reason": reason, "month": state.month.isoformat()},
         )
     return state

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.db import transaction
 
 from portal.core.audit import audit_record
 from portal.core.errors import NotFound, ValidationFailed
-from portal.tenancy.models import User
 from portal.tokens.models import ApiToken, Scope
 from portal.usage.models import CollectorSource
+
+if TYPE_CHECKING:  # types only: another app's rows are read through its selectors
+    from portal.tenancy.models import User
 
 
 def collector_source_bind(*, actor: User | None, token_id: int, source_prefix: str) -> CollectorSource:

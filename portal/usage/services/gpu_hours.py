@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
+from typing import TYPE_CHECKING
 
 from django.db import connection, transaction
 
-from portal.deployments.models import ReplicaObservation
 from portal.usage import selectors
 from portal.usage.models import GpuAccrualCursor, GpuUsage
+
+if TYPE_CHECKING:  # types only: the replica change log is read through usage's selectors
+    from portal.deployments.models import ReplicaObservation
 
 
 def _hour(moment: datetime) -> datetime:

@@ -4,15 +4,18 @@ name exists; the rollups gain them through deltas, exactly once."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from django.db import connection, transaction
 
 from portal.core.audit import audit_record
 from portal.core.errors import ValidationFailed
-from portal.tenancy.models import User
 from portal.usage import store
 from portal.usage.contracts import UsageRecord
 from portal.usage.services.ingest import attribute_and_rate, labels
+
+if TYPE_CHECKING:  # types only: another app's rows are read through its selectors
+    from portal.tenancy.models import User
 
 
 def usage_quarantine_release(*, actor: User | None, since: datetime, chunk: int = 2000) -> dict[str, int]:

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import connection, transaction
 
 from portal.core.audit import audit_record
 from portal.core.errors import ValidationFailed
-from portal.tenancy.models import User
 from portal.usage import selectors, store
 from portal.usage.models import PriceRerate
 from portal.usage.rating import rate_pico
+
+if TYPE_CHECKING:  # types only: another app's rows are read through its selectors
+    from portal.tenancy.models import User
 
 BACKDATED_PRICE_GRACE = timedelta(minutes=1)
 

@@ -9,8 +9,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
 
 from portal.core.models import AuditEvent
 from portal.gateway.models import TeamGatewayPolicy
@@ -19,6 +22,7 @@ from portal.usage import services
 from portal.usage.models import BudgetAlert, BudgetState
 from portal.usage.partitions import month_start, next_month
 from tests.conftest import ROLES, assert_problem
+from tests.factories import TeamFactory
 from tests.portal.usage.conftest import UsageWorld
 
 pytestmark = pytest.mark.django_db
@@ -60,7 +64,7 @@ def test_thresholds_alert_once_and_block_changes_the_gateway_policy(world: Usage
     assert BudgetAlert.objects.get(threshold=100).spend == Decimal("11")
     assert _gateway_enforcement(world) == "block"
     state = BudgetState.objects.get(team=world.team)
-    assert (state.enforcement, state.spend) == ("block", Decimal("11"))
+    assert (state.enforced_at is not None, state.spend) == (True, Decimal("11"))
     assert state.projected_spend >= Decimal("11")
     assert AuditEvent.objects.filter(action="budget.enforce", team_slug="alpha").count() == 1
 
@@ -71,7 +75,7 @@ def test_alert_only_policy_never_touches_the_gateway(world: UsageWorld, rollups)
     services.budgets_evaluate()
     assert sorted(BudgetAlert.objects.values_list("threshold", flat=True)) == [50, 80, 100]
     assert _gateway_enforcement(world) == "none"
-    assert BudgetState.objects.get(team=world.team).enforcement == "none"
+    assert BudgetState.objects.get(team=world.team).enforced_at is None
 
 
 def test_throttle_policy_and_the_next_month_lifts_it(world: UsageWorld, rollups) -> None:
@@ -85,7 +89,7 @@ def test_throttle_policy_and_the_next_month_lifts_it(world: UsageWorld, rollups)
     old = BudgetState.objects.get(team=world.team, month=month_start(datetime.now(UTC)))
     assert old.released_at is not None
     new = BudgetState.objects.get(team=world.team, month=next_start)
-    assert (new.enforcement, new.spend) == ("none", Decimal("0"))
+    assert (new.enforced_at, new.spend) == (None, Decimal("0"))
 
 
 def test_raising_the_budget_releases_enforcement(world: UsageWorld, rollups) -> None:
@@ -257,4 +261,52 @@ def test_a_budget_set_to_zero_releases_enforcement(world: UsageWorld, rollups) -
     _budget(world, "0.00", "block")
     services.budgets_evaluate()
     assert _gateway_enforcement(world) == "none"
-    assert BudgetState.objects.get(team=world.team).enforcement == "none"
+    assert world.matrix.client("platform_admin").get("/api/v1/teams/alpha/budget").json()["enforcement"] == "none"
+
+
+def _migrate(targets: list[tuple[str, str]]) -> Any:
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(targets)
+    return executor.loader.project_state(targets).apps
+
+
+def test_the_migration_carries_enforcement_held_by_budget_states_to_the_gateway(world: UsageWorld) -> None:
+    """usage 0012, run for real: a state still enforcing hands its enforcement to the team's gateway policy (the row
+    drifted, or is missing); a lifted state hands nothing; backwards, the states take it back from the gateway."""
+    drifted, missing, lifted = world.team, TeamFactory(slug="beta-team"), TeamFactory(slug="gamma-team")
+    TeamGatewayPolicy.objects.create(team=drifted, budget_enforcement="none", generation=3)
+    this_month = month_start(datetime.now(UTC))
+    enforced_at = datetime.now(UTC) - timedelta(hours=1)
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # the test's transaction: check its foreign keys before DDL
+    state = _migrate([("usage", "0012_collector_source_token_in_tokens_app")]).get_model("usage", "BudgetState")
+    for team, enforcement, lifted_at in (
+        (drifted, "block", None),
+        (missing, "throttle", None),
+        (lifted, "block", enforced_at),
+    ):
+        state.objects.create(
+            team_id=team.pk,
+            month=this_month,
+            budget=1,
+            enforcement=enforcement,
+            enforced_at=enforced_at,
+            lifted_at=lifted_at,
+        )
+
+    _migrate([("usage", "0013_budget_enforcement_held_by_the_gateway")])
+
+    assert sorted(TeamGatewayPolicy.objects.values_list("team__slug", "budget_enforcement", "generation")) == [
+        ("alpha", "block", 4),
+        ("beta-team", "throttle", 2),
+    ]
+    assert TeamGatewayPolicy.objects.get(team=drifted).reason == "carried over from the month's budget state"
+    assert set(BudgetState.objects.values_list("enforced_at", flat=True)) == {enforced_at}
+
+    TeamGatewayPolicy.objects.filter(team=missing).update(budget_enforcement="block")
+    state = _migrate([("usage", "0012_collector_source_token_in_tokens_app")]).get_model("usage", "BudgetState")
+    assert sorted(state.objects.values_list("team_id", "enforcement")) == sorted(
+        [(drifted.pk, "block"), (missing.pk, "block"), (lifted.pk, "none")]
+    )
+    _migrate([("usage", "0013_budget_enforcement_held_by_the_gateway")])
