@@ -1090,11 +1090,11 @@ export interface components {
             attention: components["schemas"]["AttentionEnum"];
             max_context: number;
             /** @default 0 */
-            kv_lora_rank: number;
+            kv_lora_rank?: number;
             /** @default 0 */
-            qk_rope_head_dim: number;
+            qk_rope_head_dim?: number;
             /** @default 0 */
-            sliding_window: number;
+            sliding_window?: number;
             sliding_window_layers?: number[];
         };
         /**
@@ -1113,11 +1113,11 @@ export interface components {
             attention: components["schemas"]["AttentionEnum"];
             max_context: number;
             /** @default 0 */
-            kv_lora_rank: number;
+            kv_lora_rank?: number;
             /** @default 0 */
-            qk_rope_head_dim: number;
+            qk_rope_head_dim?: number;
             /** @default 0 */
-            sliding_window: number;
+            sliding_window?: number;
             sliding_window_layers?: number[];
         };
         /**
@@ -1258,15 +1258,15 @@ export interface components {
             display_name: string;
             publisher: string;
             /** @default  */
-            description: string;
+            description?: string;
             license: string;
             capabilities: components["schemas"]["CapabilitiesEnum"][];
             context_window: number;
             /** @default preview */
-            lifecycle: components["schemas"]["LifecycleEnum"];
+            lifecycle?: components["schemas"]["LifecycleEnum"];
             hosting: components["schemas"]["HostingEnum"];
             /** @default all */
-            visibility: components["schemas"]["VisibilityEnum"];
+            visibility?: components["schemas"]["VisibilityEnum"];
             visible_to_teams?: string[];
         };
         CatalogModelDetailOutput: {
@@ -1312,7 +1312,7 @@ export interface components {
         ClusterCreateInputRequest: {
             name: string;
             /** @default  */
-            display_name: string;
+            display_name?: string;
             api_server: string;
             auth_kind: components["schemas"]["AuthKindEnum"];
             kubeconfig?: string;
@@ -1322,11 +1322,11 @@ export interface components {
             gateway_namespace: string;
             gateway_name: string;
             /** @default Standard */
-            deployment_mode: components["schemas"]["DeploymentModeEnum"];
+            deployment_mode?: components["schemas"]["DeploymentModeEnum"];
             autoscaler_class?: components["schemas"]["AutoscalerClassEnum"];
             namespace_prefix?: string;
             /** @default false */
-            apply_gateway_bootstrap: boolean;
+            apply_gateway_bootstrap?: boolean;
             gateway_url?: string;
         };
         ClusterOutput: {
@@ -1456,7 +1456,7 @@ export interface components {
             /** Format: date-time */
             expires_at?: string | null;
             /** @default response */
-            delivery: components["schemas"]["DeliveryEnum"];
+            delivery?: components["schemas"]["DeliveryEnum"];
         };
         CredentialIssuedOutput: {
             readonly id: number;
@@ -1530,7 +1530,7 @@ export interface components {
             /** Format: date-time */
             expires_at?: string | null;
             /** @default response */
-            delivery: components["schemas"]["DeliveryEnum"];
+            delivery?: components["schemas"]["DeliveryEnum"];
         };
         /**
          * @description * `response` - response
@@ -1552,14 +1552,14 @@ export interface components {
             accelerator_type?: string;
             region?: string;
             /** @default 1 */
-            min_replicas: number;
+            min_replicas?: number;
             /** @default 1 */
-            max_replicas: number;
+            max_replicas?: number;
             /** @default false */
-            scale_to_zero: boolean;
+            scale_to_zero?: boolean;
             runtime_args?: string[];
             /** @default false */
-            model_cache: boolean;
+            model_cache?: boolean;
             /** @description Default: the fewest GPUs that hold the model (its sizing), else the catalog's hardware profile */
             gpus_per_replica?: number;
         };
@@ -1676,10 +1676,10 @@ export interface components {
             /** @description Default: the version's --max_model_len */
             context_length?: number;
             /** @default 1 */
-            concurrency: number;
+            concurrency?: number;
             kv_cache_dtype?: components["schemas"]["KvCacheDtypeEnum"];
             /** @default 1 */
-            min_replicas: number;
+            min_replicas?: number;
             /** @description Share of each GPU the model server uses (default 90) */
             gpu_memory_utilization_percent?: number;
         };
@@ -1899,29 +1899,29 @@ export interface components {
         ModelVersionCreateInputRequest: {
             version: string;
             /** @default preview */
-            lifecycle: components["schemas"]["LifecycleEnum"];
+            lifecycle?: components["schemas"]["LifecycleEnum"];
             served_model_name: string;
             /** @default  */
-            artifact_uri: string;
+            artifact_uri?: string;
             /** @default  */
-            revision: string;
+            revision?: string;
             /** @default  */
-            format: string;
+            format?: string;
             /** @default  */
-            runtime: string;
+            runtime?: string;
             /** @default 0 */
-            gpus_per_replica: number;
+            gpus_per_replica?: number;
             /** @default 0 */
-            min_gpu_memory_gb: number;
+            min_gpu_memory_gb?: number;
             /** @default  */
-            cpu: string;
+            cpu?: string;
             /** @default  */
-            memory: string;
+            memory?: string;
             runtime_args?: string[];
             /** @default  */
-            provider: components["schemas"]["ProviderEnum"];
+            provider?: components["schemas"]["ProviderEnum"];
             /** @default  */
-            provider_model_id: string;
+            provider_model_id?: string;
             architecture?: components["schemas"]["ArchitectureInputRequest"];
             /** @description The model's Hugging Face config.json, as an object or pasted as a string */
             hf_config?: unknown;
@@ -2360,7 +2360,7 @@ export interface components {
             /** Format: date-time */
             effective_from: string;
             /** @default  */
-            note: string;
+            note?: string;
         };
         PriceOutput: {
             readonly id: number;
@@ -2393,13 +2393,13 @@ export interface components {
             provider: components["schemas"]["ProviderKindEnum"];
             hostname: string;
             /** @default 443 */
-            port: number;
+            port?: number;
             /** @default  */
-            region: string;
+            region?: string;
             /** @default  */
-            api_version: string;
+            api_version?: string;
             /** @default  */
-            credential: string;
+            credential?: string;
         };
         ProviderBackendOutput: {
             name: string;
@@ -2497,7 +2497,7 @@ export interface components {
          */
         QuotaRequestDecisionInputRequest: {
             /** @default  */
-            note: string;
+            note?: string;
         };
         QuotaRequestOutput: {
             readonly id: number;
@@ -2611,10 +2611,10 @@ export interface components {
             slug: string;
             display_name: string;
             /** @default  */
-            description: string;
+            description?: string;
             backstage_group_ref?: string | null;
             /** @default  */
-            cost_center: string;
+            cost_center?: string;
         };
         TeamGatewayStateOutput: {
             team: string;
