@@ -142,6 +142,16 @@ interface Page<T> {
   results: T[];
 }
 
+/**
+ * Whether fetch failed because the connection closed before any answer: a keep-alive connection the portal's server
+ * closed while idle (gunicorn's keepalive is 2 s; undici keeps idle connections 4 s) can be reused just as it closes,
+ * and undici's fetch does not send the request again itself (SocketError `other side closed`, ECONNRESET).
+ */
+function closedUnderUs(error: unknown): boolean {
+  const code = error instanceof TypeError ? (error.cause as { code?: unknown } | undefined)?.code : undefined;
+  return code === 'UND_ERR_SOCKET' || code === 'ECONNRESET' || code === 'EPIPE';
+}
+
 export class PortalClient {
   readonly baseUrl: string;
   private readonly timeoutMs: number;
@@ -221,22 +231,19 @@ export class PortalClient {
     }
     const timeout = AbortSignal.timeout(this.timeoutMs);
     const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
-    let answer: Answer<T>;
-    try {
-      answer = await send({ headers, signal });
-    } catch (error) {
-      if (options.signal?.aborted) {
-        throw new Error(`Cancelled while calling the GenAI portal (${method} ${path})`);
+    // Sent again once when the connection closed under it: safe for reads, deletes and keyed POSTs (the portal
+    // replays its first answer to an Idempotency-Key), never for a POST without one.
+    const repeatable = method === 'GET' || method === 'DELETE' || options.idempotencyKey !== undefined;
+    let answer: Answer<T> | undefined;
+    for (let attempt = 1; !answer; attempt += 1) {
+      try {
+        answer = await send({ headers, signal });
+      } catch (error) {
+        if (repeatable && attempt === 1 && closedUnderUs(error) && !signal.aborted) {
+          continue;
+        }
+        throw this.unreachable(method, path, error, options.signal, timeout);
       }
-      if (timeout.aborted) {
-        throw new Error(`The GenAI portal did not answer ${method} ${path} within ${this.timeoutMs} ms`);
-      }
-      if (error instanceof SyntaxError) {
-        throw new Error(`The GenAI portal answered ${method} ${path} with a body that is not JSON: ${error.message}`);
-      }
-      // fetch's own TypeError ('fetch failed') names its reason only in `cause` (ECONNREFUSED, a closed socket...).
-      const cause = error instanceof Error && error.cause ? ` (${String((error.cause as Error).message ?? error.cause)})` : '';
-      throw new Error(`Could not reach the GenAI portal at ${this.baseUrl} (${method} ${path}): ${String(error)}${cause}`);
     }
     const { response } = answer;
     const replayed = response.headers.get('Idempotent-Replayed') === 'true';
@@ -251,6 +258,22 @@ export class PortalClient {
       throw new PortalError(method, path, response.status, problem);
     }
     return { status: response.status, problem, replayed };
+  }
+
+  /** The error of a call that got no answer: cancelled, timed out, a body that is not JSON, or the portal unreachable. */
+  private unreachable(method: string, path: string, error: unknown, cancel: AbortSignal | undefined, timeout: AbortSignal): Error {
+    if (cancel?.aborted) {
+      return new Error(`Cancelled while calling the GenAI portal (${method} ${path})`);
+    }
+    if (timeout.aborted) {
+      return new Error(`The GenAI portal did not answer ${method} ${path} within ${this.timeoutMs} ms`);
+    }
+    if (error instanceof SyntaxError) {
+      return new Error(`The GenAI portal answered ${method} ${path} with a body that is not JSON: ${error.message}`);
+    }
+    // fetch's own TypeError ('fetch failed') names its reason only in `cause` (ECONNREFUSED, a closed socket...).
+    const cause = error instanceof Error && error.cause ? ` (${String((error.cause as Error).message ?? error.cause)})` : '';
+    return new Error(`Could not reach the GenAI portal at ${this.baseUrl} (${method} ${path}): ${String(error)}${cause}`);
   }
 
   /** The body of a successful answer; an answer without one is an error (the document promises one). */
