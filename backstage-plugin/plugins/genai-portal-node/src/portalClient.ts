@@ -144,8 +144,10 @@ interface Page<T> {
 
 /**
  * Whether fetch failed because the connection closed before any answer: a keep-alive connection the portal's server
- * closed while idle (gunicorn's keepalive is 2 s; undici keeps idle connections 4 s) can be reused just as it closes,
- * and undici's fetch does not send the request again itself (SocketError `other side closed`, ECONNRESET).
+ * closed while idle can be reused just as it closes, and undici's fetch does not send the request again itself
+ * (SocketError `other side closed`, ECONNRESET). The portal's gunicorn closes idle connections after 2 s (`keepalive`,
+ * gunicorn.config, 27.0.1 in uv.lock) and sends no Keep-Alive timeout hint; undici keeps them 4 s (`keepAliveTimeout`
+ * 4e3, undici docs/api/Client.md).
  */
 function closedUnderUs(error: unknown): boolean {
   const code = error instanceof TypeError ? (error.cause as { code?: unknown } | undefined)?.code : undefined;
