@@ -88,6 +88,12 @@ test-plugin: install $(PLUGIN)/node_modules/.package-lock.json
 	cd $(PLUGIN) && npx tsc -p .
 	cd $(PLUGIN) && env $(LOCAL_SERVICES) npm test --silent
 
+# After an API change: the portal's OpenAPI document into the plugin, and the client types generated from it (a
+# Python test and a plugin test fail while either is stale).
+plugin-openapi: install $(PLUGIN)/node_modules/.package-lock.json
+	env $(LOCAL_SERVICES) $(CHECK_KEY) $(PY) manage.py spectacular --format openapi-json --validate --fail-on-warn --file $(PLUGIN)/plugins/genai-portal-node/openapi.json
+	cd $(PLUGIN) && npm run generate --silent
+
 # The console's browser asset: Chart.js from the npm registry (pinned by the console's package-lock.json), copied
 # into the portal's static files; rebuilt only when the lock changes. Pages work without it (tables, no charts).
 CONSOLE_ASSETS := portal/console/assets

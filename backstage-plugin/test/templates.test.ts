@@ -74,6 +74,18 @@ describe('software templates in a scaffolder backend', () => {
       body: JSON.stringify({ templateRef: templateRef(onboard), values: { group: 'group:default/ml', team: 'Not A Slug', displayName: 'x' } }),
     });
     assert.equal(response.status, 400);
+    // A deployment name with a leading digit: the portal refuses it, so the form does (pattern from the document).
+    const posts = portal.posts('/api/v1/teams/ml/deployments').length;
+    const leadingDigit = await fetch(`${url}/api/scaffolder/v2/tasks`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({
+        templateRef: templateRef(deploy),
+        values: { team: 'group:default/ml', model: 'resource:default/qwen2-5-7b-instruct', name: '1chat', timeoutSeconds: 60 },
+      }),
+    });
+    assert.equal(leadingDigit.status, 400, await leadingDigit.text());
+    assert.equal(portal.posts('/api/v1/teams/ml/deployments').length, posts);
   });
 
   it('deploy a model: team from the group, model from the catalog entity, waits until Ready', async () => {

@@ -66,6 +66,8 @@ export class FakePortal {
    * Set it to another origin or scheme to act as a portal (or a man in the middle) linking elsewhere.
    */
   nextOrigin?: string;
+  /** When set, `next` links name this path instead of the list's own (a forged link on the portal's origin). */
+  nextPath?: string;
   /**
    * Answer the next GETs of a deployment with 401 `backstage_token_expired` once it was polled this many
    * times, as the portal does when the forwarded Backstage user token expires during a long wait.
@@ -127,7 +129,7 @@ export class FakePortal {
     const size = Number(url.searchParams.get('page_size') ?? 50);
     const number = Number(url.searchParams.get('page') ?? 1);
     const slice = items.slice((number - 1) * size, number * size);
-    const next = number * size < items.length ? `${this.nextOrigin ?? this.url}${url.pathname}?page=${number + 1}&page_size=${size}` : null;
+    const next = number * size < items.length ? `${this.nextOrigin ?? this.url}${this.nextPath ?? url.pathname}?page=${number + 1}&page_size=${size}` : null;
     this.send(res, 200, { count: items.length, next, previous: null, results: slice });
   }
 

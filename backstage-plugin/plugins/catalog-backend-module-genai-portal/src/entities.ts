@@ -93,8 +93,8 @@ export function modelToEntity(model: CatalogModel, options: MappingOptions): Ent
       namespace: options.namespace,
       title: model.display_name,
       description: model.description || `${model.display_name} by ${model.publisher}`,
-      tags: [...new Set([...model.capabilities.map(tag), tag(model.hosting)].filter(Boolean))],
-      labels: { [`${ANNOTATION_PREFIX}/lifecycle`]: tag(model.lifecycle), [`${ANNOTATION_PREFIX}/hosting`]: tag(model.hosting) },
+      tags: [...new Set([...(model.capabilities ?? []).map(tag), tag(model.hosting)].filter(Boolean))],
+      labels: { [`${ANNOTATION_PREFIX}/lifecycle`]: tag(model.lifecycle ?? ''), [`${ANNOTATION_PREFIX}/hosting`]: tag(model.hosting) },
       annotations: {
         ...locationAnnotations(options, path),
         [MODEL_ANNOTATION]: model.slug,
@@ -110,7 +110,7 @@ export function modelToEntity(model: CatalogModel, options: MappingOptions): Ent
     spec: {
       type: 'ai-model',
       owner: options.modelOwner,
-      lifecycle: tag(model.lifecycle),
+      lifecycle: tag(model.lifecycle ?? ''),
     },
   };
 }

@@ -20,8 +20,7 @@ export const CATALOG_SCOPE = 'catalog:read';
  */
 export async function checkCatalogTokenScopes(client: PortalClient, logger: LoggerService): Promise<void> {
   try {
-    const { body } = await client.request<{ scopes?: string[] }>('GET', '/api/v1/me');
-    const scopes = body?.scopes ?? [];
+    const { scopes } = await client.me();
     if (!scopes.includes(CATALOG_SCOPE)) {
       logger.error(
         `genaiPortal.catalog.token has the portal scopes [${scopes.join(', ')}], not '${CATALOG_SCOPE}': the catalog mirror ` +

@@ -58,8 +58,7 @@ export class GenaiPortalEntityProvider implements EntityProvider {
    */
   async checkScopes(): Promise<void> {
     if (!this.options.requiredScope) return;
-    const { body } = await this.options.client.request<{ scopes?: string[] }>('GET', '/api/v1/me');
-    const scopes = body?.scopes ?? [];
+    const { scopes } = await this.options.client.me();
     if (!scopes.includes(this.options.requiredScope)) {
       throw new Error(
         `refusing to mirror the GenAI portal: genaiPortal.catalog.token has the portal scopes [${scopes.join(', ')}], not ` +

@@ -1,19 +1,20 @@
 /**
- * A small client for the GenAI portal's REST API (v1): service-token authentication, the Backstage
- * user it acts for, Idempotency-Key on POST, cancellation, and problem-details errors made readable.
+ * The GenAI portal's REST API (v1) client: openapi-fetch over the types generated from the portal's OpenAPI document
+ * (./generated, `npm run generate`), and a thin layer of our own: service-token authentication, the Backstage user it
+ * acts for, Idempotency-Key on POST, `next` links followed only on the configured origin, cancellation and timeouts,
+ * and problem details made readable errors.
  */
+import createClient, { type Client } from 'openapi-fetch';
+import type { components, paths } from './generated/portalApi';
 
-/** RFC 9457 problem details, as the portal answers every error. */
-export interface Problem {
-  type?: string;
-  title?: string;
-  status?: number;
-  detail?: string;
-  code?: string;
-  errors?: Array<{ field?: string; code?: string; message?: string }>;
+/**
+ * RFC 9457 problem details, as the portal answers every error (its document's ProblemOutput); one this client makes
+ * of an answer that was no problem (a proxy's HTML page) may lack members.
+ */
+export type Problem = Partial<components['schemas']['ProblemOutput']> & {
   /** Extra members some problems carry (e.g. `admins` of a team that exists). */
   [extra: string]: unknown;
-}
+};
 
 /** The portal refused or failed a request; `message` is written for a person reading a task log. */
 export class PortalError extends Error {
@@ -62,15 +63,30 @@ export interface Identity {
   backstageToken?: string;
 }
 
-export interface RequestOptions {
-  identity?: Identity;
-  body?: unknown;
-  idempotencyKey?: string;
-  signal?: AbortSignal;
-  query?: Record<string, string | number | undefined>;
-  /** Statuses that are answers, not errors (e.g. 404 when checking whether something exists). */
-  accept?: number[];
-}
+/** The portal's answers, as its OpenAPI document describes them. */
+type Schemas = components['schemas'];
+export type Team = Schemas['TeamOutput'];
+export type Me = Schemas['MeOutput'];
+export type Deployment = Schemas['DeploymentOutput'];
+export type DeploymentCreated = Schemas['DeploymentCreatedOutput'];
+export type DeploymentStatus = Deployment['status'];
+export type CatalogModel = Schemas['CatalogModelSummaryOutput'];
+export type CatalogModelDetail = Schemas['CatalogModelDetailOutput'];
+export type ModelSizing = NonNullable<CatalogModel['sizing']>;
+export type ModelVersionSummary = CatalogModelDetail['versions'][number];
+export type FitPlan = Schemas['FitOutput'];
+export type Placement = FitPlan['placements'][number];
+export type FitFigures = Placement['fit'];
+/** What the portal answers to a credential created with `delivery: reveal_link`: never the key. */
+export type CredentialCreated = Schemas['CredentialIssuedOutput'];
+export type QuotaRequest = Schemas['QuotaRequestOutput'];
+/** What the plugin sends: the request bodies of the document. */
+export type TeamInput = Schemas['TeamCreateInputRequest'];
+export type TeamChanges = Schemas['PatchedTeamUpdateInputRequest'];
+export type DeploymentInput = Schemas['DeploymentCreateInputRequest'];
+export type FitInput = Schemas['FitInputRequest'];
+export type CredentialInput = Omit<Schemas['CredentialCreateInputRequest'], 'delivery'>;
+export type QuotaRequestInput = Schemas['QuotaRequestCreateInputRequest'];
 
 export interface PortalResponse<T> {
   status: number;
@@ -85,158 +101,74 @@ export interface PortalClientOptions {
   fetchImpl?: typeof fetch;
 }
 
-export interface Page<T> {
-  count: number;
-  next: string | null;
-  previous: string | null;
+/** Options of the calls that list: who asks, cancellation, and how many items a page asks for (default 200). */
+export interface ListOptions {
+  identity?: Identity;
+  signal?: AbortSignal;
+  pageSize?: number;
+}
+
+/** What the layer adds to each call of the generated client: headers of ours and a signal with the timeout. */
+interface CallInit {
+  headers: Record<string, string>;
+  signal: AbortSignal;
+}
+
+interface CallOptions {
+  identity?: Identity;
+  idempotencyKey?: string;
+  signal?: AbortSignal;
+  /** Statuses that are answers, not errors (e.g. 404 when checking whether something exists). */
+  accept?: number[];
+}
+
+/** What openapi-fetch answers: the parsed body on success, the parsed error body otherwise. */
+interface Answer<T> {
+  data?: T;
+  error?: unknown;
+  response: Response;
+}
+
+/** An answer, or the problem of a status the caller accepted. */
+interface Outcome<T> {
+  status: number;
+  body?: T;
+  problem?: Problem;
+  replayed: boolean;
+}
+
+interface Page<T> {
+  next?: string | null;
   results: T[];
 }
 
-export interface Team {
-  slug: string;
-  display_name: string;
-  description: string;
-  backstage_group_ref: string | null;
-  cost_center: string;
-  status: string;
-}
-
-export interface Me {
-  user: { ref: string; username: string; kind: string };
-  platform_admin: boolean;
-  acting_through: string | null;
-  teams: Array<{ team: string; display_name: string; role: string }>;
-}
-
-export interface DeploymentStatus {
-  phase: string;
-  observed_generation: number;
-  conditions: Array<Record<string, unknown>>;
-  message: string;
-  endpoint: string;
-  observed_replicas: number;
-  last_reconciled_at: string | null;
-}
-
-export interface Deployment {
-  name: string;
-  team: string;
-  model: string;
-  version: string;
-  cluster: string;
-  accelerator_type: string;
-  served_model_name: string;
-  min_replicas: number;
-  max_replicas: number;
-  scale_to_zero: boolean;
-  gpus_per_replica: number;
-  generation: number;
-  status: DeploymentStatus;
-  warnings?: string[];
-}
-
-export interface CatalogModel {
-  slug: string;
-  display_name: string;
-  publisher: string;
-  description: string;
-  license: string;
-  capabilities: string[];
-  context_window: number;
-  lifecycle: string;
-  hosting: string;
-  visibility: string;
-  /** Sizing of the version a deployment gets by default; null for managed models or unknown architectures. */
-  sizing?: ModelSizing | null;
-}
-
-/** Right-sizing of a self-hosted model version (catalog/sizing.py in the portal). */
-export interface ModelSizing {
-  version: string;
-  parameters: number;
-  weight_dtype: string;
-  attention: string;
-  max_context: number;
-  weight_bytes: number;
-  kv_cache_bytes_per_token: number;
-}
-
-export interface ModelVersionSummary {
-  version: string;
-  lifecycle: string;
-  created_at: string;
-}
-
-export interface CatalogModelDetail extends CatalogModel {
-  versions: ModelVersionSummary[];
-}
-
-export interface FitFigures {
-  gpu_memory_gb: number;
-  tensor_parallel_size: number;
-  usable_bytes_per_gpu: number;
-  weight_bytes_per_gpu: number;
-  kv_cache_bytes_per_gpu: number;
-  needed_bytes_per_gpu: number;
-  margin_bytes_per_gpu: number;
-  fits: boolean;
-  problem: string | null;
-  max_context_at_concurrency: number;
-  max_concurrency_at_context: number;
-}
-
-export interface Placement {
-  cluster: string;
-  accelerator_type: string;
-  gpus_per_replica: number;
-  tensor_parallel_size: number;
-  replicas: number;
-  monthly_cost: string;
-  currency: string;
-  fit: FitFigures;
-  break_even: Array<{ model: string; blended_price_per_million: string; monthly_tokens: number | null }>;
-}
-
-/** The answer of POST /api/v1/catalog/models/{model}/versions/{version}/fit. */
-export interface FitPlan {
-  model: string;
-  version: string;
-  context_length: number;
-  concurrency: number;
-  kv_cache_dtype: string;
-  weight_bytes: number;
-  kv_cache_bytes_per_token: number;
-  kv_cache_bytes: number;
-  fits: boolean;
-  evaluated: Placement[];
-  placements: Placement[];
-}
-
-/** What the portal answers to a credential created with `delivery: reveal_link`: never the key. */
-export interface CredentialCreated {
-  id: string | number;
-  name: string;
-  key_prefix?: string;
-  prefix?: string;
-  allowed_models?: string[];
-  expires_at?: string | null;
-  reveal_url: string;
-  /** The same one-time link as a page a browser opens (portals from this release on); preferred for people. */
-  reveal_page_url?: string;
-  reveal_expires_at: string;
+/**
+ * Whether fetch failed because the connection closed before any answer: a keep-alive connection the portal's server
+ * closed while idle can be reused just as it closes, and undici's fetch does not send the request again itself
+ * (SocketError `other side closed`, ECONNRESET). The portal's gunicorn closes idle connections after 2 s (`keepalive`,
+ * gunicorn.config, 27.0.1 in uv.lock) and sends no Keep-Alive timeout hint; undici keeps them 4 s (`keepAliveTimeout`
+ * 4e3, undici docs/api/Client.md).
+ */
+function closedUnderUs(error: unknown): boolean {
+  const code = error instanceof TypeError ? (error.cause as { code?: unknown } | undefined)?.code : undefined;
+  return code === 'UND_ERR_SOCKET' || code === 'ECONNRESET' || code === 'EPIPE';
 }
 
 export class PortalClient {
   readonly baseUrl: string;
-  private readonly token: string;
   private readonly timeoutMs: number;
   private readonly fetchImpl: typeof fetch;
+  private readonly api: Client<paths>;
 
   constructor(options: PortalClientOptions) {
     this.baseUrl = options.baseUrl.replace(/\/+$/, '');
-    this.token = options.token;
     this.timeoutMs = options.timeoutMs ?? 30_000;
     this.fetchImpl = options.fetchImpl ?? fetch;
+    this.api = createClient<paths>({
+      baseUrl: this.baseUrl,
+      headers: { Authorization: `Bearer ${options.token}`, Accept: 'application/json, application/problem+json' },
+      fetch: request => this.fetchImpl(request),
+    });
   }
 
   /**
@@ -251,7 +183,7 @@ export class PortalClient {
   }
 
   /**
-   * The URL a request with the service token (and the user's token) goes to. A path is put under baseUrl.
+   * The URL a request with the service token (and the user's token) may go to. A path is put under baseUrl.
    * An absolute URL (a `next` link, anything the portal answered) is rebuilt on baseUrl from its path and
    * query only, and refused unless it has baseUrl's origin (scheme, host and port) and stays under its
    * path: a link elsewhere must never receive the tokens.
@@ -279,11 +211,17 @@ export class PortalClient {
     return `${base.origin}${link.pathname}${link.search}`;
   }
 
-  async request<T>(method: string, path: string, options: RequestOptions = {}): Promise<PortalResponse<T>> {
-    const headers: Record<string, string> = {
-      Authorization: `Bearer ${this.token}`,
-      Accept: 'application/json, application/problem+json',
-    };
+  /**
+   * One call of the generated client (`send`), with our headers, the timeout and cancellation; a problem answer
+   * becomes a PortalError unless its status is accepted. `method` and `path` only name the call in messages.
+   */
+  private async call<T>(
+    method: string,
+    path: string,
+    send: (init: CallInit) => Promise<Answer<T>>,
+    options: CallOptions = {},
+  ): Promise<Outcome<T>> {
+    const headers: Record<string, string> = {};
     if (options.identity) {
       headers['X-Backstage-User'] = options.identity.userRef;
       if (options.identity.backstageToken) {
@@ -293,176 +231,260 @@ export class PortalClient {
     if (options.idempotencyKey) {
       headers['Idempotency-Key'] = options.idempotencyKey;
     }
-    let payload: string | undefined;
-    if (options.body !== undefined) {
-      headers['Content-Type'] = 'application/json';
-      payload = JSON.stringify(options.body);
-    }
-    let target = this.resolve(path);
-    const query = Object.entries(options.query ?? {}).filter(([, value]) => value !== undefined);
-    if (query.length > 0) {
-      const search = new URLSearchParams(query.map(([key, value]) => [key, String(value)]));
-      target += (target.includes('?') ? '&' : '?') + search.toString();
-    }
     const timeout = AbortSignal.timeout(this.timeoutMs);
     const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
-    let response: Response;
-    try {
-      response = await this.fetchImpl(target, { method, headers, body: payload, signal });
-    } catch (error) {
-      if (options.signal?.aborted) {
-        throw new Error(`Cancelled while calling the GenAI portal (${method} ${path})`);
-      }
-      if (timeout.aborted) {
-        throw new Error(`The GenAI portal did not answer ${method} ${path} within ${this.timeoutMs} ms`);
-      }
-      throw new Error(`Could not reach the GenAI portal at ${this.baseUrl} (${method} ${path}): ${String(error)}`);
-    }
-    const text = await response.text();
-    let body: unknown = undefined;
-    if (text) {
+    // Sent again once when the connection closed under it: safe for reads, deletes and keyed POSTs (the portal
+    // replays its first answer to an Idempotency-Key), never for a POST without one.
+    const repeatable = method === 'GET' || method === 'DELETE' || options.idempotencyKey !== undefined;
+    let answer: Answer<T> | undefined;
+    for (let attempt = 1; !answer; attempt += 1) {
       try {
-        body = JSON.parse(text);
-      } catch {
-        body = undefined;
+        answer = await send({ headers, signal });
+      } catch (error) {
+        if (repeatable && attempt === 1 && closedUnderUs(error) && !signal.aborted) {
+          continue;
+        }
+        throw this.unreachable(method, path, error, options.signal, timeout);
       }
     }
-    const accepted = response.ok || (options.accept ?? []).includes(response.status);
-    if (!accepted) {
-      const problem: Problem =
-        body && typeof body === 'object'
-          ? (body as Problem)
-          : { title: response.statusText || 'Error', detail: text.slice(0, 300) };
+    const { response } = answer;
+    const replayed = response.headers.get('Idempotent-Replayed') === 'true';
+    if (response.ok) {
+      return { status: response.status, body: answer.data, replayed };
+    }
+    const problem: Problem =
+      answer.error && typeof answer.error === 'object'
+        ? (answer.error as Problem)
+        : { title: response.statusText || 'Error', detail: String(answer.error ?? '').slice(0, 300) };
+    if (!(options.accept ?? []).includes(response.status)) {
       throw new PortalError(method, path, response.status, problem);
     }
-    return {
-      status: response.status,
-      body: body as T,
-      replayed: response.headers.get('Idempotent-Replayed') === 'true',
-    };
+    return { status: response.status, problem, replayed };
+  }
+
+  /** The error of a call that got no answer: cancelled, timed out, a body that is not JSON, or the portal unreachable. */
+  private unreachable(method: string, path: string, error: unknown, cancel: AbortSignal | undefined, timeout: AbortSignal): Error {
+    if (cancel?.aborted) {
+      return new Error(`Cancelled while calling the GenAI portal (${method} ${path})`);
+    }
+    if (timeout.aborted) {
+      return new Error(`The GenAI portal did not answer ${method} ${path} within ${this.timeoutMs} ms`);
+    }
+    if (error instanceof SyntaxError) {
+      return new Error(`The GenAI portal answered ${method} ${path} with a body that is not JSON: ${error.message}`);
+    }
+    // fetch's own TypeError ('fetch failed') names its reason only in `cause` (ECONNREFUSED, a closed socket...).
+    const cause = error instanceof Error && error.cause ? ` (${String((error.cause as Error).message ?? error.cause)})` : '';
+    return new Error(`Could not reach the GenAI portal at ${this.baseUrl} (${method} ${path}): ${String(error)}${cause}`);
+  }
+
+  /** The body of a successful answer; an answer without one is an error (the document promises one). */
+  private bodyOf<T>(method: string, path: string, outcome: Outcome<T>): T {
+    if (outcome.body === undefined) {
+      throw new Error(`The GenAI portal answered ${method} ${path} (HTTP ${outcome.status}) without a body`);
+    }
+    return outcome.body;
   }
 
   /**
-   * Every item of a paginated list, following `next` links. The portal makes them absolute; each one is
-   * rebuilt on baseUrl (path and query only) and refused when it points elsewhere (see `resolve`).
+   * Every item of a paginated list: the first page from `path` with `page_size`, then each `next` link. The portal
+   * makes those absolute; one is followed only on baseUrl's origin and under its path (see `resolve`), and only to
+   * the same list (`path`): its query becomes the query of the same typed call.
    */
-  async listAll<T>(path: string, options: RequestOptions = {}): Promise<T[]> {
+  private async listAll<T>(
+    path: string,
+    send: (query: Record<string, string | number>, init: CallInit) => Promise<Answer<Page<T>>>,
+    options: ListOptions,
+  ): Promise<T[]> {
     const items: T[] = [];
-    let next: string | null = path;
-    let query: RequestOptions['query'] = { page_size: 200, ...(options.query ?? {}) };
-    while (next) {
-      const page: PortalResponse<Page<T>> = await this.request<Page<T>>('GET', next, { ...options, query });
-      items.push(...page.body.results);
-      next = page.body.next ? this.resolve(page.body.next) : null;
-      query = undefined; // the `next` link carries the query already
+    let query: Record<string, string | number> | undefined = { page_size: options.pageSize ?? 200 };
+    const listUrl = new URL(this.resolve(path));
+    while (query) {
+      const current: Record<string, string | number> = query;
+      const page = this.bodyOf('GET', path, await this.call('GET', path, init => send(current, init), options));
+      items.push(...page.results);
+      query = undefined;
+      if (page.next) {
+        const next = new URL(this.resolve(page.next));
+        if (next.pathname.replace(/\/+$/, '') !== listUrl.pathname.replace(/\/+$/, '')) {
+          throw new Error(`The GenAI portal answered a next link to ${next.pathname} while listing ${path}; refusing to follow it`);
+        }
+        query = Object.fromEntries(next.searchParams);
+      }
     }
     return items;
   }
 
-  async me(identity: Identity, signal?: AbortSignal): Promise<Me> {
-    return (await this.request<Me>('GET', '/api/v1/me', { identity, signal })).body;
+  /** Who the caller is: the service principal alone, or the user it acts for (`identity`). */
+  async me(identity?: Identity, signal?: AbortSignal): Promise<Me> {
+    const path = '/api/v1/me';
+    return this.bodyOf('GET', path, await this.call('GET', path, init => this.api.GET('/api/v1/me', { ...init }), { identity, signal }));
   }
 
   /** The team, or undefined when it does not exist for this user (the portal answers 404 either way). */
   async getTeam(slug: string, identity: Identity, signal?: AbortSignal): Promise<Team | undefined> {
-    const response = await this.request<Team>('GET', `/api/v1/teams/${encodeURIComponent(slug)}`, {
+    const outcome = await this.call(
+      'GET',
+      `/api/v1/teams/${slug}`,
+      init => this.api.GET('/api/v1/teams/{team}', { params: { path: { team: slug } }, ...init }),
+      { identity, signal, accept: [404] },
+    );
+    return outcome.status === 404 ? undefined : this.bodyOf('GET', `/api/v1/teams/${slug}`, outcome);
+  }
+
+  async listTeams(options: ListOptions = {}): Promise<Team[]> {
+    return this.listAll('/api/v1/teams', (query, init) => this.api.GET('/api/v1/teams', { params: { query }, ...init }), options);
+  }
+
+  async createTeam(input: TeamInput, identity: Identity, idempotencyKey: string, signal?: AbortSignal): Promise<PortalResponse<Team>> {
+    const path = '/api/v1/teams';
+    const outcome = await this.call('POST', path, init => this.api.POST('/api/v1/teams', { body: input, ...init }), {
       identity,
+      idempotencyKey,
       signal,
-      accept: [404],
     });
-    return response.status === 404 ? undefined : response.body;
-  }
-
-  async listTeams(options: { identity?: Identity; signal?: AbortSignal } = {}): Promise<Team[]> {
-    return this.listAll<Team>('/api/v1/teams', options);
-  }
-
-  async createTeam(
-    input: { slug: string; display_name: string; description?: string; backstage_group_ref?: string; cost_center?: string },
-    identity: Identity,
-    idempotencyKey: string,
-    signal?: AbortSignal,
-  ): Promise<PortalResponse<Team>> {
-    return this.request<Team>('POST', '/api/v1/teams', { identity, body: input, idempotencyKey, signal });
+    return { status: outcome.status, body: this.bodyOf('POST', path, outcome), replayed: outcome.replayed };
   }
 
   /** PATCH a team's descriptive fields (team admins). */
-  async updateTeam(
-    slug: string,
-    changes: { display_name?: string; description?: string; backstage_group_ref?: string | null; cost_center?: string },
-    identity: Identity,
-    signal?: AbortSignal,
-  ): Promise<Team> {
-    return (await this.request<Team>('PATCH', `/api/v1/teams/${encodeURIComponent(slug)}`, { identity, body: changes, signal })).body;
+  async updateTeam(slug: string, changes: TeamChanges, identity: Identity, signal?: AbortSignal): Promise<Team> {
+    const path = `/api/v1/teams/${slug}`;
+    const outcome = await this.call(
+      'PATCH',
+      path,
+      init => this.api.PATCH('/api/v1/teams/{team}', { params: { path: { team: slug } }, body: changes, ...init }),
+      { identity, signal },
+    );
+    return this.bodyOf('PATCH', path, outcome);
   }
 
   async createDeployment(
     team: string,
-    input: Record<string, unknown>,
+    input: DeploymentInput,
     identity: Identity,
     idempotencyKey: string,
     signal?: AbortSignal,
-  ): Promise<PortalResponse<Deployment>> {
-    return this.request<Deployment>('POST', `/api/v1/teams/${encodeURIComponent(team)}/deployments`, {
-      identity,
-      body: input,
-      idempotencyKey,
-      signal,
-    });
+  ): Promise<PortalResponse<DeploymentCreated>> {
+    const path = `/api/v1/teams/${team}/deployments`;
+    const outcome = await this.call(
+      'POST',
+      path,
+      init => this.api.POST('/api/v1/teams/{team}/deployments', { params: { path: { team } }, body: input, ...init }),
+      { identity, idempotencyKey, signal },
+    );
+    return { status: outcome.status, body: this.bodyOf('POST', path, outcome), replayed: outcome.replayed };
   }
 
   async getDeployment(team: string, name: string, identity: Identity, signal?: AbortSignal): Promise<Deployment | undefined> {
-    const path = `/api/v1/teams/${encodeURIComponent(team)}/deployments/${encodeURIComponent(name)}`;
-    return this.missingDeploymentAsUndefined('GET', path, await this.request<Deployment>('GET', path, { identity, signal, accept: [404] }));
+    const path = `/api/v1/teams/${team}/deployments/${name}`;
+    const outcome = await this.call(
+      'GET',
+      path,
+      init => this.api.GET('/api/v1/teams/{team}/deployments/{name}', { params: { path: { team, name } }, ...init }),
+      { identity, signal, accept: [404] },
+    );
+    return this.missingDeploymentAsUndefined('GET', path, outcome);
   }
 
   async deleteDeployment(team: string, name: string, identity: Identity, signal?: AbortSignal): Promise<Deployment | undefined> {
-    const path = `/api/v1/teams/${encodeURIComponent(team)}/deployments/${encodeURIComponent(name)}`;
-    return this.missingDeploymentAsUndefined('DELETE', path, await this.request<Deployment>('DELETE', path, { identity, signal, accept: [404] }));
+    const path = `/api/v1/teams/${team}/deployments/${name}`;
+    const outcome = await this.call(
+      'DELETE',
+      path,
+      init => this.api.DELETE('/api/v1/teams/{team}/deployments/{name}', { params: { path: { team, name } }, ...init }),
+      { identity, signal, accept: [404] },
+    );
+    return this.missingDeploymentAsUndefined('DELETE', path, outcome);
   }
 
   /** A missing deployment is an answer (undefined); a team the user cannot see stays an error. */
-  private missingDeploymentAsUndefined(method: string, path: string, response: PortalResponse<Deployment>): Deployment | undefined {
-    if (response.status !== 404) {
-      return response.body;
+  private missingDeploymentAsUndefined(method: string, path: string, outcome: Outcome<Deployment>): Deployment | undefined {
+    if (outcome.status !== 404) {
+      return this.bodyOf(method, path, outcome);
     }
-    const problem = (response.body ?? {}) as unknown as Problem;
-    if (problem.code === 'team_not_found') {
-      throw new PortalError(method, path, 404, problem);
+    if (outcome.problem?.code === 'team_not_found') {
+      throw new PortalError(method, path, 404, outcome.problem);
     }
     return undefined;
   }
 
-  async listDeployments(team: string, options: { identity?: Identity; signal?: AbortSignal } = {}): Promise<Deployment[]> {
-    return this.listAll<Deployment>(`/api/v1/teams/${encodeURIComponent(team)}/deployments`, options);
+  async listDeployments(team: string, options: ListOptions = {}): Promise<Deployment[]> {
+    return this.listAll(
+      `/api/v1/teams/${encodeURIComponent(team)}/deployments`,
+      (query, init) => this.api.GET('/api/v1/teams/{team}/deployments', { params: { path: { team }, query }, ...init }),
+      options,
+    );
   }
 
-  async listModels(options: { identity?: Identity; signal?: AbortSignal } = {}): Promise<CatalogModel[]> {
-    return this.listAll<CatalogModel>('/api/v1/catalog/models', options);
+  async listModels(options: ListOptions = {}): Promise<CatalogModel[]> {
+    return this.listAll('/api/v1/catalog/models', (query, init) => this.api.GET('/api/v1/catalog/models', { params: { query }, ...init }), options);
   }
 
   async getModel(slug: string, identity: Identity, signal?: AbortSignal): Promise<CatalogModelDetail> {
-    return (await this.request<CatalogModelDetail>('GET', `/api/v1/catalog/models/${encodeURIComponent(slug)}`, { identity, signal })).body;
+    const path = `/api/v1/catalog/models/${slug}`;
+    const outcome = await this.call(
+      'GET',
+      path,
+      init => this.api.GET('/api/v1/catalog/models/{model}', { params: { path: { model: slug } }, ...init }),
+      { identity, signal },
+    );
+    return this.bodyOf('GET', path, outcome);
   }
 
   /** Size a version on the team's pools (read-only: nothing is created, so dry runs may call it). */
-  async fitModel(model: string, version: string, input: Record<string, unknown>, identity: Identity, signal?: AbortSignal): Promise<FitPlan> {
-    const path = `/api/v1/catalog/models/${encodeURIComponent(model)}/versions/${encodeURIComponent(version)}/fit`;
-    return (await this.request<FitPlan>('POST', path, { identity, body: input, signal })).body;
+  async fitModel(model: string, version: string, input: FitInput, identity: Identity, signal?: AbortSignal): Promise<FitPlan> {
+    const path = `/api/v1/catalog/models/${model}/versions/${version}/fit`;
+    const outcome = await this.call(
+      'POST',
+      path,
+      init =>
+        this.api.POST('/api/v1/catalog/models/{model}/versions/{version}/fit', {
+          params: { path: { model, version } },
+          body: input,
+          ...init,
+        }),
+      { identity, signal },
+    );
+    return this.bodyOf('POST', path, outcome);
   }
 
   async createCredential(
     team: string,
-    input: { name: string; allowed_models?: string[]; expires_at?: string },
+    input: CredentialInput,
     identity: Identity,
     idempotencyKey: string,
     signal?: AbortSignal,
   ): Promise<PortalResponse<CredentialCreated>> {
-    return this.request<CredentialCreated>('POST', `/api/v1/teams/${encodeURIComponent(team)}/credentials`, {
-      identity,
-      body: { ...input, delivery: 'reveal_link' },
-      idempotencyKey,
-      signal,
-    });
+    const path = `/api/v1/teams/${team}/credentials`;
+    const outcome = await this.call(
+      'POST',
+      path,
+      init =>
+        this.api.POST('/api/v1/teams/{team}/credentials', {
+          params: { path: { team } },
+          body: { ...input, delivery: 'reveal_link' },
+          ...init,
+        }),
+      { identity, idempotencyKey, signal },
+    );
+    return { status: outcome.status, body: this.bodyOf('POST', path, outcome), replayed: outcome.replayed };
+  }
+
+  /** Ask the platform admins for more quota (a request they approve or reject). */
+  async createQuotaRequest(
+    team: string,
+    input: QuotaRequestInput,
+    identity: Identity,
+    idempotencyKey: string,
+    signal?: AbortSignal,
+  ): Promise<PortalResponse<QuotaRequest>> {
+    const path = `/api/v1/teams/${team}/quota-requests`;
+    const outcome = await this.call(
+      'POST',
+      path,
+      init => this.api.POST('/api/v1/teams/{team}/quota-requests', { params: { path: { team } }, body: input, ...init }),
+      { identity, idempotencyKey, signal },
+    );
+    return { status: outcome.status, body: this.bodyOf('POST', path, outcome), replayed: outcome.replayed };
   }
 }

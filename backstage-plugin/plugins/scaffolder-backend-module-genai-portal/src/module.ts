@@ -27,11 +27,11 @@ export async function checkUserTokenSetting(
 ): Promise<void> {
   let required: boolean | undefined;
   try {
-    const { body } = await client.request<{ backstage_user_token_required?: boolean; scopes?: string[] }>('GET', '/api/v1/me');
-    required = body?.backstage_user_token_required;
-    if (body?.scopes && !body.scopes.includes('backstage')) {
+    const me = await client.me();
+    required = me.backstage_user_token_required;
+    if (!me.scopes.includes('backstage')) {
       logger.warn(
-        `genaiPortal.token has the portal scopes [${body.scopes.join(', ')}], not 'backstage': the portal will not let it act ` +
+        `genaiPortal.token has the portal scopes [${me.scopes.join(', ')}], not 'backstage': the portal will not let it act ` +
           'for Backstage users (manage.py issue_token --service backstage --scope backstage).',
       );
     }

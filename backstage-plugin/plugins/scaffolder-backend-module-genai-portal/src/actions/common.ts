@@ -1,7 +1,7 @@
 /** What every portal action shares: who it acts for, idempotency keys, links and waiting. */
 import { InputError } from '@backstage/errors';
 import { ConsolePage, consoleUrl } from '@genai-portal/plugin-genai-portal-node';
-import type { Identity, PortalClient } from '@genai-portal/plugin-genai-portal-node';
+import type { FieldRule, Identity, PortalClient } from '@genai-portal/plugin-genai-portal-node';
 
 /** The options every action factory takes. */
 export interface PortalActionOptions {
@@ -116,6 +116,39 @@ export function idempotencyKey(ctx: IdentityContext, purpose: string): string {
 /** A console page of the portal for people to open (task outputs and messages), on genaiPortal.publicUrl. */
 export function consoleLink(options: PortalActionOptions, page: ConsolePage): string {
   return consoleUrl(options.publicUrl ?? options.client.baseUrl, page);
+}
+
+/** What an action input's string schema offers (zod's, structurally), so the portal's rules can be applied to it. */
+interface StringSchema<S> {
+  min(length: number): S;
+  max(length: number): S;
+  regex(pattern: RegExp, message?: string): S;
+}
+
+/** What an action input's number schema offers (zod's, structurally). */
+interface NumberSchema<N> {
+  min(value: number): N;
+  max(value: number): N;
+}
+
+/**
+ * An action input checked by the portal's own rule of the field it is sent as (fieldRule, from the OpenAPI
+ * document): a value the portal would refuse is refused before the task calls it, and the form says why.
+ */
+export function checkedString<S extends StringSchema<S>>(schema: S, rule: FieldRule): S {
+  let checked = schema;
+  if (rule.minLength !== undefined) checked = checked.min(rule.minLength);
+  if (rule.maxLength !== undefined) checked = checked.max(rule.maxLength);
+  if (rule.pattern !== undefined) checked = checked.regex(new RegExp(rule.pattern), `Must match ${rule.pattern} (the GenAI portal's rule)`);
+  return checked;
+}
+
+/** An integer input within the range the portal states for the field it is sent as. */
+export function checkedNumber<N extends NumberSchema<N>>(schema: N, rule: FieldRule): N {
+  let checked = schema;
+  if (rule.minimum !== undefined) checked = checked.min(rule.minimum);
+  if (rule.maximum !== undefined) checked = checked.max(rule.maximum);
+  return checked;
 }
 
 /** `resource:default/llama` or `llama` -> `llama`: templates may pass the picked entity ref. */

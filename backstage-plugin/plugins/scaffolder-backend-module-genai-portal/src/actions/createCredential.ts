@@ -4,8 +4,8 @@
  */
 import { InputError } from '@backstage/errors';
 import { createTemplateAction } from '@backstage/plugin-scaffolder-node';
-import { PortalError } from '@genai-portal/plugin-genai-portal-node';
-import { PortalActionOptions, consoleLink, identityOf, idempotencyKey, nameFromRef, resolveTeam } from './common';
+import { PortalError, fieldRule } from '@genai-portal/plugin-genai-portal-node';
+import { PortalActionOptions, checkedString, consoleLink, identityOf, idempotencyKey, nameFromRef, resolveTeam } from './common';
 
 /** A key name the team already uses is refused with what to do instead: rotate that key, or pick another name. */
 async function createOrExplain<T>(create: () => Promise<T>, team: string, name: string, teamUrl: string): Promise<T> {
@@ -22,8 +22,6 @@ async function createOrExplain<T>(create: () => Promise<T>, team: string, name: 
     throw error;
   }
 }
-
-const CREDENTIAL_NAME = /^[a-zA-Z0-9][-a-zA-Z0-9_. ]{0,99}$/;
 
 /** The portal builds the link from the host Backstage called; people open it at the portal's public URL. */
 export function publicRevealUrl(url: string, baseUrl: string, publicUrl?: string): string {
@@ -44,7 +42,7 @@ export function createCredentialAction(options: PortalActionOptions) {
     schema: {
       input: {
         team: z => z.string().min(1).describe('Team slug, or the Backstage group ref the team is linked to'),
-        name: z => z.string().regex(CREDENTIAL_NAME).describe('A name for the key, e.g. the app that uses it'),
+        name: z => checkedString(z.string(), fieldRule('CredentialCreateInputRequest', 'name')).describe('A name for the key, e.g. the app that uses it'),
         allowedModels: z =>
           z.array(z.string().min(1)).max(100).optional().describe('Models the key may call (slugs or entity refs); default all of the team'),
         expiresAt: z => z.string().datetime({ offset: true }).optional().describe('Expiry, ISO 8601'),
@@ -105,7 +103,7 @@ export function createCredentialAction(options: PortalActionOptions) {
           return {
             id: String(body.id),
             name: String(body.name),
-            keyPrefix: String(body.key_prefix ?? body.prefix ?? ''),
+            keyPrefix: String(body.key_prefix ?? ''),
             revealUrl: publicRevealUrl(
               client.url(body.reveal_page_url ?? body.reveal_url),
               client.baseUrl,

@@ -1,12 +1,11 @@
 /** genai-portal:deployment:delete - delete a team's deployment (and, optionally, wait until it is gone). */
 import { InputError } from '@backstage/errors';
 import { createTemplateAction } from '@backstage/plugin-scaffolder-node';
-import { PortalError } from '@genai-portal/plugin-genai-portal-node';
+import { PortalError, fieldRule } from '@genai-portal/plugin-genai-portal-node';
 import type { Deployment } from '@genai-portal/plugin-genai-portal-node';
-import { PortalActionOptions, identityOf, consoleLink, resolveTeam, sleep, throwIfCancelled } from './common';
+import { PortalActionOptions, checkedString, identityOf, consoleLink, resolveTeam, sleep, throwIfCancelled } from './common';
 import { MAX_BACKOFF_SECONDS, MAX_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS_WITH_USER_TOKEN, isTransient } from './deployModel';
 
-const DEPLOYMENT_NAME = /^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$/;
 
 export function createDeleteDeploymentAction(options: PortalActionOptions) {
   const { client } = options;
@@ -18,7 +17,7 @@ export function createDeleteDeploymentAction(options: PortalActionOptions) {
     schema: {
       input: {
         team: z => z.string().min(1).describe('Team slug, or the Backstage group ref the team is linked to'),
-        name: z => z.string().regex(DEPLOYMENT_NAME),
+        name: z => checkedString(z.string(), fieldRule('DeploymentCreateInputRequest', 'name')),
         waitForDeletion: z => z.boolean().optional().describe('Wait until the portal has removed it (default false)'),
         timeoutSeconds: z =>
           z

@@ -1,10 +1,12 @@
 /** genai-portal:deployment:create - deploy a catalog model for a team, optionally waiting until Ready. */
 import { InputError } from '@backstage/errors';
 import { createTemplateAction } from '@backstage/plugin-scaffolder-node';
-import type { Deployment, Identity, PortalClient } from '@genai-portal/plugin-genai-portal-node';
-import { PortalError } from '@genai-portal/plugin-genai-portal-node';
+import type { Deployment, DeploymentInput, Identity, PortalClient } from '@genai-portal/plugin-genai-portal-node';
+import { PortalError, fieldRule } from '@genai-portal/plugin-genai-portal-node';
 import {
   PortalActionOptions,
+  checkedNumber,
+  checkedString,
   identityOf,
   idempotencyKey,
   nameFromRef,
@@ -14,7 +16,6 @@ import {
   throwIfCancelled,
 } from './common';
 
-const DEPLOYMENT_NAME = /^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$/;
 const DEFAULT_TIMEOUT_SECONDS = 900;
 const DEFAULT_POLL_SECONDS = 5;
 /** Longest wait when the user's Backstage token is forwarded: it is valid for about an hour from the task's start. */
@@ -100,12 +101,13 @@ export async function waitUntilReady(client: PortalClient, options: WaitOptions)
     }
     if (deployment) {
       const { phase, message, observed_generation: observed } = deployment.status;
+      const generation = deployment.generation ?? 0;
       const report = `${phase}${message ? `: ${message}` : ''}`;
       if (report !== lastReport) {
-        options.log(`Deployment '${options.name}' is ${report} (generation ${deployment.generation}, observed ${observed})`);
+        options.log(`Deployment '${options.name}' is ${report} (generation ${generation}, observed ${observed})`);
         lastReport = report;
       }
-      if (phase === 'Ready' && observed >= deployment.generation) {
+      if (phase === 'Ready' && observed >= generation) {
         return deployment;
       }
       if (phase === 'Failed') {
@@ -143,13 +145,16 @@ export function createDeployModelAction(options: PortalActionOptions) {
       input: {
         team: z => z.string().min(1).describe('Team slug, or the Backstage group ref the team is linked to'),
         model: z => z.string().min(1).describe('Catalog model slug, or its catalog entity ref (resource:default/<slug>)'),
-        name: z => z.string().regex(DEPLOYMENT_NAME).describe('Deployment name: a DNS label, at most 40 characters'),
+        name: z =>
+          checkedString(z.string(), fieldRule('DeploymentCreateInputRequest', 'name')).describe(
+            'Deployment name: a DNS label that starts with a letter, at most 40 characters',
+          ),
         version: z => z.string().min(1).optional().describe('Model version; default: the newest approved one'),
         cluster: z => z.string().min(1).optional(),
         acceleratorType: z => z.string().min(1).optional().describe('e.g. nvidia-l4'),
         region: z => z.string().min(1).optional(),
-        minReplicas: z => z.number().int().min(0).max(64).optional(),
-        maxReplicas: z => z.number().int().min(1).max(64).optional(),
+        minReplicas: z => checkedNumber(z.number().int(), fieldRule('DeploymentCreateInputRequest', 'min_replicas')).optional(),
+        maxReplicas: z => checkedNumber(z.number().int(), fieldRule('DeploymentCreateInputRequest', 'max_replicas')).optional(),
         scaleToZero: z => z.boolean().optional(),
         waitForReady: z => z.boolean().optional().describe('Wait until the deployment is Ready (default true)'),
         timeoutSeconds: z =>
@@ -195,7 +200,7 @@ export function createDeployModelAction(options: PortalActionOptions) {
       if (minReplicas > maxReplicas) {
         throw new InputError(`minReplicas (${minReplicas}) must not exceed maxReplicas (${maxReplicas})`);
       }
-      const request: Record<string, unknown> = {
+      const request: DeploymentInput = {
         name,
         model,
         min_replicas: minReplicas,

@@ -1,10 +1,9 @@
 /** genai-portal:team:onboard - create a portal team (or confirm it exists) with the user as its admin. */
 import { InputError } from '@backstage/errors';
 import { createTemplateAction } from '@backstage/plugin-scaffolder-node';
-import { PortalError } from '@genai-portal/plugin-genai-portal-node';
-import { PortalActionOptions, identityOf, idempotencyKey, normalizeGroupRef, consoleLink } from './common';
+import { PortalError, fieldRule } from '@genai-portal/plugin-genai-portal-node';
+import { PortalActionOptions, checkedString, identityOf, idempotencyKey, normalizeGroupRef, consoleLink } from './common';
 
-const TEAM_SLUG = /^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$/;
 
 export function createOnboardTeamAction(options: PortalActionOptions) {
   const { client } = options;
@@ -15,16 +14,16 @@ export function createOnboardTeamAction(options: PortalActionOptions) {
     supportsDryRun: true,
     schema: {
       input: {
-        team: z => z.string().regex(TEAM_SLUG).describe('Team slug: a DNS label, at most 40 characters'),
-        displayName: z => z.string().min(1).max(200).describe('Display name of the team'),
-        description: z => z.string().max(5000).optional(),
+        team: z => checkedString(z.string(), fieldRule('TeamCreateInputRequest', 'slug')).describe('Team slug: a DNS label, at most 40 characters'),
+        displayName: z => checkedString(z.string(), fieldRule('TeamCreateInputRequest', 'display_name')).describe('Display name of the team'),
+        description: z => checkedString(z.string(), fieldRule('TeamCreateInputRequest', 'description')).optional(),
         groupRef: z =>
           z
             .string()
             .regex(/^group:([a-z0-9][-a-z0-9_.]*\/)?[A-Za-z0-9][-A-Za-z0-9_.]*$/)
             .optional()
             .describe('Backstage group the team is linked to, e.g. group:default/team-a'),
-        costCenter: z => z.string().max(64).optional(),
+        costCenter: z => checkedString(z.string(), fieldRule('TeamCreateInputRequest', 'cost_center')).optional(),
       },
       output: {
         team: z => z.string(),
@@ -143,7 +142,7 @@ export function createOnboardTeamAction(options: PortalActionOptions) {
               );
             }
             if (groupRef) {
-              await linkGroup(existing.backstage_group_ref);
+              await linkGroup(existing.backstage_group_ref ?? null);
             }
             return { created: false, role };
           }

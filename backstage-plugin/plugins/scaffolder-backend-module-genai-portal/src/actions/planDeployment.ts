@@ -1,8 +1,9 @@
 /** genai-portal:deployment:plan - size a catalog model for a team before deploying it: fits, GPUs, monthly cost. */
 import { InputError } from '@backstage/errors';
 import { createTemplateAction } from '@backstage/plugin-scaffolder-node';
-import type { CatalogModelDetail, FitPlan, Placement } from '@genai-portal/plugin-genai-portal-node';
-import { PortalActionOptions, identityOf, nameFromRef, resolveTeam } from './common';
+import { fieldRule } from '@genai-portal/plugin-genai-portal-node';
+import type { CatalogModelDetail, FitInput, FitPlan, Placement } from '@genai-portal/plugin-genai-portal-node';
+import { PortalActionOptions, checkedNumber, identityOf, nameFromRef, resolveTeam } from './common';
 
 const GB = 1e9;
 
@@ -56,10 +57,14 @@ export function createPlanDeploymentAction(options: PortalActionOptions) {
         cluster: z => z.string().min(1).optional(),
         acceleratorType: z => z.string().min(1).optional(),
         region: z => z.string().min(1).optional(),
-        gpusPerReplica: z => z.number().int().min(1).max(64).optional(),
-        contextLength: z => z.number().int().min(1).optional().describe("Default: the catalog's --max_model_len"),
-        concurrency: z => z.number().int().min(1).max(100_000).optional(),
-        minReplicas: z => z.number().int().min(0).max(64).optional(),
+        gpusPerReplica: z => checkedNumber(z.number().int(), fieldRule('FitInputRequest', 'gpus_per_replica')).optional(),
+        contextLength: z =>
+          checkedNumber(z.number().int(), fieldRule('FitInputRequest', 'context_length'))
+            .optional()
+            .describe("Default: the catalog's --max_model_len"),
+        concurrency: z => checkedNumber(z.number().int(), fieldRule('FitInputRequest', 'concurrency')).optional(),
+        // The deployment's minimum (0 scales to zero); the plan sizes at least one replica.
+        minReplicas: z => checkedNumber(z.number().int(), fieldRule('DeploymentCreateInputRequest', 'min_replicas')).optional(),
       },
       output: {
         fits: z => z.boolean(),
@@ -81,7 +86,7 @@ export function createPlanDeploymentAction(options: PortalActionOptions) {
         version = defaultVersion(await client.getModel(model, identity, ctx.signal));
         if (!version) throw new InputError(`Model '${model}' has no deployable version`);
       }
-      const request: Record<string, unknown> = { team, min_replicas: Math.max(ctx.input.minReplicas ?? 1, 1) };
+      const request: FitInput = { team, min_replicas: Math.max(ctx.input.minReplicas ?? 1, 1) };
       if (ctx.input.cluster) request.cluster = ctx.input.cluster;
       if (ctx.input.acceleratorType) request.accelerator_type = ctx.input.acceleratorType;
       if (ctx.input.region) request.region = ctx.input.region;

@@ -4,19 +4,11 @@
  */
 import { InputError } from '@backstage/errors';
 import { createTemplateAction } from '@backstage/plugin-scaffolder-node';
-import { PortalError } from '@genai-portal/plugin-genai-portal-node';
-import { PortalActionOptions, consoleLink, identityOf, idempotencyKey, resolveTeam } from './common';
+import { PortalError, fieldRule } from '@genai-portal/plugin-genai-portal-node';
+import type { QuotaRequestInput } from '@genai-portal/plugin-genai-portal-node';
+import { PortalActionOptions, checkedNumber, checkedString, consoleLink, identityOf, idempotencyKey, resolveTeam } from './common';
 
 const ACCELERATOR_TYPE = /^[a-z0-9]([-a-z0-9]{0,62}[a-z0-9])?$/;
-
-export interface QuotaRequest {
-  id: number;
-  team: string;
-  status: string;
-  gpus: Record<string, number>;
-  max_deployments: number | null;
-  reason: string;
-}
 
 export function createRequestQuotaAction(options: PortalActionOptions) {
   const { client } = options;
@@ -31,8 +23,8 @@ export function createRequestQuotaAction(options: PortalActionOptions) {
         team: z => z.string().min(1).describe('Team slug, or the Backstage group ref the team is linked to'),
         acceleratorType: z => z.string().regex(ACCELERATOR_TYPE).optional().describe('e.g. nvidia-l4'),
         gpus: z => z.number().int().min(0).max(100_000).optional().describe('GPUs of that type the team wants in total'),
-        maxDeployments: z => z.number().int().min(0).max(100_000).optional().describe('Deployments the team wants in total'),
-        reason: z => z.string().min(1).max(2000).describe('What the quota is for (the admin who decides reads it)'),
+        maxDeployments: z => checkedNumber(z.number().int(), fieldRule('QuotaRequestCreateInputRequest', 'max_deployments')).optional().describe('Deployments the team wants in total'),
+        reason: z => checkedString(z.string(), fieldRule('QuotaRequestCreateInputRequest', 'reason')).describe('What the quota is for (the admin who decides reads it)'),
       },
       output: {
         team: z => z.string(),
@@ -50,7 +42,7 @@ export function createRequestQuotaAction(options: PortalActionOptions) {
       if (gpus === undefined && maxDeployments === undefined) {
         throw new InputError('Ask for GPUs (acceleratorType and gpus), for maxDeployments, or for both');
       }
-      const body = {
+      const body: QuotaRequestInput = {
         gpus: acceleratorType !== undefined && gpus !== undefined ? { [acceleratorType]: gpus } : {},
         ...(maxDeployments !== undefined ? { max_deployments: maxDeployments } : {}),
         reason,
@@ -71,13 +63,14 @@ export function createRequestQuotaAction(options: PortalActionOptions) {
         key: `genai-portal.quota.request.${team}`,
         fn: async () => {
           try {
-            const response = await client.request<QuotaRequest>('POST', `/api/v1/teams/${encodeURIComponent(team)}/quota-requests`, {
-              identity,
+            const response = await client.createQuotaRequest(
+              team,
               body,
-              idempotencyKey: idempotencyKey(ctx, `quota.request.${team}`),
-              signal: ctx.signal,
-            });
-            return { id: response.body.id, status: response.body.status };
+              identity,
+              idempotencyKey(ctx, `quota.request.${team}`),
+              ctx.signal,
+            );
+            return { id: response.body.id, status: response.body.status ?? '' };
           } catch (error) {
             if (error instanceof PortalError && error.code === 'quota_request_pending') {
               throw new InputError(
