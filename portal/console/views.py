@@ -31,6 +31,7 @@ from portal.usage.api.serializers import cost_report_csv, cost_report_output
 from portal.usage.partitions import month_start
 
 TOP = 10
+API_PREFIX = "/api/v1/"
 AUDIT_ROWS = 50
 EVENT_ROWS = 50
 
@@ -97,6 +98,15 @@ def _csv_link(request: HttpRequest, days: DateRange, *, group_by: str, team: Tea
     if _platform_admin(request):
         return f"{reverse('team-costs', kwargs={'team': team.slug})}?{query}"
     return f"{reverse('console:team-costs-csv', kwargs={'team_slug': team.slug})}?{query}"
+
+
+def _list_csv_link(request: HttpRequest, name: str, **kwargs: str) -> str:
+    """The API's CSV of a list (`?format=csv`): staff read the API directly, members through the console's door
+    to the same view (`portal.api.renderers.console_list_csv`, routed by the project's URL map)."""
+    api_path = reverse(name, kwargs=kwargs)
+    if _platform_admin(request):
+        return f"{api_path}?format=csv"
+    return f"{reverse('console-list-csv', kwargs={'api_path': api_path.removeprefix(API_PREFIX)})}?format=csv"
 
 
 def _base(request: HttpRequest, days: DateRange, **extra: Any) -> dict[str, Any]:
@@ -210,6 +220,9 @@ def team(request: HttpRequest, team_slug: str) -> HttpResponse:
         csv_day=_csv_link(request, days, group_by="day", team=team_object),
         csv_model=_csv_link(request, days, group_by="model", team=team_object),
         csv_key=_csv_link(request, days, group_by="credential", team=team_object),
+        csv_deployments=_list_csv_link(request, "deployment-list", team=team_object.slug),
+        csv_keys=_list_csv_link(request, "credential-list", team=team_object.slug),
+        csv_members=_list_csv_link(request, "team-members", team=team_object.slug),
         chart_cost=charts.cost_chart(by_day.series),
     )
     context["credentials"] = [
@@ -334,6 +347,7 @@ def fleet(request: HttpRequest) -> HttpResponse:
         pools=pools,
         types=types,
         csv_team=_csv_link(request, days, group_by="team"),
+        csv_clusters=_list_csv_link(request, "cluster-list"),
         chart_pools=charts.pool_chart(pools),
     )
     return render(request, "console/fleet.html", context)
