@@ -167,6 +167,7 @@ def overview(request: HttpRequest) -> HttpResponse:
         budgets=sorted(budgets, key=lambda status: (-status.percent, status.team_slug)),
         ingestion=usage_selectors.ingestion_health(now=now),
         not_ready=list(deployment_selectors.deployments_not_ready()[:100]),
+        quota_requests_pending=tenancy_selectors.quota_request_list(status="pending").count(),
         csv_team=_csv_link(request, days, group_by="team"),
         csv_model=_csv_link(request, days, group_by="model"),
         csv_day=_csv_link(request, days, group_by="day"),
