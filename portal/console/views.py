@@ -32,6 +32,7 @@ from portal.usage.partitions import month_start
 
 TOP = 10
 API_PREFIX = "/api/v1/"
+LIST_CSV_QUERY = "format=csv&page_size=200"  # the API's largest page: a table's whole list in one file up to that
 AUDIT_ROWS = 50
 EVENT_ROWS = 50
 
@@ -105,8 +106,8 @@ def _list_csv_link(request: HttpRequest, name: str, **kwargs: str) -> str:
     to the same view (`portal.api.renderers.console_list_csv`, routed by the project's URL map)."""
     api_path = reverse(name, kwargs=kwargs)
     if _platform_admin(request):
-        return f"{api_path}?format=csv"
-    return f"{reverse('console-list-csv', kwargs={'api_path': api_path.removeprefix(API_PREFIX)})}?format=csv"
+        return f"{api_path}?{LIST_CSV_QUERY}"
+    return f"{reverse('console-list-csv', kwargs={'api_path': api_path.removeprefix(API_PREFIX)})}?{LIST_CSV_QUERY}"
 
 
 def _base(request: HttpRequest, days: DateRange, **extra: Any) -> dict[str, Any]:
@@ -149,7 +150,7 @@ def overview(request: HttpRequest) -> HttpResponse:
     by_day = usage_selectors.cost_series(team_ids=None, start=days.start, end=days.end, group_by="day")
     day_team = usage_selectors.cost_by_day_and_team(team_ids=None, start=days.start, end=days.end)
     teams = list(tenancy_selectors.team_list_visible(user=_user(request), platform_admin=True))
-    budgets = [status for status in usage_selectors.budget_statuses(teams=teams, now=now) if status.budget > 0]
+    budgets = usage_selectors.budget_burn_list(teams=teams, now=now)
     spend_stack = charts.stacked_by_team(day_team, top=8)
     context = _base(
         request,
@@ -164,7 +165,8 @@ def overview(request: HttpRequest) -> HttpResponse:
         top_models=by_model[:TOP],
         by_day=by_day,
         spend_stack=spend_stack,
-        budgets=sorted(budgets, key=lambda status: (-status.percent, status.team_slug)),
+        budgets=budgets,
+        csv_budgets=_list_csv_link(request, "budgets"),
         ingestion=usage_selectors.ingestion_health(now=now),
         not_ready=list(deployment_selectors.deployments_not_ready()[:100]),
         quota_requests_pending=tenancy_selectors.quota_request_list(status="pending").count(),

@@ -489,6 +489,13 @@ def budget_statuses(*, teams: list[Team], now: datetime) -> list[BudgetStatus]:
     return statuses
 
 
+def budget_burn_list(*, teams: list[Team], now: datetime) -> list[BudgetStatus]:
+    """The teams given that have a monthly budget, highest burn first (then by slug): the console's burn table and
+    `GET /api/v1/budgets`."""
+    statuses = [status for status in budget_statuses(teams=teams, now=now) if status.budget > 0]
+    return sorted(statuses, key=lambda status: (-status.percent, status.team_slug))
+
+
 # --- console reads (the same rollups and accrual as the cost reports) -------------------------------------
 
 

@@ -362,18 +362,18 @@ def test_every_list_tables_csv_is_the_list_apis_csv_byte_for_byte(console_world:
     viewer = console_world.browser_client("viewer")
     links = _csv_links(viewer.get("/console/teams/alpha/").content.decode())
     lists = {
-        "/console/csv/teams/alpha/deployments?format=csv": "/api/v1/teams/alpha/deployments",
-        "/console/csv/teams/alpha/credentials?format=csv": "/api/v1/teams/alpha/credentials",
-        "/console/csv/teams/alpha/members?format=csv": "/api/v1/teams/alpha/members",
+        "/console/csv/teams/alpha/deployments?format=csv&page_size=200": "/api/v1/teams/alpha/deployments",
+        "/console/csv/teams/alpha/credentials?format=csv&page_size=200": "/api/v1/teams/alpha/credentials",
+        "/console/csv/teams/alpha/members?format=csv&page_size=200": "/api/v1/teams/alpha/members",
     }
     assert set(lists) <= set(links)
     api = _api(console_world, "viewer")
     for link, api_path in lists.items():
         door = viewer.get(link)
         assert (door.status_code, door["Content-Type"]) == (200, "text/csv; charset=utf-8")
-        assert door.content == api.get(api_path, {"format": "csv"}).content
-        assert door.content == api.get(api_path, HTTP_ACCEPT="text/csv").content
-    header, *rows = viewer.get("/console/csv/teams/alpha/deployments?format=csv").content.decode().splitlines()
+        assert door.content == api.get(api_path, {"format": "csv", "page_size": 200}).content
+        assert door.content == api.get(api_path, {"page_size": 200}, HTTP_ACCEPT="text/csv").content
+    header, *rows = viewer.get("/console/csv/teams/alpha/deployments").content.decode().splitlines()
     assert header.split(",")[:2] == ["name", "team"]
     assert sorted(line.split(",")[0] for line in rows) == sorted(
         item["name"] for item in api.get("/api/v1/teams/alpha/deployments").json()["results"]
@@ -383,11 +383,26 @@ def test_every_list_tables_csv_is_the_list_apis_csv_byte_for_byte(console_world:
         assert outsider.get(link).status_code == 404
         assert b"chat" not in outsider.get(link).content
     assert viewer.get("/console/csv/teams/alpha/costs?format=csv").status_code == 404  # only the list views
+    assert viewer.get("/console/csv/teams/alpha/members?format=json").status_code == 404  # the door gives CSV only
     assert viewer.get("/console/csv/clusters?format=csv").content == api.get("/api/v1/clusters?format=csv").content
     staff_page = console_world.browser_client("platform_admin").get("/console/teams/alpha/").content.decode()
-    assert "/api/v1/teams/alpha/deployments?format=csv" in _csv_links(staff_page)
+    assert "/api/v1/teams/alpha/deployments?format=csv&page_size=200" in _csv_links(staff_page)
     fleet = console_world.browser_client("platform_admin").get("/console/fleet/").content.decode()
-    assert "/api/v1/clusters?format=csv" in _csv_links(fleet)
+    assert "/api/v1/clusters?format=csv&page_size=200" in _csv_links(fleet)
+
+
+def test_the_budget_burn_tables_csv_is_the_budgets_apis(console_world: ConsoleWorld) -> None:
+    overview = console_world.browser_client("platform_admin").get("/console/").content.decode()
+    assert "/api/v1/budgets?format=csv&page_size=200" in _csv_links(overview)
+    staff_api = _api(console_world)
+    body = staff_api.get("/api/v1/budgets", {"format": "csv", "page_size": 200}).content.decode()
+    header, *lines = body.splitlines()
+    assert header.startswith("team,month,currency,budget,spend,")
+    assert [line.split(",")[0] for line in lines] == row_keys(overview, "budgets", "team")  # the table's rows, in order
+    for line in lines:
+        team, spend = line.split(",")[0], line.split(",")[4]
+        assert spend == staff_api.get(f"/api/v1/teams/{team}/budget").json()["spend"]  # exact, not rounded
+    assert _api(console_world, "admin").get("/api/v1/budgets", {"format": "csv"}).status_code == 403
 
 
 def test_numeric_columns_have_right_aligned_headers_over_right_aligned_numbers(console_world: ConsoleWorld) -> None:
