@@ -31,6 +31,7 @@ from portal.usage.api.serializers import cost_report_csv, cost_report_output
 from portal.usage.partitions import month_start
 
 TOP = 10
+STACKED_TEAMS = 8
 API_PREFIX = "/api/v1/"
 LIST_CSV_QUERY = "format=csv&page_size=200"  # the API's largest page: a table's whole list in one file up to that
 AUDIT_ROWS = 50
@@ -148,10 +149,13 @@ def overview(request: HttpRequest) -> HttpResponse:
     by_team = usage_selectors.cost_series(team_ids=None, start=days.start, end=days.end, group_by="team")
     by_model = usage_selectors.cost_series(team_ids=None, start=days.start, end=days.end, group_by="model")
     by_day = usage_selectors.cost_series(team_ids=None, start=days.start, end=days.end, group_by="day")
-    day_team = usage_selectors.cost_by_day_and_team(team_ids=None, start=days.start, end=days.end)
+    # The stack's leaders from the team report, the other teams summed per day by the database.
+    team_totals = {row["team"]: row["total_cost"] for row in by_team}
+    leaders = charts.leading_teams(team_totals, top=STACKED_TEAMS)
+    day_team = usage_selectors.cost_by_day_and_team(team_ids=None, start=days.start, end=days.end, teams=leaders)
     teams = list(tenancy_selectors.team_list_visible(user=_user(request), platform_admin=True))
     budgets = usage_selectors.budget_burn_list(teams=teams, now=now)
-    spend_stack = charts.stacked_by_team(day_team, top=8)
+    spend_stack = charts.stacked_by_team(day_team, top=STACKED_TEAMS, team_totals=team_totals)
     context = _base(
         request,
         days,

@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from django.conf import settings
-from django.db.models import Count, Exists, F, Max, Min, OuterRef, Q, QuerySet, Sum
+from django.db.models import Case, CharField, Count, Exists, F, Max, Min, OuterRef, Q, QuerySet, Sum, Value, When
 
 from catalog.models import CatalogModel, ModelPrice, ModelVersion
 from portal.clusters.models import AcceleratorPool
@@ -499,21 +499,31 @@ def budget_burn_list(*, teams: list[Team], now: datetime) -> list[BudgetStatus]:
 # --- console reads (the same rollups and accrual as the cost reports) -------------------------------------
 
 
-def cost_by_day_and_team(*, team_ids: list[int] | None, start: date, end: date) -> list[dict[str, Any]]:
+def cost_by_day_and_team(
+    *, team_ids: list[int] | None, start: date, end: date, teams: Collection[str] | None = None
+) -> list[dict[str, Any]]:
     """Token, GPU and total cost per day and team, oldest day first: each day's rows add up to that day of
-    `cost_report(group_by="day")`, each team's to its row of `cost_report(group_by="team")`."""
+    `cost_report(group_by="day")`, each team's to its row of `cost_report(group_by="team")`. Given `teams` (slugs),
+    every other team is summed per day into one row whose team is None (a stacked chart's "other teams")."""
+    stack: Any = F("team__slug")
+    if teams is not None:
+        stack = Case(
+            When(team__slug__in=list(teams), then=F("team__slug")), default=Value(None), output_field=CharField()
+        )
     rows = (
         _team_days(team_ids=team_ids, start=start, end=end)
-        .values("day", "team__slug", "cost", "gpu_cost")
-        .order_by("day", "team__slug")
+        .annotate(stack=stack)
+        .values("day", "stack")
+        .annotate(token_cost=Sum("cost"), gpu_cost=Sum("gpu_cost"))
+        .order_by("day", "stack")
     )
     return [
         {
             "day": row["day"],
-            "team": row["team__slug"],
-            "token_cost": row["cost"],
+            "team": row["stack"],
+            "token_cost": row["token_cost"],
             "gpu_cost": row["gpu_cost"],
-            "total_cost": row["cost"] + row["gpu_cost"],
+            "total_cost": row["token_cost"] + row["gpu_cost"],
         }
         for row in rows
     ]

@@ -94,6 +94,15 @@ def test_the_coarse_rollups_are_the_sums_of_the_daily_rollups_and_their_migratio
     totals = selectors.cost_totals(team_ids=None, start=before, end=yesterday)
     assert (totals["requests"], totals["gpu_hours"]) == (5, Decimal("3.666666667"))  # 2 GPUs x (1h30 + 20 min)
 
+    # The console's stack: the teams named, and every other team summed per day as one row (team None).
+    stack = selectors.cost_by_day_and_team(team_ids=None, start=before, end=yesterday, teams=["beta"])
+    by_team = selectors.cost_by_day_and_team(team_ids=None, start=before, end=yesterday)
+    assert [(row["day"], row["team"]) for row in stack] == [(before, None), (yesterday, "beta"), (yesterday, None)]
+    for day in (before, yesterday):
+        assert sum(row["total_cost"] for row in stack if row["day"] == day) == sum(
+            row["total_cost"] for row in by_team if row["day"] == day
+        )
+
     # Migration 0012 computes the same rows from the daily rollups.
     UsageTeamDaily.objects.all().delete()
     UsageModelDaily.objects.all().delete()
