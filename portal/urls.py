@@ -3,6 +3,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from portal.api import renderers
 from portal.clusters.api import urls as cluster_urls
 from portal.core import health
 from portal.deployments import selectors as deployment_selectors
@@ -28,6 +29,8 @@ urlpatterns = [
     path("", include("portal.usage.api.urls")),
     path("api/", include("portal.api.docs_urls")),
     path("reveal/<str:token>", gateway_pages.reveal_page, name="credential-reveal-page"),
+    # Members' console sessions reach the API's list CSVs through this door (the console itself never imports the API).
+    path("console/csv/<path:api_path>", renderers.console_list_csv, name="console-list-csv"),
     path("console/", include("portal.console.urls")),
     path("admin/", admin.site.urls),
 ]

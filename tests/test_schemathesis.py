@@ -18,7 +18,7 @@ from portal.deployments.models import Deployment
 from portal.gateway import services as gateway_services
 from portal.tenancy.models import Role, TeamQuota
 from portal.tokens.services import api_token_issue
-from portal.usage.models import GpuUsage, GpuUsageDaily, UsageDaily
+from portal.usage.models import GpuUsage, GpuUsageDaily, UsageDaily, UsageModelDaily, UsageTeamDaily
 from tests.factories import (
     AcceleratorPoolFactory,
     ManagedVersionFactory,
@@ -181,6 +181,19 @@ def _seed_stored_shapes(team: object) -> None:
         price_per_gpu_hour=Decimal("0.8000"),
         cost=Decimal("0.4"),
     )
+    # What the compactor adds to the coarse rollups with that daily row (the reports over teams and days read them).
+    UsageTeamDaily.objects.create(
+        team=team, day=now.date(), requests=3, input_tokens=1200, output_tokens=300, cost=Decimal("0.001234567890")
+    )
+    UsageModelDaily.objects.create(
+        model_id=version.model_id,
+        model_slug="llama",
+        day=now.date(),
+        requests=3,
+        input_tokens=1200,
+        output_tokens=300,
+        cost=Decimal("0.001234567890"),
+    )
     # What the accrual adds to the daily GPU rollup in the same transaction (the reports read the rollup).
     GpuUsageDaily.objects.create(
         day=(now - timedelta(minutes=30)).date(),
@@ -191,4 +204,9 @@ def _seed_stored_shapes(team: object) -> None:
         accelerator_type=pool.accelerator_type,
         gpu_hours=Decimal("0.5"),
         cost=Decimal("0.4"),
+    )
+    UsageTeamDaily.objects.update_or_create(
+        team=team,
+        day=(now - timedelta(minutes=30)).date(),
+        defaults={"gpu_hours": Decimal("0.5"), "gpu_cost": Decimal("0.4")},
     )

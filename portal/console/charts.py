@@ -23,17 +23,29 @@ def _number(value: Decimal | int | None) -> float:
     return float(value or 0)
 
 
-def stacked_by_team(rows: Iterable[Mapping[str, Any]], *, top: int) -> dict[str, Any]:
-    """Cost per day stacked by team: the `top` teams by total cost over the range, the rest as one stack."""
+def leading_teams(team_totals: Mapping[str, Decimal], *, top: int) -> list[str]:
+    """The `top` teams by total cost (then by slug)."""
+    return [team for team, _ in sorted(team_totals.items(), key=lambda item: (-item[1], item[0]))[:top]]
+
+
+def stacked_by_team(
+    rows: Iterable[Mapping[str, Any]], *, top: int, team_totals: Mapping[str, Decimal] | None = None
+) -> dict[str, Any]:
+    """Cost per day stacked by team: the `top` teams by total cost over the range, the rest as one stack (rows of
+    teams outside the top, or whose team is None, already summed, go to it). The teams' totals over the range, when
+    the caller has them (the team report), spare a pass over every row."""
     rows = list(rows)
-    team_totals: dict[str, Decimal] = {}
-    for row in rows:
-        team_totals[row["team"]] = team_totals.get(row["team"], Decimal(0)) + row["total_cost"]
-    leaders = [team for team, _ in sorted(team_totals.items(), key=lambda item: (-item[1], item[0]))[:top]]
+    if team_totals is None:
+        summed: dict[str, Decimal] = {}
+        for row in rows:
+            summed[row["team"]] = summed.get(row["team"], Decimal(0)) + row["total_cost"]
+        team_totals = summed
+    leaders = leading_teams(team_totals, top=top)
     columns = [*leaders, OTHER_TEAMS] if len(team_totals) > len(leaders) else leaders
+    leading = set(leaders)
     days: dict[Any, dict[str, Decimal]] = {}
     for row in rows:
-        column = row["team"] if row["team"] in leaders else OTHER_TEAMS
+        column = row["team"] if row["team"] in leading else OTHER_TEAMS
         day = days.setdefault(row["day"], {})
         day[column] = day.get(column, Decimal(0)) + row["total_cost"]
     return {

@@ -31,6 +31,9 @@ from portal.usage.api.serializers import cost_report_csv, cost_report_output
 from portal.usage.partitions import month_start
 
 TOP = 10
+STACKED_TEAMS = 8
+API_PREFIX = "/api/v1/"
+LIST_CSV_QUERY = "format=csv&page_size=200"  # the API's largest page: a table's whole list in one file up to that
 AUDIT_ROWS = 50
 EVENT_ROWS = 50
 
@@ -99,6 +102,15 @@ def _csv_link(request: HttpRequest, days: DateRange, *, group_by: str, team: Tea
     return f"{reverse('console:team-costs-csv', kwargs={'team_slug': team.slug})}?{query}"
 
 
+def _list_csv_link(request: HttpRequest, name: str, **kwargs: str) -> str:
+    """The API's CSV of a list (`?format=csv`): staff read the API directly, members through the console's door
+    to the same view (`portal.api.renderers.console_list_csv`, routed by the project's URL map)."""
+    api_path = reverse(name, kwargs=kwargs)
+    if _platform_admin(request):
+        return f"{api_path}?{LIST_CSV_QUERY}"
+    return f"{reverse('console-list-csv', kwargs={'api_path': api_path.removeprefix(API_PREFIX)})}?{LIST_CSV_QUERY}"
+
+
 def _base(request: HttpRequest, days: DateRange, **extra: Any) -> dict[str, Any]:
     return {
         "days": days,
@@ -137,10 +149,13 @@ def overview(request: HttpRequest) -> HttpResponse:
     by_team = usage_selectors.cost_series(team_ids=None, start=days.start, end=days.end, group_by="team")
     by_model = usage_selectors.cost_series(team_ids=None, start=days.start, end=days.end, group_by="model")
     by_day = usage_selectors.cost_series(team_ids=None, start=days.start, end=days.end, group_by="day")
-    day_team = usage_selectors.cost_by_day_and_team(team_ids=None, start=days.start, end=days.end)
+    # The stack's leaders from the team report, the other teams summed per day by the database.
+    team_totals = {row["team"]: row["total_cost"] for row in by_team}
+    leaders = charts.leading_teams(team_totals, top=STACKED_TEAMS)
+    day_team = usage_selectors.cost_by_day_and_team(team_ids=None, start=days.start, end=days.end, teams=leaders)
     teams = list(tenancy_selectors.team_list_visible(user=_user(request), platform_admin=True))
-    budgets = [status for status in usage_selectors.budget_statuses(teams=teams, now=now) if status.budget > 0]
-    spend_stack = charts.stacked_by_team(day_team, top=8)
+    budgets = usage_selectors.budget_burn_list(teams=teams, now=now)
+    spend_stack = charts.stacked_by_team(day_team, top=STACKED_TEAMS, team_totals=team_totals)
     context = _base(
         request,
         days,
@@ -154,9 +169,11 @@ def overview(request: HttpRequest) -> HttpResponse:
         top_models=by_model[:TOP],
         by_day=by_day,
         spend_stack=spend_stack,
-        budgets=sorted(budgets, key=lambda status: (-status.percent, status.team_slug)),
+        budgets=budgets,
+        csv_budgets=_list_csv_link(request, "budgets"),
         ingestion=usage_selectors.ingestion_health(now=now),
         not_ready=list(deployment_selectors.deployments_not_ready()[:100]),
+        quota_requests_pending=tenancy_selectors.quota_request_list(status="pending").count(),
         csv_team=_csv_link(request, days, group_by="team"),
         csv_model=_csv_link(request, days, group_by="model"),
         csv_day=_csv_link(request, days, group_by="day"),
@@ -210,6 +227,9 @@ def team(request: HttpRequest, team_slug: str) -> HttpResponse:
         csv_day=_csv_link(request, days, group_by="day", team=team_object),
         csv_model=_csv_link(request, days, group_by="model", team=team_object),
         csv_key=_csv_link(request, days, group_by="credential", team=team_object),
+        csv_deployments=_list_csv_link(request, "deployment-list", team=team_object.slug),
+        csv_keys=_list_csv_link(request, "credential-list", team=team_object.slug),
+        csv_members=_list_csv_link(request, "team-members", team=team_object.slug),
         chart_cost=charts.cost_chart(by_day.series),
     )
     context["credentials"] = [
@@ -334,6 +354,7 @@ def fleet(request: HttpRequest) -> HttpResponse:
         pools=pools,
         types=types,
         csv_team=_csv_link(request, days, group_by="team"),
+        csv_clusters=_list_csv_link(request, "cluster-list"),
         chart_pools=charts.pool_chart(pools),
     )
     return render(request, "console/fleet.html", context)

@@ -5,13 +5,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
-from django.http import HttpRequest
+from django.db.models import Case, QuerySet, When
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
 
-from portal.core.admin import ReadOnlyAdmin, ReadOnlyInline, ServiceWriteAdmin, money
+from portal.core.admin import ReadOnlyAdmin, ReadOnlyInline, ServiceWriteAdmin, money, refusal
+from portal.core.errors import DomainError
 from portal.tenancy import services
-from portal.tenancy.models import Membership, Team, TeamGpuQuota, TeamQuota, User
+from portal.tenancy.models import Membership, QuotaRequest, Team, TeamGpuQuota, TeamQuota, User
 
 
 @admin.register(User)
@@ -119,3 +125,87 @@ class TeamQuotaAdmin(ServiceWriteAdmin):
     @admin.display(description="monthly budget", ordering="monthly_budget")
     def budget(self, quota: TeamQuota) -> str:
         return money(quota.monthly_budget)
+
+
+QUOTA_REQUEST_FIELDS = (
+    "team",
+    "status",
+    "gpus",
+    "max_deployments",
+    "reason",
+    "requested_by",
+    "created_at",
+    "decided_by",
+    "decided_at",
+    "decision_note",
+)
+
+
+class QuotaDecisionForm(forms.Form):
+    decision = forms.ChoiceField(choices=[("approve", "Approve"), ("reject", "Reject")], widget=forms.RadioSelect)
+    note = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Why: the team reads it with the decision (kept in the request and its audit entry).",
+    )
+
+
+@admin.register(QuotaRequest)
+class QuotaRequestAdmin(ReadOnlyAdmin):
+    """The quota-request queue: pending first; each pending request is approved or rejected with a note through the
+    tenancy services, as `POST /api/v1/teams/{team}/quota-requests/{id}/approve|reject` does (validated, audited,
+    and an approval applied to the team's quota)."""
+
+    list_display = ["id", "team", "status", "gpus", "max_deployments", "requested_by", "created_at", "decide_link"]
+    list_filter = ["status"]
+    search_fields = ["team__slug", "reason", "decision_note"]
+    list_select_related = ["team", "requested_by"]
+    fields = QUOTA_REQUEST_FIELDS
+    readonly_fields = QUOTA_REQUEST_FIELDS
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[QuotaRequest]:
+        pending_first = Case(When(status=QuotaRequest.Status.PENDING, then=0), default=1)
+        return super().get_queryset(request).order_by(pending_first, "-created_at", "-id")
+
+    @admin.display(description="decision")
+    def decide_link(self, row: QuotaRequest) -> str:
+        if row.status != QuotaRequest.Status.PENDING:
+            return "—"
+        return format_html(
+            '<a href="{}">Approve or reject</a>', reverse("admin:tenancy_quotarequest_decide", args=[row.pk])
+        )
+
+    def get_urls(self) -> list[URLPattern]:
+        decide = path(
+            "<int:request_id>/decide/",
+            self.admin_site.admin_view(self.decide_view),
+            name="tenancy_quotarequest_decide",
+        )
+        return [decide, *super().get_urls()]
+
+    def decide_view(self, request: HttpRequest, request_id: int) -> HttpResponse:
+        found = QuotaRequest.objects.select_related("team", "requested_by").filter(pk=request_id).first()
+        if found is None:
+            raise Http404(f"No quota request {request_id}")
+        form = QuotaDecisionForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            decide = (
+                services.quota_request_approve
+                if form.cleaned_data["decision"] == "approve"
+                else services.quota_request_reject
+            )
+            try:
+                decided = decide(actor=request.user, request=found, note=form.cleaned_data["note"])  # type: ignore[arg-type]
+            except DomainError as error:
+                self.message_user(request, f"Not decided: {refusal(error)}", messages.ERROR)
+            else:
+                self.message_user(request, f"Quota request {decided.pk} of {decided.team.slug}: {decided.status}")
+                return HttpResponseRedirect(reverse("admin:tenancy_quotarequest_changelist"))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": f"Decide quota request {found.pk} of {found.team.slug}",
+            "quota_request": found,
+            "quota": TeamQuota.objects.filter(team=found.team).prefetch_related("gpu_limits").first(),
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/tenancy/quotarequest/decide.html", context)

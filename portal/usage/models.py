@@ -300,6 +300,61 @@ class GpuUsageDaily(models.Model):
         return f"{self.deployment_name} {self.day} {self.gpu_hours} GPU-h"
 
 
+class _Sums(models.Model):
+    requests = models.BigIntegerField(default=0)
+    failed_requests = models.BigIntegerField(default=0, help_text="status code 400 or above")
+    unmetered_requests = models.BigIntegerField(default=0, help_text="no token counts (failed or cut off)")
+    input_tokens = models.BigIntegerField(default=0, help_text="all input, cached and cache writes included")
+    cached_input_tokens = models.BigIntegerField(default=0)
+    cache_write_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    reasoning_tokens = models.BigIntegerField(default=0)
+    cost = models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES, default=0)
+
+    class Meta:
+        abstract = True
+
+
+class UsageTeamDaily(_Sums):
+    """One team's whole day: its UsageDaily rows summed (tokens and their cost, added by the compactor in the
+    transaction that adds them to UsageDaily) and its GpuUsageDaily rows summed (added by the GPU accrual in the
+    transaction that adds them there). Reports over many teams and days (the cost API without a team, the console's
+    overview) read one row per team and day here instead of one per team, model, key and day."""
+
+    team = models.ForeignKey("tenancy.Team", on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    gpu_hours = models.DecimalField(max_digits=20, decimal_places=9, default=0)
+    gpu_cost = models.DecimalField(max_digits=MONEY_DIGITS, decimal_places=MONEY_PLACES, default=0)
+
+    class Meta:
+        verbose_name = "daily team usage"
+        verbose_name_plural = "daily team usage"
+        db_table = "usage_team_daily"
+        constraints = [models.UniqueConstraint(fields=["team", "day"], name="one_team_daily_rollup_per_bucket")]
+        indexes = [models.Index(fields=["day"], name="usage_team_daily_day")]
+
+    def __str__(self) -> str:
+        return f"{self.team_id} {self.day}"
+
+
+class UsageModelDaily(_Sums):
+    """One catalog model's whole day across every team: its UsageDaily rows summed, added by the compactor in the
+    transaction that adds them to UsageDaily. The platform-wide "by model" report reads it."""
+
+    model_id = models.BigIntegerField(help_text="catalog model id")
+    model_slug = models.CharField(max_length=63)
+    day = models.DateField()
+
+    class Meta:
+        verbose_name = "daily model usage"
+        verbose_name_plural = "daily model usage"
+        db_table = "usage_model_daily"
+        constraints = [models.UniqueConstraint(fields=["day", "model_id"], name="one_model_daily_rollup_per_bucket")]
+
+    def __str__(self) -> str:
+        return f"{self.model_slug} {self.day}"
+
+
 class TeamBudgetSettings(TimestampedModel):
     """A team's own alert thresholds (percent of the monthly budget in its quota)."""
 

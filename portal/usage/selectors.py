@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
 from django.conf import settings
-from django.db.models import Count, Exists, Max, Min, OuterRef, QuerySet, Sum
+from django.db.models import Case, CharField, Count, Exists, F, Max, Min, OuterRef, QuerySet, Sum, Value, When
 
 from catalog import selectors as catalog_selectors
 from portal.clusters import selectors as cluster_selectors
@@ -35,8 +35,10 @@ from portal.usage.models import (
     TeamBudgetSettings,
     UsageDaily,
     UsageHourly,
+    UsageModelDaily,
     UsageRequestHealth,
     UsageRollupDelta,
+    UsageTeamDaily,
 )
 from portal.usage.partitions import month_start, next_month
 from portal.usage.rating import PriceBook
@@ -210,71 +212,65 @@ def cost_report(*, team_ids: list[int] | None, start: date, end: date, group_by:
     )
 
 
+def _team_days(*, team_ids: list[int] | None, start: date, end: date) -> QuerySet[UsageTeamDaily]:
+    """One row per team and day (tokens, their cost, GPU-hours and their cost): every grouping coarser than a model
+    or a key reads these, a hundredth of the daily rollup's rows at a company's scale."""
+    rows = UsageTeamDaily.objects.filter(day__gte=start, day__lte=end)
+    if team_ids is not None:
+        rows = rows.filter(team_id__in=team_ids)
+    return rows
+
+
+def _sums_with_gpu() -> dict[str, Any]:
+    return {**_sums(), "gpu_hours": Sum("gpu_hours"), "gpu_cost": Sum("gpu_cost")}
+
+
+def _clean_with_gpu(row: dict[str, Any]) -> dict[str, Any]:
+    _clean(row)
+    row["gpu_hours"] = row.get("gpu_hours") or ZERO
+    row["gpu_cost"] = row.get("gpu_cost") or ZERO
+    row["total_cost"] = row["token_cost"] + row["gpu_cost"]
+    return row
+
+
 def cost_totals(*, team_ids: list[int] | None, start: date, end: date) -> dict[str, Any]:
     """The totals of `cost_report`: requests, tokens, token, GPU and total cost over the range."""
-    rollups = _rollups(team_ids=team_ids, start=start, end=end)
-    gpu_rows = _gpu(team_ids=team_ids, start=start, end=end)
-    totals = _clean(dict(rollups.aggregate(**_sums())))
-    gpu_totals = gpu_rows.aggregate(gpu_hours=Sum("gpu_hours"), gpu_cost=Sum("cost"))
-    totals["gpu_hours"] = gpu_totals["gpu_hours"] or ZERO
-    totals["gpu_cost"] = gpu_totals["gpu_cost"] or ZERO
-    totals["total_cost"] = totals["token_cost"] + totals["gpu_cost"]
-    return totals
+    return _clean_with_gpu(dict(_team_days(team_ids=team_ids, start=start, end=end).aggregate(**_sums_with_gpu())))
 
 
 def cost_series(*, team_ids: list[int] | None, start: date, end: date, group_by: str) -> list[dict[str, Any]]:
-    """The series of `cost_report`: one row per day, model, credential or team."""
-    rollups = _rollups(team_ids=team_ids, start=start, end=end)
-    gpu_rows = _gpu(team_ids=team_ids, start=start, end=end)
+    """The series of `cost_report`: one row per day, model, credential or team. Days and teams are read from the
+    team-day rollup, models across every team from the model-day rollup, the rest from the daily rollup."""
     series: list[dict[str, Any]]
     if group_by == "day":
-        by_day = {row["day"]: _clean(row) for row in rollups.values("day").annotate(**_sums())}
-        gpu_by_day = {
-            row["day"]: row for row in gpu_rows.values("day").annotate(gpu_hours=Sum("gpu_hours"), gpu_cost=Sum("cost"))
-        }
-        series = []
-        for day in sorted(set(by_day) | set(gpu_by_day)):
-            row = by_day.get(day) or _clean({"day": day})
-            day_gpu = gpu_by_day.get(day) or {}
-            row["gpu_hours"] = day_gpu.get("gpu_hours") or ZERO
-            row["gpu_cost"] = day_gpu.get("gpu_cost") or ZERO
-            row["total_cost"] = row["token_cost"] + row["gpu_cost"]
-            series.append(row)
+        rows = _team_days(team_ids=team_ids, start=start, end=end).values("day").annotate(**_sums_with_gpu())
+        series = [_clean_with_gpu(row) for row in rows.order_by("day")]
     elif group_by == "model":
+        models: QuerySet[Any] = (
+            UsageModelDaily.objects.filter(day__gte=start, day__lte=end)
+            if team_ids is None
+            else _rollups(team_ids=team_ids, start=start, end=end)
+        )
         series = [
-            _clean(row)
-            for row in rollups.values("model_slug").annotate(**_sums()).order_by("-token_cost", "model_slug")
+            _clean(row) for row in models.values("model_slug").annotate(**_sums()).order_by("-token_cost", "model_slug")
         ]
         for row in series:
             row["model"] = row.pop("model_slug")
     elif group_by == "credential":
         series = [
             _clean(row)
-            for row in rollups.values("credential_id", "client_id", "team__slug")
+            for row in _rollups(team_ids=team_ids, start=start, end=end)
+            .values("credential_id", "client_id", "team__slug")
             .annotate(**_sums())
             .order_by("-token_cost", "client_id")
         ]
         for row in series:
             row["team"] = row.pop("team__slug")
     elif group_by == "team":
-        series = [
-            _clean(row)
-            for row in rollups.values("team__slug").annotate(**_sums()).order_by("-token_cost", "team__slug")
-        ]
-        gpu_by_team = {
-            row["team__slug"]: row
-            for row in gpu_rows.values("team__slug").annotate(gpu_hours=Sum("gpu_hours"), gpu_cost=Sum("cost"))
-        }
-        seen = set()
+        rows = _team_days(team_ids=team_ids, start=start, end=end).values("team__slug").annotate(**_sums_with_gpu())
+        series = [_clean_with_gpu(row) for row in rows.order_by("-token_cost", "team__slug")]
         for row in series:
             row["team"] = row.pop("team__slug")
-            seen.add(row["team"])
-        series.extend(_clean({"team": slug}) for slug in sorted(set(gpu_by_team) - seen))
-        for row in series:
-            team_gpu = gpu_by_team.get(row["team"]) or {}
-            row["gpu_hours"] = team_gpu.get("gpu_hours") or ZERO
-            row["gpu_cost"] = team_gpu.get("gpu_cost") or ZERO
-            row["total_cost"] = row["token_cost"] + row["gpu_cost"]
     else:  # pragma: no cover - views validate group_by
         raise ValueError(group_by)
     return series
@@ -434,18 +430,12 @@ def budget_statuses(*, teams: list[Team], now: datetime) -> list[BudgetStatus]:
     last = next_month(first) - timedelta(days=1)
     team_ids = [team.pk for team in teams]
     quotas = tenancy_selectors.teams_budget_terms(team_ids=team_ids)
-    token_costs = dict(
-        UsageDaily.objects.filter(team_id__in=team_ids, day__gte=first, day__lte=last)
+    month_costs = {
+        row["team_id"]: row
+        for row in _team_days(team_ids=team_ids, start=first, end=last)
         .values("team_id")
-        .annotate(total=Sum("cost"))
-        .values_list("team_id", "total")
-    )
-    gpu_costs = dict(
-        _gpu(team_ids=team_ids, start=first, end=last)
-        .values("team_id")
-        .annotate(total=Sum("cost"))
-        .values_list("team_id", "total")
-    )
+        .annotate(token_cost=Sum("cost"), gpu_cost=Sum("gpu_cost"))
+    }
     states = {state.team_id: state for state in BudgetState.objects.filter(team_id__in=team_ids, month=first)}
     enforced = gateway_selectors.team_budget_enforcements(team_ids=team_ids)
     own_thresholds = dict(TeamBudgetSettings.objects.filter(team_id__in=team_ids).values_list("team_id", "thresholds"))
@@ -456,8 +446,9 @@ def budget_statuses(*, teams: list[Team], now: datetime) -> list[BudgetStatus]:
     for team in teams:
         quota = quotas.get(team.pk)
         budget = quota.monthly_budget if quota is not None else ZERO
-        token_cost = token_costs.get(team.pk) or ZERO
-        gpu_cost = gpu_costs.get(team.pk) or ZERO
+        costs = month_costs.get(team.pk) or {}
+        token_cost = costs.get("token_cost") or ZERO
+        gpu_cost = costs.get("gpu_cost") or ZERO
         spend = token_cost + gpu_cost
         state = states.get(team.pk)
         thresholds = own_thresholds.get(team.pk)
@@ -484,37 +475,44 @@ def budget_statuses(*, teams: list[Team], now: datetime) -> list[BudgetStatus]:
     return statuses
 
 
+def budget_burn_list(*, teams: list[Team], now: datetime) -> list[BudgetStatus]:
+    """The teams given that have a monthly budget, highest burn first (then by slug): the console's burn table and
+    `GET /api/v1/budgets`."""
+    statuses = [status for status in budget_statuses(teams=teams, now=now) if status.budget > 0]
+    return sorted(statuses, key=lambda status: (-status.percent, status.team_slug))
+
+
 # --- console reads (the same rollups and accrual as the cost reports) -------------------------------------
 
 
-def cost_by_day_and_team(*, team_ids: list[int] | None, start: date, end: date) -> list[dict[str, Any]]:
+def cost_by_day_and_team(
+    *, team_ids: list[int] | None, start: date, end: date, teams: Collection[str] | None = None
+) -> list[dict[str, Any]]:
     """Token, GPU and total cost per day and team, oldest day first: each day's rows add up to that day of
-    `cost_report(group_by="day")`, each team's to its row of `cost_report(group_by="team")`."""
-    tokens = {
-        (row["day"], row["team__slug"]): row["token_cost"] or ZERO
-        for row in _rollups(team_ids=team_ids, start=start, end=end)
-        .values("day", "team__slug")
-        .annotate(token_cost=Sum("cost"))
-    }
-    gpu = {
-        (row["day"], row["team__slug"]): row["gpu_cost"] or ZERO
-        for row in _gpu(team_ids=team_ids, start=start, end=end)
-        .values("day", "team__slug")
-        .annotate(gpu_cost=Sum("cost"))
-    }
-    rows = []
-    for day, team in sorted(set(tokens) | set(gpu)):
-        token_cost, gpu_cost = tokens.get((day, team), ZERO), gpu.get((day, team), ZERO)
-        rows.append(
-            {
-                "day": day,
-                "team": team,
-                "token_cost": token_cost,
-                "gpu_cost": gpu_cost,
-                "total_cost": token_cost + gpu_cost,
-            }
+    `cost_report(group_by="day")`, each team's to its row of `cost_report(group_by="team")`. Given `teams` (slugs),
+    every other team is summed per day into one row whose team is None (a stacked chart's "other teams")."""
+    stack: Any = F("team__slug")
+    if teams is not None:
+        stack = Case(
+            When(team__slug__in=list(teams), then=F("team__slug")), default=Value(None), output_field=CharField()
         )
-    return rows
+    rows = (
+        _team_days(team_ids=team_ids, start=start, end=end)
+        .annotate(stack=stack)
+        .values("day", "stack")
+        .annotate(token_cost=Sum("cost"), gpu_cost=Sum("gpu_cost"))
+        .order_by("day", "stack")
+    )
+    return [
+        {
+            "day": row["day"],
+            "team": row["stack"],
+            "token_cost": row["token_cost"],
+            "gpu_cost": row["gpu_cost"],
+            "total_cost": row["token_cost"] + row["gpu_cost"],
+        }
+        for row in rows
+    ]
 
 
 def model_cost_by_team(*, model_slug: str, team_ids: list[int] | None, start: date, end: date) -> list[dict[str, Any]]:

@@ -5,12 +5,14 @@ Volume is seeded straight into the tables the pages read, in SQL (generate_serie
 through ingestion would take hours here: the daily rollups carry 10,000,000 requests (100 teams x 10 models x 3 keys x
 92 days), GPU accrual has one row per deployment and hour over the same 92 days (about 2.2 million rows, the
 accrual's own granularity) and its daily rollup (one row per deployment and day, the sum of that day's accrual rows,
-as the accrual keeps it), as the rollup and accrual jobs would leave them. Raw events are not seeded unless
+as the accrual keeps it), and the coarse rollups over both (one row per team and day, one per model and day), as the rollup and accrual jobs
+would leave them. Raw events are not seeded unless
 PORTAL_BENCH_RAW_EVENTS says how many: the pages read rollups, never raw events (the quarantine count reads only
 the quarantined events' partial index)."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import statistics
 import time
@@ -191,6 +193,11 @@ def _seed() -> dict[str, str]:
             GROUP BY 1, deployment_id, deployment_name, team_id, cluster_name, accelerator_type
             """
         )
+        # The coarse rollups as the compactor and the accrual keep them: what migration 0012 backfills from the above.
+        for sql in importlib.import_module("portal.usage.migrations.0014_coarse_daily_rollups").BACKFILL_SQL:
+            cursor.execute(sql)
+        cursor.execute("ANALYZE usage_team_daily")
+        cursor.execute("ANALYZE usage_model_daily")
         cursor.execute(f"ANALYZE {UsageDaily._meta.db_table}")
         cursor.execute(f"ANALYZE {GpuUsage._meta.db_table}")
         cursor.execute(f"ANALYZE {GpuUsageDaily._meta.db_table}")

@@ -211,6 +211,11 @@ def test_overview_in_the_browser(visit: Any, console_world: ConsoleWorld) -> Non
     assert "ImagePullBackOff" in staff.text('#not-ready tr[data-deployment="alpha/batch"]')
     # The burn bar is coloured at the thresholds: alpha is over 50 % of its 10.00 (its spend says by how much).
     assert "burn-" in staff.page.locator('#budgets tr[data-team="alpha"] .burn').get_attribute("class")
+    aligned = staff.page.evaluate(
+        "() => [...document.querySelectorAll('#top-teams thead th, #top-teams tbody tr:first-child > *')]"
+        ".map(cell => getComputedStyle(cell).textAlign)"
+    )
+    assert aligned == ["left", "right", "right", "right", "right"] * 2  # numeric headers over numeric cells
     _page_is_clean(staff, "overview")
 
 
@@ -354,6 +359,15 @@ def test_a_member_signs_in_and_walks_from_team_to_deployment_to_csv(
         )
         assert body == api.body()
         assert b"qwen" in body
+        with page.expect_download() as download:  # a list table: the deployments API's CSV, through the console
+            page.click('#deployments caption a:text("CSV")')
+        listed = context.request.get(
+            f"{live_server.url}/api/v1/teams/alpha/deployments",
+            params={"format": "csv"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert Path(download.value.path()).read_bytes() == listed.body()
+        assert b"chat" in listed.body()
         assert errors == []
     finally:
         context.close()

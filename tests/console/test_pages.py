@@ -3,11 +3,14 @@ the same range (the API read in the same test, through a token, as Backstage or 
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from django.contrib import admin
+from django.contrib.staticfiles import finders
 from django.test import Client
 
 from portal.console import charts
@@ -347,6 +350,76 @@ def test_members_csv_is_the_team_cost_apis_csv_byte_for_byte(console_world: Cons
     assert console_world.browser_client("outsider").get("/console/teams/alpha/costs.csv").status_code == 404
     staff_page = console_world.browser_client("platform_admin").get("/console/teams/alpha/", _range()).content.decode()
     assert f'href="/api/v1/teams/alpha/costs?{query}"' in staff_page  # staff sessions read the API itself
+
+
+def _csv_links(html: str) -> list[str]:
+    return [link.replace("&amp;", "&") for link in re.findall(r'<a href="([^"]*format=csv[^"]*)"', html)]
+
+
+def test_every_list_tables_csv_is_the_list_apis_csv_byte_for_byte(console_world: ConsoleWorld) -> None:
+    """Deployments, keys and members link to their list API's CSV (members through the console's door, staff to the
+    API), the same bytes the API gives a token; another team's list is a 404 through the door too."""
+    viewer = console_world.browser_client("viewer")
+    links = _csv_links(viewer.get("/console/teams/alpha/").content.decode())
+    lists = {
+        "/console/csv/teams/alpha/deployments?format=csv&page_size=200": "/api/v1/teams/alpha/deployments",
+        "/console/csv/teams/alpha/credentials?format=csv&page_size=200": "/api/v1/teams/alpha/credentials",
+        "/console/csv/teams/alpha/members?format=csv&page_size=200": "/api/v1/teams/alpha/members",
+    }
+    assert set(lists) <= set(links)
+    api = _api(console_world, "viewer")
+    for link, api_path in lists.items():
+        door = viewer.get(link)
+        assert (door.status_code, door["Content-Type"]) == (200, "text/csv; charset=utf-8")
+        assert door.content == api.get(api_path, {"format": "csv", "page_size": 200}).content
+        assert door.content == api.get(api_path, {"page_size": 200}, HTTP_ACCEPT="text/csv").content
+    header, *rows = viewer.get("/console/csv/teams/alpha/deployments").content.decode().splitlines()
+    assert header.split(",")[:2] == ["name", "team"]
+    assert sorted(line.split(",")[0] for line in rows) == sorted(
+        item["name"] for item in api.get("/api/v1/teams/alpha/deployments").json()["results"]
+    )
+    outsider = console_world.browser_client("outsider")
+    for link in lists:
+        assert outsider.get(link).status_code == 404
+        assert b"chat" not in outsider.get(link).content
+    assert viewer.get("/console/csv/teams/alpha/costs?format=csv").status_code == 404  # only the list views
+    assert viewer.get("/console/csv/teams/alpha/members?format=json").status_code == 404  # the door gives CSV only
+    assert viewer.get("/console/csv/clusters?format=csv").content == api.get("/api/v1/clusters?format=csv").content
+    staff_page = console_world.browser_client("platform_admin").get("/console/teams/alpha/").content.decode()
+    assert "/api/v1/teams/alpha/deployments?format=csv&page_size=200" in _csv_links(staff_page)
+    fleet = console_world.browser_client("platform_admin").get("/console/fleet/").content.decode()
+    assert "/api/v1/clusters?format=csv&page_size=200" in _csv_links(fleet)
+
+
+def test_the_budget_burn_tables_csv_is_the_budgets_apis(console_world: ConsoleWorld) -> None:
+    overview = console_world.browser_client("platform_admin").get("/console/").content.decode()
+    assert "/api/v1/budgets?format=csv&page_size=200" in _csv_links(overview)
+    staff_api = _api(console_world)
+    body = staff_api.get("/api/v1/budgets", {"format": "csv", "page_size": 200}).content.decode()
+    header, *lines = body.splitlines()
+    assert header.startswith("team,month,currency,budget,spend,")
+    assert [line.split(",")[0] for line in lines] == row_keys(overview, "budgets", "team")  # the table's rows, in order
+    for line in lines:
+        team, spend = line.split(",")[0], line.split(",")[4]
+        assert spend == staff_api.get(f"/api/v1/teams/{team}/budget").json()["spend"]  # exact, not rounded
+    assert _api(console_world, "admin").get("/api/v1/budgets", {"format": "csv"}).status_code == 403
+
+
+def test_numeric_columns_have_right_aligned_headers_over_right_aligned_numbers(console_world: ConsoleWorld) -> None:
+    admin_client = console_world.browser_client("platform_admin")
+    checked = 0
+    for path in EVERY_PAGE:
+        html = admin_client.get(path).content.decode()
+        for table_id in re.findall(r'<table id="([^"]+)"', html):
+            html_table = re.search(rf'<table id="{table_id}".*?</table>', html, re.S).group(0)
+            headers = re.findall(r'<th scope="col"( class="num")?>', html_table)
+            for body_row in re.findall(r"<tr data-[^>]*>.*?</tr>", html_table, re.S):
+                cells = re.findall(r'<(?:th scope="row"|td)( class="num")?[ >]', body_row)
+                assert [bool(cell) for cell in cells] == [bool(header) for header in headers], (path, table_id)
+                checked += 1
+    assert checked > 20
+    stylesheet = Path(finders.find("console/console.css")).read_text()
+    assert "th.num, td.num { text-align: right;" in stylesheet  # the browser test reads the computed alignment
 
 
 def test_money_is_shown_with_currency_and_two_decimals_and_times_as_utc_iso(console_world: ConsoleWorld) -> None:

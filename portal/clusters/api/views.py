@@ -11,6 +11,7 @@ from rest_framework.response import Response
 
 from portal.api.authentication import acting_user
 from portal.api.permissions import ReadAnyWritePlatformAdmin
+from portal.api.renderers import CSV_LIST_DESCRIPTION, CSV_LIST_SCHEMA, LIST_RENDERERS
 from portal.api.views import PortalGenericView, PortalView, validated
 from portal.clusters import selectors, services
 from portal.clusters.api import serializers
@@ -33,14 +34,19 @@ class _CapacityMixin:
 
 
 class ClusterListView(_CapacityMixin, PortalGenericView):
+    renderer_classes = LIST_RENDERERS
     permission_classes = [ReadAnyWritePlatformAdmin]
     serializer_class = serializers.ClusterOutput
     queryset = Cluster.objects.none()  # for the schema generator; views query through selectors
 
     @extend_schema(
         parameters=[serializers.ClusterListQuery],
-        responses=serializers.ClusterOutput(many=True),
-        summary="Clusters with GPU capacity per accelerator type (credentials are never returned)",
+        responses={
+            (200, "application/json"): serializers.ClusterOutput(many=True),
+            (200, "text/csv"): CSV_LIST_SCHEMA,
+        },
+        description=CSV_LIST_DESCRIPTION,
+        summary="Clusters with GPU capacity per accelerator type (credentials are never returned), JSON or CSV",
     )
     def get(self, request: Request) -> Response:
         query = validated(serializers.ClusterListQuery, request.query_params)

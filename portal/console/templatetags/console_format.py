@@ -7,7 +7,9 @@ from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 
 from django import template
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+
+from portal.usage.contracts import BudgetStatus
 
 register = template.Library()
 
@@ -68,3 +70,26 @@ def moment(value: datetime | date | str | None) -> str:
             '<time datetime="{}" data-local>{}</time>', iso, value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
         )
     return format_html('<time datetime="{}">{}</time>', value.isoformat(), value.isoformat())
+
+
+@register.simple_tag
+def burn(status: BudgetStatus) -> str:
+    """A budget's burn: a bar to its percent with a tick at each threshold, coloured over the first threshold and over
+    the budget, and the percent as text (a tag, not an included template: the overview draws one per team)."""
+    if status.percent >= 100:
+        level = "over"
+    elif status.thresholds and status.percent >= status.thresholds[0]:
+        level = "warn"
+    else:
+        level = "ok"
+    ticks = format_html_join(
+        "", '<i style="left: {}" title="{} %"></i>', ((bar_width(value), value) for value in status.thresholds)
+    )
+    return format_html(
+        '<div class="burn burn-{}">\n  <span class="bar" aria-hidden="true"><span style="width: {}"></span>{}</span>\n'
+        '  <span data-field="percent">{}</span>\n</div>',
+        level,
+        bar_width(status.percent),
+        ticks,
+        percent(status.percent),
+    )

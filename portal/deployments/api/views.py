@@ -8,6 +8,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from portal.api.authentication import acting_user, is_platform_admin
+from portal.api.renderers import CSV_LIST_DESCRIPTION, CSV_LIST_SCHEMA, LIST_RENDERERS
 from portal.api.team_access import team_for_request
 from portal.api.views import PortalGenericView, PortalView, validated
 from portal.deployments import selectors, services
@@ -17,13 +18,18 @@ from portal.tenancy.models import Role
 
 
 class DeploymentListView(PortalGenericView):
+    renderer_classes = LIST_RENDERERS
     serializer_class = serializers.DeploymentOutput
     queryset = Deployment.objects.none()  # for the schema generator; views query through selectors
 
     @extend_schema(
         parameters=[serializers.DeploymentListQuery],
-        responses=serializers.DeploymentOutput(many=True),
-        summary="A team's deployments",
+        responses={
+            (200, "application/json"): serializers.DeploymentOutput(many=True),
+            (200, "text/csv"): CSV_LIST_SCHEMA,
+        },
+        description=CSV_LIST_DESCRIPTION,
+        summary="A team's deployments, JSON or CSV",
     )
     def get(self, request: Request, team: str) -> Response:
         deployments = selectors.deployment_list(team=team_for_request(request, team, catalog_read=True))

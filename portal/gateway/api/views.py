@@ -15,6 +15,7 @@ from rest_framework.response import Response
 
 from portal.api.authentication import acting_user, is_platform_admin
 from portal.api.permissions import IsPlatformAdmin
+from portal.api.renderers import CSV_LIST_DESCRIPTION, CSV_LIST_SCHEMA, LIST_RENDERERS
 from portal.api.team_access import team_for_request
 from portal.api.views import PortalGenericView, PortalView, validated
 from portal.clusters import selectors as cluster_selectors
@@ -66,13 +67,18 @@ def _issued_body(request: Request, issued: services.IssuedCredential, delivery: 
 
 
 class CredentialListView(KeyResponseMixin, PortalGenericView):
+    renderer_classes = LIST_RENDERERS
     serializer_class = serializers.CredentialOutput
     queryset = Credential.objects.none()  # for the schema generator; views query through selectors
 
     @extend_schema(
         parameters=[serializers.CredentialListQuery],
-        responses=serializers.CredentialOutput(many=True),
-        summary="A team's gateway credentials (no keys)",
+        responses={
+            (200, "application/json"): serializers.CredentialOutput(many=True),
+            (200, "text/csv"): CSV_LIST_SCHEMA,
+        },
+        description=CSV_LIST_DESCRIPTION,
+        summary="A team's gateway credentials (no keys), JSON or CSV",
     )
     def get(self, request: Request, team: str) -> Response:
         query = validated(serializers.CredentialListQuery, request.query_params)

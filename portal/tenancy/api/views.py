@@ -9,6 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from portal.api.authentication import acting_user, caller_of, is_platform_admin, reads_every_team
+from portal.api.renderers import CSV_LIST_DESCRIPTION, CSV_LIST_SCHEMA, LIST_RENDERERS
 from portal.api.team_access import team_for_request
 from portal.api.views import PortalGenericView, PortalView, validated
 from portal.core.errors import PermissionDenied
@@ -100,13 +101,18 @@ class TeamDetailView(PortalView):
 
 
 class MemberListView(PortalGenericView):
+    renderer_classes = LIST_RENDERERS
     queryset = Membership.objects.none()  # for the schema generator; views query through selectors
     serializer_class = serializers.MembershipOutput
 
     @extend_schema(
         parameters=[serializers.MemberListQuery],
-        responses=serializers.MembershipOutput(many=True),
-        summary="Members of a team",
+        responses={
+            (200, "application/json"): serializers.MembershipOutput(many=True),
+            (200, "text/csv"): CSV_LIST_SCHEMA,
+        },
+        description=CSV_LIST_DESCRIPTION,
+        summary="Members of a team, JSON or CSV",
     )
     def get(self, request: Request, team: str) -> Response:
         members = selectors.team_member_list(team=team_for_request(request, team))

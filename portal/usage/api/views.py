@@ -21,6 +21,7 @@ from rest_framework.views import APIView
 from portal.api.authentication import acting_user, caller_of
 from portal.api.pagination import PortalPagination
 from portal.api.permissions import IsPlatformAdmin
+from portal.api.renderers import CSV_LIST_DESCRIPTION, CSV_LIST_SCHEMA, LIST_RENDERERS
 from portal.api.team_access import team_for_request
 from portal.api.views import PortalGenericView, PortalView, validated
 from portal.core.errors import NotFound
@@ -31,7 +32,7 @@ from portal.tokens.models import Scope
 from portal.usage import events, metrics, selectors, services
 from portal.usage.api import serializers
 from portal.usage.api.throttling import CollectorRateThrottle
-from portal.usage.contracts import EventRejection, IngestResult, UsageRecord
+from portal.usage.contracts import BudgetStatus, EventRejection, IngestResult, UsageRecord
 
 logger = logging.getLogger(__name__)
 
@@ -268,6 +269,26 @@ class PlatformCostsView(PortalView):
 
 def _budget_response(team: Team) -> Response:
     return Response(serializers.budget_output(selectors.budget_status(team=team, now=datetime.now(UTC))))
+
+
+class BudgetListView(PortalGenericView):
+    permission_classes = [IsPlatformAdmin]
+    renderer_classes = LIST_RENDERERS
+    queryset = Team.objects.none()  # for the schema generator; the view reads through selectors
+
+    @extend_schema(
+        responses={
+            (200, "application/json"): serializers.BudgetOutput(many=True),
+            (200, "text/csv"): CSV_LIST_SCHEMA,
+        },
+        description=CSV_LIST_DESCRIPTION,
+        summary="Every team's budget this month, highest burn first (platform admins), JSON or CSV",
+    )
+    def get(self, request: Request) -> Response:
+        teams = list(tenancy_selectors.team_list_visible(user=acting_user(request), platform_admin=True))
+        burning = selectors.budget_burn_list(teams=teams, now=datetime.now(UTC))
+        page: list[BudgetStatus] | None = self.paginate_queryset(burning)  # type: ignore[arg-type]  # a list pages too
+        return self.get_paginated_response([serializers.budget_output(status) for status in page or []])
 
 
 class BudgetView(PortalView):

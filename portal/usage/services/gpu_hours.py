@@ -32,6 +32,17 @@ ON CONFLICT (day, deployment_id, team_id, deployment_name, cluster_name, acceler
     cost = usage_gpu_daily.cost + EXCLUDED.cost
 """
 
+# And to its team's day (portal.usage.models.UsageTeamDaily). Deployments of one team accrue in separate
+# transactions, each adding to that team's days in ascending order, so they may wait on each other but never deadlock.
+_TEAM_DAILY_ADD_SQL = """
+INSERT INTO usage_team_daily (team_id, day, gpu_hours, gpu_cost, requests, failed_requests, unmetered_requests,
+    input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost)
+VALUES (%s, (%s::timestamptz AT TIME ZONE 'UTC')::date, %s, %s, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+ON CONFLICT (team_id, day) DO UPDATE SET
+    gpu_hours = usage_team_daily.gpu_hours + EXCLUDED.gpu_hours,
+    gpu_cost = usage_team_daily.gpu_cost + EXCLUDED.gpu_cost
+"""
+
 
 def _hour_pieces(start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
     pieces = []
@@ -131,3 +142,4 @@ def _daily_add(row: GpuUsage) -> None:
                 row.cost,
             ],
         )
+        cursor.execute(_TEAM_DAILY_ADD_SQL, [row.team_id, row.started_at, row.gpu_hours, row.cost])

@@ -73,6 +73,20 @@ _DAILY_UPSERT_SQL = _UPSERT_SQL.format(
     add=_ADD.format(table="usage_daily"),
     labels=_LABELS.format(table="usage_daily"),
 )
+_COARSE_COLUMNS = ", ".join(_SUMMED)
+_COARSE_ARRAYS = ", ".join(["%s::bigint[]"] * (len(_SUMMED) - 1) + ["%s::numeric[]"])
+# The coarse rollups: one row per team and day, and one per model and day across teams (portal.usage.models).
+_TEAM_DAILY_UPSERT_SQL = """
+INSERT INTO usage_team_daily (team_id, day, {columns}, gpu_hours, gpu_cost)
+SELECT *, 0, 0 FROM unnest(%s::bigint[], %s::date[], {arrays})
+ON CONFLICT (team_id, day) DO UPDATE SET {add}
+""".format(columns=_COARSE_COLUMNS, arrays=_COARSE_ARRAYS, add=_ADD.format(table="usage_team_daily"))
+_MODEL_DAILY_UPSERT_SQL = """
+INSERT INTO usage_model_daily (day, model_id, model_slug, {columns})
+SELECT * FROM unnest(%s::date[], %s::bigint[], %s::text[], {arrays})
+ON CONFLICT (day, model_id) DO UPDATE SET {add},
+    model_slug = CASE WHEN EXCLUDED.model_slug <> '' THEN EXCLUDED.model_slug ELSE usage_model_daily.model_slug END
+""".format(columns=_COARSE_COLUMNS, arrays=_COARSE_ARRAYS, add=_ADD.format(table="usage_model_daily"))
 PICO = Decimal(10) ** -12
 IDLE_TIMEOUT = "60s"
 
@@ -105,6 +119,20 @@ def _add(
     row[4], row[5] = max(row[4], slug), max(row[5], client_id)
     for offset, value in enumerate(sums, start=6):
         row[offset] += value
+
+
+def _coarse(daily: dict[tuple[Any, ...], list[Any]]) -> tuple[list[list[Any]], list[list[Any]]]:
+    """The daily rows summed per team and day, and per model and day (each sorted by its table's unique key)."""
+    teams: dict[tuple[Any, ...], list[Any]] = {}
+    models: dict[tuple[Any, ...], list[Any]] = {}
+    for team_id, day, model_id, _credential_id, slug, _client_id, *sums in daily.values():
+        team_row = teams.setdefault((team_id, day), [team_id, day, *([0] * len(sums))])
+        model_row = models.setdefault((day, model_id), [day, model_id, "", *([0] * len(sums))])
+        model_row[2] = max(model_row[2], slug)
+        for offset, value in enumerate(sums):
+            team_row[2 + offset] += value
+            model_row[3 + offset] += value
+    return [teams[key] for key in sorted(teams)], [models[key] for key in sorted(models)]
 
 
 def _plus(total: list[int], more: list[int] | None) -> list[int]:
@@ -176,6 +204,9 @@ def usage_rollups_compact(*, batch_size: int = 5000, max_batches: int = 1000) ->
             groups = list(hourly)
             _upsert(cursor, _HOURLY_UPSERT_SQL, [hourly[key] for key in sorted(hourly)])
             _upsert(cursor, _DAILY_UPSERT_SQL, [daily[key] for key in sorted(daily)])
+            team_days, model_days = _coarse(daily)
+            _upsert(cursor, _TEAM_DAILY_UPSERT_SQL, team_days)
+            _upsert(cursor, _MODEL_DAILY_UPSERT_SQL, model_days)
             _upsert(cursor, _HEALTH_UPSERT_SQL, [health[key] for key in sorted(health)])
         folded += taken
         metrics.ROLLUP_BUCKETS.inc(len(groups))
