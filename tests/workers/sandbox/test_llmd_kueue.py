@@ -20,14 +20,26 @@ from portal.deployments.contracts import LLMD_MODE, DeploymentSpec
 from portal.tenancy.contracts import TeamQuotaContract
 from tests.workers.conftest import sandbox_api_client
 from tests.workers.sandbox.test_gateway_dataplane import (
+    ALPHA,
+    CHAT,
     CLUSTER,
+    GATEWAY,
+    HELLO,
     QWEN,
+    Clock,
+    apply_policy,
+    call,
+    chat,
     deployment_spec,
+    policy_spec,
+    team,
+    window_start,
 )
 from workers.provisioning.manifests import kueue, llmd
 from workers.provisioning.manifests.deployment import build_team_objects
 from workers.sandbox.controllers_kueue import workload_name_for_pod
 from workers.sandbox.controllers_llmd import kserve_child_name
+from workers.sandbox.gateway import SandboxGateway
 from workers.sandbox.server import Sandbox
 
 KUEUE_CLUSTER = dataclasses.replace(CLUSTER, gpu_quota=KUEUE, runs_llmd=True)
@@ -468,3 +480,97 @@ def test_a_pod_larger_than_anything_the_queue_could_get_is_reported_as_exceeding
         }
     finally:
         sandbox.controllers.kueue.settings.unadmitted_observability = False
+
+
+# ---------------------------------------------------------------------------------------------- the gateway
+
+
+@pytest.fixture
+def gateway_world(clean_sandbox: Sandbox) -> Iterator[SandboxGateway]:
+    """The gateway data plane over the emptied sandbox; the seeded Gateway is put back as it was (the policy
+    patches it), as test_gateway_dataplane's world does."""
+    kind = clean_sandbox.store.kind_by_api_version("gateway.networking.k8s.io/v1", "Gateway")
+    assert kind is not None
+    seeded = clean_sandbox.store.get(kind, *GATEWAY)
+    with SandboxGateway(clean_sandbox.store, gateway=GATEWAY, clock=Clock(window_start())) as running:
+        yield running
+    clean_sandbox.store.delete(kind, *GATEWAY)
+    original = {key: seeded[key] for key in ("apiVersion", "kind", "spec")}
+    original["metadata"] = {"name": GATEWAY[1], "namespace": GATEWAY[0]}
+    clean_sandbox.store.create(kind, GATEWAY[0], original, manager="installer")
+
+
+def test_a_route_to_the_pool_is_served_by_its_pods_and_metered_and_limited_like_any_backend(
+    clean_sandbox: Sandbox, api: k8s.ApiClient, gateway_world: SandboxGateway
+) -> None:
+    sandbox, gateway = clean_sandbox, gateway_world
+    apply_policy(sandbox, policy_spec(teams=(team("alpha", ALPHA, per_minute=20),)))
+    spec = llmd_spec("alpha", "chat", QWEN, served_model_aliases=("alpha--old-chat",))
+    with sandbox.controllers_paused():
+        deploy(sandbox, api, spec)
+        # KServe has not created the pool yet: the backendRef is invalid, a 500 as for any missing backend.
+        assert chat(gateway, QWEN).status == 500
+    assert gateway.access_log() == []
+    settle_until(sandbox, lambda: decode_pod(api, spec).status.phase == "Running")
+    pod = decode_pod(api, spec)
+
+    answer = call(
+        gateway,
+        CHAT,
+        {"model": QWEN, "messages": HELLO, "max_tokens": 5},
+        headers={"x-llm-d-inference-objective": llmd.objective_name(spec)},
+    )
+    assert answer.status == 200, answer.text()
+    assert answer.json()["model"] == QWEN
+    [upstream] = gateway.upstream_calls()
+    assert (upstream.host, upstream.port, upstream.path) == (pod.status.pod_ip, 8000, "/v1/chat/completions")
+    assert upstream.headers["x-llm-d-inference-objective"] == "chat"  # for the endpoint picker
+    assert upstream.body["model"] == QWEN
+    [record] = gateway.access_log()
+    assert {key: record[key] for key in record if key not in ("request_id", "start_time", "duration_ms")} == {
+        "event.type": "ai.gateway.llm.usage.v1",
+        "credential_id": ALPHA.client_id,
+        "route": "genai-gateway/alpha--chat",
+        "backend": "genai-gateway/chat-inference-pool",
+        "model_requested": QWEN,
+        "model_override": QWEN,
+        "model_response": QWEN,
+        "input_tokens": 9,
+        "cached_input_tokens": 0,
+        "cache_creation_input_tokens": 0,
+        "output_tokens": 5,
+        "reasoning_tokens": 0,
+        "total_tokens": 14,
+        "status_code": 200,
+        "response_flags": "-",
+        "upstream_attempts": 1,
+        "time_to_first_token_ms": 0,
+        "upstream_service_time_ms": None,
+        "path": CHAT,
+    }
+
+    # A retired served name reaches the pool too; the endpoint picker rewrites it for vLLM (InferenceModelRewrite).
+    # Its 9 + 2 tokens take the team over its 20 a minute: it completes, and the next request is refused.
+    old = chat(gateway, "alpha--old-chat", max_tokens=2)
+    assert (old.status, old.json()["model"]) == (200, QWEN)
+    assert gateway.upstream_calls()[-1].body["model"] == QWEN
+    assert [(r["model_requested"], r["model_response"], r["total_tokens"]) for r in gateway.access_log()] == [
+        (QWEN, QWEN, 14),
+        ("alpha--old-chat", QWEN, 11),
+    ]
+    assert (chat(gateway, QWEN).status, len(gateway.upstream_calls())) == (429, 2)
+
+    # Stopped: the pool stays, its pods go, and the gateway has no healthy upstream (the limit's window moved on).
+    k8s.CustomObjectsApi(api).patch_namespaced_custom_object(
+        "serving.kserve.io",
+        "v1alpha2",
+        "genai-alpha",
+        "llminferenceservices",
+        "chat",
+        {"metadata": {"annotations": {"serving.kserve.io/stop": "true"}}},
+    )
+    settle_until(sandbox, lambda: not pods_of(api, "genai-alpha", "kserve.io/component=workload"))
+    assert conditions(service_of(sandbox, api, spec))["Ready"] == ("False", "Stopped", "Service is stopped")
+    gateway.clock.advance(60)  # type: ignore[attr-defined]
+    answer = chat(gateway, QWEN)
+    assert (answer.status, answer.text()) == (503, "no healthy upstream")
