@@ -29,6 +29,7 @@ What it does, each fact from Kueue's source at that tag:
   "QuotaReserved" "Quota reserved in ClusterQueue <cq>" (pkg/workload/workload.go SetQuotaReservation) and Admitted
   True "Admitted" "The workload is admitted"; the pod gets the flavor's node labels and tolerations and its gate is
   removed, so it starts.
+- The queues' status: Active, pending/reserving/admitted workload counts, GPUs reserved (and borrowed) per flavor.
 - Level-triggered: every change to a pod, Workload or queue object re-runs admission, so a deleted deployment's
   GPUs admit the next queued pod.
 
@@ -222,8 +223,12 @@ class KueueControllers:
                 w["metadata"]["name"],
             )
         )
+        waiting: dict[tuple[str, str], int] = {}  # (namespace, local queue) -> pending workloads
         for workload in pending:
             decision = self._decide(workload, queues, flavors, usage)
+            if decision.flavor is None:
+                key = (workload["metadata"]["namespace"], str((workload.get("spec") or {}).get("queueName", "")))
+                waiting[key] = waiting.get(key, 0) + 1
             if decision.flavor is not None:
                 request = self._request(workload)
                 key = (decision.cluster_queue, decision.flavor)
@@ -243,6 +248,7 @@ class KueueControllers:
                 self._ungate(workload, flavors, admission)
             else:
                 self._write_pending(workload_kind, workload, decision)
+        self._queue_status(queues, usage, waiting)
 
     @staticmethod
     def _request(workload: Obj) -> int:
@@ -354,6 +360,107 @@ class KueueControllers:
         cohort_used = sum(usage.get((name, flavor_name), 0) for name in members)
         ceiling: float = math.inf if limit is None else nominal + limit
         return max(min(ceiling - used, cohort_nominal - cohort_used), 0), min(ceiling, cohort_nominal)
+
+    # ------------------------------------------------------------------ queue status
+
+    def _queue_status(
+        self, queues: dict[str, Obj], usage: dict[tuple[str, str], int], waiting: dict[tuple[str, str], int]
+    ) -> None:
+        """What Kueue's cache reports on the queues: Active (pkg/cache/scheduler/clusterqueue.go "Ready", "Can admit
+        new workloads"; localqueue_controller.go "Can submit new workloads to localQueue"), the workloads waiting and
+        admitted, and per flavor the GPUs reserved and how many of them are borrowed."""
+        workload_kind = self._kind("workloads")
+        local_kind = self._kind("localqueues")
+        queue_kind = self._kind("clusterqueues")
+        if workload_kind is None or local_kind is None or queue_kind is None:
+            return
+        locals_by_key = {
+            (item["metadata"]["namespace"], item["metadata"]["name"]): item
+            for item in self.store.iter_objects(local_kind)
+        }
+        admitted_local: dict[tuple[str, str], int] = {}
+        local_usage: dict[tuple[str, str], dict[str, int]] = {}
+        admitted_queue: dict[str, int] = {}
+        for workload in self.store.iter_objects(workload_kind):
+            admission = (workload.get("status") or {}).get("admission")
+            if not admission:
+                continue
+            key = (workload["metadata"]["namespace"], str((workload.get("spec") or {}).get("queueName", "")))
+            admitted_local[key] = admitted_local.get(key, 0) + 1
+            queue_name = str(admission.get("clusterQueue"))
+            admitted_queue[queue_name] = admitted_queue.get(queue_name, 0) + 1
+            for assignment in admission.get("podSetAssignments") or []:
+                for flavor in (assignment.get("flavors") or {}).values():
+                    amount = quantity((assignment.get("resourceUsage") or {}).get(GPU, 0))
+                    per_flavor = local_usage.setdefault(key, {})
+                    per_flavor[str(flavor)] = per_flavor.get(str(flavor), 0) + amount
+        pending_queue: dict[str, int] = {}
+        for key, count in waiting.items():
+            local = locals_by_key.get(key)
+            if local is not None:
+                queue_name = str((local.get("spec") or {}).get("clusterQueue", ""))
+                pending_queue[queue_name] = pending_queue.get(queue_name, 0) + count
+        for name, queue in queues.items():
+            flavor_names = [
+                str(flavor.get("name"))
+                for group in (queue.get("spec") or {}).get("resourceGroups") or []
+                for flavor in group.get("flavors") or []
+            ]
+            reserved = [
+                {
+                    "name": flavor,
+                    "resources": [
+                        {
+                            "name": GPU,
+                            "total": str(usage.get((name, flavor), 0)),
+                            "borrowed": str(max(usage.get((name, flavor), 0) - self._quota(queue, flavor)[0], 0)),
+                        }
+                    ],
+                }
+                for flavor in flavor_names
+            ]
+            self._write_queue_status(
+                queue_kind,
+                queue,
+                "Can admit new workloads",
+                {
+                    "pendingWorkloads": pending_queue.get(name, 0),
+                    "reservingWorkloads": admitted_queue.get(name, 0),
+                    "admittedWorkloads": admitted_queue.get(name, 0),
+                    "flavorsReservation": reserved,
+                    "flavorsUsage": copy.deepcopy(reserved),
+                },
+            )
+        for key, local in locals_by_key.items():
+            used = [
+                {"name": flavor, "resources": [{"name": GPU, "total": str(amount)}]}
+                for flavor, amount in sorted(local_usage.get(key, {}).items())
+            ]
+            self._write_queue_status(
+                local_kind,
+                local,
+                "Can submit new workloads to localQueue",
+                {
+                    "pendingWorkloads": waiting.get(key, 0),
+                    "reservingWorkloads": admitted_local.get(key, 0),
+                    "admittedWorkloads": admitted_local.get(key, 0),
+                    "flavorsReservation": used,
+                    "flavorsUsage": copy.deepcopy(used),
+                },
+            )
+
+    def _write_queue_status(self, kind: Kind, queue: Obj, message: str, counts: Obj) -> None:
+        current = queue.get("status") or {}
+        active = _condition("Active", "True", "Ready", message, int(queue["metadata"].get("generation") or 1))
+        earlier = next((c for c in current.get("conditions") or [] if c.get("type") == "Active"), None)
+        if earlier is not None and earlier.get("status") == "True":
+            active["lastTransitionTime"] = earlier.get("lastTransitionTime", active["lastTransitionTime"])
+        desired = {"conditions": [active], **counts}
+        if without_times(desired) != without_times(current):
+            with contextlib.suppress(ApiError):
+                self.store.update_status(
+                    kind, queue["metadata"].get("namespace"), queue["metadata"]["name"], desired, manager=KUEUE_MANAGER
+                )
 
     # ------------------------------------------------------------------ writes
 

@@ -107,6 +107,11 @@ def get(sandbox: Sandbox, api: k8s.ApiClient, api_version: str, kind: str, names
     return k8s.CustomObjectsApi(api).get_namespaced_custom_object(group, version, namespace, plural, name)
 
 
+def get_cluster(sandbox: Sandbox, api: k8s.ApiClient, kind: str, name: str) -> Any:
+    group, version, plural, _ = _plural(sandbox, "kueue.x-k8s.io/v1beta2", kind)
+    return k8s.CustomObjectsApi(api).get_cluster_custom_object(group, version, plural, name)
+
+
 def delete_service(api: k8s.ApiClient, namespace: str, name: str) -> None:
     k8s.CustomObjectsApi(api).delete_namespaced_custom_object(
         "serving.kserve.io", "v1alpha2", namespace, "llminferenceservices", name
@@ -285,7 +290,7 @@ def test_a_pool_route_without_its_grant_is_refused_and_a_route_beside_the_pool_g
     clean_sandbox: Sandbox, api: k8s.ApiClient
 ) -> None:
     sandbox = clean_sandbox
-    spec = llmd_spec("alpha", "chat", QWEN)
+    spec = llmd_spec("alpha", "chat", QWEN, max_replicas=3)  # autoscaled through the WVA (KEDA)
     objects = [obj for obj in llmd.build_deployment_objects_llmd(spec) if obj["kind"] != "ReferenceGrant"]
     apply(sandbox, api, build_team_objects(spec, team_gpu_limit=8))
     apply(sandbox, api, objects)
@@ -302,6 +307,9 @@ def test_a_pool_route_without_its_grant_is_refused_and_a_route_beside_the_pool_g
         )
     }
     apply(sandbox, api, [llmd.build_pool_reference_grant(spec)])
+    settle_until(sandbox, lambda: conditions(service_of(sandbox, api, spec)).get("WorkloadsReady", ("",))[0] == "True")
+    assert conditions(service_of(sandbox, api, spec))["ScalingReady"] == ("True", "", "")
+    assert k8s.AppsV1Api(api).read_namespaced_deployment("chat-kserve", "genai-alpha").spec.replicas == 1
     settle_until(
         sandbox,
         lambda: (
@@ -444,6 +452,16 @@ def test_kueue_admits_within_nominal_borrows_idle_quota_queues_when_full_and_adm
         "MinimumReplicasUnavailable",
         "Deployment does not have minimum availability.",
     )
+    queue_status = get_cluster(sandbox, api, "ClusterQueue", "genai-alpha")["status"]
+    assert queue_status["flavorsReservation"] == [
+        {"name": "nvidia-l4", "resources": [{"name": "nvidia.com/gpu", "total": "2", "borrowed": "1"}]}
+    ]
+    assert (queue_status["admittedWorkloads"], queue_status["pendingWorkloads"]) == (2, 0)
+    beta_queue = get_cluster(sandbox, api, "ClusterQueue", "genai-beta")["status"]
+    assert (beta_queue["admittedWorkloads"], beta_queue["pendingWorkloads"]) == (0, 1)
+    assert conditions({"status": beta_queue}) == {"Active": ("True", "Ready", "Can admit new workloads")}
+    local = get(sandbox, api, "kueue.x-k8s.io/v1beta2", "LocalQueue", "genai-beta", "genai-portal")["status"]
+    assert (local["pendingWorkloads"], local["admittedWorkloads"]) == (1, 0)
 
     # Alpha's borrowed deployment goes: its pod and Workload with it, and beta's queued pod is admitted and starts.
     delete_service(api, "genai-alpha", "second")
