@@ -33,7 +33,15 @@ What it does, each fact from Kueue's source at that tag:
 - Level-triggered: every change to a pod, Workload or queue object re-runs admission, so a deleted deployment's
   GPUs admit the next queued pod.
 
-Not modelled: preemption (`reclaimWithinCohort`: a team taking back its nominal quota from a borrower), lendingLimit,
+- Reclaim (`preemption.reclaimWithinCohort: Any`, `borrowWithinCohort: Never`): a workload that would fit within its
+  ClusterQueue's nominal quota preempts workloads of other ClusterQueues in the cohort while they borrow, newest
+  reservation first, as few as make it fit (pkg/scheduler/preemption); it waits with "... . Pending the preemption of
+  <n> workload(s)" (scheduler.go markPreemptionOutcome), each victim gets Evicted (reason Preempted) and Preempted
+  (reason InCohortReclamation, "Preempted to accommodate a workload (UID: <u>, JobUID: <j>) due to reclamation within
+  the cohort; preemptor path: /<cohort>/<cq>; preemptee path: /<cohort>/<cq>") and its pod is deleted; the preemptor
+  is admitted on the next pass. The reason the preemptor's condition carries while it waits is taken as "Pending".
+
+Not modelled: priorities (all workloads at one priority), preemption within a ClusterQueue, lendingLimit,
 fair sharing, a Cohort's own quota, the pods' `kueue.x-k8s.io/managed` finalizer, resources other than GPUs (the
 portal runs Kueue with quotaCheckStrategy IgnoreUndeclared).
 """
@@ -104,12 +112,22 @@ def _condition(kind: str, state: str, reason: str, message: str, generation: int
 
 
 @dataclass(frozen=True)
+class _Admitted:
+    workload: Obj
+    cluster_queue: str
+    flavor: str
+    amount: int
+    order: tuple[str, float]  # when its quota was reserved (then creation order): newest preempted first
+
+
+@dataclass(frozen=True)
 class _Decision:
     cluster_queue: str
     flavor: str | None  # None: not admitted
     reason: str = ""
     message: str = ""
     legacy_reason: str = "Pending"
+    victims: tuple[_Admitted, ...] = ()  # to preempt so that it fits (reclaimWithinCohort)
 
 
 @dataclass
@@ -204,15 +222,26 @@ class KueueControllers:
         queues = self._objects("clusterqueues")
         flavors = self._objects("resourceflavors")
         usage: dict[tuple[str, str], int] = {}
+        admitted: list[_Admitted] = []
         pending = []
         for workload in workloads:
             admission = (workload.get("status") or {}).get("admission")
             if admission:
+                reserved_at = next(
+                    (
+                        str(c.get("lastTransitionTime", ""))
+                        for c in workload["status"].get("conditions") or []
+                        if c.get("type") == "QuotaReserved"
+                    ),
+                    "",
+                )
                 for assignment in admission.get("podSetAssignments") or []:
                     for resource, flavor in (assignment.get("flavors") or {}).items():
                         amount = quantity((assignment.get("resourceUsage") or {}).get(resource, 0))
                         key = (str(admission.get("clusterQueue")), str(flavor))
                         usage[key] = usage.get(key, 0) + amount
+                        order = (reserved_at, self._order.get(workload["metadata"]["uid"], -1.0))
+                        admitted.append(_Admitted(workload, key[0], key[1], amount, order))
                 self._ungate(workload, flavors, admission)
             else:
                 pending.append(workload)
@@ -225,7 +254,13 @@ class KueueControllers:
         )
         waiting: dict[tuple[str, str], int] = {}  # (namespace, local queue) -> pending workloads
         for workload in pending:
-            decision = self._decide(workload, queues, flavors, usage)
+            decision = self._decide(workload, queues, flavors, usage, admitted)
+            if decision.victims:
+                for victim in decision.victims:
+                    self._preempt(workload_kind, victim, workload, decision.cluster_queue, queues)
+                    key = (victim.cluster_queue, victim.flavor)
+                    usage[key] = usage.get(key, 0) - victim.amount
+                    admitted.remove(victim)
             if decision.flavor is None:
                 key = (workload["metadata"]["namespace"], str((workload.get("spec") or {}).get("queueName", "")))
                 waiting[key] = waiting.get(key, 0) + 1
@@ -259,7 +294,12 @@ class KueueControllers:
         )
 
     def _decide(
-        self, workload: Obj, queues: dict[str, Obj], flavors: dict[str, Obj], usage: dict[tuple[str, str], int]
+        self,
+        workload: Obj,
+        queues: dict[str, Obj],
+        flavors: dict[str, Obj],
+        usage: dict[tuple[str, str], int],
+        admitted: list[_Admitted],
     ) -> _Decision:
         namespace = workload["metadata"]["namespace"]
         queue_name = str((workload.get("spec") or {}).get("queueName", ""))
@@ -313,8 +353,87 @@ class KueueControllers:
                 f"insufficient unused quota for {GPU} in flavor {flavor_name}, {request - available} more needed"
             )
             best_reason = "WaitingForQuota"  # the least severe (flavorassigner.go reasonSeverity)
+            victims = self._reclaimable(cq_name, queues, flavor_name, usage, admitted, request)
+            if victims:
+                message = f"couldn't assign flavors to pod set {POD_SET}: {', '.join(reasons)}"
+                message += f". Pending the preemption of {len(victims)} workload(s)"  # scheduler.go
+                return _Decision(cq_name, None, "Pending", message, "Pending", victims)
         message = f"couldn't assign flavors to pod set {POD_SET}: {', '.join(reasons)}"
         return self._no_fit(cq_name, best_reason or "NoMatchingFlavor", message)
+
+    def _reclaimable(
+        self,
+        cq_name: str,
+        queues: dict[str, Obj],
+        flavor_name: str,
+        usage: dict[tuple[str, str], int],
+        admitted: list[_Admitted],
+        request: int,
+    ) -> tuple[_Admitted, ...]:
+        """The workloads to preempt so the request fits within its ClusterQueue's nominal quota, taken from other
+        ClusterQueues of the cohort while they borrow (`reclaimWithinCohort: Any`; no preemption while borrowing,
+        `borrowWithinCohort: Never`): newest reservation first (preemption/common/ordering.go CandidatesOrdering,
+        all at one priority). Empty when that cannot make it fit."""
+        queue = queues[cq_name]
+        spec = queue.get("spec") or {}
+        if (spec.get("preemption") or {}).get("reclaimWithinCohort", "Never") != "Any" or not spec.get("cohortName"):
+            return ()
+        nominal, _ = self._quota(queue, flavor_name)
+        if usage.get((cq_name, flavor_name), 0) + request > nominal:
+            return ()
+        cohort = spec["cohortName"]
+        simulated = dict(usage)
+        chosen: list[_Admitted] = []
+        candidates = [
+            entry
+            for entry in admitted
+            if entry.flavor == flavor_name
+            and entry.cluster_queue != cq_name
+            and ((queues.get(entry.cluster_queue) or {}).get("spec") or {}).get("cohortName") == cohort
+        ]
+        for entry in sorted(candidates, key=lambda item: item.order, reverse=True):
+            key = (entry.cluster_queue, flavor_name)
+            if simulated.get(key, 0) <= self._quota(queues[entry.cluster_queue], flavor_name)[0]:
+                continue  # that queue is within its own quota now: nothing of it can be reclaimed
+            simulated[key] = simulated.get(key, 0) - entry.amount
+            chosen.append(entry)
+            if request <= self._capacity(cq_name, queues, flavor_name, simulated)[0]:
+                return tuple(chosen)
+        return ()
+
+    def _preempt(
+        self, kind: Kind, victim: _Admitted, preemptor: Obj, preemptor_queue: str, queues: dict[str, Obj]
+    ) -> None:
+        """Evict the victim (Evicted and Preempted conditions, its quota released) and stop its pod: the pod
+        integration deletes it (pkg/controller/jobs/pod/pod_controller.go Stop), and its Deployment makes a new one,
+        which queues again."""
+        cohort = ((queues.get(preemptor_queue) or {}).get("spec") or {}).get("cohortName", "")
+        message = (
+            f"Preempted to accommodate a workload (UID: {preemptor['metadata']['uid']}, JobUID: "
+            f"{(preemptor['metadata'].get('labels') or {}).get(JOB_UID_LABEL, 'UNKNOWN')}) due to reclamation within "
+            f"the cohort; preemptor path: /{cohort}/{preemptor_queue}; preemptee path: /{cohort}/{victim.cluster_queue}"
+        )  # preemption.go preemptionMessage, buildCQPath
+        workload = victim.workload
+        generation = int(workload["metadata"].get("generation") or 1)
+        status = {
+            "conditions": [
+                _condition("QuotaReserved", "False", "Preempted", message, generation),
+                _condition("Evicted", "True", "Preempted", message, generation),
+                _condition("Preempted", "True", "InCohortReclamation", message, generation),
+            ]
+        }
+        with contextlib.suppress(ApiError):
+            self.store.update_status(
+                kind, workload["metadata"]["namespace"], workload["metadata"]["name"], status, manager=KUEUE_MANAGER
+            )
+        owner = next(
+            (ref for ref in workload["metadata"].get("ownerReferences") or [] if ref.get("kind") == "Pod"), None
+        )
+        if owner is not None:
+            with contextlib.suppress(ApiError):
+                self.store.delete(
+                    self.store.kinds[("", "v1", "pods")], workload["metadata"]["namespace"], owner["name"]
+                )
 
     def _no_fit(self, cq_name: str, reason: str, message: str) -> _Decision:
         return _Decision(cq_name, None, reason, message, "Pending")

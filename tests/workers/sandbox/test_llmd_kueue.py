@@ -7,6 +7,7 @@ sandbox gateway serves an AIGatewayRoute to the pool, metered exactly like any b
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -377,10 +378,11 @@ def decode_pod(api: k8s.ApiClient, spec: DeploymentSpec) -> k8s.V1Pod:
     return pod
 
 
-def test_kueue_admits_within_nominal_borrows_idle_quota_queues_when_full_and_admits_when_freed(
+def test_kueue_admits_within_nominal_borrows_reclaims_queues_when_full_and_admits_when_freed(
     clean_sandbox: Sandbox, api: k8s.ApiClient
 ) -> None:
-    """Two teams, one L4 GPU each in the cohort; alpha may borrow one more, beta none."""
+    """Two teams, one L4 GPU each in the cohort; alpha may borrow one more, beta none; a team takes its own GPU back
+    from a borrower (the builders' reclaimWithinCohort: Any)."""
     sandbox = clean_sandbox
     apply(sandbox, api, kueue.build_kueue_cluster_objects([L4]))
     first = llmd_spec("alpha", "first", "alpha--first", cluster=KUEUE_CLUSTER)
@@ -428,11 +430,46 @@ def test_kueue_admits_within_nominal_borrows_idle_quota_queues_when_full_and_adm
     settle_until(sandbox, lambda: decode_pod(api, second).status.phase == "Running")
     assert workload_of(sandbox, api, decode_pod(api, second))["status"]["admission"]["clusterQueue"] == "genai-alpha"
 
-    # Beta wants its GPU back: the cohort is full and nothing is preempted, so it waits, gated, with Kueue's own words.
+    # Beta wants its own GPU back: within its nominal quota, it reclaims it from alpha's borrowed one
+    # (reclaimWithinCohort: Any). Alpha's pod is deleted, its Deployment makes a new one, and beta's is admitted.
+    borrowed = decode_pod(api, second)
+    borrowed_workload = workload_of(sandbox, api, borrowed)
     apply(sandbox, api, build_team_objects(late, team_gpu_limit=8)[:1])
-    apply(sandbox, api, llmd.build_deployment_objects_llmd(late))
-    settle_until(sandbox, lambda: "QuotaReserved" in conditions(workload_of(sandbox, api, decode_pod(api, late))))
-    queued = decode_pod(api, late)
+    with sandbox.controllers_paused():
+        apply(sandbox, api, llmd.build_deployment_objects_llmd(late))
+
+        def first_verdict() -> dict[str, Any]:
+            """Step by step until Kueue has looked at beta's pod (the Deployment and pod come first)."""
+            for _ in range(4):
+                sandbox.controllers.step()
+                pods = pods_of(api, "genai-beta", "app.kubernetes.io/name=late,llm-d.ai/role=both")
+                with contextlib.suppress(k8s.ApiException):  # no Workload yet
+                    if pods and "QuotaReserved" in conditions(found := workload_of(sandbox, api, pods[0])):
+                        return found
+            raise AssertionError("Kueue never looked at the pod")
+
+        waiting = first_verdict()
+        assert conditions(waiting)["QuotaReserved"] == (
+            "False",
+            "Pending",
+            "couldn't assign flavors to pod set main: insufficient unused quota for nvidia.com/gpu in flavor "
+            "nvidia-l4, 1 more needed. Pending the preemption of 1 workload(s)",
+        )
+    settle_until(sandbox, lambda: decode_pod(api, late).status.phase == "Running")
+    assert workload_of(sandbox, api, decode_pod(api, late))["status"]["admission"]["clusterQueue"] == "genai-beta"
+    with pytest.raises(k8s.ApiException):  # the preempted pod, and with it its Workload, are gone
+        k8s.CoreV1Api(api).read_namespaced_pod(borrowed.metadata.name, "genai-alpha")
+    assert borrowed_workload["metadata"]["name"] not in {
+        item["metadata"]["name"]
+        for item in k8s.CustomObjectsApi(api).list_namespaced_custom_object(
+            "kueue.x-k8s.io", "v1beta2", "genai-alpha", "workloads"
+        )["items"]
+    }
+
+    # Alpha's replacement pod would have to borrow, and the cohort is full: it waits, gated, in Kueue's own words.
+    settle_until(sandbox, lambda: "QuotaReserved" in conditions(workload_of(sandbox, api, decode_pod(api, second))))
+    queued = decode_pod(api, second)
+    assert queued.metadata.name != borrowed.metadata.name
     assert [gate.name for gate in queued.spec.scheduling_gates] == ["kueue.x-k8s.io/admission"]
     assert queued.status.phase == "Pending"
     assert conditions(workload_of(sandbox, api, queued)) == {
@@ -443,36 +480,34 @@ def test_kueue_admits_within_nominal_borrows_idle_quota_queues_when_full_and_adm
             "nvidia-l4, 1 more needed",
         )
     }
-    assert (
-        "status" not in workload_of(sandbox, api, queued)
-        or "admission" not in workload_of(sandbox, api, queued)["status"]
-    )
-    assert conditions(service_of(sandbox, api, late))["MainWorkloadReady"] == (
+    assert "admission" not in workload_of(sandbox, api, queued)["status"]
+    settle_until(sandbox, lambda: conditions(service_of(sandbox, api, second))["MainWorkloadReady"][0] == "False")
+    assert conditions(service_of(sandbox, api, second))["MainWorkloadReady"] == (
         "False",
         "MinimumReplicasUnavailable",
         "Deployment does not have minimum availability.",
     )
     queue_status = get_cluster(sandbox, api, "ClusterQueue", "genai-alpha")["status"]
     assert queue_status["flavorsReservation"] == [
-        {"name": "nvidia-l4", "resources": [{"name": "nvidia.com/gpu", "total": "2", "borrowed": "1"}]}
+        {"name": "nvidia-l4", "resources": [{"name": "nvidia.com/gpu", "total": "1", "borrowed": "0"}]}
     ]
-    assert (queue_status["admittedWorkloads"], queue_status["pendingWorkloads"]) == (2, 0)
-    beta_queue = get_cluster(sandbox, api, "ClusterQueue", "genai-beta")["status"]
-    assert (beta_queue["admittedWorkloads"], beta_queue["pendingWorkloads"]) == (0, 1)
-    assert conditions({"status": beta_queue}) == {"Active": ("True", "Ready", "Can admit new workloads")}
-    local = get(sandbox, api, "kueue.x-k8s.io/v1beta2", "LocalQueue", "genai-beta", "genai-portal")["status"]
-    assert (local["pendingWorkloads"], local["admittedWorkloads"]) == (1, 0)
+    assert (queue_status["admittedWorkloads"], queue_status["pendingWorkloads"]) == (1, 1)
+    assert conditions({"status": queue_status}) == {"Active": ("True", "Ready", "Can admit new workloads")}
+    local = get(sandbox, api, "kueue.x-k8s.io/v1beta2", "LocalQueue", "genai-alpha", "genai-portal")["status"]
+    assert (local["pendingWorkloads"], local["admittedWorkloads"]) == (1, 1)
 
-    # Alpha's borrowed deployment goes: its pod and Workload with it, and beta's queued pod is admitted and starts.
-    delete_service(api, "genai-alpha", "second")
-    settle_until(sandbox, lambda: decode_pod(api, late).status.phase == "Running")
-    assert workload_of(sandbox, api, decode_pod(api, late))["status"]["admission"]["clusterQueue"] == "genai-beta"
-    assert pods_of(api, "genai-alpha", "app.kubernetes.io/name=second") == []
-    workloads = k8s.CustomObjectsApi(api).list_namespaced_custom_object(
-        "kueue.x-k8s.io", "v1beta2", "genai-alpha", "workloads"
+    # Beta's deployment goes: its pod and Workload with it, and alpha's queued pod is admitted (borrowing) and starts.
+    delete_service(api, "genai-beta", "late")
+    settle_until(sandbox, lambda: decode_pod(api, second).status.phase == "Running")
+    assert workload_of(sandbox, api, decode_pod(api, second))["status"]["admission"]["clusterQueue"] == "genai-alpha"
+    assert pods_of(api, "genai-beta", "app.kubernetes.io/name=late") == []
+    assert (
+        k8s.CustomObjectsApi(api).list_namespaced_custom_object("kueue.x-k8s.io", "v1beta2", "genai-beta", "workloads")[
+            "items"
+        ]
+        == []
     )
-    assert [item["metadata"]["name"] for item in workloads["items"]] == [admitted["metadata"]["name"]]
-    settle_until(sandbox, lambda: conditions(service_of(sandbox, api, late))["MainWorkloadReady"][0] == "True")
+    settle_until(sandbox, lambda: conditions(service_of(sandbox, api, second))["MainWorkloadReady"][0] == "True")
 
 
 def test_a_pod_larger_than_anything_the_queue_could_get_is_reported_as_exceeding_max_quota(
