@@ -11,7 +11,9 @@ once nothing gates them, and the garbage collector deletes what an owner referen
   default maxUnavailable of 25% rounded down.
 - Pods (the scheduler and kubelet): a pod with `spec.schedulingGates` stays `Pending` with `PodScheduled` False,
   reason `SchedulingGated` ("Scheduling is blocked due to non-empty scheduling gates", kubernetes
-  pkg/scheduler/framework/plugins/schedulinggates); once its gates are gone it is `Running` and Ready with a pod IP.
+  pkg/scheduler/framework/plugins/schedulinggates); once its gates are gone it is `Running` and Ready with a pod IP,
+  unless an init container's argument holds `fail-load`: then it stays `Pending`, that container in
+  CrashLoopBackOff, not Ready.
 - Garbage collector: when an object is deleted, the objects whose `ownerReferences` name its uid are deleted
   (background propagation), and so on down the chain.
 
@@ -35,6 +37,7 @@ Obj = dict[str, Any]
 DEPLOYMENT_MANAGER = "kube-controller-manager"
 KUBELET_MANAGER = "kubelet"
 GATED_MESSAGE = "Scheduling is blocked due to non-empty scheduling gates"
+FAIL_MARKER = "fail-load"  # the sandbox's model that cannot be loaded (as for an InferenceService)
 # Kinds whose objects the simulated controllers create with owner references: where the collector looks.
 DEPENDENT_KINDS = (
     ("apps", "v1", "deployments"),
@@ -207,11 +210,50 @@ class AppsControllers:
         if pod["spec"].get("schedulingGates"):
             pod["status"] = _gated_status()
         else:
-            pod["status"] = self._running_status()
+            pod["status"] = self._running_status(pod)
         return self.store.create(pod_kind, deployment["metadata"]["namespace"], pod, manager=DEPLOYMENT_MANAGER)
 
-    def _running_status(self) -> Obj:
+    def _running_status(self, pod: Obj) -> Obj:
+        """Started: Running and Ready with an IP; or, when an init container is told to fail (an argument containing
+        `fail-load`, the sandbox's model that cannot be loaded), stuck initialising as the kubelet reports it."""
         self._pod_ips += 1
+        failing = next(
+            (
+                container
+                for container in pod["spec"].get("initContainers") or []
+                if any(FAIL_MARKER in str(arg) for arg in container.get("args") or [])
+            ),
+            None,
+        )
+        if failing is not None:
+            message = f"containers with incomplete status: [{failing.get('name')}]"
+            return {
+                "phase": "Pending",
+                "podIP": f"10.244.{(self._pod_ips // 250) % 250}.{self._pod_ips % 250 + 2}",
+                "conditions": [
+                    condition("PodScheduled", "True"),
+                    condition("Initialized", "False", "ContainersNotInitialized", message),
+                    condition(
+                        "ContainersReady", "False", "ContainersNotReady", "containers with unready status: [main]"
+                    ),
+                    condition("Ready", "False", "ContainersNotReady", "containers with unready status: [main]"),
+                ],
+                "initContainerStatuses": [
+                    {
+                        "name": failing.get("name"),
+                        "ready": False,
+                        "restartCount": 1,
+                        "image": failing.get("image", ""),
+                        "imageID": "",
+                        "state": {
+                            "waiting": {
+                                "reason": "CrashLoopBackOff",
+                                "message": f"back-off 10s restarting failed container={failing.get('name')}",
+                            }
+                        },
+                    }
+                ],
+            }
         return {
             "phase": "Running",
             "podIP": f"10.244.{(self._pod_ips // 250) % 250}.{self._pod_ips % 250 + 2}",
@@ -228,14 +270,19 @@ class AppsControllers:
         pod_kind = self.store.kinds[("", "v1", "pods")]
         for pod in self.store.iter_objects(pod_kind):
             status = pod.get("status") or {}
-            if pod["spec"].get("schedulingGates") or status.get("phase") != "Pending":
-                continue
+            scheduled: Obj = next((c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"), {})
+            if (
+                pod["spec"].get("schedulingGates")
+                or status.get("phase") != "Pending"
+                or scheduled.get("status") != "False"
+            ):
+                continue  # still gated, or already bound (running, or stuck initialising)
             with contextlib.suppress(ApiError):
                 self.store.update_status(
                     pod_kind,
                     pod["metadata"]["namespace"],
                     pod["metadata"]["name"],
-                    self._running_status(),
+                    self._running_status(pod),
                     manager=KUBELET_MANAGER,
                 )
 

@@ -123,8 +123,9 @@ def settle_until(sandbox: Sandbox, done: Callable[[], bool], steps: int = 12) ->
     """Controller steps until `done` (each step is what the background loop does; no sleeping)."""
     for _ in range(steps):
         sandbox.settle()
-        if done():
-            return
+        with contextlib.suppress(ValueError, KeyError, k8s.ApiException):  # not there yet (or two pods for a moment)
+            if done():
+                return
     raise AssertionError("the sandbox did not settle")
 
 
@@ -287,6 +288,30 @@ def test_the_service_gets_its_pool_picker_and_workloads_reports_like_kserve_and_
     )
 
 
+def test_a_model_that_cannot_be_loaded_keeps_its_workload_unready(clean_sandbox: Sandbox, api: k8s.ApiClient) -> None:
+    sandbox = clean_sandbox
+    spec = llmd_spec("alpha", "broken", "alpha--broken", artifact_uri="hf://org/fail-load-model")
+    deploy(sandbox, api, spec)
+    settle_until(
+        sandbox, lambda: conditions(service_of(sandbox, api, spec)).get("SchedulerWorkloadReady", ("",))[0] == "True"
+    )
+    [pod] = pods_of(api, "genai-alpha", "app.kubernetes.io/name=broken,kserve.io/component=workload")
+    assert [c.args for c in pod.spec.init_containers] == [["hf://org/fail-load-model", "/mnt/models"]]
+    assert (pod.status.phase, pod.status.init_container_statuses[0].state.waiting.reason) == (
+        "Pending",
+        "CrashLoopBackOff",
+    )
+    rv = sandbox.store._resource_version
+    for _ in range(3):
+        sandbox.settle()
+    assert sandbox.store._resource_version == rv  # settled: nothing rewritten while it stays broken
+    assert conditions(service_of(sandbox, api, spec))["WorkloadsReady"] == (
+        "False",
+        "MinimumReplicasUnavailable",
+        "Deployment does not have minimum availability.",
+    )
+
+
 def test_a_pool_route_without_its_grant_is_refused_and_a_route_beside_the_pool_gets_its_parent(
     clean_sandbox: Sandbox, api: k8s.ApiClient
 ) -> None:
@@ -371,6 +396,17 @@ def test_a_pool_route_without_its_grant_is_refused_and_a_route_beside_the_pool_g
 def workload_of(sandbox: Sandbox, api: k8s.ApiClient, pod: k8s.V1Pod) -> dict[str, Any]:
     name = workload_name_for_pod(pod.metadata.name, pod.metadata.uid)
     return dict(get(sandbox, api, "kueue.x-k8s.io/v1beta2", "Workload", pod.metadata.namespace, name))
+
+
+def verdict(sandbox: Sandbox, api: k8s.ApiClient, spec: DeploymentSpec) -> dict[str, tuple[str, str, str]]:
+    """The conditions of the Workload of the deployment's decode pod; {} while there is no pod or Workload yet."""
+    pods = pods_of(api, f"genai-{spec.team_slug}", f"app.kubernetes.io/name={spec.name},llm-d.ai/role=both")
+    if not pods:
+        return {}
+    try:
+        return conditions(workload_of(sandbox, api, pods[0]))
+    except k8s.ApiException:
+        return {}
 
 
 def decode_pod(api: k8s.ApiClient, spec: DeploymentSpec) -> k8s.V1Pod:
@@ -467,7 +503,7 @@ def test_kueue_admits_within_nominal_borrows_reclaims_queues_when_full_and_admit
     }
 
     # Alpha's replacement pod would have to borrow, and the cohort is full: it waits, gated, in Kueue's own words.
-    settle_until(sandbox, lambda: "QuotaReserved" in conditions(workload_of(sandbox, api, decode_pod(api, second))))
+    settle_until(sandbox, lambda: "QuotaReserved" in verdict(sandbox, api, second))
     queued = decode_pod(api, second)
     assert queued.metadata.name != borrowed.metadata.name
     assert [gate.name for gate in queued.spec.scheduling_gates] == ["kueue.x-k8s.io/admission"]
@@ -521,7 +557,7 @@ def test_a_pod_larger_than_anything_the_queue_could_get_is_reported_as_exceeding
         apply(sandbox, api, build_team_objects(big, team_gpu_limit=8)[:1])
         apply(sandbox, api, kueue.build_kueue_team_objects(KUEUE_CLUSTER, [L4], team_quota("alpha", 2, 1)))
         apply(sandbox, api, llmd.build_deployment_objects_llmd(big))
-        settle_until(sandbox, lambda: "QuotaReserved" in conditions(workload_of(sandbox, api, decode_pod(api, big))))
+        settle_until(sandbox, lambda: "QuotaReserved" in verdict(sandbox, api, big))
         assert conditions(workload_of(sandbox, api, decode_pod(api, big))) == {
             "QuotaReserved": (
                 "False",
