@@ -314,7 +314,7 @@ class LlmdControllers:
             replicas = 0
         elif workload.get("replicas") is not None:
             replicas = int(workload["replicas"])
-        elif existing is not None and (existing.get("spec") or {}).get("replicas") is not None:
+        elif existing is not None and int((existing.get("spec") or {}).get("replicas") or 0) > 0:
             replicas = int(existing["spec"]["replicas"])  # PreserveDeploymentReplicas: the autoscaler's
         else:
             replicas = max(int(((workload.get("scaling") or {}).get("minReplicas")) or 1), 1)
