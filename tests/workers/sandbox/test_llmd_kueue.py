@@ -601,14 +601,19 @@ def test_a_route_to_the_pool_is_served_by_its_pods_and_metered_and_limited_like_
 ) -> None:
     sandbox, gateway = clean_sandbox, gateway_world
     apply_policy(sandbox, policy_spec(teams=(team("alpha", ALPHA, per_minute=20),)))
-    spec = llmd_spec("alpha", "chat", QWEN, served_model_aliases=("alpha--old-chat",))
+    spec = llmd_spec("alpha", "chat", QWEN, served_model_aliases=("alpha--old-chat",), prefill_replicas=1)
     with sandbox.controllers_paused():
         deploy(sandbox, api, spec)
         # KServe has not created the pool yet: the backendRef is invalid, a 500 as for any missing backend.
         assert chat(gateway, QWEN).status == 500
     assert gateway.access_log() == []
-    settle_until(sandbox, lambda: decode_pod(api, spec).status.phase == "Running")
-    pod = decode_pod(api, spec)
+
+    def running(role: str) -> list[k8s.V1Pod]:
+        pods = pods_of(api, "genai-alpha", f"app.kubernetes.io/name=chat,llm-d.ai/role={role}")
+        return [pod for pod in pods if pod.status.phase == "Running"]
+
+    settle_until(sandbox, lambda: bool(running("decode")) and bool(running("prefill")))
+    [pod] = running("decode")  # the pool selects the prefill pod too; the picker sends the request to decode
 
     answer = call(
         gateway,
@@ -650,6 +655,7 @@ def test_a_route_to_the_pool_is_served_by_its_pods_and_metered_and_limited_like_
     old = chat(gateway, "alpha--old-chat", max_tokens=2)
     assert (old.status, old.json()["model"]) == (200, QWEN)
     assert gateway.upstream_calls()[-1].body["model"] == QWEN
+    assert {upstream.host for upstream in gateway.upstream_calls()} == {pod.status.pod_ip}  # never the prefill pod
     assert [(r["model_requested"], r["model_response"], r["total_tokens"]) for r in gateway.access_log()] == [
         (QWEN, QWEN, 14),
         ("alpha--old-chat", QWEN, 11),
