@@ -68,7 +68,7 @@ class Controllers:
 
     def __post_init__(self) -> None:
         self.store.listeners.append(self._on_event)
-        self.apps = AppsControllers(self.store)
+        self.apps = AppsControllers(self.store, ready_delay=self.settings.ready_delay)
         self.llmd = LlmdControllers(self.store)
         self.kueue = KueueControllers(self.store, self.settings.kueue)
         self.apps.pod_webhooks.append(self.kueue.pod_webhook)
@@ -137,7 +137,7 @@ class Controllers:
         # KServe's llm-d controller, then Kueue admission, then the Deployments and pods (and the collector).
         self.llmd.step()
         self.kueue.step()
-        self.apps.step()
+        self.apps.step(now)
 
     # ------------------------------------------------------------------ KServe
 

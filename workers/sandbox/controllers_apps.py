@@ -13,7 +13,8 @@ once nothing gates them, and the garbage collector deletes what an owner referen
   reason `SchedulingGated` ("Scheduling is blocked due to non-empty scheduling gates", kubernetes
   pkg/scheduler/framework/plugins/schedulinggates); once its gates are gone it is `Running` and Ready with a pod IP,
   unless an init container's argument holds `fail-load`: then it stays `Pending`, that container in
-  CrashLoopBackOff, not Ready.
+  CrashLoopBackOff, not Ready. With `ready_delay` (the demo's model loading time) a started pod turns Ready that many
+  seconds later.
 - Garbage collector: when an object is deleted, the objects whose `ownerReferences` name its uid are deleted
   (background propagation), and so on down the chain.
 
@@ -27,6 +28,7 @@ import copy
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,6 +103,9 @@ class AppsControllers:
     store: Store
     # The mutating admission webhooks a new pod passes through (Kueue's gates the pods a queue holds).
     pod_webhooks: list[Callable[[Obj], None]] = field(default_factory=list)
+    ready_delay: float = 0.0  # seconds from a pod's start until it is Ready (the model loading)
+    _ready_at: dict[tuple[str, str], float] = field(default_factory=dict)  # started pods not yet Ready
+    _now: float = 0.0
     _dirty: threading.Event = field(default_factory=threading.Event)
     _deleted: set[str] = field(default_factory=set)  # uids deleted since the collector last ran
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -121,10 +126,13 @@ class AppsControllers:
     def forget(self) -> None:
         with self._lock:
             self._deleted.clear()
+        self._ready_at.clear()
         self._dirty.set()
 
-    def step(self) -> None:
+    def step(self, now: float | None = None) -> None:
+        self._now = time.monotonic() if now is None else now
         self.collect_garbage()
+        self._ready_due()
         if not self._dirty.is_set():
             return
         self._dirty.clear()
@@ -198,6 +206,7 @@ class AppsControllers:
             "kind": "Pod",
             "metadata": {
                 "name": name,
+                "namespace": deployment["metadata"]["namespace"],
                 "labels": labels,
                 "annotations": dict(pod_metadata.get("annotations") or {}),
                 "ownerReferences": [owner_reference(deployment, "apps/v1", "Deployment")],
@@ -254,16 +263,38 @@ class AppsControllers:
                     }
                 ],
             }
+        ready = "True"
+        if self.ready_delay > 0:
+            ready = "False"
+            self._ready_at[(pod["metadata"].get("namespace", ""), pod["metadata"]["name"])] = (
+                self._now + self.ready_delay
+            )
         return {
             "phase": "Running",
             "podIP": f"10.244.{(self._pod_ips // 250) % 250}.{self._pod_ips % 250 + 2}",
             "conditions": [
                 condition("PodScheduled", "True"),
                 condition("Initialized", "True"),
-                condition("ContainersReady", "True"),
-                condition("Ready", "True"),
+                condition("ContainersReady", ready),
+                condition("Ready", ready),
             ],
         }
+
+    def _ready_due(self) -> None:
+        """Pods whose model has loaded (ready_delay after they started) become Ready."""
+        due = [key for key, when in self._ready_at.items() if when <= self._now]
+        if not due:
+            return
+        pod_kind = self.store.kinds[("", "v1", "pods")]
+        for namespace, name in due:
+            del self._ready_at[(namespace, name)]
+            with contextlib.suppress(ApiError):  # deleted meanwhile
+                pod = self.store.get(pod_kind, namespace, name)
+                status = copy.deepcopy(pod.get("status") or {})
+                for item in status.get("conditions") or []:
+                    if item.get("type") in ("ContainersReady", "Ready") and item.get("status") != "True":
+                        item.update(condition(item["type"], "True"))
+                self.store.update_status(pod_kind, namespace, name, status, manager=KUBELET_MANAGER)
 
     def _start_ungated_pods(self) -> None:
         """The scheduler binds and the kubelet starts pods whose gates were removed."""

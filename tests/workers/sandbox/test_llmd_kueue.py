@@ -318,6 +318,23 @@ def test_a_model_that_cannot_be_loaded_keeps_its_workload_unready(clean_sandbox:
     )
 
 
+def test_model_servers_turn_ready_after_the_loading_delay(clean_sandbox: Sandbox, api: k8s.ApiClient) -> None:
+    sandbox = clean_sandbox
+    sandbox.controllers.apps.ready_delay = 30.0  # the demo's model loading time; the tests' sandbox has none
+    try:
+        spec = llmd_spec("alpha", "slow", "alpha--slow")
+        deploy(sandbox, api, spec)
+        settle_until(sandbox, lambda: decode_pod(api, spec).status.phase == "Running")
+        assert conditions(service_of(sandbox, api, spec))["MainWorkloadReady"][:2] == (
+            "False",
+            "MinimumReplicasUnavailable",
+        )
+        sandbox.settle(after=31)
+        settle_until(sandbox, lambda: conditions(service_of(sandbox, api, spec))["MainWorkloadReady"][0] == "True")
+    finally:
+        sandbox.controllers.apps.ready_delay = 0.0
+
+
 def test_a_pool_route_without_its_grant_is_refused_and_a_route_beside_the_pool_gets_its_parent(
     clean_sandbox: Sandbox, api: k8s.ApiClient
 ) -> None:
