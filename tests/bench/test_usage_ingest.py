@@ -471,8 +471,17 @@ def _run(wire: str, *, ports: list[int], collector: str, admin: str, client_ids:
     return ratio
 
 
-@pytest.mark.django_db(transaction=True)
-def test_bench_usage_ingest_end_to_end() -> None:
+@dataclass(frozen=True)
+class BenchWorld:
+    base: datetime
+    client_ids: list[str]
+    collector: str
+    collector_token_id: int
+    admin: str
+
+
+def _bench_world() -> BenchWorld:
+    """The load's catalog, teams, keys, collector token and an admin, in the test database."""
     base = (datetime.now(UTC) - WINDOW - timedelta(hours=1)).replace(microsecond=0)
     change = base + WINDOW / 2
     for m in range(MODELS):
@@ -489,19 +498,30 @@ def test_bench_usage_ingest_end_to_end() -> None:
         for team in teams
         for n in range(KEYS_PER_TEAM)
     ]
-    client_ids = [credential.client_id for credential in issued]
     collector = api_token_issue(actor=None, principal=ServicePrincipalFactory(), name="bench", scopes=["usage:write"])
     usage_services.collector_source_bind(actor=None, token_id=collector.token.pk, source_prefix="aigw://")
     staff = UserFactory(username="bench-admin", backstage_ref=None, is_staff=True)
     admin = api_token_issue(actor=None, principal=staff, name="admin", scopes=[]).plaintext
     for month in {month_start(base), month_start(datetime.now(UTC))}:
         partition_ensure(month)
+    return BenchWorld(
+        base=base,
+        client_ids=[credential.client_id for credential in issued],
+        collector=collector.plaintext,
+        collector_token_id=collector.token.pk,
+        admin=admin,
+    )
 
+
+@pytest.mark.django_db(transaction=True)
+def test_bench_usage_ingest_end_to_end() -> None:
+    world = _bench_world()
+    base, client_ids, admin = world.base, world.client_ids, world.admin
     ports = [_free_port() for _ in range(SERVERS)]
     servers = [_gunicorn(port) for port in ports]
     try:
         ratios = {
-            wire: _run(wire, ports=ports, collector=collector.plaintext, admin=admin, client_ids=client_ids, base=base)
+            wire: _run(wire, ports=ports, collector=world.collector, admin=admin, client_ids=client_ids, base=base)
             for wire in ("otlp-protobuf", "cloudevents")
         }
     finally:
@@ -511,3 +531,109 @@ def test_bench_usage_ingest_end_to_end() -> None:
             server.wait(timeout=30)
     print(f"\nratio_to_copy by wire format: {ratios}")
     print(f"ratio_to_copy={ratios['cloudevents']:.3f}")
+
+
+PROFILE_EVENTS = int(os.environ.get("USAGE_BENCH_PROFILE_EVENTS", "50000"))
+
+
+def _profile_bodies(wire: str, world: BenchWorld, first: int) -> list[bytes]:
+    _, _, build = WIRE_FORMATS[wire]
+    return [
+        gzip.compress(
+            build(
+                [_event(index, world.base) for index in range(start, min(start + BATCH, first + PROFILE_EVENTS))],
+                world.client_ids,
+                f"aigw://bench-eu1/{wire}",
+            ),
+            3,
+        )
+        for start in range(first, first + PROFILE_EVENTS, BATCH)
+    ]
+
+
+def _backend_cpu_seconds() -> float:
+    """CPU time the database server process of this connection has used (user and system), from /proc: the
+    database's share of the work, unaffected by how busy the shared machine is."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bench_usage_ingest_profile() -> None:
+    """Where a batch's CPU time goes, stage by stage, in one process (no socket, no concurrency), in µs per event:
+    the stages on the web process's CPU clock, the store also on the database server process's CPU clock (read
+    from /proc, so the figures hold on a busy machine). 'HTTP, DRF and auth' is a whole request through Django's
+    test client less the stages, on fresh events. Needs the database on this machine (/proc of its process)."""
+    from django.test import Client
+
+    from portal.usage import events, otlp_wire
+    from portal.usage.services import ingest
+
+    world = _bench_world()
+    window = {
+        "now": datetime.now(UTC),
+        "max_age": timedelta(days=settings.USAGE_MAX_EVENT_AGE_DAYS),
+        "max_skew": timedelta(seconds=settings.USAGE_MAX_CLOCK_SKEW_SECONDS),
+        "max_events": settings.USAGE_MAX_BATCH_EVENTS,
+    }
+    readers = {
+        "otlp-protobuf": lambda body: otlp_wire.read_otlp_protobuf(body, **window),
+        "cloudevents": lambda body: events.read_cloudevents(body, **window),
+    }
+    lines = []
+    for offset, wire in enumerate(("otlp-protobuf", "cloudevents")):
+        first = offset * 2 * PROFILE_EVENTS
+        figures: dict[str, float] = dict.fromkeys(
+            ("gunzip", "decode", "attribute and rate", "stored form", "COPY text", "store (web)", "store (database)"),
+            0.0,
+        )
+        service = 0.0
+        for body in _profile_bodies(wire, world, first):
+            clock = time.process_time()
+            raw = events.decode_body(body, content_encoding="gzip", max_bytes=settings.USAGE_MAX_BATCH_BYTES)
+            figures["gunzip"] += time.process_time() - clock
+            clock = time.process_time()
+            parsed = readers[wire](raw)
+            figures["decode"] += time.process_time() - clock
+            records = [item for item in parsed if isinstance(item, events.UsageRecord)]
+            clock = time.process_time()
+            rows = ingest.attribute_and_rate(records)
+            figures["attribute and rate"] += time.process_time() - clock
+            with connection.cursor() as cursor:
+                sources = store.source_ids(cursor, {row.record.source for row in rows})
+                price_sets = store.price_set_ids(cursor, {row.price_ids for row in rows if not row.reason})
+            clock = time.process_time()
+            stored = ingest.stored_form(rows, price_sets=price_sets, sources=sources)
+            figures["stored form"] += time.process_time() - clock
+            clock = time.process_time()
+            store._copy_lines(stored)
+            figures["COPY text"] += time.process_time() - clock
+            database = _backend_cpu_seconds()
+            clock = time.process_time()
+            ingest.usage_ingest(token_id=world.collector_token_id, parsed=parsed, endpoint="profile")
+            service += time.process_time() - clock
+            figures["store (database)"] += _backend_cpu_seconds() - database
+        figures["store (web)"] = service - figures["attribute and rate"] - figures["stored form"] - figures["COPY text"]
+        path, content_type, _ = WIRE_FORMATS[wire]
+        client = Client()
+        headers = {"HTTP_AUTHORIZATION": f"Bearer {world.collector}", "HTTP_CONTENT_ENCODING": "gzip"}
+        request = 0.0
+        for body in _profile_bodies(wire, world, first + PROFILE_EVENTS):
+            clock = time.process_time()
+            response = client.post(path, data=body, content_type=content_type, **headers)
+            request += time.process_time() - clock
+            assert response.status_code == 200, response.content[:300]
+        web = sum(value for key, value in figures.items() if key != "store (database)")
+        figures["HTTP, DRF and auth"] = request - web
+        per_event = {key: value / PROFILE_EVENTS * 1e6 for key, value in figures.items()}
+        lines.append(
+            f"[{wire}] CPU µs per event, batches of {BATCH}: "
+            + ", ".join(f"{key} {value:.1f}" for key, value in per_event.items())
+            + f"; web process {request / PROFILE_EVENTS * 1e6:.1f}, database {per_event['store (database)']:.1f}"
+        )
+    stored_events, _, _ = store.bytes_per_event()
+    assert stored_events == 4 * PROFILE_EVENTS
+    print("\n" + "\n".join(lines))

@@ -123,40 +123,45 @@ def attribute_and_rate(records: Sequence[UsageRecord]) -> list[Attributed]:
 def stored_form(
     rows: Sequence[Attributed], *, price_sets: dict[tuple[int, ...], int], sources: dict[str, int]
 ) -> list[store.StoredEvent]:
-    events = []
+    events: list[store.StoredEvent] = []
+    append = events.append
+    event_key = store.event_key
+    codes = store.QUARANTINE_CODES
     for row in rows:
         record = row.record
-        rated = not row.reason
-        events.append(
+        if row.reason:
+            detail = {
+                "source": record.source,
+                "event_id": record.event_id,
+                "client_id": record.client_id,
+                "model_names": list(record.model_names),
+                "reason": row.reason,
+            }
+            price_set_id, cost_pico, quarantine = None, None, codes[row.reason]
+        else:
+            detail, price_set_id, cost_pico, quarantine = None, price_sets[row.price_ids], row.cost_pico, None
+        append(
             store.StoredEvent(
-                event_time=record.event_time,
-                key=store.event_key(record.source, record.event_id),
-                source_id=sources[record.source],
-                team_id=row.team_id,
-                credential_id=row.credential_id,
-                model_id=row.model_id,
-                price_set_id=price_sets[row.price_ids] if rated else None,
-                deployment_id=row.deployment_id,
-                model_version_id=row.model_version_id,
-                cost_pico=row.cost_pico if rated else None,
-                status_code=record.status_code,
-                duration_ms=record.duration_ms,
-                ttft_ms=record.time_to_first_token_ms,
-                input_tokens=record.input_tokens,
-                cached_input_tokens=record.cached_input_tokens,
-                cache_write_tokens=record.cache_write_tokens,
-                output_tokens=record.output_tokens,
-                reasoning_tokens=record.reasoning_tokens,
-                quarantine=row.reason,
-                detail=None
-                if rated
-                else {
-                    "source": record.source,
-                    "event_id": record.event_id,
-                    "client_id": record.client_id,
-                    "model_names": list(record.model_names),
-                    "reason": row.reason,
-                },
+                record.event_time,
+                event_key(record.source, record.event_id),
+                sources[record.source],
+                row.team_id,
+                row.credential_id,
+                row.model_id,
+                price_set_id,
+                row.deployment_id,
+                row.model_version_id,
+                cost_pico,
+                record.status_code,
+                record.duration_ms,
+                record.time_to_first_token_ms,
+                record.input_tokens,
+                record.cached_input_tokens,
+                record.cache_write_tokens,
+                record.output_tokens,
+                record.reasoning_tokens,
+                quarantine,
+                detail,
             )
         )
     return events
