@@ -18,6 +18,7 @@ record's problem; so both give the same answer for every export (tests/portal/us
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -123,18 +124,6 @@ def _text(value: str | None) -> str:
     return "" if text == "-" else text
 
 
-def _count(value: str | None) -> int | None:
-    """A count as Envoy's OpenTelemetry sink writes it: a decimal string, '-' when unset."""
-    text = _text(value)
-    if not text:
-        return None
-    if text.isdigit():  # ASCII (checked by _text), so int() reads exactly these digits
-        number = int(text)
-        if number <= events.MAX_TOKENS:
-            return number
-    raise _NotSure
-
-
 def _source(attributes: dict[str, str], resource: dict[str, str]) -> str:
     """The first of SOURCE_ATTRIBUTES set on the record or else its resource, as the reference picks it."""
     for key in events.SOURCE_ATTRIBUTES:
@@ -160,25 +149,23 @@ _COUNT_KEYS = (
 )
 _MISSING = object()
 _TEXT_MISSING = (_MISSING,) * len(_TEXT_KEYS)
-_COUNT_MISSING = (_MISSING,) * len(_COUNT_KEYS)
+_COUNT_ABSENT = ("",) * len(_COUNT_KEYS)
+_ONE_COUNT = "|\n\x00|\n\x01-|" + "|".join(f"\n{chr(digits)}[0-9]{{{digits}}}" for digits in range(1, 10))
+_COUNT_DIGITS = str.maketrans(dict.fromkeys([*map(chr, range(0x20)), "-"]))  # what is left: the digits, or ""
+_COUNTS = re.compile(f"(?:{_ONE_COUNT})(?:,(?:{_ONE_COUNT})){{{len(_COUNT_KEYS) - 1}}}")
 _UNSET = ("", "\n\x00")  # no value, or an empty string: the reference's falsy values
 
 
 class _Memo:
-    """Values already read in this export, by their encoding: an export repeats its routes, models, credentials
-    and most counts many times, and a dictionary hit is far cheaper than reading the value again."""
+    """Texts already read in this export, by their encoding: an export repeats its routes, models and
+    credentials many times, and a dictionary hit is far cheaper than reading the value again."""
 
     def __init__(self) -> None:
         self.texts: dict[str | None, str] = {None: "", "": ""}
-        self.counts: dict[str | None, int | None] = {None: None, "": None}
 
     def text(self, value: str | None) -> str:
         text = self.texts[value] = _text(value)
         return text
-
-    def count(self, value: str | None) -> int | None:
-        number = self.counts[value] = _count(value)
-        return number
 
 
 def _record(
@@ -208,12 +195,13 @@ def _record(
     if _MISSING in read:
         read = [memo.text(get(key)) if text is _MISSING else text for key, text in zip(_TEXT_KEYS, read, strict=True)]
     client_id, route, *names = read
-    numbers: list[Any] = list(map(memo.counts.get, map(get, _COUNT_KEYS), _COUNT_MISSING))
-    if _MISSING in numbers:
-        numbers = [
-            memo.count(get(key)) if number is _MISSING else number
-            for key, number in zip(_COUNT_KEYS, numbers, strict=True)
-        ]
+    # The counts are mostly distinct (token counts), so they are checked together: one regular expression over
+    # the eight encoded values joined (each absent, unset, '-' or up to nine digits with the matching length byte),
+    # then read as integers. Ten digits and more (past 2^31 perhaps) are the reference's.
+    joined = ",".join(map(get, _COUNT_KEYS, _COUNT_ABSENT))
+    if _COUNTS.fullmatch(joined) is None:
+        raise _NotSure
+    numbers = [int(digits) if digits else None for digits in joined.translate(_COUNT_DIGITS).split(",")]
     status_code, duration_ms, ttft_ms, input_tokens, cached, cache_write, output_tokens, reasoning = numbers
     event_id = _text(get("event.id"))  # ids are unique: not worth remembering
     request_id = _text(get("request_id"))
