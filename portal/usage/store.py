@@ -32,6 +32,9 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 from django.db import connection
+from psycopg.adapt import Dumper
+from psycopg.postgres import types as postgres_types
+from psycopg.pq import Format
 
 from portal.usage.models import LATENCY_BOUNDS_MS, RAW_EVENT_TABLE
 
@@ -99,7 +102,11 @@ _STAGING_COLUMNS = (
     "cache_write_tokens, output_tokens, reasoning_tokens, quarantine, detail"
 )
 
-_COPY_STAGING = "COPY usage_event_staging (" + _STAGING_COLUMNS + ") FROM STDIN (NULL 'None')"
+_COPY_STAGING = "COPY usage_event_staging (" + _STAGING_COLUMNS + ") FROM STDIN (FORMAT BINARY)"
+_STAGING_TYPES = [
+    "int4", "timestamptz", "uuid", "int4", "int4", "int4", "int4", "int4", "int4", "int4", "int8", "int2", "int4",
+    "int4", "int4", "int4", "int4", "int4", "int4", "int2", "text",
+]  # fmt: skip
 
 # Every rollup delta carries the same sums (see _STORE_SQL) over the raw rows it adds.
 DELTA_COLUMNS = (
@@ -173,18 +180,30 @@ WHERE NOT EXISTS (SELECT 1 FROM inserted e WHERE e.event_time = s.event_time AND
 )
 
 
-def event_key(source: str, event_id: str) -> str:
-    """The stored identity of an event: 128 bits of SHA-256 over its source and id, as uuid text."""
-    return hashlib.sha256(f"{source}\n{event_id}".encode()).hexdigest()[:32]
+def event_key(source: str, event_id: str) -> bytes:
+    """The stored identity of an event: 128 bits of SHA-256 over its source and id (a uuid's 16 bytes)."""
+    return hashlib.sha256(f"{source}\n{event_id}".encode()).digest()[:16]
+
+
+class _KeyDumper(Dumper):
+    """An event key (16 bytes) as a uuid in binary COPY: PostgreSQL's binary form of a uuid is its 16 bytes
+    (uuid_recv in src/backend/utils/adt/uuid.c), so the key goes as it is, with no uuid.UUID built per event.
+    Registered for lookups by type only (set_types), on the store's own cursor."""
+
+    format = Format.BINARY
+    oid = postgres_types["uuid"].oid
+
+    def dump(self, obj: Any) -> bytes:
+        return bytes(obj)
 
 
 class StoredEvent(NamedTuple):
-    """One event as this store keeps it, its fields in the staging table's column order; `quarantine` is the code
-    of its reason (QUARANTINE_CODES) and `detail` what a quarantined event keeps beside it. A tuple, so a batch
-    of them is built and written out without a Python attribute lookup per value."""
+    """One event as this store keeps it, its fields in the staging table's column order; `key` is event_key()'s
+    16 bytes, `quarantine` the code of its reason (QUARANTINE_CODES) and `detail` what a quarantined event keeps
+    beside it. A tuple, so a batch of them is built and copied without a Python attribute lookup per value."""
 
     event_time: datetime
-    key: str
+    key: bytes
     source_id: int
     team_id: int | None
     credential_id: int | None
@@ -205,22 +224,15 @@ class StoredEvent(NamedTuple):
     detail: dict[str, Any] | None = None
 
 
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
-def _copy_lines(events: Sequence[StoredEvent]) -> str:
-    """The batch in COPY text format with 'None' as NULL (see _COPY_STAGING): str() of every value is its COPY
-    text (str(datetime) is an ISO 8601 time PostgreSQL reads, with its zone; the key is hex), so a row is one join
-    in C. No stored text column can hold 'None': the only text is the quarantine detail, a JSON object."""
-    lines = []
+def _copy_rows(copy: Any, events: Sequence[StoredEvent]) -> None:
+    """The batch in binary COPY (psycopg's C dumpers: no text is built per value), each row led by its position."""
+    copy.set_types(_STAGING_TYPES)
+    write_row = copy.write_row
     for position, event in enumerate(events):
         if event.detail is None:
-            lines.append(f"{position}\t" + "\t".join(map(str, event)))
+            write_row((position, *event))
         else:
-            detail = json.dumps(event.detail).translate(_COPY_ESCAPES)
-            lines.append(f"{position}\t" + "\t".join(map(str, event[:-1])) + "\t" + detail)
-    lines.append("")
-    return "\n".join(lines)
+            write_row((position, *event[:-1], json.dumps(event.detail)))
 
 
 def store_batch(
@@ -234,8 +246,9 @@ def store_batch(
     """Store the events not stored yet, in the caller's transaction, with their rollup deltas; returns the
     positions (indexes into `events`) that were already stored. `model_slugs` and `client_ids` label the deltas."""
     cursor.execute(_STAGING_TABLE)
+    cursor.cursor.adapters.register_dumper(None, _KeyDumper)
     with cursor.cursor.copy(_COPY_STAGING) as copy:
-        copy.write(_copy_lines(events))
+        _copy_rows(copy, events)
     cursor.execute(
         _STORE_SQL,
         {
@@ -457,7 +470,7 @@ def release(
         _RELEASE_SQL,
         {
             "times": [event.event_time for event in events],
-            "keys": [event.key for event in events],
+            "keys": [event.key.hex() for event in events],
             "teams": [event.team_id for event in events],
             "credentials": [event.credential_id for event in events],
             "models": [event.model_id for event in events],
@@ -538,7 +551,7 @@ def stored_events(*, where: str = "true", parameters: Sequence[Any] = ()) -> lis
 
 def stored_event(*, source: str, event_id: str) -> dict[str, Any] | None:
     """One stored event found by what its producer knows of it (source and id), with its cost and price ids."""
-    key = event_key(source, event_id)
+    key = event_key(source, event_id).hex()
     rows = list(stored_events(where="e.event_key = %s::uuid", parameters=[key]))
     return rows[0] if rows else None
 

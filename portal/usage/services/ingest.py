@@ -3,11 +3,14 @@ and store it once (portal.usage.store), reporting per event what became of it.""
 
 from __future__ import annotations
 
+import bisect
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
@@ -198,6 +201,21 @@ def _store(rows: list[Attributed], received_at: datetime) -> set[int]:
     raise IngestionUnavailable("could not store the batch")  # pragma: no cover
 
 
+def _observe_lags(histogram: Any, lags: list[float]) -> None:
+    """histogram.observe(max(lag, 0)) for each lag, as one update per bucket: observe() costs about 1.7 µs (a
+    lock and a walk of the bounds per call), more than storing the event. What observe() does is mirrored from
+    prometheus_client's Histogram.observe (metrics.py: the sum, then the first bucket whose bound is >= the value;
+    the bounds end with +Inf), through the same value objects, so exposition and multiprocess mode are unchanged."""
+    if not lags:
+        return
+    bounds = histogram._upper_bounds
+    lags = [lag if lag > 0.0 else 0.0 for lag in lags]
+    histogram._raise_if_not_observable()
+    histogram._sum.inc(sum(lags))
+    for bucket, count in Counter(bisect.bisect_left(bounds, lag) for lag in lags).items():
+        histogram._buckets[bucket].inc(count)
+
+
 def usage_ingest(
     *, token_id: int, parsed: list[UsageRecord | EventRejection], endpoint: str, received_at: datetime | None = None
 ) -> IngestResult:
@@ -240,7 +258,8 @@ def usage_ingest(
         raise IngestionUnavailable(str(error)) from error
     accepted = 0
     quarantined: list[EventNote] = []
-    lag = metrics.INGEST_LAG.labels(endpoint)
+    lags: list[float] = []
+    received = received_at.timestamp()
     for position, row in enumerate(rows):
         if position in stored_before:
             duplicates.append(EventNote(row.record.index, row.record.event_id))
@@ -248,7 +267,8 @@ def usage_ingest(
         accepted += 1
         if row.reason:
             quarantined.append(EventNote(row.record.index, row.record.event_id, row.reason))
-        lag.observe(max((received_at - row.record.event_time).total_seconds(), 0.0))
+        lags.append(received - row.record.event_time.timestamp())
+    _observe_lags(metrics.INGEST_LAG.labels(endpoint), lags)
     metrics.EVENTS.labels(endpoint, "accepted").inc(accepted - len(quarantined))
     metrics.EVENTS.labels(endpoint, "quarantined").inc(len(quarantined))
     metrics.EVENTS.labels(endpoint, "duplicate").inc(len(duplicates))
