@@ -638,3 +638,92 @@ def test_bench_usage_ingest_profile() -> None:
     stored_events, _, _ = store.bytes_per_event()
     assert stored_events == 4 * PROFILE_EVENTS
     print("\n" + "\n".join(lines))
+
+
+REPORT_EVENTS = int(os.environ.get("USAGE_BENCH_REPORT_EVENTS", "10000000"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bench_cost_report_over_10m_events() -> None:
+    """A team's and the platform's cost report for last month over REPORT_EVENTS events, through gunicorn: reports
+    read the daily rollup, never raw events, so the events are seeded as the rollup rows the compactor would have
+    made of them (12 teams x 3 keys x 4 models x each day, in SQL; exactly REPORT_EVENTS requests in all)."""
+    from catalog.models import CatalogModel
+    from portal.usage import selectors as usage_selectors
+    from portal.usage.models import UsageDaily
+
+    world = _bench_world()
+    today = datetime.now(UTC).date()
+    last = today.replace(day=1) - timedelta(days=1)
+    first = last.replace(day=1)
+    days = (last - first).days + 1
+    rows = TEAMS * KEYS_PER_TEAM * MODELS * days
+    per_row, remainder = divmod(REPORT_EVENTS, rows)
+    resolved = usage_selectors.credentials_by_client_id(world.client_ids)
+    credentials = [
+        (credential.credential_id, credential.team_id, client_id)
+        for client_id, credential in resolved.items()
+        if credential is not None
+    ]
+    assert len(credentials) == len(world.client_ids)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {UsageDaily._meta.db_table} (team_id, model_id, model_slug, credential_id, client_id, day,
+                requests, failed_requests, unmetered_requests, input_tokens, cached_input_tokens, cache_write_tokens,
+                output_tokens, reasoning_tokens, cost)
+            SELECT c.team_id, m.id, m.slug, c.id, c.client_id, %s::date + d,
+                   %s + CASE WHEN row_number() OVER () <= %s THEN 1 ELSE 0 END, 0, 0, 1000 * %s, 0, 0, 200 * %s, 0,
+                   (%s * 0.0045)::numeric(20, 9)
+            FROM unnest(%s::bigint[], %s::bigint[], %s::text[]) AS c(id, team_id, client_id),
+                {CatalogModel._meta.db_table} m, generate_series(0, %s) d
+            WHERE m.slug LIKE 'bench-model-%%'
+            """,
+            [
+                first,
+                per_row,
+                remainder,
+                per_row,
+                per_row,
+                per_row,
+                [pk for pk, _, _ in credentials],
+                [team for _, team, _ in credentials],
+                [client_id for _, _, client_id in credentials],
+                days - 1,
+            ],
+        )
+        cursor.execute(f"SELECT sum(requests), count(*) FROM {UsageDaily._meta.db_table}")
+        assert cursor.fetchone() == (REPORT_EVENTS, rows)
+    port = _free_port()
+    server = _gunicorn(port)
+    lines = []
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        paths = {
+            f"team, group_by={group_by}": f"/api/v1/teams/bench-0/costs?group_by={group_by}"
+            for group_by in ("day", "model", "credential")
+        } | {"platform, group_by=team": "/api/v1/costs?group_by=team"}
+        for name, path in paths.items():
+            samples = []
+            for round_index in range(15):
+                started = time.perf_counter()
+                conn.request(
+                    "GET",
+                    f"{path}&from={first.isoformat()}&to={last.isoformat()}",
+                    headers={"Authorization": f"Bearer {world.admin}"},
+                )
+                response = conn.getresponse()
+                payload = response.read()
+                assert response.status == 200, payload[:300]
+                if round_index >= 5:  # the first requests warm the server's caches
+                    samples.append((time.perf_counter() - started) * 1000)
+            requests = json.loads(payload)["totals"]["requests"]
+            samples.sort()
+            lines.append(
+                f"  cost report {first:%Y-%m}, {name}: median {samples[len(samples) // 2]:.1f} ms, "
+                f"slowest {samples[-1]:.1f} ms over {len(samples)} requests ({requests:,} requests in it)"
+            )
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    print(f"\n[cost report] {REPORT_EVENTS:,} events as {rows:,} daily rollup rows\n" + "\n".join(lines))
