@@ -127,10 +127,17 @@ def _histogram(column: str) -> str:
     return "ARRAY[" + ", ".join(parts) + "]"
 
 
+# The UTC hour of an event: date_bin with a UTC origin is integer arithmetic on the timestamp, where date_trunc
+# with a zone converts each value to the zone and back; same hour (PostgreSQL docs, 9.9.3 date_bin).
+_UTC_EPOCH = "timestamptz '2000-01-01 00:00:00+00'"
+
+
 def _with_histograms(sql: str) -> str:
-    # Only constants are put into the statement (the bucket bounds), never input.
-    return sql.replace("__LATENCY_HISTOGRAM__", _histogram("duration_ms")).replace(
-        "__TTFT_HISTOGRAM__", _histogram("ttft_ms")
+    # Only constants are put into the statement (the bucket bounds, the hours' origin), never input.
+    return (
+        sql.replace("__LATENCY_HISTOGRAM__", _histogram("duration_ms"))
+        .replace("__TTFT_HISTOGRAM__", _histogram("ttft_ms"))
+        .replace("__UTC_EPOCH__", _UTC_EPOCH)
     )
 
 
@@ -152,7 +159,7 @@ WITH inserted AS (
     RETURNING *
 ), deltas AS (
     INSERT INTO usage_rollup_delta (hour, team_id, model_id, credential_id, deployment_id, model_slug, client_id, requests, failed_requests, unmetered_requests, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_pico, last_event_at, latency_buckets, ttft_buckets)
-    SELECT date_trunc('hour', e.event_time, 'UTC'), e.team_id, e.model_id, e.credential_id, e.deployment_id, coalesce(max(m.slug), ''), coalesce(max(c.client_id), ''), count(*), count(*) FILTER (WHERE e.status_code >= 400),
+    SELECT date_bin('1 hour', e.event_time, __UTC_EPOCH__), e.team_id, e.model_id, e.credential_id, e.deployment_id, coalesce(max(m.slug), ''), coalesce(max(c.client_id), ''), count(*), count(*) FILTER (WHERE e.status_code >= 400),
     count(*) FILTER (WHERE e.input_tokens IS NULL AND e.output_tokens IS NULL),
     coalesce(sum(e.input_tokens), 0), coalesce(sum(e.cached_input_tokens), 0), coalesce(sum(e.cache_write_tokens), 0),
     coalesce(sum(e.output_tokens), 0), coalesce(sum(e.reasoning_tokens), 0), sum(e.cost_pico), max(e.event_time),
@@ -162,7 +169,7 @@ WITH inserted AS (
     LEFT JOIN unnest(%(credential_ids)s::bigint[], %(client_ids)s::text[]) AS c(id, client_id)
         ON c.id = e.credential_id
     WHERE e.quarantine IS NULL
-    GROUP BY date_trunc('hour', e.event_time, 'UTC'), e.team_id, e.model_id, e.credential_id, e.deployment_id
+    GROUP BY date_bin('1 hour', e.event_time, __UTC_EPOCH__), e.team_id, e.model_id, e.credential_id, e.deployment_id
 ), details AS (
     INSERT INTO usage_quarantined_event (event_time, event_key, source, event_id, client_id, model_names, reason,
         received_at)
@@ -349,7 +356,8 @@ def rated_events(
 
 # A change applies only if the row still holds the cost and prices it was read with (a concurrent re-rate of the
 # same rows cannot count twice); the compensating delta is the difference, over the rows actually changed.
-_RERATE_APPLY_SQL = """
+_RERATE_APPLY_SQL = _with_histograms(
+    """
 WITH changed AS (
     UPDATE usage_event e SET cost_pico = u.cost_pico, price_set_id = u.price_set_id
     FROM unnest(%s::timestamptz[], %s::uuid[], %s::bigint[], %s::integer[], %s::bigint[], %s::integer[])
@@ -360,11 +368,12 @@ WITH changed AS (
         AS difference
 ), deltas AS (
     INSERT INTO usage_rollup_delta (hour, team_id, model_id, credential_id, deployment_id, model_slug, client_id, requests, failed_requests, unmetered_requests, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_pico, last_event_at, latency_buckets, ttft_buckets)
-    SELECT date_trunc('hour', e.event_time, 'UTC'), e.team_id, e.model_id, e.credential_id, e.deployment_id, '', '', 0, 0, 0, 0, 0, 0, 0, 0, sum(e.difference), NULL, NULL, NULL
-    FROM changed e GROUP BY date_trunc('hour', e.event_time, 'UTC'), e.team_id, e.model_id, e.credential_id, e.deployment_id
+    SELECT date_bin('1 hour', e.event_time, __UTC_EPOCH__), e.team_id, e.model_id, e.credential_id, e.deployment_id, '', '', 0, 0, 0, 0, 0, 0, 0, 0, sum(e.difference), NULL, NULL, NULL
+    FROM changed e GROUP BY date_bin('1 hour', e.event_time, __UTC_EPOCH__), e.team_id, e.model_id, e.credential_id, e.deployment_id
 )
 SELECT count(*) FROM changed
 """
+)
 
 
 def rerate_apply(cursor: Any, changes: Sequence[tuple[RatedEvent, int, int]]) -> int:
@@ -440,7 +449,7 @@ WITH released AS (
     RETURNING e.*
 ), deltas AS (
     INSERT INTO usage_rollup_delta (hour, team_id, model_id, credential_id, deployment_id, model_slug, client_id, requests, failed_requests, unmetered_requests, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_pico, last_event_at, latency_buckets, ttft_buckets)
-    SELECT date_trunc('hour', e.event_time, 'UTC'), e.team_id, e.model_id, e.credential_id, e.deployment_id, coalesce(max(m.slug), ''), coalesce(max(c.client_id), ''), count(*), count(*) FILTER (WHERE e.status_code >= 400),
+    SELECT date_bin('1 hour', e.event_time, __UTC_EPOCH__), e.team_id, e.model_id, e.credential_id, e.deployment_id, coalesce(max(m.slug), ''), coalesce(max(c.client_id), ''), count(*), count(*) FILTER (WHERE e.status_code >= 400),
     count(*) FILTER (WHERE e.input_tokens IS NULL AND e.output_tokens IS NULL),
     coalesce(sum(e.input_tokens), 0), coalesce(sum(e.cached_input_tokens), 0), coalesce(sum(e.cache_write_tokens), 0),
     coalesce(sum(e.output_tokens), 0), coalesce(sum(e.reasoning_tokens), 0), sum(e.cost_pico), max(e.event_time),
@@ -449,7 +458,7 @@ WITH released AS (
     LEFT JOIN unnest(%(model_ids)s::bigint[], %(model_slugs)s::text[]) AS m(id, slug) ON m.id = e.model_id
     LEFT JOIN unnest(%(credential_ids)s::bigint[], %(client_ids)s::text[]) AS c(id, client_id)
         ON c.id = e.credential_id
-    GROUP BY date_trunc('hour', e.event_time, 'UTC'), e.team_id, e.model_id, e.credential_id, e.deployment_id
+    GROUP BY date_bin('1 hour', e.event_time, __UTC_EPOCH__), e.team_id, e.model_id, e.credential_id, e.deployment_id
 )
 SELECT count(*) FROM released
 """
