@@ -1,8 +1,10 @@
-"""Admin UI of usage metering: collector bindings (added through the service, audited), and rollups, GPU-hours,
-budgets and alerts, read-only, money with its currency and budgets with how much of them is spent."""
+"""Admin UI of usage metering: collector bindings (added through the service, audited), and rollups, rollup deltas
+waiting for the compactor, request health, event sources and price sets, GPU-hours, budgets and alerts, read-only,
+money with its currency and budgets with how much of them is spent."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from django.contrib import admin
@@ -10,7 +12,19 @@ from django.http import HttpRequest
 
 from portal.core.admin import ReadOnlyAdmin, ServiceWriteAdmin, money, percent
 from portal.usage import services
-from portal.usage.models import BudgetAlert, BudgetState, CollectorSource, GpuUsage, GpuUsageDaily, UsageDaily
+from portal.usage.models import (
+    BudgetAlert,
+    BudgetState,
+    CollectorSource,
+    GpuUsage,
+    GpuUsageDaily,
+    UsageDaily,
+    UsageHourly,
+    UsagePriceSet,
+    UsageRequestHealth,
+    UsageRollupDelta,
+    UsageSource,
+)
 
 
 @admin.register(CollectorSource)
@@ -40,6 +54,47 @@ class UsageDailyAdmin(ReadOnlyAdmin):
     @admin.display(description="cost", ordering="cost")
     def amount(self, row: UsageDaily) -> str:
         return money(row.cost)
+
+
+@admin.register(UsageHourly)
+class UsageHourlyAdmin(ReadOnlyAdmin):
+    list_display = ["hour", "team", "model_slug", "client_id", "requests", "input_tokens", "output_tokens", "amount"]
+    list_filter = ["hour"]
+    search_fields = ["team__slug", "model_slug", "client_id"]
+
+    @admin.display(description="cost", ordering="cost")
+    def amount(self, row: UsageHourly) -> str:
+        return money(row.cost)
+
+
+@admin.register(UsageRollupDelta)
+class UsageRollupDeltaAdmin(ReadOnlyAdmin):
+    """Deltas not folded yet: the compactor's backlog (a long list means the `usage` workers are behind)."""
+
+    list_display = ["id", "hour", "team_id", "model_slug", "client_id", "requests", "input_tokens", "amount"]
+    search_fields = ["model_slug", "client_id"]
+
+    @admin.display(description="cost", ordering="cost_pico")
+    def amount(self, row: UsageRollupDelta) -> str:
+        return money(Decimal(row.cost_pico).scaleb(-12))
+
+
+@admin.register(UsageRequestHealth)
+class UsageRequestHealthAdmin(ReadOnlyAdmin):
+    list_display = ["hour", "team", "model_slug", "deployment_id", "requests", "errors"]
+    list_filter = ["hour"]
+    search_fields = ["team__slug", "model_slug"]
+
+
+@admin.register(UsageSource)
+class UsageSourceAdmin(ReadOnlyAdmin):
+    list_display = ["id", "name"]
+    search_fields = ["name"]
+
+
+@admin.register(UsagePriceSet)
+class UsagePriceSetAdmin(ReadOnlyAdmin):
+    list_display = ["id", "price_ids"]
 
 
 @admin.register(GpuUsage)

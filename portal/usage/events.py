@@ -99,13 +99,15 @@ def parse_json(data: bytes) -> Any:
 _NAMESPACE_BYTES = EVENT_ID_NAMESPACE.bytes
 
 
+_UUID5_BITS = (0x5 << 76) | (0x2 << 62)  # version 5 in bits 76-79, variant 10 in bits 62-63 (RFC 9562 5.5)
+_UUID5_MASK = ~((0xF << 76) | (0x3 << 62))
+
+
 def derive_event_id(source: str, request_id: str) -> str:
     """str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{source}|{request_id}")), without building UUID objects (RFC 9562 5.5:
     SHA-1 of namespace and name, version 5, variant 10): every access-log record derives its id."""
-    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + f"{source}|{request_id}".encode()).digest()[:16])  # noqa: S324
-    digest[6] = (digest[6] & 0x0F) | 0x50
-    digest[8] = (digest[8] & 0x3F) | 0x80
-    text = digest.hex()
+    digest = hashlib.sha1(_NAMESPACE_BYTES + f"{source}|{request_id}".encode()).digest()  # noqa: S324
+    text = f"{int.from_bytes(digest[:16]) & _UUID5_MASK | _UUID5_BITS:032x}"
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
@@ -441,7 +443,7 @@ def _attributes(items: object) -> dict[str, object]:
     }
 
 
-def _unix_nanos(value: object) -> str | None:
+def unix_nanos(value: object) -> str | None:
     try:
         nanos = int(str(value))
     except (TypeError, ValueError):
@@ -645,7 +647,7 @@ def _parse_otlp(
             ),
             None,
         )
-        time = attributes.get("start_time") or _unix_nanos(time_unix_nano) or _unix_nanos(observed_unix_nano)
+        time = attributes.get("start_time") or unix_nanos(time_unix_nano) or unix_nanos(observed_unix_nano)
         event_id = attributes.get("event.id")
         try:
             event_type = attributes.get("event.type")

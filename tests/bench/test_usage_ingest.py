@@ -17,6 +17,7 @@ total is not exact. The last line is `ratio_to_copy=<x>` of the CloudEvents run.
 
 from __future__ import annotations
 
+import gc
 import gzip
 import http.client
 import io
@@ -471,8 +472,17 @@ def _run(wire: str, *, ports: list[int], collector: str, admin: str, client_ids:
     return ratio
 
 
-@pytest.mark.django_db(transaction=True)
-def test_bench_usage_ingest_end_to_end() -> None:
+@dataclass(frozen=True)
+class BenchWorld:
+    base: datetime
+    client_ids: list[str]
+    collector: str
+    collector_token_id: int
+    admin: str
+
+
+def _bench_world() -> BenchWorld:
+    """The load's catalog, teams, keys, collector token and an admin, in the test database."""
     base = (datetime.now(UTC) - WINDOW - timedelta(hours=1)).replace(microsecond=0)
     change = base + WINDOW / 2
     for m in range(MODELS):
@@ -489,19 +499,30 @@ def test_bench_usage_ingest_end_to_end() -> None:
         for team in teams
         for n in range(KEYS_PER_TEAM)
     ]
-    client_ids = [credential.client_id for credential in issued]
     collector = api_token_issue(actor=None, principal=ServicePrincipalFactory(), name="bench", scopes=["usage:write"])
     usage_services.collector_source_bind(actor=None, token_id=collector.token.pk, source_prefix="aigw://")
     staff = UserFactory(username="bench-admin", backstage_ref=None, is_staff=True)
     admin = api_token_issue(actor=None, principal=staff, name="admin", scopes=[]).plaintext
     for month in {month_start(base), month_start(datetime.now(UTC))}:
         partition_ensure(month)
+    return BenchWorld(
+        base=base,
+        client_ids=[credential.client_id for credential in issued],
+        collector=collector.plaintext,
+        collector_token_id=collector.token.pk,
+        admin=admin,
+    )
 
+
+@pytest.mark.django_db(transaction=True)
+def test_bench_usage_ingest_end_to_end() -> None:
+    world = _bench_world()
+    base, client_ids, admin = world.base, world.client_ids, world.admin
     ports = [_free_port() for _ in range(SERVERS)]
     servers = [_gunicorn(port) for port in ports]
     try:
         ratios = {
-            wire: _run(wire, ports=ports, collector=collector.plaintext, admin=admin, client_ids=client_ids, base=base)
+            wire: _run(wire, ports=ports, collector=world.collector, admin=admin, client_ids=client_ids, base=base)
             for wire in ("otlp-protobuf", "cloudevents")
         }
     finally:
@@ -511,3 +532,199 @@ def test_bench_usage_ingest_end_to_end() -> None:
             server.wait(timeout=30)
     print(f"\nratio_to_copy by wire format: {ratios}")
     print(f"ratio_to_copy={ratios['cloudevents']:.3f}")
+
+
+PROFILE_EVENTS = int(os.environ.get("USAGE_BENCH_PROFILE_EVENTS", "50000"))
+
+
+def _profile_bodies(wire: str, world: BenchWorld, first: int) -> list[bytes]:
+    _, _, build = WIRE_FORMATS[wire]
+    return [
+        gzip.compress(
+            build(
+                [_event(index, world.base) for index in range(start, min(start + BATCH, first + PROFILE_EVENTS))],
+                world.client_ids,
+                f"aigw://bench-eu1/{wire}",
+            ),
+            3,
+        )
+        for start in range(first, first + PROFILE_EVENTS, BATCH)
+    ]
+
+
+def _backend_cpu_seconds() -> float:
+    """CPU time the database server process of this connection has used (user and system), from /proc: the
+    database's share of the work, unaffected by how busy the shared machine is."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bench_usage_ingest_profile() -> None:
+    """Where a batch's CPU time goes, stage by stage, in one process (no socket, no concurrency), in µs per event:
+    the stages on the web process's CPU clock, the store also on the database server process's CPU clock (read
+    from /proc, so the figures hold on a busy machine). 'store (web)' is the rest of the ingest service: dedupe,
+    the binary COPY of the rows, the statement's round trip and the per-event answer. 'HTTP, DRF and auth' is a whole request through Django's
+    test client less the stages, on fresh events. Needs the database on this machine (/proc of its process)."""
+    from django.test import Client
+
+    from portal.usage import events, otlp_wire
+    from portal.usage.services import ingest
+
+    world = _bench_world()
+    window = {
+        "now": datetime.now(UTC),
+        "max_age": timedelta(days=settings.USAGE_MAX_EVENT_AGE_DAYS),
+        "max_skew": timedelta(seconds=settings.USAGE_MAX_CLOCK_SKEW_SECONDS),
+        "max_events": settings.USAGE_MAX_BATCH_EVENTS,
+    }
+    readers = {
+        "otlp-protobuf": lambda body: otlp_wire.read_otlp_protobuf(body, **window),
+        "cloudevents": lambda body: events.read_cloudevents(body, **window),
+    }
+    events_before, _, _ = store.bytes_per_event()  # the raw table is not the test framework's to empty
+    gc.collect()
+    gc.freeze()  # as portal/wsgi.py does once the web process has loaded
+    lines = []
+    for offset, wire in enumerate(("otlp-protobuf", "cloudevents")):
+        first = offset * 2 * PROFILE_EVENTS
+        figures: dict[str, float] = dict.fromkeys(
+            ("gunzip", "decode", "attribute and rate", "stored form", "store (web)", "store (database)"),
+            0.0,
+        )
+        service = 0.0
+        for body in _profile_bodies(wire, world, first):
+            clock = time.process_time()
+            raw = events.decode_body(body, content_encoding="gzip", max_bytes=settings.USAGE_MAX_BATCH_BYTES)
+            figures["gunzip"] += time.process_time() - clock
+            clock = time.process_time()
+            parsed = readers[wire](raw)
+            figures["decode"] += time.process_time() - clock
+            records = [item for item in parsed if isinstance(item, events.UsageRecord)]
+            clock = time.process_time()
+            rows = ingest.attribute_and_rate(records)
+            figures["attribute and rate"] += time.process_time() - clock
+            with connection.cursor() as cursor:
+                sources = store.source_ids(cursor, {row.record.source for row in rows})
+                price_sets = store.price_set_ids(cursor, {row.price_ids for row in rows if not row.reason})
+            clock = time.process_time()
+            ingest.stored_form(rows, price_sets=price_sets, sources=sources)
+            figures["stored form"] += time.process_time() - clock
+            database = _backend_cpu_seconds()
+            clock = time.process_time()
+            ingest.usage_ingest(token_id=world.collector_token_id, parsed=parsed, endpoint="profile")
+            service += time.process_time() - clock
+            figures["store (database)"] += _backend_cpu_seconds() - database
+        figures["store (web)"] = service - figures["attribute and rate"] - figures["stored form"]
+        path, content_type, _ = WIRE_FORMATS[wire]
+        client = Client()
+        headers = {"HTTP_AUTHORIZATION": f"Bearer {world.collector}", "HTTP_CONTENT_ENCODING": "gzip"}
+        request = 0.0
+        for body in _profile_bodies(wire, world, first + PROFILE_EVENTS):
+            clock = time.process_time()
+            response = client.post(path, data=body, content_type=content_type, **headers)
+            request += time.process_time() - clock
+            assert response.status_code == 200, response.content[:300]
+        web = sum(value for key, value in figures.items() if key != "store (database)")
+        figures["HTTP, DRF and auth"] = request - web
+        per_event = {key: value / PROFILE_EVENTS * 1e6 for key, value in figures.items()}
+        lines.append(
+            f"[{wire}] CPU µs per event, batches of {BATCH}: "
+            + ", ".join(f"{key} {value:.1f}" for key, value in per_event.items())
+            + f"; web process {request / PROFILE_EVENTS * 1e6:.1f}, database {per_event['store (database)']:.1f}"
+        )
+    print("\n" + "\n".join(lines))
+    stored_events, _, _ = store.bytes_per_event()
+    assert stored_events - events_before == 4 * PROFILE_EVENTS  # every batch was stored, none counted twice
+
+
+REPORT_EVENTS = int(os.environ.get("USAGE_BENCH_REPORT_EVENTS", "10000000"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bench_cost_report_over_10m_events() -> None:
+    """A team's and the platform's cost report for last month over REPORT_EVENTS events, through gunicorn: reports
+    read the daily rollup, never raw events, so the events are seeded as the rollup rows the compactor would have
+    made of them (12 teams x 3 keys x 4 models x each day, in SQL; exactly REPORT_EVENTS requests in all)."""
+    from catalog.models import CatalogModel
+    from portal.usage import selectors as usage_selectors
+    from portal.usage.models import UsageDaily
+
+    world = _bench_world()
+    today = datetime.now(UTC).date()
+    last = today.replace(day=1) - timedelta(days=1)
+    first = last.replace(day=1)
+    days = (last - first).days + 1
+    rows = TEAMS * KEYS_PER_TEAM * MODELS * days
+    per_row, remainder = divmod(REPORT_EVENTS, rows)
+    resolved = usage_selectors.credentials_by_client_id(world.client_ids)
+    credentials = [
+        (credential.credential_id, credential.team_id, client_id)
+        for client_id, credential in resolved.items()
+        if credential is not None
+    ]
+    assert len(credentials) == len(world.client_ids)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {UsageDaily._meta.db_table} (team_id, model_id, model_slug, credential_id, client_id, day,
+                requests, failed_requests, unmetered_requests, input_tokens, cached_input_tokens, cache_write_tokens,
+                output_tokens, reasoning_tokens, cost)
+            SELECT c.team_id, m.id, m.slug, c.id, c.client_id, %s::date + d,
+                   %s + CASE WHEN row_number() OVER () <= %s THEN 1 ELSE 0 END, 0, 0, 1000 * %s, 0, 0, 200 * %s, 0,
+                   (%s * 0.0045)::numeric(20, 9)
+            FROM unnest(%s::bigint[], %s::bigint[], %s::text[]) AS c(id, team_id, client_id),
+                {CatalogModel._meta.db_table} m, generate_series(0, %s) d
+            WHERE m.slug LIKE 'bench-model-%%'
+            """,
+            [
+                first,
+                per_row,
+                remainder,
+                per_row,
+                per_row,
+                per_row,
+                [pk for pk, _, _ in credentials],
+                [team for _, team, _ in credentials],
+                [client_id for _, _, client_id in credentials],
+                days - 1,
+            ],
+        )
+        cursor.execute(f"SELECT sum(requests), count(*) FROM {UsageDaily._meta.db_table}")
+        assert cursor.fetchone() == (REPORT_EVENTS, rows)
+    port = _free_port()
+    server = _gunicorn(port)
+    lines = []
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        paths = {
+            f"team, group_by={group_by}": f"/api/v1/teams/bench-0/costs?group_by={group_by}"
+            for group_by in ("day", "model", "credential")
+        } | {"platform, group_by=team": "/api/v1/costs?group_by=team"}
+        for name, path in paths.items():
+            samples = []
+            for round_index in range(15):
+                started = time.perf_counter()
+                conn.request(
+                    "GET",
+                    f"{path}&from={first.isoformat()}&to={last.isoformat()}",
+                    headers={"Authorization": f"Bearer {world.admin}"},
+                )
+                response = conn.getresponse()
+                payload = response.read()
+                assert response.status == 200, payload[:300]
+                if round_index >= 5:  # the first requests warm the server's caches
+                    samples.append((time.perf_counter() - started) * 1000)
+            requests = json.loads(payload)["totals"]["requests"]
+            samples.sort()
+            lines.append(
+                f"  cost report {first:%Y-%m}, {name}: median {samples[len(samples) // 2]:.1f} ms, "
+                f"slowest {samples[-1]:.1f} ms over {len(samples)} requests ({requests:,} requests in it)"
+            )
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    print(f"\n[cost report] {REPORT_EVENTS:,} events as {rows:,} daily rollup rows\n" + "\n".join(lines))

@@ -10,7 +10,6 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiTypes, extend_schema
-from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from rest_framework import exceptions, renderers
 from rest_framework.permissions import BasePermission
@@ -29,7 +28,7 @@ from portal.core.problems import PROBLEM_CONTENT_TYPE, problem
 from portal.tenancy import selectors as tenancy_selectors
 from portal.tenancy.models import Role, Team
 from portal.tokens.models import Scope
-from portal.usage import events, metrics, selectors, services
+from portal.usage import events, metrics, otlp_wire, selectors, services
 from portal.usage.api import serializers
 from portal.usage.api.throttling import CollectorRateThrottle
 from portal.usage.contracts import BudgetStatus, EventRejection, IngestResult, UsageRecord
@@ -190,13 +189,7 @@ class OtlpLogsView(_IngestView):
         body = self._decoded_body(request)
         protobuf = media_type in PROTOBUF_TYPES
         if protobuf:
-            try:
-                message = logs_service_pb2.ExportLogsServiceRequest.FromString(body)
-            except (DecodeError, RuntimeWarning, ValueError):
-                raise events.PayloadError(
-                    "The body is not an OTLP ExportLogsServiceRequest", code="malformed_otlp"
-                ) from None
-            parsed = events.parse_otlp_protobuf(message, **self._window())
+            parsed = otlp_wire.read_otlp_protobuf(body, **self._window())
         else:
             parsed = events.parse_otlp(events.parse_json(body), **self._window())
         result = self._ingest(request, parsed)

@@ -3,11 +3,14 @@ and store it once (portal.usage.store), reporting per event what became of it.""
 
 from __future__ import annotations
 
+import bisect
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
@@ -123,40 +126,45 @@ def attribute_and_rate(records: Sequence[UsageRecord]) -> list[Attributed]:
 def stored_form(
     rows: Sequence[Attributed], *, price_sets: dict[tuple[int, ...], int], sources: dict[str, int]
 ) -> list[store.StoredEvent]:
-    events = []
+    events: list[store.StoredEvent] = []
+    append = events.append
+    event_key = store.event_key
+    codes = store.QUARANTINE_CODES
     for row in rows:
         record = row.record
-        rated = not row.reason
-        events.append(
+        if row.reason:
+            detail = {
+                "source": record.source,
+                "event_id": record.event_id,
+                "client_id": record.client_id,
+                "model_names": list(record.model_names),
+                "reason": row.reason,
+            }
+            price_set_id, cost_pico, quarantine = None, None, codes[row.reason]
+        else:
+            detail, price_set_id, cost_pico, quarantine = None, price_sets[row.price_ids], row.cost_pico, None
+        append(
             store.StoredEvent(
-                event_time=record.event_time,
-                key=store.event_key(record.source, record.event_id),
-                source_id=sources[record.source],
-                team_id=row.team_id,
-                credential_id=row.credential_id,
-                model_id=row.model_id,
-                price_set_id=price_sets[row.price_ids] if rated else None,
-                deployment_id=row.deployment_id,
-                model_version_id=row.model_version_id,
-                cost_pico=row.cost_pico if rated else None,
-                status_code=record.status_code,
-                duration_ms=record.duration_ms,
-                ttft_ms=record.time_to_first_token_ms,
-                input_tokens=record.input_tokens,
-                cached_input_tokens=record.cached_input_tokens,
-                cache_write_tokens=record.cache_write_tokens,
-                output_tokens=record.output_tokens,
-                reasoning_tokens=record.reasoning_tokens,
-                quarantine=row.reason,
-                detail=None
-                if rated
-                else {
-                    "source": record.source,
-                    "event_id": record.event_id,
-                    "client_id": record.client_id,
-                    "model_names": list(record.model_names),
-                    "reason": row.reason,
-                },
+                record.event_time,
+                event_key(record.source, record.event_id),
+                sources[record.source],
+                row.team_id,
+                row.credential_id,
+                row.model_id,
+                price_set_id,
+                row.deployment_id,
+                row.model_version_id,
+                cost_pico,
+                record.status_code,
+                record.duration_ms,
+                record.time_to_first_token_ms,
+                record.input_tokens,
+                record.cached_input_tokens,
+                record.cache_write_tokens,
+                record.output_tokens,
+                record.reasoning_tokens,
+                quarantine,
+                detail,
             )
         )
     return events
@@ -191,6 +199,21 @@ def _store(rows: list[Attributed], received_at: datetime) -> set[int]:
                 continue
             raise IngestionUnavailable(str(error)) from error
     raise IngestionUnavailable("could not store the batch")  # pragma: no cover
+
+
+def _observe_lags(histogram: Any, lags: list[float]) -> None:
+    """histogram.observe(max(lag, 0)) for each lag, as one update per bucket: observe() costs about 1.7 µs (a
+    lock and a walk of the bounds per call), more than storing the event. What observe() does is mirrored from
+    prometheus_client's Histogram.observe (metrics.py: the sum, then the first bucket whose bound is >= the value;
+    the bounds end with +Inf), through the same value objects, so exposition and multiprocess mode are unchanged."""
+    if not lags:
+        return
+    bounds = histogram._upper_bounds
+    lags = [lag if lag > 0.0 else 0.0 for lag in lags]
+    histogram._raise_if_not_observable()
+    histogram._sum.inc(sum(lags))
+    for bucket, count in Counter(bisect.bisect_left(bounds, lag) for lag in lags).items():
+        histogram._buckets[bucket].inc(count)
 
 
 def usage_ingest(
@@ -235,7 +258,8 @@ def usage_ingest(
         raise IngestionUnavailable(str(error)) from error
     accepted = 0
     quarantined: list[EventNote] = []
-    lag = metrics.INGEST_LAG.labels(endpoint)
+    lags: list[float] = []
+    received = received_at.timestamp()
     for position, row in enumerate(rows):
         if position in stored_before:
             duplicates.append(EventNote(row.record.index, row.record.event_id))
@@ -243,7 +267,8 @@ def usage_ingest(
         accepted += 1
         if row.reason:
             quarantined.append(EventNote(row.record.index, row.record.event_id, row.reason))
-        lag.observe(max((received_at - row.record.event_time).total_seconds(), 0.0))
+        lags.append(received - row.record.event_time.timestamp())
+    _observe_lags(metrics.INGEST_LAG.labels(endpoint), lags)
     metrics.EVENTS.labels(endpoint, "accepted").inc(accepted - len(quarantined))
     metrics.EVENTS.labels(endpoint, "quarantined").inc(len(quarantined))
     metrics.EVENTS.labels(endpoint, "duplicate").inc(len(duplicates))

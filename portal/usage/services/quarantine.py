@@ -53,7 +53,7 @@ def usage_quarantine_release(*, actor: User | None, since: datetime, chunk: int 
                 events = [
                     store.StoredEvent(
                         event_time=row.record.event_time,
-                        key=page[row.record.index].key,
+                        key=bytes.fromhex(page[row.record.index].key.replace("-", "")),
                         source_id=0,
                         team_id=row.team_id,
                         credential_id=row.credential_id,

@@ -193,3 +193,130 @@ def test_protobuf_records_read_field_by_field_equal_their_json_form() -> None:
     fast = events.parse_otlp_protobuf(message, **WINDOW)
     assert fast == events.parse_otlp(MessageToDict(message), **WINDOW)
     assert [type(item).__name__ for item in fast] == ["UsageRecord", "UsageRecord", "EventRejection"]
+
+
+# --- OTLP protobuf, the lean reading (portal.usage.otlp_wire) ---------------------------------------------------
+
+
+def _export(*records: object, resource: dict[str, object] | None = None, extra_resource: bool = False) -> bytes:
+    """An ExportLogsServiceRequest body; records are attribute dicts (str and int values, dicts as kvlists) or
+    LogRecord messages as they are."""
+    from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+    from opentelemetry.proto.common.v1 import common_pb2
+    from opentelemetry.proto.logs.v1 import logs_pb2
+    from opentelemetry.proto.resource.v1 import resource_pb2
+
+    def value(item: object) -> common_pb2.AnyValue:
+        if isinstance(item, bool):
+            return common_pb2.AnyValue(bool_value=item)
+        if isinstance(item, int):
+            return common_pb2.AnyValue(int_value=item)
+        if isinstance(item, dict):
+            return common_pb2.AnyValue(
+                kvlist_value=common_pb2.KeyValueList(
+                    values=[common_pb2.KeyValue(key=k, value=value(v)) for k, v in item.items()]
+                )
+            )
+        return common_pb2.AnyValue(string_value=str(item))
+
+    def attributes(items: dict[str, object]) -> list[common_pb2.KeyValue]:
+        return [common_pb2.KeyValue(key=key, value=value(item)) for key, item in items.items()]
+
+    messages = [
+        record if isinstance(record, logs_pb2.LogRecord) else logs_pb2.LogRecord(attributes=attributes(record))  # type: ignore[arg-type]
+        for record in records
+    ]
+    resource_logs = [
+        logs_pb2.ResourceLogs(
+            resource=resource_pb2.Resource(attributes=attributes(resource or {"aigw.source": "aigw://eu/gw"})),
+            scope_logs=[logs_pb2.ScopeLogs(log_records=messages)],
+        )
+    ]
+    if extra_resource:
+        resource_logs.append(
+            logs_pb2.ResourceLogs(
+                resource=resource_pb2.Resource(attributes=attributes({"aigw.source": "aigw://us/gw"})),
+                scope_logs=[logs_pb2.ScopeLogs(log_records=messages[:1])],
+            )
+        )
+    return logs_service_pb2.ExportLogsServiceRequest(resource_logs=resource_logs).SerializeToString()
+
+
+def _reference(body: bytes) -> list[object]:
+    from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+
+    return events.parse_otlp_protobuf(logs_service_pb2.ExportLogsServiceRequest.FromString(body), **WINDOW)  # type: ignore[return-value]
+
+
+LEAN_CASES = [
+    *([attributes] for attributes in LOG_CASES),
+    [_attributes(), _attributes(request_id="req-2", input_tokens="7")],
+    [_attributes(source="-")],  # chosen by the reference, then refused
+    [_attributes(**{"aigw.source": "aigw://eu/other"})],  # the record's own source wins over the resource's
+    [_attributes(**{"event.type": "-"})],
+    [_attributes(**{"event.type": "ai.gateway.llm.usage.v1"})],
+    [_attributes(provider="-")],  # '-' is the provider (empty), not a reason to read the backend
+    [_attributes(provider="")],
+    [_attributes(start_time="-")],
+    [_attributes(start_time="")],
+    [_attributes(model_requested="é")],  # not ASCII: the reference's
+    [_attributes(route="r" * 127), _attributes(request_id="q", route="r" * 128)],  # a two-byte length
+    [_attributes(credential_id="a\x00b")],
+    [_attributes(status_code=True)],
+    [_attributes(subject="alpha.k1", credential_id=None)],
+    [_attributes(request_id=None)],  # no id at all
+]
+
+
+@pytest.mark.parametrize("records", LEAN_CASES)
+def test_lean_protobuf_reading_equals_the_reference(records: list[dict[str, object]]) -> None:
+    from portal.usage import otlp_wire
+
+    body = _export(*records)
+    assert otlp_wire.read_otlp_protobuf(body, **WINDOW) == _reference(body)
+
+
+def test_lean_protobuf_reading_takes_bodies_sources_and_several_resources_as_the_reference() -> None:
+    from opentelemetry.proto.common.v1 import common_pb2
+    from opentelemetry.proto.logs.v1 import logs_pb2
+
+    from portal.usage import otlp_wire
+
+    def record(**body: common_pb2.AnyValue) -> logs_pb2.LogRecord:
+        message = _export(_attributes())
+        from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+
+        parsed = logs_service_pb2.ExportLogsServiceRequest.FromString(message).resource_logs[0].scope_logs[0]
+        result = logs_pb2.LogRecord()
+        result.CopyFrom(parsed.log_records[0])
+        for key, value in body.items():
+            getattr(result, key).CopyFrom(value)
+        return result
+
+    cases = [
+        _export(record(body=common_pb2.AnyValue(string_value="GET /v1/chat/completions 200"))),
+        _export(
+            record(body=common_pb2.AnyValue(kvlist_value=common_pb2.KeyValueList(values=[]))),  # the reference's
+        ),
+        _export(_attributes(), _attributes(request_id="r-2"), extra_resource=True),
+        _export(_attributes(), resource={"source": "aigw://eu/alt"}),
+        _export(_attributes(), resource={}),
+        _export(_attributes(start_time=None)),  # no start_time and no timeUnixNano
+    ]
+    for body in cases:
+        assert otlp_wire.read_otlp_protobuf(body, **WINDOW) == _reference(body)
+
+
+def test_lean_protobuf_reading_is_taken_for_envoys_records_and_refuses_what_is_not_an_export() -> None:
+    from portal.usage import otlp_wire
+
+    body = _export(_attributes(), _attributes(request_id="req-2"))
+    lean = otlp_wire._lean(body, **WINDOW)  # raises _NotSure if it left the export to the reference
+    assert [type(item).__name__ for item in lean] == ["UsageRecord", "UsageRecord"]
+    assert lean == _reference(body)
+    with pytest.raises(events.PayloadError) as refused:
+        otlp_wire.read_otlp_protobuf(b"\x0a\xff\xff", **WINDOW)
+    assert refused.value.code == "malformed_otlp"
+    with pytest.raises(events.PayloadError) as too_many:
+        otlp_wire.read_otlp_protobuf(_export(*[_attributes(request_id=f"r-{n}") for n in range(101)]), **WINDOW)
+    assert too_many.value.status == 413

@@ -1,0 +1,287 @@
+"""OTLP/HTTP protobuf exports of the gateway's access log, read the lean way: one C parse into a wire-compatible
+subset of the OTLP logs schema whose attributes are maps of encoded values, then plain string checks. Pure.
+
+Why: the generated OTLP classes (upb) parse fast, but reading a record's attributes through them builds a Python
+wrapper for every KeyValue, AnyValue and string, about 13 µs a record for Envoy's sixteen attributes, more than the
+whole CloudEvents reading. The protobuf encoding of `repeated KeyValue {string key = 1; AnyValue value = 2;}` is the
+encoding of `map<string, string>` (a map entry is a message with the key in field 1 and the value in field 2:
+protobuf.dev/programming-guides/encoding, "Maps"), so declaring the attributes as that map makes upb hand over a
+plain dict, built in C, whose values are the AnyValue messages' own bytes as text (UTF-8 checked by upb, as the
+reference parse checks every string). An AnyValue holding a short string is `0x0A <length> <text>` (field 1,
+wire type 2; protobuf.dev encoding, "Length-Delimited Records"), so its text is the value after two characters.
+
+The lean reading takes only what it is sure of: every value it reads is an ASCII string shorter than 128 bytes
+(one-byte length, so characters are bytes), the body is absent or a string, and no record needs the reference's
+judgement (missing or malformed fields, times outside the window, an unexpected type). Anything else sends the
+whole export to the reference reading (`events.parse_otlp_protobuf` over the generated classes), which reports each
+record's problem; so both give the same answer for every export (tests/portal/usage/test_events_fast.py)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import Any
+
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+
+from portal.usage import events
+from portal.usage.contracts import EventRejection, UsageRecord
+
+
+def _lean_schema() -> Any:
+    """The export message of a private pool: OTLP's field numbers and wire types (opentelemetry-proto
+    logs/v1/logs.proto, resource/v1/resource.proto), attributes as map<string, string>. Fields left out are
+    skipped by the parser as unknown fields; the string fields kept are there so their UTF-8 is still checked."""
+    string = descriptor_pb2.FieldDescriptorProto.TYPE_STRING
+    message = descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE
+    fixed64 = descriptor_pb2.FieldDescriptorProto.TYPE_FIXED64
+    optional = descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL
+    repeated = descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED
+    file = descriptor_pb2.FileDescriptorProto(
+        name="portal_otlp_lean.proto", package="portal.otlp_lean", syntax="proto3"
+    )
+
+    def add(holder: Any, name: str, fields: list[tuple[str, int, int, int, str]]) -> Any:
+        proto = holder.add(name=name)
+        for field_name, number, kind, label, type_name in fields:
+            field = proto.field.add(name=field_name, number=number, type=kind, label=label)
+            if type_name:
+                field.type_name = f".portal.otlp_lean.{type_name}"
+        return proto
+
+    def attributes_map(proto: Any, number: int) -> tuple[str, int, int, int, str]:
+        # A map field is a repeated entry message nested in its holder, marked map_entry.
+        entry = add(
+            proto.nested_type, "AttributesEntry", [("key", 1, string, optional, ""), ("value", 2, string, optional, "")]
+        )
+        entry.options.map_entry = True
+        return ("attributes", number, message, repeated, f"{proto.name}.AttributesEntry")
+
+    resource = add(file.message_type, "Resource", [])
+    resource.field.add(name="attributes", number=1, type=message, label=repeated)
+    add(file.message_type, "Scope", [("name", 1, string, optional, ""), ("version", 2, string, optional, "")])
+    record = add(
+        file.message_type,
+        "LogRecord",
+        [
+            ("time_unix_nano", 1, fixed64, optional, ""),
+            ("severity_text", 3, string, optional, ""),
+            ("body", 5, string, optional, ""),
+            ("observed_time_unix_nano", 11, fixed64, optional, ""),
+            ("event_name", 12, string, optional, ""),
+        ],
+    )
+    for holder, number in ((resource, 1), (record, 6)):
+        name, number, kind, label, type_name = attributes_map(holder, number)
+        field = next((item for item in holder.field if item.name == name), None) or holder.field.add(name=name)
+        field.number, field.type, field.label, field.type_name = number, kind, label, f".portal.otlp_lean.{type_name}"
+    add(
+        file.message_type,
+        "ScopeLogs",
+        [
+            ("scope", 1, message, optional, "Scope"),
+            ("log_records", 2, message, repeated, "LogRecord"),
+            ("schema_url", 3, string, optional, ""),
+        ],
+    )
+    add(
+        file.message_type,
+        "ResourceLogs",
+        [
+            ("resource", 1, message, optional, "Resource"),
+            ("scope_logs", 2, message, repeated, "ScopeLogs"),
+            ("schema_url", 3, string, optional, ""),
+        ],
+    )
+    add(file.message_type, "Export", [("resource_logs", 1, message, repeated, "ResourceLogs")])
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("portal.otlp_lean.Export"))
+
+
+_LEAN_EXPORT = _lean_schema()
+_SOURCE_KEYS = frozenset(events.SOURCE_ATTRIBUTES)
+
+
+class _NotSure(Exception):
+    """The lean reading leaves this export to the reference one."""
+
+
+def _exact(value: str | None) -> str:
+    """The text of an encoded AnyValue that holds a short ASCII string without NUL; '' when absent or unset."""
+    if value is None or value == "":  # no attribute, or an AnyValue with no value set: the reference's None
+        return ""
+    if value[0] != "\n" or not value.isascii() or ord(value[1]) != len(value) - 2 or "\x00" in value[2:]:
+        raise _NotSure
+    return value[2:]
+
+
+def _text(value: str | None) -> str:
+    """The same, with Envoy's '-' (an unset access-log value) as ''."""
+    text = _exact(value)
+    return "" if text == "-" else text
+
+
+def _source(attributes: dict[str, str], resource: dict[str, str]) -> str:
+    """The first of SOURCE_ATTRIBUTES set on the record or else its resource, as the reference picks it."""
+    for key in events.SOURCE_ATTRIBUTES:
+        text = _exact(attributes.get(key)) or _exact(resource.get(key))
+        if text and text != "-":
+            return text
+        if text:
+            break  # '-' is chosen by the reference and then refused: its to report
+    raise _NotSure
+
+
+# The attributes read as text and as counts, in the order _record unpacks them.
+_TEXT_KEYS = ("credential_id", "route", *events.MODEL_FIELDS)
+_COUNT_KEYS = (
+    "status_code",
+    "duration_ms",
+    "time_to_first_token_ms",
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_creation_input_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+)
+_MISSING = object()
+_TEXT_MISSING = (_MISSING,) * len(_TEXT_KEYS)
+_COUNT_ABSENT = ("",) * len(_COUNT_KEYS)
+_ONE_COUNT = "|\n\x00|\n\x01-|" + "|".join(f"\n{chr(digits)}[0-9]{{{digits}}}" for digits in range(1, 10))
+_COUNT_DIGITS = str.maketrans(dict.fromkeys([*map(chr, range(0x20)), "-"]))  # what is left: the digits, or ""
+_COUNTS = re.compile(f"(?:{_ONE_COUNT})(?:,(?:{_ONE_COUNT})){{{len(_COUNT_KEYS) - 1}}}")
+_UNSET = ("", "\n\x00")  # no value, or an empty string: the reference's falsy values
+
+
+class _Memo:
+    """Texts already read in this export, by their encoding: an export repeats its routes, models and
+    credentials many times, and a dictionary hit is far cheaper than reading the value again."""
+
+    def __init__(self) -> None:
+        self.texts: dict[str | None, str] = {None: "", "": ""}
+
+    def text(self, value: str | None) -> str:
+        text = self.texts[value] = _text(value)
+        return text
+
+
+def _record(
+    index: int,
+    record: Any,
+    resource: dict[str, str],
+    resource_source: str | None,
+    earliest: datetime,
+    latest: datetime,
+    memo: _Memo,
+) -> UsageRecord:
+    if record.body:
+        _exact(record.body)  # a string body (Envoy's text format) is not read; anything else is the reference's
+    attributes = record.attributes
+    get = attributes.get
+    if "usage" in attributes or "subject" in attributes:
+        raise _NotSure
+    if resource_source is None or "aigw.source" in attributes or "source" in attributes or "event.source" in attributes:
+        source = _source(dict(attributes), resource)
+    else:
+        source = resource_source
+    event_type = get("event.type")
+    if event_type is not None and _exact(event_type) not in ("", events.EVENT_TYPE):
+        raise _NotSure
+    # Reading and looking up are done by map() in C: no Python frame per attribute.
+    read: list[Any] = list(map(memo.texts.get, map(get, _TEXT_KEYS), _TEXT_MISSING))
+    if _MISSING in read:
+        read = [memo.text(get(key)) if text is _MISSING else text for key, text in zip(_TEXT_KEYS, read, strict=True)]
+    client_id, route, *names = read
+    # The counts are mostly distinct (token counts), so they are checked together: one regular expression over
+    # the eight encoded values joined (each absent, unset, '-' or up to nine digits with the matching length byte),
+    # then read as integers. Ten digits and more (past 2^31 perhaps) are the reference's.
+    joined = ",".join(map(get, _COUNT_KEYS, _COUNT_ABSENT))
+    if _COUNTS.fullmatch(joined) is None:
+        raise _NotSure
+    numbers = [int(digits) if digits else None for digits in joined.translate(_COUNT_DIGITS).split(",")]
+    status_code, duration_ms, ttft_ms, input_tokens, cached, cache_write, output_tokens, reasoning = numbers
+    event_id = _text(get("event.id"))  # ids are unique: not worth remembering
+    request_id = _text(get("request_id"))
+    if not event_id:
+        if not request_id:
+            raise _NotSure
+        event_id = events.derive_event_id(source, request_id)
+    time = _exact(get("start_time"))
+    if not time:
+        time = events.unix_nanos(record.time_unix_nano) or events.unix_nanos(record.observed_time_unix_nano) or ""
+    try:
+        event_time = events.parse_time(time, "attributes.start_time")
+    except events.EventProblem:
+        raise _NotSure from None
+    if not earliest <= event_time <= latest:
+        raise _NotSure
+    models: list[str] = []
+    for model in names:
+        if model and model not in models:
+            models.append(model)
+    if status_code is not None and status_code > 999:
+        raise _NotSure
+    provider = get("provider")
+    return UsageRecord(
+        index=index,
+        event_id=event_id,
+        source=source,
+        event_time=event_time,
+        client_id=client_id,
+        model_names=tuple(models),
+        provider=memo.text(provider if provider not in _UNSET and provider is not None else get("backend")),
+        route=route,
+        status_code=status_code,
+        duration_ms=duration_ms,
+        time_to_first_token_ms=ttft_ms,
+        input_tokens=input_tokens,
+        cached_input_tokens=cached,
+        cache_write_tokens=cache_write,
+        output_tokens=output_tokens,
+        reasoning_tokens=reasoning,
+    )
+
+
+def _lean(body: bytes, *, now: datetime, max_age: timedelta, max_skew: timedelta, max_events: int) -> list[Any]:
+    try:
+        export = _LEAN_EXPORT.FromString(body)
+    except (DecodeError, RuntimeWarning, ValueError):
+        raise _NotSure from None
+    earliest, latest = now - max_age, now + max_skew
+    results: list[UsageRecord | EventRejection] = []
+    memo = _Memo()
+    for resource_log in export.resource_logs:
+        resource = dict(resource_log.resource.attributes)
+        try:
+            resource_source: str | None = _source({}, resource)
+        except _NotSure:
+            resource_source = None
+        for scope_log in resource_log.scope_logs:
+            records = scope_log.log_records
+            if len(results) + len(records) > max_events:
+                raise _NotSure
+            index = len(results)
+            results.extend(
+                _record(index + offset, record, resource, resource_source, earliest, latest, memo)
+                for offset, record in enumerate(records)
+            )
+    return results
+
+
+def read_otlp_protobuf(
+    body: bytes, *, now: datetime, max_age: timedelta, max_skew: timedelta, max_events: int
+) -> list[UsageRecord | EventRejection]:
+    """An ExportLogsServiceRequest body as records and rejections: the lean reading when it is sure, else the
+    reference reading over the generated classes (which raises PayloadError for a body that is not one)."""
+    try:
+        return _lean(body, now=now, max_age=max_age, max_skew=max_skew, max_events=max_events)
+    except (_NotSure, UnicodeError, RecursionError):
+        pass
+    try:
+        message = logs_service_pb2.ExportLogsServiceRequest.FromString(body)
+    except (DecodeError, RuntimeWarning, ValueError):
+        raise events.PayloadError("The body is not an OTLP ExportLogsServiceRequest", code="malformed_otlp") from None
+    return events.parse_otlp_protobuf(message, now=now, max_age=max_age, max_skew=max_skew, max_events=max_events)
