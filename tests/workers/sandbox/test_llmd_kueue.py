@@ -324,7 +324,15 @@ def test_model_servers_turn_ready_after_the_loading_delay(clean_sandbox: Sandbox
     try:
         spec = llmd_spec("alpha", "slow", "alpha--slow")
         deploy(sandbox, api, spec)
-        settle_until(sandbox, lambda: decode_pod(api, spec).status.phase == "Running")
+        # The pod runs before the controller's next pass over the service rewrites its condition (Progressing until
+        # then): wait for that pass, then the loading pod must still hold the workload unready.
+        settle_until(
+            sandbox,
+            lambda: (
+                decode_pod(api, spec).status.phase == "Running"
+                and conditions(service_of(sandbox, api, spec))["MainWorkloadReady"][1] != "Progressing"
+            ),
+        )
         assert conditions(service_of(sandbox, api, spec))["MainWorkloadReady"][:2] == (
             "False",
             "MinimumReplicasUnavailable",
