@@ -89,6 +89,8 @@ def cluster_contract(*, cluster_id: int) -> ClusterContract:
         namespace_prefix=cluster.namespace_prefix,
         apply_gateway_bootstrap=cluster.apply_gateway_bootstrap,
         gateway_url=cluster.gateway_url,
+        runs_llmd=cluster.runs_llmd,
+        gpu_quota=cluster.gpu_quota,
     )
 
 

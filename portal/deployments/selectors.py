@@ -8,7 +8,8 @@ import json
 from collections.abc import Iterable
 from typing import Protocol
 
-from django.db.models import F, Q, QuerySet, Sum
+from django.db.models import Case, F, Q, QuerySet, Sum, When
+from django.db.models.expressions import CombinedExpression
 
 from catalog import selectors as catalog_selectors
 from catalog import sizing
@@ -18,7 +19,20 @@ from portal.clusters.contracts import AcceleratorPoolContract, ClusterContract
 from portal.core.errors import NotFound
 from portal.deployments.contracts import DeploymentSpec, ObservedStatus, ServedNameRef
 from portal.deployments.models import Deployment, DeploymentEvent, Phase, ServedName
+from portal.tenancy import selectors as tenancy_selectors
+from portal.tenancy.contracts import SERVING_TIER_PRIORITIES
 from portal.tenancy.models import Team
+
+
+def reserved_gpus_expression() -> CombinedExpression:
+    """GPUs a deployment row holds against quota and capacity, in SQL: its most decode (or standard) replicas at
+    their GPUs, plus its prefill replicas at theirs (a prefill replica with 0 GPUs of its own has a decode
+    replica's). The database form of gpu_accounting.gpus_reserved (rows outside llm-d have no prefill, by
+    constraint)."""
+    prefill_each = Case(
+        When(prefill_gpus_per_replica=0, then=F("gpus_per_replica")), default=F("prefill_gpus_per_replica")
+    )
+    return F("max_replicas") * F("gpus_per_replica") + F("prefill_replicas") * prefill_each
 
 
 def deployment_list(*, team: Team) -> QuerySet[Deployment]:
@@ -44,7 +58,7 @@ def gpus_allocated_by_cluster_and_type() -> dict[tuple[int, str], int]:
     """GPUs held by deployments (until their row is finalized), per (cluster id, accelerator type)."""
     rows = (
         Deployment.objects.values("cluster_id", "accelerator_type")
-        .annotate(gpus=Sum(F("max_replicas") * F("gpus_per_replica")))
+        .annotate(gpus=Sum(reserved_gpus_expression()))
         .order_by()
     )
     return {(row["cluster_id"], row["accelerator_type"]): int(row["gpus"] or 0) for row in rows}
@@ -65,7 +79,7 @@ def team_gpus_in_use(*, team: Team, accelerator_type: str, excluding_id: int | N
     deployments = Deployment.objects.filter(team=team, accelerator_type=accelerator_type)
     if excluding_id is not None:
         deployments = deployments.exclude(pk=excluding_id)
-    total = deployments.aggregate(gpus=Sum(F("max_replicas") * F("gpus_per_replica")))["gpus"]
+    total = deployments.aggregate(gpus=Sum(reserved_gpus_expression()))["gpus"]
     return int(total or 0)
 
 
@@ -140,6 +154,7 @@ class _SpecReader:
         self._clusters: dict[int, ClusterContract] = {}
         self._pools: dict[tuple[int, str], AcceleratorPoolContract] = {}
         self._key_ids: dict[tuple[str, str], tuple[str, ...] | None] = {}
+        self._tiers: dict[str, str] = {}
 
     def spec(self, deployment: Deployment) -> DeploymentSpec:
         team_slug = deployment.team.slug
@@ -161,6 +176,8 @@ class _SpecReader:
                 if self._allowed_key_ids is not None
                 else None
             )
+        if team_slug not in self._tiers:
+            self._tiers.update(tenancy_selectors.team_serving_tiers(team_slugs=[team_slug]))
         return DeploymentSpec(
             deployment_id=deployment.pk,
             generation=deployment.generation,
@@ -181,6 +198,10 @@ class _SpecReader:
             pool=self._pools[pool_key],
             allowed_key_ids=self._key_ids[(team_slug, model_slug)],
             plan_runtime_args=_plan_runtime_args(self._models[(model_slug, version)], deployment),
+            serving_mode=deployment.serving_mode,
+            prefill_replicas=deployment.prefill_replicas,
+            prefill_gpus_per_replica=deployment.prefill_gpus_per_replica,
+            objective_priority=SERVING_TIER_PRIORITIES.get(self._tiers.get(team_slug, ""), 0),
         )
 
 

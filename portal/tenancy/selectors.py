@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.db.models import Prefetch, QuerySet, Sum
 
 from portal.core.errors import NotFound
@@ -91,6 +93,10 @@ def team_quota_contract(*, team_slug: str) -> TeamQuotaContract:
         monthly_budget=quota.monthly_budget,
         budget_policy=quota.budget_policy,
         gpus={limit.accelerator_type: limit.gpus for limit in quota.gpu_limits.all()},
+        gpu_borrowing_limits={
+            limit.accelerator_type: limit.borrowing_limit for limit in quota.gpu_limits.all() if limit.borrowing_limit
+        },
+        serving_tier=quota.serving_tier,
     )
 
 
@@ -111,6 +117,17 @@ def team_quota_lock(*, team: Team) -> TeamQuota:
 def team_gpu_limit(*, quota: TeamQuota, accelerator_type: str) -> int:
     limit = quota.gpu_limits.filter(accelerator_type=accelerator_type).first()
     return limit.gpus if limit is not None else 0
+
+
+def team_gpu_borrowing_limit(*, quota: TeamQuota, accelerator_type: str) -> int:
+    """GPUs of the type the team may borrow beyond its own on a Kueue cluster (0: none)."""
+    limit = quota.gpu_limits.filter(accelerator_type=accelerator_type).first()
+    return limit.borrowing_limit if limit is not None else 0
+
+
+def team_serving_tiers(*, team_slugs: Iterable[str]) -> dict[str, str]:
+    """Team slug -> its serving tier (one query for many teams)."""
+    return dict(TeamQuota.objects.filter(team__slug__in=list(team_slugs)).values_list("team__slug", "serving_tier"))
 
 
 def team_accelerator_types(*, team: Team) -> set[str]:

@@ -9,6 +9,7 @@ A deployment marked for deletion has every owned object removed before its row i
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import hashlib
 import json
@@ -25,9 +26,10 @@ from django.conf import settings
 from django.utils import timezone
 
 from portal.clusters import selectors as cluster_selectors
+from portal.clusters.contracts import ClusterContract
 from portal.deployments import selectors as deployment_selectors
 from portal.deployments import services as deployment_services
-from portal.deployments.contracts import DeploymentSpec, ObservedStatus
+from portal.deployments.contracts import LLMD_MODE, DeploymentSpec, ObservedStatus
 from portal.gateway import selectors as gateway_selectors
 from portal.tenancy import selectors as tenancy_selectors
 from workers.kube.client import Cluster, ListedObject, connect
@@ -40,12 +42,28 @@ from workers.provisioning.manifests.deployment import (
     namespace_of,
 )
 from workers.provisioning.manifests.labels import DEPLOYMENT_ID_KEY, MANAGED_BY, MANAGED_BY_KEY, deployment_selector
-from workers.provisioning.status import derive_status
+from workers.provisioning.manifests.llmd import (
+    INFERENCE_POOL_GROUP,
+    INFERENCE_POOL_KIND,
+    LLMD_API_VERSION,
+    LLMISVC_API_VERSION,
+    REFERENCE_GRANT_API_VERSION,
+    build_deployment_objects_llmd,
+    inference_pool_name,
+)
+from workers.provisioning.status import derive_llmd_status, derive_status, llmd_serving_ready, standard_serving_ready
 
 logger = logging.getLogger(__name__)
 
 HASH_ANNOTATION = "portal.genai.io/content-hash"
 PREDICTOR_POD_LABEL = "serving.kserve.io/inferenceservice"
+# KServe labels an LLMInferenceService's decode pods (and, with `-prefill`, its prefill pods) so (kserve v0.20.0
+# pkg/controller/v1alpha2/llmisvc/workload_single_node.go expectedSingleNodeMainDeployment, expectedPrefillMainDeployment).
+LLMD_POD_PART_OF = "app.kubernetes.io/part-of=llminferenceservice"
+LLMD_POD_NAME_LABEL = "app.kubernetes.io/name"
+LLMD_POD_COMPONENT_LABEL = "app.kubernetes.io/component"
+LLMD_DECODE_COMPONENT = "llminferenceservice-workload"
+INFERENCE_POOL_API_VERSION = f"{INFERENCE_POOL_GROUP}/v1"
 # Kinds a deployment can own, where to look for them (team namespace, gateway namespace, cluster-scoped).
 OWNED_KINDS = (
     (CACHE_API_VERSION, "LocalModelCache", "cluster"),
@@ -54,6 +72,31 @@ OWNED_KINDS = (
     ("aigateway.envoyproxy.io/v1beta1", "AIServiceBackend", "gateway"),
     ("aigateway.envoyproxy.io/v1beta1", "AIGatewayRoute", "gateway"),
 )
+# And on a cluster that runs llm-d (only there are these kinds served, so only there are they listed).
+LLMD_OWNED_KINDS = (
+    (LLMISVC_API_VERSION, "LLMInferenceService", "team"),
+    (LLMD_API_VERSION, "InferenceObjective", "team"),
+    (LLMD_API_VERSION, "InferenceModelRewrite", "team"),
+    (REFERENCE_GRANT_API_VERSION, "ReferenceGrant", "team"),
+)
+# The object that serves in each mode: while the other mode's is still owned, the deployment is switching.
+SERVING_KIND = {LLMD_MODE: "LLMInferenceService"}
+STANDARD_SERVING_KIND = "InferenceService"
+
+
+def owned_kinds(cluster: ClusterContract) -> tuple[tuple[str, str, str], ...]:
+    return OWNED_KINDS + (LLMD_OWNED_KINDS if cluster.runs_llmd else ())
+
+
+def desired_objects(spec: DeploymentSpec) -> list[dict[str, Any]]:
+    """The objects the deployment owns in its serving mode, in apply order."""
+    if spec.serving_mode == LLMD_MODE:
+        return build_deployment_objects_llmd(spec)
+    return build_deployment_objects(spec)
+
+
+def serving_kind(serving_mode: str) -> str:
+    return SERVING_KIND.get(serving_mode, STANDARD_SERVING_KIND)
 
 
 class DeploymentBusy(Exception):
@@ -179,7 +222,7 @@ def converge(cluster: Cluster, manifests: list[dict[str, Any]]) -> tuple[int, di
 def _owned(cluster: Cluster, spec: DeploymentSpec) -> list[ListedObject]:
     selector = deployment_selector(spec.deployment_id)
     found: list[ListedObject] = []
-    for api_version, kind, where in OWNED_KINDS:
+    for api_version, kind, where in owned_kinds(spec.cluster):
         namespace = {"team": namespace_of(spec), "gateway": spec.cluster.gateway_namespace}.get(where)
         found.extend(cluster.list(api_version, kind, label_selector=selector, namespace=namespace))
     return found
@@ -200,17 +243,53 @@ def prune(cluster: Cluster, owned: list[ListedObject], desired: list[dict[str, A
     return deletes
 
 
-def _endpoint_base(spec: DeploymentSpec, isvc: dict[str, Any]) -> str:
+def _endpoint_base(spec: DeploymentSpec, serving: dict[str, Any]) -> str:
     if spec.cluster.gateway_url:
         return spec.cluster.gateway_url
-    url = str(((isvc.get("status") or {}).get("url")) or "")
+    url = str(((serving.get("status") or {}).get("url")) or "")
+    if spec.serving_mode == LLMD_MODE:
+        return url  # vLLM itself answers under /v1
     return f"{url.rstrip('/')}/openai" if url else ""
 
 
 def _ready_replicas(cluster: Cluster, spec: DeploymentSpec) -> int:
-    """Ready predictor pods: KServe labels them with their InferenceService's name (Standard mode)."""
-    pods = cluster.list("v1", "Pod", label_selector=f"{PREDICTOR_POD_LABEL}={spec.name}", namespace=namespace_of(spec))
+    """Ready serving pods: KServe labels an InferenceService's predictor pods with its name (Standard mode), and an
+    LLMInferenceService's decode pods with theirs (the replicas; prefill pods are counted apart)."""
+    if spec.serving_mode == LLMD_MODE:
+        selector = (
+            f"{LLMD_POD_PART_OF},{LLMD_POD_NAME_LABEL}={spec.name},{LLMD_POD_COMPONENT_LABEL}={LLMD_DECODE_COMPONENT}"
+        )
+    else:
+        selector = f"{PREDICTOR_POD_LABEL}={spec.name}"
+    pods = cluster.list("v1", "Pod", label_selector=selector, namespace=namespace_of(spec))
     return sum(1 for pod in pods if _is_ready_pod(pod.manifest))
+
+
+def _observe(
+    spec: DeploymentSpec,
+    *,
+    serving: dict[str, Any] | None,
+    pool: dict[str, Any] | None,
+    route: dict[str, Any] | None,
+    ready_replicas: int,
+) -> ObservedStatus:
+    """The deployment's status in its mode, from its serving object (and pool) and its route."""
+    if spec.serving_mode == LLMD_MODE:
+        return derive_llmd_status(
+            llm_inference_service=serving,
+            inference_pool=pool,
+            route=route,
+            endpoint_base=_endpoint_base(spec, serving or {}),
+            served_model_name=spec.served_model_name,
+            ready_replicas=ready_replicas,
+        )
+    return derive_status(
+        inference_service=serving,
+        route=route,
+        endpoint_base=_endpoint_base(spec, serving or {}),
+        served_model_name=spec.served_model_name,
+        ready_replicas=ready_replicas,
+    )
 
 
 def redacted(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -249,10 +328,16 @@ def reconcile_deployment(deployment_id: int) -> ReconcileResult:
         cluster = connect(cluster_selectors.cluster_connection(cluster_id=spec.cluster.cluster_id))
         if spec.deleting:
             return _delete(cluster, spec)
-        desired = build_deployment_objects(spec)
+        desired = desired_objects(spec)
         team_limit = tenancy_selectors.team_gpu_total(team_slug=spec.team_slug)
+        # Nothing can be left over from an earlier spec before the first one was ever applied whole (a half-applied
+        # first generation only made objects that are still desired); the resync's snapshot catches anything else.
+        owned = _owned(cluster, spec) if spec.observed_generation or spec.generation > 1 else []
+        leaving = [item for item in owned if item.kind == serving_kind(_other_mode(spec))]
         try:
             team_writes, _ = converge(cluster, build_team_objects(spec, team_limit))
+            if leaving:
+                return _switch_modes(cluster, spec, desired, owned, team_writes)
             writes, live = converge(cluster, desired)
         except TerminalClusterError as error:
             deployment_services.deployment_failure_record(
@@ -262,19 +347,13 @@ def reconcile_deployment(deployment_id: int) -> ReconcileResult:
                 message=f"the cluster refused the deployment: {error.message}",
             )
             return ReconcileResult(deployment_id, "failed", 0, "Failed")
-        if spec.observed_generation or spec.generation > 1:
-            # Nothing can be left over from an earlier spec before the first one was ever applied whole (a
-            # half-applied first generation only made objects that are still desired); the resync's snapshot
-            # catches anything else owned by it.
-            writes += prune(cluster, _owned(cluster, spec), desired)
-        writes += team_writes
-        isvc = live.get(("InferenceService", spec.name)) or {}
+        writes += prune(cluster, owned, desired) + team_writes
         route = next((item for (kind, _), item in live.items() if kind == "AIGatewayRoute"), None)
-        status = derive_status(
-            inference_service=isvc or None,
+        status = _observe(
+            spec,
+            serving=live.get((serving_kind(spec.serving_mode), spec.name)) or None,
+            pool=_live_pool(cluster, spec),
             route=route,
-            endpoint_base=_endpoint_base(spec, isvc),
-            served_model_name=spec.served_model_name,
             ready_replicas=_ready_replicas(cluster, spec),
         )
         deployment_services.deployment_status_record(
@@ -285,6 +364,77 @@ def reconcile_deployment(deployment_id: int) -> ReconcileResult:
             applied_manifests=redacted([with_hash(item) for item in desired]),
         )
         return ReconcileResult(deployment_id, "applied" if writes else "unchanged", writes, status.phase)
+
+
+def _other_mode(spec: DeploymentSpec) -> str:
+    return "standard" if spec.serving_mode == LLMD_MODE else LLMD_MODE
+
+
+def _live_pool(cluster: Cluster, spec: DeploymentSpec) -> dict[str, Any] | None:
+    """The InferencePool KServe made for an llm-d deployment (it is KServe's, not the portal's: read, never applied)."""
+    if spec.serving_mode != LLMD_MODE:
+        return None
+    return cluster.get(INFERENCE_POOL_API_VERSION, INFERENCE_POOL_KIND, inference_pool_name(spec), namespace_of(spec))
+
+
+def _switch_modes(
+    cluster: Cluster,
+    spec: DeploymentSpec,
+    desired: list[dict[str, Any]],
+    owned: list[ListedObject],
+    team_writes: int,
+) -> ReconcileResult:
+    """A live deployment changes serving mode without a moment where its route points at nothing: the new mode's
+    objects are applied beside the old ones while the route keeps sending to the old; once the new serving object is
+    Ready (and, for llm-d, its pool exists), the route is rewritten in one apply (the gateway swaps a route's
+    backends atomically); the old objects are pruned on a later pass, once the live route already is the new one,
+    so no request the gateway still routes by the old route finds its backend gone."""
+    route = next(item for item in desired if item["kind"] == "AIGatewayRoute")
+    serving_objects = [item for item in desired if item["kind"] != "AIGatewayRoute"]
+    writes, live = converge(cluster, serving_objects)
+    serving = live.get((serving_kind(spec.serving_mode), spec.name)) or None
+    pool = _live_pool(cluster, spec)
+    ready_replicas = _ready_replicas(cluster, spec)
+    if spec.serving_mode == LLMD_MODE:
+        ready = llmd_serving_ready(serving, pool)
+    else:
+        ready = standard_serving_ready(serving)
+    route_live = cluster.get(
+        route["apiVersion"], route["kind"], route["metadata"]["name"], route["metadata"]["namespace"]
+    )
+    route_switched = in_sync(route_live, route)
+    finished = False
+    if ready and route_switched:
+        writes += prune(cluster, owned, desired)
+        finished = True
+    elif ready:
+        route_live = cluster.apply(with_hash(route))
+        writes += 1
+    status = _observe(spec, serving=serving, pool=pool, route=route_live, ready_replicas=ready_replicas)
+    if not finished:
+        step = (
+            "the route now sends to them; the old objects go next"
+            if ready
+            else "the route keeps serving from the old ones until they are ready"
+        )
+        gateway = spec.cluster.gateway_url
+        status = ObservedStatus(
+            phase="Provisioning",
+            conditions=status.conditions,
+            message=f"switching to the {spec.serving_mode} serving mode: {step}",
+            endpoint=f"{gateway.rstrip('/')}/v1" if gateway else "",  # the gateway keeps serving it throughout
+            observed_replicas=status.observed_replicas,
+        )
+    deployment_services.deployment_status_record(
+        deployment_id=spec.deployment_id,
+        generation=spec.generation,
+        status=status,
+        reconciled_at=timezone.now(),
+        applied_manifests=redacted([with_hash(item) for item in desired]),
+    )
+    return ReconcileResult(
+        spec.deployment_id, "applied" if writes + team_writes else "unchanged", writes + team_writes, status.phase
+    )
 
 
 def _delete(cluster: Cluster, spec: DeploymentSpec) -> ReconcileResult:
@@ -311,6 +461,9 @@ class ClusterSnapshot:
     objects: dict[tuple[str, str, str], ListedObject]  # (kind listed, namespace, name) -> live object
     owned_by_deployment: dict[str, set[tuple[str, str, str]]]  # deployment id label -> keys it owns
     ready_pods: dict[tuple[str, str], int]  # (namespace, InferenceService name) -> ready predictor pods
+    # llm-d: (namespace, LLMInferenceService name) -> its ready decode pods; (namespace, name) -> InferencePool
+    ready_llmd_pods: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)
+    pools: dict[tuple[str, str], dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def live(self, key: tuple[str, str, str]) -> dict[str, Any] | None:
         listed = self.objects.get(key)
@@ -325,11 +478,14 @@ def _is_ready_pod(pod: dict[str, Any]) -> bool:
     )
 
 
-def cluster_snapshot(cluster: Cluster) -> ClusterSnapshot:
+def cluster_snapshot(cluster: Cluster, contract: ClusterContract | None = None) -> ClusterSnapshot:
+    """One list per kind: the portal's own objects by its label; on an llm-d cluster also the InferencePools and
+    the llm-d serving pods KServe made (not labelled by the portal)."""
     managed = f"{MANAGED_BY_KEY}={MANAGED_BY}"
     objects: dict[tuple[str, str, str], ListedObject] = {}
     owned: dict[str, set[tuple[str, str, str]]] = {}
-    kinds = [("v1", "Namespace"), ("v1", "ResourceQuota")] + [(version, kind) for version, kind, _ in OWNED_KINDS]
+    kinds_owned = owned_kinds(contract) if contract is not None else OWNED_KINDS
+    kinds = [("v1", "Namespace"), ("v1", "ResourceQuota")] + [(version, kind) for version, kind, _ in kinds_owned]
     for api_version, kind in kinds:
         for listed in cluster.list(api_version, kind, label_selector=managed, all_namespaces=True):
             key = (listed.kind, listed.namespace or "", listed.name)
@@ -342,7 +498,22 @@ def cluster_snapshot(cluster: Cluster) -> ClusterSnapshot:
         if _is_ready_pod(pod.manifest):
             owner = (pod.namespace or "", str((pod.metadata.get("labels") or {})[PREDICTOR_POD_LABEL]))
             ready[owner] = ready.get(owner, 0) + 1
-    return ClusterSnapshot(objects, owned, ready)
+    if contract is None or not contract.runs_llmd:
+        return ClusterSnapshot(objects, owned, ready)
+    ready_llmd: dict[tuple[str, str], int] = {}
+    for pod in cluster.list("v1", "Pod", label_selector=LLMD_POD_PART_OF, all_namespaces=True):
+        labels = pod.metadata.get("labels") or {}
+        if labels.get(LLMD_POD_COMPONENT_LABEL) == LLMD_DECODE_COMPONENT and _is_ready_pod(pod.manifest):
+            owner = (pod.namespace or "", str(labels.get(LLMD_POD_NAME_LABEL) or ""))
+            ready_llmd[owner] = ready_llmd.get(owner, 0) + 1
+    # KServe's pools carry no portal label; listing them all is still one request.
+    pools = {
+        (listed.namespace or "", listed.name): listed.manifest
+        for listed in cluster.list(
+            INFERENCE_POOL_API_VERSION, INFERENCE_POOL_KIND, label_selector="", all_namespaces=True
+        )
+    }
+    return ClusterSnapshot(objects, owned, ready, ready_llmd, pools)
 
 
 def _key_of(manifest: dict[str, Any]) -> tuple[str, str, str]:
@@ -355,20 +526,29 @@ def status_if_in_sync(spec: DeploymentSpec, snapshot: ClusterSnapshot, team_gpu_
     content and nothing else is owned by it; None when it needs a real reconcile (drift, missing, extra)."""
     if spec.deleting:
         return None
-    desired = build_deployment_objects(spec)
+    desired = desired_objects(spec)
     for manifest in [*build_team_objects(spec, team_gpu_limit), *desired]:
         if not in_sync(snapshot.live(_key_of(manifest)), manifest):
             return None
     if snapshot.owned_by_deployment.get(str(spec.deployment_id), set()) != {_key_of(item) for item in desired}:
         return None
-    isvc = snapshot.live(("InferenceService", namespace_of(spec), spec.name)) or {}
+    namespace = namespace_of(spec)
+    serving = snapshot.live((serving_kind(spec.serving_mode), namespace, spec.name)) or {}
     route = next((snapshot.live(_key_of(item)) for item in desired if item["kind"] == "AIGatewayRoute"), None)
-    return derive_status(
-        inference_service=isvc,
+    if spec.serving_mode == LLMD_MODE:
+        return _observe(
+            spec,
+            serving=serving,
+            pool=snapshot.pools.get((namespace, inference_pool_name(spec))),
+            route=route,
+            ready_replicas=snapshot.ready_llmd_pods.get((namespace, spec.name), 0),
+        )
+    return _observe(
+        spec,
+        serving=serving,
+        pool=None,
         route=route,
-        endpoint_base=_endpoint_base(spec, isvc),
-        served_model_name=spec.served_model_name,
-        ready_replicas=snapshot.ready_pods.get((namespace_of(spec), spec.name), 0),
+        ready_replicas=snapshot.ready_pods.get((namespace, spec.name), 0),
     )
 
 
@@ -384,7 +564,7 @@ def resync_cluster(cluster_id: int, deployment_ids: list[int]) -> ResyncResult:
     status changed (under their lock, skipped when busy), and return the ones that drifted, for a full
     reconcile. Unchanged deployments cost no cluster write and no database write."""
     cluster = connect(cluster_selectors.cluster_connection(cluster_id=cluster_id))
-    snapshot = cluster_snapshot(cluster)
+    snapshot = cluster_snapshot(cluster, cluster_selectors.cluster_contract(cluster_id=cluster_id))
     recorded_before = deployment_selectors.deployment_observed_statuses(deployment_ids=deployment_ids)
     stale: list[int] = []
     specs_of_stale: dict[int, DeploymentSpec] = {}
@@ -433,7 +613,7 @@ def _mark_inputs_changed_elsewhere(specs: dict[int, DeploymentSpec]) -> list[int
         for deployment_id, spec in current.items()
         if applied.get(deployment_id)
         and applied[deployment_id]
-        != {f"{item['kind']}/{item['metadata']['name']}": content_hash(item) for item in build_deployment_objects(spec)}
+        != {f"{item['kind']}/{item['metadata']['name']}": content_hash(item) for item in desired_objects(spec)}
     ]
     if not changed:
         return []
