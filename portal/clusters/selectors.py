@@ -107,6 +107,16 @@ def pool_contract(*, cluster_id: int, accelerator_type: str) -> AcceleratorPoolC
     )
 
 
+def pool_contracts(*, cluster_id: int) -> list[AcceleratorPoolContract]:
+    """Every accelerator pool of a cluster, by type."""
+    return [
+        pool_contract(cluster_id=cluster_id, accelerator_type=accelerator_type)
+        for accelerator_type in AcceleratorPool.objects.filter(cluster_id=cluster_id)
+        .order_by("accelerator_type")
+        .values_list("accelerator_type", flat=True)
+    ]
+
+
 def cluster_connection(*, cluster_id: int) -> ClusterConnection:
     """Decrypt a cluster's credentials for a worker; never called on a request path."""
     cluster = Cluster.objects.filter(pk=cluster_id).first()

@@ -211,9 +211,10 @@ def deployment_ids_built_from(
     team_id: int | None = None,
     cluster_id: int | None = None,
     accelerator_type: str | None = None,
+    serving_mode: str | None = None,
 ) -> list[int]:
     """The deployments (not being deleted) built from a catalog version, a team's keys, a cluster or one of its
-    pools: those a change of it may concern."""
+    pools (and served in a mode): those a change of it may concern."""
     rows = Deployment.objects.exclude(phase=Phase.DELETING)
     if model_version_id is not None:
         rows = rows.filter(model_version_id=model_version_id)
@@ -223,6 +224,8 @@ def deployment_ids_built_from(
         rows = rows.filter(cluster_id=cluster_id)
     if accelerator_type is not None:
         rows = rows.filter(accelerator_type=accelerator_type)
+    if serving_mode is not None:
+        rows = rows.filter(serving_mode=serving_mode)
     return list(rows.order_by("pk").values_list("pk", flat=True))
 
 

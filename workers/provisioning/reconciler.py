@@ -26,21 +26,24 @@ from django.conf import settings
 from django.utils import timezone
 
 from portal.clusters import selectors as cluster_selectors
-from portal.clusters.contracts import ClusterContract
+from portal.clusters.contracts import KUEUE, AcceleratorPoolContract, ClusterContract
 from portal.deployments import selectors as deployment_selectors
 from portal.deployments import services as deployment_services
-from portal.deployments.contracts import LLMD_MODE, DeploymentSpec, ObservedStatus
+from portal.deployments.contracts import LLMD_MODE, STANDARD_MODE, DeploymentSpec, ObservedStatus
 from portal.gateway import selectors as gateway_selectors
 from portal.tenancy import selectors as tenancy_selectors
+from portal.tenancy.contracts import TeamQuotaContract
 from workers.kube.client import Cluster, ListedObject, connect
 from workers.kube.errors import TerminalClusterError
 from workers.provisioning.manifests.deployment import (
     CACHE_API_VERSION,
     ISVC_API_VERSION,
     build_deployment_objects,
+    build_namespace,
     build_team_objects,
     namespace_of,
 )
+from workers.provisioning.manifests.kueue import build_kueue_cluster_objects, build_kueue_team_objects
 from workers.provisioning.manifests.labels import DEPLOYMENT_ID_KEY, MANAGED_BY, MANAGED_BY_KEY, deployment_selector
 from workers.provisioning.manifests.llmd import (
     INFERENCE_POOL_GROUP,
@@ -51,7 +54,13 @@ from workers.provisioning.manifests.llmd import (
     build_deployment_objects_llmd,
     inference_pool_name,
 )
-from workers.provisioning.status import derive_llmd_status, derive_status, llmd_serving_ready, standard_serving_ready
+from workers.provisioning.status import (
+    derive_llmd_status,
+    derive_status,
+    llmd_serving_ready,
+    queued_by_kueue,
+    standard_serving_ready,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +91,50 @@ LLMD_OWNED_KINDS = (
 # The object that serves in each mode: while the other mode's is still owned, the deployment is switching.
 SERVING_KIND = {LLMD_MODE: "LLMInferenceService"}
 STANDARD_SERVING_KIND = "InferenceService"
+
+
+# On a Kueue cluster: the queues every deployment's team needs, shared (never pruned with a deployment).
+KUEUE_KINDS = (
+    ("kueue.x-k8s.io/v1beta2", "Cohort"),
+    ("kueue.x-k8s.io/v1beta2", "ResourceFlavor"),
+    ("kueue.x-k8s.io/v1beta2", "ClusterQueue"),
+    ("kueue.x-k8s.io/v1beta2", "LocalQueue"),
+)
+WORKLOAD_TYPE = ("kueue.x-k8s.io/v1beta2", "Workload")
+WORKLOAD_POD_LABEL = "kueue.x-k8s.io/job-uid"
+GPU_QUOTA_NAME = "genai-portal-gpus"  # the ResourceQuota build_gpu_quota renders
+
+
+@dataclass(frozen=True)
+class TeamInputs:
+    """What a team's shared objects on a cluster are built from: its GPU total (the ResourceQuota's cap) or, on a
+    Kueue cluster, its quota (nominal and borrowing per type) and the cluster's pools (a flavor each)."""
+
+    gpu_total: int
+    quota: TeamQuotaContract | None = None
+    pools: tuple[AcceleratorPoolContract, ...] = ()
+
+
+def team_inputs(spec: DeploymentSpec) -> TeamInputs:
+    if spec.cluster.gpu_quota != KUEUE:
+        return TeamInputs(tenancy_selectors.team_gpu_total(team_slug=spec.team_slug))
+    return TeamInputs(
+        0,
+        tenancy_selectors.team_quota_contract(team_slug=spec.team_slug),
+        tuple(cluster_selectors.pool_contracts(cluster_id=spec.cluster.cluster_id)),
+    )
+
+
+def team_objects(spec: DeploymentSpec, inputs: TeamInputs) -> list[dict[str, Any]]:
+    """The team's namespace and its GPU cap on this cluster: a ResourceQuota, or on a Kueue cluster the cohort, a
+    flavor per pool, the team's ClusterQueue and its namespace's LocalQueue (in apply order)."""
+    if inputs.quota is None:
+        return build_team_objects(spec, inputs.gpu_total)
+    return [
+        build_namespace(spec),
+        *build_kueue_cluster_objects(inputs.pools),
+        *build_kueue_team_objects(spec.cluster, inputs.pools, inputs.quota),
+    ]
 
 
 def owned_kinds(cluster: ClusterContract) -> tuple[tuple[str, str, str], ...]:
@@ -252,17 +305,43 @@ def _endpoint_base(spec: DeploymentSpec, serving: dict[str, Any]) -> str:
     return f"{url.rstrip('/')}/openai" if url else ""
 
 
-def _ready_replicas(cluster: Cluster, spec: DeploymentSpec) -> int:
-    """Ready serving pods: KServe labels an InferenceService's predictor pods with its name (Standard mode), and an
-    LLMInferenceService's decode pods with theirs (the replicas; prefill pods are counted apart)."""
+def _serving_pods(cluster: Cluster, spec: DeploymentSpec) -> list[ListedObject]:
+    """The deployment's model server pods: KServe labels an InferenceService's predictor pods with its name
+    (Standard mode), and an LLMInferenceService's decode and prefill pods with theirs."""
     if spec.serving_mode == LLMD_MODE:
-        selector = (
-            f"{LLMD_POD_PART_OF},{LLMD_POD_NAME_LABEL}={spec.name},{LLMD_POD_COMPONENT_LABEL}={LLMD_DECODE_COMPONENT}"
-        )
+        selector = f"{LLMD_POD_PART_OF},{LLMD_POD_NAME_LABEL}={spec.name}"
     else:
         selector = f"{PREDICTOR_POD_LABEL}={spec.name}"
-    pods = cluster.list("v1", "Pod", label_selector=selector, namespace=namespace_of(spec))
-    return sum(1 for pod in pods if _is_ready_pod(pod.manifest))
+    return cluster.list("v1", "Pod", label_selector=selector, namespace=namespace_of(spec))
+
+
+def _is_replica(spec: DeploymentSpec, pod: ListedObject) -> bool:
+    """A serving replica: any predictor pod; of llm-d's, the decode ones (prefill pods are counted apart)."""
+    if spec.serving_mode != LLMD_MODE:
+        return True
+    return (pod.metadata.get("labels") or {}).get(LLMD_POD_COMPONENT_LABEL) == LLMD_DECODE_COMPONENT
+
+
+def _ready_replicas(cluster: Cluster, spec: DeploymentSpec, pods: list[ListedObject] | None = None) -> int:
+    pods = _serving_pods(cluster, spec) if pods is None else pods
+    return sum(1 for pod in pods if _is_replica(spec, pod) and _is_ready_pod(pod.manifest))
+
+
+def _owner_pod(workload: dict[str, Any]) -> str:
+    for reference in (workload.get("metadata") or {}).get("ownerReferences") or []:
+        if reference.get("kind") == "Pod":
+            return str(reference.get("name") or "")
+    return ""
+
+
+def _workloads(cluster: Cluster, spec: DeploymentSpec, pods: list[ListedObject]) -> list[dict[str, Any]]:
+    """Kueue's Workloads for the deployment's pods (Kueue's pod integration: one per pod, owned by it, labelled
+    with its uid; Kueue v0.19.2 pkg/controller/jobs/pod). None off Kueue clusters."""
+    if spec.cluster.gpu_quota != KUEUE or not pods:
+        return []
+    names = {pod.name for pod in pods}
+    listed = cluster.list(*WORKLOAD_TYPE, label_selector=WORKLOAD_POD_LABEL, namespace=namespace_of(spec))
+    return [item.manifest for item in listed if _owner_pod(item.manifest) in names]
 
 
 def _observe(
@@ -329,13 +408,15 @@ def reconcile_deployment(deployment_id: int) -> ReconcileResult:
         if spec.deleting:
             return _delete(cluster, spec)
         desired = desired_objects(spec)
-        team_limit = tenancy_selectors.team_gpu_total(team_slug=spec.team_slug)
+        inputs = team_inputs(spec)
         # Nothing can be left over from an earlier spec before the first one was ever applied whole (a half-applied
         # first generation only made objects that are still desired); the resync's snapshot catches anything else.
         owned = _owned(cluster, spec) if spec.observed_generation or spec.generation > 1 else []
         leaving = [item for item in owned if item.kind == serving_kind(_other_mode(spec))]
         try:
-            team_writes, _ = converge(cluster, build_team_objects(spec, team_limit))
+            team_writes, _ = converge(cluster, team_objects(spec, inputs))
+            if inputs.quota is not None:
+                team_writes += _drop_resource_quota(cluster, spec)
             if leaving:
                 return _switch_modes(cluster, spec, desired, owned, team_writes)
             writes, live = converge(cluster, desired)
@@ -349,13 +430,15 @@ def reconcile_deployment(deployment_id: int) -> ReconcileResult:
             return ReconcileResult(deployment_id, "failed", 0, "Failed")
         writes += prune(cluster, owned, desired) + team_writes
         route = next((item for (kind, _), item in live.items() if kind == "AIGatewayRoute"), None)
+        pods = _serving_pods(cluster, spec)
         status = _observe(
             spec,
             serving=live.get((serving_kind(spec.serving_mode), spec.name)) or None,
             pool=_live_pool(cluster, spec),
             route=route,
-            ready_replicas=_ready_replicas(cluster, spec),
+            ready_replicas=_ready_replicas(cluster, spec, pods),
         )
+        status = queued_by_kueue(status, _workloads(cluster, spec, pods))
         deployment_services.deployment_status_record(
             deployment_id=spec.deployment_id,
             generation=spec.generation,
@@ -366,8 +449,17 @@ def reconcile_deployment(deployment_id: int) -> ReconcileResult:
         return ReconcileResult(deployment_id, "applied" if writes else "unchanged", writes, status.phase)
 
 
+def _drop_resource_quota(cluster: Cluster, spec: DeploymentSpec) -> int:
+    """A cluster moved to Kueue: the namespace's ResourceQuota from before would still cap the team below what Kueue
+    lends it, so it goes (deployments stay; Kueue admits their pods from now on)."""
+    namespace = namespace_of(spec)
+    if cluster.get("v1", "ResourceQuota", GPU_QUOTA_NAME, namespace) is None:
+        return 0
+    return int(cluster.delete("v1", "ResourceQuota", GPU_QUOTA_NAME, namespace))
+
+
 def _other_mode(spec: DeploymentSpec) -> str:
-    return "standard" if spec.serving_mode == LLMD_MODE else LLMD_MODE
+    return STANDARD_MODE if spec.serving_mode == LLMD_MODE else LLMD_MODE
 
 
 def _live_pool(cluster: Cluster, spec: DeploymentSpec) -> dict[str, Any] | None:
@@ -464,6 +556,13 @@ class ClusterSnapshot:
     # llm-d: (namespace, LLMInferenceService name) -> its ready decode pods; (namespace, name) -> InferencePool
     ready_llmd_pods: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)
     pools: dict[tuple[str, str], dict[str, Any]] = dataclasses.field(default_factory=dict)
+    # (serving mode, namespace, serving object name) -> its pods' names; (namespace, pod name) -> Kueue's Workload
+    pods_by_owner: dict[tuple[str, str, str], list[str]] = dataclasses.field(default_factory=dict)
+    workloads_by_pod: dict[tuple[str, str], dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def workloads_of(self, serving_mode: str, namespace: str, name: str) -> list[dict[str, Any]]:
+        pods = self.pods_by_owner.get((serving_mode, namespace, name), [])
+        return [found for pod in pods if (found := self.workloads_by_pod.get((namespace, pod))) is not None]
 
     def live(self, key: tuple[str, str, str]) -> dict[str, Any] | None:
         listed = self.objects.get(key)
@@ -479,13 +578,16 @@ def _is_ready_pod(pod: dict[str, Any]) -> bool:
 
 
 def cluster_snapshot(cluster: Cluster, contract: ClusterContract | None = None) -> ClusterSnapshot:
-    """One list per kind: the portal's own objects by its label; on an llm-d cluster also the InferencePools and
-    the llm-d serving pods KServe made (not labelled by the portal)."""
+    """One list per kind: the portal's own objects by its label, and the serving pods; on an llm-d cluster also the
+    llm-d serving pods and the InferencePools KServe made, on a Kueue cluster the queues and Kueue's Workloads."""
     managed = f"{MANAGED_BY_KEY}={MANAGED_BY}"
     objects: dict[tuple[str, str, str], ListedObject] = {}
     owned: dict[str, set[tuple[str, str, str]]] = {}
     kinds_owned = owned_kinds(contract) if contract is not None else OWNED_KINDS
     kinds = [("v1", "Namespace"), ("v1", "ResourceQuota")] + [(version, kind) for version, kind, _ in kinds_owned]
+    kueue = contract is not None and contract.gpu_quota == KUEUE
+    if kueue:
+        kinds += list(KUEUE_KINDS)
     for api_version, kind in kinds:
         for listed in cluster.list(api_version, kind, label_selector=managed, all_namespaces=True):
             key = (listed.kind, listed.namespace or "", listed.name)
@@ -494,26 +596,33 @@ def cluster_snapshot(cluster: Cluster, contract: ClusterContract | None = None) 
             if deployment_id:
                 owned.setdefault(deployment_id, set()).add(key)
     ready: dict[tuple[str, str], int] = {}
+    pods_by_owner: dict[tuple[str, str, str], list[str]] = {}
     for pod in cluster.list("v1", "Pod", label_selector=PREDICTOR_POD_LABEL, all_namespaces=True):
+        owner = (pod.namespace or "", str((pod.metadata.get("labels") or {})[PREDICTOR_POD_LABEL]))
+        pods_by_owner.setdefault((STANDARD_MODE, *owner), []).append(pod.name)
         if _is_ready_pod(pod.manifest):
-            owner = (pod.namespace or "", str((pod.metadata.get("labels") or {})[PREDICTOR_POD_LABEL]))
             ready[owner] = ready.get(owner, 0) + 1
-    if contract is None or not contract.runs_llmd:
-        return ClusterSnapshot(objects, owned, ready)
     ready_llmd: dict[tuple[str, str], int] = {}
-    for pod in cluster.list("v1", "Pod", label_selector=LLMD_POD_PART_OF, all_namespaces=True):
-        labels = pod.metadata.get("labels") or {}
-        if labels.get(LLMD_POD_COMPONENT_LABEL) == LLMD_DECODE_COMPONENT and _is_ready_pod(pod.manifest):
+    pools: dict[tuple[str, str], dict[str, Any]] = {}
+    if contract is not None and contract.runs_llmd:
+        for pod in cluster.list("v1", "Pod", label_selector=LLMD_POD_PART_OF, all_namespaces=True):
+            labels = pod.metadata.get("labels") or {}
             owner = (pod.namespace or "", str(labels.get(LLMD_POD_NAME_LABEL) or ""))
-            ready_llmd[owner] = ready_llmd.get(owner, 0) + 1
-    # KServe's pools carry no portal label; listing them all is still one request.
-    pools = {
-        (listed.namespace or "", listed.name): listed.manifest
-        for listed in cluster.list(
-            INFERENCE_POOL_API_VERSION, INFERENCE_POOL_KIND, label_selector="", all_namespaces=True
-        )
-    }
-    return ClusterSnapshot(objects, owned, ready, ready_llmd, pools)
+            pods_by_owner.setdefault((LLMD_MODE, *owner), []).append(pod.name)
+            if labels.get(LLMD_POD_COMPONENT_LABEL) == LLMD_DECODE_COMPONENT and _is_ready_pod(pod.manifest):
+                ready_llmd[owner] = ready_llmd.get(owner, 0) + 1
+        # KServe's pools carry no portal label; listing them all is still one request.
+        pools = {
+            (listed.namespace or "", listed.name): listed.manifest
+            for listed in cluster.list(
+                INFERENCE_POOL_API_VERSION, INFERENCE_POOL_KIND, label_selector="", all_namespaces=True
+            )
+        }
+    workloads: dict[tuple[str, str], dict[str, Any]] = {}
+    if kueue:
+        for listed in cluster.list(*WORKLOAD_TYPE, label_selector=WORKLOAD_POD_LABEL, all_namespaces=True):
+            workloads[(listed.namespace or "", _owner_pod(listed.manifest))] = listed.manifest
+    return ClusterSnapshot(objects, owned, ready, ready_llmd, pools, pods_by_owner, workloads)
 
 
 def _key_of(manifest: dict[str, Any]) -> tuple[str, str, str]:
@@ -521,35 +630,42 @@ def _key_of(manifest: dict[str, Any]) -> tuple[str, str, str]:
     return (manifest["kind"], str(metadata.get("namespace") or ""), str(metadata["name"]))
 
 
-def status_if_in_sync(spec: DeploymentSpec, snapshot: ClusterSnapshot, team_gpu_limit: int) -> ObservedStatus | None:
+def status_if_in_sync(
+    spec: DeploymentSpec, snapshot: ClusterSnapshot, team_gpu_limit: int | TeamInputs
+) -> ObservedStatus | None:
     """The deployment's status as the snapshot shows it when every desired object is live with the desired
     content and nothing else is owned by it; None when it needs a real reconcile (drift, missing, extra)."""
     if spec.deleting:
         return None
     desired = desired_objects(spec)
-    for manifest in [*build_team_objects(spec, team_gpu_limit), *desired]:
+    inputs = team_gpu_limit if isinstance(team_gpu_limit, TeamInputs) else TeamInputs(team_gpu_limit)
+    for manifest in [*team_objects(spec, inputs), *desired]:
         if not in_sync(snapshot.live(_key_of(manifest)), manifest):
             return None
+    if inputs.quota is not None and ("ResourceQuota", namespace_of(spec), GPU_QUOTA_NAME) in snapshot.objects:
+        return None  # moved to Kueue: the old ResourceQuota is still there
     if snapshot.owned_by_deployment.get(str(spec.deployment_id), set()) != {_key_of(item) for item in desired}:
         return None
     namespace = namespace_of(spec)
     serving = snapshot.live((serving_kind(spec.serving_mode), namespace, spec.name)) or {}
     route = next((snapshot.live(_key_of(item)) for item in desired if item["kind"] == "AIGatewayRoute"), None)
     if spec.serving_mode == LLMD_MODE:
-        return _observe(
+        status = _observe(
             spec,
             serving=serving,
             pool=snapshot.pools.get((namespace, inference_pool_name(spec))),
             route=route,
             ready_replicas=snapshot.ready_llmd_pods.get((namespace, spec.name), 0),
         )
-    return _observe(
-        spec,
-        serving=serving,
-        pool=None,
-        route=route,
-        ready_replicas=snapshot.ready_pods.get((namespace, spec.name), 0),
-    )
+    else:
+        status = _observe(
+            spec,
+            serving=serving,
+            pool=None,
+            route=route,
+            ready_replicas=snapshot.ready_pods.get((namespace, spec.name), 0),
+        )
+    return queued_by_kueue(status, snapshot.workloads_of(spec.serving_mode, namespace, spec.name))
 
 
 @dataclass(frozen=True)
@@ -569,10 +685,10 @@ def resync_cluster(cluster_id: int, deployment_ids: list[int]) -> ResyncResult:
     stale: list[int] = []
     specs_of_stale: dict[int, DeploymentSpec] = {}
     checked = recorded = 0
-    team_limits: dict[str, int] = {}
+    team_limits: dict[str, TeamInputs] = {}
     for spec in deployment_specs(deployment_ids):
         if spec.team_slug not in team_limits:
-            team_limits[spec.team_slug] = tenancy_selectors.team_gpu_total(team_slug=spec.team_slug)
+            team_limits[spec.team_slug] = team_inputs(spec)
         status = status_if_in_sync(spec, snapshot, team_limits[spec.team_slug])
         if status is None:
             stale.append(spec.deployment_id)

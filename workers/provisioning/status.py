@@ -221,3 +221,35 @@ def derive_llmd_status(
     )
     message = str(waiting.get("message") or waiting.get("reason") or "starting the model server")
     return ObservedStatus("Provisioning", kept, message, "", ready_replicas)
+
+
+# ------------------------------------------------------------------------------------------------ Kueue
+
+KUEUE_QUEUED_CONDITION = "KueueQuotaReserved"
+
+
+def queued_by_kueue(status: ObservedStatus, workloads: list[dict[str, Any]]) -> ObservedStatus:
+    """The status with what Kueue says of the deployment's pods: a Workload whose QuotaReserved is False is queued
+    (Kueue v0.19.2 pkg/scheduler/scheduler.go requeueAndUpdate: reason Pending by default, the message names the
+    flavor and the GPUs missing). A deployment that serves stays in its phase with the condition added; one that
+    does not yet is Provisioning with Kueue's reason as its message."""
+    queued = [
+        condition
+        for workload in workloads
+        if (condition := _conditions(workload).get("QuotaReserved")) is not None and condition.get("status") == "False"
+    ]
+    if not queued:
+        return status
+    first = queued[0]
+    view = _condition_view("", first) | {"type": KUEUE_QUEUED_CONDITION}
+    waiting = f"{len(queued)} replica(s) queued by Kueue ({view['reason'] or 'Pending'}): {view['message']}".rstrip(
+        ": "
+    )
+    conditions = (*status.conditions, view)
+    if status.phase in ("Ready", "Degraded"):
+        return ObservedStatus(
+            status.phase, conditions, f"{status.message}; {waiting}", status.endpoint, status.observed_replicas
+        )
+    if status.phase == "Failed":
+        return ObservedStatus(status.phase, conditions, status.message, status.endpoint, status.observed_replicas)
+    return ObservedStatus("Provisioning", conditions, waiting, status.endpoint, status.observed_replicas)
