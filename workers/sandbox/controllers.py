@@ -4,9 +4,12 @@
   stays not-Ready with the API server's message) and, `ready_delay` seconds after its spec last changed,
   `Ready` with a URL. A storage URI containing `fail-load` ends in `BlockedByFailedLoad`, as a model that
   cannot load does. The annotation `serving.kserve.io/stop: "true"` removes the pods and reports `Stopped`.
-- Envoy AI Gateway: an AIGatewayRoute gets `Accepted` for its generation.
+- Envoy AI Gateway: an AIGatewayRoute gets `Accepted` for its generation; one naming an InferencePool in another
+  namespace without a ReferenceGrant there is refused (`NotAccepted`, the AI Gateway's message).
 - Garbage collection: predictor Pods whose InferenceService is gone are deleted.
 - Namespaces being deleted are emptied, then removed.
+- The llm-d mode, Kueue and the built-in controllers they need: workers.sandbox.controllers_llmd,
+  controllers_kueue and controllers_apps (Deployments, pod start, the owner-reference garbage collector).
 
 Status shapes follow shared/reference/serving-and-gateway.md sections 2 and 3.
 """
@@ -20,6 +23,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from workers.sandbox.controllers_apps import AppsControllers
+from workers.sandbox.controllers_kueue import KueueControllers, KueueSettings
+from workers.sandbox.controllers_llmd import LlmdControllers
 from workers.sandbox.store import ApiError, Kind, Store, now_rfc3339
 
 logger = logging.getLogger(__name__)
@@ -35,6 +41,7 @@ DOMAIN = "sandbox.local"
 @dataclass
 class ControllerSettings:
     ready_delay: float = 0.0  # seconds from a spec change until the model serves
+    kueue: KueueSettings = field(default_factory=KueueSettings)
 
 
 @dataclass
@@ -54,9 +61,16 @@ class Controllers:
     _isvc_seen: dict[tuple[str, str], _Seen] = field(default_factory=dict)
     _settled: dict[tuple[str, str, str], str] = field(default_factory=dict)  # (plural, namespace, name) -> rv
     _live_isvcs: set[tuple[str, str]] = field(default_factory=set)
+    apps: AppsControllers = field(init=False)
+    llmd: LlmdControllers = field(init=False)
+    kueue: KueueControllers = field(init=False)
 
     def __post_init__(self) -> None:
         self.store.listeners.append(self._on_event)
+        self.apps = AppsControllers(self.store)
+        self.llmd = LlmdControllers(self.store)
+        self.kueue = KueueControllers(self.store, self.settings.kueue)
+        self.apps.pod_webhooks.append(self.kueue.pod_webhook)
 
     def _on_event(self, event: str, kind: Kind, obj: dict[str, Any]) -> None:
         # A pod coming or going unsettles the InferenceService that owns it (drift, deletions by hand).
@@ -72,6 +86,9 @@ class Controllers:
         self._isvc_seen.clear()
         self._settled.clear()
         self._live_isvcs.clear()
+        self.apps.forget()
+        self.llmd.forget()
+        self.kueue.forget()
 
     def _changed(self, kind: Kind) -> tuple[set[tuple[str, str]], list[dict[str, Any]]]:
         """Every live (namespace, name) of a kind, and the objects not settled at their current version."""
@@ -114,7 +131,12 @@ class Controllers:
             _, routes = self._changed(route_kind)
             for route in routes:
                 self._route(route_kind, route)
-                self._settle(route_kind, route["metadata"]["namespace"], route["metadata"]["name"])
+                if not _names_pool(route):  # a pool's grant can come later: such a route is re-checked each step
+                    self._settle(route_kind, route["metadata"]["namespace"], route["metadata"]["name"])
+        # KServe's llm-d controller, then Kueue admission, then the Deployments and pods (and the collector).
+        self.llmd.step()
+        self.kueue.step()
+        self.apps.step()
 
     # ------------------------------------------------------------------ KServe
 
@@ -273,20 +295,70 @@ class Controllers:
         metadata = route["metadata"]
         generation = int(metadata.get("generation") or 1)
         conditions = (route.get("status") or {}).get("conditions") or []
-        accepted = next((c for c in conditions if c.get("type") == "Accepted"), None)
-        if accepted is not None and accepted.get("observedGeneration") == generation:
+        refused = self._pool_reference_refused(route)
+        condition: dict[str, Any]
+        if refused:
+            # internal/controller/ai_gateway_route.go: a failed reconcile writes the single NotAccepted condition
+            # (controller.go newConditions), reason ReconciliationFailed, the error as message.
+            condition = {"type": "NotAccepted", "status": "False", "reason": "ReconciliationFailed", "message": refused}
+        else:
+            accepted = next((c for c in conditions if c.get("type") == "Accepted"), None)
+            if accepted is not None and accepted.get("observedGeneration") == generation:
+                return
+            condition = {"type": "Accepted", "status": "True", "reason": "Accepted", "message": "Route accepted"}
+        condition |= {"observedGeneration": generation, "lastTransitionTime": now_rfc3339()}
+        if _without_times(conditions) == _without_times([condition]):
             return
-        condition = {
-            "type": "Accepted",
-            "status": "True",
-            "reason": "Accepted",
-            "message": "Route accepted",
-            "observedGeneration": generation,
-            "lastTransitionTime": now_rfc3339(),
-        }
         self.store.update_status(
             kind, metadata["namespace"], metadata["name"], {"conditions": [condition]}, manager=GATEWAY_MANAGER
         )
+
+    def _pool_reference_refused(self, route: dict[str, Any]) -> str:
+        """Why the AI Gateway refuses the route's InferencePool reference ("" when it does not): one in another
+        namespace needs a ReferenceGrant there from AIGatewayRoutes of the route's namespace to InferencePools
+        (internal/controller/referencegrant.go validateReference; the grant's `to` name is not checked there)."""
+        route_namespace = route["metadata"]["namespace"]
+        grant_kind = self.store.kind_by_api_version("gateway.networking.k8s.io/v1beta1", "ReferenceGrant")
+        for rule in (route.get("spec") or {}).get("rules") or []:
+            for ref in rule.get("backendRefs") or []:
+                if ref.get("kind") != "InferencePool":
+                    continue
+                pool_namespace = str(ref.get("namespace") or route_namespace)
+                if pool_namespace == route_namespace:
+                    continue
+                grants = [] if grant_kind is None else self.store.list(grant_kind, pool_namespace)["items"]
+                if any(_grants_pool(grant, route_namespace) for grant in grants):
+                    continue
+                return (
+                    f"cross-namespace reference from AIGatewayRoute in namespace {route_namespace} to InferencePool "
+                    f"{ref.get('name')} in namespace {pool_namespace} is not permitted: no valid ReferenceGrant found "
+                    f"in namespace {pool_namespace}. A ReferenceGrant must allow AIGatewayRoute from namespace "
+                    f"{route_namespace} to reference InferencePool in namespace {pool_namespace}"
+                )
+        return ""
+
+
+def _names_pool(route: dict[str, Any]) -> bool:
+    return any(
+        ref.get("kind") == "InferencePool"
+        for rule in (route.get("spec") or {}).get("rules") or []
+        for ref in rule.get("backendRefs") or []
+    )
+
+
+def _grants_pool(grant: dict[str, Any], from_namespace: str) -> bool:
+    spec = grant.get("spec") or {}
+    allowed_from = any(
+        item.get("group") == "aigateway.envoyproxy.io"
+        and item.get("kind") == "AIGatewayRoute"
+        and item.get("namespace") == from_namespace
+        for item in spec.get("from") or []
+    )
+    allowed_to = any(
+        item.get("group") == "inference.networking.k8s.io" and item.get("kind") == "InferencePool"
+        for item in spec.get("to") or []
+    )
+    return allowed_from and allowed_to
 
 
 def _without_times(status: Any) -> Any:

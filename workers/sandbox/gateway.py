@@ -25,7 +25,11 @@ Answers it gives (each fact's source is next to the code):
   Gateway.` (text/plain): no rule matches (a missing model too); 404 `unsupported path: <path>` for other paths.
 - 429, empty body, response flag RL: a rate-limit bucket is over its limit.
 - 503 `no healthy upstream` (text/plain), flag UH: no backend of the rule can serve (InferenceService missing or
-  not Ready).
+  not Ready; an InferencePool with no ready decode pod).
+
+InferencePool backends (llm-d): the request goes to a ready pod the pool selects, with the body's model rewritten
+by the pool's InferenceModelRewrites; the `x-llm-d-inference-objective` header is passed on to the endpoint picker
+(it only orders the pool's queue); token accounting, rate limits and the access log are those of any backend.
 
 Sandbox-only behaviour: an InferenceService that exists but is not Ready answers like a missing one (a real
 cluster may answer UF, connection failure, while the predictor Service has no endpoints); the fake provider speaks
@@ -39,6 +43,7 @@ workers.sandbox.gateway_upstream (see `predict_usage`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import posixpath
@@ -210,6 +215,7 @@ class SandboxGateway:
         self._statuses: Counter[int] = Counter()
         self._record_count = 0
         self._weights: dict[str, dict[int, int]] = {}
+        self._endpoint_turns: dict[str, int] = {}  # per rule: which ready pool pod the picker chooses next
         self._warned_no_endpoint = False
         self.pod_name = f"envoy-{self.gateway_namespace}-{self.gateway_name}-sandbox"[:63]
         self.server = ThreadingHTTPServer((host, port), _handler_class(self))
@@ -289,6 +295,7 @@ class SandboxGateway:
             self._statuses.clear()
             self._record_count = 0
             self._weights.clear()
+            self._endpoint_turns.clear()
 
     # ------------------------------------------------------------------ the request path
 
@@ -464,6 +471,12 @@ class SandboxGateway:
             state[best.ref.index] -= total
         return best
 
+    def _pick_endpoint(self, rule: config.RouteRule, ready: list[config.PoolEndpoint]) -> str:
+        with self._lock:
+            turn = self._endpoint_turns.get(rule.cluster_name, 0)
+            self._endpoint_turns[rule.cluster_name] = turn + 1
+        return ready[turn % len(ready)].address
+
     def _upstream(
         self, exchange: _Exchange, rule: config.RouteRule, body: dict[str, Any], operation: str, model: str
     ) -> _Reply:
@@ -473,9 +486,16 @@ class SandboxGateway:
             # Gateway API: a rule whose backends are all invalid answers 500 (EG direct response).
             return self._local(exchange, 500, details="direct_response")
         served: dict[int, tuple[str, ...]] = {}
+        endpoints: dict[int, list[config.PoolEndpoint]] = {}
         healthy = []
         for backend in resolved:
-            if backend.isvc is not None:
+            if backend.pool is not None:
+                ready_pods, names = config.pool_endpoints(self.reader, *backend.pool)
+                if ready_pods:
+                    served[backend.ref.index] = names
+                    endpoints[backend.ref.index] = ready_pods
+                    healthy.append(backend)
+            elif backend.isvc is not None:
                 ready, names = config.isvc_ready(self.reader, *backend.isvc)
                 if ready:
                     served[backend.ref.index] = names
@@ -488,6 +508,10 @@ class SandboxGateway:
             return self._local(exchange, 503, NO_HEALTHY_UPSTREAM_BODY, details="no_healthy_upstream", flag="UH")
         tier = min(backend.ref.priority for backend in healthy)
         backend = self._pick(rule, [b for b in healthy if b.ref.priority == tier])
+        if backend.pool is not None:
+            # The endpoint picker's choice: Envoy sends the request straight to that pod (sandbox picker: round robin
+            # over the ready decode pods, deterministic per rule).
+            backend = dataclasses.replace(backend, host=self._pick_endpoint(rule, endpoints[backend.ref.index]))
         exchange.attempt_count = 1
         exchange.upstream_host = f"{backend.host}:{backend.port}"
         # internal/internalapi PerRouteRuleRefBackendName: {namespace}/{name}/route/{route}/rule/{i}/ref/{j}.
@@ -507,12 +531,16 @@ class SandboxGateway:
         upstream_body = dict(body)
         if backend.ref.model_name_override:
             upstream_body["model"] = backend.ref.model_name_override
+        if backend.pool is not None:
+            rewritten = config.pool_model_rewrite(self.reader, *backend.pool, actual_model)
+            if rewritten is not None:  # the endpoint picker rewrites the body, after the AI Gateway's ext_proc
+                upstream_body["model"] = rewritten
         upstream_headers = {k: v for k, v in exchange.headers.items() if not k.startswith(":") and k not in _HOP_BY_HOP}
         upstream_headers.update(auth_headers)
         upstream_headers["host"] = backend.host  # the AI Gateway's host rewrite filter
         upstream_path = posixpath.join("/", backend.prefix, operation) if backend.prefix else f"/{operation}"
         created = int(self.clock())
-        if backend.isvc is not None:
+        if backend.isvc is not None or backend.pool is not None:
             response = serve_model(
                 host=backend.host,
                 path=upstream_path,

@@ -19,6 +19,15 @@ Facts (sources next to the code that relies on them):
 - AI Gateway route translation (internal/controller/ai_gateway_route.go @v1.1.0): every AIGatewayRoute becomes an
   HTTPRoute of the same name whose rules keep their header matches, plus a catch-all `route-not-found` rule; an
   AIServiceBackend that cannot be read fails the whole route's translation.
+- InferencePool backends (internal/controller/gateway.go, ai_gateway_route.go, referencegrant.go @v1.1.0): a pool is
+  OpenAI-schema with prefix "v1"; one in another namespace needs a ReferenceGrant there from AIGatewayRoutes of the
+  route's namespace to InferencePools, else the route's translation fails; the backend's name is
+  `{route namespace}/{pool}/route/{route}/rule/{i}/ref/{j}` as for an AIServiceBackend. Envoy Gateway sends the
+  request to the pod the pool's endpoint picker chooses among the ready pods the pool selects (`spec.selector`, port
+  `targetPorts[0]`); the llm-d picker sends decode work to decode pods (`llm-d.ai/role` decode or both), reads the
+  `x-llm-d-inference-objective` header for the request's priority and rewrites the body's model by the pool's
+  InferenceModelRewrites (llm-d-router v0.10.0 pkg/epp/requestcontrol/director.go). Sandbox picker: the first ready
+  pod by name, round robin across requests of the rule.
 - Gateway API (HTTPRoute rule precedence): among rules with the same path match, more header matches first, then
   the older route, then namespace/name, then rule order. Regular expressions are RE2 and Envoy matches them against
   the whole value (safe_regex: "\\d{3} does not match 1234"), so Python's re.fullmatch.
@@ -45,6 +54,14 @@ GATEWAY_API = "gateway.networking.k8s.io/v1"
 EG_API = "gateway.envoyproxy.io/v1alpha1"
 AIGW_API = "aigateway.envoyproxy.io/v1beta1"
 ISVC_API = "serving.kserve.io/v1beta1"
+LLMISVC_API = "serving.kserve.io/v1alpha2"
+POOL_API = "inference.networking.k8s.io/v1"
+POOL_GROUP = "inference.networking.k8s.io"
+POOL_KIND = "InferencePool"
+LLMD_API = "llm-d.ai/v1alpha2"
+GRANT_API = "gateway.networking.k8s.io/v1beta1"
+ROLE_LABEL = "llm-d.ai/role"
+OBJECTIVE_HEADER = "x-llm-d-inference-objective"
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 EG_GROUP = "gateway.envoyproxy.io"
 AIGW_GROUP = "aigateway.envoyproxy.io"
@@ -250,6 +267,7 @@ class BackendRef:
     weight: int
     priority: int
     model_name_override: str
+    kind: str = "AIServiceBackend"  # or InferencePool
 
 
 @dataclass(frozen=True)
@@ -340,10 +358,15 @@ def _route_rules(reader: StoreReader, route: Obj, namespace: str, name: str) -> 
     for rule_index, rule in enumerate(_spec(route).get("rules") or []):
         refs = []
         for ref_index, ref in enumerate(rule.get("backendRefs") or []):
-            if ref.get("kind") == "InferencePool" or ref.get("group") == "inference.networking.k8s.io":
-                raise PolicyError("InferencePool backends are not modelled by the sandbox gateway")
             ref_namespace = str(ref.get("namespace") or namespace)
-            if reader.get(AIGW_API, "AIServiceBackend", ref_namespace, str(ref.get("name", ""))) is None:
+            is_pool = ref.get("kind") == POOL_KIND and ref.get("group") == POOL_GROUP
+            if is_pool:
+                if ref_namespace != namespace and not pool_granted(reader, namespace, ref_namespace):
+                    raise PolicyError(
+                        f"cross-namespace reference from AIGatewayRoute in namespace {namespace} to InferencePool "
+                        f"{ref.get('name')} in namespace {ref_namespace} is not permitted"
+                    )
+            elif reader.get(AIGW_API, "AIServiceBackend", ref_namespace, str(ref.get("name", ""))) is None:
                 raise PolicyError(f"AIServiceBackend {ref_namespace}/{ref.get('name')} not found")
             refs.append(
                 BackendRef(
@@ -353,6 +376,7 @@ def _route_rules(reader: StoreReader, route: Obj, namespace: str, name: str) -> 
                     weight=int(ref.get("weight", 1)),
                     priority=int(ref.get("priority", 0)),
                     model_name_override=str(ref.get("modelNameOverride") or ""),
+                    kind=POOL_KIND if is_pool else "AIServiceBackend",
                 )
             )
         matches = rule.get("matches") or [{}]
@@ -459,6 +483,7 @@ class ResolvedBackend:
     host: str
     port: int
     isvc: tuple[str, str] | None  # (namespace, name) when the host is a KServe predictor service
+    pool: tuple[str, str] | None = None  # (namespace, name) of an InferencePool backend
 
 
 _PREDICTOR = re.compile(
@@ -469,6 +494,13 @@ _PREDICTOR = re.compile(
 def resolve_backend(reader: StoreReader, ref: BackendRef) -> ResolvedBackend | None:
     """The AIServiceBackend's schema and its EG Backend's endpoint; None when the Backend is missing or has no
     endpoint (EG then treats the backendRef as invalid)."""
+    if ref.kind == POOL_KIND:
+        pool = reader.get(POOL_API, POOL_KIND, ref.namespace, ref.name)
+        if pool is None:
+            return None
+        port = next((int(p.get("number", 0)) for p in _spec(pool).get("targetPorts") or []), 0)
+        host = f"{ref.name}.{ref.namespace}.svc.cluster.local"
+        return ResolvedBackend(ref, "OpenAI", "v1", host, port, None, (ref.namespace, ref.name))
     ai_backend = reader.get(AIGW_API, "AIServiceBackend", ref.namespace, ref.name)
     if ai_backend is None:
         return None
@@ -505,6 +537,78 @@ def isvc_ready(reader: StoreReader, namespace: str, name: str) -> tuple[bool, tu
     return ready, tuple(names) or (name,)
 
 
+def pool_granted(reader: StoreReader, route_namespace: str, pool_namespace: str) -> bool:
+    """A ReferenceGrant in the pool's namespace lets AIGatewayRoutes of the route's namespace reach InferencePools
+    (referencegrant.go isReferenceGrantValid: `from` group, kind and namespace, `to` group and kind)."""
+    for grant in reader.list(GRANT_API, "ReferenceGrant", pool_namespace):
+        allowed_from = any(
+            item.get("group") == AIGW_GROUP
+            and item.get("kind") == "AIGatewayRoute"
+            and item.get("namespace") == route_namespace
+            for item in _spec(grant).get("from") or []
+        )
+        allowed_to = any(
+            item.get("group") == POOL_GROUP and item.get("kind") == POOL_KIND for item in _spec(grant).get("to") or []
+        )
+        if allowed_from and allowed_to:
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class PoolEndpoint:
+    pod: str
+    address: str
+    port: int
+
+
+def pool_endpoints(reader: StoreReader, namespace: str, name: str) -> tuple[list[PoolEndpoint], tuple[str, ...]]:
+    """(the ready decode pods the pool selects, sorted by name; the model names its servers serve). The served name
+    is the owning LLMInferenceService's `spec.model.name` (vLLM's --served-model-name in KServe's preset)."""
+    pool = reader.get(POOL_API, POOL_KIND, namespace, name)
+    if pool is None:
+        return [], ()
+    selector = (_spec(pool).get("selector") or {}).get("matchLabels") or {}
+    port = next((int(p.get("number", 0)) for p in _spec(pool).get("targetPorts") or []), 0)
+    endpoints = []
+    for pod in reader.list("v1", "Pod", namespace):
+        labels = _meta(pod).get("labels") or {}
+        if not selector or any(labels.get(key) != value for key, value in selector.items()):
+            continue
+        if labels.get(ROLE_LABEL) == "prefill":
+            continue
+        status = pod.get("status") or {}
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+        if ready and status.get("podIP"):
+            endpoints.append(PoolEndpoint(str(_meta(pod).get("name")), str(status["podIP"]), port))
+    owner = next(
+        (ref for ref in _meta(pool).get("ownerReferences") or [] if ref.get("kind") == "LLMInferenceService"), None
+    )
+    served: tuple[str, ...] = ()
+    if owner is not None:
+        service = reader.get(LLMISVC_API, "LLMInferenceService", namespace, str(owner.get("name", "")))
+        if service is not None:
+            served = (str((_spec(service).get("model") or {}).get("name") or owner.get("name")),)
+    return sorted(endpoints, key=lambda endpoint: endpoint.pod), served
+
+
+def pool_model_rewrite(reader: StoreReader, namespace: str, pool: str, model: str) -> str | None:
+    """The model an InferenceModelRewrite of the pool turns `model` into (its first, heaviest target), if any; the
+    oldest rewrite wins a tie between rewrites."""
+    rewrites = [
+        item for item in reader.list(LLMD_API, "InferenceModelRewrite", namespace)
+        if (_spec(item).get("poolRef") or {}).get("name") == pool
+    ]  # fmt: skip
+    for rewrite in sorted(rewrites, key=_age_key):
+        for rule in _spec(rewrite).get("rules") or []:
+            matched = any(((match.get("model") or {}).get("value")) == model for match in rule.get("matches") or [])
+            targets = rule.get("targets") or []
+            if matched and targets:
+                best = max(targets, key=lambda target: int(target.get("weight", 1)))
+                return str(best.get("modelRewrite", model))
+    return None
+
+
 def backend_auth_headers(reader: StoreReader, backend: ResolvedBackend) -> dict[str, str]:
     """The credential header the BackendSecurityPolicy targeting this AIServiceBackend injects upstream (the AI
     Gateway's backendauth handlers); {} without a policy; BackendUnavailable when its Secret or key is missing."""
@@ -513,7 +617,7 @@ def backend_auth_headers(reader: StoreReader, backend: ResolvedBackend) -> dict[
         policy
         for policy in reader.list(AIGW_API, "BackendSecurityPolicy", namespace)
         if any(
-            ref.get("kind") == "AIServiceBackend" and ref.get("name") == name
+            ref.get("kind") == backend.ref.kind and ref.get("name") == name
             for ref in _spec(policy).get("targetRefs") or []
         )
     ]

@@ -29,7 +29,7 @@ from urllib.parse import parse_qs, urlsplit
 import yaml
 
 from workers.sandbox.controllers import Controllers, ControllerSettings
-from workers.sandbox.store import FALLBACK_CUSTOM_KINDS, ApiError, Kind, Store
+from workers.sandbox.store import CONTROLLER_CUSTOM_KINDS, FALLBACK_CUSTOM_KINDS, ApiError, Kind, Store
 from workers.sandbox.validation import CrdKinds, CrdRegistry, crd_documents
 
 logger = logging.getLogger(__name__)
@@ -95,8 +95,9 @@ class GpuNodePool:
 
 
 # The CRDs a sandbox loads from its directory unless told otherwise: those of the custom kinds it models, the kinds
-# the portal applies (tests/workers/sandbox checks the portal's builders stay within them). The directory's others
-# (KServe's LLMInferenceService, Kueue, the inference extension, ...) are 7 MB of YAML the portal never touches.
+# the portal applies and the InferencePool the llm-d controller creates (tests/workers/sandbox checks the portal's
+# builders stay within them). The directory's others (InferenceService's sibling runtimes, LLMInferenceServiceConfig,
+# the legacy inference extension, MCP routes, ...) are MBs of YAML the portal never touches.
 PORTAL_CRD_KINDS: CrdKinds = frozenset((kind.group, kind.plural) for kind in FALLBACK_CUSTOM_KINDS)
 DEFAULT_TOKEN = "sandbox-token"
 DEFAULT_GATEWAY = ("genai-gateway", "ai-gateway")  # (namespace, name) of the Envoy AI Gateway's Gateway
@@ -138,7 +139,7 @@ class Sandbox:
                 self.store.objects[_crd_key(crd["metadata"]["name"])] = _entry(crd)
                 self._loaded_crds[crd["metadata"]["name"]] = crd
             self.validating = True
-        for kind in FALLBACK_CUSTOM_KINDS:
+        for kind in (*FALLBACK_CUSTOM_KINDS, *CONTROLLER_CUSTOM_KINDS):
             self.store.register_schemaless(kind)
         if not self.validating:
             logger.warning(

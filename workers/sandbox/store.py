@@ -110,6 +110,7 @@ BUILTIN_KINDS = (
     Kind("", "v1", "Service", "services", "service", namespaced=True, short_names=("svc",)),
     Kind("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", namespaced=True, status_subresource=False),
     Kind("", "v1", "ResourceQuota", "resourcequotas", "resourcequota", namespaced=True, short_names=("quota",)),
+    Kind("apps", "v1", "Deployment", "deployments", "deployment", namespaced=True, short_names=("deploy",)),
     Kind(
         "apiextensions.k8s.io",
         "v1",
@@ -175,7 +176,40 @@ FALLBACK_CUSTOM_KINDS = (
     Kind("aigateway.envoyproxy.io", "v1beta1", "GatewayConfig", "gatewayconfigs", "gatewayconfig", True, custom=True),
     Kind("gateway.networking.k8s.io", "v1", "Gateway", "gateways", "gateway", True, custom=True),
     Kind("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes", "httproute", True, custom=True),
+    # The llm-d mode: KServe's LLMInferenceService, the InferencePool it creates, what the endpoint picker reads, and
+    # the grant that lets a route in the gateway's namespace reach a team's pool.
+    Kind(
+        "serving.kserve.io",
+        "v1alpha2",
+        "LLMInferenceService",
+        "llminferenceservices",
+        "llminferenceservice",
+        True,
+        custom=True,
+    ),
+    Kind("inference.networking.k8s.io", "v1", "InferencePool", "inferencepools", "inferencepool", True, custom=True),
+    Kind("llm-d.ai", "v1alpha2", "InferenceObjective", "inferenceobjectives", "inferenceobjective", True, custom=True),
+    Kind(
+        "llm-d.ai",
+        "v1alpha2",
+        "InferenceModelRewrite",
+        "inferencemodelrewrites",
+        "inferencemodelrewrite",
+        True,
+        custom=True,
+    ),
+    Kind(
+        "gateway.networking.k8s.io", "v1beta1", "ReferenceGrant", "referencegrants", "referencegrant", True, custom=True
+    ),
+    # Kueue's GPU quota.
+    Kind("kueue.x-k8s.io", "v1beta2", "Cohort", "cohorts", "cohort", False, custom=True),
+    Kind("kueue.x-k8s.io", "v1beta2", "ResourceFlavor", "resourceflavors", "resourceflavor", False, custom=True),
+    Kind("kueue.x-k8s.io", "v1beta2", "ClusterQueue", "clusterqueues", "clusterqueue", False, custom=True),
+    Kind("kueue.x-k8s.io", "v1beta2", "LocalQueue", "localqueues", "localqueue", True, custom=True),
 )
+
+# Custom kinds only the simulated controllers create, always stored without a schema: shared/crds has no CRD for them.
+CONTROLLER_CUSTOM_KINDS = (Kind("kueue.x-k8s.io", "v1beta2", "Workload", "workloads", "workload", True, custom=True),)
 
 
 # ---------------------------------------------------------------------------------------------------- selectors

@@ -89,14 +89,17 @@ def test_the_sandbox_loads_the_crd_of_every_custom_kind_the_portal_applies_and_n
         ("gateway.networking.k8s.io/v1", "Gateway"),
     }
     custom = {(api_version, kind) for api_version, kind in applied if "/" in api_version}
-    assert len(custom) == 12
+    assert len(custom) >= 12
     loaded = {(crd["spec"]["group"], crd["spec"]["names"]["plural"]) for crd in clean_sandbox.store.crds.crds()}
     for api_version, kind in custom:
         info = clean_sandbox.store.crds.by_kind(api_version, kind)
         assert info is not None, f"no CRD loaded for {api_version} {kind}"
         assert (info.group, info.plural) in PORTAL_CRD_KINDS
     assert loaded == PORTAL_CRD_KINDS
-    assert ("serving.kserve.io", "llminferenceservices") not in loaded
+    # The llm-d and Kueue kinds are in (tests/workers/sandbox/test_llmd_kueue.py checks their builders'); the
+    # directory's kinds nobody renders or creates are not.
+    assert ("serving.kserve.io", "llminferenceservices") in loaded
+    assert not loaded & {("serving.kserve.io", "llminferenceserviceconfigs"), ("aigateway.envoyproxy.io", "mcproutes")}
 
 
 def test_the_wait_gives_up_with_what_is_missing() -> None:

@@ -1,0 +1,470 @@
+"""The sandbox's llm-d and Kueue simulation, driven over HTTP by the real `kubernetes` client with what the portal's
+own builders render (workers.provisioning.manifests.llmd / kueue): KServe's LLMInferenceService controller creates
+the pool, the endpoint picker and the workloads and reports what the real one reports; deleting the service takes
+everything it owns with it; Kueue admits within nominal quota, borrows a neighbour's idle GPUs through the cohort,
+queues with Kueue's own condition when the cohort is full and admits the queued pod when GPUs free up; and the
+sandbox gateway serves an AIGatewayRoute to the pool, metered exactly like any backend."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s
+
+from portal.clusters.contracts import KUEUE, AcceleratorPoolContract
+from portal.deployments.contracts import LLMD_MODE, DeploymentSpec
+from portal.tenancy.contracts import TeamQuotaContract
+from tests.workers.conftest import sandbox_api_client
+from tests.workers.sandbox.test_gateway_dataplane import (
+    CLUSTER,
+    QWEN,
+    deployment_spec,
+)
+from workers.provisioning.manifests import kueue, llmd
+from workers.provisioning.manifests.deployment import build_team_objects
+from workers.sandbox.controllers_kueue import workload_name_for_pod
+from workers.sandbox.controllers_llmd import kserve_child_name
+from workers.sandbox.server import Sandbox
+
+KUEUE_CLUSTER = dataclasses.replace(CLUSTER, gpu_quota=KUEUE, runs_llmd=True)
+L4 = AcceleratorPoolContract(
+    accelerator_type="nvidia-l4",
+    gpu_product="NVIDIA-L4",
+    node_selector={"nvidia.com/gpu.product": "NVIDIA-L4"},
+    tolerations=({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},),
+    gpu_memory_gb=24,
+)
+ISVC = "serving.kserve.io/v1alpha2"
+
+
+# ---------------------------------------------------------------------------------------------- the client side
+
+
+@pytest.fixture
+def api(clean_sandbox: Sandbox) -> Iterator[k8s.ApiClient]:
+    with sandbox_api_client(clean_sandbox) as api_client:
+        yield api_client
+
+
+def _plural(sandbox: Sandbox, api_version: str, kind: str) -> tuple[str, str, str, bool]:
+    found = sandbox.store.kind_by_api_version(api_version, kind)
+    assert found is not None, kind
+    return found.group, found.version, found.plural, found.namespaced
+
+
+def apply(sandbox: Sandbox, api: k8s.ApiClient, objects: list[dict[str, Any]]) -> None:
+    """Server-side apply over HTTP, as the portal's workers do (field manager genai-portal, forced)."""
+    core = k8s.CoreV1Api(api)
+    custom = k8s.CustomObjectsApi(api)
+    for obj in objects:
+        metadata = obj["metadata"]
+        if obj["kind"] == "Namespace":
+            core.patch_namespace(
+                metadata["name"],
+                obj,
+                field_manager="genai-portal",
+                force=True,
+                _content_type="application/apply-patch+yaml",
+            )
+        elif obj["kind"] == "ResourceQuota":
+            core.patch_namespaced_resource_quota(
+                metadata["name"],
+                metadata["namespace"],
+                obj,
+                field_manager="genai-portal",
+                force=True,
+                _content_type="application/apply-patch+yaml",
+            )
+        else:
+            group, version, plural, namespaced = _plural(sandbox, obj["apiVersion"], obj["kind"])
+            options = {"field_manager": "genai-portal", "force": True, "_content_type": "application/apply-patch+yaml"}
+            if namespaced:
+                custom.patch_namespaced_custom_object(
+                    group, version, metadata["namespace"], plural, metadata["name"], obj, **options
+                )
+            else:
+                custom.patch_cluster_custom_object(group, version, plural, metadata["name"], obj, **options)
+
+
+def get(sandbox: Sandbox, api: k8s.ApiClient, api_version: str, kind: str, namespace: str, name: str) -> Any:
+    group, version, plural, _ = _plural(sandbox, api_version, kind)
+    return k8s.CustomObjectsApi(api).get_namespaced_custom_object(group, version, namespace, plural, name)
+
+
+def delete_service(api: k8s.ApiClient, namespace: str, name: str) -> None:
+    k8s.CustomObjectsApi(api).delete_namespaced_custom_object(
+        "serving.kserve.io", "v1alpha2", namespace, "llminferenceservices", name
+    )
+
+
+def settle_until(sandbox: Sandbox, done: Callable[[], bool], steps: int = 12) -> None:
+    """Controller steps until `done` (each step is what the background loop does; no sleeping)."""
+    for _ in range(steps):
+        sandbox.settle()
+        if done():
+            return
+    raise AssertionError("the sandbox did not settle")
+
+
+def conditions(obj: dict[str, Any]) -> dict[str, tuple[str, str, str]]:
+    return {
+        c["type"]: (c["status"], c.get("reason", ""), c.get("message", ""))
+        for c in (obj.get("status") or {}).get("conditions") or []
+    }
+
+
+def llmd_spec(team: str, name: str, served: str, **overrides: Any) -> DeploymentSpec:
+    return deployment_spec(team, name, served, serving_mode=LLMD_MODE, **overrides)
+
+
+def deploy(sandbox: Sandbox, api: k8s.ApiClient, spec: DeploymentSpec) -> None:
+    apply(sandbox, api, build_team_objects(spec, team_gpu_limit=8))
+    apply(sandbox, api, llmd.build_deployment_objects_llmd(spec))
+
+
+def service_of(sandbox: Sandbox, api: k8s.ApiClient, spec: DeploymentSpec) -> dict[str, Any]:
+    return dict(get(sandbox, api, ISVC, "LLMInferenceService", f"genai-{spec.team_slug}", spec.name))
+
+
+def pods_of(api: k8s.ApiClient, namespace: str, selector: str) -> list[k8s.V1Pod]:
+    return list(k8s.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=selector).items)
+
+
+def team_quota(team: str, gpus: int, borrow: int) -> TeamQuotaContract:
+    return TeamQuotaContract(
+        team_slug=team,
+        team_active=True,
+        max_deployments=5,
+        tokens_per_minute=100_000,
+        tokens_per_day=1_000_000,
+        monthly_budget=Decimal(100),
+        budget_policy="alert",
+        gpus={"nvidia-l4": gpus},
+        gpu_borrowing_limits={"nvidia-l4": borrow},
+    )
+
+
+# ---------------------------------------------------------------------------------------------- the CRDs
+
+
+def test_every_kind_the_llmd_and_kueue_builders_render_has_its_crd_loaded(clean_sandbox: Sandbox) -> None:
+    spec = llmd_spec("alpha", "chat", QWEN, served_model_aliases=("old",), cluster=KUEUE_CLUSTER, prefill_replicas=1)
+    rendered = [
+        *llmd.build_deployment_objects_llmd(spec),
+        *kueue.build_kueue_cluster_objects([L4]),
+        *kueue.build_kueue_team_objects(KUEUE_CLUSTER, [L4], team_quota("alpha", 1, 0)),
+    ]
+    kinds = {obj["kind"] for obj in rendered}
+    assert kinds == {
+        "LLMInferenceService", "InferenceObjective", "InferenceModelRewrite", "ReferenceGrant", "AIGatewayRoute",
+        "Cohort", "ResourceFlavor", "ClusterQueue", "LocalQueue",
+    }  # fmt: skip
+    for obj in rendered:
+        assert clean_sandbox.store.crds.by_kind(obj["apiVersion"], obj["kind"]) is not None, obj["kind"]
+    # And the pool the llm-d controller creates; Kueue's Workload has no CRD in shared/crds: stored unvalidated.
+    assert clean_sandbox.store.crds.by_kind("inference.networking.k8s.io/v1", "InferencePool") is not None
+    assert clean_sandbox.store.kind_by_api_version("kueue.x-k8s.io/v1beta2", "Workload") is not None
+
+
+# ---------------------------------------------------------------------------------------------- the llm-d controller
+
+
+def test_the_service_gets_its_pool_picker_and_workloads_reports_like_kserve_and_deleting_it_cascades(
+    clean_sandbox: Sandbox, api: k8s.ApiClient
+) -> None:
+    sandbox = clean_sandbox
+    spec = llmd_spec("alpha", "chat", QWEN, prefill_replicas=1)
+    deploy(sandbox, api, spec)
+    settle_until(sandbox, lambda: conditions(service_of(sandbox, api, spec)).get("WorkloadsReady", ("",))[0] == "True")
+
+    pool_name = llmd.inference_pool_name(spec)
+    assert pool_name == kserve_child_name("chat", "-inference-pool") == "chat-inference-pool"
+    pool = get(sandbox, api, "inference.networking.k8s.io/v1", "InferencePool", "genai-alpha", pool_name)
+    service = service_of(sandbox, api, spec)
+    owner = {
+        "apiVersion": ISVC,
+        "kind": "LLMInferenceService",
+        "name": "chat",
+        "uid": service["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    assert pool["metadata"]["ownerReferences"] == [owner]
+    assert pool["spec"] == {
+        "endpointPickerRef": {
+            "failureMode": "FailOpen",
+            "group": "",
+            "kind": "Service",
+            "name": llmd.endpoint_picker_name(spec),
+            "port": {"number": 9002},
+        },
+        "selector": {
+            "matchLabels": {
+                "app.kubernetes.io/name": "chat",
+                "app.kubernetes.io/part-of": "llminferenceservice",
+                "kserve.io/component": "workload",
+            }
+        },
+        "targetPorts": [{"number": 8000}],
+        "appProtocol": "http",
+    }
+    apps = k8s.AppsV1Api(api)
+    deployments = {item.metadata.name: item for item in apps.list_namespaced_deployment("genai-alpha").items}
+    assert sorted(deployments) == ["chat-kserve", "chat-kserve-prefill", "chat-kserve-router-scheduler"]
+    for item in deployments.values():
+        assert [ref.uid for ref in item.metadata.owner_references] == [service["metadata"]["uid"]]
+    assert deployments["chat-kserve"].spec.template.metadata.labels["llm-d.ai/role"] == "decode"
+    assert deployments["chat-kserve-prefill"].spec.template.metadata.labels["llm-d.ai/role"] == "prefill"
+    main = deployments["chat-kserve"].spec.template.spec.containers[0]
+    assert main.command[:5] == ["vllm", "serve", "/mnt/models", "--served-model-name", QWEN]
+    assert main.resources.limits == {"nvidia.com/gpu": "1", "memory": "32Gi"}
+    services = {item.metadata.name for item in k8s.CoreV1Api(api).list_namespaced_service("genai-alpha").items}
+    assert services == {"chat-epp-service", "chat-kserve-workload-svc"}
+    decode = pods_of(api, "genai-alpha", "llm-d.ai/role=decode")
+    assert [(pod.status.phase, pod.metadata.owner_references[0].name) for pod in decode] == [("Running", "chat-kserve")]
+
+    # KServe v0.20.0: the workloads are ready, but without a managed route no gateway accepts the pool, so Ready
+    # stays False with the router's reason; no URL, the workload Service's address.
+    status = conditions(service_of(sandbox, api, spec))
+    waiting = (
+        "False",
+        "WaitingForGateway",
+        "Inference Pool genai-alpha/chat-inference-pool exists but no Gateway controller has accepted it yet",
+    )
+    assert status == {
+        "InferencePoolReady": waiting,
+        "MainWorkloadReady": ("True", "", ""),
+        "PrefillWorkloadReady": ("True", "", ""),
+        "PresetsCombined": ("True", "", ""),
+        "Ready": waiting,
+        "RouterReady": waiting,
+        "SchedulerWorkloadReady": ("True", "", ""),
+        "WorkloadsReady": ("True", "", ""),
+    }
+    observed = service_of(sandbox, api, spec)["status"]
+    assert "url" not in observed
+    assert observed["addresses"] == [{"url": "http://chat-kserve-workload-svc.genai-alpha.svc.cluster.local"}]
+    # The route lives in the gateway's namespace: the AI Gateway (v1.1.0) looks for routes in the pool's namespace
+    # only, so it never writes a parent for this pool, while the route itself is accepted (the grant allows it).
+    assert "parents" not in (pool.get("status") or {})
+    route = get(sandbox, api, "aigateway.envoyproxy.io/v1beta1", "AIGatewayRoute", "genai-gateway", "alpha--chat")
+    assert conditions(route)["Accepted"][0] == "True"
+
+    delete_service(api, "genai-alpha", "chat")
+    settle_until(
+        sandbox,
+        lambda: not apps.list_namespaced_deployment("genai-alpha").items and not pods_of(api, "genai-alpha", ""),
+    )
+    assert {item.metadata.name for item in k8s.CoreV1Api(api).list_namespaced_service("genai-alpha").items} == set()
+    custom = k8s.CustomObjectsApi(api)
+    assert (
+        custom.list_namespaced_custom_object("inference.networking.k8s.io", "v1", "genai-alpha", "inferencepools")[
+            "items"
+        ]
+        == []
+    )
+
+
+def test_a_pool_route_without_its_grant_is_refused_and_a_route_beside_the_pool_gets_its_parent(
+    clean_sandbox: Sandbox, api: k8s.ApiClient
+) -> None:
+    sandbox = clean_sandbox
+    spec = llmd_spec("alpha", "chat", QWEN)
+    objects = [obj for obj in llmd.build_deployment_objects_llmd(spec) if obj["kind"] != "ReferenceGrant"]
+    apply(sandbox, api, build_team_objects(spec, team_gpu_limit=8))
+    apply(sandbox, api, objects)
+    sandbox.settle()
+    route = get(sandbox, api, "aigateway.envoyproxy.io/v1beta1", "AIGatewayRoute", "genai-gateway", "alpha--chat")
+    assert conditions(route) == {
+        "NotAccepted": (
+            "False",
+            "ReconciliationFailed",
+            "cross-namespace reference from AIGatewayRoute in namespace genai-gateway to InferencePool "
+            "chat-inference-pool in namespace genai-alpha is not permitted: no valid ReferenceGrant found in namespace "
+            "genai-alpha. A ReferenceGrant must allow AIGatewayRoute from namespace genai-gateway to reference "
+            "InferencePool in namespace genai-alpha",
+        )
+    }
+    apply(sandbox, api, [llmd.build_pool_reference_grant(spec)])
+    settle_until(
+        sandbox,
+        lambda: (
+            "Accepted"
+            in conditions(
+                get(sandbox, api, "aigateway.envoyproxy.io/v1beta1", "AIGatewayRoute", "genai-gateway", "alpha--chat")
+            )
+        ),
+    )
+
+    # A gateway in the team's own namespace: the route sits beside the pool, and the AI Gateway accepts the pool.
+    local = dataclasses.replace(spec, cluster=dataclasses.replace(CLUSTER, gateway_namespace="genai-alpha"))
+    kind = sandbox.store.kind_by_api_version("gateway.networking.k8s.io/v1", "Gateway")
+    assert kind is not None
+    sandbox.store.create(
+        kind,
+        "genai-alpha",
+        {
+            "metadata": {"name": "ai-gateway"},
+            "spec": {"gatewayClassName": "eg", "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]},
+        },
+        manager="installer",
+    )
+    apply(sandbox, api, [llmd.build_pool_route(local)])
+
+    def pool_of() -> Any:
+        return get(
+            sandbox, api, "inference.networking.k8s.io/v1", "InferencePool", "genai-alpha", "chat-inference-pool"
+        )
+
+    settle_until(sandbox, lambda: bool((pool_of().get("status") or {}).get("parents")))
+    [parent] = pool_of()["status"]["parents"]
+    assert parent["parentRef"] == {
+        "group": "gateway.networking.k8s.io",
+        "kind": "Gateway",
+        "name": "ai-gateway",
+        "namespace": "genai-alpha",
+    }
+    assert [(c["type"], c["status"], c["reason"], c["message"]) for c in parent["conditions"]] == [
+        (
+            "Accepted",
+            "True",
+            "Accepted",
+            "InferencePool has been Accepted by controller ai-gateway-controller: InferencePool reconciled successfully",
+        ),
+        (
+            "ResolvedRefs",
+            "True",
+            "ResolvedRefs",
+            "Reference resolution by controller ai-gateway-controller: All references resolved successfully",
+        ),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------- Kueue
+
+
+def workload_of(sandbox: Sandbox, api: k8s.ApiClient, pod: k8s.V1Pod) -> dict[str, Any]:
+    name = workload_name_for_pod(pod.metadata.name, pod.metadata.uid)
+    return dict(get(sandbox, api, "kueue.x-k8s.io/v1beta2", "Workload", pod.metadata.namespace, name))
+
+
+def decode_pod(api: k8s.ApiClient, spec: DeploymentSpec) -> k8s.V1Pod:
+    [pod] = pods_of(api, f"genai-{spec.team_slug}", f"app.kubernetes.io/name={spec.name},llm-d.ai/role=both")
+    return pod
+
+
+def test_kueue_admits_within_nominal_borrows_idle_quota_queues_when_full_and_admits_when_freed(
+    clean_sandbox: Sandbox, api: k8s.ApiClient
+) -> None:
+    """Two teams, one L4 GPU each in the cohort; alpha may borrow one more, beta none."""
+    sandbox = clean_sandbox
+    apply(sandbox, api, kueue.build_kueue_cluster_objects([L4]))
+    first = llmd_spec("alpha", "first", "alpha--first", cluster=KUEUE_CLUSTER)
+    second = llmd_spec("alpha", "second", "alpha--second", cluster=KUEUE_CLUSTER)
+    late = llmd_spec("beta", "late", "beta--late", cluster=KUEUE_CLUSTER)
+    for spec, quota in ((first, team_quota("alpha", 1, 1)), (late, team_quota("beta", 1, 0))):
+        apply(sandbox, api, build_team_objects(spec, team_gpu_limit=8)[:1])  # the namespace: no ResourceQuota here
+        apply(sandbox, api, kueue.build_kueue_team_objects(KUEUE_CLUSTER, [L4], quota))
+
+    # Within alpha's nominal quota: admitted, ungated, started with the flavor's node labels and tolerations.
+    apply(sandbox, api, llmd.build_deployment_objects_llmd(first))
+    settle_until(sandbox, lambda: decode_pod(api, first).status.phase == "Running")
+    pod = decode_pod(api, first)
+    assert pod.metadata.labels["kueue.x-k8s.io/queue-name"] == "genai-portal"
+    assert pod.spec.scheduling_gates is None
+    assert pod.spec.node_selector == {"nvidia.com/gpu.product": "NVIDIA-L4"}
+    assert [t.key for t in pod.spec.tolerations] == ["nvidia.com/gpu"]
+    admitted = workload_of(sandbox, api, pod)
+    assert admitted["metadata"]["name"].startswith(f"pod-{pod.metadata.name}-")
+    assert admitted["status"]["admission"] == {
+        "clusterQueue": "genai-alpha",
+        "podSetAssignments": [
+            {
+                "name": "main",
+                "flavors": {"nvidia.com/gpu": "nvidia-l4"},
+                "resourceUsage": {"nvidia.com/gpu": "1"},
+                "count": 1,
+            }
+        ],
+    }
+    assert conditions(admitted) == {
+        "QuotaReserved": ("True", "QuotaReserved", "Quota reserved in ClusterQueue genai-alpha"),
+        "Admitted": ("True", "Admitted", "The workload is admitted"),
+    }
+    # The endpoint picker carries no queue label: it is not Kueue's, and takes no GPU quota.
+    [picker] = pods_of(
+        api,
+        "genai-alpha",
+        "app.kubernetes.io/component=llminferenceservice-router-scheduler,app.kubernetes.io/name=first",
+    )
+    assert "kueue.x-k8s.io/queue-name" not in picker.metadata.labels
+
+    # Beyond alpha's nominal quota: beta's idle GPU is borrowed through the cohort.
+    apply(sandbox, api, llmd.build_deployment_objects_llmd(second))
+    settle_until(sandbox, lambda: decode_pod(api, second).status.phase == "Running")
+    assert workload_of(sandbox, api, decode_pod(api, second))["status"]["admission"]["clusterQueue"] == "genai-alpha"
+
+    # Beta wants its GPU back: the cohort is full and nothing is preempted, so it waits, gated, with Kueue's own words.
+    apply(sandbox, api, build_team_objects(late, team_gpu_limit=8)[:1])
+    apply(sandbox, api, llmd.build_deployment_objects_llmd(late))
+    settle_until(sandbox, lambda: "QuotaReserved" in conditions(workload_of(sandbox, api, decode_pod(api, late))))
+    queued = decode_pod(api, late)
+    assert [gate.name for gate in queued.spec.scheduling_gates] == ["kueue.x-k8s.io/admission"]
+    assert queued.status.phase == "Pending"
+    assert conditions(workload_of(sandbox, api, queued)) == {
+        "QuotaReserved": (
+            "False",
+            "Pending",  # Kueue v0.19's default; WaitingForQuota only with the UnadmittedWorkloadsObservability gate
+            "couldn't assign flavors to pod set main: insufficient unused quota for nvidia.com/gpu in flavor "
+            "nvidia-l4, 1 more needed",
+        )
+    }
+    assert (
+        "status" not in workload_of(sandbox, api, queued)
+        or "admission" not in workload_of(sandbox, api, queued)["status"]
+    )
+    assert conditions(service_of(sandbox, api, late))["MainWorkloadReady"] == (
+        "False",
+        "MinimumReplicasUnavailable",
+        "Deployment does not have minimum availability.",
+    )
+
+    # Alpha's borrowed deployment goes: its pod and Workload with it, and beta's queued pod is admitted and starts.
+    delete_service(api, "genai-alpha", "second")
+    settle_until(sandbox, lambda: decode_pod(api, late).status.phase == "Running")
+    assert workload_of(sandbox, api, decode_pod(api, late))["status"]["admission"]["clusterQueue"] == "genai-beta"
+    assert pods_of(api, "genai-alpha", "app.kubernetes.io/name=second") == []
+    workloads = k8s.CustomObjectsApi(api).list_namespaced_custom_object(
+        "kueue.x-k8s.io", "v1beta2", "genai-alpha", "workloads"
+    )
+    assert [item["metadata"]["name"] for item in workloads["items"]] == [admitted["metadata"]["name"]]
+    settle_until(sandbox, lambda: conditions(service_of(sandbox, api, late))["MainWorkloadReady"][0] == "True")
+
+
+def test_a_pod_larger_than_anything_the_queue_could_get_is_reported_as_exceeding_max_quota(
+    clean_sandbox: Sandbox, api: k8s.ApiClient
+) -> None:
+    sandbox = clean_sandbox
+    sandbox.controllers.kueue.settings.unadmitted_observability = True  # the granular reasons
+    try:
+        apply(sandbox, api, kueue.build_kueue_cluster_objects([L4]))
+        big = llmd_spec("alpha", "big", "alpha--big", cluster=KUEUE_CLUSTER, gpus_per_replica=4)
+        apply(sandbox, api, build_team_objects(big, team_gpu_limit=8)[:1])
+        apply(sandbox, api, kueue.build_kueue_team_objects(KUEUE_CLUSTER, [L4], team_quota("alpha", 2, 1)))
+        apply(sandbox, api, llmd.build_deployment_objects_llmd(big))
+        settle_until(sandbox, lambda: "QuotaReserved" in conditions(workload_of(sandbox, api, decode_pod(api, big))))
+        assert conditions(workload_of(sandbox, api, decode_pod(api, big))) == {
+            "QuotaReserved": (
+                "False",
+                "ExceedsMaxQuota",
+                "couldn't assign flavors to pod set main: insufficient quota for nvidia.com/gpu in flavor nvidia-l4, "
+                "previously considered podsets requests (0) + current podset request (4) > maximum capacity (2)",
+            ),
+            "Admitted": ("False", "NoReservation", "The workload has no reservation"),
+        }
+    finally:
+        sandbox.controllers.kueue.settings.unadmitted_observability = False

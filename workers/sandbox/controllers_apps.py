@@ -1,0 +1,295 @@
+"""Simulated built-in controllers for what the llm-d controller creates: Deployments get their pods, pods start
+once nothing gates them, and the garbage collector deletes what an owner reference ties to a deleted object.
+
+- Deployment (kube-controller-manager's deployment + replicaset controllers, folded into one; no ReplicaSet object):
+  `spec.replicas` (default 1) pods from the template, named `<deployment>-<template hash>-<suffix>` and owned by the
+  Deployment. A pod the API server refuses (ResourceQuota admission) is reported as the `ReplicaFailure` condition
+  with reason `FailedCreate` and the API server's message, as the ReplicaSet controller reports it. Status:
+  `replicas`, `readyReplicas`, `availableReplicas`, `updatedReplicas`, and the `Available` condition
+  (`MinimumReplicasAvailable` "Deployment has minimum availability." / `MinimumReplicasUnavailable` "Deployment
+  does not have minimum availability.", kubernetes pkg/controller/deployment/util/deployment_util.go) with the
+  default maxUnavailable of 25% rounded down.
+- Pods (the scheduler and kubelet): a pod with `spec.schedulingGates` stays `Pending` with `PodScheduled` False,
+  reason `SchedulingGated` ("Scheduling is blocked due to non-empty scheduling gates", kubernetes
+  pkg/scheduler/framework/plugins/schedulinggates); once its gates are gone it is `Running` and Ready with a pod IP.
+- Garbage collector: when an object is deleted, the objects whose `ownerReferences` name its uid are deleted
+  (background propagation), and so on down the chain.
+
+Level-triggered, but only when something they watch changed (an informer's event), so an idle sandbox pays nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from workers.sandbox.store import ApiError, Kind, Store, now_rfc3339
+
+Obj = dict[str, Any]
+DEPLOYMENT_MANAGER = "kube-controller-manager"
+KUBELET_MANAGER = "kubelet"
+GATED_MESSAGE = "Scheduling is blocked due to non-empty scheduling gates"
+# Kinds whose objects the simulated controllers create with owner references: where the collector looks.
+DEPENDENT_KINDS = (
+    ("apps", "v1", "deployments"),
+    ("", "v1", "services"),
+    ("", "v1", "pods"),
+    ("inference.networking.k8s.io", "v1", "inferencepools"),
+    ("kueue.x-k8s.io", "v1beta2", "workloads"),
+)
+
+
+def owner_reference(owner: Obj, api_version: str, kind: str) -> Obj:
+    """A controller reference, as metav1.NewControllerRef writes it."""
+    return {
+        "apiVersion": api_version,
+        "kind": kind,
+        "name": owner["metadata"]["name"],
+        "uid": owner["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def owned_by(obj: Obj, uid: str) -> bool:
+    return any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences") or [])
+
+
+def pod_ready(pod: Obj) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def condition(kind: str, state: str, reason: str = "", message: str = "") -> Obj:
+    found: Obj = {"type": kind, "status": state, "lastTransitionTime": now_rfc3339()}
+    if reason:
+        found["reason"] = reason
+    if message:
+        found["message"] = message
+    return found
+
+
+def without_times(status: Any) -> Any:
+    if isinstance(status, dict):
+        return {k: without_times(v) for k, v in status.items() if k not in ("lastTransitionTime", "lastUpdateTime")}
+    if isinstance(status, list):
+        return [without_times(v) for v in status]
+    return status
+
+
+def keep_transition_times(desired: list[Obj], current: list[Obj]) -> list[Obj]:
+    """A condition keeps its lastTransitionTime while its status does not change."""
+    before = {c.get("type"): c for c in current}
+    for item in desired:
+        earlier = before.get(item.get("type"))
+        if earlier is not None and earlier.get("status") == item.get("status") and earlier.get("lastTransitionTime"):
+            item["lastTransitionTime"] = earlier["lastTransitionTime"]
+    return desired
+
+
+@dataclass
+class AppsControllers:
+    store: Store
+    # The mutating admission webhooks a new pod passes through (Kueue's gates the pods a queue holds).
+    pod_webhooks: list[Callable[[Obj], None]] = field(default_factory=list)
+    _dirty: threading.Event = field(default_factory=threading.Event)
+    _deleted: set[str] = field(default_factory=set)  # uids deleted since the collector last ran
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _pod_ips: int = 0
+
+    def __post_init__(self) -> None:
+        self.store.listeners.append(self._on_event)
+        self._dirty.set()
+
+    def _on_event(self, event: str, kind: Kind, obj: Obj) -> None:
+        if event == "DELETED":
+            with self._lock:
+                self._deleted.add(str(obj["metadata"].get("uid", "")))
+        if kind.kind in ("Deployment", "Pod", "ResourceQuota") or event == "DELETED":
+            self._dirty.set()
+
+    def forget(self) -> None:
+        with self._lock:
+            self._deleted.clear()
+        self._dirty.set()
+
+    def step(self) -> None:
+        self.collect_garbage()
+        if not self._dirty.is_set():
+            return
+        self._dirty.clear()
+        deployment_kind = self.store.kinds.get(("apps", "v1", "deployments"))
+        if deployment_kind is not None:
+            for deployment in self.store.iter_objects(deployment_kind):
+                try:
+                    self._deployment(deployment_kind, deployment)
+                except ApiError:  # changed or deleted under us: the event marks us dirty again
+                    self._dirty.set()
+        self._start_ungated_pods()
+
+    # ------------------------------------------------------------------ garbage collector
+
+    def collect_garbage(self) -> None:
+        while True:
+            with self._lock:
+                gone, self._deleted = self._deleted, set()
+            gone.discard("")
+            if not gone:
+                return
+            for key in DEPENDENT_KINDS:
+                kind = self.store.kinds.get(key)
+                if kind is None:
+                    continue
+                for obj in self.store.iter_objects(kind):
+                    refs = obj["metadata"].get("ownerReferences") or []
+                    if any(ref.get("uid") in gone for ref in refs):
+                        with contextlib.suppress(ApiError):  # already gone (its namespace went)
+                            self.store.delete(kind, obj["metadata"].get("namespace"), obj["metadata"]["name"])
+
+    # ------------------------------------------------------------------ deployments
+
+    def _deployment(self, kind: Kind, deployment: Obj) -> None:
+        pod_kind = self.store.kinds[("", "v1", "pods")]
+        metadata = deployment["metadata"]
+        namespace, name, uid = metadata["namespace"], metadata["name"], metadata["uid"]
+        spec = deployment.get("spec") or {}
+        wanted = int(spec.get("replicas", 1) if spec.get("replicas") is not None else 1)
+        template = spec.get("template") or {}
+        template_hash = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
+        listing = self.store.list(pod_kind, namespace)["items"]
+        pods = sorted((pod for pod in listing if owned_by(pod, uid)), key=lambda pod: pod["metadata"]["name"])
+        current = [
+            pod for pod in pods if (pod["metadata"].get("labels") or {}).get("pod-template-hash") == template_hash
+        ]
+        for pod in [pod for pod in pods if pod not in current] + current[wanted:]:
+            with contextlib.suppress(ApiError):
+                self.store.delete(pod_kind, namespace, pod["metadata"]["name"])
+        current = current[:wanted]
+        failure = ""
+        taken = {pod["metadata"]["name"] for pod in current}
+        ordinal = 0
+        while len(current) < wanted:
+            suffix = hashlib.sha256(f"{uid}/{template_hash}/{ordinal}".encode()).hexdigest()[:5]
+            ordinal += 1
+            pod_name = f"{name}-{template_hash}-{suffix}"
+            if pod_name in taken:
+                continue
+            try:
+                current.append(self._create_pod(pod_kind, deployment, template, template_hash, pod_name))
+            except ApiError as error:
+                failure = error.message
+                break
+        ready = sum(1 for pod in current if pod_ready(pod))
+        self._deployment_status(kind, deployment, wanted, len(current), ready, template_hash, failure)
+
+    def _create_pod(self, pod_kind: Kind, deployment: Obj, template: Obj, template_hash: str, name: str) -> Obj:
+        pod_metadata = copy.deepcopy(template.get("metadata") or {})
+        labels = dict(pod_metadata.get("labels") or {})
+        labels["pod-template-hash"] = template_hash
+        pod: Obj = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "labels": labels,
+                "annotations": dict(pod_metadata.get("annotations") or {}),
+                "ownerReferences": [owner_reference(deployment, "apps/v1", "Deployment")],
+            },
+            "spec": copy.deepcopy(template.get("spec") or {}),
+            "status": {"phase": "Pending", "conditions": [condition("PodScheduled", "False", "Unschedulable")]},
+        }
+        for webhook in self.pod_webhooks:
+            webhook(pod)
+        if pod["spec"].get("schedulingGates"):
+            pod["status"] = _gated_status()
+        else:
+            pod["status"] = self._running_status()
+        return self.store.create(pod_kind, deployment["metadata"]["namespace"], pod, manager=DEPLOYMENT_MANAGER)
+
+    def _running_status(self) -> Obj:
+        self._pod_ips += 1
+        return {
+            "phase": "Running",
+            "podIP": f"10.244.{(self._pod_ips // 250) % 250}.{self._pod_ips % 250 + 2}",
+            "conditions": [
+                condition("PodScheduled", "True"),
+                condition("Initialized", "True"),
+                condition("ContainersReady", "True"),
+                condition("Ready", "True"),
+            ],
+        }
+
+    def _start_ungated_pods(self) -> None:
+        """The scheduler binds and the kubelet starts pods whose gates were removed."""
+        pod_kind = self.store.kinds[("", "v1", "pods")]
+        for pod in self.store.iter_objects(pod_kind):
+            status = pod.get("status") or {}
+            if pod["spec"].get("schedulingGates") or status.get("phase") != "Pending":
+                continue
+            with contextlib.suppress(ApiError):
+                self.store.update_status(
+                    pod_kind,
+                    pod["metadata"]["namespace"],
+                    pod["metadata"]["name"],
+                    self._running_status(),
+                    manager=KUBELET_MANAGER,
+                )
+
+    def _deployment_status(
+        self, kind: Kind, deployment: Obj, wanted: int, replicas: int, ready: int, template_hash: str, failure: str
+    ) -> None:
+        metadata = deployment["metadata"]
+        max_unavailable = wanted * 25 // 100
+        conditions = []
+        if ready >= wanted - max_unavailable:
+            conditions.append(
+                condition("Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability.")
+            )
+        else:
+            conditions.append(
+                condition(
+                    "Available", "False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability."
+                )
+            )
+        replica_set = f"{metadata['name']}-{template_hash}"
+        if ready >= wanted:
+            conditions.append(
+                condition(
+                    "Progressing",
+                    "True",
+                    "NewReplicaSetAvailable",
+                    f'ReplicaSet "{replica_set}" has successfully progressed.',
+                )
+            )
+        else:
+            conditions.append(
+                condition("Progressing", "True", "ReplicaSetUpdated", f'ReplicaSet "{replica_set}" is progressing.')
+            )
+        if failure:
+            conditions.append(condition("ReplicaFailure", "True", "FailedCreate", failure))
+        current = deployment.get("status") or {}
+        desired: Obj = {
+            "observedGeneration": int(metadata.get("generation") or 1),
+            "replicas": replicas,
+            "updatedReplicas": replicas,
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+            "conditions": keep_transition_times(conditions, current.get("conditions") or []),
+        }
+        if wanted > ready:
+            desired["unavailableReplicas"] = wanted - ready
+        if without_times(desired) != without_times(current):
+            self.store.update_status(kind, metadata["namespace"], metadata["name"], desired, manager=DEPLOYMENT_MANAGER)
+
+
+def _gated_status() -> Obj:
+    return {
+        "phase": "Pending",
+        "conditions": [condition("PodScheduled", "False", "SchedulingGated", GATED_MESSAGE)],
+    }
