@@ -299,9 +299,13 @@ def prune(cluster: Cluster, owned: list[ListedObject], desired: list[dict[str, A
 def _endpoint_base(spec: DeploymentSpec, serving: dict[str, Any]) -> str:
     if spec.cluster.gateway_url:
         return spec.cluster.gateway_url
-    url = str(((serving.get("status") or {}).get("url")) or "")
+    status = serving.get("status") or {}
+    url = str(status.get("url") or "")
     if spec.serving_mode == LLMD_MODE:
-        return url  # vLLM itself answers under /v1
+        # vLLM itself answers under /v1. With no KServe-managed route there is no status.url, only the workload
+        # Service's in-cluster address (KServe v0.20.0 router.go updateRoutingStatus).
+        addresses = [item.get("url") for item in status.get("addresses") or [] if isinstance(item, dict)]
+        return url or str(next((address for address in addresses if address), ""))
     return f"{url.rstrip('/')}/openai" if url else ""
 
 
