@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from django.db.models import QuerySet
 
 from catalog.sizing import PoolOffer
-from portal.clusters.contracts import AcceleratorPoolContract, ClusterConnection, ClusterContract
+from portal.clusters.contracts import KUEUE, AcceleratorPoolContract, ClusterConnection, ClusterContract
 from portal.clusters.models import AcceleratorPool, Cluster
 from portal.core.encryption import decrypt_secret
 from portal.core.errors import NotFound
@@ -105,6 +105,11 @@ def pool_contract(*, cluster_id: int, accelerator_type: str) -> AcceleratorPoolC
         tolerations=tuple(pool.tolerations),
         gpu_memory_gb=pool.gpu_memory_gb,
     )
+
+
+def kueue_cluster_ids() -> list[int]:
+    """Clusters whose GPUs Kueue caps."""
+    return list(Cluster.objects.filter(gpu_quota=KUEUE).order_by("pk").values_list("pk", flat=True))
 
 
 def pool_contracts(*, cluster_id: int) -> list[AcceleratorPoolContract]:

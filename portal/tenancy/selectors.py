@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from django.db.models import Prefetch, QuerySet, Sum
+from django.db.models import Prefetch, Q, QuerySet, Sum
 
 from portal.core.errors import NotFound
 from portal.tenancy.contracts import TeamQuotaContract
@@ -98,6 +98,20 @@ def team_quota_contract(*, team_slug: str) -> TeamQuotaContract:
         },
         serving_tier=quota.serving_tier,
     )
+
+
+def team_quota_contracts(*, accelerator_types: Iterable[str]) -> list[TeamQuotaContract]:
+    """The quotas of the active teams holding (or allowed to borrow) GPUs of any of these types: the teams that get
+    GPU queues on a Kueue cluster with such pools."""
+    slugs = (
+        TeamGpuQuota.objects.filter(
+            accelerator_type__in=list(accelerator_types), quota__team__status=Team.Status.ACTIVE
+        )
+        .filter(Q(gpus__gt=0) | Q(borrowing_limit__gt=0))
+        .values_list("quota__team__slug", flat=True)
+        .distinct()
+    )
+    return [team_quota_contract(team_slug=slug) for slug in sorted(set(slugs))]
 
 
 def user_get_by_reference(*, reference: str) -> User | None:

@@ -43,7 +43,11 @@ from workers.provisioning.manifests.deployment import (
     build_team_objects,
     namespace_of,
 )
-from workers.provisioning.manifests.kueue import build_kueue_cluster_objects, build_kueue_team_objects
+from workers.provisioning.manifests.kueue import (
+    build_kueue_cluster_objects,
+    build_kueue_quota_objects,
+    build_kueue_team_objects,
+)
 from workers.provisioning.manifests.labels import DEPLOYMENT_ID_KEY, MANAGED_BY, MANAGED_BY_KEY, deployment_selector
 from workers.provisioning.manifests.llmd import (
     INFERENCE_POOL_GROUP,
@@ -453,6 +457,36 @@ def reconcile_deployment(deployment_id: int) -> ReconcileResult:
         return ReconcileResult(deployment_id, "applied" if writes else "unchanged", writes, status.phase)
 
 
+def cluster_quota_objects(contract: ClusterContract) -> list[dict[str, Any]]:
+    """A Kueue cluster's cohort, flavors and every GPU-holding team's namespace and queues; nothing elsewhere."""
+    if contract.gpu_quota != KUEUE:
+        return []
+    pools = cluster_selectors.pool_contracts(cluster_id=contract.cluster_id)
+    quotas = tenancy_selectors.team_quota_contracts(accelerator_types=[pool.accelerator_type for pool in pools])
+    return build_kueue_quota_objects(contract, pools, quotas)
+
+
+def converge_cluster_quota(cluster: Cluster, contract: ClusterContract, snapshot: ClusterSnapshot | None) -> int:
+    """Apply the cluster's Kueue objects that are missing or changed (compared with the snapshot when there is one,
+    so an unchanged cluster costs no request); returns the writes."""
+    manifests = cluster_quota_objects(contract)
+    if snapshot is None:
+        return converge(cluster, manifests)[0]
+    writes = 0
+    for manifest in manifests:
+        if not in_sync(snapshot.live(_key_of(manifest)), manifest):
+            cluster.apply(with_hash(manifest))
+            writes += 1
+    return writes
+
+
+def reconcile_cluster_quota(cluster_id: int) -> int:
+    """Converge a cluster's GPU queues now (a cluster moved to Kueue, a team's quota changed): the writes made."""
+    contract = cluster_selectors.cluster_contract(cluster_id=cluster_id)
+    cluster = connect(cluster_selectors.cluster_connection(cluster_id=cluster_id))
+    return converge_cluster_quota(cluster, contract, None)
+
+
 def _drop_resource_quota(cluster: Cluster, spec: DeploymentSpec) -> int:
     """A cluster moved to Kueue: the namespace's ResourceQuota from before would still cap the team below what Kueue
     lends it, so it goes (deployments stay; Kueue admits their pods from now on)."""
@@ -684,7 +718,9 @@ def resync_cluster(cluster_id: int, deployment_ids: list[int]) -> ResyncResult:
     status changed (under their lock, skipped when busy), and return the ones that drifted, for a full
     reconcile. Unchanged deployments cost no cluster write and no database write."""
     cluster = connect(cluster_selectors.cluster_connection(cluster_id=cluster_id))
-    snapshot = cluster_snapshot(cluster, cluster_selectors.cluster_contract(cluster_id=cluster_id))
+    contract = cluster_selectors.cluster_contract(cluster_id=cluster_id)
+    snapshot = cluster_snapshot(cluster, contract)
+    converge_cluster_quota(cluster, contract, snapshot)
     recorded_before = deployment_selectors.deployment_observed_statuses(deployment_ids=deployment_ids)
     stale: list[int] = []
     specs_of_stale: dict[int, DeploymentSpec] = {}
