@@ -102,6 +102,7 @@ class AppsControllers:
     _deleted: set[str] = field(default_factory=set)  # uids deleted since the collector last ran
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _pod_ips: int = 0
+    _pods_made: int = 0
 
     def __post_init__(self) -> None:
         self.store.listeners.append(self._on_event)
@@ -172,14 +173,11 @@ class AppsControllers:
                 self.store.delete(pod_kind, namespace, pod["metadata"]["name"])
         current = current[:wanted]
         failure = ""
-        taken = {pod["metadata"]["name"] for pod in current}
-        ordinal = 0
         while len(current) < wanted:
-            suffix = hashlib.sha256(f"{uid}/{template_hash}/{ordinal}".encode()).hexdigest()[:5]
-            ordinal += 1
+            # A new name each time, as the ReplicaSet's generateName gives: a replacement is another pod.
+            self._pods_made += 1
+            suffix = hashlib.sha256(f"{uid}/{self._pods_made}".encode()).hexdigest()[:5]
             pod_name = f"{name}-{template_hash}-{suffix}"
-            if pod_name in taken:
-                continue
             try:
                 current.append(self._create_pod(pod_kind, deployment, template, template_hash, pod_name))
             except ApiError as error:

@@ -29,10 +29,19 @@ What it does, each fact from Kueue's source at that tag:
   "QuotaReserved" "Quota reserved in ClusterQueue <cq>" (pkg/workload/workload.go SetQuotaReservation) and Admitted
   True "Admitted" "The workload is admitted"; the pod gets the flavor's node labels and tolerations and its gate is
   removed, so it starts.
+- The queues' status: Active, pending/reserving/admitted workload counts, GPUs reserved (and borrowed) per flavor.
 - Level-triggered: every change to a pod, Workload or queue object re-runs admission, so a deleted deployment's
   GPUs admit the next queued pod.
 
-Not modelled: preemption (`reclaimWithinCohort`: a team taking back its nominal quota from a borrower), lendingLimit,
+- Reclaim (`preemption.reclaimWithinCohort: Any`, `borrowWithinCohort: Never`): a workload that would fit within its
+  ClusterQueue's nominal quota preempts workloads of other ClusterQueues in the cohort while they borrow, newest
+  reservation first, as few as make it fit (pkg/scheduler/preemption); it waits with "... . Pending the preemption of
+  <n> workload(s)" (scheduler.go markPreemptionOutcome), each victim gets Evicted (reason Preempted) and Preempted
+  (reason InCohortReclamation, "Preempted to accommodate a workload (UID: <u>, JobUID: <j>) due to reclamation within
+  the cohort; preemptor path: /<cohort>/<cq>; preemptee path: /<cohort>/<cq>") and its pod is deleted; the preemptor
+  is admitted on the next pass. The reason the preemptor's condition carries while it waits is taken as "Pending".
+
+Not modelled: priorities (all workloads at one priority), preemption within a ClusterQueue, lendingLimit,
 fair sharing, a Cohort's own quota, the pods' `kueue.x-k8s.io/managed` finalizer, resources other than GPUs (the
 portal runs Kueue with quotaCheckStrategy IgnoreUndeclared).
 """
@@ -103,12 +112,22 @@ def _condition(kind: str, state: str, reason: str, message: str, generation: int
 
 
 @dataclass(frozen=True)
+class _Admitted:
+    workload: Obj
+    cluster_queue: str
+    flavor: str
+    amount: int
+    order: tuple[str, float]  # when its quota was reserved (then creation order): newest preempted first
+
+
+@dataclass(frozen=True)
 class _Decision:
     cluster_queue: str
     flavor: str | None  # None: not admitted
     reason: str = ""
     message: str = ""
     legacy_reason: str = "Pending"
+    victims: tuple[_Admitted, ...] = ()  # to preempt so that it fits (reclaimWithinCohort)
 
 
 @dataclass
@@ -203,15 +222,26 @@ class KueueControllers:
         queues = self._objects("clusterqueues")
         flavors = self._objects("resourceflavors")
         usage: dict[tuple[str, str], int] = {}
+        admitted: list[_Admitted] = []
         pending = []
         for workload in workloads:
             admission = (workload.get("status") or {}).get("admission")
             if admission:
+                reserved_at = next(
+                    (
+                        str(c.get("lastTransitionTime", ""))
+                        for c in workload["status"].get("conditions") or []
+                        if c.get("type") == "QuotaReserved"
+                    ),
+                    "",
+                )
                 for assignment in admission.get("podSetAssignments") or []:
                     for resource, flavor in (assignment.get("flavors") or {}).items():
                         amount = quantity((assignment.get("resourceUsage") or {}).get(resource, 0))
                         key = (str(admission.get("clusterQueue")), str(flavor))
                         usage[key] = usage.get(key, 0) + amount
+                        order = (reserved_at, self._order.get(workload["metadata"]["uid"], -1.0))
+                        admitted.append(_Admitted(workload, key[0], key[1], amount, order))
                 self._ungate(workload, flavors, admission)
             else:
                 pending.append(workload)
@@ -222,8 +252,18 @@ class KueueControllers:
                 w["metadata"]["name"],
             )
         )
+        waiting: dict[tuple[str, str], int] = {}  # (namespace, local queue) -> pending workloads
         for workload in pending:
-            decision = self._decide(workload, queues, flavors, usage)
+            decision = self._decide(workload, queues, flavors, usage, admitted)
+            if decision.victims:
+                for victim in decision.victims:
+                    self._preempt(workload_kind, victim, workload, decision.cluster_queue, queues)
+                    key = (victim.cluster_queue, victim.flavor)
+                    usage[key] = usage.get(key, 0) - victim.amount
+                    admitted.remove(victim)
+            if decision.flavor is None:
+                key = (workload["metadata"]["namespace"], str((workload.get("spec") or {}).get("queueName", "")))
+                waiting[key] = waiting.get(key, 0) + 1
             if decision.flavor is not None:
                 request = self._request(workload)
                 key = (decision.cluster_queue, decision.flavor)
@@ -243,6 +283,7 @@ class KueueControllers:
                 self._ungate(workload, flavors, admission)
             else:
                 self._write_pending(workload_kind, workload, decision)
+        self._queue_status(queues, usage, waiting)
 
     @staticmethod
     def _request(workload: Obj) -> int:
@@ -253,7 +294,12 @@ class KueueControllers:
         )
 
     def _decide(
-        self, workload: Obj, queues: dict[str, Obj], flavors: dict[str, Obj], usage: dict[tuple[str, str], int]
+        self,
+        workload: Obj,
+        queues: dict[str, Obj],
+        flavors: dict[str, Obj],
+        usage: dict[tuple[str, str], int],
+        admitted: list[_Admitted],
     ) -> _Decision:
         namespace = workload["metadata"]["namespace"]
         queue_name = str((workload.get("spec") or {}).get("queueName", ""))
@@ -307,8 +353,87 @@ class KueueControllers:
                 f"insufficient unused quota for {GPU} in flavor {flavor_name}, {request - available} more needed"
             )
             best_reason = "WaitingForQuota"  # the least severe (flavorassigner.go reasonSeverity)
+            victims = self._reclaimable(cq_name, queues, flavor_name, usage, admitted, request)
+            if victims:
+                message = f"couldn't assign flavors to pod set {POD_SET}: {', '.join(reasons)}"
+                message += f". Pending the preemption of {len(victims)} workload(s)"  # scheduler.go
+                return _Decision(cq_name, None, "Pending", message, "Pending", victims)
         message = f"couldn't assign flavors to pod set {POD_SET}: {', '.join(reasons)}"
         return self._no_fit(cq_name, best_reason or "NoMatchingFlavor", message)
+
+    def _reclaimable(
+        self,
+        cq_name: str,
+        queues: dict[str, Obj],
+        flavor_name: str,
+        usage: dict[tuple[str, str], int],
+        admitted: list[_Admitted],
+        request: int,
+    ) -> tuple[_Admitted, ...]:
+        """The workloads to preempt so the request fits within its ClusterQueue's nominal quota, taken from other
+        ClusterQueues of the cohort while they borrow (`reclaimWithinCohort: Any`; no preemption while borrowing,
+        `borrowWithinCohort: Never`): newest reservation first (preemption/common/ordering.go CandidatesOrdering,
+        all at one priority). Empty when that cannot make it fit."""
+        queue = queues[cq_name]
+        spec = queue.get("spec") or {}
+        if (spec.get("preemption") or {}).get("reclaimWithinCohort", "Never") != "Any" or not spec.get("cohortName"):
+            return ()
+        nominal, _ = self._quota(queue, flavor_name)
+        if usage.get((cq_name, flavor_name), 0) + request > nominal:
+            return ()
+        cohort = spec["cohortName"]
+        simulated = dict(usage)
+        chosen: list[_Admitted] = []
+        candidates = [
+            entry
+            for entry in admitted
+            if entry.flavor == flavor_name
+            and entry.cluster_queue != cq_name
+            and ((queues.get(entry.cluster_queue) or {}).get("spec") or {}).get("cohortName") == cohort
+        ]
+        for entry in sorted(candidates, key=lambda item: item.order, reverse=True):
+            key = (entry.cluster_queue, flavor_name)
+            if simulated.get(key, 0) <= self._quota(queues[entry.cluster_queue], flavor_name)[0]:
+                continue  # that queue is within its own quota now: nothing of it can be reclaimed
+            simulated[key] = simulated.get(key, 0) - entry.amount
+            chosen.append(entry)
+            if request <= self._capacity(cq_name, queues, flavor_name, simulated)[0]:
+                return tuple(chosen)
+        return ()
+
+    def _preempt(
+        self, kind: Kind, victim: _Admitted, preemptor: Obj, preemptor_queue: str, queues: dict[str, Obj]
+    ) -> None:
+        """Evict the victim (Evicted and Preempted conditions, its quota released) and stop its pod: the pod
+        integration deletes it (pkg/controller/jobs/pod/pod_controller.go Stop), and its Deployment makes a new one,
+        which queues again."""
+        cohort = ((queues.get(preemptor_queue) or {}).get("spec") or {}).get("cohortName", "")
+        message = (
+            f"Preempted to accommodate a workload (UID: {preemptor['metadata']['uid']}, JobUID: "
+            f"{(preemptor['metadata'].get('labels') or {}).get(JOB_UID_LABEL, 'UNKNOWN')}) due to reclamation within "
+            f"the cohort; preemptor path: /{cohort}/{preemptor_queue}; preemptee path: /{cohort}/{victim.cluster_queue}"
+        )  # preemption.go preemptionMessage, buildCQPath
+        workload = victim.workload
+        generation = int(workload["metadata"].get("generation") or 1)
+        status = {
+            "conditions": [
+                _condition("QuotaReserved", "False", "Preempted", message, generation),
+                _condition("Evicted", "True", "Preempted", message, generation),
+                _condition("Preempted", "True", "InCohortReclamation", message, generation),
+            ]
+        }
+        with contextlib.suppress(ApiError):
+            self.store.update_status(
+                kind, workload["metadata"]["namespace"], workload["metadata"]["name"], status, manager=KUEUE_MANAGER
+            )
+        owner = next(
+            (ref for ref in workload["metadata"].get("ownerReferences") or [] if ref.get("kind") == "Pod"), None
+        )
+        if owner is not None:
+            with contextlib.suppress(ApiError):
+                self.store.delete(
+                    self.store.kinds[("", "v1", "pods")], workload["metadata"]["namespace"], owner["name"]
+                )
 
     def _no_fit(self, cq_name: str, reason: str, message: str) -> _Decision:
         return _Decision(cq_name, None, reason, message, "Pending")
@@ -354,6 +479,107 @@ class KueueControllers:
         cohort_used = sum(usage.get((name, flavor_name), 0) for name in members)
         ceiling: float = math.inf if limit is None else nominal + limit
         return max(min(ceiling - used, cohort_nominal - cohort_used), 0), min(ceiling, cohort_nominal)
+
+    # ------------------------------------------------------------------ queue status
+
+    def _queue_status(
+        self, queues: dict[str, Obj], usage: dict[tuple[str, str], int], waiting: dict[tuple[str, str], int]
+    ) -> None:
+        """What Kueue's cache reports on the queues: Active (pkg/cache/scheduler/clusterqueue.go "Ready", "Can admit
+        new workloads"; localqueue_controller.go "Can submit new workloads to localQueue"), the workloads waiting and
+        admitted, and per flavor the GPUs reserved and how many of them are borrowed."""
+        workload_kind = self._kind("workloads")
+        local_kind = self._kind("localqueues")
+        queue_kind = self._kind("clusterqueues")
+        if workload_kind is None or local_kind is None or queue_kind is None:
+            return
+        locals_by_key = {
+            (item["metadata"]["namespace"], item["metadata"]["name"]): item
+            for item in self.store.iter_objects(local_kind)
+        }
+        admitted_local: dict[tuple[str, str], int] = {}
+        local_usage: dict[tuple[str, str], dict[str, int]] = {}
+        admitted_queue: dict[str, int] = {}
+        for workload in self.store.iter_objects(workload_kind):
+            admission = (workload.get("status") or {}).get("admission")
+            if not admission:
+                continue
+            key = (workload["metadata"]["namespace"], str((workload.get("spec") or {}).get("queueName", "")))
+            admitted_local[key] = admitted_local.get(key, 0) + 1
+            queue_name = str(admission.get("clusterQueue"))
+            admitted_queue[queue_name] = admitted_queue.get(queue_name, 0) + 1
+            for assignment in admission.get("podSetAssignments") or []:
+                for flavor in (assignment.get("flavors") or {}).values():
+                    amount = quantity((assignment.get("resourceUsage") or {}).get(GPU, 0))
+                    per_flavor = local_usage.setdefault(key, {})
+                    per_flavor[str(flavor)] = per_flavor.get(str(flavor), 0) + amount
+        pending_queue: dict[str, int] = {}
+        for key, count in waiting.items():
+            local = locals_by_key.get(key)
+            if local is not None:
+                queue_name = str((local.get("spec") or {}).get("clusterQueue", ""))
+                pending_queue[queue_name] = pending_queue.get(queue_name, 0) + count
+        for name, queue in queues.items():
+            flavor_names = [
+                str(flavor.get("name"))
+                for group in (queue.get("spec") or {}).get("resourceGroups") or []
+                for flavor in group.get("flavors") or []
+            ]
+            reserved = [
+                {
+                    "name": flavor,
+                    "resources": [
+                        {
+                            "name": GPU,
+                            "total": str(usage.get((name, flavor), 0)),
+                            "borrowed": str(max(usage.get((name, flavor), 0) - self._quota(queue, flavor)[0], 0)),
+                        }
+                    ],
+                }
+                for flavor in flavor_names
+            ]
+            self._write_queue_status(
+                queue_kind,
+                queue,
+                "Can admit new workloads",
+                {
+                    "pendingWorkloads": pending_queue.get(name, 0),
+                    "reservingWorkloads": admitted_queue.get(name, 0),
+                    "admittedWorkloads": admitted_queue.get(name, 0),
+                    "flavorsReservation": reserved,
+                    "flavorsUsage": copy.deepcopy(reserved),
+                },
+            )
+        for key, local in locals_by_key.items():
+            used = [
+                {"name": flavor, "resources": [{"name": GPU, "total": str(amount)}]}
+                for flavor, amount in sorted(local_usage.get(key, {}).items())
+            ]
+            self._write_queue_status(
+                local_kind,
+                local,
+                "Can submit new workloads to localQueue",
+                {
+                    "pendingWorkloads": waiting.get(key, 0),
+                    "reservingWorkloads": admitted_local.get(key, 0),
+                    "admittedWorkloads": admitted_local.get(key, 0),
+                    "flavorsReservation": used,
+                    "flavorsUsage": copy.deepcopy(used),
+                },
+            )
+
+    def _write_queue_status(self, kind: Kind, queue: Obj, message: str, counts: Obj) -> None:
+        current = queue.get("status") or {}
+        active = _condition("Active", "True", "Ready", message, int(queue["metadata"].get("generation") or 1))
+        earlier = next((c for c in current.get("conditions") or [] if c.get("type") == "Active"), None)
+        if earlier is not None and earlier.get("status") == "True":
+            active["lastTransitionTime"] = earlier.get("lastTransitionTime", active["lastTransitionTime"])
+        desired = {"conditions": [active], **counts}
+        if without_times(desired) != without_times(current):
+            with contextlib.suppress(ApiError):
+                self.store.update_status(
+                    kind, queue["metadata"].get("namespace"), queue["metadata"]["name"], desired, manager=KUEUE_MANAGER
+                )
 
     # ------------------------------------------------------------------ writes
 

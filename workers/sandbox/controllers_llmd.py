@@ -29,7 +29,8 @@ LLMInferenceService in single-node mode with `router.scheduler` and no pool ref:
   `status.url` is set; `status.addresses` holds the workload Service's cluster address (router.go
   updateRoutingStatus). `serving.kserve.io/stop: "true"` scales the workloads to zero and reports "Stopped",
   "Service is stopped".
-- PresetsCombined True (the well-known presets always exist in the sandbox).
+- PresetsCombined True (the well-known presets always exist in the sandbox). ScalingReady (PrefillScalingReady) True
+  when `scaling` is set: the sandbox has no Workload Variant Autoscaler, HPA or KEDA, and takes them as working.
 
 Envoy AI Gateway v1.1.0 (internal/controller/inference_pool.go) writes an InferencePool's `status.parents`: one entry
 per Gateway that an AIGatewayRoute *in the pool's namespace* attaches to while naming the pool in a backendRef
@@ -386,6 +387,12 @@ class LlmdControllers:
                 workload_parts.append(
                     _knative("PrefillWorkloadReady", "True" if ready else "False", reason, message, info=True)
                 )
+            # Autoscaled through the WVA: the sandbox's HPA or ScaledObject counts as working (its Ready is what
+            # scaling.go propagates); without `scaling` the condition is unset and does not count.
+            if spec.get("scaling"):
+                workload_parts.append(_knative("ScalingReady", "True", info=True))
+            if prefill_name is not None and (spec.get("prefill") or {}).get("scaling"):
+                workload_parts.append(_knative("PrefillScalingReady", "True", info=True))
         router_parts = []
         if has_scheduler:
             if stopped:

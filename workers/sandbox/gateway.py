@@ -548,6 +548,7 @@ class SandboxGateway:
                 served_models=served[backend.ref.index],
                 cache=self.prefix_cache,
                 created=created,
+                api_root="/v1" if backend.pool is not None else "/openai/v1",
             )
         else:
             response = serve_provider(

@@ -285,10 +285,12 @@ def serve_model(
     served_models: tuple[str, ...],
     cache: PrefixCache,
     created: int,
+    api_root: str = "/openai/v1",
 ) -> UpstreamResponse:
     """The KServe Hugging Face server (vLLM backend): OpenAI endpoints under /openai/v1, one served model name
-    (`--model_name`), FastAPI's 404 for other paths and vLLM's 404 for another model."""
-    operation = next((op for op in OPERATIONS if path == f"/openai/v1/{op}"), None)
+    (`--model_name`), FastAPI's 404 for other paths and vLLM's 404 for another model. `vllm serve` itself (the llm-d
+    model servers) answers the same under /v1 (vllm/entrypoints/openai/api_server.py)."""
+    operation = next((op for op in OPERATIONS if path == f"{api_root}/{op}"), None)
     if operation is None:
         return _json_response(404, {"detail": "Not Found"})
     model = body.get("model")

@@ -7,6 +7,7 @@ sandbox gateway serves an AIGatewayRoute to the pool, metered exactly like any b
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -20,14 +21,26 @@ from portal.deployments.contracts import LLMD_MODE, DeploymentSpec
 from portal.tenancy.contracts import TeamQuotaContract
 from tests.workers.conftest import sandbox_api_client
 from tests.workers.sandbox.test_gateway_dataplane import (
+    ALPHA,
+    CHAT,
     CLUSTER,
+    GATEWAY,
+    HELLO,
     QWEN,
+    Clock,
+    apply_policy,
+    call,
+    chat,
     deployment_spec,
+    policy_spec,
+    team,
+    window_start,
 )
 from workers.provisioning.manifests import kueue, llmd
 from workers.provisioning.manifests.deployment import build_team_objects
 from workers.sandbox.controllers_kueue import workload_name_for_pod
 from workers.sandbox.controllers_llmd import kserve_child_name
+from workers.sandbox.gateway import SandboxGateway
 from workers.sandbox.server import Sandbox
 
 KUEUE_CLUSTER = dataclasses.replace(CLUSTER, gpu_quota=KUEUE, runs_llmd=True)
@@ -93,6 +106,11 @@ def apply(sandbox: Sandbox, api: k8s.ApiClient, objects: list[dict[str, Any]]) -
 def get(sandbox: Sandbox, api: k8s.ApiClient, api_version: str, kind: str, namespace: str, name: str) -> Any:
     group, version, plural, _ = _plural(sandbox, api_version, kind)
     return k8s.CustomObjectsApi(api).get_namespaced_custom_object(group, version, namespace, plural, name)
+
+
+def get_cluster(sandbox: Sandbox, api: k8s.ApiClient, kind: str, name: str) -> Any:
+    group, version, plural, _ = _plural(sandbox, "kueue.x-k8s.io/v1beta2", kind)
+    return k8s.CustomObjectsApi(api).get_cluster_custom_object(group, version, plural, name)
 
 
 def delete_service(api: k8s.ApiClient, namespace: str, name: str) -> None:
@@ -273,7 +291,7 @@ def test_a_pool_route_without_its_grant_is_refused_and_a_route_beside_the_pool_g
     clean_sandbox: Sandbox, api: k8s.ApiClient
 ) -> None:
     sandbox = clean_sandbox
-    spec = llmd_spec("alpha", "chat", QWEN)
+    spec = llmd_spec("alpha", "chat", QWEN, max_replicas=3)  # autoscaled through the WVA (KEDA)
     objects = [obj for obj in llmd.build_deployment_objects_llmd(spec) if obj["kind"] != "ReferenceGrant"]
     apply(sandbox, api, build_team_objects(spec, team_gpu_limit=8))
     apply(sandbox, api, objects)
@@ -290,6 +308,9 @@ def test_a_pool_route_without_its_grant_is_refused_and_a_route_beside_the_pool_g
         )
     }
     apply(sandbox, api, [llmd.build_pool_reference_grant(spec)])
+    settle_until(sandbox, lambda: conditions(service_of(sandbox, api, spec)).get("WorkloadsReady", ("",))[0] == "True")
+    assert conditions(service_of(sandbox, api, spec))["ScalingReady"] == ("True", "", "")
+    assert k8s.AppsV1Api(api).read_namespaced_deployment("chat-kserve", "genai-alpha").spec.replicas == 1
     settle_until(
         sandbox,
         lambda: (
@@ -357,10 +378,11 @@ def decode_pod(api: k8s.ApiClient, spec: DeploymentSpec) -> k8s.V1Pod:
     return pod
 
 
-def test_kueue_admits_within_nominal_borrows_idle_quota_queues_when_full_and_admits_when_freed(
+def test_kueue_admits_within_nominal_borrows_reclaims_queues_when_full_and_admits_when_freed(
     clean_sandbox: Sandbox, api: k8s.ApiClient
 ) -> None:
-    """Two teams, one L4 GPU each in the cohort; alpha may borrow one more, beta none."""
+    """Two teams, one L4 GPU each in the cohort; alpha may borrow one more, beta none; a team takes its own GPU back
+    from a borrower (the builders' reclaimWithinCohort: Any)."""
     sandbox = clean_sandbox
     apply(sandbox, api, kueue.build_kueue_cluster_objects([L4]))
     first = llmd_spec("alpha", "first", "alpha--first", cluster=KUEUE_CLUSTER)
@@ -408,11 +430,46 @@ def test_kueue_admits_within_nominal_borrows_idle_quota_queues_when_full_and_adm
     settle_until(sandbox, lambda: decode_pod(api, second).status.phase == "Running")
     assert workload_of(sandbox, api, decode_pod(api, second))["status"]["admission"]["clusterQueue"] == "genai-alpha"
 
-    # Beta wants its GPU back: the cohort is full and nothing is preempted, so it waits, gated, with Kueue's own words.
+    # Beta wants its own GPU back: within its nominal quota, it reclaims it from alpha's borrowed one
+    # (reclaimWithinCohort: Any). Alpha's pod is deleted, its Deployment makes a new one, and beta's is admitted.
+    borrowed = decode_pod(api, second)
+    borrowed_workload = workload_of(sandbox, api, borrowed)
     apply(sandbox, api, build_team_objects(late, team_gpu_limit=8)[:1])
-    apply(sandbox, api, llmd.build_deployment_objects_llmd(late))
-    settle_until(sandbox, lambda: "QuotaReserved" in conditions(workload_of(sandbox, api, decode_pod(api, late))))
-    queued = decode_pod(api, late)
+    with sandbox.controllers_paused():
+        apply(sandbox, api, llmd.build_deployment_objects_llmd(late))
+
+        def first_verdict() -> dict[str, Any]:
+            """Step by step until Kueue has looked at beta's pod (the Deployment and pod come first)."""
+            for _ in range(4):
+                sandbox.controllers.step()
+                pods = pods_of(api, "genai-beta", "app.kubernetes.io/name=late,llm-d.ai/role=both")
+                with contextlib.suppress(k8s.ApiException):  # no Workload yet
+                    if pods and "QuotaReserved" in conditions(found := workload_of(sandbox, api, pods[0])):
+                        return found
+            raise AssertionError("Kueue never looked at the pod")
+
+        waiting = first_verdict()
+        assert conditions(waiting)["QuotaReserved"] == (
+            "False",
+            "Pending",
+            "couldn't assign flavors to pod set main: insufficient unused quota for nvidia.com/gpu in flavor "
+            "nvidia-l4, 1 more needed. Pending the preemption of 1 workload(s)",
+        )
+    settle_until(sandbox, lambda: decode_pod(api, late).status.phase == "Running")
+    assert workload_of(sandbox, api, decode_pod(api, late))["status"]["admission"]["clusterQueue"] == "genai-beta"
+    with pytest.raises(k8s.ApiException):  # the preempted pod, and with it its Workload, are gone
+        k8s.CoreV1Api(api).read_namespaced_pod(borrowed.metadata.name, "genai-alpha")
+    assert borrowed_workload["metadata"]["name"] not in {
+        item["metadata"]["name"]
+        for item in k8s.CustomObjectsApi(api).list_namespaced_custom_object(
+            "kueue.x-k8s.io", "v1beta2", "genai-alpha", "workloads"
+        )["items"]
+    }
+
+    # Alpha's replacement pod would have to borrow, and the cohort is full: it waits, gated, in Kueue's own words.
+    settle_until(sandbox, lambda: "QuotaReserved" in conditions(workload_of(sandbox, api, decode_pod(api, second))))
+    queued = decode_pod(api, second)
+    assert queued.metadata.name != borrowed.metadata.name
     assert [gate.name for gate in queued.spec.scheduling_gates] == ["kueue.x-k8s.io/admission"]
     assert queued.status.phase == "Pending"
     assert conditions(workload_of(sandbox, api, queued)) == {
@@ -423,26 +480,34 @@ def test_kueue_admits_within_nominal_borrows_idle_quota_queues_when_full_and_adm
             "nvidia-l4, 1 more needed",
         )
     }
-    assert (
-        "status" not in workload_of(sandbox, api, queued)
-        or "admission" not in workload_of(sandbox, api, queued)["status"]
-    )
-    assert conditions(service_of(sandbox, api, late))["MainWorkloadReady"] == (
+    assert "admission" not in workload_of(sandbox, api, queued)["status"]
+    settle_until(sandbox, lambda: conditions(service_of(sandbox, api, second))["MainWorkloadReady"][0] == "False")
+    assert conditions(service_of(sandbox, api, second))["MainWorkloadReady"] == (
         "False",
         "MinimumReplicasUnavailable",
         "Deployment does not have minimum availability.",
     )
+    queue_status = get_cluster(sandbox, api, "ClusterQueue", "genai-alpha")["status"]
+    assert queue_status["flavorsReservation"] == [
+        {"name": "nvidia-l4", "resources": [{"name": "nvidia.com/gpu", "total": "1", "borrowed": "0"}]}
+    ]
+    assert (queue_status["admittedWorkloads"], queue_status["pendingWorkloads"]) == (1, 1)
+    assert conditions({"status": queue_status}) == {"Active": ("True", "Ready", "Can admit new workloads")}
+    local = get(sandbox, api, "kueue.x-k8s.io/v1beta2", "LocalQueue", "genai-alpha", "genai-portal")["status"]
+    assert (local["pendingWorkloads"], local["admittedWorkloads"]) == (1, 1)
 
-    # Alpha's borrowed deployment goes: its pod and Workload with it, and beta's queued pod is admitted and starts.
-    delete_service(api, "genai-alpha", "second")
-    settle_until(sandbox, lambda: decode_pod(api, late).status.phase == "Running")
-    assert workload_of(sandbox, api, decode_pod(api, late))["status"]["admission"]["clusterQueue"] == "genai-beta"
-    assert pods_of(api, "genai-alpha", "app.kubernetes.io/name=second") == []
-    workloads = k8s.CustomObjectsApi(api).list_namespaced_custom_object(
-        "kueue.x-k8s.io", "v1beta2", "genai-alpha", "workloads"
+    # Beta's deployment goes: its pod and Workload with it, and alpha's queued pod is admitted (borrowing) and starts.
+    delete_service(api, "genai-beta", "late")
+    settle_until(sandbox, lambda: decode_pod(api, second).status.phase == "Running")
+    assert workload_of(sandbox, api, decode_pod(api, second))["status"]["admission"]["clusterQueue"] == "genai-alpha"
+    assert pods_of(api, "genai-beta", "app.kubernetes.io/name=late") == []
+    assert (
+        k8s.CustomObjectsApi(api).list_namespaced_custom_object("kueue.x-k8s.io", "v1beta2", "genai-beta", "workloads")[
+            "items"
+        ]
+        == []
     )
-    assert [item["metadata"]["name"] for item in workloads["items"]] == [admitted["metadata"]["name"]]
-    settle_until(sandbox, lambda: conditions(service_of(sandbox, api, late))["MainWorkloadReady"][0] == "True")
+    settle_until(sandbox, lambda: conditions(service_of(sandbox, api, second))["MainWorkloadReady"][0] == "True")
 
 
 def test_a_pod_larger_than_anything_the_queue_could_get_is_reported_as_exceeding_max_quota(
@@ -468,3 +533,97 @@ def test_a_pod_larger_than_anything_the_queue_could_get_is_reported_as_exceeding
         }
     finally:
         sandbox.controllers.kueue.settings.unadmitted_observability = False
+
+
+# ---------------------------------------------------------------------------------------------- the gateway
+
+
+@pytest.fixture
+def gateway_world(clean_sandbox: Sandbox) -> Iterator[SandboxGateway]:
+    """The gateway data plane over the emptied sandbox; the seeded Gateway is put back as it was (the policy
+    patches it), as test_gateway_dataplane's world does."""
+    kind = clean_sandbox.store.kind_by_api_version("gateway.networking.k8s.io/v1", "Gateway")
+    assert kind is not None
+    seeded = clean_sandbox.store.get(kind, *GATEWAY)
+    with SandboxGateway(clean_sandbox.store, gateway=GATEWAY, clock=Clock(window_start())) as running:
+        yield running
+    clean_sandbox.store.delete(kind, *GATEWAY)
+    original = {key: seeded[key] for key in ("apiVersion", "kind", "spec")}
+    original["metadata"] = {"name": GATEWAY[1], "namespace": GATEWAY[0]}
+    clean_sandbox.store.create(kind, GATEWAY[0], original, manager="installer")
+
+
+def test_a_route_to_the_pool_is_served_by_its_pods_and_metered_and_limited_like_any_backend(
+    clean_sandbox: Sandbox, api: k8s.ApiClient, gateway_world: SandboxGateway
+) -> None:
+    sandbox, gateway = clean_sandbox, gateway_world
+    apply_policy(sandbox, policy_spec(teams=(team("alpha", ALPHA, per_minute=20),)))
+    spec = llmd_spec("alpha", "chat", QWEN, served_model_aliases=("alpha--old-chat",))
+    with sandbox.controllers_paused():
+        deploy(sandbox, api, spec)
+        # KServe has not created the pool yet: the backendRef is invalid, a 500 as for any missing backend.
+        assert chat(gateway, QWEN).status == 500
+    assert gateway.access_log() == []
+    settle_until(sandbox, lambda: decode_pod(api, spec).status.phase == "Running")
+    pod = decode_pod(api, spec)
+
+    answer = call(
+        gateway,
+        CHAT,
+        {"model": QWEN, "messages": HELLO, "max_tokens": 5},
+        headers={"x-llm-d-inference-objective": llmd.objective_name(spec)},
+    )
+    assert answer.status == 200, answer.text()
+    assert answer.json()["model"] == QWEN
+    [upstream] = gateway.upstream_calls()
+    assert (upstream.host, upstream.port, upstream.path) == (pod.status.pod_ip, 8000, "/v1/chat/completions")
+    assert upstream.headers["x-llm-d-inference-objective"] == "chat"  # for the endpoint picker
+    assert upstream.body["model"] == QWEN
+    [record] = gateway.access_log()
+    assert {key: record[key] for key in record if key not in ("request_id", "start_time", "duration_ms")} == {
+        "event.type": "ai.gateway.llm.usage.v1",
+        "credential_id": ALPHA.client_id,
+        "route": "genai-gateway/alpha--chat",
+        "backend": "genai-gateway/chat-inference-pool",
+        "model_requested": QWEN,
+        "model_override": QWEN,
+        "model_response": QWEN,
+        "input_tokens": 9,
+        "cached_input_tokens": 0,
+        "cache_creation_input_tokens": 0,
+        "output_tokens": 5,
+        "reasoning_tokens": 0,
+        "total_tokens": 14,
+        "status_code": 200,
+        "response_flags": "-",
+        "upstream_attempts": 1,
+        "time_to_first_token_ms": 0,
+        "upstream_service_time_ms": None,
+        "path": CHAT,
+    }
+
+    # A retired served name reaches the pool too; the endpoint picker rewrites it for vLLM (InferenceModelRewrite).
+    # Its 9 + 2 tokens take the team over its 20 a minute: it completes, and the next request is refused.
+    old = chat(gateway, "alpha--old-chat", max_tokens=2)
+    assert (old.status, old.json()["model"]) == (200, QWEN)
+    assert gateway.upstream_calls()[-1].body["model"] == QWEN
+    assert [(r["model_requested"], r["model_response"], r["total_tokens"]) for r in gateway.access_log()] == [
+        (QWEN, QWEN, 14),
+        ("alpha--old-chat", QWEN, 11),
+    ]
+    assert (chat(gateway, QWEN).status, len(gateway.upstream_calls())) == (429, 2)
+
+    # Stopped: the pool stays, its pods go, and the gateway has no healthy upstream (the limit's window moved on).
+    k8s.CustomObjectsApi(api).patch_namespaced_custom_object(
+        "serving.kserve.io",
+        "v1alpha2",
+        "genai-alpha",
+        "llminferenceservices",
+        "chat",
+        {"metadata": {"annotations": {"serving.kserve.io/stop": "true"}}},
+    )
+    settle_until(sandbox, lambda: not pods_of(api, "genai-alpha", "kserve.io/component=workload"))
+    assert conditions(service_of(sandbox, api, spec))["Ready"] == ("False", "Stopped", "Service is stopped")
+    gateway.clock.advance(60)  # type: ignore[attr-defined]
+    answer = chat(gateway, QWEN)
+    assert (answer.status, answer.text()) == (503, "no healthy upstream")
