@@ -416,6 +416,7 @@ def _validate_serving(
     prefill_gpus_per_replica: int,
     min_replicas: int,
     scale_to_zero: bool,
+    model_cache: bool = False,
 ) -> list[FieldProblem]:
     """The serving fields on their own (what the version and the cluster allow is checked once they are known)."""
     if serving_mode not in SERVING_MODES:
@@ -433,6 +434,11 @@ def _validate_serving(
             FieldProblem(
                 "prefill_gpus_per_replica", "set prefill_replicas too (no prefill replica has GPUs)", "invalid"
             )
+        )
+    if serving_mode == LLMD_MODE and model_cache:
+        # The LocalModelCache is matched to InferenceServices by storage URI; the llm-d builder renders none.
+        problems.append(
+            FieldProblem("model_cache", "the model cache is not offered in the llm-d mode", "not_in_llmd_mode")
         )
     if serving_mode == LLMD_MODE and (scale_to_zero or min_replicas < 1):
         # LLMInferenceService: scaling.minReplicas is at least 1 (CEL), autoscaling goes through the WVA.
@@ -603,6 +609,7 @@ def deployment_create(
             prefill_gpus_per_replica=prefill_gpus_per_replica,
             min_replicas=min_replicas,
             scale_to_zero=scale_to_zero,
+            model_cache=model_cache,
         )
     )
     if problems:
@@ -769,6 +776,7 @@ def deployment_update(
             prefill_gpus_per_replica=desired["prefill_gpus_per_replica"],
             min_replicas=desired["min_replicas"],
             scale_to_zero=desired["scale_to_zero"],
+            model_cache=current.model_cache,
         )
     )
     if problems:

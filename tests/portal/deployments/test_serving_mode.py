@@ -62,6 +62,7 @@ def test_standard_is_the_default(setup: RoleMatrix) -> None:
         ({"prefill_replicas": 1}, "prefill_replicas", "requires_llmd"),
         ({"serving_mode": "llm-d", "scale_to_zero": True}, "scale_to_zero", "not_in_llmd_mode"),
         ({"serving_mode": "llm-d", "prefill_gpus_per_replica": 2}, "prefill_gpus_per_replica", "invalid"),
+        ({"serving_mode": "llm-d", "model_cache": True}, "model_cache", "not_in_llmd_mode"),
     ],
 )
 def test_a_mode_the_version_or_cluster_does_not_allow_is_a_field_error(
