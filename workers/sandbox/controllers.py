@@ -26,6 +26,7 @@ from typing import Any
 from workers.sandbox.controllers_apps import AppsControllers
 from workers.sandbox.controllers_kueue import KueueControllers, KueueSettings
 from workers.sandbox.controllers_llmd import LlmdControllers
+from workers.sandbox.gateway_config import StoreReader, pool_granted
 from workers.sandbox.store import ApiError, Kind, Store, now_rfc3339
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ class Controllers:
 
     def __post_init__(self) -> None:
         self.store.listeners.append(self._on_event)
-        self.apps = AppsControllers(self.store)
+        self.apps = AppsControllers(self.store, ready_delay=self.settings.ready_delay)
         self.llmd = LlmdControllers(self.store)
         self.kueue = KueueControllers(self.store, self.settings.kueue)
         self.apps.pod_webhooks.append(self.kueue.pod_webhook)
@@ -136,7 +137,7 @@ class Controllers:
         # KServe's llm-d controller, then Kueue admission, then the Deployments and pods (and the collector).
         self.llmd.step()
         self.kueue.step()
-        self.apps.step()
+        self.apps.step(now)
 
     # ------------------------------------------------------------------ KServe
 
@@ -318,7 +319,7 @@ class Controllers:
         namespace needs a ReferenceGrant there from AIGatewayRoutes of the route's namespace to InferencePools
         (internal/controller/referencegrant.go validateReference; the grant's `to` name is not checked there)."""
         route_namespace = route["metadata"]["namespace"]
-        grant_kind = self.store.kind_by_api_version("gateway.networking.k8s.io/v1beta1", "ReferenceGrant")
+        reader = StoreReader(self.store)
         for rule in (route.get("spec") or {}).get("rules") or []:
             for ref in rule.get("backendRefs") or []:
                 if ref.get("kind") != "InferencePool":
@@ -326,8 +327,7 @@ class Controllers:
                 pool_namespace = str(ref.get("namespace") or route_namespace)
                 if pool_namespace == route_namespace:
                     continue
-                grants = [] if grant_kind is None else self.store.list(grant_kind, pool_namespace)["items"]
-                if any(_grants_pool(grant, route_namespace) for grant in grants):
+                if pool_granted(reader, route_namespace, pool_namespace):
                     continue
                 return (
                     f"cross-namespace reference from AIGatewayRoute in namespace {route_namespace} to InferencePool "
@@ -344,21 +344,6 @@ def _names_pool(route: dict[str, Any]) -> bool:
         for rule in (route.get("spec") or {}).get("rules") or []
         for ref in rule.get("backendRefs") or []
     )
-
-
-def _grants_pool(grant: dict[str, Any], from_namespace: str) -> bool:
-    spec = grant.get("spec") or {}
-    allowed_from = any(
-        item.get("group") == "aigateway.envoyproxy.io"
-        and item.get("kind") == "AIGatewayRoute"
-        and item.get("namespace") == from_namespace
-        for item in spec.get("from") or []
-    )
-    allowed_to = any(
-        item.get("group") == "inference.networking.k8s.io" and item.get("kind") == "InferencePool"
-        for item in spec.get("to") or []
-    )
-    return allowed_from and allowed_to
 
 
 def _without_times(status: Any) -> Any:

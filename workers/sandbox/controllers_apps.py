@@ -11,7 +11,10 @@ once nothing gates them, and the garbage collector deletes what an owner referen
   default maxUnavailable of 25% rounded down.
 - Pods (the scheduler and kubelet): a pod with `spec.schedulingGates` stays `Pending` with `PodScheduled` False,
   reason `SchedulingGated` ("Scheduling is blocked due to non-empty scheduling gates", kubernetes
-  pkg/scheduler/framework/plugins/schedulinggates); once its gates are gone it is `Running` and Ready with a pod IP.
+  pkg/scheduler/framework/plugins/schedulinggates); once its gates are gone it is `Running` and Ready with a pod IP,
+  unless an init container's argument holds `fail-load`: then it stays `Pending`, that container in
+  CrashLoopBackOff, not Ready. With `ready_delay` (the demo's model loading time) a started pod turns Ready that many
+  seconds later.
 - Garbage collector: when an object is deleted, the objects whose `ownerReferences` name its uid are deleted
   (background propagation), and so on down the chain.
 
@@ -25,6 +28,7 @@ import copy
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +39,7 @@ Obj = dict[str, Any]
 DEPLOYMENT_MANAGER = "kube-controller-manager"
 KUBELET_MANAGER = "kubelet"
 GATED_MESSAGE = "Scheduling is blocked due to non-empty scheduling gates"
+FAIL_MARKER = "fail-load"  # the sandbox's model that cannot be loaded (as for an InferenceService)
 # Kinds whose objects the simulated controllers create with owner references: where the collector looks.
 DEPENDENT_KINDS = (
     ("apps", "v1", "deployments"),
@@ -98,6 +103,9 @@ class AppsControllers:
     store: Store
     # The mutating admission webhooks a new pod passes through (Kueue's gates the pods a queue holds).
     pod_webhooks: list[Callable[[Obj], None]] = field(default_factory=list)
+    ready_delay: float = 0.0  # seconds from a pod's start until it is Ready (the model loading)
+    _ready_at: dict[tuple[str, str], float] = field(default_factory=dict)  # started pods not yet Ready
+    _now: float = 0.0
     _dirty: threading.Event = field(default_factory=threading.Event)
     _deleted: set[str] = field(default_factory=set)  # uids deleted since the collector last ran
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -118,10 +126,13 @@ class AppsControllers:
     def forget(self) -> None:
         with self._lock:
             self._deleted.clear()
+        self._ready_at.clear()
         self._dirty.set()
 
-    def step(self) -> None:
+    def step(self, now: float | None = None) -> None:
+        self._now = time.monotonic() if now is None else now
         self.collect_garbage()
+        self._ready_due()
         if not self._dirty.is_set():
             return
         self._dirty.clear()
@@ -195,6 +206,7 @@ class AppsControllers:
             "kind": "Pod",
             "metadata": {
                 "name": name,
+                "namespace": deployment["metadata"]["namespace"],
                 "labels": labels,
                 "annotations": dict(pod_metadata.get("annotations") or {}),
                 "ownerReferences": [owner_reference(deployment, "apps/v1", "Deployment")],
@@ -207,35 +219,101 @@ class AppsControllers:
         if pod["spec"].get("schedulingGates"):
             pod["status"] = _gated_status()
         else:
-            pod["status"] = self._running_status()
+            pod["status"] = self._running_status(pod)
         return self.store.create(pod_kind, deployment["metadata"]["namespace"], pod, manager=DEPLOYMENT_MANAGER)
 
-    def _running_status(self) -> Obj:
+    def _running_status(self, pod: Obj) -> Obj:
+        """Started: Running and Ready with an IP; or, when an init container is told to fail (an argument containing
+        `fail-load`, the sandbox's model that cannot be loaded), stuck initialising as the kubelet reports it."""
         self._pod_ips += 1
+        failing = next(
+            (
+                container
+                for container in pod["spec"].get("initContainers") or []
+                if any(FAIL_MARKER in str(arg) for arg in container.get("args") or [])
+            ),
+            None,
+        )
+        if failing is not None:
+            message = f"containers with incomplete status: [{failing.get('name')}]"
+            return {
+                "phase": "Pending",
+                "podIP": f"10.244.{(self._pod_ips // 250) % 250}.{self._pod_ips % 250 + 2}",
+                "conditions": [
+                    condition("PodScheduled", "True"),
+                    condition("Initialized", "False", "ContainersNotInitialized", message),
+                    condition(
+                        "ContainersReady", "False", "ContainersNotReady", "containers with unready status: [main]"
+                    ),
+                    condition("Ready", "False", "ContainersNotReady", "containers with unready status: [main]"),
+                ],
+                "initContainerStatuses": [
+                    {
+                        "name": failing.get("name"),
+                        "ready": False,
+                        "restartCount": 1,
+                        "image": failing.get("image", ""),
+                        "imageID": "",
+                        "state": {
+                            "waiting": {
+                                "reason": "CrashLoopBackOff",
+                                "message": f"back-off 10s restarting failed container={failing.get('name')}",
+                            }
+                        },
+                    }
+                ],
+            }
+        ready = "True"
+        if self.ready_delay > 0:
+            ready = "False"
+            self._ready_at[(pod["metadata"].get("namespace", ""), pod["metadata"]["name"])] = (
+                self._now + self.ready_delay
+            )
         return {
             "phase": "Running",
             "podIP": f"10.244.{(self._pod_ips // 250) % 250}.{self._pod_ips % 250 + 2}",
             "conditions": [
                 condition("PodScheduled", "True"),
                 condition("Initialized", "True"),
-                condition("ContainersReady", "True"),
-                condition("Ready", "True"),
+                condition("ContainersReady", ready),
+                condition("Ready", ready),
             ],
         }
+
+    def _ready_due(self) -> None:
+        """Pods whose model has loaded (ready_delay after they started) become Ready."""
+        due = [key for key, when in self._ready_at.items() if when <= self._now]
+        if not due:
+            return
+        pod_kind = self.store.kinds[("", "v1", "pods")]
+        for namespace, name in due:
+            del self._ready_at[(namespace, name)]
+            with contextlib.suppress(ApiError):  # deleted meanwhile
+                pod = self.store.get(pod_kind, namespace, name)
+                status = copy.deepcopy(pod.get("status") or {})
+                for item in status.get("conditions") or []:
+                    if item.get("type") in ("ContainersReady", "Ready") and item.get("status") != "True":
+                        item.update(condition(item["type"], "True"))
+                self.store.update_status(pod_kind, namespace, name, status, manager=KUBELET_MANAGER)
 
     def _start_ungated_pods(self) -> None:
         """The scheduler binds and the kubelet starts pods whose gates were removed."""
         pod_kind = self.store.kinds[("", "v1", "pods")]
         for pod in self.store.iter_objects(pod_kind):
             status = pod.get("status") or {}
-            if pod["spec"].get("schedulingGates") or status.get("phase") != "Pending":
-                continue
+            scheduled: Obj = next((c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"), {})
+            if (
+                pod["spec"].get("schedulingGates")
+                or status.get("phase") != "Pending"
+                or scheduled.get("status") != "False"
+            ):
+                continue  # still gated, or already bound (running, or stuck initialising)
             with contextlib.suppress(ApiError):
                 self.store.update_status(
                     pod_kind,
                     pod["metadata"]["namespace"],
                     pod["metadata"]["name"],
-                    self._running_status(),
+                    self._running_status(pod),
                     manager=KUBELET_MANAGER,
                 )
 

@@ -29,6 +29,9 @@ LLMInferenceService in single-node mode with `router.scheduler` and no pool ref:
   `status.url` is set; `status.addresses` holds the workload Service's cluster address (router.go
   updateRoutingStatus). `serving.kserve.io/stop: "true"` scales the workloads to zero and reports "Stopped",
   "Service is stopped".
+- The model server pods get the storage-initializer init container (`<uri> /mnt/models`); a URI containing
+  `fail-load` makes it fail in the sandbox's kubelet, so the pods never become ready, as a model that cannot be
+  downloaded: MainWorkloadReady False with the Deployment's MinimumReplicasUnavailable.
 - PresetsCombined True (the well-known presets always exist in the sandbox). ScalingReady (PrefillScalingReady) True
   when `scaling` is set: the sandbox has no Workload Variant Autoscaler, HPA or KEDA, and takes them as working.
 
@@ -275,6 +278,17 @@ class LlmdControllers:
             main = {"name": "main"}
             containers.insert(0, main)
         if serving:
+            # The model is downloaded by the storage-initializer init container, `<uri> /mnt/models`
+            # (workload_storage.go attachModelArtifacts).
+            uri = str(((service_spec.get("model") or {}).get("uri")) or "")
+            template_spec["initContainers"] = [
+                *(c for c in template_spec.get("initContainers") or [] if c.get("name") != "storage-initializer"),
+                {
+                    "name": "storage-initializer",
+                    "image": "kserve/storage-initializer:v0.20.0",
+                    "args": [uri, "/mnt/models"],
+                },
+            ]
             tensor = int(((workload.get("parallelism") or {}).get("tensor")) or 1)
             main.setdefault("image", "ghcr.io/llm-d/llm-d-cuda:v0.4.0")
             main["command"] = [
@@ -300,7 +314,7 @@ class LlmdControllers:
             replicas = 0
         elif workload.get("replicas") is not None:
             replicas = int(workload["replicas"])
-        elif existing is not None and (existing.get("spec") or {}).get("replicas") is not None:
+        elif existing is not None and int((existing.get("spec") or {}).get("replicas") or 0) > 0:
             replicas = int(existing["spec"]["replicas"])  # PreserveDeploymentReplicas: the autoscaler's
         else:
             replicas = max(int(((workload.get("scaling") or {}).get("minReplicas")) or 1), 1)

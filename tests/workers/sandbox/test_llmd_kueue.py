@@ -123,8 +123,9 @@ def settle_until(sandbox: Sandbox, done: Callable[[], bool], steps: int = 12) ->
     """Controller steps until `done` (each step is what the background loop does; no sleeping)."""
     for _ in range(steps):
         sandbox.settle()
-        if done():
-            return
+        with contextlib.suppress(ValueError, KeyError, k8s.ApiException):  # not there yet (or two pods for a moment)
+            if done():
+                return
     raise AssertionError("the sandbox did not settle")
 
 
@@ -146,6 +147,13 @@ def deploy(sandbox: Sandbox, api: k8s.ApiClient, spec: DeploymentSpec) -> None:
 
 def service_of(sandbox: Sandbox, api: k8s.ApiClient, spec: DeploymentSpec) -> dict[str, Any]:
     return dict(get(sandbox, api, ISVC, "LLMInferenceService", f"genai-{spec.team_slug}", spec.name))
+
+
+def deployments_in(api: k8s.ApiClient, namespace: str) -> list[dict[str, Any]]:
+    """Read raw: apps/v1 answers like any group to the generic client (the typed AppsV1Api costs seconds to import)."""
+    return list(
+        k8s.CustomObjectsApi(api).list_namespaced_custom_object("apps", "v1", namespace, "deployments")["items"]
+    )
 
 
 def pods_of(api: k8s.ApiClient, namespace: str, selector: str) -> list[k8s.V1Pod]:
@@ -230,16 +238,15 @@ def test_the_service_gets_its_pool_picker_and_workloads_reports_like_kserve_and_
         "targetPorts": [{"number": 8000}],
         "appProtocol": "http",
     }
-    apps = k8s.AppsV1Api(api)
-    deployments = {item.metadata.name: item for item in apps.list_namespaced_deployment("genai-alpha").items}
+    deployments = {item["metadata"]["name"]: item for item in deployments_in(api, "genai-alpha")}
     assert sorted(deployments) == ["chat-kserve", "chat-kserve-prefill", "chat-kserve-router-scheduler"]
     for item in deployments.values():
-        assert [ref.uid for ref in item.metadata.owner_references] == [service["metadata"]["uid"]]
-    assert deployments["chat-kserve"].spec.template.metadata.labels["llm-d.ai/role"] == "decode"
-    assert deployments["chat-kserve-prefill"].spec.template.metadata.labels["llm-d.ai/role"] == "prefill"
-    main = deployments["chat-kserve"].spec.template.spec.containers[0]
-    assert main.command[:5] == ["vllm", "serve", "/mnt/models", "--served-model-name", QWEN]
-    assert main.resources.limits == {"nvidia.com/gpu": "1", "memory": "32Gi"}
+        assert [ref["uid"] for ref in item["metadata"]["ownerReferences"]] == [service["metadata"]["uid"]]
+    assert deployments["chat-kserve"]["spec"]["template"]["metadata"]["labels"]["llm-d.ai/role"] == "decode"
+    assert deployments["chat-kserve-prefill"]["spec"]["template"]["metadata"]["labels"]["llm-d.ai/role"] == "prefill"
+    main = deployments["chat-kserve"]["spec"]["template"]["spec"]["containers"][0]
+    assert main["command"][:5] == ["vllm", "serve", "/mnt/models", "--served-model-name", QWEN]
+    assert main["resources"]["limits"] == {"nvidia.com/gpu": "1", "memory": "32Gi"}
     services = {item.metadata.name for item in k8s.CoreV1Api(api).list_namespaced_service("genai-alpha").items}
     assert services == {"chat-epp-service", "chat-kserve-workload-svc"}
     decode = pods_of(api, "genai-alpha", "llm-d.ai/role=decode")
@@ -275,7 +282,7 @@ def test_the_service_gets_its_pool_picker_and_workloads_reports_like_kserve_and_
     delete_service(api, "genai-alpha", "chat")
     settle_until(
         sandbox,
-        lambda: not apps.list_namespaced_deployment("genai-alpha").items and not pods_of(api, "genai-alpha", ""),
+        lambda: not deployments_in(api, "genai-alpha") and not pods_of(api, "genai-alpha", ""),
     )
     assert {item.metadata.name for item in k8s.CoreV1Api(api).list_namespaced_service("genai-alpha").items} == set()
     custom = k8s.CustomObjectsApi(api)
@@ -285,6 +292,47 @@ def test_the_service_gets_its_pool_picker_and_workloads_reports_like_kserve_and_
         ]
         == []
     )
+
+
+def test_a_model_that_cannot_be_loaded_keeps_its_workload_unready(clean_sandbox: Sandbox, api: k8s.ApiClient) -> None:
+    sandbox = clean_sandbox
+    spec = llmd_spec("alpha", "broken", "alpha--broken", artifact_uri="hf://org/fail-load-model")
+    deploy(sandbox, api, spec)
+    settle_until(
+        sandbox, lambda: conditions(service_of(sandbox, api, spec)).get("SchedulerWorkloadReady", ("",))[0] == "True"
+    )
+    [pod] = pods_of(api, "genai-alpha", "app.kubernetes.io/name=broken,kserve.io/component=workload")
+    assert [c.args for c in pod.spec.init_containers] == [["hf://org/fail-load-model", "/mnt/models"]]
+    assert (pod.status.phase, pod.status.init_container_statuses[0].state.waiting.reason) == (
+        "Pending",
+        "CrashLoopBackOff",
+    )
+    rv = sandbox.store._resource_version
+    for _ in range(3):
+        sandbox.settle()
+    assert sandbox.store._resource_version == rv  # settled: nothing rewritten while it stays broken
+    assert conditions(service_of(sandbox, api, spec))["WorkloadsReady"] == (
+        "False",
+        "MinimumReplicasUnavailable",
+        "Deployment does not have minimum availability.",
+    )
+
+
+def test_model_servers_turn_ready_after_the_loading_delay(clean_sandbox: Sandbox, api: k8s.ApiClient) -> None:
+    sandbox = clean_sandbox
+    sandbox.controllers.apps.ready_delay = 30.0  # the demo's model loading time; the tests' sandbox has none
+    try:
+        spec = llmd_spec("alpha", "slow", "alpha--slow")
+        deploy(sandbox, api, spec)
+        settle_until(sandbox, lambda: decode_pod(api, spec).status.phase == "Running")
+        assert conditions(service_of(sandbox, api, spec))["MainWorkloadReady"][:2] == (
+            "False",
+            "MinimumReplicasUnavailable",
+        )
+        sandbox.settle(after=31)
+        settle_until(sandbox, lambda: conditions(service_of(sandbox, api, spec))["MainWorkloadReady"][0] == "True")
+    finally:
+        sandbox.controllers.apps.ready_delay = 0.0
 
 
 def test_a_pool_route_without_its_grant_is_refused_and_a_route_beside_the_pool_gets_its_parent(
@@ -310,7 +358,8 @@ def test_a_pool_route_without_its_grant_is_refused_and_a_route_beside_the_pool_g
     apply(sandbox, api, [llmd.build_pool_reference_grant(spec)])
     settle_until(sandbox, lambda: conditions(service_of(sandbox, api, spec)).get("WorkloadsReady", ("",))[0] == "True")
     assert conditions(service_of(sandbox, api, spec))["ScalingReady"] == ("True", "", "")
-    assert k8s.AppsV1Api(api).read_namespaced_deployment("chat-kserve", "genai-alpha").spec.replicas == 1
+    [deployment] = [item for item in deployments_in(api, "genai-alpha") if item["metadata"]["name"] == "chat-kserve"]
+    assert deployment["spec"]["replicas"] == 1
     settle_until(
         sandbox,
         lambda: (
@@ -371,6 +420,17 @@ def test_a_pool_route_without_its_grant_is_refused_and_a_route_beside_the_pool_g
 def workload_of(sandbox: Sandbox, api: k8s.ApiClient, pod: k8s.V1Pod) -> dict[str, Any]:
     name = workload_name_for_pod(pod.metadata.name, pod.metadata.uid)
     return dict(get(sandbox, api, "kueue.x-k8s.io/v1beta2", "Workload", pod.metadata.namespace, name))
+
+
+def verdict(sandbox: Sandbox, api: k8s.ApiClient, spec: DeploymentSpec) -> dict[str, tuple[str, str, str]]:
+    """The conditions of the Workload of the deployment's decode pod; {} while there is no pod or Workload yet."""
+    pods = pods_of(api, f"genai-{spec.team_slug}", f"app.kubernetes.io/name={spec.name},llm-d.ai/role=both")
+    if not pods:
+        return {}
+    try:
+        return conditions(workload_of(sandbox, api, pods[0]))
+    except k8s.ApiException:
+        return {}
 
 
 def decode_pod(api: k8s.ApiClient, spec: DeploymentSpec) -> k8s.V1Pod:
@@ -467,7 +527,7 @@ def test_kueue_admits_within_nominal_borrows_reclaims_queues_when_full_and_admit
     }
 
     # Alpha's replacement pod would have to borrow, and the cohort is full: it waits, gated, in Kueue's own words.
-    settle_until(sandbox, lambda: "QuotaReserved" in conditions(workload_of(sandbox, api, decode_pod(api, second))))
+    settle_until(sandbox, lambda: "QuotaReserved" in verdict(sandbox, api, second))
     queued = decode_pod(api, second)
     assert queued.metadata.name != borrowed.metadata.name
     assert [gate.name for gate in queued.spec.scheduling_gates] == ["kueue.x-k8s.io/admission"]
@@ -521,7 +581,7 @@ def test_a_pod_larger_than_anything_the_queue_could_get_is_reported_as_exceeding
         apply(sandbox, api, build_team_objects(big, team_gpu_limit=8)[:1])
         apply(sandbox, api, kueue.build_kueue_team_objects(KUEUE_CLUSTER, [L4], team_quota("alpha", 2, 1)))
         apply(sandbox, api, llmd.build_deployment_objects_llmd(big))
-        settle_until(sandbox, lambda: "QuotaReserved" in conditions(workload_of(sandbox, api, decode_pod(api, big))))
+        settle_until(sandbox, lambda: "QuotaReserved" in verdict(sandbox, api, big))
         assert conditions(workload_of(sandbox, api, decode_pod(api, big))) == {
             "QuotaReserved": (
                 "False",
@@ -558,14 +618,19 @@ def test_a_route_to_the_pool_is_served_by_its_pods_and_metered_and_limited_like_
 ) -> None:
     sandbox, gateway = clean_sandbox, gateway_world
     apply_policy(sandbox, policy_spec(teams=(team("alpha", ALPHA, per_minute=20),)))
-    spec = llmd_spec("alpha", "chat", QWEN, served_model_aliases=("alpha--old-chat",))
+    spec = llmd_spec("alpha", "chat", QWEN, served_model_aliases=("alpha--old-chat",), prefill_replicas=1)
     with sandbox.controllers_paused():
         deploy(sandbox, api, spec)
         # KServe has not created the pool yet: the backendRef is invalid, a 500 as for any missing backend.
         assert chat(gateway, QWEN).status == 500
     assert gateway.access_log() == []
-    settle_until(sandbox, lambda: decode_pod(api, spec).status.phase == "Running")
-    pod = decode_pod(api, spec)
+
+    def running(role: str) -> list[k8s.V1Pod]:
+        pods = pods_of(api, "genai-alpha", f"app.kubernetes.io/name=chat,llm-d.ai/role={role}")
+        return [pod for pod in pods if pod.status.phase == "Running"]
+
+    settle_until(sandbox, lambda: bool(running("decode")) and bool(running("prefill")))
+    [pod] = running("decode")  # the pool selects the prefill pod too; the picker sends the request to decode
 
     answer = call(
         gateway,
@@ -607,6 +672,7 @@ def test_a_route_to_the_pool_is_served_by_its_pods_and_metered_and_limited_like_
     old = chat(gateway, "alpha--old-chat", max_tokens=2)
     assert (old.status, old.json()["model"]) == (200, QWEN)
     assert gateway.upstream_calls()[-1].body["model"] == QWEN
+    assert {upstream.host for upstream in gateway.upstream_calls()} == {pod.status.pod_ip}  # never the prefill pod
     assert [(r["model_requested"], r["model_response"], r["total_tokens"]) for r in gateway.access_log()] == [
         (QWEN, QWEN, 14),
         ("alpha--old-chat", QWEN, 11),
