@@ -8,6 +8,10 @@ from decimal import Decimal
 
 from catalog.sizing import Architecture
 
+# How a version can be served (the deployments' modes, portal.deployments.contracts.SERVING_MODES): KServe's
+# InferenceService, or llm-d's LLMInferenceService with its InferencePool and endpoint picker.
+VERSION_SERVING_MODES = ("standard", "llm-d")
+
 
 @dataclass(frozen=True)
 class HardwareProfile:

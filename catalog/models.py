@@ -85,6 +85,10 @@ class CatalogModel(TimestampedModel):
         return self.slug
 
 
+def default_serving_modes() -> list[str]:
+    return ["standard"]
+
+
 class ModelVersion(TimestampedModel):
     """One servable version: an artifact to run on our GPUs, or a provider's model id to route to."""
 
@@ -104,6 +108,8 @@ class ModelVersion(TimestampedModel):
     runtime_args = models.JSONField(default=list, blank=True, help_text="Default runtime arguments (a list of strings)")
     # What right-sizing needs (catalog/sizing.py Architecture.to_dict); empty: not known, the hardware profile rules.
     architecture = models.JSONField(default=dict, blank=True)
+    # The serving modes this version is known to work in ("standard", "llm-d"), as the curator declared.
+    serving_modes = models.JSONField(default=default_serving_modes, blank=True)
     # Managed provider.
     provider = models.CharField(max_length=16, choices=Provider.choices, blank=True)
     provider_model_id = models.CharField(max_length=200, blank=True)

@@ -219,6 +219,7 @@ def model_version_contract(*, model_slug: str, version: str) -> ModelVersionCont
         provider=found.provider,
         provider_model_id=found.provider_model_id,
         architecture=version_architecture(found),
+        serving_modes=tuple(found.serving_modes or ()),
     )
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.db import transaction
 
+from catalog.contracts import VERSION_SERVING_MODES
 from catalog.models import (
     ARTIFACT_URI_PATTERN,
     KUBERNETES_QUANTITY_PATTERN,
@@ -60,7 +61,14 @@ SELF_HOSTED_VERSION_FIELDS = (
     "architecture",
 )
 MANAGED_VERSION_FIELDS = ("provider", "provider_model_id")
-VERSION_FIELDS = ("lifecycle", "served_model_name", *SELF_HOSTED_VERSION_FIELDS, *MANAGED_VERSION_FIELDS)
+# How a self-hosted version may be served (a managed one keeps the default, which deploys nothing).
+VERSION_FIELDS = (
+    "lifecycle",
+    "served_model_name",
+    *SELF_HOSTED_VERSION_FIELDS,
+    *MANAGED_VERSION_FIELDS,
+    "serving_modes",
+)
 MAX_PRICE_PER_MILLION = Decimal("1000000")
 
 
@@ -210,6 +218,20 @@ def _validate_version(model: CatalogModel, values: dict[str, Any]) -> list[Field
         args = values.get("runtime_args", [])
         if not isinstance(args, list) or not all(isinstance(arg, str) and arg for arg in args):
             problems.append(FieldProblem("runtime_args", "must be a list of non-empty strings", "invalid"))
+        modes = values.get("serving_modes", ["standard"])
+        if (
+            not isinstance(modes, list)
+            or not modes
+            or len(set(modes)) != len(modes)
+            or any(mode not in VERSION_SERVING_MODES for mode in modes)
+        ):
+            problems.append(
+                FieldProblem(
+                    "serving_modes",
+                    f"must list one or more of {', '.join(VERSION_SERVING_MODES)}, each once",
+                    "invalid_choice",
+                )
+            )
         if values.get("architecture"):
             try:
                 architecture_from_dict(values["architecture"])
@@ -221,6 +243,8 @@ def _validate_version(model: CatalogModel, values: dict[str, Any]) -> list[Field
     else:
         present = sorted(name for name in SELF_HOSTED_VERSION_FIELDS if values.get(name))
         problems.extend(FieldProblem(name, "is only for self-hosted models", "not_allowed") for name in present)
+        if values.get("serving_modes", ["standard"]) != ["standard"]:
+            problems.append(FieldProblem("serving_modes", "is only for self-hosted models", "not_allowed"))
         if values.get("provider") not in Provider.values:
             problems.append(FieldProblem("provider", f"must be one of {', '.join(Provider.values)}", "invalid_choice"))
         if not (values.get("provider_model_id") or "").strip():

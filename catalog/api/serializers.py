@@ -9,6 +9,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from catalog import sizing
+from catalog.contracts import VERSION_SERVING_MODES
 from catalog.models import (
     Capability,
     CatalogModel,
@@ -102,6 +103,7 @@ class ModelVersionOutput(serializers.ModelSerializer):
             "provider",
             "provider_model_id",
             "architecture",
+            "serving_modes",
             "sizing",
             "created_at",
             "updated_at",
@@ -268,6 +270,12 @@ class ModelVersionCreateInput(StrictInput):
     parameters = serializers.IntegerField(
         min_value=1, max_value=10**14, required=False, help_text="Parameter count, with hf_config when it cannot tell"
     )
+    serving_modes = serializers.ListField(
+        child=serializers.ChoiceField(choices=VERSION_SERVING_MODES),
+        required=False,
+        max_length=len(VERSION_SERVING_MODES),
+        help_text="Serving modes the version is known to work in (self-hosted; default: standard)",
+    )
 
 
 class ModelVersionUpdateInput(StrictInput):
@@ -287,6 +295,11 @@ class ModelVersionUpdateInput(StrictInput):
     architecture = ArchitectureInput(required=False)
     hf_config = serializers.JSONField(required=False)
     parameters = serializers.IntegerField(min_value=1, max_value=10**14, required=False)
+    serving_modes = serializers.ListField(
+        child=serializers.ChoiceField(choices=VERSION_SERVING_MODES),
+        required=False,
+        max_length=len(VERSION_SERVING_MODES),
+    )
 
 
 class PriceCreateInput(StrictInput):

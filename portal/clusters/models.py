@@ -8,6 +8,7 @@ from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 
+from portal.clusters.contracts import GPU_QUOTA_KINDS, KUEUE, RESOURCE_QUOTA
 from portal.core.models import TimestampedModel
 
 CLUSTER_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$"
@@ -30,6 +31,10 @@ class Cluster(TimestampedModel):
         EXTERNAL = "external", "External"
         NONE = "none", "None"
         KPA = "kpa", "Knative KPA"
+
+    class GpuQuota(models.TextChoices):
+        RESOURCE_QUOTA = RESOURCE_QUOTA, "ResourceQuota"
+        KUEUE = KUEUE, "Kueue"
 
     class Health(models.TextChoices):
         UNKNOWN = "unknown", "Not checked yet"
@@ -56,6 +61,12 @@ class Cluster(TimestampedModel):
     apply_gateway_bootstrap = models.BooleanField(
         default=False, help_text="Let the worker apply the gateway's own usage settings (GatewayConfig, EnvoyProxy)"
     )
+    # The cluster runs the llm-d stack (KServe's LLMInferenceService controller and presets, the InferencePool CRD,
+    # Envoy Gateway's InferencePool backends): its deployments may use the llm-d serving mode.
+    runs_llmd = models.BooleanField(default=False)
+    # How a team's GPUs are capped here: a ResourceQuota per team namespace, or Kueue (a ClusterQueue per team in one
+    # cohort that lends idle GPUs; the cluster must run Kueue with resources.quotaCheckStrategy IgnoreUndeclared).
+    gpu_quota = models.CharField(max_length=16, choices=GpuQuota.choices, default=GpuQuota.RESOURCE_QUOTA)
     health = models.CharField(max_length=12, choices=Health.choices, default=Health.UNKNOWN)
     health_message = models.CharField(max_length=500, blank=True)
     kubernetes_version = models.CharField(max_length=40, blank=True)
@@ -70,6 +81,7 @@ class Cluster(TimestampedModel):
                 | (Q(deployment_mode="Standard") & ~Q(autoscaler_class="kpa")),
                 name="autoscaler_class_matches_deployment_mode",
             ),
+            models.CheckConstraint(condition=Q(gpu_quota__in=GPU_QUOTA_KINDS), name="cluster_gpu_quota_known"),
         ]
 
     def __str__(self) -> str:

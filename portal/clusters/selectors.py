@@ -10,7 +10,7 @@ from decimal import Decimal
 from django.db.models import QuerySet
 
 from catalog.sizing import PoolOffer
-from portal.clusters.contracts import AcceleratorPoolContract, ClusterConnection, ClusterContract
+from portal.clusters.contracts import KUEUE, AcceleratorPoolContract, ClusterConnection, ClusterContract
 from portal.clusters.models import AcceleratorPool, Cluster
 from portal.core.encryption import decrypt_secret
 from portal.core.errors import NotFound
@@ -107,6 +107,8 @@ def cluster_contract(*, cluster_id: int) -> ClusterContract:
         namespace_prefix=cluster.namespace_prefix,
         apply_gateway_bootstrap=cluster.apply_gateway_bootstrap,
         gateway_url=cluster.gateway_url,
+        runs_llmd=cluster.runs_llmd,
+        gpu_quota=cluster.gpu_quota,
     )
 
 
@@ -121,6 +123,21 @@ def pool_contract(*, cluster_id: int, accelerator_type: str) -> AcceleratorPoolC
         tolerations=tuple(pool.tolerations),
         gpu_memory_gb=pool.gpu_memory_gb,
     )
+
+
+def kueue_cluster_ids() -> list[int]:
+    """Clusters whose GPUs Kueue caps."""
+    return list(Cluster.objects.filter(gpu_quota=KUEUE).order_by("pk").values_list("pk", flat=True))
+
+
+def pool_contracts(*, cluster_id: int) -> list[AcceleratorPoolContract]:
+    """Every accelerator pool of a cluster, by type."""
+    return [
+        pool_contract(cluster_id=cluster_id, accelerator_type=accelerator_type)
+        for accelerator_type in AcceleratorPool.objects.filter(cluster_id=cluster_id)
+        .order_by("accelerator_type")
+        .values_list("accelerator_type", flat=True)
+    ]
 
 
 def cluster_connection(*, cluster_id: int) -> ClusterConnection:

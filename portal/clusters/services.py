@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 from django.db import transaction
 from django.utils import timezone
 
+from portal.clusters.contracts import GPU_QUOTA_KINDS
 from portal.clusters.models import (
     CLUSTER_NAME_PATTERN,
     DNS_LABEL_PATTERN,
@@ -39,6 +40,8 @@ CLUSTER_FIELDS = (
     "namespace_prefix",
     "apply_gateway_bootstrap",
     "gateway_url",
+    "runs_llmd",
+    "gpu_quota",
 )
 POOL_FIELDS = ("gpu_product", "node_selector", "tolerations", "gpu_count", "gpu_memory_gb", "hourly_price_per_gpu")
 
@@ -82,6 +85,10 @@ def _validate(values: dict[str, Any]) -> list[FieldProblem]:
         problems.append(FieldProblem("autoscaler_class", "Knative mode scales with Knative's KPA: use kpa", "invalid"))
     if mode == "Standard" and autoscaler == "kpa":
         problems.append(FieldProblem("autoscaler_class", "kpa is only for Knative mode", "invalid"))
+    if "gpu_quota" in values and values["gpu_quota"] not in GPU_QUOTA_KINDS:
+        problems.append(FieldProblem("gpu_quota", f"must be one of {', '.join(GPU_QUOTA_KINDS)}", "invalid_choice"))
+    if "runs_llmd" in values and not isinstance(values["runs_llmd"], bool):
+        problems.append(FieldProblem("runs_llmd", "must be true or false", "invalid"))
     if "region" in values and not str(values["region"]).strip():
         problems.append(FieldProblem("region", "must not be blank", "blank"))
     return problems
@@ -162,6 +169,8 @@ def cluster_update(
     problems = _validate(merged if ("deployment_mode" in changes or "autoscaler_class" in changes) else changes)
     if problems:
         raise ValidationFailed(problems)
+    # Turning runs_llmd off while llm-d deployments run there is refused by the deployments app's inputs watcher
+    # (portal.core.inputs): it fails this write with 409 serving_mode_in_use.
     before = _snapshot(cluster)
     for field, value in changes.items():
         setattr(cluster, field, value)

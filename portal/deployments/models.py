@@ -8,6 +8,7 @@ from django.db import models
 from django.db.models import F, Q
 
 from portal.core.models import TimestampedModel
+from portal.deployments.contracts import LLMD_MODE, SERVING_MODES, STANDARD_MODE
 
 # An InferenceService name: ^[a-z]([-a-z0-9]*[a-z0-9])?$ (KServe), short enough for "<name>-predictor".
 DEPLOYMENT_NAME_PATTERN = r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$"
@@ -39,6 +40,13 @@ class Deployment(TimestampedModel):
     gpus_per_replica = models.PositiveSmallIntegerField()
     runtime_args = models.JSONField(default=list, blank=True, help_text="Overrides appended to the version's defaults")
     model_cache = models.BooleanField(default=False)
+    # How it is served (contracts.SERVING_MODES): a KServe InferenceService, or an llm-d LLMInferenceService whose
+    # InferencePool the gateway routes to; the team picks within what the catalog version and the cluster allow.
+    serving_mode = models.CharField(max_length=12, default=STANDARD_MODE)
+    # llm-d only, prefill/decode disaggregation: prefill replicas (0: none) and GPUs of each (0: as a decode
+    # replica's). The replicas above are then the decode replicas; both count in the quota and in GPU-hours.
+    prefill_replicas = models.PositiveSmallIntegerField(default=0)
+    prefill_gpus_per_replica = models.PositiveSmallIntegerField(default=0)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -67,6 +75,11 @@ class Deployment(TimestampedModel):
                 condition=Q(observed_generation__lte=F("generation")), name="observed_generation_not_ahead"
             ),
             models.CheckConstraint(condition=Q(phase__in=Phase.values), name="deployment_phase_known"),
+            models.CheckConstraint(condition=Q(serving_mode__in=SERVING_MODES), name="deployment_serving_mode_known"),
+            models.CheckConstraint(
+                condition=Q(serving_mode=LLMD_MODE) | (Q(prefill_replicas=0) & Q(prefill_gpus_per_replica=0)),
+                name="prefill_only_in_llmd_mode",
+            ),
         ]
         indexes = [models.Index(fields=["cluster", "accelerator_type"]), models.Index(fields=["phase"])]
 

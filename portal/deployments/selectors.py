@@ -8,7 +8,8 @@ import json
 from collections.abc import Iterable
 from typing import Protocol
 
-from django.db.models import F, Q, QuerySet, Sum
+from django.db.models import Case, F, Q, QuerySet, Sum, When
+from django.db.models.expressions import CombinedExpression
 
 from catalog import selectors as catalog_selectors
 from catalog import sizing
@@ -16,9 +17,22 @@ from catalog.contracts import ModelVersionContract
 from portal.clusters import selectors as cluster_selectors
 from portal.clusters.contracts import AcceleratorPoolContract, ClusterContract
 from portal.core.errors import NotFound
-from portal.deployments.contracts import DeploymentSpec, ObservedStatus, ServedNameRef
+from portal.deployments.contracts import LLMD_MODE, DeploymentSpec, ObservedStatus, ServedNameRef
 from portal.deployments.models import Deployment, DeploymentEvent, Phase, ServedName
+from portal.tenancy import selectors as tenancy_selectors
+from portal.tenancy.contracts import SERVING_TIER_PRIORITIES
 from portal.tenancy.models import Team
+
+
+def reserved_gpus_expression() -> CombinedExpression:
+    """GPUs a deployment row holds against quota and capacity, in SQL: its most decode (or standard) replicas at
+    their GPUs, plus its prefill replicas at theirs (a prefill replica with 0 GPUs of its own has a decode
+    replica's). The database form of gpu_accounting.gpus_reserved (rows outside llm-d have no prefill, by
+    constraint)."""
+    prefill_each = Case(
+        When(prefill_gpus_per_replica=0, then=F("gpus_per_replica")), default=F("prefill_gpus_per_replica")
+    )
+    return F("max_replicas") * F("gpus_per_replica") + F("prefill_replicas") * prefill_each
 
 
 def deployment_list(*, team: Team) -> QuerySet[Deployment]:
@@ -44,7 +58,7 @@ def gpus_allocated_by_cluster_and_type() -> dict[tuple[int, str], int]:
     """GPUs held by deployments (until their row is finalized), per (cluster id, accelerator type)."""
     rows = (
         Deployment.objects.values("cluster_id", "accelerator_type")
-        .annotate(gpus=Sum(F("max_replicas") * F("gpus_per_replica")))
+        .annotate(gpus=Sum(reserved_gpus_expression()))
         .order_by()
     )
     return {(row["cluster_id"], row["accelerator_type"]): int(row["gpus"] or 0) for row in rows}
@@ -65,7 +79,7 @@ def team_gpus_in_use(*, team: Team, accelerator_type: str, excluding_id: int | N
     deployments = Deployment.objects.filter(team=team, accelerator_type=accelerator_type)
     if excluding_id is not None:
         deployments = deployments.exclude(pk=excluding_id)
-    total = deployments.aggregate(gpus=Sum(F("max_replicas") * F("gpus_per_replica")))["gpus"]
+    total = deployments.aggregate(gpus=Sum(reserved_gpus_expression()))["gpus"]
     return int(total or 0)
 
 
@@ -140,6 +154,7 @@ class _SpecReader:
         self._clusters: dict[int, ClusterContract] = {}
         self._pools: dict[tuple[int, str], AcceleratorPoolContract] = {}
         self._key_ids: dict[tuple[str, str], tuple[str, ...] | None] = {}
+        self._tiers: dict[str, str] = {}
 
     def spec(self, deployment: Deployment) -> DeploymentSpec:
         team_slug = deployment.team.slug
@@ -161,6 +176,8 @@ class _SpecReader:
                 if self._allowed_key_ids is not None
                 else None
             )
+        if team_slug not in self._tiers:
+            self._tiers.update(tenancy_selectors.team_serving_tiers(team_slugs=[team_slug]))
         return DeploymentSpec(
             deployment_id=deployment.pk,
             generation=deployment.generation,
@@ -181,6 +198,10 @@ class _SpecReader:
             pool=self._pools[pool_key],
             allowed_key_ids=self._key_ids[(team_slug, model_slug)],
             plan_runtime_args=_plan_runtime_args(self._models[(model_slug, version)], deployment),
+            serving_mode=deployment.serving_mode,
+            prefill_replicas=deployment.prefill_replicas,
+            prefill_gpus_per_replica=deployment.prefill_gpus_per_replica,
+            objective_priority=SERVING_TIER_PRIORITIES.get(self._tiers.get(team_slug, ""), 0),
         )
 
 
@@ -190,9 +211,10 @@ def deployment_ids_built_from(
     team_id: int | None = None,
     cluster_id: int | None = None,
     accelerator_type: str | None = None,
+    serving_mode: str | None = None,
 ) -> list[int]:
     """The deployments (not being deleted) built from a catalog version, a team's keys, a cluster or one of its
-    pools: those a change of it may concern."""
+    pools (and served in a mode): those a change of it may concern."""
     rows = Deployment.objects.exclude(phase=Phase.DELETING)
     if model_version_id is not None:
         rows = rows.filter(model_version_id=model_version_id)
@@ -202,6 +224,19 @@ def deployment_ids_built_from(
         rows = rows.filter(cluster_id=cluster_id)
     if accelerator_type is not None:
         rows = rows.filter(accelerator_type=accelerator_type)
+    if serving_mode is not None:
+        rows = rows.filter(serving_mode=serving_mode)
+    return list(rows.order_by("pk").values_list("pk", flat=True))
+
+
+def deployment_ids_in_a_mode_no_longer_allowed(*, deployment_ids: Iterable[int]) -> list[int]:
+    """Those of these deployments (not being deleted) served in the llm-d mode whose catalog version no longer offers
+    it or whose cluster no longer runs llm-d (the two things a mode is chosen within)."""
+    rows = (
+        Deployment.objects.filter(pk__in=list(deployment_ids), serving_mode=LLMD_MODE)
+        .exclude(phase=Phase.DELETING)
+        .filter(Q(cluster__runs_llmd=False) | ~Q(model_version__serving_modes__contains=[LLMD_MODE]))
+    )
     return list(rows.order_by("pk").values_list("pk", flat=True))
 
 

@@ -22,11 +22,13 @@ from catalog import sizing
 from catalog.models import Hosting, Lifecycle, ModelVersion
 from catalog.selectors import catalog_model_list
 from portal.clusters import selectors as cluster_selectors
+from portal.clusters.contracts import KUEUE
 from portal.clusters.models import AcceleratorPool
 from portal.core.audit import audit_record
 from portal.core.errors import Conflict, FieldProblem, ValidationFailed
 from portal.core.inputs import InputSource
-from portal.deployments.contracts import ObservedStatus
+from portal.deployments.contracts import LLMD_MODE, SERVING_MODES, STANDARD_MODE, ObservedStatus
+from portal.deployments.gpu_accounting import gpus_for
 from portal.deployments.models import (
     DEPLOYMENT_NAME_PATTERN,
     Deployment,
@@ -38,6 +40,7 @@ from portal.deployments.models import (
 from portal.deployments.names import deployment_gateway_name
 from portal.deployments.selectors import (
     deployment_ids_built_from,
+    deployment_ids_in_a_mode_no_longer_allowed,
     deployment_input_fingerprints,
     gpus_allocated_by_cluster_and_type,
     team_gpus_in_use,
@@ -271,7 +274,23 @@ def deployment_inputs_watch_source(source: InputSource, reason: str) -> Abstract
     deployment_ids = deployment_ids_built_from(
         model_version_id=source.model_version_id, cluster_id=source.cluster_id, accelerator_type=source.accelerator_type
     )
-    return deployment_inputs_watch(deployment_ids=deployment_ids, reason=reason)
+    return _inputs_watch_keeping_modes(deployment_ids=deployment_ids, reason=reason)
+
+
+@contextmanager
+def _inputs_watch_keeping_modes(*, deployment_ids: list[int], reason: str) -> Iterator[None]:
+    """deployment_inputs_watch, and the change is refused (its transaction with it) when it takes away the serving
+    mode a live deployment uses: a cluster that stops running llm-d, a catalog version that stops offering it."""
+    with deployment_inputs_watch(deployment_ids=deployment_ids, reason=reason):
+        yield
+        stranded = deployment_ids_in_a_mode_no_longer_allowed(deployment_ids=deployment_ids)
+        if stranded:
+            raise Conflict(
+                f"{len(stranded)} deployment(s) serve in the {LLMD_MODE} mode this change takes away: switch them to "
+                f"{STANDARD_MODE} or delete them first",
+                code="serving_mode_in_use",
+                extra={"deployments": len(stranded)},
+            )
 
 
 def deployments_inputs_changed(*, deployment_ids: Iterable[int], reason: str) -> list[int]:
@@ -329,6 +348,9 @@ def _snapshot(deployment: Deployment) -> dict[str, Any]:
         "gpus_per_replica": deployment.gpus_per_replica,
         "runtime_args": list(deployment.runtime_args),
         "model_cache": deployment.model_cache,
+        "serving_mode": deployment.serving_mode,
+        "prefill_replicas": deployment.prefill_replicas,
+        "prefill_gpus_per_replica": deployment.prefill_gpus_per_replica,
         "generation": deployment.generation,
         "phase": deployment.phase,
     }
@@ -384,14 +406,96 @@ def _resolve_version(
 
 
 def _admit_gpus(
-    *, team: Team, quota: TeamQuota, accelerator_type: str, requested: int, excluding_id: int | None
+    *,
+    team: Team,
+    quota: TeamQuota,
+    accelerator_type: str,
+    requested: int,
+    excluding_id: int | None,
+    gpu_quota: str,
 ) -> None:
-    limit = tenancy_selectors.team_gpu_limit(quota=quota, accelerator_type=accelerator_type)
+    """No overcommit: the team's GPUs of the type in use plus this request stay within its quota, and on a Kueue
+    cluster within its quota plus what a platform admin allowed it to borrow from the cohort (Kueue then queues
+    what the cohort cannot lend at the moment; the deployment's status says so)."""
+    nominal = tenancy_selectors.team_gpu_limit(quota=quota, accelerator_type=accelerator_type)
+    borrowing = (
+        tenancy_selectors.team_gpu_borrowing_limit(quota=quota, accelerator_type=accelerator_type)
+        if gpu_quota == KUEUE
+        else 0
+    )
+    limit = nominal + borrowing
     used = team_gpus_in_use(team=team, accelerator_type=accelerator_type, excluding_id=excluding_id)
     if used + requested > limit:
+        allowed = f"{nominal} {accelerator_type} GPUs" + (f" (and borrow {borrowing})" if borrowing else "")
         raise QuotaExceeded(
-            f"Team '{team.slug}' may hold {limit} {accelerator_type} GPUs; it uses {used} and this needs {requested}",
-            extra={"accelerator_type": accelerator_type, "requested": requested, "used": used, "limit": limit},
+            f"Team '{team.slug}' may hold {allowed}; it uses {used} and this needs {requested}",
+            extra={
+                "accelerator_type": accelerator_type,
+                "requested": requested,
+                "used": used,
+                "limit": limit,
+                "borrowing_limit": borrowing,
+            },
+        )
+
+
+def _validate_serving(
+    *,
+    serving_mode: str,
+    prefill_replicas: int,
+    prefill_gpus_per_replica: int,
+    min_replicas: int,
+    scale_to_zero: bool,
+    model_cache: bool = False,
+) -> list[FieldProblem]:
+    """The serving fields on their own (what the version and the cluster allow is checked once they are known)."""
+    if serving_mode not in SERVING_MODES:
+        return [FieldProblem("serving_mode", f"must be one of: {', '.join(SERVING_MODES)}", "invalid_choice")]
+    problems = []
+    if prefill_replicas < 0 or prefill_gpus_per_replica < 0:
+        problems.append(FieldProblem("prefill_replicas", "must not be negative", "invalid"))
+    if serving_mode != LLMD_MODE and (prefill_replicas or prefill_gpus_per_replica):
+        field_name = "prefill_replicas" if prefill_replicas else "prefill_gpus_per_replica"
+        problems.append(
+            FieldProblem(field_name, "prefill/decode disaggregation needs the llm-d serving mode", "requires_llmd")
+        )
+    if serving_mode == LLMD_MODE and prefill_gpus_per_replica and not prefill_replicas:
+        problems.append(
+            FieldProblem(
+                "prefill_gpus_per_replica", "set prefill_replicas too (no prefill replica has GPUs)", "invalid"
+            )
+        )
+    if serving_mode == LLMD_MODE and model_cache:
+        # The LocalModelCache is matched to InferenceServices by storage URI; the llm-d builder renders none.
+        problems.append(
+            FieldProblem("model_cache", "the model cache is not offered in the llm-d mode", "not_in_llmd_mode")
+        )
+    if serving_mode == LLMD_MODE and (scale_to_zero or min_replicas < 1):
+        # LLMInferenceService: scaling.minReplicas is at least 1 (CEL), autoscaling goes through the WVA.
+        problems.append(
+            FieldProblem(
+                "scale_to_zero" if scale_to_zero else "min_replicas",
+                "the llm-d mode keeps at least one replica (it cannot scale to zero)",
+                "not_in_llmd_mode",
+            )
+        )
+    return problems
+
+
+def _mode_allowed(*, serving_mode: str, version: ModelVersion, cluster_name: str, runs_llmd: bool) -> None:
+    """The catalog version declares the mode, and the cluster runs what it needs."""
+    modes = list(version.serving_modes or ())
+    if serving_mode not in modes:
+        raise ValidationFailed.for_field(
+            "serving_mode",
+            f"{version} is not served in the '{serving_mode}' mode; its catalog entry allows: {', '.join(modes)}",
+            code="mode_not_supported_by_version",
+        )
+    if serving_mode == LLMD_MODE and not runs_llmd:
+        raise ValidationFailed.for_field(
+            "serving_mode",
+            f"cluster '{cluster_name}' does not run the llm-d stack; choose the standard mode or another cluster",
+            code="mode_not_supported_by_cluster",
         )
 
 
@@ -404,6 +508,9 @@ def _place(
     gpus_for_pool: Callable[[AcceleratorPool], int | None],
     unfit: Callable[[list[AcceleratorPool]], Conflict],
     excluding: Deployment | None = None,
+    serving_mode: str = STANDARD_MODE,
+    prefill_replicas: int = 0,
+    prefill_gpus_per_replica: int = 0,
 ) -> tuple[AcceleratorPool, int]:
     """Pick the pool and the GPUs per replica: among the candidate pools (the named cluster's, or those of the type
     and region) that hold the model, the one with the most free GPUs."""
@@ -416,6 +523,8 @@ def _place(
         pools = pools.filter(accelerator_type=accelerator_type)
     if region:
         pools = pools.filter(cluster__region=region)
+    if serving_mode == LLMD_MODE and not cluster_name:
+        pools = pools.filter(cluster__runs_llmd=True)  # placed by type: only where the mode can run
     candidates = list(pools.select_for_update(of=("self",)))
     if not candidates:
         where = f" in region '{region}'" if region else ""
@@ -426,14 +535,24 @@ def _place(
     allocated = gpus_allocated_by_cluster_and_type()
     if excluding is not None:
         key = (excluding.cluster_id, excluding.accelerator_type)
-        allocated[key] = allocated.get(key, 0) - excluding.max_replicas * excluding.gpus_per_replica
+        allocated[key] = allocated.get(key, 0) - _reserved(excluding).total
     fitting = [(pool, gpus) for pool in candidates if (gpus := gpus_for_pool(pool)) is not None]
     if not fitting:
         raise unfit(candidates)
     options = [(cluster_selectors.pool_capacity(pool=pool, allocated=allocated), pool, gpus) for pool, gpus in fitting]
-    options.sort(key=lambda item: (item[0].free < replicas * item[2], -item[0].free, item[1].pk))
+
+    def demand(gpus: int) -> int:
+        return gpus_for(
+            serving_mode=serving_mode,
+            replicas=replicas,
+            gpus_per_replica=gpus,
+            prefill_replicas=prefill_replicas,
+            prefill_gpus_per_replica=prefill_gpus_per_replica,
+        ).total
+
+    options.sort(key=lambda item: (item[0].free < demand(item[2]), -item[0].free, item[1].pk))
     best_capacity, best, gpus = options[0]
-    requested = replicas * gpus
+    requested = demand(gpus)
     if best_capacity.free < requested:
         raise NoCapacity(
             f"{requested} GPUs requested; the most room is {best_capacity.free} free of {best_capacity.total} "
@@ -447,6 +566,16 @@ def _place(
             },
         )
     return best, gpus
+
+
+def _reserved(deployment: Deployment) -> Any:
+    return gpus_for(
+        serving_mode=deployment.serving_mode,
+        replicas=deployment.max_replicas,
+        gpus_per_replica=deployment.gpus_per_replica,
+        prefill_replicas=deployment.prefill_replicas,
+        prefill_gpus_per_replica=deployment.prefill_gpus_per_replica,
+    )
 
 
 def _too_small(min_gpu_memory_gb: int) -> Callable[[list[AcceleratorPool]], Conflict]:
@@ -479,6 +608,9 @@ def deployment_create(
     runtime_args: list[str] | None = None,
     model_cache: bool = False,
     gpus_per_replica: int | None = None,
+    serving_mode: str = STANDARD_MODE,
+    prefill_replicas: int = 0,
+    prefill_gpus_per_replica: int = 0,
 ) -> DeploymentResult:
     problems: list[FieldProblem] = []
     if not re.fullmatch(DEPLOYMENT_NAME_PATTERN, name):
@@ -500,12 +632,30 @@ def deployment_create(
     if max_replicas < 1 or min_replicas < 0 or min_replicas > max_replicas:
         problems.append(FieldProblem("max_replicas", "must be at least 1 and at least min_replicas", "invalid"))
     problems.extend(_validate_runtime_args(runtime_args or []))
+    problems.extend(
+        _validate_serving(
+            serving_mode=serving_mode,
+            prefill_replicas=prefill_replicas,
+            prefill_gpus_per_replica=prefill_gpus_per_replica,
+            min_replicas=min_replicas,
+            scale_to_zero=scale_to_zero,
+            model_cache=model_cache,
+        )
+    )
     if problems:
         raise ValidationFailed(problems)
     if team.status != Team.Status.ACTIVE:
         raise Conflict(f"Team '{team.slug}' is suspended", code="team_suspended")
     model_version, warnings = _resolve_version(
         team=team, actor=actor, platform_admin=platform_admin, model_slug=model, version=version
+    )
+    # Placed by type, only clusters that run the mode are candidates (_place); a named cluster must run it.
+    named = cluster_selectors.cluster_list().filter(name=cluster).first() if cluster else None
+    _mode_allowed(
+        serving_mode=serving_mode,
+        version=model_version,
+        cluster_name=cluster or "",
+        runs_llmd=named.runs_llmd if named is not None else True,
     )
     quota = tenancy_selectors.team_quota_lock(team=team)
     if Deployment.objects.filter(team=team, name=name).exists():
@@ -555,9 +705,25 @@ def deployment_create(
         replicas=max_replicas,
         gpus_for_pool=gpus_for_pool,
         unfit=unfit,
+        serving_mode=serving_mode,
+        prefill_replicas=prefill_replicas,
+        prefill_gpus_per_replica=prefill_gpus_per_replica,
     )
-    requested = max_replicas * placed_gpus
-    _admit_gpus(team=team, quota=quota, accelerator_type=pool.accelerator_type, requested=requested, excluding_id=None)
+    requested = gpus_for(
+        serving_mode=serving_mode,
+        replicas=max_replicas,
+        gpus_per_replica=placed_gpus,
+        prefill_replicas=prefill_replicas,
+        prefill_gpus_per_replica=prefill_gpus_per_replica,
+    ).total
+    _admit_gpus(
+        team=team,
+        quota=quota,
+        accelerator_type=pool.accelerator_type,
+        requested=requested,
+        excluding_id=None,
+        gpu_quota=pool.cluster.gpu_quota,
+    )
     deployment = Deployment.objects.create(
         team=team,
         name=name,
@@ -571,6 +737,9 @@ def deployment_create(
         gpus_per_replica=placed_gpus,
         runtime_args=list(runtime_args or []),
         model_cache=model_cache,
+        serving_mode=serving_mode,
+        prefill_replicas=prefill_replicas,
+        prefill_gpus_per_replica=prefill_gpus_per_replica,
         created_by=actor,
     )
     deployment.served_model_name = deployment_gateway_name(team_slug=team.slug, name=name, deployment_id=deployment.pk)
@@ -590,7 +759,15 @@ def deployment_create(
     return DeploymentResult(deployment=deployment, warnings=warnings)
 
 
-_UPDATABLE = ("min_replicas", "max_replicas", "scale_to_zero", "runtime_args")
+_UPDATABLE = (
+    "min_replicas",
+    "max_replicas",
+    "scale_to_zero",
+    "runtime_args",
+    "serving_mode",
+    "prefill_replicas",
+    "prefill_gpus_per_replica",
+)
 
 
 @transaction.atomic
@@ -614,11 +791,33 @@ def deployment_update(
         desired["min_replicas"] = 0
     elif "scale_to_zero" in changes and not changes["scale_to_zero"] and "min_replicas" not in changes:
         desired["min_replicas"] = max(current.min_replicas, 1)
+    if desired["serving_mode"] != LLMD_MODE and "serving_mode" in changes:
+        # Leaving llm-d drops its disaggregation unless the caller says otherwise (and is then told it cannot).
+        for name in ("prefill_replicas", "prefill_gpus_per_replica"):
+            if name not in changes:
+                desired[name] = 0
     problems = _validate_runtime_args(desired["runtime_args"])
     if desired["max_replicas"] < 1 or desired["min_replicas"] > desired["max_replicas"]:
         problems.append(FieldProblem("max_replicas", "must be at least 1 and at least min_replicas", "invalid"))
+    problems.extend(
+        _validate_serving(
+            serving_mode=desired["serving_mode"],
+            prefill_replicas=desired["prefill_replicas"],
+            prefill_gpus_per_replica=desired["prefill_gpus_per_replica"],
+            min_replicas=desired["min_replicas"],
+            scale_to_zero=desired["scale_to_zero"],
+            model_cache=current.model_cache,
+        )
+    )
     if problems:
         raise ValidationFailed(problems)
+    if desired["serving_mode"] != current.serving_mode:
+        _mode_allowed(
+            serving_mode=desired["serving_mode"],
+            version=current.model_version,
+            cluster_name=current.cluster.name,
+            runs_llmd=current.cluster.runs_llmd,
+        )
     if desired["runtime_args"] != current.runtime_args:
         plan = _sizing_for(current.model_version, desired["runtime_args"])
         pool = (
@@ -638,14 +837,21 @@ def deployment_update(
                     replicas=max(desired["min_replicas"], 1),
                     advice=" (create a new deployment there)",
                 )
-    if desired["max_replicas"] > current.max_replicas:
-        requested = desired["max_replicas"] * current.gpus_per_replica
+    requested = gpus_for(
+        serving_mode=desired["serving_mode"],
+        replicas=desired["max_replicas"],
+        gpus_per_replica=current.gpus_per_replica,
+        prefill_replicas=desired["prefill_replicas"],
+        prefill_gpus_per_replica=desired["prefill_gpus_per_replica"],
+    ).total
+    if requested > _reserved(current).total:
         _admit_gpus(
             team=current.team,
             quota=quota,
             accelerator_type=current.accelerator_type,
             requested=requested,
             excluding_id=current.pk,
+            gpu_quota=current.cluster.gpu_quota,
         )
         _place(
             cluster_name=current.cluster.name,
@@ -655,6 +861,9 @@ def deployment_update(
             gpus_for_pool=lambda pool: current.gpus_per_replica,
             unfit=_too_small(0),
             excluding=current,
+            serving_mode=desired["serving_mode"],
+            prefill_replicas=desired["prefill_replicas"],
+            prefill_gpus_per_replica=desired["prefill_gpus_per_replica"],
         )
     for name, value in desired.items():
         setattr(current, name, value)

@@ -95,7 +95,15 @@ class TeamQuotaAdmin(ServiceWriteAdmin):
     list_display = ["team", "max_deployments", "tokens_per_minute", "tokens_per_day", "budget", "budget_policy"]
     list_filter = ["budget_policy"]
     search_fields = ["team__slug"]
-    fields = ["team", "max_deployments", "tokens_per_minute", "tokens_per_day", "monthly_budget", "budget_policy"]
+    fields = [
+        "team",
+        "max_deployments",
+        "tokens_per_minute",
+        "tokens_per_day",
+        "monthly_budget",
+        "budget_policy",
+        "serving_tier",
+    ]
     readonly_fields = ["team"]
     inlines = [GpuQuotaInline]
 
@@ -108,12 +116,16 @@ class TeamQuotaAdmin(ServiceWriteAdmin):
         changes = dict(getattr(form, "portal_changes", {}))
         for formset in formsets:
             if formset.model is TeamGpuQuota and formset.has_changed():
-                changes["gpus"] = {
-                    row.cleaned_data["accelerator_type"]: row.cleaned_data["gpus"]
+                rows = [
+                    row.cleaned_data
                     for row in formset.forms
                     if row.cleaned_data
                     and not row.cleaned_data.get("DELETE")
                     and row.cleaned_data.get("accelerator_type")
+                ]
+                changes["gpus"] = {row["accelerator_type"]: row["gpus"] for row in rows}
+                changes["gpu_borrowing_limits"] = {
+                    row["accelerator_type"]: row.get("borrowing_limit") or 0 for row in rows
                 }
         if changes:
             quota = TeamQuota.objects.select_related("team").get(pk=form.instance.pk)

@@ -11,7 +11,7 @@ from django.db.models import Q
 from django.db.models.functions import Lower
 
 from portal.core.models import TimestampedModel
-from portal.tenancy.contracts import ALERT_ONLY, BudgetEnforcement
+from portal.tenancy.contracts import ALERT_ONLY, SERVING_TIERS, STANDARD_TIER, BudgetEnforcement
 
 # DESIGN.md: a team slug is a DNS-1123 label of at most 40 characters (it becomes part of a namespace).
 TEAM_SLUG_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$"
@@ -146,10 +146,14 @@ class TeamQuota(TimestampedModel):
     tokens_per_day = models.PositiveBigIntegerField()
     monthly_budget = models.DecimalField(max_digits=14, decimal_places=2, validators=[MinValueValidator(Decimal("0"))])
     budget_policy = models.CharField(max_length=10, choices=BudgetPolicy.choices)
+    # The priority of the team's llm-d traffic on a shared pool (contracts.SERVING_TIER_PRIORITIES), set by a
+    # platform admin.
+    serving_tier = models.CharField(max_length=12, default=STANDARD_TIER)
 
     class Meta:
         constraints = [
             models.CheckConstraint(condition=Q(monthly_budget__gte=0), name="monthly_budget_not_negative"),
+            models.CheckConstraint(condition=Q(serving_tier__in=SERVING_TIERS), name="team_serving_tier_known"),
         ]
 
     def __str__(self) -> str:
@@ -162,6 +166,9 @@ class TeamGpuQuota(models.Model):
     quota = models.ForeignKey(TeamQuota, on_delete=models.CASCADE, related_name="gpu_limits")
     accelerator_type = models.CharField(max_length=64, validators=[RegexValidator(ACCELERATOR_TYPE_PATTERN)])
     gpus = models.PositiveIntegerField()
+    # Kueue clusters only: GPUs of this type the team may borrow from the cohort beyond `gpus` (a platform admin's
+    # choice; 0: none).
+    borrowing_limit = models.PositiveIntegerField(default=0)
 
     class Meta:
         verbose_name = "team GPU quota"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from django.db.models import Prefetch, QuerySet, Sum
+from django.db.models import Prefetch, Q, QuerySet, Sum
 
 from portal.core.errors import NotFound
 from portal.tenancy.contracts import TeamBudgetTerms, TeamQuotaContract
@@ -111,6 +111,10 @@ def team_quota_contract(*, team_slug: str) -> TeamQuotaContract:
         monthly_budget=quota.monthly_budget,
         budget_policy=quota.budget_policy,
         gpus={limit.accelerator_type: limit.gpus for limit in quota.gpu_limits.all()},
+        gpu_borrowing_limits={
+            limit.accelerator_type: limit.borrowing_limit for limit in quota.gpu_limits.all() if limit.borrowing_limit
+        },
+        serving_tier=quota.serving_tier,
     )
 
 
@@ -138,6 +142,20 @@ def teams_budget_terms(*, team_ids: Iterable[int]) -> dict[int, TeamBudgetTerms]
     }
 
 
+def team_quota_contracts(*, accelerator_types: Iterable[str]) -> list[TeamQuotaContract]:
+    """The quotas of the active teams holding (or allowed to borrow) GPUs of any of these types: the teams that get
+    GPU queues on a Kueue cluster with such pools."""
+    slugs = (
+        TeamGpuQuota.objects.filter(
+            accelerator_type__in=list(accelerator_types), quota__team__status=Team.Status.ACTIVE
+        )
+        .filter(Q(gpus__gt=0) | Q(borrowing_limit__gt=0))
+        .values_list("quota__team__slug", flat=True)
+        .distinct()
+    )
+    return [team_quota_contract(team_slug=slug) for slug in sorted(set(slugs))]
+
+
 def user_get_by_reference(*, reference: str) -> User | None:
     """A user by Backstage ref (user:default/jane, any case) or by username."""
     reference = normalize_user_ref(reference)
@@ -155,6 +173,17 @@ def team_quota_lock(*, team: Team) -> TeamQuota:
 def team_gpu_limit(*, quota: TeamQuota, accelerator_type: str) -> int:
     limit = quota.gpu_limits.filter(accelerator_type=accelerator_type).first()
     return limit.gpus if limit is not None else 0
+
+
+def team_gpu_borrowing_limit(*, quota: TeamQuota, accelerator_type: str) -> int:
+    """GPUs of the type the team may borrow beyond its own on a Kueue cluster (0: none)."""
+    limit = quota.gpu_limits.filter(accelerator_type=accelerator_type).first()
+    return limit.borrowing_limit if limit is not None else 0
+
+
+def team_serving_tiers(*, team_slugs: Iterable[str]) -> dict[str, str]:
+    """Team slug -> its serving tier (one query for many teams)."""
+    return dict(TeamQuota.objects.filter(team__slug__in=list(team_slugs)).values_list("team__slug", "serving_tier"))
 
 
 def team_accelerator_types(*, team: Team) -> set[str]:

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from portal.core.audit import audit_record
 from portal.core.errors import Conflict, FieldProblem, NotFound, ValidationFailed
+from portal.tenancy.contracts import SERVING_TIERS
 from portal.tenancy.models import (
     ACCELERATOR_TYPE_PATTERN,
     BACKSTAGE_GROUP_REF_PATTERN,
@@ -371,6 +372,12 @@ def _quota_snapshot(quota: TeamQuota) -> dict[str, Any]:
         "monthly_budget": str(quota.monthly_budget),
         "budget_policy": quota.budget_policy,
         "gpus": {limit.accelerator_type: limit.gpus for limit in quota.gpu_limits.order_by("accelerator_type")},
+        "serving_tier": quota.serving_tier,
+        "gpu_borrowing_limits": {
+            limit.accelerator_type: limit.borrowing_limit
+            for limit in quota.gpu_limits.order_by("accelerator_type")
+            if limit.borrowing_limit
+        },
     }
 
 
@@ -390,7 +397,16 @@ def _nudge_gpu_quota_changed(team_id: int) -> None:
     transaction.on_commit(send)
 
 
-_QUOTA_FIELDS = ("max_deployments", "tokens_per_minute", "tokens_per_day", "monthly_budget", "budget_policy", "gpus")
+_QUOTA_FIELDS = (
+    "max_deployments",
+    "tokens_per_minute",
+    "tokens_per_day",
+    "monthly_budget",
+    "budget_policy",
+    "gpus",
+    "serving_tier",
+    "gpu_borrowing_limits",
+)
 
 
 @transaction.atomic
@@ -426,11 +442,31 @@ def team_quota_update(*, actor: User, team: Team, changes: dict[str, Any]) -> Te
                 problems.append(FieldProblem(f"gpus.{accelerator}", "is not a valid accelerator type", "invalid"))
             elif not isinstance(count, int) or count < 0:
                 problems.append(FieldProblem(f"gpus.{accelerator}", "must be a whole number, 0 or more", "invalid"))
+    if "serving_tier" in changes and changes["serving_tier"] not in SERVING_TIERS:
+        problems.append(FieldProblem("serving_tier", f"must be one of {', '.join(SERVING_TIERS)}", "invalid_choice"))
+    borrowing = changes.get("gpu_borrowing_limits")
+    if borrowing is not None:
+        for accelerator, count in borrowing.items():
+            if not _ACCELERATOR.fullmatch(accelerator):
+                problems.append(
+                    FieldProblem(f"gpu_borrowing_limits.{accelerator}", "is not a valid accelerator type", "invalid")
+                )
+            elif not isinstance(count, int) or count < 0:
+                problems.append(
+                    FieldProblem(f"gpu_borrowing_limits.{accelerator}", "must be a whole number, 0 or more", "invalid")
+                )
     if problems:
         raise ValidationFailed(problems)
     quota = TeamQuota.objects.select_for_update().get(team=team)
     before = _quota_snapshot(quota)
-    for name in ("max_deployments", "tokens_per_minute", "tokens_per_day", "monthly_budget", "budget_policy"):
+    for name in (
+        "max_deployments",
+        "tokens_per_minute",
+        "tokens_per_day",
+        "monthly_budget",
+        "budget_policy",
+        "serving_tier",
+    ):
         if name in changes:
             setattr(quota, name, changes[name])
     quota.save()
@@ -438,6 +474,16 @@ def team_quota_update(*, actor: User, team: Team, changes: dict[str, Any]) -> Te
         quota.gpu_limits.exclude(accelerator_type__in=list(gpus)).delete()
         for accelerator, count in gpus.items():
             TeamGpuQuota.objects.update_or_create(quota=quota, accelerator_type=accelerator, defaults={"gpus": count})
+    if borrowing is not None:
+        # What the team may borrow on Kueue clusters beyond its own (a type it has no GPUs of gets a 0 quota row).
+        quota.gpu_limits.exclude(accelerator_type__in=list(borrowing)).update(borrowing_limit=0)
+        for accelerator, count in borrowing.items():
+            TeamGpuQuota.objects.update_or_create(
+                quota=quota,
+                accelerator_type=accelerator,
+                defaults={"borrowing_limit": count},
+                create_defaults={"gpus": 0, "borrowing_limit": count},
+            )
     after = _quota_snapshot(quota)
     if after != before:
         audit_record(
@@ -450,7 +496,8 @@ def team_quota_update(*, actor: User, team: Team, changes: dict[str, Any]) -> Te
             before=before,
             after=after,
         )
-    if after["gpus"] != before["gpus"]:
+    if any(after[name] != before[name] for name in ("gpus", "serving_tier", "gpu_borrowing_limits")):
+        # Built from them: the ResourceQuota or the team's ClusterQueue, and its llm-d objectives' priority.
         _nudge_gpu_quota_changed(team.pk)
     return quota
 

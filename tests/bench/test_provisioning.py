@@ -1,7 +1,9 @@
-"""Provisioning at scale on the sandbox: 1,000 deployments for 100 teams, then a resync of all of them.
+"""Provisioning at scale on the sandbox: 1,000 deployments for 100 teams, half of them in the llm-d serving mode
+(LLMInferenceService, pool and objective) and half standard (InferenceService), then a resync of all of them.
 
 Prints: time until all are Ready, API requests per deployment for the first apply, and for a resync of the
-1,000 unchanged deployments the write requests (target 0), the requests in total and the time taken, both
+1,000 unchanged deployments the write requests (target 0), the requests in total (target: one list per kind) and
+the time taken, both
 for the periodic resync (one snapshot of the cluster) and for a full reconcile of each deployment.
 Run with `make bench` (PORTAL_BENCH_TEAMS=10 for a quick try). Reconciles run in this process one after
 another (one worker's throughput); the sandbox's controllers run on their own thread as on a cluster.
@@ -15,17 +17,22 @@ from collections.abc import Iterator
 
 import pytest
 
+from catalog.models import ModelVersion
+from portal.clusters.models import Cluster
 from portal.deployments.models import Deployment
 from portal.deployments.services import deployment_create
 from portal.tenancy.models import TeamGpuQuota, User
 from tests.factories import SelfHostedVersionFactory, TeamFactory
 from tests.sandbox_cluster import register_sandbox_cluster
-from workers.provisioning.reconciler import reconcile_deployment, resync_cluster
+from workers.provisioning.reconciler import LLMD_OWNED_KINDS, OWNED_KINDS, reconcile_deployment, resync_cluster
 from workers.sandbox.server import GpuNodePool, Sandbox
 from workers.sandbox.validation import default_crd_dir
 
 TEAMS = int(os.environ.get("PORTAL_BENCH_TEAMS", "100"))  # smaller for a quick try
 PER_TEAM = 10
+# What the snapshot of an llm-d cluster lists, once each: namespaces, quotas, every owned kind of both modes, the
+# predictor pods, the llm-d pods and KServe's InferencePools.
+SNAPSHOT_LISTS = 2 + len(OWNED_KINDS) + len(LLMD_OWNED_KINDS) + 3
 
 
 @pytest.fixture
@@ -39,7 +46,9 @@ def sandbox() -> Iterator[Sandbox]:
 @pytest.mark.django_db(transaction=False)
 def test_thousand_deployments(sandbox: Sandbox) -> None:
     cluster = register_sandbox_cluster(sandbox, name="bench", l4_gpus=1040, scheduling=False)
+    Cluster.objects.filter(pk=cluster.pk).update(runs_llmd=True)
     SelfHostedVersionFactory(model__slug="qwen", version="v1", gpus_per_replica=1, min_gpu_memory_gb=16)
+    ModelVersion.objects.filter(model__slug="qwen").update(serving_modes=["standard", "llm-d"])
     actor = User.objects.create(username="bench-admin", is_staff=True)
     started = time.perf_counter()
     for team_index in range(TEAMS):
@@ -55,10 +64,12 @@ def test_thousand_deployments(sandbox: Sandbox) -> None:
                 name=f"m{index}",
                 model="qwen",
                 accelerator_type="nvidia-l4",
+                serving_mode="llm-d" if index % 2 else "standard",
             )
     created = time.perf_counter() - started
     ids = list(Deployment.objects.order_by("pk").values_list("pk", flat=True))
     assert len(ids) == TEAMS * PER_TEAM
+    assert Deployment.objects.filter(serving_mode="llm-d").count() == len(ids) // 2
 
     sandbox.reset_records()
     started = time.perf_counter()
@@ -95,7 +106,7 @@ def test_thousand_deployments(sandbox: Sandbox) -> None:
     each_requests = len(sandbox.records)
 
     print(
-        f"\n{len(ids):,} deployments / {TEAMS} teams on the sandbox (one in-process worker):"
+        f"\n{len(ids):,} deployments / {TEAMS} teams on the sandbox, half standard, half llm-d (one in-process worker):"
         f"\n  created through the service layer in {created:.1f} s"
         f"\n  first reconcile pass {first_pass:.1f} s: {first_requests / len(ids):.1f} API requests per deployment"
         f" ({first_writes / len(ids):.1f} writes)"
@@ -106,4 +117,5 @@ def test_thousand_deployments(sandbox: Sandbox) -> None:
         f" {each_requests} requests ({each_requests / len(ids):.1f} per deployment), {each:.1f} s"
     )
     assert resync_writes == 0
+    assert resync_requests == SNAPSHOT_LISTS  # one list per kind, whatever the number of deployments
     assert each_writes == 0

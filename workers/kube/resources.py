@@ -47,6 +47,18 @@ _TYPES = [
         "aigateway.envoyproxy.io/v1beta1", "BackendSecurityPolicy", "backendsecuritypolicies", namespaced=True
     ),
     ResourceType("aigateway.envoyproxy.io/v1beta1", "GatewayConfig", "gatewayconfigs", namespaced=True),
+    # The llm-d serving mode (section 2.3, 6; shared/crds/kserve, gateway-api-inference-extension, llm-d-router).
+    ResourceType("serving.kserve.io/v1alpha2", "LLMInferenceService", "llminferenceservices", namespaced=True),
+    ResourceType("inference.networking.k8s.io/v1", "InferencePool", "inferencepools", namespaced=True),
+    ResourceType("llm-d.ai/v1alpha2", "InferenceObjective", "inferenceobjectives", namespaced=True),
+    ResourceType("llm-d.ai/v1alpha2", "InferenceModelRewrite", "inferencemodelrewrites", namespaced=True),
+    ResourceType("gateway.networking.k8s.io/v1beta1", "ReferenceGrant", "referencegrants", namespaced=True),
+    # Kueue GPU quotas (section 8; shared/crds/kueue). Workloads are Kueue's, read for their conditions.
+    ResourceType("kueue.x-k8s.io/v1beta2", "Cohort", "cohorts", namespaced=False),
+    ResourceType("kueue.x-k8s.io/v1beta2", "ResourceFlavor", "resourceflavors", namespaced=False),
+    ResourceType("kueue.x-k8s.io/v1beta2", "ClusterQueue", "clusterqueues", namespaced=False),
+    ResourceType("kueue.x-k8s.io/v1beta2", "LocalQueue", "localqueues", namespaced=True),
+    ResourceType("kueue.x-k8s.io/v1beta2", "Workload", "workloads", namespaced=True),
 ]
 RESOURCE_TYPES = {(item.api_version, item.kind): item for item in _TYPES}
 

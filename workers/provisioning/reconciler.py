@@ -9,6 +9,7 @@ A deployment marked for deletion has every owned object removed before its row i
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import hashlib
 import json
@@ -25,27 +26,62 @@ from django.conf import settings
 from django.utils import timezone
 
 from portal.clusters import selectors as cluster_selectors
+from portal.clusters.contracts import KUEUE, AcceleratorPoolContract, ClusterContract
 from portal.deployments import selectors as deployment_selectors
 from portal.deployments import services as deployment_services
-from portal.deployments.contracts import DeploymentSpec, ObservedStatus
+from portal.deployments.contracts import LLMD_MODE, STANDARD_MODE, DeploymentSpec, ObservedStatus
 from portal.gateway import selectors as gateway_selectors
 from portal.tenancy import selectors as tenancy_selectors
+from portal.tenancy.contracts import TeamQuotaContract
 from workers.kube.client import Cluster, ListedObject, connect
 from workers.kube.errors import TerminalClusterError
-from workers.provisioning.manifests.deployment import build_deployment_objects, build_team_objects, namespace_of
+from workers.provisioning.manifests.deployment import (
+    build_deployment_objects,
+    build_namespace,
+    build_team_objects,
+    namespace_of,
+)
+from workers.provisioning.manifests.kueue import (
+    build_kueue_cluster_objects,
+    build_kueue_quota_objects,
+    build_kueue_team_objects,
+)
 from workers.provisioning.manifests.labels import DEPLOYMENT_ID_KEY, MANAGED_BY, MANAGED_BY_KEY, deployment_selector
+from workers.provisioning.manifests.llmd import (
+    INFERENCE_POOL_GROUP,
+    INFERENCE_POOL_KIND,
+    build_deployment_objects_llmd,
+    inference_pool_name,
+)
 from workers.provisioning.manifests.upstream import (
     AIGW_API_VERSION,
     CACHE_API_VERSION,
     EG_API_VERSION,
     ISVC_API_VERSION,
+    KUEUE_API_VERSION,
+    LLMD_API_VERSION,
+    LLMISVC_API_VERSION,
+    REFERENCE_GRANT_API_VERSION,
 )
-from workers.provisioning.status import derive_status
+from workers.provisioning.status import (
+    derive_llmd_status,
+    derive_status,
+    llmd_serving_ready,
+    queued_by_kueue,
+    standard_serving_ready,
+)
 
 logger = logging.getLogger(__name__)
 
 HASH_ANNOTATION = "portal.genai.io/content-hash"
 PREDICTOR_POD_LABEL = "serving.kserve.io/inferenceservice"
+# KServe labels an LLMInferenceService's decode pods (and, with `-prefill`, its prefill pods) so (kserve v0.20.0
+# pkg/controller/v1alpha2/llmisvc/workload_single_node.go expectedSingleNodeMainDeployment, expectedPrefillMainDeployment).
+LLMD_POD_PART_OF = "app.kubernetes.io/part-of=llminferenceservice"
+LLMD_POD_NAME_LABEL = "app.kubernetes.io/name"
+LLMD_POD_COMPONENT_LABEL = "app.kubernetes.io/component"
+LLMD_DECODE_COMPONENT = "llminferenceservice-workload"
+INFERENCE_POOL_API_VERSION = f"{INFERENCE_POOL_GROUP}/v1"
 # Kinds a deployment can own, where to look for them (team namespace, gateway namespace, cluster-scoped).
 OWNED_KINDS = (
     (CACHE_API_VERSION, "LocalModelCache", "cluster"),
@@ -54,6 +90,75 @@ OWNED_KINDS = (
     (AIGW_API_VERSION, "AIServiceBackend", "gateway"),
     (AIGW_API_VERSION, "AIGatewayRoute", "gateway"),
 )
+# And on a cluster that runs llm-d (only there are these kinds served, so only there are they listed).
+LLMD_OWNED_KINDS = (
+    (LLMISVC_API_VERSION, "LLMInferenceService", "team"),
+    (LLMD_API_VERSION, "InferenceObjective", "team"),
+    (LLMD_API_VERSION, "InferenceModelRewrite", "team"),
+    (REFERENCE_GRANT_API_VERSION, "ReferenceGrant", "team"),
+)
+# The object that serves in each mode: while the other mode's is still owned, the deployment is switching.
+SERVING_KIND = {LLMD_MODE: "LLMInferenceService"}
+STANDARD_SERVING_KIND = "InferenceService"
+
+
+# On a Kueue cluster: the queues every deployment's team needs, shared (never pruned with a deployment).
+KUEUE_KINDS = (
+    (KUEUE_API_VERSION, "Cohort"),
+    (KUEUE_API_VERSION, "ResourceFlavor"),
+    (KUEUE_API_VERSION, "ClusterQueue"),
+    (KUEUE_API_VERSION, "LocalQueue"),
+)
+WORKLOAD_TYPE = (KUEUE_API_VERSION, "Workload")
+WORKLOAD_POD_LABEL = "kueue.x-k8s.io/job-uid"
+GPU_QUOTA_NAME = "genai-portal-gpus"  # the ResourceQuota build_gpu_quota renders
+
+
+@dataclass(frozen=True)
+class TeamInputs:
+    """What a team's shared objects on a cluster are built from: its GPU total (the ResourceQuota's cap) or, on a
+    Kueue cluster, its quota (nominal and borrowing per type) and the cluster's pools (a flavor each)."""
+
+    gpu_total: int
+    quota: TeamQuotaContract | None = None
+    pools: tuple[AcceleratorPoolContract, ...] = ()
+
+
+def team_inputs(spec: DeploymentSpec) -> TeamInputs:
+    if spec.cluster.gpu_quota != KUEUE:
+        return TeamInputs(tenancy_selectors.team_gpu_total(team_slug=spec.team_slug))
+    return TeamInputs(
+        0,
+        tenancy_selectors.team_quota_contract(team_slug=spec.team_slug),
+        tuple(cluster_selectors.pool_contracts(cluster_id=spec.cluster.cluster_id)),
+    )
+
+
+def team_objects(spec: DeploymentSpec, inputs: TeamInputs) -> list[dict[str, Any]]:
+    """The team's namespace and its GPU cap on this cluster: a ResourceQuota, or on a Kueue cluster the cohort, a
+    flavor per pool, the team's ClusterQueue and its namespace's LocalQueue (in apply order)."""
+    if inputs.quota is None:
+        return build_team_objects(spec, inputs.gpu_total)
+    return [
+        build_namespace(spec),
+        *build_kueue_cluster_objects(inputs.pools),
+        *build_kueue_team_objects(spec.cluster, inputs.pools, inputs.quota),
+    ]
+
+
+def owned_kinds(cluster: ClusterContract) -> tuple[tuple[str, str, str], ...]:
+    return OWNED_KINDS + (LLMD_OWNED_KINDS if cluster.runs_llmd else ())
+
+
+def desired_objects(spec: DeploymentSpec) -> list[dict[str, Any]]:
+    """The objects the deployment owns in its serving mode, in apply order."""
+    if spec.serving_mode == LLMD_MODE:
+        return build_deployment_objects_llmd(spec)
+    return build_deployment_objects(spec)
+
+
+def serving_kind(serving_mode: str) -> str:
+    return SERVING_KIND.get(serving_mode, STANDARD_SERVING_KIND)
 
 
 class DeploymentBusy(Exception):
@@ -179,7 +284,7 @@ def converge(cluster: Cluster, manifests: list[dict[str, Any]]) -> tuple[int, di
 def _owned(cluster: Cluster, spec: DeploymentSpec) -> list[ListedObject]:
     selector = deployment_selector(spec.deployment_id)
     found: list[ListedObject] = []
-    for api_version, kind, where in OWNED_KINDS:
+    for api_version, kind, where in owned_kinds(spec.cluster):
         namespace = {"team": namespace_of(spec), "gateway": spec.cluster.gateway_namespace}.get(where)
         found.extend(cluster.list(api_version, kind, label_selector=selector, namespace=namespace))
     return found
@@ -200,17 +305,83 @@ def prune(cluster: Cluster, owned: list[ListedObject], desired: list[dict[str, A
     return deletes
 
 
-def _endpoint_base(spec: DeploymentSpec, isvc: dict[str, Any]) -> str:
+def _endpoint_base(spec: DeploymentSpec, serving: dict[str, Any]) -> str:
     if spec.cluster.gateway_url:
         return spec.cluster.gateway_url
-    url = str(((isvc.get("status") or {}).get("url")) or "")
+    status = serving.get("status") or {}
+    url = str(status.get("url") or "")
+    if spec.serving_mode == LLMD_MODE:
+        # vLLM itself answers under /v1. With no KServe-managed route there is no status.url, only the workload
+        # Service's in-cluster address (KServe v0.20.0 router.go updateRoutingStatus).
+        addresses = [item.get("url") for item in status.get("addresses") or [] if isinstance(item, dict)]
+        return url or str(next((address for address in addresses if address), ""))
     return f"{url.rstrip('/')}/openai" if url else ""
 
 
-def _ready_replicas(cluster: Cluster, spec: DeploymentSpec) -> int:
-    """Ready predictor pods: KServe labels them with their InferenceService's name (Standard mode)."""
-    pods = cluster.list("v1", "Pod", label_selector=f"{PREDICTOR_POD_LABEL}={spec.name}", namespace=namespace_of(spec))
-    return sum(1 for pod in pods if _is_ready_pod(pod.manifest))
+def _serving_pods(cluster: Cluster, spec: DeploymentSpec) -> list[ListedObject]:
+    """The deployment's model server pods: KServe labels an InferenceService's predictor pods with its name
+    (Standard mode), and an LLMInferenceService's decode and prefill pods with theirs."""
+    if spec.serving_mode == LLMD_MODE:
+        selector = f"{LLMD_POD_PART_OF},{LLMD_POD_NAME_LABEL}={spec.name}"
+    else:
+        selector = f"{PREDICTOR_POD_LABEL}={spec.name}"
+    return cluster.list("v1", "Pod", label_selector=selector, namespace=namespace_of(spec))
+
+
+def _is_replica(spec: DeploymentSpec, pod: ListedObject) -> bool:
+    """A serving replica: any predictor pod; of llm-d's, the decode ones (prefill pods are counted apart)."""
+    if spec.serving_mode != LLMD_MODE:
+        return True
+    return (pod.metadata.get("labels") or {}).get(LLMD_POD_COMPONENT_LABEL) == LLMD_DECODE_COMPONENT
+
+
+def _ready_replicas(cluster: Cluster, spec: DeploymentSpec, pods: list[ListedObject] | None = None) -> int:
+    pods = _serving_pods(cluster, spec) if pods is None else pods
+    return sum(1 for pod in pods if _is_replica(spec, pod) and _is_ready_pod(pod.manifest))
+
+
+def _owner_pod(workload: dict[str, Any]) -> str:
+    for reference in (workload.get("metadata") or {}).get("ownerReferences") or []:
+        if reference.get("kind") == "Pod":
+            return str(reference.get("name") or "")
+    return ""
+
+
+def _workloads(cluster: Cluster, spec: DeploymentSpec, pods: list[ListedObject]) -> list[dict[str, Any]]:
+    """Kueue's Workloads for the deployment's pods (Kueue's pod integration: one per pod, owned by it, labelled
+    with its uid; Kueue v0.19.2 pkg/controller/jobs/pod). None off Kueue clusters."""
+    if spec.cluster.gpu_quota != KUEUE or not pods:
+        return []
+    names = {pod.name for pod in pods}
+    listed = cluster.list(*WORKLOAD_TYPE, label_selector=WORKLOAD_POD_LABEL, namespace=namespace_of(spec))
+    return [item.manifest for item in listed if _owner_pod(item.manifest) in names]
+
+
+def _observe(
+    spec: DeploymentSpec,
+    *,
+    serving: dict[str, Any] | None,
+    pool: dict[str, Any] | None,
+    route: dict[str, Any] | None,
+    ready_replicas: int,
+) -> ObservedStatus:
+    """The deployment's status in its mode, from its serving object (and pool) and its route."""
+    if spec.serving_mode == LLMD_MODE:
+        return derive_llmd_status(
+            llm_inference_service=serving,
+            inference_pool=pool,
+            route=route,
+            endpoint_base=_endpoint_base(spec, serving or {}),
+            served_model_name=spec.served_model_name,
+            ready_replicas=ready_replicas,
+        )
+    return derive_status(
+        inference_service=serving,
+        route=route,
+        endpoint_base=_endpoint_base(spec, serving or {}),
+        served_model_name=spec.served_model_name,
+        ready_replicas=ready_replicas,
+    )
 
 
 def redacted(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -249,10 +420,18 @@ def reconcile_deployment(deployment_id: int) -> ReconcileResult:
         cluster = connect(cluster_selectors.cluster_connection(cluster_id=spec.cluster.cluster_id))
         if spec.deleting:
             return _delete(cluster, spec)
-        desired = build_deployment_objects(spec)
-        team_limit = tenancy_selectors.team_gpu_total(team_slug=spec.team_slug)
+        desired = desired_objects(spec)
+        inputs = team_inputs(spec)
+        # Nothing can be left over from an earlier spec before the first one was ever applied whole (a half-applied
+        # first generation only made objects that are still desired); the resync's snapshot catches anything else.
+        owned = _owned(cluster, spec) if spec.observed_generation or spec.generation > 1 else []
+        leaving = [item for item in owned if item.kind == serving_kind(_other_mode(spec))]
         try:
-            team_writes, _ = converge(cluster, build_team_objects(spec, team_limit))
+            team_writes, _ = converge(cluster, team_objects(spec, inputs))
+            if inputs.quota is not None:
+                team_writes += _drop_resource_quota(cluster, spec)
+            if leaving:
+                return _switch_modes(cluster, spec, desired, owned, team_writes)
             writes, live = converge(cluster, desired)
         except TerminalClusterError as error:
             deployment_services.deployment_failure_record(
@@ -262,21 +441,17 @@ def reconcile_deployment(deployment_id: int) -> ReconcileResult:
                 message=f"the cluster refused the deployment: {error.message}",
             )
             return ReconcileResult(deployment_id, "failed", 0, "Failed")
-        if spec.observed_generation or spec.generation > 1:
-            # Nothing can be left over from an earlier spec before the first one was ever applied whole (a
-            # half-applied first generation only made objects that are still desired); the resync's snapshot
-            # catches anything else owned by it.
-            writes += prune(cluster, _owned(cluster, spec), desired)
-        writes += team_writes
-        isvc = live.get(("InferenceService", spec.name)) or {}
+        writes += prune(cluster, owned, desired) + team_writes
         route = next((item for (kind, _), item in live.items() if kind == "AIGatewayRoute"), None)
-        status = derive_status(
-            inference_service=isvc or None,
+        pods = _serving_pods(cluster, spec)
+        status = _observe(
+            spec,
+            serving=live.get((serving_kind(spec.serving_mode), spec.name)) or None,
+            pool=_live_pool(cluster, spec),
             route=route,
-            endpoint_base=_endpoint_base(spec, isvc),
-            served_model_name=spec.served_model_name,
-            ready_replicas=_ready_replicas(cluster, spec),
+            ready_replicas=_ready_replicas(cluster, spec, pods),
         )
+        status = queued_by_kueue(status, _workloads(cluster, spec, pods))
         deployment_services.deployment_status_record(
             deployment_id=spec.deployment_id,
             generation=spec.generation,
@@ -285,6 +460,116 @@ def reconcile_deployment(deployment_id: int) -> ReconcileResult:
             applied_manifests=redacted([with_hash(item) for item in desired]),
         )
         return ReconcileResult(deployment_id, "applied" if writes else "unchanged", writes, status.phase)
+
+
+def cluster_quota_objects(contract: ClusterContract) -> list[dict[str, Any]]:
+    """A Kueue cluster's cohort, flavors and every GPU-holding team's namespace and queues; nothing elsewhere."""
+    if contract.gpu_quota != KUEUE:
+        return []
+    pools = cluster_selectors.pool_contracts(cluster_id=contract.cluster_id)
+    quotas = tenancy_selectors.team_quota_contracts(accelerator_types=[pool.accelerator_type for pool in pools])
+    return build_kueue_quota_objects(contract, pools, quotas)
+
+
+def converge_cluster_quota(cluster: Cluster, contract: ClusterContract, snapshot: ClusterSnapshot | None) -> int:
+    """Apply the cluster's Kueue objects that are missing or changed (compared with the snapshot when there is one,
+    so an unchanged cluster costs no request); returns the writes."""
+    manifests = cluster_quota_objects(contract)
+    if snapshot is None:
+        return converge(cluster, manifests)[0]
+    writes = 0
+    for manifest in manifests:
+        if not in_sync(snapshot.live(_key_of(manifest)), manifest):
+            cluster.apply(with_hash(manifest))
+            writes += 1
+    return writes
+
+
+def reconcile_cluster_quota(cluster_id: int) -> int:
+    """Converge a cluster's GPU queues now (a cluster moved to Kueue, a team's quota changed): the writes made."""
+    contract = cluster_selectors.cluster_contract(cluster_id=cluster_id)
+    cluster = connect(cluster_selectors.cluster_connection(cluster_id=cluster_id))
+    return converge_cluster_quota(cluster, contract, None)
+
+
+def _drop_resource_quota(cluster: Cluster, spec: DeploymentSpec) -> int:
+    """A cluster moved to Kueue: the namespace's ResourceQuota from before would still cap the team below what Kueue
+    lends it, so it goes (deployments stay; Kueue admits their pods from now on)."""
+    namespace = namespace_of(spec)
+    if cluster.get("v1", "ResourceQuota", GPU_QUOTA_NAME, namespace) is None:
+        return 0
+    return int(cluster.delete("v1", "ResourceQuota", GPU_QUOTA_NAME, namespace))
+
+
+def _other_mode(spec: DeploymentSpec) -> str:
+    return STANDARD_MODE if spec.serving_mode == LLMD_MODE else LLMD_MODE
+
+
+def _live_pool(cluster: Cluster, spec: DeploymentSpec) -> dict[str, Any] | None:
+    """The InferencePool KServe made for an llm-d deployment (it is KServe's, not the portal's: read, never applied)."""
+    if spec.serving_mode != LLMD_MODE:
+        return None
+    return cluster.get(INFERENCE_POOL_API_VERSION, INFERENCE_POOL_KIND, inference_pool_name(spec), namespace_of(spec))
+
+
+def _switch_modes(
+    cluster: Cluster,
+    spec: DeploymentSpec,
+    desired: list[dict[str, Any]],
+    owned: list[ListedObject],
+    team_writes: int,
+) -> ReconcileResult:
+    """A live deployment changes serving mode without a moment where its route points at nothing: the new mode's
+    objects are applied beside the old ones while the route keeps sending to the old; once the new serving object is
+    Ready (and, for llm-d, its pool exists), the route is rewritten in one apply (the gateway swaps a route's
+    backends atomically); the old objects are pruned on a later pass, once the live route already is the new one,
+    so no request the gateway still routes by the old route finds its backend gone."""
+    route = next(item for item in desired if item["kind"] == "AIGatewayRoute")
+    serving_objects = [item for item in desired if item["kind"] != "AIGatewayRoute"]
+    writes, live = converge(cluster, serving_objects)
+    serving = live.get((serving_kind(spec.serving_mode), spec.name)) or None
+    pool = _live_pool(cluster, spec)
+    ready_replicas = _ready_replicas(cluster, spec)
+    if spec.serving_mode == LLMD_MODE:
+        ready = llmd_serving_ready(serving, pool)
+    else:
+        ready = standard_serving_ready(serving)
+    route_live = cluster.get(
+        route["apiVersion"], route["kind"], route["metadata"]["name"], route["metadata"]["namespace"]
+    )
+    route_switched = in_sync(route_live, route)
+    finished = False
+    if ready and route_switched:
+        writes += prune(cluster, owned, desired)
+        finished = True
+    elif ready:
+        route_live = cluster.apply(with_hash(route))
+        writes += 1
+    status = _observe(spec, serving=serving, pool=pool, route=route_live, ready_replicas=ready_replicas)
+    if not finished:
+        step = (
+            "the route now sends to them; the old objects go next"
+            if ready
+            else "the route keeps serving from the old ones until they are ready"
+        )
+        gateway = spec.cluster.gateway_url
+        status = ObservedStatus(
+            phase="Provisioning",
+            conditions=status.conditions,
+            message=f"switching to the {spec.serving_mode} serving mode: {step}",
+            endpoint=f"{gateway.rstrip('/')}/v1" if gateway else "",  # the gateway keeps serving it throughout
+            observed_replicas=status.observed_replicas,
+        )
+    deployment_services.deployment_status_record(
+        deployment_id=spec.deployment_id,
+        generation=spec.generation,
+        status=status,
+        reconciled_at=timezone.now(),
+        applied_manifests=redacted([with_hash(item) for item in desired]),
+    )
+    return ReconcileResult(
+        spec.deployment_id, "applied" if writes + team_writes else "unchanged", writes + team_writes, status.phase
+    )
 
 
 def _delete(cluster: Cluster, spec: DeploymentSpec) -> ReconcileResult:
@@ -311,6 +596,16 @@ class ClusterSnapshot:
     objects: dict[tuple[str, str, str], ListedObject]  # (kind listed, namespace, name) -> live object
     owned_by_deployment: dict[str, set[tuple[str, str, str]]]  # deployment id label -> keys it owns
     ready_pods: dict[tuple[str, str], int]  # (namespace, InferenceService name) -> ready predictor pods
+    # llm-d: (namespace, LLMInferenceService name) -> its ready decode pods; (namespace, name) -> InferencePool
+    ready_llmd_pods: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)
+    pools: dict[tuple[str, str], dict[str, Any]] = dataclasses.field(default_factory=dict)
+    # (serving mode, namespace, serving object name) -> its pods' names; (namespace, pod name) -> Kueue's Workload
+    pods_by_owner: dict[tuple[str, str, str], list[str]] = dataclasses.field(default_factory=dict)
+    workloads_by_pod: dict[tuple[str, str], dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def workloads_of(self, serving_mode: str, namespace: str, name: str) -> list[dict[str, Any]]:
+        pods = self.pods_by_owner.get((serving_mode, namespace, name), [])
+        return [found for pod in pods if (found := self.workloads_by_pod.get((namespace, pod))) is not None]
 
     def live(self, key: tuple[str, str, str]) -> dict[str, Any] | None:
         listed = self.objects.get(key)
@@ -325,11 +620,17 @@ def _is_ready_pod(pod: dict[str, Any]) -> bool:
     )
 
 
-def cluster_snapshot(cluster: Cluster) -> ClusterSnapshot:
+def cluster_snapshot(cluster: Cluster, contract: ClusterContract | None = None) -> ClusterSnapshot:
+    """One list per kind: the portal's own objects by its label, and the serving pods; on an llm-d cluster also the
+    llm-d serving pods and the InferencePools KServe made, on a Kueue cluster the queues and Kueue's Workloads."""
     managed = f"{MANAGED_BY_KEY}={MANAGED_BY}"
     objects: dict[tuple[str, str, str], ListedObject] = {}
     owned: dict[str, set[tuple[str, str, str]]] = {}
-    kinds = [("v1", "Namespace"), ("v1", "ResourceQuota")] + [(version, kind) for version, kind, _ in OWNED_KINDS]
+    kinds_owned = owned_kinds(contract) if contract is not None else OWNED_KINDS
+    kinds = [("v1", "Namespace"), ("v1", "ResourceQuota")] + [(version, kind) for version, kind, _ in kinds_owned]
+    kueue = contract is not None and contract.gpu_quota == KUEUE
+    if kueue:
+        kinds += list(KUEUE_KINDS)
     for api_version, kind in kinds:
         for listed in cluster.list(api_version, kind, label_selector=managed, all_namespaces=True):
             key = (listed.kind, listed.namespace or "", listed.name)
@@ -338,11 +639,33 @@ def cluster_snapshot(cluster: Cluster) -> ClusterSnapshot:
             if deployment_id:
                 owned.setdefault(deployment_id, set()).add(key)
     ready: dict[tuple[str, str], int] = {}
+    pods_by_owner: dict[tuple[str, str, str], list[str]] = {}
     for pod in cluster.list("v1", "Pod", label_selector=PREDICTOR_POD_LABEL, all_namespaces=True):
+        owner = (pod.namespace or "", str((pod.metadata.get("labels") or {})[PREDICTOR_POD_LABEL]))
+        pods_by_owner.setdefault((STANDARD_MODE, *owner), []).append(pod.name)
         if _is_ready_pod(pod.manifest):
-            owner = (pod.namespace or "", str((pod.metadata.get("labels") or {})[PREDICTOR_POD_LABEL]))
             ready[owner] = ready.get(owner, 0) + 1
-    return ClusterSnapshot(objects, owned, ready)
+    ready_llmd: dict[tuple[str, str], int] = {}
+    pools: dict[tuple[str, str], dict[str, Any]] = {}
+    if contract is not None and contract.runs_llmd:
+        for pod in cluster.list("v1", "Pod", label_selector=LLMD_POD_PART_OF, all_namespaces=True):
+            labels = pod.metadata.get("labels") or {}
+            owner = (pod.namespace or "", str(labels.get(LLMD_POD_NAME_LABEL) or ""))
+            pods_by_owner.setdefault((LLMD_MODE, *owner), []).append(pod.name)
+            if labels.get(LLMD_POD_COMPONENT_LABEL) == LLMD_DECODE_COMPONENT and _is_ready_pod(pod.manifest):
+                ready_llmd[owner] = ready_llmd.get(owner, 0) + 1
+        # KServe's pools carry no portal label; listing them all is still one request.
+        pools = {
+            (listed.namespace or "", listed.name): listed.manifest
+            for listed in cluster.list(
+                INFERENCE_POOL_API_VERSION, INFERENCE_POOL_KIND, label_selector="", all_namespaces=True
+            )
+        }
+    workloads: dict[tuple[str, str], dict[str, Any]] = {}
+    if kueue:
+        for listed in cluster.list(*WORKLOAD_TYPE, label_selector=WORKLOAD_POD_LABEL, all_namespaces=True):
+            workloads[(listed.namespace or "", _owner_pod(listed.manifest))] = listed.manifest
+    return ClusterSnapshot(objects, owned, ready, ready_llmd, pools, pods_by_owner, workloads)
 
 
 def _key_of(manifest: dict[str, Any]) -> tuple[str, str, str]:
@@ -350,26 +673,42 @@ def _key_of(manifest: dict[str, Any]) -> tuple[str, str, str]:
     return (manifest["kind"], str(metadata.get("namespace") or ""), str(metadata["name"]))
 
 
-def status_if_in_sync(spec: DeploymentSpec, snapshot: ClusterSnapshot, team_gpu_limit: int) -> ObservedStatus | None:
+def status_if_in_sync(
+    spec: DeploymentSpec, snapshot: ClusterSnapshot, team_gpu_limit: int | TeamInputs
+) -> ObservedStatus | None:
     """The deployment's status as the snapshot shows it when every desired object is live with the desired
     content and nothing else is owned by it; None when it needs a real reconcile (drift, missing, extra)."""
     if spec.deleting:
         return None
-    desired = build_deployment_objects(spec)
-    for manifest in [*build_team_objects(spec, team_gpu_limit), *desired]:
+    desired = desired_objects(spec)
+    inputs = team_gpu_limit if isinstance(team_gpu_limit, TeamInputs) else TeamInputs(team_gpu_limit)
+    for manifest in [*team_objects(spec, inputs), *desired]:
         if not in_sync(snapshot.live(_key_of(manifest)), manifest):
             return None
+    if inputs.quota is not None and ("ResourceQuota", namespace_of(spec), GPU_QUOTA_NAME) in snapshot.objects:
+        return None  # moved to Kueue: the old ResourceQuota is still there
     if snapshot.owned_by_deployment.get(str(spec.deployment_id), set()) != {_key_of(item) for item in desired}:
         return None
-    isvc = snapshot.live(("InferenceService", namespace_of(spec), spec.name)) or {}
+    namespace = namespace_of(spec)
+    serving = snapshot.live((serving_kind(spec.serving_mode), namespace, spec.name)) or {}
     route = next((snapshot.live(_key_of(item)) for item in desired if item["kind"] == "AIGatewayRoute"), None)
-    return derive_status(
-        inference_service=isvc,
-        route=route,
-        endpoint_base=_endpoint_base(spec, isvc),
-        served_model_name=spec.served_model_name,
-        ready_replicas=snapshot.ready_pods.get((namespace_of(spec), spec.name), 0),
-    )
+    if spec.serving_mode == LLMD_MODE:
+        status = _observe(
+            spec,
+            serving=serving,
+            pool=snapshot.pools.get((namespace, inference_pool_name(spec))),
+            route=route,
+            ready_replicas=snapshot.ready_llmd_pods.get((namespace, spec.name), 0),
+        )
+    else:
+        status = _observe(
+            spec,
+            serving=serving,
+            pool=None,
+            route=route,
+            ready_replicas=snapshot.ready_pods.get((namespace, spec.name), 0),
+        )
+    return queued_by_kueue(status, snapshot.workloads_of(spec.serving_mode, namespace, spec.name))
 
 
 @dataclass(frozen=True)
@@ -384,15 +723,17 @@ def resync_cluster(cluster_id: int, deployment_ids: list[int]) -> ResyncResult:
     status changed (under their lock, skipped when busy), and return the ones that drifted, for a full
     reconcile. Unchanged deployments cost no cluster write and no database write."""
     cluster = connect(cluster_selectors.cluster_connection(cluster_id=cluster_id))
-    snapshot = cluster_snapshot(cluster)
+    contract = cluster_selectors.cluster_contract(cluster_id=cluster_id)
+    snapshot = cluster_snapshot(cluster, contract)
+    converge_cluster_quota(cluster, contract, snapshot)
     recorded_before = deployment_selectors.deployment_observed_statuses(deployment_ids=deployment_ids)
     stale: list[int] = []
     specs_of_stale: dict[int, DeploymentSpec] = {}
     checked = recorded = 0
-    team_limits: dict[str, int] = {}
+    team_limits: dict[str, TeamInputs] = {}
     for spec in deployment_specs(deployment_ids):
         if spec.team_slug not in team_limits:
-            team_limits[spec.team_slug] = tenancy_selectors.team_gpu_total(team_slug=spec.team_slug)
+            team_limits[spec.team_slug] = team_inputs(spec)
         status = status_if_in_sync(spec, snapshot, team_limits[spec.team_slug])
         if status is None:
             stale.append(spec.deployment_id)
@@ -433,7 +774,7 @@ def _mark_inputs_changed_elsewhere(specs: dict[int, DeploymentSpec]) -> list[int
         for deployment_id, spec in current.items()
         if applied.get(deployment_id)
         and applied[deployment_id]
-        != {f"{item['kind']}/{item['metadata']['name']}": content_hash(item) for item in build_deployment_objects(spec)}
+        != {f"{item['kind']}/{item['metadata']['name']}": content_hash(item) for item in desired_objects(spec)}
     ]
     if not changed:
         return []

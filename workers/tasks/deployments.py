@@ -6,11 +6,17 @@ import logging
 
 from celery import Task, shared_task
 
+from portal.clusters import selectors as cluster_selectors
 from portal.deployments import selectors as deployment_selectors
 from portal.deployments import services as deployment_services
 from workers.kube.errors import ClusterError, RetryableClusterError
 from workers.metrics import reconcile_observed
-from workers.provisioning.reconciler import DeploymentBusy, reconcile_deployment, resync_cluster
+from workers.provisioning.reconciler import (
+    DeploymentBusy,
+    reconcile_cluster_quota,
+    reconcile_deployment,
+    resync_cluster,
+)
 from workers.tasks import pending
 
 logger = logging.getLogger(__name__)
@@ -54,6 +60,12 @@ def team_gpu_quota_changed(team_id: int) -> int:
     bumped = deployment_services.deployments_inputs_changed(
         deployment_ids=deployment_selectors.deployment_ids_built_from(team_id=team_id), reason="team GPU quota changed"
     )
+    # Kueue clusters hold a ClusterQueue per team whether or not it deploys there (its idle GPUs are lent).
+    for cluster_id in cluster_selectors.kueue_cluster_ids():
+        try:
+            reconcile_cluster_quota(cluster_id)
+        except ClusterError as error:  # the cluster's next resync converges its queues
+            logger.warning("GPU queues of cluster %s not converged: %s", cluster_id, error)
     return len(bumped)
 
 

@@ -64,6 +64,8 @@ class ClusterOutput(serializers.ModelSerializer):
             "namespace_prefix",
             "gateway_url",
             "apply_gateway_bootstrap",
+            "runs_llmd",
+            "gpu_quota",
             "health",
             "health_message",
             "kubernetes_version",
@@ -88,6 +90,15 @@ class ClusterCreateInput(StrictInput):
     namespace_prefix = serializers.CharField(max_length=22, required=False, allow_blank=True)
     apply_gateway_bootstrap = serializers.BooleanField(required=False, default=False)
     gateway_url = serializers.URLField(max_length=500, required=False, allow_blank=True)
+    runs_llmd = serializers.BooleanField(
+        required=False, default=False, help_text="The cluster runs the llm-d stack: deployments may use the llm-d mode"
+    )
+    gpu_quota = serializers.ChoiceField(
+        choices=Cluster.GpuQuota.choices,
+        required=False,
+        default=Cluster.GpuQuota.RESOURCE_QUOTA,
+        help_text="How team GPUs are capped: a ResourceQuota per team namespace, or Kueue queues in one cohort",
+    )
 
 
 class ClusterUpdateInput(StrictInput):
@@ -98,6 +109,8 @@ class ClusterUpdateInput(StrictInput):
     autoscaler_class = serializers.ChoiceField(choices=Cluster.AutoscalerClass.choices, required=False)
     apply_gateway_bootstrap = serializers.BooleanField(required=False)
     gateway_url = serializers.URLField(max_length=500, required=False, allow_blank=True)
+    runs_llmd = serializers.BooleanField(required=False)
+    gpu_quota = serializers.ChoiceField(choices=Cluster.GpuQuota.choices, required=False)
     auth_kind = serializers.ChoiceField(choices=Cluster.AuthKind.choices, required=False)
     kubeconfig = serializers.CharField(required=False, write_only=True, max_length=200_000)
     token = serializers.CharField(required=False, write_only=True, max_length=20_000)

@@ -6,6 +6,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from portal.api.serializers import KubernetesConditionOutput, KubernetesObjectField, QueryFilters, StrictInput
+from portal.deployments.contracts import SERVING_MODES
 from portal.deployments.models import DEPLOYMENT_NAME_PATTERN, Deployment, DeploymentEvent, Phase
 
 
@@ -46,6 +47,9 @@ class DeploymentOutput(serializers.ModelSerializer):
             "gpus_per_replica",
             "runtime_args",
             "model_cache",
+            "serving_mode",
+            "prefill_replicas",
+            "prefill_gpus_per_replica",
             "generation",
             "status",
             "created_at",
@@ -85,6 +89,21 @@ class DeploymentCreateInput(StrictInput):
         required=False,
         help_text="Default: the fewest GPUs that hold the model (its sizing), else the catalog's hardware profile",
     )
+    serving_mode = serializers.ChoiceField(
+        choices=SERVING_MODES,
+        default="standard",
+        help_text="standard: a KServe InferenceService; llm-d: an LLMInferenceService whose InferencePool the gateway "
+        "routes to with LLM-aware endpoint picking (the catalog version and the cluster must allow it)",
+    )
+    prefill_replicas = serializers.IntegerField(
+        min_value=0, max_value=64, default=0, help_text="llm-d only: prefill replicas (prefill/decode disaggregation)"
+    )
+    prefill_gpus_per_replica = serializers.IntegerField(
+        min_value=0,
+        max_value=64,
+        default=0,
+        help_text="llm-d only: GPUs of each prefill replica (0: as a decode replica)",
+    )
 
 
 class DeploymentUpdateInput(StrictInput):
@@ -92,6 +111,24 @@ class DeploymentUpdateInput(StrictInput):
     max_replicas = serializers.IntegerField(min_value=1, max_value=64, required=False)
     scale_to_zero = serializers.BooleanField(required=False)
     runtime_args = serializers.ListField(child=serializers.CharField(max_length=200), required=False, max_length=20)
+    serving_mode = serializers.ChoiceField(
+        choices=SERVING_MODES,
+        required=False,
+        help_text="standard: a KServe InferenceService; llm-d: an LLMInferenceService whose InferencePool the gateway "
+        "routes to with LLM-aware endpoint picking (the catalog version and the cluster must allow it)",
+    )
+    prefill_replicas = serializers.IntegerField(
+        min_value=0,
+        max_value=64,
+        required=False,
+        help_text="llm-d only: prefill replicas (prefill/decode disaggregation)",
+    )
+    prefill_gpus_per_replica = serializers.IntegerField(
+        min_value=0,
+        max_value=64,
+        required=False,
+        help_text="llm-d only: GPUs of each prefill replica (0: as a decode replica)",
+    )
 
 
 class DeploymentCreatedOutput(DeploymentOutput):

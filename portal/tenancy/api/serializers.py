@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from portal.api.serializers import QueryFilters, StrictInput
+from portal.tenancy.contracts import SERVING_TIERS
 from portal.tenancy.models import (
     TEAM_SLUG_PATTERN,
     TOKEN_LIMIT_MAX,
@@ -134,6 +136,7 @@ class MeOutput(serializers.Serializer):
 class QuotaOutput(serializers.ModelSerializer):
     team = serializers.CharField(source="team.slug")
     gpus = serializers.SerializerMethodField()
+    gpu_borrowing_limits = serializers.SerializerMethodField()
     monthly_budget = serializers.DecimalField(max_digits=14, decimal_places=2, coerce_to_string=True)
 
     class Meta:
@@ -146,11 +149,19 @@ class QuotaOutput(serializers.ModelSerializer):
             "tokens_per_day",
             "monthly_budget",
             "budget_policy",
+            "serving_tier",
+            "gpu_borrowing_limits",
             "updated_at",
         ]
 
     def get_gpus(self, quota: TeamQuota) -> dict[str, int]:
         return {limit.accelerator_type: limit.gpus for limit in quota.gpu_limits.all()}
+
+    @extend_schema_field(serializers.DictField(child=serializers.IntegerField()))
+    def get_gpu_borrowing_limits(self, quota: TeamQuota) -> dict[str, int]:
+        return {
+            limit.accelerator_type: limit.borrowing_limit for limit in quota.gpu_limits.all() if limit.borrowing_limit
+        }
 
 
 class QuotaUpdateInput(StrictInput):
@@ -163,6 +174,16 @@ class QuotaUpdateInput(StrictInput):
     tokens_per_day = serializers.IntegerField(min_value=0, max_value=TOKEN_LIMIT_MAX)
     monthly_budget = serializers.DecimalField(max_digits=14, decimal_places=2, min_value=Decimal("0"))
     budget_policy = serializers.ChoiceField(choices=TeamQuota.BudgetPolicy.choices)
+    serving_tier = serializers.ChoiceField(
+        choices=SERVING_TIERS,
+        required=False,
+        help_text="Priority of the team's llm-d traffic on a shared pool (production over standard over batch)",
+    )
+    gpu_borrowing_limits = serializers.DictField(
+        child=serializers.IntegerField(min_value=0, max_value=100_000),
+        required=False,
+        help_text="Kueue clusters: GPUs per accelerator type the team may borrow from the cohort; replaces the map",
+    )
 
 
 class QuotaRequestOutput(serializers.ModelSerializer):

@@ -49,6 +49,7 @@ QUOTA_FIELDS = {
     "budget_policy",
     "updated_at",
 }
+LLMD_AND_KUEUE_QUOTA_FIELDS = {"serving_tier", "gpu_borrowing_limits"}
 
 
 def tenancy_state() -> dict[str, list[tuple[Any, ...]]]:
@@ -1122,7 +1123,8 @@ def test_quota_read_matrix(matrix: RoleMatrix, who: str, settings: Any) -> None:
         assert_problem(response, expected, REFUSAL_CODES[expected])
         return
     body = response.json()
-    assert set(body) == QUOTA_FIELDS
+    assert set(body) == QUOTA_FIELDS | LLMD_AND_KUEUE_QUOTA_FIELDS
+    assert (body["serving_tier"], body["gpu_borrowing_limits"]) == ("standard", {})
     defaults = settings.QUOTA_DEFAULTS
     assert {key: body[key] for key in QUOTA_FIELDS - {"updated_at"}} == {
         "team": "alpha",
@@ -1147,6 +1149,8 @@ def test_quota_write_matrix(matrix: RoleMatrix, who: str, method: str) -> None:
         "tokens_per_day": 60000,
         "monthly_budget": "99.95",
         "budget_policy": "block",
+        "serving_tier": "production",
+        "gpu_borrowing_limits": {"nvidia-l4": 2},
     }
     before = tenancy_state()
     response = getattr(client, method)("/api/v1/teams/alpha/quota", body, format="json")
@@ -1162,7 +1166,8 @@ def test_quota_write_matrix(matrix: RoleMatrix, who: str, method: str) -> None:
     quota = TeamQuota.objects.get(team=matrix.team)
     assert (quota.max_deployments, quota.tokens_per_minute, quota.tokens_per_day) == (7, 500, 60000)
     assert (quota.monthly_budget, quota.budget_policy) == (Decimal("99.95"), "block")
-    assert list(quota.gpu_limits.values_list("accelerator_type", "gpus")) == [("nvidia-l4", 6)]
+    assert list(quota.gpu_limits.values_list("accelerator_type", "gpus", "borrowing_limit")) == [("nvidia-l4", 6, 2)]
+    assert quota.serving_tier == "production"
     [event] = audit_events("team_quota.update")
     assert (event.actor_id, event.target_type, event.target_id, event.team_slug) == (
         matrix.platform_admin.pk,

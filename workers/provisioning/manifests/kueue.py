@@ -151,6 +151,29 @@ def build_kueue_cluster_objects(pools: Iterable[AcceleratorPoolContract]) -> lis
     return [build_cohort(), *(build_resource_flavor(pool) for pool in sorted(pools, key=lambda p: p.accelerator_type))]
 
 
+def build_team_namespace(cluster: ClusterContract, team_slug: str) -> Manifest:
+    """The team's namespace on the cluster, as a deployment's reconcile renders it (manifests.deployment
+    build_namespace): its LocalQueue lives there, before the team has a deployment on the cluster."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": team_namespace(cluster.namespace_prefix, team_slug), "labels": team_labels(team_slug)},
+    }
+
+
+def build_kueue_quota_objects(
+    cluster: ClusterContract, pools: Iterable[AcceleratorPoolContract], quotas: Iterable[TeamQuotaContract]
+) -> list[Manifest]:
+    """A Kueue cluster's whole GPU quota, in apply order: the cohort and flavors, then per team with GPUs (or
+    borrowing) of the cluster's types its namespace and queues; every team's ClusterQueue is in the cohort from the
+    start, so its idle nominal GPUs can be lent before it deploys anything."""
+    pools = sorted(pools, key=lambda pool: pool.accelerator_type)
+    objects = build_kueue_cluster_objects(pools)
+    for quota in sorted(quotas, key=lambda item: item.team_slug):
+        objects += [build_team_namespace(cluster, quota.team_slug), *build_kueue_team_objects(cluster, pools, quota)]
+    return objects
+
+
 def build_kueue_team_objects(
     cluster: ClusterContract, pools: Iterable[AcceleratorPoolContract], quota: TeamQuotaContract
 ) -> list[Manifest]:

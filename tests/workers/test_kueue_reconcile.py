@@ -1,0 +1,92 @@
+"""Kueue GPU quotas against the sandbox's Kueue, through the real kubernetes client: a cluster moved to Kueue gets a
+ClusterQueue per team in one cohort, a team borrows a neighbour's idle GPUs within the limit a platform admin set,
+and the neighbour's own deployment is queued while they are lent, with Kueue's own reason in its status."""
+
+from __future__ import annotations
+
+import pytest
+
+from catalog.models import ModelVersion
+from portal.clusters.models import Cluster
+from portal.deployments.models import Deployment
+from portal.tenancy.models import TeamGpuQuota
+from tests.conftest import RoleMatrix
+from tests.workers.conftest import NAMESPACE, reconcile_until
+from workers.provisioning.reconciler import reconcile_cluster_quota, reconcile_deployment
+from workers.sandbox.server import Sandbox
+
+pytestmark = pytest.mark.django_db
+
+KUEUE = "kueue.x-k8s.io/v1beta2"
+
+
+def _deploy(matrix: RoleMatrix, who: str, team: str, name: str, replicas: int) -> Deployment:
+    body = {
+        "name": name,
+        "model": "qwen",
+        "accelerator_type": "nvidia-l4",
+        "serving_mode": "llm-d",
+        "min_replicas": replicas,
+        "max_replicas": replicas,
+    }
+    response = matrix.client(who).post(f"/api/v1/teams/{team}/deployments", body, format="json")
+    assert response.status_code == 201, response.content
+    return Deployment.objects.get(team__slug=team, name=name)
+
+
+def test_a_team_borrows_idle_gpus_and_the_lenders_deployment_is_queued_with_kueues_reason(
+    world: tuple[RoleMatrix, Sandbox],
+) -> None:
+    matrix, sandbox = world
+    cluster = Cluster.objects.get()
+    cluster.gpu_quota, cluster.runs_llmd = "kueue", True
+    cluster.save()
+    ModelVersion.objects.filter(model__slug="qwen").update(serving_modes=["standard", "llm-d"])
+    TeamGpuQuota.objects.filter(quota=matrix.team.quota).update(gpus=2, borrowing_limit=2)
+    TeamGpuQuota.objects.create(quota=matrix.other_team.quota, accelerator_type="nvidia-l4", gpus=2)
+
+    assert reconcile_cluster_quota(cluster.pk) > 0
+    queues = {item["metadata"]["name"]: item["spec"] for item in sandbox.objects(KUEUE, "ClusterQueue")}
+    assert set(queues) == {"genai-alpha", "genai-beta"}  # beta has nothing deployed, yet its GPUs can be lent
+    (alpha_flavor,) = queues["genai-alpha"]["resourceGroups"][0]["flavors"]
+    gpus = alpha_flavor["resources"][0]
+    assert (gpus["name"], gpus["nominalQuota"], gpus["borrowingLimit"]) == ("nvidia.com/gpu", "2", "2")
+    assert reconcile_cluster_quota(cluster.pk) == 0  # converged: nothing to write
+
+    # Alpha runs 4 replicas on its 2 GPUs and 2 borrowed from beta's idle ones.
+    big = _deploy(matrix, "developer", "alpha", "big", replicas=4)
+    reconcile_until(big.pk, sandbox, "Ready")
+    big.refresh_from_db()
+    assert big.observed_replicas == 4
+    assert [item["metadata"]["name"] for item in sandbox.objects(KUEUE, "LocalQueue", namespace=NAMESPACE)] == [
+        "genai-portal"
+    ]
+
+    # Beta deploys within its own quota while alpha holds its lent GPUs: what Kueue cannot admit yet is queued, and
+    # beta's status says so with Kueue's own reason (Kueue then takes the GPUs back from the borrower).
+    mine = _deploy(matrix, "outsider", "beta", "mine", replicas=2)
+    reconcile_deployment(mine.pk)
+    for _ in range(20):
+        sandbox.settle()
+        reconcile_deployment(mine.pk)
+        mine.refresh_from_db()
+        if "queued by Kueue" in mine.message:
+            break
+    assert mine.phase == "Provisioning"
+    assert (
+        "replica(s) queued by Kueue (Pending): couldn't assign flavors to pod set main: insufficient unused quota "
+        in (mine.message)
+    )
+    queued = next(item for item in mine.conditions if item["type"] == "KueueQuotaReserved")
+    assert (queued["status"], queued["reason"]) == ("False", "Pending")
+
+    # Alpha gives its borrowed GPUs back: beta's replicas are admitted and it serves, its status clear of the queue.
+    assert matrix.client("developer").delete("/api/v1/teams/alpha/deployments/big").status_code == 202
+    for _ in range(20):
+        if reconcile_deployment(big.pk).outcome == "deleted":
+            break
+        sandbox.settle()
+    reconcile_until(mine.pk, sandbox, "Ready")
+    mine.refresh_from_db()
+    assert mine.observed_replicas == 2
+    assert "queued" not in mine.message

@@ -1,0 +1,124 @@
+"""The llm-d serving mode against the sandbox (its simulated KServe llm-d controller and AI gateway), through the real
+kubernetes client: a deployment goes Ready through its LLMInferenceService and pool, the route names the pool, and a
+live deployment switches mode without a moment where its route points at nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from catalog.models import ModelVersion
+from portal.clusters.models import Cluster
+from portal.deployments.models import Deployment
+from portal.tenancy.models import TeamQuota
+from tests.conftest import RoleMatrix
+from tests.workers.conftest import ISVC, NAMESPACE, deploy, reconcile_until
+from workers.provisioning.reconciler import reconcile_deployment
+from workers.sandbox.server import Sandbox
+
+pytestmark = pytest.mark.django_db
+
+LLMISVC = "serving.kserve.io/v1alpha2"
+POOL = "inference.networking.k8s.io/v1"
+AIGW = "aigateway.envoyproxy.io/v1beta1"
+GATEWAY_NAMESPACE = "genai-gateway"
+
+
+@pytest.fixture
+def llmd_world(world: tuple[RoleMatrix, Sandbox]) -> tuple[RoleMatrix, Sandbox]:
+    Cluster.objects.update(runs_llmd=True)
+    ModelVersion.objects.filter(model__slug="qwen").update(serving_modes=["standard", "llm-d"])
+    TeamQuota.objects.filter(team=world[0].team).update(serving_tier="production")
+    return world
+
+
+def _route_backends(sandbox: Sandbox) -> list[dict[str, Any]]:
+    (route,) = sandbox.objects(AIGW, "AIGatewayRoute", namespace=GATEWAY_NAMESPACE)
+    return [ref for rule in route["spec"]["rules"] for ref in rule["backendRefs"]]
+
+
+def _route_target_exists(sandbox: Sandbox) -> bool:
+    """Whatever the route sends to is there: the pool in the team namespace, or the AIServiceBackend beside it."""
+    for ref in _route_backends(sandbox):
+        if ref.get("kind") == "InferencePool":
+            found = sandbox.objects(POOL, "InferencePool", namespace=ref.get("namespace", GATEWAY_NAMESPACE))
+        else:
+            found = sandbox.objects(AIGW, "AIServiceBackend", namespace=GATEWAY_NAMESPACE)
+        if ref["name"] not in {item["metadata"]["name"] for item in found}:
+            return False
+    return True
+
+
+def test_an_llmd_deployment_goes_ready_through_its_pool(llmd_world: tuple[RoleMatrix, Sandbox]) -> None:
+    matrix, sandbox = llmd_world
+    deployment = deploy(matrix, serving_mode="llm-d")
+    reconcile_until(deployment.pk, sandbox, "Ready")
+    deployment.refresh_from_db()
+    assert deployment.message == f"serving '{deployment.served_model_name}' through the gateway (llm-d)"
+    assert deployment.endpoint.endswith("/v1")
+    assert deployment.observed_replicas == 1
+    (service,) = sandbox.objects(LLMISVC, "LLMInferenceService", namespace=NAMESPACE)
+    assert service["spec"]["model"]["name"] == deployment.served_model_name
+    assert sandbox.objects(ISVC, "InferenceService", namespace=NAMESPACE) == []
+    assert _route_backends(sandbox) == [
+        {
+            "group": "inference.networking.k8s.io",
+            "kind": "InferencePool",
+            "name": "chat-inference-pool",
+            "namespace": NAMESPACE,
+            "weight": 1,
+            "priority": 0,  # the CRD's default, written by the API server
+        }
+    ]
+    (objective,) = sandbox.objects("llm-d.ai/v1alpha2", "InferenceObjective", namespace=NAMESPACE)
+    assert objective["spec"]["priority"] == 100  # the team's production tier
+    # Unchanged, a second pass writes nothing.
+    assert reconcile_deployment(deployment.pk).writes == 0
+
+
+def test_switching_a_live_deployments_mode_keeps_a_route_to_something_until_the_old_objects_go(
+    llmd_world: tuple[RoleMatrix, Sandbox],
+) -> None:
+    matrix, sandbox = llmd_world
+    deployment = deploy(matrix)
+    reconcile_until(deployment.pk, sandbox, "Ready")
+    for mode, gone, serving in (("llm-d", "InferenceService", "LLMInferenceService"), ("standard", None, None)):
+        response = matrix.client("developer").patch(
+            "/api/v1/teams/alpha/deployments/chat", {"serving_mode": mode}, format="json"
+        )
+        assert response.status_code == 200, response.content
+        first = reconcile_deployment(deployment.pk)
+        # The new serving object is there beside the old one, and the route still sends to the old.
+        assert first.phase == "Provisioning"
+        assert _route_target_exists(sandbox)
+        both = (
+            sandbox.objects(ISVC, "InferenceService", namespace=NAMESPACE),
+            sandbox.objects(LLMISVC, "LLMInferenceService", namespace=NAMESPACE),
+        )
+        assert [len(found) for found in both] == [1, 1]
+        old_kind = "AIServiceBackend" if mode == "llm-d" else "InferencePool"
+        assert [ref.get("kind", "AIServiceBackend") for ref in _route_backends(sandbox)] == [old_kind]
+        for _ in range(20):
+            sandbox.settle()
+            result = reconcile_deployment(deployment.pk)
+            assert _route_target_exists(sandbox), f"the route points at nothing after {result}"
+            if result.phase == "Ready":
+                break
+        else:
+            raise AssertionError(f"never Ready in the {mode} mode")
+        deployment.refresh_from_db()
+        assert deployment.serving_mode == mode
+        kinds = {
+            "InferenceService": sandbox.objects(ISVC, "InferenceService", namespace=NAMESPACE),
+            "LLMInferenceService": sandbox.objects(LLMISVC, "LLMInferenceService", namespace=NAMESPACE),
+        }
+        if gone is not None and serving is not None:
+            assert kinds[gone] == []
+            assert len(kinds[serving]) == 1
+            assert sandbox.objects(AIGW, "AIServiceBackend", namespace=GATEWAY_NAMESPACE) == []
+        else:
+            assert kinds["LLMInferenceService"] == []
+            assert len(kinds["InferenceService"]) == 1
+    events = list(Deployment.objects.get(pk=deployment.pk).events.values_list("phase", flat=True))
+    assert "Failed" not in events
