@@ -85,6 +85,7 @@ def version_sizing(version: ModelVersion) -> dict[str, int] | None:
 
 class ModelVersionOutput(serializers.ModelSerializer):
     hardware = serializers.SerializerMethodField()
+    serving_modes = serializers.ListField(child=serializers.ChoiceField(choices=VERSION_SERVING_MODES), read_only=True)
     architecture = serializers.SerializerMethodField()
     sizing = serializers.SerializerMethodField()
 

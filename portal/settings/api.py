@@ -38,6 +38,7 @@ SPECTACULAR_SETTINGS = {
     # The catalog's and the gateway's provider choices hold the same values under different labels: one name each.
     "ENUM_NAME_OVERRIDES": {
         "ProviderEnum": "catalog.models.Provider",
+        "ServingModeEnum": "catalog.contracts.VERSION_SERVING_MODES",
         "ProviderKindEnum": "portal.gateway.models.ProviderKind.values",
         "ConditionStatusEnum": ["True", "False", "Unknown"],
         "QuotaRequestStatusEnum": "portal.tenancy.models.QuotaRequestStatus",

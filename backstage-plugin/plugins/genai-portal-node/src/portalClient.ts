@@ -293,7 +293,8 @@ export class PortalClient {
    */
   private async listAll<T>(
     path: string,
-    send: (query: Record<string, string | number>, init: CallInit) => Promise<Answer<Page<T>>>,
+    // A list answers JSON or, asked for it, CSV (the portal's `?format=csv`); this client never asks for CSV.
+    send: (query: Record<string, string | number>, init: CallInit) => Promise<Answer<Page<T> | string>>,
     options: ListOptions,
   ): Promise<T[]> {
     const items: T[] = [];
@@ -302,6 +303,9 @@ export class PortalClient {
     while (query) {
       const current: Record<string, string | number> = query;
       const page = this.bodyOf('GET', path, await this.call('GET', path, init => send(current, init), options));
+      if (typeof page === 'string') {
+        throw new Error(`The GenAI portal answered CSV, not JSON, while listing ${path}`);
+      }
       items.push(...page.results);
       query = undefined;
       if (page.next) {

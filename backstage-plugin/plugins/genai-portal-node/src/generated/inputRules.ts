@@ -193,6 +193,14 @@ export const inputRules = {
     "gpus_per_replica": {
       "minimum": 1,
       "maximum": 64
+    },
+    "prefill_replicas": {
+      "minimum": 0,
+      "maximum": 64
+    },
+    "prefill_gpus_per_replica": {
+      "minimum": 0,
+      "maximum": 64
     }
   },
   "FitInputRequest": {
@@ -284,6 +292,9 @@ export const inputRules = {
     "parameters": {
       "minimum": 1,
       "maximum": 100000000000000
+    },
+    "serving_modes": {
+      "maxItems": 2
     }
   },
   "PatchedBudgetUpdateInputRequest": {
@@ -355,6 +366,14 @@ export const inputRules = {
     },
     "runtime_args": {
       "maxItems": 20
+    },
+    "prefill_replicas": {
+      "minimum": 0,
+      "maximum": 64
+    },
+    "prefill_gpus_per_replica": {
+      "minimum": 0,
+      "maximum": 64
     }
   },
   "PatchedModelVersionUpdateInputRequest": {
@@ -398,6 +417,9 @@ export const inputRules = {
     "parameters": {
       "minimum": 1,
       "maximum": 100000000000000
+    },
+    "serving_modes": {
+      "maxItems": 2
     }
   },
   "PatchedProviderBackendUpdateInputRequest": {

@@ -24,6 +24,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/budgets": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Every team's budget this month, highest burn first (platform admins), JSON or CSV
+         * @description JSON, or CSV with ?format=csv or Accept: text/csv: the page's items, a header of the JSON items' fields (nested objects as parent.child, lists as JSON), one row per item, values exactly as in the JSON (null is empty); the next page's address in a Link header and the item count in X-Total-Count.
+         */
+        get: operations["budgets_list"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/catalog/models": {
         parameters: {
             query?: never;
@@ -172,8 +192,8 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Clusters with GPU capacity per accelerator type (credentials are never returned)
-         * @description Claims the Idempotency-Key once the caller is known, and stores the final response.
+         * Clusters with GPU capacity per accelerator type (credentials are never returned), JSON or CSV
+         * @description JSON, or CSV with ?format=csv or Accept: text/csv: the page's items, a header of the JSON items' fields (nested objects as parent.child, lists as JSON), one row per item, values exactly as in the JSON (null is empty); the next page's address in a Link header and the item count in X-Total-Count.
          */
         get: operations["clusters_list"];
         put?: never;
@@ -524,9 +544,8 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * A team's gateway credentials (no keys)
-         * @description A response that carries a key is stored for Idempotency-Key replay without it: the key is shown once,
-         *     and is never kept in clear in the idempotency table.
+         * A team's gateway credentials (no keys), JSON or CSV
+         * @description JSON, or CSV with ?format=csv or Accept: text/csv: the page's items, a header of the JSON items' fields (nested objects as parent.child, lists as JSON), one row per item, values exactly as in the JSON (null is empty); the next page's address in a Link header and the item count in X-Total-Count.
          */
         get: operations["teams_credentials_list"];
         put?: never;
@@ -595,8 +614,8 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * A team's deployments
-         * @description Claims the Idempotency-Key once the caller is known, and stores the final response.
+         * A team's deployments, JSON or CSV
+         * @description JSON, or CSV with ?format=csv or Accept: text/csv: the page's items, a header of the JSON items' fields (nested objects as parent.child, lists as JSON), one row per item, values exactly as in the JSON (null is empty); the next page's address in a Link header and the item count in X-Total-Count.
          */
         get: operations["teams_deployments_list"];
         put?: never;
@@ -707,8 +726,8 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Members of a team
-         * @description Claims the Idempotency-Key once the caller is known, and stores the final response.
+         * Members of a team, JSON or CSV
+         * @description JSON, or CSV with ?format=csv or Accept: text/csv: the page's items, a header of the JSON items' fields (nested objects as parent.child, lists as JSON), one row per item, values exactly as in the JSON (null is empty); the next page's address in a Link header and the item count in X-Total-Count.
          */
         get: operations["teams_members_list"];
         put?: never;
@@ -1173,9 +1192,9 @@ export interface components {
             delivered_at: string | null;
         };
         /**
-         * @description * `none` - none
-         *     * `throttle` - throttle
-         *     * `block` - block
+         * @description * `none` - None
+         *     * `throttle` - Throttle
+         *     * `block` - Block
          * @enum {string}
          */
         BudgetEnforcementEnum: "none" | "throttle" | "block";
@@ -1328,6 +1347,19 @@ export interface components {
             /** @default false */
             apply_gateway_bootstrap?: boolean;
             gateway_url?: string;
+            /**
+             * @description The cluster runs the llm-d stack: deployments may use the llm-d mode
+             * @default false
+             */
+            runs_llmd?: boolean;
+            /**
+             * @description How team GPUs are capped: a ResourceQuota per team namespace, or Kueue queues in one cohort
+             *
+             *     * `resourcequota` - ResourceQuota
+             *     * `kueue` - Kueue
+             * @default resourcequota
+             */
+            gpu_quota?: components["schemas"]["GpuQuotaEnum"];
         };
         ClusterOutput: {
             name: string;
@@ -1348,6 +1380,8 @@ export interface components {
             gateway_url?: string;
             /** @description Let the worker apply the gateway's own usage settings (GatewayConfig, EnvoyProxy) */
             apply_gateway_bootstrap?: boolean;
+            runs_llmd?: boolean;
+            gpu_quota?: components["schemas"]["GpuQuotaEnum"];
             health?: components["schemas"]["HealthEnum"];
             health_message?: string;
             kubernetes_version?: string;
@@ -1562,6 +1596,24 @@ export interface components {
             model_cache?: boolean;
             /** @description Default: the fewest GPUs that hold the model (its sizing), else the catalog's hardware profile */
             gpus_per_replica?: number;
+            /**
+             * @description standard: a KServe InferenceService; llm-d: an LLMInferenceService whose InferencePool the gateway routes to with LLM-aware endpoint picking (the catalog version and the cluster must allow it)
+             *
+             *     * `standard` - standard
+             *     * `llm-d` - llm-d
+             * @default standard
+             */
+            serving_mode?: components["schemas"]["ServingModeEnum"];
+            /**
+             * @description llm-d only: prefill replicas (prefill/decode disaggregation)
+             * @default 0
+             */
+            prefill_replicas?: number;
+            /**
+             * @description llm-d only: GPUs of each prefill replica (0: as a decode replica)
+             * @default 0
+             */
+            prefill_gpus_per_replica?: number;
         };
         DeploymentCreatedOutput: {
             name: string;
@@ -1578,6 +1630,9 @@ export interface components {
             /** @description Overrides appended to the version's defaults */
             runtime_args?: unknown;
             model_cache?: boolean;
+            serving_mode?: string;
+            prefill_replicas?: number;
+            prefill_gpus_per_replica?: number;
             /** Format: int64 */
             generation?: number;
             readonly status: components["schemas"]["DeploymentStatusOutput"];
@@ -1618,6 +1673,9 @@ export interface components {
             /** @description Overrides appended to the version's defaults */
             runtime_args?: unknown;
             model_cache?: boolean;
+            serving_mode?: string;
+            prefill_replicas?: number;
+            prefill_gpus_per_replica?: number;
             /** Format: int64 */
             generation?: number;
             readonly status: components["schemas"]["DeploymentStatusOutput"];
@@ -1790,6 +1848,12 @@ export interface components {
             cost: string;
         };
         /**
+         * @description * `resourcequota` - ResourceQuota
+         *     * `kueue` - Kueue
+         * @enum {string}
+         */
+        GpuQuotaEnum: "resourcequota" | "kueue";
+        /**
          * @description * `day` - day
          *     * `model` - model
          *     * `credential` - credential
@@ -1930,6 +1994,8 @@ export interface components {
              * @description Parameter count, with hf_config when it cannot tell
              */
             parameters?: number;
+            /** @description Serving modes the version is known to work in (self-hosted; default: standard) */
+            serving_modes?: components["schemas"]["ServingModeEnum"][];
         };
         ModelVersionOutput: {
             version: string;
@@ -1947,6 +2013,7 @@ export interface components {
             provider?: components["schemas"]["ProviderEnum"] | components["schemas"]["BlankEnum"];
             provider_model_id?: string;
             readonly architecture: components["schemas"]["ArchitectureField"] | null;
+            serving_modes?: unknown;
             readonly sizing: components["schemas"]["VersionSizingOutput"] | null;
             /** Format: date-time */
             readonly created_at: string;
@@ -1997,6 +2064,21 @@ export interface components {
              */
             previous?: string | null;
             results: components["schemas"]["AuditEventOutput"][];
+        };
+        PaginatedBudgetOutputList: {
+            /** @example 123 */
+            count: number;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?page=4
+             */
+            next?: string | null;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?page=2
+             */
+            previous?: string | null;
+            results: components["schemas"]["BudgetOutput"][];
         };
         PaginatedCatalogModelSummaryOutputList: {
             /** @example 123 */
@@ -2197,6 +2279,8 @@ export interface components {
             autoscaler_class?: components["schemas"]["AutoscalerClassEnum"];
             apply_gateway_bootstrap?: boolean;
             gateway_url?: string;
+            runs_llmd?: boolean;
+            gpu_quota?: components["schemas"]["GpuQuotaEnum"];
             auth_kind?: components["schemas"]["AuthKindEnum"];
             kubeconfig?: string;
             token?: string;
@@ -2211,6 +2295,17 @@ export interface components {
             max_replicas?: number;
             scale_to_zero?: boolean;
             runtime_args?: string[];
+            /**
+             * @description standard: a KServe InferenceService; llm-d: an LLMInferenceService whose InferencePool the gateway routes to with LLM-aware endpoint picking (the catalog version and the cluster must allow it)
+             *
+             *     * `standard` - standard
+             *     * `llm-d` - llm-d
+             */
+            serving_mode?: components["schemas"]["ServingModeEnum"];
+            /** @description llm-d only: prefill replicas (prefill/decode disaggregation) */
+            prefill_replicas?: number;
+            /** @description llm-d only: GPUs of each prefill replica (0: as a decode replica) */
+            prefill_gpus_per_replica?: number;
         };
         /**
          * @description Input that refuses fields it does not declare: a misspelt or read-only field is a field error, never a
@@ -2241,6 +2336,7 @@ export interface components {
             hf_config?: unknown;
             /** Format: int64 */
             parameters?: number;
+            serving_modes?: components["schemas"]["ServingModeEnum"][];
         };
         /**
          * @description Input that refuses fields it does not declare: a misspelt or read-only field is a field error, never a
@@ -2270,6 +2366,18 @@ export interface components {
             /** Format: decimal */
             monthly_budget?: string;
             budget_policy?: components["schemas"]["BudgetPolicyEnum"];
+            /**
+             * @description Priority of the team's llm-d traffic on a shared pool (production over standard over batch)
+             *
+             *     * `production` - production
+             *     * `standard` - standard
+             *     * `batch` - batch
+             */
+            serving_tier?: components["schemas"]["ServingTierEnum"];
+            /** @description Kueue clusters: GPUs per accelerator type the team may borrow from the cohort; replaces the map */
+            gpu_borrowing_limits?: {
+                [key: string]: number;
+            };
         };
         /**
          * @description Input that refuses fields it does not declare: a misspelt or read-only field is a field error, never a
@@ -2475,6 +2583,10 @@ export interface components {
             /** Format: decimal */
             monthly_budget: string;
             budget_policy: components["schemas"]["BudgetPolicyEnum"];
+            serving_tier?: string;
+            readonly gpu_borrowing_limits: {
+                [key: string]: number;
+            };
             /** Format: date-time */
             readonly updated_at: string;
         };
@@ -2541,6 +2653,18 @@ export interface components {
             /** Format: decimal */
             monthly_budget: string;
             budget_policy: components["schemas"]["BudgetPolicyEnum"];
+            /**
+             * @description Priority of the team's llm-d traffic on a shared pool (production over standard over batch)
+             *
+             *     * `production` - production
+             *     * `standard` - standard
+             *     * `batch` - batch
+             */
+            serving_tier?: components["schemas"]["ServingTierEnum"];
+            /** @description Kueue clusters: GPUs per accelerator type the team may borrow from the cohort; replaces the map */
+            gpu_borrowing_limits?: {
+                [key: string]: number;
+            };
         };
         RejectedEventOutput: {
             /** @description Position of the event in the batch */
@@ -2589,6 +2713,19 @@ export interface components {
          * @enum {string}
          */
         ScopesEnum: "backstage" | "usage:write" | "admin" | "catalog:read";
+        /**
+         * @description * `standard` - standard
+         *     * `llm-d` - llm-d
+         * @enum {string}
+         */
+        ServingModeEnum: "standard" | "llm-d";
+        /**
+         * @description * `production` - production
+         *     * `standard` - standard
+         *     * `batch` - batch
+         * @enum {string}
+         */
+        ServingTierEnum: "production" | "standard" | "batch";
         /**
          * @description * `rollups` - rollups
          * @enum {string}
@@ -2744,6 +2881,86 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["PaginatedAuditEventOutputList"];
+                };
+            };
+            /** @description Invalid input: a problem with one entry per offending field, or a malformed body or query */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOutput"];
+                };
+            };
+            /** @description No credentials, or credentials that are not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOutput"];
+                };
+            };
+            /** @description The caller may not do this (role, team membership, token scope) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOutput"];
+                };
+            };
+            /** @description Not found, or not visible to the caller */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOutput"];
+                };
+            };
+            /** @description The Accept header names no representation this operation produces */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOutput"];
+                };
+            };
+            /** @description Rate limited: retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOutput"];
+                };
+            };
+        };
+    };
+    budgets_list: {
+        parameters: {
+            query?: {
+                format?: "csv" | "json";
+                /** @description A page number within the paginated result set. */
+                page?: number;
+                /** @description Number of results to return per page. */
+                page_size?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PaginatedBudgetOutputList"];
+                    "text/csv": string;
                 };
             };
             /** @description Invalid input: a problem with one entry per offending field, or a malformed body or query */
@@ -3890,6 +4107,7 @@ export interface operations {
     clusters_list: {
         parameters: {
             query?: {
+                format?: "csv" | "json";
                 /** @description A page number within the paginated result set. */
                 page?: number;
                 /** @description Number of results to return per page. */
@@ -3908,6 +4126,7 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["PaginatedClusterOutputList"];
+                    "text/csv": string;
                 };
             };
             /** @description Invalid input: a problem with one entry per offending field, or a malformed body or query */
@@ -3968,7 +4187,9 @@ export interface operations {
     };
     clusters_create: {
         parameters: {
-            query?: never;
+            query?: {
+                format?: "csv" | "json";
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -3985,6 +4206,7 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ClusterOutput"];
+                    "text/csv": components["schemas"]["ClusterOutput"];
                 };
             };
             /** @description Invalid input: a problem with one entry per offending field, or a malformed body or query */
@@ -6092,6 +6314,7 @@ export interface operations {
             query?: {
                 /** @description Only credentials that still work (active or rotating) */
                 current?: boolean;
+                format?: "csv" | "json";
                 /** @description A page number within the paginated result set. */
                 page?: number;
                 /** @description Number of results to return per page. */
@@ -6111,6 +6334,7 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["PaginatedCredentialOutputList"];
+                    "text/csv": string;
                 };
             };
             /** @description Invalid input: a problem with one entry per offending field, or a malformed body or query */
@@ -6171,7 +6395,9 @@ export interface operations {
     };
     teams_credentials_create: {
         parameters: {
-            query?: never;
+            query?: {
+                format?: "csv" | "json";
+            };
             header?: never;
             path: {
                 team: string;
@@ -6190,6 +6416,7 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["CredentialIssuedOutput"];
+                    "text/csv": components["schemas"]["CredentialIssuedOutput"];
                 };
             };
             /** @description Invalid input: a problem with one entry per offending field, or a malformed body or query */
@@ -6563,6 +6790,7 @@ export interface operations {
     teams_deployments_list: {
         parameters: {
             query?: {
+                format?: "csv" | "json";
                 /** @description A page number within the paginated result set. */
                 page?: number;
                 /** @description Number of results to return per page. */
@@ -6591,6 +6819,7 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["PaginatedDeploymentOutputList"];
+                    "text/csv": string;
                 };
             };
             /** @description Invalid input: a problem with one entry per offending field, or a malformed body or query */
@@ -6651,7 +6880,9 @@ export interface operations {
     };
     teams_deployments_create: {
         parameters: {
-            query?: never;
+            query?: {
+                format?: "csv" | "json";
+            };
             header?: never;
             path: {
                 team: string;
@@ -6670,6 +6901,7 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["DeploymentCreatedOutput"];
+                    "text/csv": components["schemas"]["DeploymentCreatedOutput"];
                 };
             };
             /** @description Invalid input: a problem with one entry per offending field, or a malformed body or query */
@@ -7282,6 +7514,7 @@ export interface operations {
     teams_members_list: {
         parameters: {
             query?: {
+                format?: "csv" | "json";
                 /** @description A page number within the paginated result set. */
                 page?: number;
                 /** @description Number of results to return per page. */
@@ -7307,6 +7540,7 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["PaginatedMembershipOutputList"];
+                    "text/csv": string;
                 };
             };
             /** @description Invalid input: a problem with one entry per offending field, or a malformed body or query */
@@ -7367,7 +7601,9 @@ export interface operations {
     };
     teams_members_create: {
         parameters: {
-            query?: never;
+            query?: {
+                format?: "csv" | "json";
+            };
             header?: never;
             path: {
                 team: string;
@@ -7386,6 +7622,7 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["MembershipOutput"];
+                    "text/csv": components["schemas"]["MembershipOutput"];
                 };
             };
             /** @description Invalid input: a problem with one entry per offending field, or a malformed body or query */
