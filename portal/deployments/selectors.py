@@ -6,7 +6,7 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Iterable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from django.db.models import Case, F, Q, QuerySet, Sum, When
 from django.db.models.expressions import CombinedExpression
@@ -21,7 +21,9 @@ from portal.deployments.contracts import LLMD_MODE, DeploymentSpec, ObservedStat
 from portal.deployments.models import Deployment, DeploymentEvent, Phase, ServedName
 from portal.tenancy import selectors as tenancy_selectors
 from portal.tenancy.contracts import SERVING_TIER_PRIORITIES
-from portal.tenancy.models import Team
+
+if TYPE_CHECKING:  # types only: teams are read through tenancy's selectors
+    from portal.tenancy.models import Team
 
 
 def reserved_gpus_expression() -> CombinedExpression:
