@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import current_app
 from django.conf import settings
@@ -19,11 +19,8 @@ from django.utils import timezone
 
 from catalog import selectors as catalog_selectors
 from catalog import sizing
-from catalog.models import Hosting, Lifecycle, ModelVersion
-from catalog.selectors import catalog_model_list
 from portal.clusters import selectors as cluster_selectors
 from portal.clusters.contracts import KUEUE
-from portal.clusters.models import AcceleratorPool
 from portal.core.audit import audit_record
 from portal.core.errors import Conflict, FieldProblem, ValidationFailed
 from portal.core.inputs import InputSource
@@ -46,7 +43,11 @@ from portal.deployments.selectors import (
     team_gpus_in_use,
 )
 from portal.tenancy import selectors as tenancy_selectors
-from portal.tenancy.models import Team, TeamQuota, User
+
+if TYPE_CHECKING:  # types only: another app's rows are read through its selectors
+    from catalog.models import ModelVersion
+    from portal.clusters.models import AcceleratorPool
+    from portal.tenancy.models import Team, TeamQuota, User
 
 logger = logging.getLogger(__name__)
 
@@ -366,45 +367,6 @@ def _event(deployment: Deployment, reason: str, message: str = "") -> None:
     )
 
 
-def _resolve_version(
-    *, team: Team, actor: User, platform_admin: bool, model_slug: str, version: str | None
-) -> tuple[ModelVersion, list[str]]:
-    visible = catalog_model_list(user=actor, platform_admin=platform_admin).filter(slug=model_slug).first()
-    if visible is None:
-        raise ValidationFailed.for_field(
-            "model", f"no model '{model_slug}' in the catalog for team '{team.slug}'", code="unknown_model"
-        )
-    if visible.hosting != Hosting.SELF_HOSTED:
-        raise ValidationFailed.for_field(
-            "model", f"'{model_slug}' is a managed model: call it through the gateway", code="managed_model"
-        )
-    versions = ModelVersion.objects.filter(model=visible).select_related("model")
-    if version is not None:
-        found = versions.filter(version=version).first()
-        if found is None:
-            raise ValidationFailed.for_field(
-                "version", f"'{model_slug}' has no version '{version}'", code="unknown_version"
-            )
-    else:
-        found = (
-            versions.filter(lifecycle=Lifecycle.APPROVED).order_by("-created_at").first()
-            or versions.filter(lifecycle=Lifecycle.PREVIEW).order_by("-created_at").first()
-            or versions.filter(lifecycle=Lifecycle.DEPRECATED).order_by("-created_at").first()
-        )
-        if found is None:
-            raise ValidationFailed.for_field(
-                "version", f"'{model_slug}' has no deployable version (all are retired)", code="no_deployable_version"
-            )
-    if found.lifecycle == Lifecycle.RETIRED or visible.lifecycle == Lifecycle.RETIRED:
-        raise ValidationFailed.for_field(
-            "version", f"{found} is retired and cannot be deployed", code="version_retired"
-        )
-    warnings = []
-    if found.lifecycle == Lifecycle.DEPRECATED or visible.lifecycle == Lifecycle.DEPRECATED:
-        warnings.append(f"{found} is deprecated; plan a move to a newer version")
-    return found, warnings
-
-
 def _admit_gpus(
     *,
     team: Team,
@@ -514,18 +476,14 @@ def _place(
 ) -> tuple[AcceleratorPool, int]:
     """Pick the pool and the GPUs per replica: among the candidate pools (the named cluster's, or those of the type
     and region) that hold the model, the one with the most free GPUs."""
-    pools = AcceleratorPool.objects.select_related("cluster").order_by("pk")
-    if cluster_name:
-        pools = pools.filter(cluster__name=cluster_name)
-        if not pools.exists():
-            raise ValidationFailed.for_field("cluster", f"no cluster '{cluster_name}'", code="unknown_cluster")
-    if accelerator_type:
-        pools = pools.filter(accelerator_type=accelerator_type)
-    if region:
-        pools = pools.filter(cluster__region=region)
-    if serving_mode == LLMD_MODE and not cluster_name:
-        pools = pools.filter(cluster__runs_llmd=True)  # placed by type: only where the mode can run
-    candidates = list(pools.select_for_update(of=("self",)))
+    if cluster_name and not cluster_selectors.cluster_has_pools(name=cluster_name):
+        raise ValidationFailed.for_field("cluster", f"no cluster '{cluster_name}'", code="unknown_cluster")
+    candidates = cluster_selectors.accelerator_pools_lock(
+        cluster_name=cluster_name,
+        accelerator_type=accelerator_type,
+        region=region,
+        runs_llmd=serving_mode == LLMD_MODE and not cluster_name,  # placed by type: only where the mode can run
+    )
     if not candidates:
         where = f" in region '{region}'" if region else ""
         raise NoCapacity(
@@ -644,10 +602,10 @@ def deployment_create(
     )
     if problems:
         raise ValidationFailed(problems)
-    if team.status != Team.Status.ACTIVE:
+    if not tenancy_selectors.team_is_active(team):
         raise Conflict(f"Team '{team.slug}' is suspended", code="team_suspended")
-    model_version, warnings = _resolve_version(
-        team=team, actor=actor, platform_admin=platform_admin, model_slug=model, version=version
+    model_version, warnings = catalog_selectors.model_version_deployable(
+        user=actor, platform_admin=platform_admin, model_slug=model, version=version, team_slug=team.slug
     )
     # Placed by type, only clusters that run the mode are candidates (_place); a named cluster must run it.
     named = cluster_selectors.cluster_list().filter(name=cluster).first() if cluster else None
@@ -820,10 +778,8 @@ def deployment_update(
         )
     if desired["runtime_args"] != current.runtime_args:
         plan = _sizing_for(current.model_version, desired["runtime_args"])
-        pool = (
-            AcceleratorPool.objects.select_related("cluster")
-            .filter(cluster=current.cluster, accelerator_type=current.accelerator_type)
-            .first()
+        pool = cluster_selectors.accelerator_pool_get(
+            cluster_id=current.cluster_id, accelerator_type=current.accelerator_type
         )
         if plan is not None and pool is not None:
             attempt = plan.at(pool, current.gpus_per_replica)
