@@ -548,28 +548,21 @@ def _too_small(min_gpu_memory_gb: int) -> Callable[[list[AcceleratorPool]], Conf
     return refuse
 
 
-@transaction.atomic
-def deployment_create(
+def _create_problems(
     *,
-    actor: User,
-    platform_admin: bool,
-    team: Team,
     name: str,
-    model: str,
-    version: str | None = None,
-    cluster: str | None = None,
-    accelerator_type: str | None = None,
-    region: str | None = None,
-    min_replicas: int = 1,
-    max_replicas: int = 1,
-    scale_to_zero: bool = False,
-    runtime_args: list[str] | None = None,
-    model_cache: bool = False,
-    gpus_per_replica: int | None = None,
-    serving_mode: str = STANDARD_MODE,
-    prefill_replicas: int = 0,
-    prefill_gpus_per_replica: int = 0,
-) -> DeploymentResult:
+    cluster: str | None,
+    accelerator_type: str | None,
+    min_replicas: int,
+    max_replicas: int,
+    scale_to_zero: bool,
+    runtime_args: list[str],
+    model_cache: bool,
+    serving_mode: str,
+    prefill_replicas: int,
+    prefill_gpus_per_replica: int,
+) -> list[FieldProblem]:
+    """What is wrong with a creation request on its own, before anything is read."""
     problems: list[FieldProblem] = []
     if not re.fullmatch(DEPLOYMENT_NAME_PATTERN, name):
         problems.append(
@@ -585,11 +578,9 @@ def deployment_create(
                 "accelerator_type", "name a cluster, or an accelerator type (and optionally a region)", "required"
             )
         )
-    if scale_to_zero:
-        min_replicas = 0
     if max_replicas < 1 or min_replicas < 0 or min_replicas > max_replicas:
         problems.append(FieldProblem("max_replicas", "must be at least 1 and at least min_replicas", "invalid"))
-    problems.extend(_validate_runtime_args(runtime_args or []))
+    problems.extend(_validate_runtime_args(runtime_args))
     problems.extend(
         _validate_serving(
             serving_mode=serving_mode,
@@ -600,34 +591,25 @@ def deployment_create(
             model_cache=model_cache,
         )
     )
-    if problems:
-        raise ValidationFailed(problems)
-    if not tenancy_selectors.team_is_active(team):
-        raise Conflict(f"Team '{team.slug}' is suspended", code="team_suspended")
-    model_version, warnings = catalog_selectors.model_version_deployable(
-        user=actor, platform_admin=platform_admin, model_slug=model, version=version, team_slug=team.slug
-    )
-    # Placed by type, only clusters that run the mode are candidates (_place); a named cluster must run it.
-    named = cluster_selectors.cluster_list().filter(name=cluster).first() if cluster else None
-    _mode_allowed(
-        serving_mode=serving_mode,
-        version=model_version,
-        cluster_name=cluster or "",
-        runs_llmd=named.runs_llmd if named is not None else True,
-    )
-    quota = tenancy_selectors.team_quota_lock(team=team)
-    if Deployment.objects.filter(team=team, name=name).exists():
-        raise Conflict(f"Team '{team.slug}' already has a deployment '{name}'", code="deployment_exists")
-    if Deployment.objects.filter(team=team).count() >= quota.max_deployments:
-        raise QuotaExceeded(
-            f"Team '{team.slug}' may have {quota.max_deployments} deployments",
-            code="deployment_quota_exceeded",
-            extra={"limit": quota.max_deployments},
-        )
-    plan = _sizing_for(model_version, list(runtime_args or []))
+    return problems
+
+
+def _pool_rules(
+    *,
+    version: ModelVersion,
+    team_args: list[str],
+    gpus_per_replica: int | None,
+    team: Team,
+    actor: User,
+    platform_admin: bool,
+    replicas: int,
+) -> tuple[Callable[[AcceleratorPool], int | None], Callable[[list[AcceleratorPool]], Conflict]]:
+    """How many GPUs per replica a pool gives the version (None: it cannot hold it), and the refusal when no
+    candidate pool can: sized from the architecture when the catalog knows it, else the catalog's fixed figures."""
+    plan = _sizing_for(version, team_args)
     if plan is None:
-        fixed_gpus = gpus_per_replica or model_version.gpus_per_replica
-        minimum = model_version.min_gpu_memory_gb
+        fixed_gpus = gpus_per_replica or version.gpus_per_replica
+        minimum = version.min_gpu_memory_gb
 
         def gpus_for_pool(pool: AcceleratorPool) -> int | None:
             return fixed_gpus if pool.gpu_memory_gb >= minimum else None
@@ -653,9 +635,82 @@ def deployment_create(
                 team=team,
                 actor=actor,
                 platform_admin=platform_admin,
-                replicas=min_replicas,
+                replicas=replicas,
             )
 
+    return gpus_for_pool, unfit
+
+
+@transaction.atomic
+def deployment_create(
+    *,
+    actor: User,
+    platform_admin: bool,
+    team: Team,
+    name: str,
+    model: str,
+    version: str | None = None,
+    cluster: str | None = None,
+    accelerator_type: str | None = None,
+    region: str | None = None,
+    min_replicas: int = 1,
+    max_replicas: int = 1,
+    scale_to_zero: bool = False,
+    runtime_args: list[str] | None = None,
+    model_cache: bool = False,
+    gpus_per_replica: int | None = None,
+    serving_mode: str = STANDARD_MODE,
+    prefill_replicas: int = 0,
+    prefill_gpus_per_replica: int = 0,
+) -> DeploymentResult:
+    if scale_to_zero:
+        min_replicas = 0
+    problems = _create_problems(
+        name=name,
+        cluster=cluster,
+        accelerator_type=accelerator_type,
+        min_replicas=min_replicas,
+        max_replicas=max_replicas,
+        scale_to_zero=scale_to_zero,
+        runtime_args=list(runtime_args or []),
+        model_cache=model_cache,
+        serving_mode=serving_mode,
+        prefill_replicas=prefill_replicas,
+        prefill_gpus_per_replica=prefill_gpus_per_replica,
+    )
+    if problems:
+        raise ValidationFailed(problems)
+    if not tenancy_selectors.team_is_active(team):
+        raise Conflict(f"Team '{team.slug}' is suspended", code="team_suspended")
+    model_version, warnings = catalog_selectors.model_version_deployable(
+        user=actor, platform_admin=platform_admin, model_slug=model, version=version, team_slug=team.slug
+    )
+    # Placed by type, only clusters that run the mode are candidates (_place); a named cluster must run it.
+    named = cluster_selectors.cluster_list().filter(name=cluster).first() if cluster else None
+    _mode_allowed(
+        serving_mode=serving_mode,
+        version=model_version,
+        cluster_name=cluster or "",
+        runs_llmd=named.runs_llmd if named is not None else True,
+    )
+    quota = tenancy_selectors.team_quota_lock(team=team)
+    if Deployment.objects.filter(team=team, name=name).exists():
+        raise Conflict(f"Team '{team.slug}' already has a deployment '{name}'", code="deployment_exists")
+    if Deployment.objects.filter(team=team).count() >= quota.max_deployments:
+        raise QuotaExceeded(
+            f"Team '{team.slug}' may have {quota.max_deployments} deployments",
+            code="deployment_quota_exceeded",
+            extra={"limit": quota.max_deployments},
+        )
+    gpus_for_pool, unfit = _pool_rules(
+        version=model_version,
+        team_args=list(runtime_args or []),
+        gpus_per_replica=gpus_per_replica,
+        team=team,
+        actor=actor,
+        platform_admin=platform_admin,
+        replicas=min_replicas,
+    )
     pool, placed_gpus = _place(
         cluster_name=cluster,
         accelerator_type=accelerator_type,
