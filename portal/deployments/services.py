@@ -783,6 +783,44 @@ _UPDATABLE = (
 )
 
 
+def _desired_fields(*, current: Deployment, changes: dict[str, Any]) -> dict[str, Any]:
+    """The updatable fields as they will be: the changes over the current ones, with what a change implies."""
+    desired = {name: changes.get(name, getattr(current, name)) for name in _UPDATABLE}
+    if desired["scale_to_zero"]:
+        desired["min_replicas"] = 0
+    elif "scale_to_zero" in changes and not changes["scale_to_zero"] and "min_replicas" not in changes:
+        desired["min_replicas"] = max(current.min_replicas, 1)
+    if desired["serving_mode"] != LLMD_MODE and "serving_mode" in changes:
+        # Leaving llm-d drops its disaggregation unless the caller says otherwise (and is then told it cannot).
+        for name in ("prefill_replicas", "prefill_gpus_per_replica"):
+            if name not in changes:
+                desired[name] = 0
+    return desired
+
+
+def _runtime_args_fit(
+    *, current: Deployment, runtime_args: list[str], actor: User, platform_admin: bool, replicas: int
+) -> None:
+    """New runtime flags must still let the model fit the GPUs it holds (when the catalog knows its architecture)."""
+    plan = _sizing_for(current.model_version, runtime_args)
+    pool = cluster_selectors.accelerator_pool_get(
+        cluster_id=current.cluster_id, accelerator_type=current.accelerator_type
+    )
+    if plan is None or pool is None:
+        return
+    attempt = plan.at(pool, current.gpus_per_replica)
+    if not attempt.fits:
+        raise _does_not_fit(
+            plan=plan,
+            attempts=[(pool, attempt)],
+            team=current.team,
+            actor=actor,
+            platform_admin=platform_admin,
+            replicas=replicas,
+            advice=" (create a new deployment there)",
+        )
+
+
 @transaction.atomic
 def deployment_update(
     *, actor: User, deployment: Deployment, changes: dict[str, Any], platform_admin: bool = False
@@ -799,16 +837,7 @@ def deployment_update(
     if current.phase == Phase.DELETING:
         raise Conflict(f"Deployment '{current.name}' is being deleted", code="deployment_deleting")
     before = _snapshot(current)
-    desired = {name: changes.get(name, getattr(current, name)) for name in _UPDATABLE}
-    if desired["scale_to_zero"]:
-        desired["min_replicas"] = 0
-    elif "scale_to_zero" in changes and not changes["scale_to_zero"] and "min_replicas" not in changes:
-        desired["min_replicas"] = max(current.min_replicas, 1)
-    if desired["serving_mode"] != LLMD_MODE and "serving_mode" in changes:
-        # Leaving llm-d drops its disaggregation unless the caller says otherwise (and is then told it cannot).
-        for name in ("prefill_replicas", "prefill_gpus_per_replica"):
-            if name not in changes:
-                desired[name] = 0
+    desired = _desired_fields(current=current, changes=changes)
     problems = _validate_runtime_args(desired["runtime_args"])
     if desired["max_replicas"] < 1 or desired["min_replicas"] > desired["max_replicas"]:
         problems.append(FieldProblem("max_replicas", "must be at least 1 and at least min_replicas", "invalid"))
@@ -832,22 +861,13 @@ def deployment_update(
             runs_llmd=current.cluster.runs_llmd,
         )
     if desired["runtime_args"] != current.runtime_args:
-        plan = _sizing_for(current.model_version, desired["runtime_args"])
-        pool = cluster_selectors.accelerator_pool_get(
-            cluster_id=current.cluster_id, accelerator_type=current.accelerator_type
+        _runtime_args_fit(
+            current=current,
+            runtime_args=desired["runtime_args"],
+            actor=actor,
+            platform_admin=platform_admin,
+            replicas=max(desired["min_replicas"], 1),
         )
-        if plan is not None and pool is not None:
-            attempt = plan.at(pool, current.gpus_per_replica)
-            if not attempt.fits:
-                raise _does_not_fit(
-                    plan=plan,
-                    attempts=[(pool, attempt)],
-                    team=current.team,
-                    actor=actor,
-                    platform_admin=platform_admin,
-                    replicas=max(desired["min_replicas"], 1),
-                    advice=" (create a new deployment there)",
-                )
     requested = gpus_for(
         serving_mode=desired["serving_mode"],
         replicas=desired["max_replicas"],
