@@ -190,6 +190,47 @@ def model_version_get(*, model: CatalogModel, version: str) -> ModelVersion:
     return found
 
 
+def model_version_deployable(
+    *, user: User, platform_admin: bool, model_slug: str, version: str | None, team_slug: str
+) -> tuple[ModelVersion, list[str]]:
+    """The self-hosted version a team may deploy (the newest approved, else preview, else deprecated one when no
+    version is named) and its warnings; ValidationFailed names the field when the model or version cannot be."""
+    visible = catalog_model_list(user=user, platform_admin=platform_admin).filter(slug=model_slug).first()
+    if visible is None:
+        raise ValidationFailed.for_field(
+            "model", f"no model '{model_slug}' in the catalog for team '{team_slug}'", code="unknown_model"
+        )
+    if visible.hosting != Hosting.SELF_HOSTED:
+        raise ValidationFailed.for_field(
+            "model", f"'{model_slug}' is a managed model: call it through the gateway", code="managed_model"
+        )
+    versions = ModelVersion.objects.filter(model=visible).select_related("model")
+    if version is not None:
+        found = versions.filter(version=version).first()
+        if found is None:
+            raise ValidationFailed.for_field(
+                "version", f"'{model_slug}' has no version '{version}'", code="unknown_version"
+            )
+    else:
+        found = (
+            versions.filter(lifecycle=Lifecycle.APPROVED).order_by("-created_at").first()
+            or versions.filter(lifecycle=Lifecycle.PREVIEW).order_by("-created_at").first()
+            or versions.filter(lifecycle=Lifecycle.DEPRECATED).order_by("-created_at").first()
+        )
+        if found is None:
+            raise ValidationFailed.for_field(
+                "version", f"'{model_slug}' has no deployable version (all are retired)", code="no_deployable_version"
+            )
+    if found.lifecycle == Lifecycle.RETIRED or visible.lifecycle == Lifecycle.RETIRED:
+        raise ValidationFailed.for_field(
+            "version", f"{found} is retired and cannot be deployed", code="version_retired"
+        )
+    warnings = []
+    if found.lifecycle == Lifecycle.DEPRECATED or visible.lifecycle == Lifecycle.DEPRECATED:
+        warnings.append(f"{found} is deprecated; plan a move to a newer version")
+    return found, warnings
+
+
 def version_architecture(version: ModelVersion) -> Architecture | None:
     """The version's architecture for sizing, or None when the catalog does not know it."""
     return architecture_from_dict(version.architecture) if version.architecture else None

@@ -55,6 +55,35 @@ def cluster_get(*, name: str) -> Cluster:
     return cluster
 
 
+def cluster_has_pools(*, name: str) -> bool:
+    return AcceleratorPool.objects.filter(cluster__name=name).exists()
+
+
+def accelerator_pools_lock(
+    *, cluster_name: str | None, accelerator_type: str | None, region: str | None, runs_llmd: bool = False
+) -> list[AcceleratorPool]:
+    """The pools a placement may choose from, locked (in the caller's transaction) so that admissions on the same
+    pools are serialized: those of the named cluster, of the type, in the region, on clusters running llm-d."""
+    pools = AcceleratorPool.objects.select_related("cluster").order_by("pk")
+    if cluster_name:
+        pools = pools.filter(cluster__name=cluster_name)
+    if accelerator_type:
+        pools = pools.filter(accelerator_type=accelerator_type)
+    if region:
+        pools = pools.filter(cluster__region=region)
+    if runs_llmd:
+        pools = pools.filter(cluster__runs_llmd=True)
+    return list(pools.select_for_update(of=("self",)))
+
+
+def accelerator_pool_get(*, cluster_id: int, accelerator_type: str) -> AcceleratorPool | None:
+    return (
+        AcceleratorPool.objects.select_related("cluster")
+        .filter(cluster_id=cluster_id, accelerator_type=accelerator_type)
+        .first()
+    )
+
+
 def pool_capacity(*, pool: AcceleratorPool, allocated: dict[tuple[int, str], int]) -> PoolCapacity:
     return PoolCapacity(
         accelerator_type=pool.accelerator_type,

@@ -6,9 +6,10 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Iterable
-from typing import Protocol
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
 
-from django.db.models import Case, F, Q, QuerySet, Sum, When
+from django.db.models import Case, F, Max, Q, QuerySet, Sum, When
 from django.db.models.expressions import CombinedExpression
 
 from catalog import selectors as catalog_selectors
@@ -18,10 +19,12 @@ from portal.clusters import selectors as cluster_selectors
 from portal.clusters.contracts import AcceleratorPoolContract, ClusterContract
 from portal.core.errors import NotFound
 from portal.deployments.contracts import LLMD_MODE, DeploymentSpec, ObservedStatus, ServedNameRef
-from portal.deployments.models import Deployment, DeploymentEvent, Phase, ServedName
+from portal.deployments.models import Deployment, DeploymentEvent, Phase, ReplicaObservation, ServedName
 from portal.tenancy import selectors as tenancy_selectors
 from portal.tenancy.contracts import SERVING_TIER_PRIORITIES
-from portal.tenancy.models import Team
+
+if TYPE_CHECKING:  # types only: teams are read through tenancy's selectors
+    from portal.tenancy.models import Team
 
 
 def reserved_gpus_expression() -> CombinedExpression:
@@ -345,3 +348,35 @@ def deployment_list_for_model(*, model_id: int, team_ids: list[int] | None) -> Q
     if team_ids is not None:
         rows = rows.filter(team_id__in=team_ids)
     return rows.order_by("team__slug", "name")
+
+
+def deployment_names_by_ids(*, deployment_ids: Iterable[int]) -> dict[int, str]:
+    return dict(Deployment.objects.filter(pk__in=set(deployment_ids)).values_list("pk", "name"))
+
+
+def replica_change_latest_by_deployment() -> dict[int, datetime]:
+    """When each deployment's replicas last changed (the newest entry of its replica change log)."""
+    return dict(
+        ReplicaObservation.objects.order_by()
+        .values("deployment_id")
+        .annotate(latest=Max("observed_at"))
+        .values_list("deployment_id", "latest")
+    )
+
+
+def replica_observation_at(*, deployment_id: int, at: datetime | None = None) -> ReplicaObservation | None:
+    """What was observed of one deployment at `at` (its last change at or before it); with no `at`, its first."""
+    rows = ReplicaObservation.objects.filter(deployment_id=deployment_id)
+    if at is None:
+        return rows.order_by("observed_at", "pk").first()
+    return rows.filter(observed_at__lte=at).order_by("-observed_at", "-pk").first()
+
+
+def replica_observations(
+    *, deployment_id: int, after: datetime | None = None, until: datetime
+) -> list[ReplicaObservation]:
+    """The replica change log of one deployment, oldest first: those after `after` (exclusive) up to `until`."""
+    rows = ReplicaObservation.objects.filter(deployment_id=deployment_id, observed_at__lte=until)
+    if after is not None:
+        rows = rows.filter(observed_at__gt=after)
+    return list(rows.order_by("observed_at", "pk"))

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import current_app
 from django.conf import settings
@@ -19,11 +19,8 @@ from django.utils import timezone
 
 from catalog import selectors as catalog_selectors
 from catalog import sizing
-from catalog.models import Hosting, Lifecycle, ModelVersion
-from catalog.selectors import catalog_model_list
 from portal.clusters import selectors as cluster_selectors
 from portal.clusters.contracts import KUEUE
-from portal.clusters.models import AcceleratorPool
 from portal.core.audit import audit_record
 from portal.core.errors import Conflict, FieldProblem, ValidationFailed
 from portal.core.inputs import InputSource
@@ -46,7 +43,11 @@ from portal.deployments.selectors import (
     team_gpus_in_use,
 )
 from portal.tenancy import selectors as tenancy_selectors
-from portal.tenancy.models import Team, TeamQuota, User
+
+if TYPE_CHECKING:  # types only: another app's rows are read through its selectors
+    from catalog.models import ModelVersion
+    from portal.clusters.models import AcceleratorPool
+    from portal.tenancy.models import Team, TeamQuota, User
 
 logger = logging.getLogger(__name__)
 
@@ -366,45 +367,6 @@ def _event(deployment: Deployment, reason: str, message: str = "") -> None:
     )
 
 
-def _resolve_version(
-    *, team: Team, actor: User, platform_admin: bool, model_slug: str, version: str | None
-) -> tuple[ModelVersion, list[str]]:
-    visible = catalog_model_list(user=actor, platform_admin=platform_admin).filter(slug=model_slug).first()
-    if visible is None:
-        raise ValidationFailed.for_field(
-            "model", f"no model '{model_slug}' in the catalog for team '{team.slug}'", code="unknown_model"
-        )
-    if visible.hosting != Hosting.SELF_HOSTED:
-        raise ValidationFailed.for_field(
-            "model", f"'{model_slug}' is a managed model: call it through the gateway", code="managed_model"
-        )
-    versions = ModelVersion.objects.filter(model=visible).select_related("model")
-    if version is not None:
-        found = versions.filter(version=version).first()
-        if found is None:
-            raise ValidationFailed.for_field(
-                "version", f"'{model_slug}' has no version '{version}'", code="unknown_version"
-            )
-    else:
-        found = (
-            versions.filter(lifecycle=Lifecycle.APPROVED).order_by("-created_at").first()
-            or versions.filter(lifecycle=Lifecycle.PREVIEW).order_by("-created_at").first()
-            or versions.filter(lifecycle=Lifecycle.DEPRECATED).order_by("-created_at").first()
-        )
-        if found is None:
-            raise ValidationFailed.for_field(
-                "version", f"'{model_slug}' has no deployable version (all are retired)", code="no_deployable_version"
-            )
-    if found.lifecycle == Lifecycle.RETIRED or visible.lifecycle == Lifecycle.RETIRED:
-        raise ValidationFailed.for_field(
-            "version", f"{found} is retired and cannot be deployed", code="version_retired"
-        )
-    warnings = []
-    if found.lifecycle == Lifecycle.DEPRECATED or visible.lifecycle == Lifecycle.DEPRECATED:
-        warnings.append(f"{found} is deprecated; plan a move to a newer version")
-    return found, warnings
-
-
 def _admit_gpus(
     *,
     team: Team,
@@ -514,18 +476,14 @@ def _place(
 ) -> tuple[AcceleratorPool, int]:
     """Pick the pool and the GPUs per replica: among the candidate pools (the named cluster's, or those of the type
     and region) that hold the model, the one with the most free GPUs."""
-    pools = AcceleratorPool.objects.select_related("cluster").order_by("pk")
-    if cluster_name:
-        pools = pools.filter(cluster__name=cluster_name)
-        if not pools.exists():
-            raise ValidationFailed.for_field("cluster", f"no cluster '{cluster_name}'", code="unknown_cluster")
-    if accelerator_type:
-        pools = pools.filter(accelerator_type=accelerator_type)
-    if region:
-        pools = pools.filter(cluster__region=region)
-    if serving_mode == LLMD_MODE and not cluster_name:
-        pools = pools.filter(cluster__runs_llmd=True)  # placed by type: only where the mode can run
-    candidates = list(pools.select_for_update(of=("self",)))
+    if cluster_name and not cluster_selectors.cluster_has_pools(name=cluster_name):
+        raise ValidationFailed.for_field("cluster", f"no cluster '{cluster_name}'", code="unknown_cluster")
+    candidates = cluster_selectors.accelerator_pools_lock(
+        cluster_name=cluster_name,
+        accelerator_type=accelerator_type,
+        region=region,
+        runs_llmd=serving_mode == LLMD_MODE and not cluster_name,  # placed by type: only where the mode can run
+    )
     if not candidates:
         where = f" in region '{region}'" if region else ""
         raise NoCapacity(
@@ -590,28 +548,21 @@ def _too_small(min_gpu_memory_gb: int) -> Callable[[list[AcceleratorPool]], Conf
     return refuse
 
 
-@transaction.atomic
-def deployment_create(
+def _create_problems(
     *,
-    actor: User,
-    platform_admin: bool,
-    team: Team,
     name: str,
-    model: str,
-    version: str | None = None,
-    cluster: str | None = None,
-    accelerator_type: str | None = None,
-    region: str | None = None,
-    min_replicas: int = 1,
-    max_replicas: int = 1,
-    scale_to_zero: bool = False,
-    runtime_args: list[str] | None = None,
-    model_cache: bool = False,
-    gpus_per_replica: int | None = None,
-    serving_mode: str = STANDARD_MODE,
-    prefill_replicas: int = 0,
-    prefill_gpus_per_replica: int = 0,
-) -> DeploymentResult:
+    cluster: str | None,
+    accelerator_type: str | None,
+    min_replicas: int,
+    max_replicas: int,
+    scale_to_zero: bool,
+    runtime_args: list[str],
+    model_cache: bool,
+    serving_mode: str,
+    prefill_replicas: int,
+    prefill_gpus_per_replica: int,
+) -> list[FieldProblem]:
+    """What is wrong with a creation request on its own, before anything is read."""
     problems: list[FieldProblem] = []
     if not re.fullmatch(DEPLOYMENT_NAME_PATTERN, name):
         problems.append(
@@ -627,11 +578,9 @@ def deployment_create(
                 "accelerator_type", "name a cluster, or an accelerator type (and optionally a region)", "required"
             )
         )
-    if scale_to_zero:
-        min_replicas = 0
     if max_replicas < 1 or min_replicas < 0 or min_replicas > max_replicas:
         problems.append(FieldProblem("max_replicas", "must be at least 1 and at least min_replicas", "invalid"))
-    problems.extend(_validate_runtime_args(runtime_args or []))
+    problems.extend(_validate_runtime_args(runtime_args))
     problems.extend(
         _validate_serving(
             serving_mode=serving_mode,
@@ -642,34 +591,25 @@ def deployment_create(
             model_cache=model_cache,
         )
     )
-    if problems:
-        raise ValidationFailed(problems)
-    if team.status != Team.Status.ACTIVE:
-        raise Conflict(f"Team '{team.slug}' is suspended", code="team_suspended")
-    model_version, warnings = _resolve_version(
-        team=team, actor=actor, platform_admin=platform_admin, model_slug=model, version=version
-    )
-    # Placed by type, only clusters that run the mode are candidates (_place); a named cluster must run it.
-    named = cluster_selectors.cluster_list().filter(name=cluster).first() if cluster else None
-    _mode_allowed(
-        serving_mode=serving_mode,
-        version=model_version,
-        cluster_name=cluster or "",
-        runs_llmd=named.runs_llmd if named is not None else True,
-    )
-    quota = tenancy_selectors.team_quota_lock(team=team)
-    if Deployment.objects.filter(team=team, name=name).exists():
-        raise Conflict(f"Team '{team.slug}' already has a deployment '{name}'", code="deployment_exists")
-    if Deployment.objects.filter(team=team).count() >= quota.max_deployments:
-        raise QuotaExceeded(
-            f"Team '{team.slug}' may have {quota.max_deployments} deployments",
-            code="deployment_quota_exceeded",
-            extra={"limit": quota.max_deployments},
-        )
-    plan = _sizing_for(model_version, list(runtime_args or []))
+    return problems
+
+
+def _pool_rules(
+    *,
+    version: ModelVersion,
+    team_args: list[str],
+    gpus_per_replica: int | None,
+    team: Team,
+    actor: User,
+    platform_admin: bool,
+    replicas: int,
+) -> tuple[Callable[[AcceleratorPool], int | None], Callable[[list[AcceleratorPool]], Conflict]]:
+    """How many GPUs per replica a pool gives the version (None: it cannot hold it), and the refusal when no
+    candidate pool can: sized from the architecture when the catalog knows it, else the catalog's fixed figures."""
+    plan = _sizing_for(version, team_args)
     if plan is None:
-        fixed_gpus = gpus_per_replica or model_version.gpus_per_replica
-        minimum = model_version.min_gpu_memory_gb
+        fixed_gpus = gpus_per_replica or version.gpus_per_replica
+        minimum = version.min_gpu_memory_gb
 
         def gpus_for_pool(pool: AcceleratorPool) -> int | None:
             return fixed_gpus if pool.gpu_memory_gb >= minimum else None
@@ -695,9 +635,82 @@ def deployment_create(
                 team=team,
                 actor=actor,
                 platform_admin=platform_admin,
-                replicas=min_replicas,
+                replicas=replicas,
             )
 
+    return gpus_for_pool, unfit
+
+
+@transaction.atomic
+def deployment_create(
+    *,
+    actor: User,
+    platform_admin: bool,
+    team: Team,
+    name: str,
+    model: str,
+    version: str | None = None,
+    cluster: str | None = None,
+    accelerator_type: str | None = None,
+    region: str | None = None,
+    min_replicas: int = 1,
+    max_replicas: int = 1,
+    scale_to_zero: bool = False,
+    runtime_args: list[str] | None = None,
+    model_cache: bool = False,
+    gpus_per_replica: int | None = None,
+    serving_mode: str = STANDARD_MODE,
+    prefill_replicas: int = 0,
+    prefill_gpus_per_replica: int = 0,
+) -> DeploymentResult:
+    if scale_to_zero:
+        min_replicas = 0
+    problems = _create_problems(
+        name=name,
+        cluster=cluster,
+        accelerator_type=accelerator_type,
+        min_replicas=min_replicas,
+        max_replicas=max_replicas,
+        scale_to_zero=scale_to_zero,
+        runtime_args=list(runtime_args or []),
+        model_cache=model_cache,
+        serving_mode=serving_mode,
+        prefill_replicas=prefill_replicas,
+        prefill_gpus_per_replica=prefill_gpus_per_replica,
+    )
+    if problems:
+        raise ValidationFailed(problems)
+    if not tenancy_selectors.team_is_active(team):
+        raise Conflict(f"Team '{team.slug}' is suspended", code="team_suspended")
+    model_version, warnings = catalog_selectors.model_version_deployable(
+        user=actor, platform_admin=platform_admin, model_slug=model, version=version, team_slug=team.slug
+    )
+    # Placed by type, only clusters that run the mode are candidates (_place); a named cluster must run it.
+    named = cluster_selectors.cluster_list().filter(name=cluster).first() if cluster else None
+    _mode_allowed(
+        serving_mode=serving_mode,
+        version=model_version,
+        cluster_name=cluster or "",
+        runs_llmd=named.runs_llmd if named is not None else True,
+    )
+    quota = tenancy_selectors.team_quota_lock(team=team)
+    if Deployment.objects.filter(team=team, name=name).exists():
+        raise Conflict(f"Team '{team.slug}' already has a deployment '{name}'", code="deployment_exists")
+    if Deployment.objects.filter(team=team).count() >= quota.max_deployments:
+        raise QuotaExceeded(
+            f"Team '{team.slug}' may have {quota.max_deployments} deployments",
+            code="deployment_quota_exceeded",
+            extra={"limit": quota.max_deployments},
+        )
+    gpus_for_pool, unfit = _pool_rules(
+        version=model_version,
+        team_args=list(runtime_args or []),
+        gpus_per_replica=gpus_per_replica,
+        team=team,
+        actor=actor,
+        platform_admin=platform_admin,
+        replicas=min_replicas,
+    )
     pool, placed_gpus = _place(
         cluster_name=cluster,
         accelerator_type=accelerator_type,
@@ -770,6 +783,44 @@ _UPDATABLE = (
 )
 
 
+def _desired_fields(*, current: Deployment, changes: dict[str, Any]) -> dict[str, Any]:
+    """The updatable fields as they will be: the changes over the current ones, with what a change implies."""
+    desired = {name: changes.get(name, getattr(current, name)) for name in _UPDATABLE}
+    if desired["scale_to_zero"]:
+        desired["min_replicas"] = 0
+    elif "scale_to_zero" in changes and not changes["scale_to_zero"] and "min_replicas" not in changes:
+        desired["min_replicas"] = max(current.min_replicas, 1)
+    if desired["serving_mode"] != LLMD_MODE and "serving_mode" in changes:
+        # Leaving llm-d drops its disaggregation unless the caller says otherwise (and is then told it cannot).
+        for name in ("prefill_replicas", "prefill_gpus_per_replica"):
+            if name not in changes:
+                desired[name] = 0
+    return desired
+
+
+def _runtime_args_fit(
+    *, current: Deployment, runtime_args: list[str], actor: User, platform_admin: bool, replicas: int
+) -> None:
+    """New runtime flags must still let the model fit the GPUs it holds (when the catalog knows its architecture)."""
+    plan = _sizing_for(current.model_version, runtime_args)
+    pool = cluster_selectors.accelerator_pool_get(
+        cluster_id=current.cluster_id, accelerator_type=current.accelerator_type
+    )
+    if plan is None or pool is None:
+        return
+    attempt = plan.at(pool, current.gpus_per_replica)
+    if not attempt.fits:
+        raise _does_not_fit(
+            plan=plan,
+            attempts=[(pool, attempt)],
+            team=current.team,
+            actor=actor,
+            platform_admin=platform_admin,
+            replicas=replicas,
+            advice=" (create a new deployment there)",
+        )
+
+
 @transaction.atomic
 def deployment_update(
     *, actor: User, deployment: Deployment, changes: dict[str, Any], platform_admin: bool = False
@@ -786,16 +837,7 @@ def deployment_update(
     if current.phase == Phase.DELETING:
         raise Conflict(f"Deployment '{current.name}' is being deleted", code="deployment_deleting")
     before = _snapshot(current)
-    desired = {name: changes.get(name, getattr(current, name)) for name in _UPDATABLE}
-    if desired["scale_to_zero"]:
-        desired["min_replicas"] = 0
-    elif "scale_to_zero" in changes and not changes["scale_to_zero"] and "min_replicas" not in changes:
-        desired["min_replicas"] = max(current.min_replicas, 1)
-    if desired["serving_mode"] != LLMD_MODE and "serving_mode" in changes:
-        # Leaving llm-d drops its disaggregation unless the caller says otherwise (and is then told it cannot).
-        for name in ("prefill_replicas", "prefill_gpus_per_replica"):
-            if name not in changes:
-                desired[name] = 0
+    desired = _desired_fields(current=current, changes=changes)
     problems = _validate_runtime_args(desired["runtime_args"])
     if desired["max_replicas"] < 1 or desired["min_replicas"] > desired["max_replicas"]:
         problems.append(FieldProblem("max_replicas", "must be at least 1 and at least min_replicas", "invalid"))
@@ -819,24 +861,13 @@ def deployment_update(
             runs_llmd=current.cluster.runs_llmd,
         )
     if desired["runtime_args"] != current.runtime_args:
-        plan = _sizing_for(current.model_version, desired["runtime_args"])
-        pool = (
-            AcceleratorPool.objects.select_related("cluster")
-            .filter(cluster=current.cluster, accelerator_type=current.accelerator_type)
-            .first()
+        _runtime_args_fit(
+            current=current,
+            runtime_args=desired["runtime_args"],
+            actor=actor,
+            platform_admin=platform_admin,
+            replicas=max(desired["min_replicas"], 1),
         )
-        if plan is not None and pool is not None:
-            attempt = plan.at(pool, current.gpus_per_replica)
-            if not attempt.fits:
-                raise _does_not_fit(
-                    plan=plan,
-                    attempts=[(pool, attempt)],
-                    team=current.team,
-                    actor=actor,
-                    platform_admin=platform_admin,
-                    replicas=max(desired["min_replicas"], 1),
-                    advice=" (create a new deployment there)",
-                )
     requested = gpus_for(
         serving_mode=desired["serving_mode"],
         replicas=desired["max_replicas"],

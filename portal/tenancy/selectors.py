@@ -65,6 +65,10 @@ def team_is_active(team: Team) -> bool:
     return team.status == Team.Status.ACTIVE
 
 
+def user_is_service_principal(user: User) -> bool:
+    return user.kind == User.Kind.SERVICE
+
+
 def team_ids_inactive(*, among: Iterable[int]) -> set[int]:
     """Of the given teams, those that are not active (suspended)."""
     return set(Team.objects.filter(pk__in=list(among)).exclude(status=Team.Status.ACTIVE).values_list("pk", flat=True))

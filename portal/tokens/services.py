@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import transaction
@@ -11,9 +12,12 @@ from django.utils import timezone
 
 from portal.core.audit import audit_record
 from portal.core.errors import NotFound, ValidationFailed
-from portal.tenancy.models import User
+from portal.tenancy import selectors as tenancy_selectors
 from portal.tokens.models import ApiToken, Scope
 from portal.tokens.token_format import generate_token
+
+if TYPE_CHECKING:  # types only: users are read through tenancy's selectors
+    from portal.tenancy.models import User
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,7 @@ def api_token_issue(
     unknown = sorted(set(scopes) - {scope.value for scope in Scope})
     if unknown:
         raise ValidationFailed.for_field("scopes", f"unknown scopes: {', '.join(unknown)}", code="unknown_scope")
-    if scopes and principal.kind != User.Kind.SERVICE:
+    if scopes and not tenancy_selectors.user_is_service_principal(principal):
         raise ValidationFailed.for_field(
             "scopes",
             "scopes are for service principals; a personal token acts with its owner's rights",

@@ -11,13 +11,12 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
 from django.conf import settings
-from django.db.models import Case, CharField, Count, Exists, F, Max, Min, OuterRef, QuerySet, Sum, Value, When
+from django.db.models import Case, CharField, Count, F, Max, Min, QuerySet, Sum, Value, When
 
 from catalog import selectors as catalog_selectors
 from portal.clusters import selectors as cluster_selectors
 from portal.deployments import selectors as deployment_selectors
 from portal.deployments.contracts import ServedNameRef
-from portal.deployments.models import Deployment, ReplicaObservation
 from portal.gateway import selectors as gateway_selectors
 from portal.gateway.contracts import CredentialRef
 from portal.tenancy import selectors as tenancy_selectors
@@ -389,32 +388,15 @@ def pool_prices() -> dict[tuple[int, str], Decimal]:
 def gpu_accrual_due() -> list[int]:
     """Deployments whose GPU-hours may have grown: replicas running at the last accrual, or replica changes
     observed since (or never accrued yet). Idle and gone deployments cost nothing to check."""
-    running = set(GpuAccrualCursor.objects.filter(observed_replicas__gt=0).values_list("deployment_id", flat=True))
-    accrued_since = GpuAccrualCursor.objects.filter(
-        deployment_id=OuterRef("deployment_id"), sampled_at__gte=OuterRef("observed_at")
-    )
-    changed = set(
-        ReplicaObservation.objects.filter(~Exists(accrued_since)).values_list("deployment_id", flat=True).distinct()
-    )
+    cursors = list(GpuAccrualCursor.objects.values_list("deployment_id", "sampled_at", "observed_replicas"))
+    accrued_until = {deployment_id: sampled_at for deployment_id, sampled_at, _ in cursors}
+    running = {deployment_id for deployment_id, _, replicas in cursors if replicas > 0}
+    changed = {
+        deployment_id
+        for deployment_id, latest in deployment_selectors.replica_change_latest_by_deployment().items()
+        if deployment_id not in accrued_until or accrued_until[deployment_id] < latest
+    }
     return sorted(running | changed)
-
-
-def replica_observation_at(*, deployment_id: int, at: datetime | None = None) -> ReplicaObservation | None:
-    """What was observed of one deployment at `at` (its last change at or before it); with no `at`, its first."""
-    rows = ReplicaObservation.objects.filter(deployment_id=deployment_id)
-    if at is None:
-        return rows.order_by("observed_at", "pk").first()
-    return rows.filter(observed_at__lte=at).order_by("-observed_at", "-pk").first()
-
-
-def replica_observations(
-    *, deployment_id: int, after: datetime | None = None, until: datetime
-) -> list[ReplicaObservation]:
-    """The replica change log of one deployment, oldest first: those after `after` (exclusive) up to `until`."""
-    rows = ReplicaObservation.objects.filter(deployment_id=deployment_id, observed_at__lte=until)
-    if after is not None:
-        rows = rows.filter(observed_at__gt=after)
-    return list(rows.order_by("observed_at", "pk"))
 
 
 def budget_status(*, team: Team, now: datetime) -> BudgetStatus:
@@ -639,7 +621,7 @@ def request_health(
     )
     names: dict[int, str] = {}
     if group_by == "deployment":
-        names = dict(Deployment.objects.filter(pk__in={row[3] for row in values}).values_list("pk", "name"))
+        names = deployment_selectors.deployment_names_by_ids(deployment_ids={row[3] for row in values})
     groups: dict[tuple[datetime, str], list[Any]] = {}
     for hour, team_slug, model_slug, deployment_id, requests, errors, latency, ttft in values:
         moment = hour.astimezone(UTC)

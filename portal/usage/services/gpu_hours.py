@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING
 
 from django.db import connection, transaction
 
+from portal.deployments import selectors as deployment_selectors
 from portal.usage import selectors
 from portal.usage.models import GpuAccrualCursor, GpuUsage
 
-if TYPE_CHECKING:  # types only: the replica change log is read through usage's selectors
+if TYPE_CHECKING:  # types only: the replica change log is read through deployments' selectors
     from portal.deployments.models import ReplicaObservation
 
 
@@ -67,18 +68,20 @@ def gpu_usage_accrue(*, now: datetime | None = None) -> int:
     written = 0
     for deployment_id in selectors.gpu_accrual_due():
         with transaction.atomic():
-            first = selectors.replica_observation_at(deployment_id=deployment_id)
+            first = deployment_selectors.replica_observation_at(deployment_id=deployment_id)
             if first is None or first.observed_at >= now:
                 continue
             cursor, _ = GpuAccrualCursor.objects.select_for_update().get_or_create(
                 deployment_id=deployment_id,
                 defaults={"sampled_at": first.observed_at, "observed_replicas": first.replicas},
             )
-            current = selectors.replica_observation_at(deployment_id=deployment_id, at=cursor.sampled_at)
+            current = deployment_selectors.replica_observation_at(deployment_id=deployment_id, at=cursor.sampled_at)
             if cursor.sampled_at >= now or current is None:
                 continue
             start, replicas = cursor.sampled_at, cursor.observed_replicas
-            for change in selectors.replica_observations(deployment_id=deployment_id, after=start, until=now):
+            for change in deployment_selectors.replica_observations(
+                deployment_id=deployment_id, after=start, until=now
+            ):
                 written += _charge_gpus(current, replicas, start, change.observed_at, prices)
                 current, start, replicas = change, change.observed_at, change.replicas
             written += _charge_gpus(current, replicas, start, now, prices)

@@ -66,6 +66,10 @@ def test_gpu_hours_accrue_per_hour_from_the_moment_replicas_are_observed(world: 
     services.gpu_usage_accrue(now=start + timedelta(minutes=120))
     services.gpu_usage_accrue(now=start + timedelta(minutes=150))
     assert sum(row.gpu_hours for row in GpuUsage.objects.all()) == Decimal("10")  # 9 + 3 x 2 x 10 minutes
+    # Idle at zero since its last accrual, then scaled up again: the change after the cursor makes it due.
+    _observe(deployment, 1, start + timedelta(minutes=160))
+    services.gpu_usage_accrue(now=start + timedelta(minutes=175))
+    assert sum(row.gpu_hours for row in GpuUsage.objects.all()) == Decimal("10.5")  # + 1 x 2 x 15 minutes
 
 
 def test_a_deployment_that_lived_minutes_between_two_accruals_is_charged_exactly(world: UsageWorld) -> None:
