@@ -53,8 +53,8 @@ lint: install
 # Two lanes side by side (the plugin's; the Python checks then pytest): they share nothing (the plugin's e2e portal
 # has a database and a Redis database of its own), so on two cores make test takes about as long as the longer one.
 # --output-sync prints each lane's output whole when it ends, not interleaved; either lane failing fails make test.
-# tests/e2e is not a third lane (one ran out of a fixed timeout on two busy cores): it runs in test-python's second
-# pytest, after the checks and the soak, and its demo's web workers get 120 s to boot (tests/e2e/conftest.py).
+# Not a third lane for tests/e2e: its waits have fixed timeouts, and one ran out when it shared two cores with both
+# (in test-python's second pytest, after the soak, it failed in each of four runs on a loaded machine; alone it passed).
 test: install
 	@echo "make test: the plugin and the Python checks run side by side; each prints its output when it ends"
 	@$(MAKE) --no-print-directory -j2 --output-sync=target test-lane-plugin test-lane-python
@@ -70,15 +70,14 @@ test-lane-plugin: test-plugin
 test-lane-python:
 	@$(MAKE) --no-print-directory test-python LANE_PYTEST_ARGS="--ignore=$(DEMO_TEST)"
 
-# The tests that mostly wait (tests/soak: a killed worker's message comes back only after the broker's visibility
-# timeout; tests/e2e: a `manage.py demo` world whose changes show on beat cadences) run in a pytest of their own, after
-# the checks, beside the rest of pytest, so that the checks and those waits overlap the rest's work: about two and a
-# half minutes of a clean clone's single pytest were these waits, and a minute the checks before it. The waiting pytest
-# has a database and a Redis database of its own (tests/lanes.py). One pytest runs everything after the checks, as
-# before, when PYTEST_ARGS chooses the tests, or with embedded services (no machine PostgreSQL or Redis: two pytests
-# would share them). The checks' and the waiting pytest's output is printed whole after the rest's; any failing fails
-# the target.
-WAITING_TESTS := tests/soak tests/e2e
+# The checks, then the soak (tests/soak: mostly waiting, for a killed worker's message to come back after the broker's
+# visibility timeout), run in a second pytest beside the rest of pytest, so that they overlap the rest's work instead
+# of coming before it (on a clean clone the checks took about a minute, mypy's cold cache most of it, and the soak with
+# its set-up about another). That pytest has a database and a Redis database of its own (tests/lanes.py). One pytest
+# runs everything after the checks, as before, when PYTEST_ARGS chooses the tests, or with embedded services (no
+# machine PostgreSQL or Redis: two pytests would share them). The checks' and the second pytest's output is printed
+# whole after the rest's; any failing fails the target.
+WAITING_TESTS := tests/soak
 WAITING_LOG := var/test-waiting.log
 WAITING_SERVICES = $(if $(strip $(PYTEST_ARGS)),,$(shell $(PY) -m tests.lanes $(LOCAL_SERVICES)))
 

@@ -1,10 +1,10 @@
-"""The services of `make test`'s second pytest, the one of the tests that mostly wait (tests/e2e, tests/soak).
+"""The services of `make test`'s second pytest, the one of the tests that mostly wait (tests/soak).
 
-They run beside the rest of pytest so that their waiting (beat cadences in a `manage.py demo` world, a killed worker's
-message coming back after the broker's visibility timeout) overlaps the rest's work. Beside it they need their own
-database and Redis database: the soak purges the broker's queues and Redis keys, and pytest-django creates and drops
-`test_<name>` of its DATABASE_URL. The lane gets the machine's servers with other names: `<database>_waiting`, and
-Redis database PORTAL_TEST_WAITING_REDIS_DB (13: the rest of pytest uses 9, tests/e2e's demo 14, the plugin's 15).
+It runs beside the rest of pytest so that its waiting (a killed worker's message coming back after the broker's
+visibility timeout) overlaps the rest's work. Beside it, it needs its own database and Redis database: the soak purges
+the broker's queues and Redis keys, and pytest-django creates and drops `test_<name>` of its DATABASE_URL. It gets
+the machine's servers with other names: `<database>_waiting`, and Redis database PORTAL_TEST_WAITING_REDIS_DB (13: the
+rest of pytest uses 9, tests/e2e's demo 14, the plugin's 15).
 
 Usage: python -m tests.lanes DATABASE_URL=... REDIS_URL=...  ->  "DATABASE_URL=... REDIS_URL=...", or nothing when
 one of them is missing (embedded services: one pytest runs everything, since two would share the embedded servers).
