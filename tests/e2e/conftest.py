@@ -162,7 +162,7 @@ class Loop:
         """Wait until the gateway answers `status` to this key and model (its policy and routes converged). The bound
         is generous (it costs nothing when the loop converges in seconds, as it does on an idle machine): a new team's
         first key did not reach the gateway within 60 s while this demo shared two cores with the rest of make test
-        and other checkouts' tests (load average 19)."""
+        and other checkouts' tests (load average 19; the demo then ran after the soak in one pytest)."""
         answers: list[Answer] = []
 
         def attempt() -> bool:
@@ -233,7 +233,7 @@ def running_demo(*, cadence_seconds: str | None = CADENCE_SECONDS, redis_db: int
             "PORTAL_VAR_DIR": str(var_dir),
             "PORTAL_PORT": str(port),
             "PYTHONUNBUFFERED": "1",
-            # make test runs this demo beside the rest of pytest and the plugin's lane: on a busy machine a gunicorn
+            # make test runs this demo beside the plugin's lane and the checks and soak: on a busy machine a gunicorn
             # worker can take more than gunicorn's default 30 s to import the portal, and gunicorn counts booting
             # against --timeout (gunicorn/arbiter.py murder_workers: "WORKER TIMEOUT", then a new worker that boots as
             # slowly), so the web would never be ready. Only the demo's command-line-less setting changes here.
