@@ -102,13 +102,21 @@ def _csv_link(request: HttpRequest, days: DateRange, *, group_by: str, team: Tea
     return f"{reverse('console:team-costs-csv', kwargs={'team_slug': team.slug})}?{query}"
 
 
-def _list_csv_link(request: HttpRequest, name: str, **kwargs: str) -> str:
-    """The API's CSV of a list (`?format=csv`): staff read the API directly, members through the console's door
-    to the same view (`portal.api.renderers.console_list_csv`, routed by the project's URL map)."""
+def _list_csv_link(request: HttpRequest, name: str, query: dict[str, str] | None = None, **kwargs: str) -> str:
+    """The API's CSV of a list (`?format=csv`), with the page's filters in `query`: staff read the API directly,
+    members through the console's door to the same view (`portal.api.renderers.console_list_csv`, routed by the
+    project's URL map)."""
     api_path = reverse(name, kwargs=kwargs)
+    filters = f"&{urlencode(query)}" if query else ""
     if _platform_admin(request):
-        return f"{api_path}?{LIST_CSV_QUERY}"
-    return f"{reverse('console-list-csv', kwargs={'api_path': api_path.removeprefix(API_PREFIX)})}?{LIST_CSV_QUERY}"
+        return f"{api_path}?{LIST_CSV_QUERY}{filters}"
+    door = reverse("console-list-csv", kwargs={"api_path": api_path.removeprefix(API_PREFIX)})
+    return f"{door}?{LIST_CSV_QUERY}{filters}"
+
+
+def _audit_query(team: Team, days: DateRange) -> dict[str, str]:
+    """The audit API's filters for a team's trail over the page's range ([since, until), as the API reads them)."""
+    return {"team": team.slug, "since": days.begin_at.isoformat(), "until": days.end_at.isoformat()}
 
 
 def _base(request: HttpRequest, days: DateRange, **extra: Any) -> dict[str, Any]:
@@ -223,7 +231,12 @@ def team(request: HttpRequest, team_slug: str) -> HttpResponse:
         credentials=list(gateway_selectors.credential_list(team=team_object)),
         credential_state=gateway_selectors.credential_state,
         members=list(tenancy_selectors.team_member_list(team=team_object)),
-        audit=list(audit_event_list(team_slug=team_object.slug)[:AUDIT_ROWS]) if platform_admin else None,
+        audit=(
+            list(audit_event_list(team_slug=team_object.slug, since=days.begin_at, until=days.end_at)[:AUDIT_ROWS])
+            if platform_admin
+            else None
+        ),
+        csv_audit=_list_csv_link(request, "audit-events", _audit_query(team_object, days)) if platform_admin else None,
         csv_day=_csv_link(request, days, group_by="day", team=team_object),
         csv_model=_csv_link(request, days, group_by="model", team=team_object),
         csv_key=_csv_link(request, days, group_by="credential", team=team_object),
@@ -394,5 +407,6 @@ def requests(request: HttpRequest) -> HttpResponse:
         groupings=HEALTH_GROUPINGS,
         buckets=HEALTH_BUCKETS,
         chart_errors=charts.health_chart(rows),
+        csv_health=_list_csv_link(request, "request-health", {**days.query, "group_by": group_by, "bucket": bucket}),
     )
     return render(request, "console/requests.html", context)

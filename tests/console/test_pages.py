@@ -4,9 +4,10 @@ the same range (the API read in the same test, through a token, as Backstage or 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 from django.contrib import admin
@@ -473,3 +474,37 @@ def test_request_health_shows_the_rollups_figures_for_the_viewers_teams_only(con
     assert f"{only.bucket_start.isoformat()}/beta" in staff
     bad = console_world.browser_client("viewer").get("/console/requests/", {**days, "group_by": "route"})
     assert bad.status_code == 400
+
+
+def test_request_health_and_audit_tables_csv_are_their_apis_over_the_pages_range(console_world: ConsoleWorld) -> None:
+    """The request-health table links to GET /api/v1/request-health with the page's range, grouping and bucket (a
+    member's own teams, through the console's door); the audit trail to the audit API over the same range."""
+    days = {"from": console_world.started.date().isoformat(), "to": datetime.now(UTC).date().isoformat()}
+    viewer = console_world.browser_client("viewer")
+    health = {**days, "group_by": "team", "bucket": "day"}
+    link = f"/console/csv/request-health?format=csv&page_size=200&{urlencode(health)}"
+    assert link in _csv_links(viewer.get("/console/requests/", health).content.decode())
+    api = _api(console_world, "viewer")
+    door = viewer.get(link)
+    assert door.content == api.get("/api/v1/request-health", {**health, "format": "csv", "page_size": 200}).content
+    header, *lines = door.content.decode().splitlines()
+    assert header == "bucket_start,key,requests,errors,error_rate,p50_ms,p95_ms,ttft_p50_ms,ttft_p95_ms"
+    assert [line.split(",")[1:4] for line in lines] == [["alpha", "3", "1"]]  # the table's row, not beta's
+    assert api.get("/api/v1/request-health", {**days, "team": "beta"}).status_code == 404
+    bad = api.get("/api/v1/request-health", {**days, "bucket": "week"})
+    assert (bad.status_code, bad["Content-Type"]) == (400, "application/problem+json")
+    assert "bucket" in bad.content.decode()
+    staff = console_world.browser_client("platform_admin")
+    staff_link = f"/api/v1/request-health?format=csv&page_size=200&{urlencode(health)}"
+    assert staff_link in _csv_links(staff.get("/console/requests/", health).content.decode())
+    assert ",beta," in _api(console_world).get(staff_link).content.decode()
+    team_page = staff.get("/console/teams/alpha/", days).content.decode()
+    (audit_link,) = [link for link in _csv_links(team_page) if link.startswith("/api/v1/audit-events?")]
+    since, until = parse_qs(urlsplit(audit_link).query)["since"][0], parse_qs(urlsplit(audit_link).query)["until"][0]
+    assert (since[:10], until[:10]) == (days["from"], (date.fromisoformat(days["to"]) + timedelta(days=1)).isoformat())
+    header, *events = _api(console_world).get(audit_link).content.decode().splitlines()
+    assert "action" in header.split(",")
+    audit_table = re.search(r'<table id="audit".*?<tbody>(.*?)</tbody>', team_page, re.S).group(1)
+    assert len(events) == audit_table.count("<tr><td>") > 0  # the table's events, all of them (fewer than 50)
+    assert any("deployment.create" in event for event in events)
+    assert viewer.get("/console/csv/audit-events?format=csv&team=alpha").status_code in (403, 404)
