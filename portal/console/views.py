@@ -179,6 +179,7 @@ def overview(request: HttpRequest) -> HttpResponse:
         spend_stack=spend_stack,
         budgets=budgets,
         csv_budgets=_list_csv_link(request, "budgets"),
+        csv_not_ready=_list_csv_link(request, "deployment-not-ready-list"),
         ingestion=usage_selectors.ingestion_health(now=now),
         not_ready=list(deployment_selectors.deployments_not_ready()[:100]),
         quota_requests_pending=tenancy_selectors.quota_request_list(status="pending").count(),

@@ -508,3 +508,19 @@ def test_request_health_and_audit_tables_csv_are_their_apis_over_the_pages_range
     assert len(events) == audit_table.count("<tr><td>") > 0  # the table's events, all of them (fewer than 50)
     assert any("deployment.create" in event for event in events)
     assert viewer.get("/console/csv/audit-events?format=csv&team=alpha").status_code in (403, 404)
+
+
+def test_the_not_ready_tables_csv_is_the_not_ready_deployments_api(console_world: ConsoleWorld) -> None:
+    overview = console_world.browser_client("platform_admin").get("/console/").content.decode()
+    link = "/api/v1/deployments/not-ready?format=csv&page_size=200"
+    assert link in _csv_links(overview)
+    staff_api = _api(console_world)
+    header, *lines = staff_api.get(link).content.decode().splitlines()
+    assert header.split(",")[:2] == ["name", "team"]
+    deployments = [f"{line.split(',')[1]}/{line.split(',')[0]}" for line in lines]
+    assert deployments == row_keys(overview, "not-ready", "deployment") == ["alpha/batch"]  # the table's rows, in order
+    assert staff_api.get(link, HTTP_ACCEPT="text/csv").content == staff_api.get(link).content
+    assert staff_api.get("/api/v1/deployments/not-ready", {"phase": "Ready"}).json()["results"] == []
+    bad = staff_api.get("/api/v1/deployments/not-ready", {"phase": "Sleeping"})
+    assert (bad.status_code, bad["Content-Type"]) == (400, "application/problem+json")
+    assert _api(console_world, "admin").get(link).status_code == 403  # a team admin: not the platform's list

@@ -384,6 +384,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/deployments/not-ready": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Every team's deployments that are not Ready, longest unchanged first (platform admins), JSON or CSV
+         * @description JSON, or CSV with ?format=csv or Accept: text/csv: the page's items, a header of the JSON items' fields (nested objects as parent.child, lists as JSON), one row per item, values exactly as in the JSON (null is empty); the next page's address in a Link header and the item count in X-Total-Count.
+         */
+        get: operations["deployments_not_ready_list"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/me": {
         parameters: {
             query?: never;
@@ -5421,6 +5441,95 @@ export interface operations {
             };
             /** @description Gone: the one-time link was used or expired */
             410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOutput"];
+                };
+            };
+            /** @description Rate limited: retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOutput"];
+                };
+            };
+        };
+    };
+    deployments_not_ready_list: {
+        parameters: {
+            query?: {
+                format?: "csv" | "json";
+                /** @description A page number within the paginated result set. */
+                page?: number;
+                /** @description Number of results to return per page. */
+                page_size?: number;
+                /**
+                 * @description * `Pending` - Pending
+                 *     * `Provisioning` - Provisioning
+                 *     * `Ready` - Ready
+                 *     * `Degraded` - Degraded
+                 *     * `Failed` - Failed
+                 *     * `Deleting` - Deleting
+                 */
+                phase?: "Pending" | "Provisioning" | "Ready" | "Degraded" | "Failed" | "Deleting" | "";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PaginatedDeploymentOutputList"];
+                    "text/csv": string;
+                };
+            };
+            /** @description Invalid input: a problem with one entry per offending field, or a malformed body or query */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOutput"];
+                };
+            };
+            /** @description No credentials, or credentials that are not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOutput"];
+                };
+            };
+            /** @description The caller may not do this (role, team membership, token scope) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOutput"];
+                };
+            };
+            /** @description Not found, or not visible to the caller */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOutput"];
+                };
+            };
+            /** @description The Accept header names no representation this operation produces */
+            406: {
                 headers: {
                     [name: string]: unknown;
                 };
