@@ -331,8 +331,6 @@ def fleet(request: HttpRequest) -> HttpResponse:
     usage = usage_selectors.gpu_usage_by_pool(start=days.start, end=days.end)
     policies = gateway_selectors.gateway_policies_by_cluster_id()
     pools = []
-    capacity_by_type: dict[str, int] = {}
-    allocated_by_type: dict[str, int] = {}
     for cluster in clusters:
         for pool in cluster.pools.all():
             capacity = cluster_selectors.pool_capacity(pool=pool, allocated=allocated)
@@ -347,20 +345,8 @@ def fleet(request: HttpRequest) -> HttpResponse:
                     "cost": pool_usage.get("cost") or Decimal(0),
                 }
             )
-            capacity_by_type[pool.accelerator_type] = capacity_by_type.get(pool.accelerator_type, 0) + capacity.total
-            allocated_by_type[pool.accelerator_type] = (
-                allocated_by_type.get(pool.accelerator_type, 0) + capacity.allocated
-            )
-    quotas = tenancy_selectors.gpu_quota_by_accelerator_type()
-    types = [
-        {
-            "accelerator_type": accelerator_type,
-            "capacity": capacity_by_type.get(accelerator_type, 0),
-            "allocated": allocated_by_type.get(accelerator_type, 0),
-            "quota": quotas.get(accelerator_type, 0),
-        }
-        for accelerator_type in sorted(set(capacity_by_type) | set(quotas))
-    ]
+    # The accelerator-types API's rows (GET /api/v1/accelerator-types), from the same holdings as the pools above.
+    types = cluster_selectors.accelerator_type_capacity(allocated=allocated)
     context = _base(
         request,
         days,
@@ -369,6 +355,7 @@ def fleet(request: HttpRequest) -> HttpResponse:
         types=types,
         csv_team=_csv_link(request, days, group_by="team"),
         csv_clusters=_list_csv_link(request, "cluster-list"),
+        csv_types=_list_csv_link(request, "accelerator-type-list"),
         chart_pools=charts.pool_chart(pools),
     )
     return render(request, "console/fleet.html", context)

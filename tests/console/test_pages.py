@@ -524,3 +524,25 @@ def test_the_not_ready_tables_csv_is_the_not_ready_deployments_api(console_world
     bad = staff_api.get("/api/v1/deployments/not-ready", {"phase": "Sleeping"})
     assert (bad.status_code, bad["Content-Type"]) == (400, "application/problem+json")
     assert _api(console_world, "admin").get(link).status_code == 403  # a team admin: not the platform's list
+
+
+def test_the_quota_by_type_tables_csv_is_the_accelerator_types_api(console_world: ConsoleWorld) -> None:
+    fleet = console_world.browser_client("platform_admin").get("/console/fleet/").content.decode()
+    link = "/api/v1/accelerator-types?format=csv&page_size=200"
+    assert link in _csv_links(fleet)
+    staff_api = _api(console_world)
+    header, *lines = staff_api.get(link).content.decode().splitlines()
+    assert header == "accelerator_type,quota,allocated,capacity"
+    assert [line.split(",")[0] for line in lines] == row_keys(fleet, "quota-by-type", "type")  # in the table's order
+    table = {
+        line.split(",")[0]: dict(zip(["quota", "allocated", "capacity"], line.split(",")[1:], strict=True))
+        for line in lines
+    }
+    assert table["nvidia-l4"] == row(fleet, "quota-by-type", "type", "nvidia-l4")
+    assert staff_api.get("/api/v1/accelerator-types").json()["results"][0].keys() == {
+        "accelerator_type",
+        "quota",
+        "allocated",
+        "capacity",
+    }
+    assert _api(console_world, "admin").get(link).status_code == 403  # quotas across teams: the platform's

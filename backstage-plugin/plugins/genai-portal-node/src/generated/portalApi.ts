@@ -4,6 +4,26 @@
  */
 
 export interface paths {
+    "/api/v1/accelerator-types": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * GPUs per accelerator type across clusters: team quotas, allocated, capacity (platform admins), JSON or CSV
+         * @description JSON, or CSV with ?format=csv or Accept: text/csv: the page's items, a header of the JSON items' fields (nested objects as parent.child, lists as JSON), one row per item, values exactly as in the JSON (null is empty); the next page's address in a Link header and the item count in X-Total-Count.
+         */
+        get: operations["accelerator_types_list"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/audit-events": {
         parameters: {
             query?: never;
@@ -1090,6 +1110,15 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        AcceleratorTypeOutput: {
+            accelerator_type: string;
+            /** @description GPUs granted to all teams together by their quotas */
+            quota: number;
+            /** @description GPUs held by deployments (max replicas times GPUs per replica) */
+            allocated: number;
+            /** @description GPUs installed in the pools of every cluster */
+            capacity: number;
+        };
         /**
          * @description Input that refuses fields it does not declare: a misspelt or read-only field is a field error, never a
          *     silent no-op answered with 200; a body that is not a JSON object is an error of the whole body.
@@ -2075,6 +2104,21 @@ export interface components {
             rejectedLogRecords: string;
             errorMessage: string;
         };
+        PaginatedAcceleratorTypeOutputList: {
+            /** @example 123 */
+            count: number;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?page=4
+             */
+            next?: string | null;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?page=2
+             */
+            previous?: string | null;
+            results: components["schemas"]["AcceleratorTypeOutput"][];
+        };
         PaginatedApiTokenOutputList: {
             /** @example 123 */
             count: number;
@@ -2927,6 +2971,86 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    accelerator_types_list: {
+        parameters: {
+            query?: {
+                format?: "csv" | "json";
+                /** @description A page number within the paginated result set. */
+                page?: number;
+                /** @description Number of results to return per page. */
+                page_size?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PaginatedAcceleratorTypeOutputList"];
+                    "text/csv": string;
+                };
+            };
+            /** @description Invalid input: a problem with one entry per offending field, or a malformed body or query */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOutput"];
+                };
+            };
+            /** @description No credentials, or credentials that are not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOutput"];
+                };
+            };
+            /** @description The caller may not do this (role, team membership, token scope) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOutput"];
+                };
+            };
+            /** @description Not found, or not visible to the caller */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOutput"];
+                };
+            };
+            /** @description The Accept header names no representation this operation produces */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOutput"];
+                };
+            };
+            /** @description Rate limited: retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOutput"];
+                };
+            };
+        };
+    };
     audit_events_list: {
         parameters: {
             query?: {
