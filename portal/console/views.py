@@ -27,7 +27,7 @@ from portal.gateway import selectors as gateway_selectors
 from portal.tenancy import selectors as tenancy_selectors
 from portal.tenancy.models import Role, Team, User
 from portal.usage import selectors as usage_selectors
-from portal.usage.api.serializers import cost_report_csv, cost_report_output
+from portal.usage.api.serializers import HEALTH_BUCKETS, HEALTH_GROUPINGS, cost_report_csv, cost_report_output
 from portal.usage.partitions import month_start
 
 TOP = 10
@@ -363,8 +363,8 @@ def fleet(request: HttpRequest) -> HttpResponse:
 
 # --- request health ---------------------------------------------------------------------------------------
 
-HEALTH_GROUPINGS = ("team", "model", "deployment")
-HEALTH_BUCKETS = ("day", "hour")
+# HEALTH_GROUPINGS and HEALTH_BUCKETS are the request-health API's (GET /api/v1/request-health), whose CSV the table
+# links to with the page's choices.
 
 
 @console_page
