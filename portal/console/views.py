@@ -102,11 +102,11 @@ def _csv_link(request: HttpRequest, days: DateRange, *, group_by: str, team: Tea
     return f"{reverse('console:team-costs-csv', kwargs={'team_slug': team.slug})}?{query}"
 
 
-def _list_csv_link(request: HttpRequest, name: str, query: dict[str, str] | None = None, **kwargs: str) -> str:
+def _list_csv_link(request: HttpRequest, url_name: str, /, query: dict[str, str] | None = None, **kwargs: str) -> str:
     """The API's CSV of a list (`?format=csv`), with the page's filters in `query`: staff read the API directly,
     members through the console's door to the same view (`portal.api.renderers.console_list_csv`, routed by the
     project's URL map)."""
-    api_path = reverse(name, kwargs=kwargs)
+    api_path = reverse(url_name, kwargs=kwargs)
     filters = f"&{urlencode(query)}" if query else ""
     if _platform_admin(request):
         return f"{api_path}?{LIST_CSV_QUERY}{filters}"
@@ -287,6 +287,7 @@ def deployment(request: HttpRequest, team_slug: str, deployment_name: str) -> Ht
         gpu_hours=sum((row["gpu_hours"] for row in gpu_days), Decimal(0)),
         gpu_cost=sum((row["cost"] for row in gpu_days), Decimal(0)),
         events=list(deployment_selectors.deployment_events(deployment=found)[:EVENT_ROWS]),
+        csv_events=_list_csv_link(request, "deployment-events", team=team_object.slug, name=found.name),
         csv_day=_csv_link(request, days, group_by="day", team=team_object),
         chart_gpu=charts.gpu_chart(gpu_days),
     )

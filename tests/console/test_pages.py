@@ -362,10 +362,14 @@ def test_every_list_tables_csv_is_the_list_apis_csv_byte_for_byte(console_world:
     API), the same bytes the API gives a token; another team's list is a 404 through the door too."""
     viewer = console_world.browser_client("viewer")
     links = _csv_links(viewer.get("/console/teams/alpha/").content.decode())
+    links += _csv_links(viewer.get("/console/teams/alpha/deployments/chat/").content.decode())
     lists = {
         "/console/csv/teams/alpha/deployments?format=csv&page_size=200": "/api/v1/teams/alpha/deployments",
         "/console/csv/teams/alpha/credentials?format=csv&page_size=200": "/api/v1/teams/alpha/credentials",
         "/console/csv/teams/alpha/members?format=csv&page_size=200": "/api/v1/teams/alpha/members",
+        "/console/csv/teams/alpha/deployments/chat/events?format=csv&page_size=200": (
+            "/api/v1/teams/alpha/deployments/chat/events"
+        ),
     }
     assert set(lists) <= set(links)
     api = _api(console_world, "viewer")

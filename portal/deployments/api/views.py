@@ -133,11 +133,17 @@ class DeploymentManifestsView(PortalView):
 
 
 class DeploymentEventsView(PortalGenericView):
+    renderer_classes = LIST_RENDERERS
     serializer_class = serializers.DeploymentEventOutput
     queryset = DeploymentEvent.objects.none()  # for the schema generator
 
     @extend_schema(
-        responses=serializers.DeploymentEventOutput(many=True), summary="State changes with reasons, newest first"
+        responses={
+            (200, "application/json"): serializers.DeploymentEventOutput(many=True),
+            (200, "text/csv"): CSV_LIST_SCHEMA,
+        },
+        description=CSV_LIST_DESCRIPTION,
+        summary="State changes with reasons, newest first, JSON or CSV",
     )
     def get(self, request: Request, team: str, name: str) -> Response:
         deployment = selectors.deployment_get(team=team_for_request(request, team), name=name)

@@ -726,8 +726,8 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * State changes with reasons, newest first
-         * @description Claims the Idempotency-Key once the caller is known, and stores the final response.
+         * State changes with reasons, newest first, JSON or CSV
+         * @description JSON, or CSV with ?format=csv or Accept: text/csv: the page's items, a header of the JSON items' fields (nested objects as parent.child, lists as JSON), one row per item, values exactly as in the JSON (null is empty); the next page's address in a Link header and the item count in X-Total-Count.
          */
         get: operations["teams_deployments_events_list"];
         put?: never;
@@ -7662,6 +7662,7 @@ export interface operations {
     teams_deployments_events_list: {
         parameters: {
             query?: {
+                format?: "csv" | "json";
                 /** @description A page number within the paginated result set. */
                 page?: number;
                 /** @description Number of results to return per page. */
@@ -7682,6 +7683,7 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["PaginatedDeploymentEventOutputList"];
+                    "text/csv": string;
                 };
             };
             /** @description Invalid input: a problem with one entry per offending field, or a malformed body or query */
