@@ -8,6 +8,7 @@ from rest_framework.response import Response
 
 from portal.api import serializers
 from portal.api.permissions import IsPlatformAdmin
+from portal.api.renderers import CSV_LIST_DESCRIPTION, CSV_LIST_SCHEMA, LIST_RENDERERS
 from portal.api.views import PortalGenericView, validated
 from portal.core.audit import audit_event_list
 from portal.core.models import AuditEvent
@@ -17,11 +18,16 @@ class AuditEventListView(PortalGenericView):
     queryset = AuditEvent.objects.none()  # for the schema generator; views query through selectors
     permission_classes = [IsPlatformAdmin]
     serializer_class = serializers.AuditEventOutput
+    renderer_classes = LIST_RENDERERS
 
     @extend_schema(
         parameters=[serializers.AuditEventQuery],
-        responses=serializers.AuditEventOutput(many=True),
-        summary="The audit log (platform admins)",
+        responses={
+            (200, "application/json"): serializers.AuditEventOutput(many=True),
+            (200, "text/csv"): CSV_LIST_SCHEMA,
+        },
+        description=CSV_LIST_DESCRIPTION,
+        summary="The audit log (platform admins), JSON or CSV",
     )
     def get(self, request: Request) -> Response:
         query = validated(serializers.AuditEventQuery, request.query_params)

@@ -89,7 +89,17 @@ LIST_RENDERERS = [renderers.JSONRenderer, PaginatedCsvRenderer]
 
 
 # The lists the console links to as CSV (URL names of the API's list views that render CSV).
-CONSOLE_CSV_LISTS = frozenset({"deployment-list", "credential-list", "team-members", "cluster-list"})
+CONSOLE_CSV_LISTS = frozenset(
+    {
+        "deployment-list",
+        "credential-list",
+        "team-members",
+        "cluster-list",
+        "audit-events",
+        "request-health",
+        "deployment-events",
+    }
+)
 
 
 @login_required(login_url="console:login")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -14,6 +14,7 @@ from portal.clusters.contracts import KUEUE, AcceleratorPoolContract, ClusterCon
 from portal.clusters.models import AcceleratorPool, Cluster
 from portal.core.encryption import decrypt_secret
 from portal.core.errors import NotFound
+from portal.tenancy import selectors as tenancy_selectors
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,38 @@ class PoolCapacity:
     @property
     def free(self) -> int:
         return max(self.total - self.allocated, 0)
+
+
+@dataclass(frozen=True)
+class AcceleratorTypeCapacity:
+    """One accelerator type across clusters: GPUs promised by team quotas, held by deployments, and installed."""
+
+    accelerator_type: str
+    quota: int
+    allocated: int
+    capacity: int
+
+
+def accelerator_type_capacity(*, allocated: Mapping[tuple[int, str], int]) -> list[AcceleratorTypeCapacity]:
+    """Every accelerator type a pool has or a quota grants, by name; `allocated` is GPUs held per (cluster id,
+    accelerator type), counted in pools only (as each pool's capacity counts them)."""
+    capacity: dict[str, int] = {}
+    held: dict[str, int] = {}
+    for pool in AcceleratorPool.objects.only("cluster_id", "accelerator_type", "gpu_count"):
+        capacity[pool.accelerator_type] = capacity.get(pool.accelerator_type, 0) + pool.gpu_count
+        held[pool.accelerator_type] = held.get(pool.accelerator_type, 0) + allocated.get(
+            (pool.cluster_id, pool.accelerator_type), 0
+        )
+    quotas = tenancy_selectors.gpu_quota_by_accelerator_type()
+    return [
+        AcceleratorTypeCapacity(
+            accelerator_type=accelerator_type,
+            quota=quotas.get(accelerator_type, 0),
+            allocated=held.get(accelerator_type, 0),
+            capacity=capacity.get(accelerator_type, 0),
+        )
+        for accelerator_type in sorted(set(capacity) | set(quotas))
+    ]
 
 
 def cluster_list(*, region: str | None = None) -> QuerySet[Cluster]:

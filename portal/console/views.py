@@ -27,7 +27,7 @@ from portal.gateway import selectors as gateway_selectors
 from portal.tenancy import selectors as tenancy_selectors
 from portal.tenancy.models import Role, Team, User
 from portal.usage import selectors as usage_selectors
-from portal.usage.api.serializers import cost_report_csv, cost_report_output
+from portal.usage.api.serializers import HEALTH_BUCKETS, HEALTH_GROUPINGS, cost_report_csv, cost_report_output
 from portal.usage.partitions import month_start
 
 TOP = 10
@@ -102,13 +102,21 @@ def _csv_link(request: HttpRequest, days: DateRange, *, group_by: str, team: Tea
     return f"{reverse('console:team-costs-csv', kwargs={'team_slug': team.slug})}?{query}"
 
 
-def _list_csv_link(request: HttpRequest, name: str, **kwargs: str) -> str:
-    """The API's CSV of a list (`?format=csv`): staff read the API directly, members through the console's door
-    to the same view (`portal.api.renderers.console_list_csv`, routed by the project's URL map)."""
-    api_path = reverse(name, kwargs=kwargs)
+def _list_csv_link(request: HttpRequest, url_name: str, /, query: dict[str, str] | None = None, **kwargs: str) -> str:
+    """The API's CSV of a list (`?format=csv`), with the page's filters in `query`: staff read the API directly,
+    members through the console's door to the same view (`portal.api.renderers.console_list_csv`, routed by the
+    project's URL map)."""
+    api_path = reverse(url_name, kwargs=kwargs)
+    filters = f"&{urlencode(query)}" if query else ""
     if _platform_admin(request):
-        return f"{api_path}?{LIST_CSV_QUERY}"
-    return f"{reverse('console-list-csv', kwargs={'api_path': api_path.removeprefix(API_PREFIX)})}?{LIST_CSV_QUERY}"
+        return f"{api_path}?{LIST_CSV_QUERY}{filters}"
+    door = reverse("console-list-csv", kwargs={"api_path": api_path.removeprefix(API_PREFIX)})
+    return f"{door}?{LIST_CSV_QUERY}{filters}"
+
+
+def _audit_query(team: Team, days: DateRange) -> dict[str, str]:
+    """The audit API's filters for a team's trail over the page's range ([since, until), as the API reads them)."""
+    return {"team": team.slug, "since": days.begin_at.isoformat(), "until": days.end_at.isoformat()}
 
 
 def _base(request: HttpRequest, days: DateRange, **extra: Any) -> dict[str, Any]:
@@ -171,6 +179,7 @@ def overview(request: HttpRequest) -> HttpResponse:
         spend_stack=spend_stack,
         budgets=budgets,
         csv_budgets=_list_csv_link(request, "budgets"),
+        csv_not_ready=_list_csv_link(request, "deployment-not-ready-list"),
         ingestion=usage_selectors.ingestion_health(now=now),
         not_ready=list(deployment_selectors.deployments_not_ready()[:100]),
         quota_requests_pending=tenancy_selectors.quota_request_list(status="pending").count(),
@@ -223,7 +232,12 @@ def team(request: HttpRequest, team_slug: str) -> HttpResponse:
         credentials=list(gateway_selectors.credential_list(team=team_object)),
         credential_state=gateway_selectors.credential_state,
         members=list(tenancy_selectors.team_member_list(team=team_object)),
-        audit=list(audit_event_list(team_slug=team_object.slug)[:AUDIT_ROWS]) if platform_admin else None,
+        audit=(
+            list(audit_event_list(team_slug=team_object.slug, since=days.begin_at, until=days.end_at)[:AUDIT_ROWS])
+            if platform_admin
+            else None
+        ),
+        csv_audit=_list_csv_link(request, "audit-events", _audit_query(team_object, days)) if platform_admin else None,
         csv_day=_csv_link(request, days, group_by="day", team=team_object),
         csv_model=_csv_link(request, days, group_by="model", team=team_object),
         csv_key=_csv_link(request, days, group_by="credential", team=team_object),
@@ -273,6 +287,7 @@ def deployment(request: HttpRequest, team_slug: str, deployment_name: str) -> Ht
         gpu_hours=sum((row["gpu_hours"] for row in gpu_days), Decimal(0)),
         gpu_cost=sum((row["cost"] for row in gpu_days), Decimal(0)),
         events=list(deployment_selectors.deployment_events(deployment=found)[:EVENT_ROWS]),
+        csv_events=_list_csv_link(request, "deployment-events", team=team_object.slug, name=found.name),
         csv_day=_csv_link(request, days, group_by="day", team=team_object),
         chart_gpu=charts.gpu_chart(gpu_days),
     )
@@ -317,8 +332,6 @@ def fleet(request: HttpRequest) -> HttpResponse:
     usage = usage_selectors.gpu_usage_by_pool(start=days.start, end=days.end)
     policies = gateway_selectors.gateway_policies_by_cluster_id()
     pools = []
-    capacity_by_type: dict[str, int] = {}
-    allocated_by_type: dict[str, int] = {}
     for cluster in clusters:
         for pool in cluster.pools.all():
             capacity = cluster_selectors.pool_capacity(pool=pool, allocated=allocated)
@@ -333,20 +346,8 @@ def fleet(request: HttpRequest) -> HttpResponse:
                     "cost": pool_usage.get("cost") or Decimal(0),
                 }
             )
-            capacity_by_type[pool.accelerator_type] = capacity_by_type.get(pool.accelerator_type, 0) + capacity.total
-            allocated_by_type[pool.accelerator_type] = (
-                allocated_by_type.get(pool.accelerator_type, 0) + capacity.allocated
-            )
-    quotas = tenancy_selectors.gpu_quota_by_accelerator_type()
-    types = [
-        {
-            "accelerator_type": accelerator_type,
-            "capacity": capacity_by_type.get(accelerator_type, 0),
-            "allocated": allocated_by_type.get(accelerator_type, 0),
-            "quota": quotas.get(accelerator_type, 0),
-        }
-        for accelerator_type in sorted(set(capacity_by_type) | set(quotas))
-    ]
+    # The accelerator-types API's rows (GET /api/v1/accelerator-types), from the same holdings as the pools above.
+    types = cluster_selectors.accelerator_type_capacity(allocated=allocated)
     context = _base(
         request,
         days,
@@ -355,6 +356,7 @@ def fleet(request: HttpRequest) -> HttpResponse:
         types=types,
         csv_team=_csv_link(request, days, group_by="team"),
         csv_clusters=_list_csv_link(request, "cluster-list"),
+        csv_types=_list_csv_link(request, "accelerator-type-list"),
         chart_pools=charts.pool_chart(pools),
     )
     return render(request, "console/fleet.html", context)
@@ -362,8 +364,8 @@ def fleet(request: HttpRequest) -> HttpResponse:
 
 # --- request health ---------------------------------------------------------------------------------------
 
-HEALTH_GROUPINGS = ("team", "model", "deployment")
-HEALTH_BUCKETS = ("day", "hour")
+# HEALTH_GROUPINGS and HEALTH_BUCKETS are the request-health API's (GET /api/v1/request-health), whose CSV the table
+# links to with the page's choices.
 
 
 @console_page
@@ -394,5 +396,6 @@ def requests(request: HttpRequest) -> HttpResponse:
         groupings=HEALTH_GROUPINGS,
         buckets=HEALTH_BUCKETS,
         chart_errors=charts.health_chart(rows),
+        csv_health=_list_csv_link(request, "request-health", {**days.query, "group_by": group_by, "bucket": bucket}),
     )
     return render(request, "console/requests.html", context)

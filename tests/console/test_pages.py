@@ -4,9 +4,10 @@ the same range (the API read in the same test, through a token, as Backstage or 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 from django.contrib import admin
@@ -361,10 +362,14 @@ def test_every_list_tables_csv_is_the_list_apis_csv_byte_for_byte(console_world:
     API), the same bytes the API gives a token; another team's list is a 404 through the door too."""
     viewer = console_world.browser_client("viewer")
     links = _csv_links(viewer.get("/console/teams/alpha/").content.decode())
+    links += _csv_links(viewer.get("/console/teams/alpha/deployments/chat/").content.decode())
     lists = {
         "/console/csv/teams/alpha/deployments?format=csv&page_size=200": "/api/v1/teams/alpha/deployments",
         "/console/csv/teams/alpha/credentials?format=csv&page_size=200": "/api/v1/teams/alpha/credentials",
         "/console/csv/teams/alpha/members?format=csv&page_size=200": "/api/v1/teams/alpha/members",
+        "/console/csv/teams/alpha/deployments/chat/events?format=csv&page_size=200": (
+            "/api/v1/teams/alpha/deployments/chat/events"
+        ),
     }
     assert set(lists) <= set(links)
     api = _api(console_world, "viewer")
@@ -473,3 +478,75 @@ def test_request_health_shows_the_rollups_figures_for_the_viewers_teams_only(con
     assert f"{only.bucket_start.isoformat()}/beta" in staff
     bad = console_world.browser_client("viewer").get("/console/requests/", {**days, "group_by": "route"})
     assert bad.status_code == 400
+
+
+def test_request_health_and_audit_tables_csv_are_their_apis_over_the_pages_range(console_world: ConsoleWorld) -> None:
+    """The request-health table links to GET /api/v1/request-health with the page's range, grouping and bucket (a
+    member's own teams, through the console's door); the audit trail to the audit API over the same range."""
+    days = {"from": console_world.started.date().isoformat(), "to": datetime.now(UTC).date().isoformat()}
+    viewer = console_world.browser_client("viewer")
+    health = {**days, "group_by": "team", "bucket": "day"}
+    link = f"/console/csv/request-health?format=csv&page_size=200&{urlencode(health)}"
+    assert link in _csv_links(viewer.get("/console/requests/", health).content.decode())
+    api = _api(console_world, "viewer")
+    door = viewer.get(link)
+    assert door.content == api.get("/api/v1/request-health", {**health, "format": "csv", "page_size": 200}).content
+    header, *lines = door.content.decode().splitlines()
+    assert header == "bucket_start,key,requests,errors,error_rate,p50_ms,p95_ms,ttft_p50_ms,ttft_p95_ms"
+    assert [line.split(",")[1:4] for line in lines] == [["alpha", "3", "1"]]  # the table's row, not beta's
+    assert api.get("/api/v1/request-health", {**days, "team": "beta"}).status_code == 404
+    bad = api.get("/api/v1/request-health", {**days, "bucket": "week"})
+    assert (bad.status_code, bad["Content-Type"]) == (400, "application/problem+json")
+    assert "bucket" in bad.content.decode()
+    staff = console_world.browser_client("platform_admin")
+    staff_link = f"/api/v1/request-health?format=csv&page_size=200&{urlencode(health)}"
+    assert staff_link in _csv_links(staff.get("/console/requests/", health).content.decode())
+    assert ",beta," in _api(console_world).get(staff_link).content.decode()
+    team_page = staff.get("/console/teams/alpha/", days).content.decode()
+    (audit_link,) = [link for link in _csv_links(team_page) if link.startswith("/api/v1/audit-events?")]
+    since, until = parse_qs(urlsplit(audit_link).query)["since"][0], parse_qs(urlsplit(audit_link).query)["until"][0]
+    assert (since[:10], until[:10]) == (days["from"], (date.fromisoformat(days["to"]) + timedelta(days=1)).isoformat())
+    header, *events = _api(console_world).get(audit_link).content.decode().splitlines()
+    assert "action" in header.split(",")
+    audit_table = re.search(r'<table id="audit".*?<tbody>(.*?)</tbody>', team_page, re.S).group(1)
+    assert len(events) == audit_table.count("<tr><td>") > 0  # the table's events, all of them (fewer than 50)
+    assert any("deployment.create" in event for event in events)
+    assert viewer.get("/console/csv/audit-events?format=csv&team=alpha").status_code in (403, 404)
+
+
+def test_the_not_ready_tables_csv_is_the_not_ready_deployments_api(console_world: ConsoleWorld) -> None:
+    overview = console_world.browser_client("platform_admin").get("/console/").content.decode()
+    link = "/api/v1/deployments/not-ready?format=csv&page_size=200"
+    assert link in _csv_links(overview)
+    staff_api = _api(console_world)
+    header, *lines = staff_api.get(link).content.decode().splitlines()
+    assert header.split(",")[:2] == ["name", "team"]
+    deployments = [f"{line.split(',')[1]}/{line.split(',')[0]}" for line in lines]
+    assert deployments == row_keys(overview, "not-ready", "deployment") == ["alpha/batch"]  # the table's rows, in order
+    assert staff_api.get(link, HTTP_ACCEPT="text/csv").content == staff_api.get(link).content
+    assert staff_api.get("/api/v1/deployments/not-ready", {"phase": "Ready"}).json()["results"] == []
+    bad = staff_api.get("/api/v1/deployments/not-ready", {"phase": "Sleeping"})
+    assert (bad.status_code, bad["Content-Type"]) == (400, "application/problem+json")
+    assert _api(console_world, "admin").get(link).status_code == 403  # a team admin: not the platform's list
+
+
+def test_the_quota_by_type_tables_csv_is_the_accelerator_types_api(console_world: ConsoleWorld) -> None:
+    fleet = console_world.browser_client("platform_admin").get("/console/fleet/").content.decode()
+    link = "/api/v1/accelerator-types?format=csv&page_size=200"
+    assert link in _csv_links(fleet)
+    staff_api = _api(console_world)
+    header, *lines = staff_api.get(link).content.decode().splitlines()
+    assert header == "accelerator_type,quota,allocated,capacity"
+    assert [line.split(",")[0] for line in lines] == row_keys(fleet, "quota-by-type", "type")  # in the table's order
+    table = {
+        line.split(",")[0]: dict(zip(["quota", "allocated", "capacity"], line.split(",")[1:], strict=True))
+        for line in lines
+    }
+    assert table["nvidia-l4"] == row(fleet, "quota-by-type", "type", "nvidia-l4")
+    assert staff_api.get("/api/v1/accelerator-types").json()["results"][0].keys() == {
+        "accelerator_type",
+        "quota",
+        "allocated",
+        "capacity",
+    }
+    assert _api(console_world, "admin").get(link).status_code == 403  # quotas across teams: the platform's

@@ -21,6 +21,13 @@ class PoolCapacityOutput(serializers.Serializer):
     free = serializers.IntegerField()
 
 
+class AcceleratorTypeOutput(serializers.Serializer):
+    accelerator_type = serializers.CharField()
+    quota = serializers.IntegerField(help_text="GPUs granted to all teams together by their quotas")
+    allocated = serializers.IntegerField(help_text="GPUs held by deployments (max replicas times GPUs per replica)")
+    capacity = serializers.IntegerField(help_text="GPUs installed in the pools of every cluster")
+
+
 class PoolOutput(serializers.ModelSerializer):
     hourly_price_per_gpu = serializers.DecimalField(max_digits=12, decimal_places=4, coerce_to_string=True)
     capacity = serializers.SerializerMethodField()

@@ -10,6 +10,11 @@ def routes(*, gpus_allocated: views.GpusAllocated) -> list[URLPattern]:
     return [
         path("clusters", views.ClusterListView.as_view(gpus_allocated=gpus_allocated), name="cluster-list"),
         path(
+            "accelerator-types",
+            views.AcceleratorTypeListView.as_view(gpus_allocated=gpus_allocated),
+            name="accelerator-type-list",
+        ),
+        path(
             "clusters/<str:cluster>",
             views.ClusterDetailView.as_view(gpus_allocated=gpus_allocated),
             name="cluster-detail",

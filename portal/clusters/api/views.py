@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from portal.api.authentication import acting_user
-from portal.api.permissions import ReadAnyWritePlatformAdmin
+from portal.api.permissions import IsPlatformAdmin, ReadAnyWritePlatformAdmin
 from portal.api.renderers import CSV_LIST_DESCRIPTION, CSV_LIST_SCHEMA, LIST_RENDERERS
 from portal.api.views import PortalGenericView, PortalView, validated
 from portal.clusters import selectors, services
@@ -64,6 +64,29 @@ class ClusterListView(_CapacityMixin, PortalGenericView):
         return Response(
             serializers.ClusterOutput(cluster, context=self._context()).data, status=status.HTTP_201_CREATED
         )
+
+
+class AcceleratorTypeListView(_CapacityMixin, PortalGenericView):
+    """The fleet's quota-by-type table: per accelerator type across clusters, quotas against holdings and capacity."""
+
+    renderer_classes = LIST_RENDERERS
+    permission_classes = [IsPlatformAdmin]
+    queryset = Cluster.objects.none()  # for the schema generator; views query through selectors
+
+    @extend_schema(
+        responses={
+            (200, "application/json"): serializers.AcceleratorTypeOutput(many=True),
+            (200, "text/csv"): CSV_LIST_SCHEMA,
+        },
+        description=CSV_LIST_DESCRIPTION,
+        summary="GPUs per accelerator type across clusters: team quotas, allocated, capacity (platform admins), JSON or CSV",
+    )
+    def get(self, request: Request) -> Response:
+        allocated = self._context()["allocated"]
+        assert isinstance(allocated, Mapping)  # the URL map's reader of what deployments hold
+        rows = selectors.accelerator_type_capacity(allocated=allocated)
+        page: list[selectors.AcceleratorTypeCapacity] | None = self.paginate_queryset(rows)  # type: ignore[arg-type]  # a list pages too
+        return self.get_paginated_response(serializers.AcceleratorTypeOutput(page or [], many=True).data)
 
 
 class ClusterDetailView(_CapacityMixin, PortalView):

@@ -5,6 +5,7 @@ from django.urls import path
 from portal.deployments.api import views
 
 urlpatterns = [
+    path("deployments/not-ready", views.NotReadyDeploymentListView.as_view(), name="deployment-not-ready-list"),
     path("teams/<str:team>/deployments", views.DeploymentListView.as_view(), name="deployment-list"),
     path("teams/<str:team>/deployments/<str:name>", views.DeploymentDetailView.as_view(), name="deployment-detail"),
     path(

@@ -8,6 +8,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from portal.api.authentication import acting_user, is_platform_admin
+from portal.api.permissions import IsPlatformAdmin
 from portal.api.renderers import CSV_LIST_DESCRIPTION, CSV_LIST_SCHEMA, LIST_RENDERERS
 from portal.api.team_access import team_for_request
 from portal.api.views import PortalGenericView, PortalView, validated
@@ -58,6 +59,33 @@ class DeploymentListView(PortalGenericView):
         return Response(body, status=status.HTTP_201_CREATED, headers=headers)
 
 
+class NotReadyDeploymentListView(PortalGenericView):
+    """The console overview's attention list: every team's deployments whose phase is not Ready, the longest
+    unchanged first."""
+
+    permission_classes = [IsPlatformAdmin]
+    renderer_classes = LIST_RENDERERS
+    serializer_class = serializers.DeploymentOutput
+    queryset = Deployment.objects.none()  # for the schema generator; views query through selectors
+
+    @extend_schema(
+        parameters=[serializers.DeploymentListQuery],
+        responses={
+            (200, "application/json"): serializers.DeploymentOutput(many=True),
+            (200, "text/csv"): CSV_LIST_SCHEMA,
+        },
+        description=CSV_LIST_DESCRIPTION,
+        summary="Every team's deployments that are not Ready, longest unchanged first (platform admins), JSON or CSV",
+    )
+    def get(self, request: Request) -> Response:
+        query = validated(serializers.DeploymentListQuery, request.query_params)
+        deployments = selectors.deployments_not_ready()
+        if query.get("phase"):
+            deployments = deployments.filter(phase=query["phase"])
+        page = self.paginate_queryset(deployments)
+        return self.get_paginated_response(serializers.DeploymentOutput(page, many=True).data)
+
+
 class DeploymentDetailView(PortalView):
     @extend_schema(responses=serializers.DeploymentOutput, summary="A deployment with its observed status")
     def get(self, request: Request, team: str, name: str) -> Response:
@@ -105,11 +133,17 @@ class DeploymentManifestsView(PortalView):
 
 
 class DeploymentEventsView(PortalGenericView):
+    renderer_classes = LIST_RENDERERS
     serializer_class = serializers.DeploymentEventOutput
     queryset = DeploymentEvent.objects.none()  # for the schema generator
 
     @extend_schema(
-        responses=serializers.DeploymentEventOutput(many=True), summary="State changes with reasons, newest first"
+        responses={
+            (200, "application/json"): serializers.DeploymentEventOutput(many=True),
+            (200, "text/csv"): CSV_LIST_SCHEMA,
+        },
+        description=CSV_LIST_DESCRIPTION,
+        summary="State changes with reasons, newest first, JSON or CSV",
     )
     def get(self, request: Request, team: str, name: str) -> Response:
         deployment = selectors.deployment_get(team=team_for_request(request, team), name=name)

@@ -74,6 +74,36 @@ class PlatformCostReportQuery(CostReportQuery):
     team = serializers.CharField(required=False, allow_blank=True, max_length=100, help_text="Only this team")
 
 
+HEALTH_GROUPINGS = ("team", "model", "deployment")
+HEALTH_BUCKETS = ("day", "hour")
+
+
+class RequestHealthQuery(CostReportQuery):
+    """The console's request-health filters: UTC days `from`..`to` (both included), grouping and bucket."""
+
+    group_by = serializers.ChoiceField(choices=HEALTH_GROUPINGS, required=False, default="team")
+    bucket = serializers.ChoiceField(choices=HEALTH_BUCKETS, required=False, default="day")
+    team = serializers.CharField(
+        required=False, allow_blank=True, max_length=100, help_text="Only this team (default: every team you see)"
+    )
+
+
+class RequestHealthOutput(serializers.Serializer):
+    """One group's requests in one bucket, from the hourly request-health rollup; a percentile is null where no
+    request reported the measure."""
+
+    bucket_start = serializers.DateTimeField()
+    key = serializers.CharField(help_text="The team slug, model slug or deployment name")
+    requests = serializers.IntegerField()
+    # DRF's metaclass takes declared fields off the class, so this never shadows Serializer.errors at run time.
+    errors = serializers.IntegerField()  # type: ignore[assignment]
+    error_rate = serializers.FloatField(allow_null=True)
+    p50_ms = serializers.FloatField(allow_null=True)
+    p95_ms = serializers.FloatField(allow_null=True)
+    ttft_p50_ms = serializers.FloatField(allow_null=True)
+    ttft_p95_ms = serializers.FloatField(allow_null=True)
+
+
 class BudgetUpdateInput(StrictInput):
     thresholds = serializers.ListField(
         child=serializers.IntegerField(min_value=1, max_value=1000), min_length=1, max_length=10

@@ -17,7 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from portal.api.authentication import acting_user, caller_of
+from portal.api.authentication import acting_user, caller_of, is_platform_admin
 from portal.api.pagination import PortalPagination
 from portal.api.permissions import IsPlatformAdmin
 from portal.api.renderers import CSV_LIST_DESCRIPTION, CSV_LIST_SCHEMA, LIST_RENDERERS
@@ -255,6 +255,47 @@ class PlatformCostsView(PortalView):
             team_ids = [team_object.pk]
         report = selectors.cost_report(team_ids=team_ids, start=start, end=end, group_by=group_by)
         return Response(serializers.cost_report_output(report, team=team_slug or None))
+
+
+# --- request health -------------------------------------------------------------------------------------
+
+
+class RequestHealthView(PortalGenericView):
+    """The console's request-health table: platform admins see every team, members their own teams; a team that
+    is not the caller's is a 404, as everywhere."""
+
+    renderer_classes = LIST_RENDERERS
+    queryset = Team.objects.none()  # for the schema generator; the view reads through selectors
+
+    @extend_schema(
+        parameters=[serializers.RequestHealthQuery],
+        responses={
+            (200, "application/json"): serializers.RequestHealthOutput(many=True),
+            (200, "text/csv"): CSV_LIST_SCHEMA,
+        },
+        description=CSV_LIST_DESCRIPTION,
+        summary="Requests, errors and latency per bucket and team, model or deployment, JSON or CSV",
+    )
+    def get(self, request: Request) -> Response:
+        query = validated(serializers.RequestHealthQuery, request.query_params)
+        team_ids: list[int] | None
+        if query.get("team"):
+            team_ids = [team_for_request(request, query["team"]).pk]
+        elif is_platform_admin(request):
+            team_ids = None
+        else:
+            teams = tenancy_selectors.team_list_visible(user=acting_user(request), platform_admin=False)
+            team_ids = list(teams.values_list("pk", flat=True))
+        start, end = query["from"], query["to"]
+        rows = selectors.request_health(
+            team_ids=team_ids,
+            start=datetime(start.year, start.month, start.day, tzinfo=UTC),
+            end=datetime(end.year, end.month, end.day, tzinfo=UTC) + timedelta(days=1),
+            group_by=query["group_by"],
+            bucket=query["bucket"],
+        )
+        page: list[selectors.RequestHealthRow] | None = self.paginate_queryset(rows)  # type: ignore[arg-type]  # a list pages too
+        return self.get_paginated_response(serializers.RequestHealthOutput(page or [], many=True).data)
 
 
 # --- budgets ----------------------------------------------------------------------------------------------

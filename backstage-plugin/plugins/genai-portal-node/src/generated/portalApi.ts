@@ -4,6 +4,26 @@
  */
 
 export interface paths {
+    "/api/v1/accelerator-types": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * GPUs per accelerator type across clusters: team quotas, allocated, capacity (platform admins), JSON or CSV
+         * @description JSON, or CSV with ?format=csv or Accept: text/csv: the page's items, a header of the JSON items' fields (nested objects as parent.child, lists as JSON), one row per item, values exactly as in the JSON (null is empty); the next page's address in a Link header and the item count in X-Total-Count.
+         */
+        get: operations["accelerator_types_list"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/audit-events": {
         parameters: {
             query?: never;
@@ -12,8 +32,8 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * The audit log (platform admins)
-         * @description Claims the Idempotency-Key once the caller is known, and stores the final response.
+         * The audit log (platform admins), JSON or CSV
+         * @description JSON, or CSV with ?format=csv or Accept: text/csv: the page's items, a header of the JSON items' fields (nested objects as parent.child, lists as JSON), one row per item, values exactly as in the JSON (null is empty); the next page's address in a Link header and the item count in X-Total-Count.
          */
         get: operations["audit_events_list"];
         put?: never;
@@ -384,6 +404,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/deployments/not-ready": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Every team's deployments that are not Ready, longest unchanged first (platform admins), JSON or CSV
+         * @description JSON, or CSV with ?format=csv or Accept: text/csv: the page's items, a header of the JSON items' fields (nested objects as parent.child, lists as JSON), one row per item, values exactly as in the JSON (null is empty); the next page's address in a Link header and the item count in X-Total-Count.
+         */
+        get: operations["deployments_not_ready_list"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/me": {
         parameters: {
             query?: never;
@@ -416,6 +456,26 @@ export interface paths {
          * @description The platform admins' queue: every team's requests, pending first by default.
          */
         get: operations["quota_requests_list"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/request-health": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Requests, errors and latency per bucket and team, model or deployment, JSON or CSV
+         * @description JSON, or CSV with ?format=csv or Accept: text/csv: the page's items, a header of the JSON items' fields (nested objects as parent.child, lists as JSON), one row per item, values exactly as in the JSON (null is empty); the next page's address in a Link header and the item count in X-Total-Count.
+         */
+        get: operations["request_health_list"];
         put?: never;
         post?: never;
         delete?: never;
@@ -666,8 +726,8 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * State changes with reasons, newest first
-         * @description Claims the Idempotency-Key once the caller is known, and stores the final response.
+         * State changes with reasons, newest first, JSON or CSV
+         * @description JSON, or CSV with ?format=csv or Accept: text/csv: the page's items, a header of the JSON items' fields (nested objects as parent.child, lists as JSON), one row per item, values exactly as in the JSON (null is empty); the next page's address in a Link header and the item count in X-Total-Count.
          */
         get: operations["teams_deployments_events_list"];
         put?: never;
@@ -1050,6 +1110,15 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        AcceleratorTypeOutput: {
+            accelerator_type: string;
+            /** @description GPUs granted to all teams together by their quotas */
+            quota: number;
+            /** @description GPUs held by deployments (max replicas times GPUs per replica) */
+            allocated: number;
+            /** @description GPUs installed in the pools of every cluster */
+            capacity: number;
+        };
         /**
          * @description Input that refuses fields it does not declare: a misspelt or read-only field is a field error, never a
          *     silent no-op answered with 200; a body that is not a JSON object is an error of the whole body.
@@ -2013,7 +2082,7 @@ export interface components {
             provider?: components["schemas"]["ProviderEnum"] | components["schemas"]["BlankEnum"];
             provider_model_id?: string;
             readonly architecture: components["schemas"]["ArchitectureField"] | null;
-            serving_modes?: unknown;
+            readonly serving_modes: components["schemas"]["ServingModeEnum"][];
             readonly sizing: components["schemas"]["VersionSizingOutput"] | null;
             /** Format: date-time */
             readonly created_at: string;
@@ -2034,6 +2103,21 @@ export interface components {
             /** @description An int64 as a string (OTLP/JSON) */
             rejectedLogRecords: string;
             errorMessage: string;
+        };
+        PaginatedAcceleratorTypeOutputList: {
+            /** @example 123 */
+            count: number;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?page=4
+             */
+            next?: string | null;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?page=2
+             */
+            previous?: string | null;
+            results: components["schemas"]["AcceleratorTypeOutput"][];
         };
         PaginatedApiTokenOutputList: {
             /** @example 123 */
@@ -2229,6 +2313,21 @@ export interface components {
              */
             previous?: string | null;
             results: components["schemas"]["QuotaRequestOutput"][];
+        };
+        PaginatedRequestHealthOutputList: {
+            /** @example 123 */
+            count: number;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?page=4
+             */
+            next?: string | null;
+            /**
+             * Format: uri
+             * @example http://api.example.org/accounts/?page=2
+             */
+            previous?: string | null;
+            results: components["schemas"]["RequestHealthOutput"][];
         };
         PaginatedTeamOutputList: {
             /** @example 123 */
@@ -2675,6 +2774,28 @@ export interface components {
             message: string;
         };
         /**
+         * @description One group's requests in one bucket, from the hourly request-health rollup; a percentile is null where no
+         *     request reported the measure.
+         */
+        RequestHealthOutput: {
+            /** Format: date-time */
+            bucket_start: string;
+            /** @description The team slug, model slug or deployment name */
+            key: string;
+            requests: number;
+            errors: number;
+            /** Format: double */
+            error_rate: number | null;
+            /** Format: double */
+            p50_ms: number | null;
+            /** Format: double */
+            p95_ms: number | null;
+            /** Format: double */
+            ttft_p50_ms: number | null;
+            /** Format: double */
+            ttft_p95_ms: number | null;
+        };
+        /**
          * @description Input that refuses fields it does not declare: a misspelt or read-only field is a field error, never a
          *     silent no-op answered with 200; a body that is not a JSON object is an error of the whole body.
          */
@@ -2850,6 +2971,86 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    accelerator_types_list: {
+        parameters: {
+            query?: {
+                format?: "csv" | "json";
+                /** @description A page number within the paginated result set. */
+                page?: number;
+                /** @description Number of results to return per page. */
+                page_size?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PaginatedAcceleratorTypeOutputList"];
+                    "text/csv": string;
+                };
+            };
+            /** @description Invalid input: a problem with one entry per offending field, or a malformed body or query */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOutput"];
+                };
+            };
+            /** @description No credentials, or credentials that are not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOutput"];
+                };
+            };
+            /** @description The caller may not do this (role, team membership, token scope) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOutput"];
+                };
+            };
+            /** @description Not found, or not visible to the caller */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOutput"];
+                };
+            };
+            /** @description The Accept header names no representation this operation produces */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOutput"];
+                };
+            };
+            /** @description Rate limited: retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOutput"];
+                };
+            };
+        };
+    };
     audit_events_list: {
         parameters: {
             query?: {
@@ -2857,6 +3058,7 @@ export interface operations {
                 action?: string;
                 /** @description Who acted, as the log labels them */
                 actor?: string;
+                format?: "csv" | "json";
                 /** @description A page number within the paginated result set. */
                 page?: number;
                 /** @description Number of results to return per page. */
@@ -2881,6 +3083,7 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["PaginatedAuditEventOutputList"];
+                    "text/csv": string;
                 };
             };
             /** @description Invalid input: a problem with one entry per offending field, or a malformed body or query */
@@ -5380,6 +5583,95 @@ export interface operations {
             };
         };
     };
+    deployments_not_ready_list: {
+        parameters: {
+            query?: {
+                format?: "csv" | "json";
+                /** @description A page number within the paginated result set. */
+                page?: number;
+                /** @description Number of results to return per page. */
+                page_size?: number;
+                /**
+                 * @description * `Pending` - Pending
+                 *     * `Provisioning` - Provisioning
+                 *     * `Ready` - Ready
+                 *     * `Degraded` - Degraded
+                 *     * `Failed` - Failed
+                 *     * `Deleting` - Deleting
+                 */
+                phase?: "Pending" | "Provisioning" | "Ready" | "Degraded" | "Failed" | "Deleting" | "";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PaginatedDeploymentOutputList"];
+                    "text/csv": string;
+                };
+            };
+            /** @description Invalid input: a problem with one entry per offending field, or a malformed body or query */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOutput"];
+                };
+            };
+            /** @description No credentials, or credentials that are not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOutput"];
+                };
+            };
+            /** @description The caller may not do this (role, team membership, token scope) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOutput"];
+                };
+            };
+            /** @description Not found, or not visible to the caller */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOutput"];
+                };
+            };
+            /** @description The Accept header names no representation this operation produces */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOutput"];
+                };
+            };
+            /** @description Rate limited: retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOutput"];
+                };
+            };
+        };
+    };
     me_retrieve: {
         parameters: {
             query?: never;
@@ -5482,6 +5774,109 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["PaginatedQuotaRequestOutputList"];
+                };
+            };
+            /** @description Invalid input: a problem with one entry per offending field, or a malformed body or query */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOutput"];
+                };
+            };
+            /** @description No credentials, or credentials that are not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOutput"];
+                };
+            };
+            /** @description The caller may not do this (role, team membership, token scope) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOutput"];
+                };
+            };
+            /** @description Not found, or not visible to the caller */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOutput"];
+                };
+            };
+            /** @description The Accept header names no representation this operation produces */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOutput"];
+                };
+            };
+            /** @description Rate limited: retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOutput"];
+                };
+            };
+        };
+    };
+    request_health_list: {
+        parameters: {
+            query?: {
+                /**
+                 * @description * `day` - day
+                 *     * `hour` - hour
+                 */
+                bucket?: "day" | "hour";
+                /**
+                 * @description Or Accept: text/csv (an unknown format is a 404)
+                 *
+                 *     * `json` - json
+                 *     * `csv` - csv
+                 */
+                format?: "json" | "csv";
+                /** @description First day (UTC), default the 1st of this month */
+                from?: string;
+                /**
+                 * @description * `team` - team
+                 *     * `model` - model
+                 *     * `deployment` - deployment
+                 */
+                group_by?: "team" | "model" | "deployment";
+                /** @description A page number within the paginated result set. */
+                page?: number;
+                /** @description Number of results to return per page. */
+                page_size?: number;
+                /** @description Only this team (default: every team you see) */
+                team?: string;
+                /** @description Last day included (UTC), default today */
+                to?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PaginatedRequestHealthOutputList"];
+                    "text/csv": string;
                 };
             };
             /** @description Invalid input: a problem with one entry per offending field, or a malformed body or query */
@@ -7267,6 +7662,7 @@ export interface operations {
     teams_deployments_events_list: {
         parameters: {
             query?: {
+                format?: "csv" | "json";
                 /** @description A page number within the paginated result set. */
                 page?: number;
                 /** @description Number of results to return per page. */
@@ -7287,6 +7683,7 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["PaginatedDeploymentEventOutputList"];
+                    "text/csv": string;
                 };
             };
             /** @description Invalid input: a problem with one entry per offending field, or a malformed body or query */
