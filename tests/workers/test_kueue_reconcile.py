@@ -20,12 +20,14 @@ pytestmark = pytest.mark.django_db
 KUEUE = "kueue.x-k8s.io/v1beta2"
 
 
-def _deploy(matrix: RoleMatrix, who: str, team: str, name: str, replicas: int) -> Deployment:
+def _deploy(
+    matrix: RoleMatrix, who: str, team: str, name: str, replicas: int, serving_mode: str = "llm-d"
+) -> Deployment:
     body = {
         "name": name,
         "model": "qwen",
         "accelerator_type": "nvidia-l4",
-        "serving_mode": "llm-d",
+        "serving_mode": serving_mode,
         "min_replicas": replicas,
         "max_replicas": replicas,
     }
@@ -90,3 +92,51 @@ def test_a_team_borrows_idle_gpus_and_the_lenders_deployment_is_queued_with_kueu
     mine.refresh_from_db()
     assert mine.observed_replicas == 2
     assert "queued" not in mine.message
+
+
+def test_a_standard_deployment_on_a_kueue_cluster_is_held_by_kueue_until_its_gpus_are_free(
+    world: tuple[RoleMatrix, Sandbox],
+) -> None:
+    """The InferenceService carries the queue-name label; KServe copies it onto the predictor's pods, Kueue gates
+    them: while alpha borrows beta's GPUs, beta's pods wait with Kueue's reason, and are admitted once they free up."""
+    matrix, sandbox = world
+    cluster = Cluster.objects.get()
+    cluster.gpu_quota = "kueue"
+    cluster.save()
+    TeamGpuQuota.objects.filter(quota=matrix.team.quota).update(gpus=2, borrowing_limit=2)
+    TeamGpuQuota.objects.create(quota=matrix.other_team.quota, accelerator_type="nvidia-l4", gpus=2)
+    assert reconcile_cluster_quota(cluster.pk) > 0
+
+    first = _deploy(matrix, "developer", "alpha", "first", replicas=4, serving_mode="standard")
+    reconcile_until(first.pk, sandbox, "Ready")
+    (isvc,) = sandbox.objects("serving.kserve.io/v1beta1", "InferenceService", namespace=NAMESPACE)
+    assert isvc["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "genai-portal"
+    admitted = sandbox.objects(KUEUE, "Workload", namespace=NAMESPACE)
+    assert len(admitted) == 4  # one Workload per predictor pod: 2 on alpha's GPUs, 2 borrowed from beta
+
+    second = _deploy(matrix, "outsider", "beta", "second", replicas=2, serving_mode="standard")
+    for _ in range(20):
+        sandbox.settle()
+        reconcile_deployment(second.pk)
+        second.refresh_from_db()
+        if "queued by Kueue" in second.message:
+            break
+    assert second.phase == "Provisioning"
+    assert "queued by Kueue (Pending): couldn't assign flavors to pod set main: insufficient " in second.message
+    gated = [
+        item
+        for item in sandbox.objects("v1", "Pod", namespace="genai-beta")
+        if item["metadata"]["labels"].get("serving.kserve.io/inferenceservice") == "second"
+        and item["spec"].get("schedulingGates") == [{"name": "kueue.x-k8s.io/admission"}]
+    ]
+    assert gated  # Kueue's gate, not the scheduler, holds them
+
+    assert matrix.client("developer").delete("/api/v1/teams/alpha/deployments/first").status_code == 202
+    for _ in range(20):
+        if reconcile_deployment(first.pk).outcome == "deleted":
+            break
+        sandbox.settle()
+    reconcile_until(second.pk, sandbox, "Ready")
+    second.refresh_from_db()
+    assert second.observed_replicas == 2
+    assert "queued" not in second.message
