@@ -42,6 +42,7 @@ from workers.provisioning.manifests.deployment import (
     namespace_of,
 )
 from workers.provisioning.manifests.kueue import (
+    COHORT_NAME,
     build_kueue_cluster_objects,
     build_kueue_quota_objects,
     build_kueue_team_objects,
@@ -429,7 +430,13 @@ def reconcile_deployment(deployment_id: int) -> ReconcileResult:
         try:
             team_writes, _ = converge(cluster, team_objects(spec, inputs))
             if inputs.quota is not None:
-                team_writes += _drop_resource_quota(cluster, spec)
+                dropped = _drop_resource_quota(cluster, spec)
+                if dropped:  # the cluster just moved to Kueue: every team's queues now, not at the next resync
+                    team_writes += dropped + converge_cluster_quota(cluster, spec.cluster, None)
+            elif team_writes and _kueue_left_behind(cluster):
+                # The team's ResourceQuota had to be (re)made: as when the cluster just left Kueue, whose queues go
+                # now rather than at the next resync (a steady cluster never pays this GET).
+                team_writes += drop_kueue_objects(cluster)
             if leaving:
                 return _switch_modes(cluster, spec, desired, owned, team_writes)
             writes, live = converge(cluster, desired)
@@ -471,9 +478,32 @@ def cluster_quota_objects(contract: ClusterContract) -> list[dict[str, Any]]:
     return build_kueue_quota_objects(contract, pools, quotas)
 
 
+def drop_kueue_objects(cluster: Cluster) -> int:
+    """A cluster moved back from Kueue to ResourceQuotas: the queues, flavors and cohort the portal made (known by its
+    managed-by label; LocalQueues first, the Cohort last, so an interrupted pass is resumed by the cohort's presence)
+    are deleted. Deployments stay: their namespace's ResourceQuota caps them again (build_team_objects). Kueue's own
+    objects and any the platform team made without the portal's label are left alone. Returns the deletes."""
+    managed = f"{MANAGED_BY_KEY}={MANAGED_BY}"
+    deletes = 0
+    for api_version, kind in reversed(KUEUE_KINDS):
+        for listed in cluster.list(api_version, kind, label_selector=managed, all_namespaces=True):
+            deletes += int(cluster.delete(api_version, kind, listed.name, listed.namespace))
+    return deletes
+
+
+def _kueue_left_behind(cluster: Cluster) -> bool:
+    """One GET: the portal's Cohort is made first on a Kueue cluster and deleted last when it leaves Kueue."""
+    cohort = cluster.get(KUEUE_API_VERSION, "Cohort", COHORT_NAME)
+    return cohort is not None and (cohort["metadata"].get("labels") or {}).get(MANAGED_BY_KEY) == MANAGED_BY
+
+
 def converge_cluster_quota(cluster: Cluster, contract: ClusterContract, snapshot: ClusterSnapshot | None) -> int:
     """Apply the cluster's Kueue objects that are missing or changed (compared with the snapshot when there is one,
-    so an unchanged cluster costs no request); returns the writes."""
+    so an unchanged cluster costs no request); returns the writes. Off Kueue, a direct call (no snapshot) deletes
+    the portal's Kueue objects left from when the cluster used it; the resync leaves that to the deployments'
+    reconciles (reconcile_deployment), so a steady cluster's resync costs no extra request."""
+    if contract.gpu_quota != KUEUE:
+        return drop_kueue_objects(cluster) if snapshot is None else 0
     manifests = cluster_quota_objects(contract)
     if snapshot is None:
         return converge(cluster, manifests)[0]
