@@ -122,3 +122,31 @@ def test_switching_a_live_deployments_mode_keeps_a_route_to_something_until_the_
             assert len(kinds["InferenceService"]) == 1
     events = list(Deployment.objects.get(pk=deployment.pk).events.values_list("phase", flat=True))
     assert "Failed" not in events
+
+
+def test_a_mode_switch_at_the_teams_gpu_cap_says_the_resource_quota_holds_it(
+    llmd_world: tuple[RoleMatrix, Sandbox],
+) -> None:
+    """The new mode's pods start beside the old ones, which go only once the new are Ready: with the team's whole
+    GPU cap in use, the ResourceQuota refuses them, and the status names the cap rather than just 'switching'."""
+    matrix, sandbox = llmd_world
+    deployment = deploy(matrix, min_replicas=4, max_replicas=4)
+    reconcile_until(deployment.pk, sandbox, "Ready")
+    (quota,) = sandbox.objects("v1", "ResourceQuota", namespace=NAMESPACE)
+    assert quota["spec"]["hard"] == {"requests.nvidia.com/gpu": "4"}  # all in use by the standard replicas
+
+    response = matrix.client("developer").patch(
+        "/api/v1/teams/alpha/deployments/chat", {"serving_mode": "llm-d"}, format="json"
+    )
+    assert response.status_code == 200, response.content
+    for _ in range(5):
+        sandbox.settle()
+        result = reconcile_deployment(deployment.pk)
+    assert result.phase == "Provisioning"
+    deployment.refresh_from_db()
+    held = next(item for item in deployment.conditions if item["type"] == "GpuQuotaHoldsSwitch")
+    assert (held["status"], held["reason"]) == ("True", "GpuQuotaExhausted")
+    assert "ResourceQuota genai-portal-gpus allows 4 nvidia.com/gpu, its pods (the old mode's included) request 4" in (
+        deployment.message
+    )
+    assert _route_target_exists(sandbox)  # still served by the old mode meanwhile

@@ -58,6 +58,7 @@ from workers.provisioning.manifests.upstream import (
     AIGW_API_VERSION,
     CACHE_API_VERSION,
     EG_API_VERSION,
+    GPU_RESOURCE,
     ISVC_API_VERSION,
     KUEUE_API_VERSION,
     LLMD_API_VERSION,
@@ -438,7 +439,7 @@ def reconcile_deployment(deployment_id: int) -> ReconcileResult:
                 # now rather than at the next resync (a steady cluster never pays this GET).
                 team_writes += drop_kueue_objects(cluster)
             if leaving:
-                return _switch_modes(cluster, spec, desired, owned, team_writes)
+                return _switch_modes(cluster, spec, desired, owned, team_writes, inputs)
             writes, live = converge(cluster, desired)
         except TerminalClusterError as error:
             deployment_services.deployment_failure_record(
@@ -548,6 +549,7 @@ def _switch_modes(
     desired: list[dict[str, Any]],
     owned: list[ListedObject],
     team_writes: int,
+    inputs: TeamInputs,
 ) -> ReconcileResult:
     """A live deployment changes serving mode without a moment where its route points at nothing: the new mode's
     objects are applied beside the old ones while the route keeps sending to the old; once the new serving object is
@@ -582,10 +584,15 @@ def _switch_modes(
             if ready
             else "the route keeps serving from the old ones until they are ready"
         )
+        conditions = status.conditions
+        held = None if ready else _switch_held_by_gpu_cap(cluster, spec, inputs)
+        if held is not None:
+            conditions = (*conditions, held)
+            step = f"{step}; {held['message']}"
         gateway = spec.cluster.gateway_url
         status = ObservedStatus(
             phase="Provisioning",
-            conditions=status.conditions,
+            conditions=conditions,
             message=f"switching to the {spec.serving_mode} serving mode: {step}",
             endpoint=f"{gateway.rstrip('/')}/v1" if gateway else "",  # the gateway keeps serving it throughout
             observed_replicas=status.observed_replicas,
@@ -600,6 +607,44 @@ def _switch_modes(
     return ReconcileResult(
         spec.deployment_id, "applied" if writes + team_writes else "unchanged", writes + team_writes, status.phase
     )
+
+
+SWITCH_HELD_CONDITION = "GpuQuotaHoldsSwitch"
+
+
+def _pod_gpus(pod: dict[str, Any]) -> Decimal:
+    """The GPUs a pod's containers request (an extended resource's request defaults to its limit)."""
+    total = Decimal(0)
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        resources = container.get("resources") or {}
+        value = (resources.get("requests") or {}).get(GPU_RESOURCE, (resources.get("limits") or {}).get(GPU_RESOURCE))
+        total += _quantity(value) or Decimal(0)
+    return total
+
+
+def _switch_held_by_gpu_cap(cluster: Cluster, spec: DeploymentSpec, inputs: TeamInputs) -> dict[str, str] | None:
+    """A mode switch on a ResourceQuota cluster starts the new mode's pods beside the old ones, which go only once the
+    new are Ready: when the team's pods already hold its whole GPU cap, the quota refuses the new pods and the switch
+    waits for GPUs to free up. Said as a condition naming the cap, or None (a Kueue cluster queues them instead, and
+    says so itself). One list of the namespace's pods, only while a switch is not yet Ready."""
+    if spec.cluster.gpu_quota == KUEUE:
+        return None
+    pods = cluster.list("v1", "Pod", label_selector="", namespace=namespace_of(spec))
+    used = sum(
+        (_pod_gpus(pod.manifest) for pod in pods if (pod.manifest.get("status") or {}).get("phase") not in FINISHED),
+        Decimal(0),
+    )
+    if used + spec.gpus_per_replica <= inputs.gpu_total:
+        return None
+    message = (
+        f"held at the team's GPU cap on this cluster: ResourceQuota {GPU_QUOTA_NAME} allows "
+        f"{inputs.gpu_total} {GPU_RESOURCE}, its pods (the old mode's included) request {used:f}, and a new replica "
+        f"needs {spec.gpus_per_replica}; lower another deployment's replicas or raise the team's GPU quota"
+    )
+    return {"type": SWITCH_HELD_CONDITION, "status": "True", "reason": "GpuQuotaExhausted", "message": message}
+
+
+FINISHED = ("Succeeded", "Failed")
 
 
 def _delete(cluster: Cluster, spec: DeploymentSpec) -> ReconcileResult:
