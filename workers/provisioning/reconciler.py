@@ -428,6 +428,8 @@ def reconcile_deployment(deployment_id: int) -> ReconcileResult:
         # first generation only made objects that are still desired); the resync's snapshot catches anything else.
         owned = _owned(cluster, spec) if spec.observed_generation or spec.generation > 1 else []
         leaving = [item for item in owned if item.kind == serving_kind(_other_mode(spec))]
+        if leaving and inputs.quota is None:
+            inputs = _with_switch_headroom(cluster, spec, inputs)
         try:
             team_writes, _ = converge(cluster, team_objects(spec, inputs))
             if inputs.quota is not None:
@@ -610,6 +612,16 @@ def _switch_modes(
 
 
 SWITCH_HELD_CONDITION = "GpuQuotaHoldsSwitch"
+
+
+def _with_switch_headroom(cluster: Cluster, spec: DeploymentSpec, inputs: TeamInputs) -> TeamInputs:
+    """During a mode switch on a ResourceQuota cluster the team's cap is raised by the GPUs the old mode's pods still
+    request: the new pods must start before the old go (the route moves only to Ready replicas), so a team at its cap
+    would otherwise wait forever. The portal counts the deployment once against the team's quota, so the extra room
+    is this deployment's own and lasts only until the old objects are pruned (the next reconcile renders the cap)."""
+    old_pods = _serving_pods(cluster, dataclasses.replace(spec, serving_mode=_other_mode(spec)))
+    old_gpus = sum((_pod_gpus(pod.manifest) for pod in old_pods), Decimal(0))
+    return dataclasses.replace(inputs, gpu_total=inputs.gpu_total + int(old_gpus))
 
 
 def _pod_gpus(pod: dict[str, Any]) -> Decimal:
