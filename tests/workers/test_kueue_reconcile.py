@@ -20,18 +20,27 @@ pytestmark = pytest.mark.django_db
 KUEUE = "kueue.x-k8s.io/v1beta2"
 
 
-def _deploy(matrix: RoleMatrix, who: str, team: str, name: str, replicas: int) -> Deployment:
+def _deploy(
+    matrix: RoleMatrix, who: str, team: str, name: str, replicas: int, serving_mode: str = "llm-d"
+) -> Deployment:
     body = {
         "name": name,
         "model": "qwen",
         "accelerator_type": "nvidia-l4",
-        "serving_mode": "llm-d",
+        "serving_mode": serving_mode,
         "min_replicas": replicas,
         "max_replicas": replicas,
     }
     response = matrix.client(who).post(f"/api/v1/teams/{team}/deployments", body, format="json")
     assert response.status_code == 201, response.content
     return Deployment.objects.get(team__slug=team, name=name)
+
+
+def _create(sandbox: Sandbox, kind: str, name: str, labels: dict[str, str]) -> None:
+    found = sandbox.store.kind_by_api_version(KUEUE, kind)
+    assert found is not None
+    manifest = {"apiVersion": KUEUE, "kind": kind, "metadata": {"name": name, "labels": labels}, "spec": {}}
+    sandbox.store.create(found, None, manifest, manager="kubectl")
 
 
 def test_a_team_borrows_idle_gpus_and_the_lenders_deployment_is_queued_with_kueues_reason(
@@ -90,3 +99,97 @@ def test_a_team_borrows_idle_gpus_and_the_lenders_deployment_is_queued_with_kueu
     mine.refresh_from_db()
     assert mine.observed_replicas == 2
     assert "queued" not in mine.message
+
+
+def test_a_standard_deployment_on_a_kueue_cluster_is_held_by_kueue_until_its_gpus_are_free(
+    world: tuple[RoleMatrix, Sandbox],
+) -> None:
+    """The InferenceService carries the queue-name label; KServe copies it onto the predictor's pods, Kueue gates
+    them: while alpha borrows beta's GPUs, beta's pods wait with Kueue's reason, and are admitted once they free up."""
+    matrix, sandbox = world
+    cluster = Cluster.objects.get()
+    cluster.gpu_quota = "kueue"
+    cluster.save()
+    TeamGpuQuota.objects.filter(quota=matrix.team.quota).update(gpus=2, borrowing_limit=2)
+    TeamGpuQuota.objects.create(quota=matrix.other_team.quota, accelerator_type="nvidia-l4", gpus=2)
+    assert reconcile_cluster_quota(cluster.pk) > 0
+
+    first = _deploy(matrix, "developer", "alpha", "first", replicas=4, serving_mode="standard")
+    reconcile_until(first.pk, sandbox, "Ready")
+    (isvc,) = sandbox.objects("serving.kserve.io/v1beta1", "InferenceService", namespace=NAMESPACE)
+    assert isvc["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "genai-portal"
+    admitted = sandbox.objects(KUEUE, "Workload", namespace=NAMESPACE)
+    assert len(admitted) == 4  # one Workload per predictor pod: 2 on alpha's GPUs, 2 borrowed from beta
+
+    second = _deploy(matrix, "outsider", "beta", "second", replicas=2, serving_mode="standard")
+    for _ in range(20):
+        sandbox.settle()
+        reconcile_deployment(second.pk)
+        second.refresh_from_db()
+        if "queued by Kueue" in second.message:
+            break
+    assert second.phase == "Provisioning"
+    assert "queued by Kueue (Pending): couldn't assign flavors to pod set main: insufficient " in second.message
+    gated = [
+        item
+        for item in sandbox.objects("v1", "Pod", namespace="genai-beta")
+        if item["metadata"]["labels"].get("serving.kserve.io/inferenceservice") == "second"
+        and item["spec"].get("schedulingGates") == [{"name": "kueue.x-k8s.io/admission"}]
+    ]
+    assert gated  # Kueue's gate, not the scheduler, holds them
+
+    assert matrix.client("developer").delete("/api/v1/teams/alpha/deployments/first").status_code == 202
+    for _ in range(20):
+        if reconcile_deployment(first.pk).outcome == "deleted":
+            break
+        sandbox.settle()
+    reconcile_until(second.pk, sandbox, "Ready")
+    second.refresh_from_db()
+    assert second.observed_replicas == 2
+    assert "queued" not in second.message
+
+
+def test_a_cluster_update_moves_it_to_kueue_and_back_promptly_keeping_its_deployments(
+    world: tuple[RoleMatrix, Sandbox],
+) -> None:
+    matrix, sandbox = world
+    cluster = Cluster.objects.get()
+    TeamGpuQuota.objects.create(quota=matrix.other_team.quota, accelerator_type="nvidia-l4", gpus=2)
+    served = _deploy(matrix, "developer", "alpha", "served", replicas=1, serving_mode="standard")
+    reconcile_until(served.pk, sandbox, "Ready")
+    assert sandbox.objects("v1", "ResourceQuota", namespace=NAMESPACE)
+
+    # Moved to Kueue by a cluster update: the deployment's reconcile drops the ResourceQuota and, in the same pass,
+    # makes every team's queues (beta's too, though it deploys nothing here), with no wait for a resync.
+    response = matrix.client("platform_admin").patch(
+        f"/api/v1/clusters/{cluster.name}", {"gpu_quota": "kueue"}, format="json"
+    )
+    assert response.status_code == 200, response.content
+    reconcile_until(served.pk, sandbox, "Ready")
+    assert not sandbox.objects("v1", "ResourceQuota", namespace=NAMESPACE)  # Kueue caps the team here
+    queues = [item["metadata"]["name"] for item in sandbox.objects(KUEUE, "ClusterQueue")]
+    assert sorted(queues) == ["genai-alpha", "genai-beta"]
+    _create(sandbox, "ResourceFlavor", "platform-owned", {})  # the platform team's own: not the portal's to remove
+
+    # The platform admin moves the cluster back: the update marks its deployments, whose reconcile restores the
+    # ResourceQuota and, in the same pass, removes every queue the portal made (beta's too, which deploys nothing).
+    response = matrix.client("platform_admin").patch(
+        f"/api/v1/clusters/{cluster.name}", {"gpu_quota": "resourcequota"}, format="json"
+    )
+    assert response.status_code == 200, response.content
+    reconcile_until(served.pk, sandbox, "Ready")
+    (quota,) = sandbox.objects("v1", "ResourceQuota", namespace=NAMESPACE)
+    assert quota["spec"]["hard"] == {"requests.nvidia.com/gpu": "4"}  # alpha's GPU quota
+    assert [item["metadata"]["name"] for item in sandbox.objects(KUEUE, "ResourceFlavor")] == ["platform-owned"]
+    for kind in ("Cohort", "ClusterQueue"):
+        assert sandbox.objects(KUEUE, kind) == []
+    assert sandbox.objects(KUEUE, "LocalQueue", namespace=NAMESPACE) == []
+    isvc = sandbox.objects("serving.kserve.io/v1beta1", "InferenceService", namespace=NAMESPACE)
+    assert [item["metadata"]["name"] for item in isvc] == ["served"]
+    assert "kueue.x-k8s.io/queue-name" not in isvc[0]["metadata"]["labels"]
+
+    # Queues left from an interrupted pass go when the cluster's quota is converged again.
+    _create(sandbox, "Cohort", "genai-portal", {"app.kubernetes.io/managed-by": "genai-portal"})
+    assert reconcile_cluster_quota(cluster.pk) == 1
+    assert sandbox.objects(KUEUE, "Cohort") == []
+    assert [item["metadata"]["name"] for item in sandbox.objects(KUEUE, "ResourceFlavor")] == ["platform-owned"]

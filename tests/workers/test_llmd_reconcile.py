@@ -11,7 +11,7 @@ import pytest
 from catalog.models import ModelVersion
 from portal.clusters.models import Cluster
 from portal.deployments.models import Deployment
-from portal.tenancy.models import TeamQuota
+from portal.tenancy.models import TeamGpuQuota, TeamQuota
 from tests.conftest import RoleMatrix
 from tests.workers.conftest import ISVC, NAMESPACE, deploy, reconcile_until
 from workers.provisioning.reconciler import reconcile_deployment
@@ -122,3 +122,58 @@ def test_switching_a_live_deployments_mode_keeps_a_route_to_something_until_the_
             assert len(kinds["InferenceService"]) == 1
     events = list(Deployment.objects.get(pk=deployment.pk).events.values_list("phase", flat=True))
     assert "Failed" not in events
+
+
+def _gpu_cap(sandbox: Sandbox) -> str:
+    (quota,) = sandbox.objects("v1", "ResourceQuota", namespace=NAMESPACE)
+    return str(quota["spec"]["hard"]["requests.nvidia.com/gpu"])
+
+
+def _switch_to_llmd(matrix: RoleMatrix) -> None:
+    response = matrix.client("developer").patch(
+        "/api/v1/teams/alpha/deployments/chat", {"serving_mode": "llm-d"}, format="json"
+    )
+    assert response.status_code == 200, response.content
+
+
+def test_a_mode_switch_at_the_teams_gpu_cap_gets_the_old_modes_gpus_as_room_until_it_completes(
+    llmd_world: tuple[RoleMatrix, Sandbox],
+) -> None:
+    """The new mode's pods start beside the old ones, which go only once the new are Ready: with the team's whole
+    GPU cap in use, the ResourceQuota is raised by the old mode's GPUs for the switch, then put back."""
+    matrix, sandbox = llmd_world
+    deployment = deploy(matrix, min_replicas=4, max_replicas=4)
+    reconcile_until(deployment.pk, sandbox, "Ready")
+    assert _gpu_cap(sandbox) == "4"  # alpha's GPU quota, all in use by the standard replicas
+
+    _switch_to_llmd(matrix)
+    assert reconcile_deployment(deployment.pk).phase == "Provisioning"
+    assert _gpu_cap(sandbox) == "8"  # the old mode's 4 GPUs as room for the new pods
+    reconcile_until(deployment.pk, sandbox, "Ready")
+    assert sandbox.objects(ISVC, "InferenceService", namespace=NAMESPACE) == []
+    reconcile_deployment(deployment.pk)
+    assert _gpu_cap(sandbox) == "4"
+    deployment.refresh_from_db()
+    assert deployment.observed_replicas == 4
+
+
+def test_a_mode_switch_held_by_the_gpu_cap_says_so_naming_the_resource_quota(
+    llmd_world: tuple[RoleMatrix, Sandbox],
+) -> None:
+    """A team's GPU quota lowered while it switches leaves the new pods no room: the status names the cap."""
+    matrix, sandbox = llmd_world
+    deployment = deploy(matrix, min_replicas=4, max_replicas=4)
+    reconcile_until(deployment.pk, sandbox, "Ready")
+    _switch_to_llmd(matrix)
+    TeamGpuQuota.objects.filter(quota=matrix.team.quota).update(gpus=1)
+    for _ in range(5):
+        sandbox.settle()
+        result = reconcile_deployment(deployment.pk)
+    assert result.phase == "Provisioning"
+    deployment.refresh_from_db()
+    held = next(item for item in deployment.conditions if item["type"] == "GpuQuotaHoldsSwitch")
+    assert (held["status"], held["reason"]) == ("True", "GpuQuotaExhausted")
+    assert "ResourceQuota genai-portal-gpus allows 5 nvidia.com/gpu, its pods (the old mode's included) request 5" in (
+        deployment.message
+    )
+    assert _route_target_exists(sandbox)  # still served by the old mode meanwhile

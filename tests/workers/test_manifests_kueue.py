@@ -18,7 +18,7 @@ from portal.deployments.gpu_accounting import gpus_reserved
 from portal.tenancy.contracts import TeamQuotaContract
 from tests.workers.test_manifests import assert_valid, make_spec
 from workers.provisioning.manifests import kueue
-from workers.provisioning.manifests.deployment import build_namespace
+from workers.provisioning.manifests.deployment import build_inference_service, build_namespace
 from workers.provisioning.manifests.llmd import build_llm_inference_service
 from workers.sandbox.validation import CrdRegistry
 
@@ -209,3 +209,10 @@ def test_a_deployment_on_a_kueue_cluster_lands_in_its_teams_queue_on_its_pools_f
 def test_the_queue_label_exists_only_on_kueue_clusters() -> None:
     assert kueue.queue_labels(CLUSTER) == {"kueue.x-k8s.io/queue-name": "genai-portal"}
     assert kueue.queue_labels(make_spec().cluster) == {}
+
+
+def test_a_standard_inference_service_names_the_teams_local_queue_on_kueue_clusters_only() -> None:
+    """KServe copies the InferenceService's labels onto its predictor pods, which Kueue then holds."""
+    queued = build_inference_service(make_spec(cluster={"gpu_quota": KUEUE}))
+    assert queued["metadata"]["labels"][kueue.QUEUE_NAME_LABEL] == kueue.LOCAL_QUEUE_NAME
+    assert kueue.QUEUE_NAME_LABEL not in build_inference_service(make_spec())["metadata"]["labels"]

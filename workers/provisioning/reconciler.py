@@ -42,6 +42,7 @@ from workers.provisioning.manifests.deployment import (
     namespace_of,
 )
 from workers.provisioning.manifests.kueue import (
+    COHORT_NAME,
     build_kueue_cluster_objects,
     build_kueue_quota_objects,
     build_kueue_team_objects,
@@ -57,6 +58,7 @@ from workers.provisioning.manifests.upstream import (
     AIGW_API_VERSION,
     CACHE_API_VERSION,
     EG_API_VERSION,
+    GPU_RESOURCE,
     ISVC_API_VERSION,
     KUEUE_API_VERSION,
     LLMD_API_VERSION,
@@ -426,12 +428,20 @@ def reconcile_deployment(deployment_id: int) -> ReconcileResult:
         # first generation only made objects that are still desired); the resync's snapshot catches anything else.
         owned = _owned(cluster, spec) if spec.observed_generation or spec.generation > 1 else []
         leaving = [item for item in owned if item.kind == serving_kind(_other_mode(spec))]
+        if leaving and inputs.quota is None:
+            inputs = _with_switch_headroom(cluster, spec, inputs)
         try:
             team_writes, _ = converge(cluster, team_objects(spec, inputs))
             if inputs.quota is not None:
-                team_writes += _drop_resource_quota(cluster, spec)
+                dropped = _drop_resource_quota(cluster, spec)
+                if dropped:  # the cluster just moved to Kueue: every team's queues now, not at the next resync
+                    team_writes += dropped + converge_cluster_quota(cluster, spec.cluster, None)
+            elif team_writes and _kueue_left_behind(cluster):
+                # The team's ResourceQuota had to be (re)made: as when the cluster just left Kueue, whose queues go
+                # now rather than at the next resync (a steady cluster never pays this GET).
+                team_writes += drop_kueue_objects(cluster)
             if leaving:
-                return _switch_modes(cluster, spec, desired, owned, team_writes)
+                return _switch_modes(cluster, spec, desired, owned, team_writes, inputs)
             writes, live = converge(cluster, desired)
         except TerminalClusterError as error:
             deployment_services.deployment_failure_record(
@@ -471,9 +481,32 @@ def cluster_quota_objects(contract: ClusterContract) -> list[dict[str, Any]]:
     return build_kueue_quota_objects(contract, pools, quotas)
 
 
+def drop_kueue_objects(cluster: Cluster) -> int:
+    """A cluster moved back from Kueue to ResourceQuotas: the queues, flavors and cohort the portal made (known by its
+    managed-by label; LocalQueues first, the Cohort last, so an interrupted pass is resumed by the cohort's presence)
+    are deleted. Deployments stay: their namespace's ResourceQuota caps them again (build_team_objects). Kueue's own
+    objects and any the platform team made without the portal's label are left alone. Returns the deletes."""
+    managed = f"{MANAGED_BY_KEY}={MANAGED_BY}"
+    deletes = 0
+    for api_version, kind in reversed(KUEUE_KINDS):
+        for listed in cluster.list(api_version, kind, label_selector=managed, all_namespaces=True):
+            deletes += int(cluster.delete(api_version, kind, listed.name, listed.namespace))
+    return deletes
+
+
+def _kueue_left_behind(cluster: Cluster) -> bool:
+    """One GET: the portal's Cohort is made first on a Kueue cluster and deleted last when it leaves Kueue."""
+    cohort = cluster.get(KUEUE_API_VERSION, "Cohort", COHORT_NAME)
+    return cohort is not None and (cohort["metadata"].get("labels") or {}).get(MANAGED_BY_KEY) == MANAGED_BY
+
+
 def converge_cluster_quota(cluster: Cluster, contract: ClusterContract, snapshot: ClusterSnapshot | None) -> int:
     """Apply the cluster's Kueue objects that are missing or changed (compared with the snapshot when there is one,
-    so an unchanged cluster costs no request); returns the writes."""
+    so an unchanged cluster costs no request); returns the writes. Off Kueue, a direct call (no snapshot) deletes
+    the portal's Kueue objects left from when the cluster used it; the resync leaves that to the deployments'
+    reconciles (reconcile_deployment), so a steady cluster's resync costs no extra request."""
+    if contract.gpu_quota != KUEUE:
+        return drop_kueue_objects(cluster) if snapshot is None else 0
     manifests = cluster_quota_objects(contract)
     if snapshot is None:
         return converge(cluster, manifests)[0]
@@ -518,6 +551,7 @@ def _switch_modes(
     desired: list[dict[str, Any]],
     owned: list[ListedObject],
     team_writes: int,
+    inputs: TeamInputs,
 ) -> ReconcileResult:
     """A live deployment changes serving mode without a moment where its route points at nothing: the new mode's
     objects are applied beside the old ones while the route keeps sending to the old; once the new serving object is
@@ -552,10 +586,15 @@ def _switch_modes(
             if ready
             else "the route keeps serving from the old ones until they are ready"
         )
+        conditions = status.conditions
+        held = None if ready else _switch_held_by_gpu_cap(cluster, spec, inputs)
+        if held is not None:
+            conditions = (*conditions, held)
+            step = f"{step}; {held['message']}"
         gateway = spec.cluster.gateway_url
         status = ObservedStatus(
             phase="Provisioning",
-            conditions=status.conditions,
+            conditions=conditions,
             message=f"switching to the {spec.serving_mode} serving mode: {step}",
             endpoint=f"{gateway.rstrip('/')}/v1" if gateway else "",  # the gateway keeps serving it throughout
             observed_replicas=status.observed_replicas,
@@ -570,6 +609,54 @@ def _switch_modes(
     return ReconcileResult(
         spec.deployment_id, "applied" if writes + team_writes else "unchanged", writes + team_writes, status.phase
     )
+
+
+SWITCH_HELD_CONDITION = "GpuQuotaHoldsSwitch"
+
+
+def _with_switch_headroom(cluster: Cluster, spec: DeploymentSpec, inputs: TeamInputs) -> TeamInputs:
+    """During a mode switch on a ResourceQuota cluster the team's cap is raised by the GPUs the old mode's pods still
+    request: the new pods must start before the old go (the route moves only to Ready replicas), so a team at its cap
+    would otherwise wait forever. The portal counts the deployment once against the team's quota, so the extra room
+    is this deployment's own and lasts only until the old objects are pruned (the next reconcile renders the cap)."""
+    old_pods = _serving_pods(cluster, dataclasses.replace(spec, serving_mode=_other_mode(spec)))
+    old_gpus = sum((_pod_gpus(pod.manifest) for pod in old_pods), Decimal(0))
+    return dataclasses.replace(inputs, gpu_total=inputs.gpu_total + int(old_gpus))
+
+
+def _pod_gpus(pod: dict[str, Any]) -> Decimal:
+    """The GPUs a pod's containers request (an extended resource's request defaults to its limit)."""
+    total = Decimal(0)
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        resources = container.get("resources") or {}
+        value = (resources.get("requests") or {}).get(GPU_RESOURCE, (resources.get("limits") or {}).get(GPU_RESOURCE))
+        total += _quantity(value) or Decimal(0)
+    return total
+
+
+def _switch_held_by_gpu_cap(cluster: Cluster, spec: DeploymentSpec, inputs: TeamInputs) -> dict[str, str] | None:
+    """A mode switch on a ResourceQuota cluster starts the new mode's pods beside the old ones, which go only once the
+    new are Ready: when the team's pods already hold its whole GPU cap, the quota refuses the new pods and the switch
+    waits for GPUs to free up. Said as a condition naming the cap, or None (a Kueue cluster queues them instead, and
+    says so itself). One list of the namespace's pods, only while a switch is not yet Ready."""
+    if spec.cluster.gpu_quota == KUEUE:
+        return None
+    pods = cluster.list("v1", "Pod", label_selector="", namespace=namespace_of(spec))
+    used = sum(
+        (_pod_gpus(pod.manifest) for pod in pods if (pod.manifest.get("status") or {}).get("phase") not in FINISHED),
+        Decimal(0),
+    )
+    if used + spec.gpus_per_replica <= inputs.gpu_total:
+        return None
+    message = (
+        f"held at the team's GPU cap on this cluster: ResourceQuota {GPU_QUOTA_NAME} allows "
+        f"{inputs.gpu_total} {GPU_RESOURCE}, its pods (the old mode's included) request {used:f}, and a new replica "
+        f"needs {spec.gpus_per_replica}; lower another deployment's replicas or raise the team's GPU quota"
+    )
+    return {"type": SWITCH_HELD_CONDITION, "status": "True", "reason": "GpuQuotaExhausted", "message": message}
+
+
+FINISHED = ("Succeeded", "Failed")
 
 
 def _delete(cluster: Cluster, spec: DeploymentSpec) -> ReconcileResult:

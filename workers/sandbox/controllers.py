@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from workers.sandbox.controllers_apps import AppsControllers
+from workers.sandbox.controllers_apps import AppsControllers, gated_status, pod_ready
 from workers.sandbox.controllers_kueue import KueueControllers, KueueSettings
 from workers.sandbox.controllers_llmd import LlmdControllers
 from workers.sandbox.gateway_config import StoreReader, pool_granted
@@ -163,10 +163,18 @@ class Controllers:
             settled = False  # time alone moves it on
         else:
             replicas = max(int(predictor.get("minReplicas", 1) or 0), 1)
-            error = self._scale_pods(namespace, name, predictor, replicas)
+            error = self._scale_pods(namespace, name, predictor, replicas, metadata.get("labels") or {})
+            ready = sum(1 for pod in self._pods(namespace, name) if pod_ready(pod))
             if error is not None:
                 desired = self._progress_status(generation, status, "ReplicaFailure", error)
                 settled = False  # quota may free up
+            elif ready < replicas:
+                # KServe propagates the predictor Deployment's Available condition (raw mode): pods Kueue still
+                # holds (or still loading) leave it MinimumReplicasUnavailable.
+                desired = self._progress_status(
+                    generation, status, "MinimumReplicasUnavailable", "Deployment does not have minimum availability."
+                )
+                settled = False  # admission or the model's load moves it on
             else:
                 desired = self._ready_status(generation, namespace, name, status)
         if _without_times(desired) != _without_times(status):
@@ -178,8 +186,20 @@ class Controllers:
         listing = self.store.list(pod_kind, namespace, label_selector=f"{ISVC_LABEL}={isvc_name}")
         return list(listing["items"])
 
-    def _scale_pods(self, namespace: str, isvc_name: str, predictor: dict[str, Any], replicas: int) -> str | None:
-        """Create or delete predictor pods to `replicas`; the quota admission message when one is refused."""
+    def _scale_pods(
+        self,
+        namespace: str,
+        isvc_name: str,
+        predictor: dict[str, Any],
+        replicas: int,
+        isvc_labels: dict[str, str] | None = None,
+    ) -> str | None:
+        """Create or delete predictor pods to `replicas`; the quota admission message when one is refused.
+
+        The pods carry the InferenceService's labels, as KServe's predictor Deployment's pod template does
+        (kserve/kserve pkg/controller/v1beta1/inferenceservice/components/predictor.go buildObjectMeta: Union of the
+        runtime's, the InferenceService's and the predictor's labels, then its own), and pass the pod webhooks: a
+        queue-name label gets them gated by Kueue until admitted, then the scheduler starts them (controllers_apps)."""
         pod_kind = self.store.kinds[("", "v1", "pods")]
         pods = self._pods(namespace, isvc_name)
         resources = ((predictor.get("model") or {}).get("resources")) or {}
@@ -191,7 +211,7 @@ class Controllers:
                 "kind": "Pod",
                 "metadata": {
                     "name": f"{isvc_name}-predictor-{uuid.uuid4().hex[:5]}",
-                    "labels": {ISVC_LABEL: isvc_name, "component": "predictor"},
+                    "labels": {**(isvc_labels or {}), ISVC_LABEL: isvc_name, "component": "predictor"},
                 },
                 "spec": {
                     "nodeSelector": predictor.get("nodeSelector") or {},
@@ -201,6 +221,10 @@ class Controllers:
                 },
                 "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
             }
+            for webhook in self.apps.pod_webhooks:
+                webhook(pod)
+            if pod["spec"].get("schedulingGates"):
+                pod["status"] = gated_status()
             try:
                 self.store.create(pod_kind, namespace, pod, manager="replicaset-controller")
             except ApiError as error:

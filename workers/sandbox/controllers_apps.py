@@ -217,7 +217,7 @@ class AppsControllers:
         for webhook in self.pod_webhooks:
             webhook(pod)
         if pod["spec"].get("schedulingGates"):
-            pod["status"] = _gated_status()
+            pod["status"] = gated_status()
         else:
             pod["status"] = self._running_status(pod)
         return self.store.create(pod_kind, deployment["metadata"]["namespace"], pod, manager=DEPLOYMENT_MANAGER)
@@ -364,7 +364,7 @@ class AppsControllers:
             self.store.update_status(kind, metadata["namespace"], metadata["name"], desired, manager=DEPLOYMENT_MANAGER)
 
 
-def _gated_status() -> Obj:
+def gated_status() -> Obj:
     return {
         "phase": "Pending",
         "conditions": [condition("PodScheduled", "False", "SchedulingGated", GATED_MESSAGE)],

@@ -13,6 +13,7 @@ from typing import Any
 
 from catalog.sizing import flag_name
 from portal.deployments.contracts import DeploymentSpec
+from workers.provisioning.manifests.kueue import queue_labels
 from workers.provisioning.manifests.labels import deployment_labels, team_labels, team_namespace
 from workers.provisioning.manifests.upstream import (
     AIGW_API_VERSION,
@@ -160,7 +161,15 @@ def build_inference_service(spec: DeploymentSpec) -> Manifest:
         "metadata": {
             "name": spec.name,
             "namespace": namespace_of(spec),
-            "labels": deployment_labels(spec.team_slug, spec.name, spec.deployment_id),
+            # On a Kueue cluster the queue-name label puts the predictor's pods in the team's LocalQueue. KServe
+            # copies the InferenceService's labels onto the predictor's Deployment and its pod template
+            # (kserve/kserve pkg/controller/v1beta1/inferenceservice/components/predictor.go buildObjectMeta:
+            # Union(runtime labels, isvc.Labels, predictor labels, ...)); Kueue then holds those pods (its deployment
+            # webhook and pod integration read the label, manifests/kueue.py).
+            "labels": {
+                **deployment_labels(spec.team_slug, spec.name, spec.deployment_id),
+                **queue_labels(spec.cluster),
+            },
             "annotations": annotations,
         },
         "spec": {"predictor": predictor},
