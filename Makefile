@@ -70,14 +70,14 @@ test-lane-plugin: test-plugin
 test-lane-python:
 	@$(MAKE) --no-print-directory test-python LANE_PYTEST_ARGS="--ignore=$(DEMO_TEST)"
 
-# The checks, then the soak (tests/soak: mostly waiting, for a killed worker's message to come back after the broker's
-# visibility timeout), run in a second pytest beside the rest of pytest, so that they overlap the rest's work instead
+# The checks, then the soak and the e2e (tests/soak: mostly waiting, for a killed worker's message to come back after
+# the broker's visibility timeout; tests/e2e: about 75% waiting on the demo's own processes), run in a second pytest beside the rest of pytest, so that they overlap the rest's work instead
 # of coming before it (on a clean clone the checks took about a minute, mypy's cold cache most of it, and the soak with
 # its set-up about another). That pytest has a database and a Redis database of its own (tests/lanes.py). One pytest
 # runs everything after the checks, as before, when PYTEST_ARGS chooses the tests, or with embedded services (no
 # machine PostgreSQL or Redis: two pytests would share them). The checks' and the second pytest's output is printed
 # whole after the rest's; any failing fails the target.
-WAITING_TESTS := tests/soak
+WAITING_TESTS := tests/soak tests/e2e
 WAITING_LOG := var/test-waiting.log
 WAITING_SERVICES = $(if $(strip $(PYTEST_ARGS)),,$(shell $(PY) -m tests.lanes $(LOCAL_SERVICES)))
 

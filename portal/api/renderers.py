@@ -65,24 +65,27 @@ def items_csv(items: list[Mapping[str, Any]]) -> str:
 
 
 class PaginatedCsvRenderer(renderers.BaseRenderer):
-    """A paginated list's page as CSV; anything else (a problem, a single object) as the JSON it is."""
+    """A paginated list's page (or an unpaginated list) as CSV; anything else (a problem, one object) as its JSON."""
 
     media_type = "text/csv"
     format = "csv"
     charset = "utf-8"
 
     def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
-        if not (isinstance(data, Mapping) and isinstance(data.get("results"), list)):
+        paginated = isinstance(data, Mapping) and isinstance(data.get("results"), list)
+        whole = isinstance(data, list) and all(isinstance(item, Mapping) for item in data)  # an unpaginated list
+        if not (paginated or whole):
             return renderers.JSONRenderer().render(data)
+        items = data["results"] if paginated else data
         response = (renderer_context or {}).get("response")
         if response is not None:
-            if data.get("next"):
+            if paginated and data.get("next"):
                 response["Link"] = f'<{data["next"]}>; rel="next"'
-            response["X-Total-Count"] = str(data.get("count", len(data["results"])))
+            response["X-Total-Count"] = str(data.get("count", len(items)) if paginated else len(items))
             request = (renderer_context or {}).get("request")
             name = request.path.rstrip("/").rsplit("/", 1)[-1] if request is not None else "list"
             response["Content-Disposition"] = f'attachment; filename="{name}.csv"'
-        return items_csv(data["results"]).encode()
+        return items_csv(items).encode()
 
 
 LIST_RENDERERS = [renderers.JSONRenderer, PaginatedCsvRenderer]
@@ -98,6 +101,8 @@ CONSOLE_CSV_LISTS = frozenset(
         "audit-events",
         "request-health",
         "deployment-events",
+        "catalog-model-versions",
+        "model-deployments",
     }
 )
 

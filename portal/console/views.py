@@ -315,6 +315,8 @@ def model(request: HttpRequest, model_slug: str) -> HttpResponse:
         spend=spend,
         spend_total=sum((row["token_cost"] for row in spend), Decimal(0)),
         csv_model=_csv_link(request, days, group_by="model") if platform_admin else None,
+        csv_versions=_list_csv_link(request, "catalog-model-versions", model=found.slug),
+        csv_deployments=_list_csv_link(request, "model-deployments", model=found.slug),
         chart_spend=charts.team_bar_chart(spend),
     )
     return render(request, "console/model.html", context)

@@ -550,3 +550,34 @@ def test_the_quota_by_type_tables_csv_is_the_accelerator_types_api(console_world
         "capacity",
     }
     assert _api(console_world, "admin").get(link).status_code == 403  # quotas across teams: the platform's
+
+
+def test_the_model_pages_tables_csv_are_the_versions_and_model_deployments_apis(console_world: ConsoleWorld) -> None:
+    viewer = console_world.browser_client("viewer")
+    page = viewer.get("/console/models/qwen/").content.decode()
+    lists = {
+        "/console/csv/catalog/models/qwen/versions?format=csv&page_size=200": "/api/v1/catalog/models/qwen/versions",
+        "/console/csv/catalog/models/qwen/deployments?format=csv&page_size=200": (
+            "/api/v1/catalog/models/qwen/deployments"
+        ),
+    }
+    assert set(lists) <= set(_csv_links(page))
+    api = _api(console_world, "viewer")
+    for link, api_path in lists.items():
+        door = viewer.get(link)
+        assert (door.status_code, door["Content-Type"]) == (200, "text/csv; charset=utf-8")
+        assert door.content == api.get(api_path, {"format": "csv", "page_size": 200}).content
+    header, *rows = viewer.get(next(iter(lists))).content.decode().splitlines()
+    assert header.split(",")[0] == "version"
+    versions = [item["version"] for item in api.get("/api/v1/catalog/models/qwen/versions").json()]
+    assert [row.split(",")[0] for row in rows] == versions and versions  # one row per version, in the API's order
+    deployments = api.get("/api/v1/catalog/models/qwen/deployments").json()["results"]
+    header, *rows = viewer.get(list(lists)[1]).content.decode().splitlines()
+    assert header.split(",")[:2] == ["name", "team"]
+    assert [tuple(row.split(",")[:2]) for row in rows] == [(item["name"], item["team"]) for item in deployments]
+    assert {item["team"] for item in deployments} == {"alpha"}  # the viewer's team only
+    # Another team's member sees none of alpha's deployments of the same model.
+    outsider = _api(console_world, "outsider").get("/api/v1/catalog/models/qwen/deployments").json()["results"]
+    assert "alpha" not in {item["team"] for item in outsider}
+    staff = console_world.browser_client("platform_admin").get("/console/models/qwen/").content.decode()
+    assert "/api/v1/catalog/models/qwen/deployments?format=csv&page_size=200" in _csv_links(staff)

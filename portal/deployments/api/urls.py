@@ -6,6 +6,7 @@ from portal.deployments.api import views
 
 urlpatterns = [
     path("deployments/not-ready", views.NotReadyDeploymentListView.as_view(), name="deployment-not-ready-list"),
+    path("catalog/models/<str:model>/deployments", views.ModelDeploymentListView.as_view(), name="model-deployments"),
     path("teams/<str:team>/deployments", views.DeploymentListView.as_view(), name="deployment-list"),
     path("teams/<str:team>/deployments/<str:name>", views.DeploymentDetailView.as_view(), name="deployment-detail"),
     path(

@@ -7,6 +7,7 @@ from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from catalog import selectors as catalog_selectors
 from portal.api.authentication import acting_user, is_platform_admin
 from portal.api.permissions import IsPlatformAdmin
 from portal.api.renderers import CSV_LIST_DESCRIPTION, CSV_LIST_SCHEMA, LIST_RENDERERS
@@ -15,6 +16,7 @@ from portal.api.views import PortalGenericView, PortalView, validated
 from portal.deployments import selectors, services
 from portal.deployments.api import serializers
 from portal.deployments.models import Deployment, DeploymentEvent
+from portal.tenancy import selectors as tenancy_selectors
 from portal.tenancy.models import Role
 
 
@@ -83,6 +85,34 @@ class NotReadyDeploymentListView(PortalGenericView):
         if query.get("phase"):
             deployments = deployments.filter(phase=query["phase"])
         page = self.paginate_queryset(deployments)
+        return self.get_paginated_response(serializers.DeploymentOutput(page, many=True).data)
+
+
+class ModelDeploymentListView(PortalGenericView):
+    """Where one catalog model is deployed: every team's deployments of it for platform admins, the caller's own
+    teams' for everyone else (the console's model page)."""
+
+    renderer_classes = LIST_RENDERERS
+    serializer_class = serializers.DeploymentOutput
+    queryset = Deployment.objects.none()  # for the schema generator; views query through selectors
+
+    @extend_schema(
+        responses={
+            (200, "application/json"): serializers.DeploymentOutput(many=True),
+            (200, "text/csv"): CSV_LIST_SCHEMA,
+        },
+        description=CSV_LIST_DESCRIPTION,
+        summary="Deployments of one catalog model (every team's for platform admins, else your teams'), JSON or CSV",
+    )
+    def get(self, request: Request, model: str) -> Response:
+        user, platform_admin = acting_user(request), is_platform_admin(request)
+        found = catalog_selectors.catalog_model_get_visible(slug=model, user=user, platform_admin=platform_admin)
+        team_ids = (
+            None
+            if platform_admin
+            else list(tenancy_selectors.team_list_visible(user=user, platform_admin=False).values_list("pk", flat=True))
+        )
+        page = self.paginate_queryset(selectors.deployment_list_for_model(model_id=found.pk, team_ids=team_ids))
         return self.get_paginated_response(serializers.DeploymentOutput(page, many=True).data)
 
 

@@ -104,7 +104,15 @@ def test_a_quota_edit_in_the_admin_is_the_services_edit(
     url = reverse("admin:tenancy_teamquota_change", args=[quota.pk])
     data = _form(staff, url)
     data.update({"tokens_per_minute": 5000, "monthly_budget": "250.00"})
-    data.update({"gpu_limits-TOTAL_FORMS": 1, "gpu_limits-0-accelerator_type": "nvidia-l4", "gpu_limits-0-gpus": 4})
+    # A new inline row as the admin's form posts it: its borrowing limit (Kueue clusters only) at its initial 0.
+    data.update(
+        {
+            "gpu_limits-TOTAL_FORMS": 1,
+            "gpu_limits-0-accelerator_type": "nvidia-l4",
+            "gpu_limits-0-gpus": 4,
+            "gpu_limits-0-borrowing_limit": 0,
+        }
+    )
     with django_capture_on_commit_callbacks(execute=True):
         response = staff.post(url, data)
     assert response.status_code == 302, _errors(response)

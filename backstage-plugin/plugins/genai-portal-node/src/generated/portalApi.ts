@@ -112,6 +112,26 @@ export interface paths {
         patch: operations["catalog_models_partial_update"];
         trace?: never;
     };
+    "/api/v1/catalog/models/{model}/deployments": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Deployments of one catalog model (every team's for platform admins, else your teams'), JSON or CSV
+         * @description JSON, or CSV with ?format=csv or Accept: text/csv: the page's items, a header of the JSON items' fields (nested objects as parent.child, lists as JSON), one row per item, values exactly as in the JSON (null is empty); the next page's address in a Link header and the item count in X-Total-Count.
+         */
+        get: operations["catalog_models_deployments_list"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/catalog/models/{model}/prices": {
         parameters: {
             query?: never;
@@ -144,8 +164,8 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Versions of a model
-         * @description Claims the Idempotency-Key once the caller is known, and stores the final response.
+         * Versions of a model, JSON or CSV
+         * @description JSON, or CSV with ?format=csv or Accept: text/csv: the page's items, a header of the JSON items' fields (nested objects as parent.child, lists as JSON), one row per item, values exactly as in the JSON (null is empty); the next page's address in a Link header and the item count in X-Total-Count.
          */
         get: operations["catalog_models_versions_list"];
         put?: never;
@@ -3623,6 +3643,88 @@ export interface operations {
             };
         };
     };
+    catalog_models_deployments_list: {
+        parameters: {
+            query?: {
+                format?: "csv" | "json";
+                /** @description A page number within the paginated result set. */
+                page?: number;
+                /** @description Number of results to return per page. */
+                page_size?: number;
+            };
+            header?: never;
+            path: {
+                model: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PaginatedDeploymentOutputList"];
+                    "text/csv": string;
+                };
+            };
+            /** @description Invalid input: a problem with one entry per offending field, or a malformed body or query */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOutput"];
+                };
+            };
+            /** @description No credentials, or credentials that are not valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOutput"];
+                };
+            };
+            /** @description The caller may not do this (role, team membership, token scope) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOutput"];
+                };
+            };
+            /** @description Not found, or not visible to the caller */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOutput"];
+                };
+            };
+            /** @description The Accept header names no representation this operation produces */
+            406: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOutput"];
+                };
+            };
+            /** @description Rate limited: retry after the Retry-After header's seconds */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ProblemOutput"];
+                };
+            };
+        };
+    };
     catalog_models_prices_list: {
         parameters: {
             query?: {
@@ -3820,7 +3922,9 @@ export interface operations {
     };
     catalog_models_versions_list: {
         parameters: {
-            query?: never;
+            query?: {
+                format?: "csv" | "json";
+            };
             header?: never;
             path: {
                 model: string;
@@ -3835,6 +3939,7 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ModelVersionOutput"][];
+                    "text/csv": string;
                 };
             };
             /** @description Invalid input: a problem with one entry per offending field, or a malformed body or query */
@@ -3895,7 +4000,9 @@ export interface operations {
     };
     catalog_models_versions_create: {
         parameters: {
-            query?: never;
+            query?: {
+                format?: "csv" | "json";
+            };
             header?: never;
             path: {
                 model: string;
@@ -3914,6 +4021,7 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ModelVersionOutput"];
+                    "text/csv": components["schemas"]["ModelVersionOutput"];
                 };
             };
             /** @description Invalid input: a problem with one entry per offending field, or a malformed body or query */
