@@ -14,7 +14,7 @@ from catalog.api import serializers
 from catalog.models import CatalogModel, ModelPrice
 from portal.api.authentication import acting_user, reads_every_team
 from portal.api.permissions import ReadAnyWritePlatformAdmin
-from portal.api.renderers import CSV_LIST_DESCRIPTION, CSV_LIST_SCHEMA, LIST_RENDERERS
+from portal.api.renderers import LIST_RENDERERS, csv_list_schema
 from portal.api.views import PortalGenericView, PortalView, validated
 from portal.tenancy import selectors as tenancy_selectors
 
@@ -95,14 +95,7 @@ class ModelVersionListView(PortalView):
     permission_classes = [ReadAnyWritePlatformAdmin]
     renderer_classes = LIST_RENDERERS
 
-    @extend_schema(
-        responses={
-            (200, "application/json"): serializers.ModelVersionOutput(many=True),
-            (200, "text/csv"): CSV_LIST_SCHEMA,
-        },
-        description=CSV_LIST_DESCRIPTION,
-        summary="Versions of a model, JSON or CSV",
-    )
+    @csv_list_schema(serializers.ModelVersionOutput, summary="Versions of a model, JSON or CSV")
     def get(self, request: Request, model: str) -> Response:
         model_object = _visible_model(request, model)
         return Response(serializers.ModelVersionOutput(model_object.versions.all(), many=True).data)

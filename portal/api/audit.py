@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from portal.api import serializers
 from portal.api.permissions import IsPlatformAdmin
-from portal.api.renderers import CSV_LIST_DESCRIPTION, CSV_LIST_SCHEMA, LIST_RENDERERS
+from portal.api.renderers import LIST_RENDERERS, csv_list_schema
 from portal.api.views import PortalGenericView, validated
 from portal.core.audit import audit_event_list
 from portal.core.models import AuditEvent
@@ -20,14 +19,10 @@ class AuditEventListView(PortalGenericView):
     serializer_class = serializers.AuditEventOutput
     renderer_classes = LIST_RENDERERS
 
-    @extend_schema(
-        parameters=[serializers.AuditEventQuery],
-        responses={
-            (200, "application/json"): serializers.AuditEventOutput(many=True),
-            (200, "text/csv"): CSV_LIST_SCHEMA,
-        },
-        description=CSV_LIST_DESCRIPTION,
+    @csv_list_schema(
+        serializers.AuditEventOutput,
         summary="The audit log (platform admins), JSON or CSV",
+        parameters=[serializers.AuditEventQuery],
     )
     def get(self, request: Request) -> Response:
         query = validated(serializers.AuditEventQuery, request.query_params)

@@ -13,8 +13,8 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import Resolver404, resolve
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse
-from rest_framework import renderers
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import renderers, serializers
 
 from portal.api.authentication import Caller
 from portal.tenancy.models import User
@@ -26,6 +26,19 @@ CSV_LIST_DESCRIPTION = (
 )
 # A string, not a paginated object (what a list view's schema would otherwise wrap it in).
 CSV_LIST_SCHEMA = OpenApiResponse(response=OpenApiTypes.STR, description=CSV_LIST_DESCRIPTION)
+
+
+def csv_list_schema(
+    output: type[serializers.BaseSerializer], *, summary: str, parameters: list[Any] | None = None
+) -> Any:
+    """The schema of a list view that renders LIST_RENDERERS: its items as JSON (paginated where the view paginates)
+    or, asked for it, as CSV. One decorator instead of the same four lines on every such view."""
+    return extend_schema(
+        parameters=parameters,
+        responses={(200, "application/json"): output(many=True), (200, "text/csv"): CSV_LIST_SCHEMA},
+        description=CSV_LIST_DESCRIPTION,
+        summary=summary,
+    )
 
 
 def _flat(item: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

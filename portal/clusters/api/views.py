@@ -11,7 +11,7 @@ from rest_framework.response import Response
 
 from portal.api.authentication import acting_user
 from portal.api.permissions import IsPlatformAdmin, ReadAnyWritePlatformAdmin
-from portal.api.renderers import CSV_LIST_DESCRIPTION, CSV_LIST_SCHEMA, LIST_RENDERERS
+from portal.api.renderers import LIST_RENDERERS, csv_list_schema
 from portal.api.views import PortalGenericView, PortalView, validated
 from portal.clusters import selectors, services
 from portal.clusters.api import serializers
@@ -39,14 +39,10 @@ class ClusterListView(_CapacityMixin, PortalGenericView):
     serializer_class = serializers.ClusterOutput
     queryset = Cluster.objects.none()  # for the schema generator; views query through selectors
 
-    @extend_schema(
-        parameters=[serializers.ClusterListQuery],
-        responses={
-            (200, "application/json"): serializers.ClusterOutput(many=True),
-            (200, "text/csv"): CSV_LIST_SCHEMA,
-        },
-        description=CSV_LIST_DESCRIPTION,
+    @csv_list_schema(
+        serializers.ClusterOutput,
         summary="Clusters with GPU capacity per accelerator type (credentials are never returned), JSON or CSV",
+        parameters=[serializers.ClusterListQuery],
     )
     def get(self, request: Request) -> Response:
         query = validated(serializers.ClusterListQuery, request.query_params)
@@ -73,12 +69,8 @@ class AcceleratorTypeListView(_CapacityMixin, PortalGenericView):
     permission_classes = [IsPlatformAdmin]
     queryset = Cluster.objects.none()  # for the schema generator; views query through selectors
 
-    @extend_schema(
-        responses={
-            (200, "application/json"): serializers.AcceleratorTypeOutput(many=True),
-            (200, "text/csv"): CSV_LIST_SCHEMA,
-        },
-        description=CSV_LIST_DESCRIPTION,
+    @csv_list_schema(
+        serializers.AcceleratorTypeOutput,
         summary="GPUs per accelerator type across clusters: team quotas, allocated, capacity (platform admins), JSON or CSV",
     )
     def get(self, request: Request) -> Response:

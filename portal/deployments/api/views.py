@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from catalog import selectors as catalog_selectors
 from portal.api.authentication import acting_user, is_platform_admin
 from portal.api.permissions import IsPlatformAdmin
-from portal.api.renderers import CSV_LIST_DESCRIPTION, CSV_LIST_SCHEMA, LIST_RENDERERS
+from portal.api.renderers import LIST_RENDERERS, csv_list_schema
 from portal.api.team_access import team_for_request
 from portal.api.views import PortalGenericView, PortalView, validated
 from portal.deployments import selectors, services
@@ -25,14 +25,10 @@ class DeploymentListView(PortalGenericView):
     serializer_class = serializers.DeploymentOutput
     queryset = Deployment.objects.none()  # for the schema generator; views query through selectors
 
-    @extend_schema(
-        parameters=[serializers.DeploymentListQuery],
-        responses={
-            (200, "application/json"): serializers.DeploymentOutput(many=True),
-            (200, "text/csv"): CSV_LIST_SCHEMA,
-        },
-        description=CSV_LIST_DESCRIPTION,
+    @csv_list_schema(
+        serializers.DeploymentOutput,
         summary="A team's deployments, JSON or CSV",
+        parameters=[serializers.DeploymentListQuery],
     )
     def get(self, request: Request, team: str) -> Response:
         deployments = selectors.deployment_list(team=team_for_request(request, team, catalog_read=True))
@@ -70,14 +66,10 @@ class NotReadyDeploymentListView(PortalGenericView):
     serializer_class = serializers.DeploymentOutput
     queryset = Deployment.objects.none()  # for the schema generator; views query through selectors
 
-    @extend_schema(
-        parameters=[serializers.DeploymentListQuery],
-        responses={
-            (200, "application/json"): serializers.DeploymentOutput(many=True),
-            (200, "text/csv"): CSV_LIST_SCHEMA,
-        },
-        description=CSV_LIST_DESCRIPTION,
+    @csv_list_schema(
+        serializers.DeploymentOutput,
         summary="Every team's deployments that are not Ready, longest unchanged first (platform admins), JSON or CSV",
+        parameters=[serializers.DeploymentListQuery],
     )
     def get(self, request: Request) -> Response:
         query = validated(serializers.DeploymentListQuery, request.query_params)
@@ -96,12 +88,8 @@ class ModelDeploymentListView(PortalGenericView):
     serializer_class = serializers.DeploymentOutput
     queryset = Deployment.objects.none()  # for the schema generator; views query through selectors
 
-    @extend_schema(
-        responses={
-            (200, "application/json"): serializers.DeploymentOutput(many=True),
-            (200, "text/csv"): CSV_LIST_SCHEMA,
-        },
-        description=CSV_LIST_DESCRIPTION,
+    @csv_list_schema(
+        serializers.DeploymentOutput,
         summary="Deployments of one catalog model (every team's for platform admins, else your teams'), JSON or CSV",
     )
     def get(self, request: Request, model: str) -> Response:
@@ -167,14 +155,7 @@ class DeploymentEventsView(PortalGenericView):
     serializer_class = serializers.DeploymentEventOutput
     queryset = DeploymentEvent.objects.none()  # for the schema generator
 
-    @extend_schema(
-        responses={
-            (200, "application/json"): serializers.DeploymentEventOutput(many=True),
-            (200, "text/csv"): CSV_LIST_SCHEMA,
-        },
-        description=CSV_LIST_DESCRIPTION,
-        summary="State changes with reasons, newest first, JSON or CSV",
-    )
+    @csv_list_schema(serializers.DeploymentEventOutput, summary="State changes with reasons, newest first, JSON or CSV")
     def get(self, request: Request, team: str, name: str) -> Response:
         deployment = selectors.deployment_get(team=team_for_request(request, team), name=name)
         page = self.paginate_queryset(selectors.deployment_events(deployment=deployment))

@@ -15,7 +15,7 @@ from rest_framework.response import Response
 
 from portal.api.authentication import acting_user, is_platform_admin
 from portal.api.permissions import IsPlatformAdmin
-from portal.api.renderers import CSV_LIST_DESCRIPTION, CSV_LIST_SCHEMA, LIST_RENDERERS
+from portal.api.renderers import LIST_RENDERERS, csv_list_schema
 from portal.api.team_access import team_for_request
 from portal.api.views import PortalGenericView, PortalView, validated
 from portal.clusters import selectors as cluster_selectors
@@ -71,14 +71,10 @@ class CredentialListView(KeyResponseMixin, PortalGenericView):
     serializer_class = serializers.CredentialOutput
     queryset = Credential.objects.none()  # for the schema generator; views query through selectors
 
-    @extend_schema(
-        parameters=[serializers.CredentialListQuery],
-        responses={
-            (200, "application/json"): serializers.CredentialOutput(many=True),
-            (200, "text/csv"): CSV_LIST_SCHEMA,
-        },
-        description=CSV_LIST_DESCRIPTION,
+    @csv_list_schema(
+        serializers.CredentialOutput,
         summary="A team's gateway credentials (no keys), JSON or CSV",
+        parameters=[serializers.CredentialListQuery],
     )
     def get(self, request: Request, team: str) -> Response:
         query = validated(serializers.CredentialListQuery, request.query_params)

@@ -9,7 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from portal.api.authentication import acting_user, caller_of, is_platform_admin, reads_every_team
-from portal.api.renderers import CSV_LIST_DESCRIPTION, CSV_LIST_SCHEMA, LIST_RENDERERS
+from portal.api.renderers import LIST_RENDERERS, csv_list_schema
 from portal.api.team_access import team_for_request
 from portal.api.views import PortalGenericView, PortalView, validated
 from portal.core.errors import PermissionDenied
@@ -105,14 +105,8 @@ class MemberListView(PortalGenericView):
     queryset = Membership.objects.none()  # for the schema generator; views query through selectors
     serializer_class = serializers.MembershipOutput
 
-    @extend_schema(
-        parameters=[serializers.MemberListQuery],
-        responses={
-            (200, "application/json"): serializers.MembershipOutput(many=True),
-            (200, "text/csv"): CSV_LIST_SCHEMA,
-        },
-        description=CSV_LIST_DESCRIPTION,
-        summary="Members of a team, JSON or CSV",
+    @csv_list_schema(
+        serializers.MembershipOutput, summary="Members of a team, JSON or CSV", parameters=[serializers.MemberListQuery]
     )
     def get(self, request: Request, team: str) -> Response:
         members = selectors.team_member_list(team=team_for_request(request, team))

@@ -20,7 +20,7 @@ from rest_framework.views import APIView
 from portal.api.authentication import acting_user, caller_of, is_platform_admin
 from portal.api.pagination import PortalPagination
 from portal.api.permissions import IsPlatformAdmin
-from portal.api.renderers import CSV_LIST_DESCRIPTION, CSV_LIST_SCHEMA, LIST_RENDERERS
+from portal.api.renderers import LIST_RENDERERS, csv_list_schema
 from portal.api.team_access import team_for_request
 from portal.api.views import PortalGenericView, PortalView, validated
 from portal.core.errors import NotFound
@@ -267,14 +267,10 @@ class RequestHealthView(PortalGenericView):
     renderer_classes = LIST_RENDERERS
     queryset = Team.objects.none()  # for the schema generator; the view reads through selectors
 
-    @extend_schema(
-        parameters=[serializers.RequestHealthQuery],
-        responses={
-            (200, "application/json"): serializers.RequestHealthOutput(many=True),
-            (200, "text/csv"): CSV_LIST_SCHEMA,
-        },
-        description=CSV_LIST_DESCRIPTION,
+    @csv_list_schema(
+        serializers.RequestHealthOutput,
         summary="Requests, errors and latency per bucket and team, model or deployment, JSON or CSV",
+        parameters=[serializers.RequestHealthQuery],
     )
     def get(self, request: Request) -> Response:
         query = validated(serializers.RequestHealthQuery, request.query_params)
@@ -310,12 +306,8 @@ class BudgetListView(PortalGenericView):
     renderer_classes = LIST_RENDERERS
     queryset = Team.objects.none()  # for the schema generator; the view reads through selectors
 
-    @extend_schema(
-        responses={
-            (200, "application/json"): serializers.BudgetOutput(many=True),
-            (200, "text/csv"): CSV_LIST_SCHEMA,
-        },
-        description=CSV_LIST_DESCRIPTION,
+    @csv_list_schema(
+        serializers.BudgetOutput,
         summary="Every team's budget this month, highest burn first (platform admins), JSON or CSV",
     )
     def get(self, request: Request) -> Response:
