@@ -36,6 +36,7 @@ from portal.tenancy.contracts import TeamQuotaContract
 from workers.kube.client import Cluster, ListedObject, connect
 from workers.kube.errors import TerminalClusterError
 from workers.provisioning.manifests.deployment import (
+    GPU_QUOTA_NAME,
     build_deployment_objects,
     build_namespace,
     build_team_objects,
@@ -113,7 +114,6 @@ KUEUE_KINDS = (
 )
 WORKLOAD_TYPE = (KUEUE_API_VERSION, "Workload")
 WORKLOAD_POD_LABEL = "kueue.x-k8s.io/job-uid"
-GPU_QUOTA_NAME = "genai-portal-gpus"  # the ResourceQuota build_gpu_quota renders
 
 
 @dataclass(frozen=True)

@@ -68,13 +68,16 @@ def build_namespace(spec: DeploymentSpec) -> Manifest:
     }
 
 
+GPU_QUOTA_NAME = "genai-portal-gpus"  # the team namespace's ResourceQuota (the reconciler finds and drops it by name)
+
+
 def build_gpu_quota(spec: DeploymentSpec, team_gpu_limit: int) -> Manifest:
     """Caps the team's GPU requests in its namespace on this cluster at the team's GPU quota."""
     return {
         "apiVersion": "v1",
         "kind": "ResourceQuota",
         "metadata": {
-            "name": "genai-portal-gpus",
+            "name": GPU_QUOTA_NAME,
             "namespace": namespace_of(spec),
             "labels": team_labels(spec.team_slug),
         },
