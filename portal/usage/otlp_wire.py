@@ -225,23 +225,23 @@ def _record(
     if status_code is not None and status_code > 999:
         raise _NotSure
     provider = get("provider")
-    return UsageRecord(
-        index=index,
-        event_id=event_id,
-        source=source,
-        event_time=event_time,
-        client_id=client_id,
-        model_names=tuple(models),
-        provider=memo.text(provider if provider not in _UNSET and provider is not None else get("backend")),
-        route=route,
-        status_code=status_code,
-        duration_ms=duration_ms,
-        time_to_first_token_ms=ttft_ms,
-        input_tokens=input_tokens,
-        cached_input_tokens=cached,
-        cache_write_tokens=cache_write,
-        output_tokens=output_tokens,
-        reasoning_tokens=reasoning,
+    return UsageRecord(  # by position, in UsageRecord's field order (keywords cost about 1 µs more a record)
+        index,
+        event_id,
+        source,
+        event_time,
+        client_id,
+        tuple(models),
+        memo.text(provider if provider not in _UNSET and provider is not None else get("backend")),
+        route,
+        status_code,
+        duration_ms,
+        ttft_ms,
+        input_tokens,
+        cached,
+        cache_write,
+        output_tokens,
+        reasoning,
     )
 
 

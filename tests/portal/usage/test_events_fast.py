@@ -155,6 +155,18 @@ def test_derived_event_ids_are_uuid5_of_source_and_request_id(source: str, reque
     assert events.derive_event_id(source, request_id) == expected
 
 
+def test_derived_event_ids_match_uuid5_for_every_variant_digit() -> None:
+    """The variant digit is cut from the digest's hex (8, 9, a or b): 200 ids cover all four."""
+    import uuid
+
+    variants = set()
+    for n in range(200):
+        expected = str(uuid.uuid5(events.EVENT_ID_NAMESPACE, f"aigw://eu/gw|req-{n}"))
+        assert events.derive_event_id("aigw://eu/gw", f"req-{n}") == expected
+        variants.add(expected[19])
+    assert variants == {"8", "9", "a", "b"}
+
+
 def test_protobuf_records_read_field_by_field_equal_their_json_form() -> None:
     """The protobuf export is read without converting it to JSON first; the answer is the JSON reading's."""
     from google.protobuf.json_format import MessageToDict
