@@ -26,6 +26,64 @@ def price_micro(price: PriceRef) -> int:
     return int(scaled)
 
 
+class Tariff:
+    """One period's prices, ready to charge many events: the micro-prices of the five charged parts (cache reads and
+    writes already fallen back to input when unpriced) and, for each of the 32 patterns of which parts are non-zero,
+    the sorted ids of the prices used. Charging is then a few integer products and one tuple lookup per event."""
+
+    __slots__ = (
+        "cached_micro",
+        "input_micro",
+        "output_micro",
+        "reasoning_micro",
+        "reasoning_priced",
+        "used",
+        "write_micro",
+    )  # fmt: skip
+
+    def __init__(self, period: tuple[tuple[PriceRef | None, int], ...]) -> None:
+        input_entry, cached_entry, write_entry, output_entry, reasoning_entry = period
+        if cached_entry[0] is None:
+            cached_entry = input_entry
+        if write_entry[0] is None:
+            write_entry = input_entry
+        parts = (input_entry, cached_entry, write_entry, output_entry, reasoning_entry)
+        self.input_micro, self.cached_micro, self.write_micro, self.output_micro, self.reasoning_micro = (
+            micro for _, micro in parts
+        )
+        self.reasoning_priced = reasoning_entry[0] is not None
+        self.used: list[tuple[int, ...]] = []
+        for pattern in range(32):
+            ids = {price.price_id for bit, (price, _) in enumerate(parts) if pattern >> bit & 1 and price is not None}
+            self.used.append(tuple(sorted(ids)))
+
+    def charge(
+        self, input_tokens: int, cached: int, cache_write: int, output: int, reasoning: int
+    ) -> tuple[int, tuple[int, ...], str]:
+        """(cost in pico-units, price ids used, problem) of counts already read as integers (absent = 0); the rules
+        are `rate`'s."""
+        if cached + cache_write > input_tokens:
+            return 0, (), "inconsistent_tokens"
+        if reasoning and self.reasoning_priced:
+            if reasoning > output:
+                return 0, (), "inconsistent_tokens"
+            output -= reasoning
+        else:
+            reasoning = 0  # unpriced reasoning is charged as the output it is part of
+        uncached = input_tokens - cached - cache_write
+        cost = (
+            uncached * self.input_micro
+            + cached * self.cached_micro
+            + cache_write * self.write_micro
+            + output * self.output_micro
+            + reasoning * self.reasoning_micro
+        )
+        if cost > MAX_COST_PICO:
+            return 0, (), "cost_out_of_range"
+        pattern = (uncached > 0) | (cached > 0) << 1 | (cache_write > 0) << 2 | (output > 0) << 3 | (reasoning > 0) << 4
+        return cost, self.used[pattern], ""
+
+
 class PriceBook:
     """Every price of some models, answering "what was in force for this model and usage type at t". Each model's
     prices are cut into periods between any two changes, so one lookup finds all five usage types at once."""
@@ -35,6 +93,7 @@ class PriceBook:
         for model_id, price in prices:
             by_model.setdefault(model_id, []).append(price)
         self._starts: dict[int, list[datetime]] = {}
+        self._tariffs: dict[int, list[Tariff]] = {}
         self._periods: dict[int, list[tuple[tuple[PriceRef | None, int], ...]]] = {}
         for model_id, refs in by_model.items():
             starts = sorted({price.effective_from for price in refs})
@@ -51,6 +110,7 @@ class PriceBook:
                 periods.append(tuple(in_force))
             self._starts[model_id] = starts
             self._periods[model_id] = periods
+            self._tariffs[model_id] = [Tariff(period) for period in periods]
 
     def period(self, model_id: int, at: datetime) -> tuple[tuple[PriceRef | None, int], ...] | None:
         """(price, micro-price) of each of USAGE_TYPES in force at `at`; None before the model's first price."""
@@ -59,6 +119,14 @@ class PriceBook:
             return None
         position = bisect.bisect_right(starts, at)
         return self._periods[model_id][position - 1] if position else None
+
+    def tariff(self, model_id: int, at: datetime) -> Tariff | None:
+        """The period in force at `at` as a Tariff; None before the model's first price."""
+        starts = self._starts.get(model_id)
+        if not starts:
+            return None
+        position = bisect.bisect_right(starts, at)
+        return self._tariffs[model_id][position - 1] if position else None
 
     def in_force(self, model_id: int, usage_type: str, at: datetime) -> PriceRef | None:
         period = self.period(model_id, at)
@@ -79,46 +147,12 @@ def rate_pico(
     total_input = input_tokens or 0
     cached = cached_input_tokens or 0
     cache_write = cache_write_tokens or 0
-    output = output_tokens or 0
-    reasoning = reasoning_tokens or 0
     if cached + cache_write > total_input:
         return 0, (), "inconsistent_tokens"
-    period = book.period(model_id, at)
-    if period is None:
+    tariff = book.tariff(model_id, at)
+    if tariff is None:
         return 0, (), ""
-    (
-        (input_price, input_micro),
-        (cached_price, cached_micro),
-        (write_price, write_micro),
-        output_entry,
-        reasoning_entry,
-    ) = period
-    if cached_price is None:
-        cached_price, cached_micro = input_price, input_micro
-    if write_price is None:
-        write_price, write_micro = input_price, input_micro
-    reasoning_price, reasoning_micro = reasoning_entry if reasoning else (None, 0)
-    if reasoning_price is not None and reasoning > output:
-        return 0, (), "inconsistent_tokens"
-    output_price, output_micro = output_entry
-    charges = (
-        (total_input - cached - cache_write, input_price, input_micro),
-        (cached, cached_price, cached_micro),
-        (cache_write, write_price, write_micro),
-        (output - reasoning if reasoning_price is not None else output, output_price, output_micro),
-        (reasoning if reasoning_price is not None else 0, reasoning_price, reasoning_micro),
-    )
-    cost = 0
-    used: list[int] = []
-    for tokens, price, micro in charges:
-        if tokens and price is not None:
-            cost += tokens * micro
-            if price.price_id not in used:
-                used.append(price.price_id)
-    if cost > MAX_COST_PICO:
-        return 0, (), "cost_out_of_range"
-    used.sort()
-    return cost, tuple(used), ""
+    return tariff.charge(total_input, cached, cache_write, output_tokens or 0, reasoning_tokens or 0)
 
 
 def rate(

@@ -17,8 +17,7 @@ from django.db import OperationalError, connection, transaction
 
 from portal.usage import metrics, selectors, store
 from portal.usage.contracts import EventNote, EventRejection, IngestResult, UsageRecord
-from portal.usage.partitions import month_start, partition_ensure
-from portal.usage.rating import rate_pico
+from portal.usage.partitions import month_start, next_month, partition_ensure
 
 logger = logging.getLogger(__name__)
 
@@ -50,12 +49,18 @@ class Attributed:
 def attribute_and_rate(records: Sequence[UsageRecord]) -> list[Attributed]:
     """Team through the credential the gateway authenticated (never a name the client chose); model through the
     names the gateway reported: first a team deployment that was served under one of them at the event's time
-    (its catalog model and version, priced as the catalog model), else a catalog model's own names (managed)."""
+    (its catalog model and version, priced as the catalog model), else a catalog model's own names (managed).
+    One pass: the prices of every model the batch's names can stand for are read first, so each event is
+    attributed and rated where it is read (rate_pico's rules, through the period's Tariff)."""
     credentials = selectors.credentials_by_client_id({record.client_id for record in records if record.client_id})
     reported = {name for record in records for name in record.model_names}
     names = selectors.model_names(names=reported)
     served = selectors.served_names(names=reported)
+    candidates = {model.model_id for model in names.values()}
+    candidates.update(holder.model_id for holders in served.values() for holder in holders)
+    tariff_at = selectors.price_book(model_ids=candidates).tariff
     rows: list[Attributed] = []
+    append = rows.append
     # A batch names a handful of models many times over: each list of names is resolved once.
     managed: dict[tuple[str, ...], tuple[int | None, str]] = {}
     for record in records:
@@ -73,53 +78,66 @@ def attribute_and_rate(records: Sequence[UsageRecord]) -> list[Attributed]:
             )
         if deployment is not None:
             model_id, model_slug = deployment.model_id, deployment.model_slug
+            deployment_id, model_version_id = deployment.deployment_id, deployment.model_version_id
         else:
             found = managed.get(record.model_names)
             if found is None:
                 model = next((names[name] for name in record.model_names if name in names), None)
                 found = managed[record.model_names] = (model.model_id, model.slug) if model is not None else (None, "")
             model_id, model_slug = found
+            deployment_id = model_version_id = None
         credential = credentials.get(record.client_id) if record.client_id else None
-        row = Attributed(record=record, model_id=model_id, model_slug=model_slug)
-        if deployment is not None:
-            row.deployment_id, row.model_version_id = deployment.deployment_id, deployment.model_version_id
         if credential is not None:
-            row.credential_id, row.team_id, row.client_label = (
-                credential.credential_id,
-                credential.team_id,
-                credential.client_id,
-            )
+            credential_id, team_id, client_label = credential.credential_id, credential.team_id, credential.client_id
+        else:
+            credential_id = team_id = None
+            client_label = ""
+        reason = ""
+        cost: int | None = None
+        price_ids: tuple[int, ...] = ()
         if not record.client_id:
-            row.reason = "missing_credential"
+            reason = "missing_credential"
         elif credential is None:
-            row.reason = "unknown_credential"
+            reason = "unknown_credential"
         elif not record.model_names:
-            row.reason = "missing_model"
+            reason = "missing_model"
         elif model_id is None:
-            row.reason = "unknown_model"
-        elif deployment is not None and deployment.team_id != row.team_id:
+            reason = "unknown_model"
+        elif deployment is not None and deployment.team_id != team_id:
             # The gateway routes a deployment's name only for its own team's keys; if this ever shows up, the
             # cluster's routes are not the portal's, and nobody should be charged until someone looks.
-            row.reason = "deployment_of_another_team"
-        rows.append(row)
-    book = selectors.price_book(model_ids={row.model_id for row in rows if not row.reason and row.model_id})
-    for row in rows:
-        if not row.reason:
-            record = row.record
-            cost, price_ids, problem = rate_pico(
-                book,
-                row.model_id or 0,
-                record.event_time,
-                record.input_tokens,
-                record.cached_input_tokens,
-                record.cache_write_tokens,
-                record.output_tokens,
-                record.reasoning_tokens,
-            )
-            if problem:
-                row.reason = problem
+            reason = "deployment_of_another_team"
+        else:
+            total = record.input_tokens or 0
+            cached = record.cached_input_tokens or 0
+            cache_write = record.cache_write_tokens or 0
+            if cached + cache_write > total:
+                reason = "inconsistent_tokens"
             else:
-                row.cost_pico, row.price_ids = cost, price_ids
+                tariff = tariff_at(model_id, record.event_time)
+                if tariff is None:  # no price yet: rated at nothing (self-hosted models are costed by GPU-hours)
+                    cost = 0
+                else:
+                    cost, price_ids, reason = tariff.charge(
+                        total, cached, cache_write, record.output_tokens or 0, record.reasoning_tokens or 0
+                    )
+                    if reason:
+                        cost = None
+        append(
+            Attributed(
+                record,
+                reason,
+                credential_id,
+                client_label,
+                team_id,
+                model_id,
+                model_slug,
+                deployment_id,
+                model_version_id,
+                cost,
+                price_ids,
+            )
+        )
     return rows
 
 
@@ -130,10 +148,12 @@ def stored_form(
     append = events.append
     event_key = store.event_key
     codes = store.QUARANTINE_CODES
+    new = tuple.__new__  # a StoredEvent from its values in field order, without the named tuple's keyword parsing
+    stored = store.StoredEvent
     for row in rows:
         record = row.record
         if row.reason:
-            detail = {
+            detail: dict[str, Any] | None = {
                 "source": record.source,
                 "event_id": record.event_id,
                 "client_id": record.client_id,
@@ -144,27 +164,30 @@ def stored_form(
         else:
             detail, price_set_id, cost_pico, quarantine = None, price_sets[row.price_ids], row.cost_pico, None
         append(
-            store.StoredEvent(
-                record.event_time,
-                event_key(record.source, record.event_id),
-                sources[record.source],
-                row.team_id,
-                row.credential_id,
-                row.model_id,
-                price_set_id,
-                row.deployment_id,
-                row.model_version_id,
-                cost_pico,
-                record.status_code,
-                record.duration_ms,
-                record.time_to_first_token_ms,
-                record.input_tokens,
-                record.cached_input_tokens,
-                record.cache_write_tokens,
-                record.output_tokens,
-                record.reasoning_tokens,
-                quarantine,
-                detail,
+            new(
+                stored,
+                (
+                    record.event_time,
+                    event_key(record.source, record.event_id),
+                    sources[record.source],
+                    row.team_id,
+                    row.credential_id,
+                    row.model_id,
+                    price_set_id,
+                    row.deployment_id,
+                    row.model_version_id,
+                    cost_pico,
+                    record.status_code,
+                    record.duration_ms,
+                    record.time_to_first_token_ms,
+                    record.input_tokens,
+                    record.cached_input_tokens,
+                    record.cache_write_tokens,
+                    record.output_tokens,
+                    record.reasoning_tokens,
+                    quarantine,
+                    detail,
+                ),
             )
         )
     return events
@@ -251,8 +274,12 @@ def usage_ingest(
             candidates.append(item)
     rows = attribute_and_rate(candidates)
     try:
-        for month in sorted({month_start(row.record.event_time) for row in rows}):
-            partition_ensure(month)
+        if rows:
+            times = [row.record.event_time for row in rows]
+            month, last = month_start(min(times)), month_start(max(times))
+            while month <= last:  # every month the batch spans (a batch spans one or two)
+                partition_ensure(month)
+                month = next_month(month)
         stored_before = _store(rows, received_at) if rows else set()
     except OperationalError as error:
         raise IngestionUnavailable(str(error)) from error

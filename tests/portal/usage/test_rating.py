@@ -306,3 +306,67 @@ def test_a_backdated_catalog_price_re_rates_its_events_once(world: UsageWorld, r
     assert UsageDaily.objects.get(team_id=world.team.pk).cost == Decimal("5")
     assert PriceRerate.objects.get(price_id=price.pk).events_changed == 1
     assert AuditEvent.objects.filter(action="usage.rerate", actor__isnull=True).count() == 4
+
+
+def _by_the_rules(
+    prices: dict[str, tuple[int, Decimal]], counts: dict[str, int]
+) -> tuple[Decimal, tuple[int, ...], str]:
+    """The rating rules applied with Decimal, one charged part at a time (rate's docstring), as the reference for the
+    integer Tariff: unpriced cache reads and writes use the input price, reasoning is charged apart only when priced
+    (and is then part of output), an unpriced part charges nothing."""
+    total, cached, write = counts["input"], counts["cached_input"], counts["cache_write"]
+    output, reasoning = counts["output"], counts["reasoning"]
+    if cached + write > total:
+        return Decimal(0), (), "inconsistent_tokens"
+    reasoning_priced = "reasoning" in prices and reasoning > 0
+    if reasoning_priced and reasoning > output:
+        return Decimal(0), (), "inconsistent_tokens"
+    parts = {
+        "input": (total - cached - write, prices.get("input")),
+        "cached_input": (cached, prices.get("cached_input") or prices.get("input")),
+        "cache_write": (write, prices.get("cache_write") or prices.get("input")),
+        "output": (output - reasoning if reasoning_priced else output, prices.get("output")),
+        "reasoning": (reasoning if reasoning_priced else 0, prices.get("reasoning")),
+    }
+    cost, used = Decimal(0), set()
+    for tokens, price in parts.values():
+        if tokens and price is not None:
+            cost += tokens * price[1] / Decimal(1_000_000)
+            used.add(price[0])
+    return cost, tuple(sorted(used)), ""
+
+
+def test_rating_matches_the_rules_for_every_pattern_of_priced_and_counted_parts() -> None:
+    """3,000 random events over random price lists (any usage type may be unpriced), against _by_the_rules."""
+    import random
+
+    rng = random.Random(16)
+    types = ("input", "cached_input", "cache_write", "output", "reasoning")
+    for case in range(3000):
+        priced = [usage_type for usage_type in types if rng.random() < 0.7]
+        prices = {
+            usage_type: (n, Decimal(rng.randrange(0, 40_000_000)).scaleb(-6))
+            for n, usage_type in enumerate(priced, start=1)
+        }
+        book = PriceBook(
+            (1, PriceRef(price_id, usage_type, amount, T0)) for usage_type, (price_id, amount) in prices.items()
+        )
+        total = rng.choice([0, 1, rng.randrange(0, 200_000)])
+        counts = {
+            "input": total,
+            "cached_input": rng.choice([0, rng.randrange(0, total + 2)]),
+            "cache_write": rng.choice([0, rng.randrange(0, total + 2)]),
+            "output": rng.choice([0, rng.randrange(0, 5000)]),
+            "reasoning": rng.choice([0, rng.randrange(0, 6000)]),
+        }
+        rating = rate(
+            book=book,
+            model_id=1,
+            at=T0 + timedelta(seconds=case),
+            input_tokens=counts["input"],
+            cached_input_tokens=counts["cached_input"],
+            cache_write_tokens=counts["cache_write"],
+            output_tokens=counts["output"],
+            reasoning_tokens=counts["reasoning"],
+        )
+        assert (rating.cost, rating.price_ids, rating.problem) == _by_the_rules(prices, counts), (prices, counts)
