@@ -19,7 +19,9 @@ record's problem; so both give the same answer for every export (tests/portal/us
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from itertools import repeat
+from operator import attrgetter, methodcaller
 from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -245,6 +247,156 @@ def _record(
     )
 
 
+# --- the columnar reading: a scope's records read attribute by attribute -------------------------------------------
+# The row-wise reading above costs about 20 µs a record in Python frames and small steps. A gateway's export is
+# uniform (every record carries the same attributes; routes, models and credentials repeat), so the common case is
+# read a column at a time: each attribute of every record fetched by map() in C, each distinct text checked once,
+# each count column checked by one regular expression and converted by int() in C, and the records built by
+# tuple.__new__ over zip() (no Python frame per record). What stays per record is what is unique to it: its request
+# id (checked), its derived event id (a SHA-1) and its time. Anything not uniform (a source on the record, an
+# absent start_time, an event.id on some records only) is left to the row-wise reading, which is exactly as sure.
+
+_BODY = attrgetter("body")
+_ATTRIBUTES = attrgetter("attributes")
+_TZINFO = attrgetter("tzinfo")
+_HAS = {key: methodcaller("__contains__", key) for key in ("usage", "subject", *events.SOURCE_ATTRIBUTES)}
+_COUNT_COLUMN = re.compile(f"(?:{_ONE_COUNT})(?:,(?:{_ONE_COUNT}))*")
+_NEW = tuple.__new__
+
+
+def _column(attributes: list[Any], key: str) -> list[Any]:
+    return list(map(methodcaller("get", key), attributes))
+
+
+def _texts(values: list[Any], memo: _Memo) -> list[str]:
+    """The texts of one attribute of every record: each distinct encoding read once (_text's rules)."""
+    texts = memo.texts
+    for value in set(values).difference(texts):
+        memo.text(value)
+    return list(map(texts.__getitem__, values))
+
+
+def _counts(values: list[Any]) -> list[int | None]:
+    """A count attribute of every record: absent, unset, '-' or up to nine digits (the row-wise rule), as integers."""
+    joined = ",".join(values if None not in values else ["" if value is None else value for value in values])
+    if _COUNT_COLUMN.fullmatch(joined) is None:
+        raise _NotSure
+    digits = joined.translate(_COUNT_DIGITS).split(",")
+    if len(digits) != len(values):  # a value holding ',' cannot pass the expression, but counts must line up
+        raise _NotSure
+    if "" in digits:
+        return [int(text) if text else None for text in digits]
+    return list(map(int, digits))
+
+
+# Every attribute the reading takes, in _TEXT_KEYS, _COUNT_KEYS order, then the rest.
+_READ_KEYS = (*_TEXT_KEYS, *_COUNT_KEYS, "request_id", "start_time", "provider", "backend")
+# Attributes whose mere presence sends a record elsewhere, or which only the row-wise reading takes.
+_PROBED_KEYS = ("usage", "subject", *events.SOURCE_ATTRIBUTES, "event.type", "event.id")
+
+
+def _only_read_keys(attributes: list[Any], columns: list[list[Any]]) -> bool:
+    """True when no record can hold an attribute beyond _READ_KEYS: every column is present on every record or on
+    none, and every record has as many attributes as the columns present everywhere (a map has each key once)."""
+    present = 0
+    for values in columns:
+        if None not in values:
+            present += 1
+        elif any(value is not None for value in values):
+            return False
+    return set(map(len, attributes)) <= {present}
+
+
+def _models(names: tuple[str, ...]) -> tuple[str, ...]:
+    models: list[str] = []
+    for model in names:
+        if model and model not in models:
+            models.append(model)
+    return tuple(models)
+
+
+def _columns(
+    first_index: int,
+    records: Any,
+    resource_source: str | None,
+    earliest: datetime,
+    latest: datetime,
+    memo: _Memo,
+) -> list[UsageRecord]:
+    """The records of one scope, read a column at a time; _NotSure leaves them to the row-wise reading."""
+    if resource_source is None:
+        raise _NotSure
+    attributes = list(map(_ATTRIBUTES, records))
+    columns = [_column(attributes, key) for key in _READ_KEYS]
+    if not _only_read_keys(attributes, columns):
+        if any(any(map(_HAS[key], attributes)) for key in _PROBED_KEYS[:-2]):
+            raise _NotSure  # a usage or subject attribute, or a source on the record: the row-wise reading's
+        for event_type in set(_column(attributes, "event.type")):
+            if event_type is not None and _exact(event_type) not in ("", events.EVENT_TYPE):
+                raise _NotSure
+        if set(_column(attributes, "event.id")) != {None}:
+            raise _NotSure  # ids sent by the gateway: the row-wise reading takes them record by record
+    for body in set(map(_BODY, records)):
+        if body:
+            _exact(body)
+    client_ids, routes, *names = (_texts(values, memo) for values in columns[: len(_TEXT_KEYS)])
+    statuses, durations, ttfts, inputs, cached, writes, outputs, reasoning = (
+        _counts(values) for values in columns[len(_TEXT_KEYS) : len(_TEXT_KEYS) + len(_COUNT_KEYS)]
+    )
+    request_column, start_column, provider_column, backend_column = columns[len(_TEXT_KEYS) + len(_COUNT_KEYS) :]
+    if max(filter(None, statuses), default=0) > 999:
+        raise _NotSure
+    request_ids = list(map(_text, request_column))
+    if "" in request_ids:
+        raise _NotSure
+    event_ids = list(map(events.derive_event_id, repeat(resource_source), request_ids))
+    starts = list(map(_exact, start_column))
+    if "" in starts:
+        raise _NotSure  # the time comes from the record's own timestamps: the row-wise reading's
+    try:
+        times = list(map(datetime.fromisoformat, starts))
+    except ValueError:
+        raise _NotSure from None
+    zones = set(map(_TZINFO, times))
+    if None in zones:
+        raise _NotSure
+    if zones != {UTC}:
+        times = [moment.astimezone(UTC) for moment in times]
+    if times and not (earliest <= min(times) and max(times) <= latest):
+        raise _NotSure
+    model_names = list(zip(*names, strict=True))
+    distinct_models = {key: _models(key) for key in set(model_names)}
+    providers = list(zip(provider_column, backend_column, strict=True))
+    distinct_providers = {
+        pair: memo.text(pair[0] if pair[0] not in _UNSET and pair[0] is not None else pair[1])
+        for pair in set(providers)
+    }
+    return list(
+        map(
+            _NEW,
+            repeat(UsageRecord),
+            zip(
+                range(first_index, first_index + len(attributes)),
+                event_ids,
+                repeat(resource_source),
+                times,
+                client_ids,
+                map(distinct_models.__getitem__, model_names),
+                map(distinct_providers.__getitem__, providers),
+                routes,
+                statuses,
+                durations,
+                ttfts,
+                inputs,
+                cached,
+                writes,
+                outputs,
+                reasoning,
+            ),
+        )
+    )
+
+
 def _lean(body: bytes, *, now: datetime, max_age: timedelta, max_skew: timedelta, max_events: int) -> list[Any]:
     try:
         export = _LEAN_EXPORT.FromString(body)
@@ -264,10 +416,13 @@ def _lean(body: bytes, *, now: datetime, max_age: timedelta, max_skew: timedelta
             if len(results) + len(records) > max_events:
                 raise _NotSure
             index = len(results)
-            results.extend(
-                _record(index + offset, record, resource, resource_source, earliest, latest, memo)
-                for offset, record in enumerate(records)
-            )
+            try:
+                results.extend(_columns(index, records, resource_source, earliest, latest, memo))
+            except _NotSure:
+                results.extend(
+                    _record(index + offset, record, resource, resource_source, earliest, latest, memo)
+                    for offset, record in enumerate(records)
+                )
     return results
 
 

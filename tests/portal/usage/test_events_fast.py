@@ -332,3 +332,66 @@ def test_lean_protobuf_reading_is_taken_for_envoys_records_and_refuses_what_is_n
     with pytest.raises(events.PayloadError) as too_many:
         otlp_wire.read_otlp_protobuf(_export(*[_attributes(request_id=f"r-{n}") for n in range(101)]), **WINDOW)
     assert too_many.value.status == 413
+
+
+# --- OTLP protobuf, the columnar reading of a uniform scope (portal.usage.otlp_wire._columns) --------------------
+
+_VARIANTS: dict[str, list[object]] = {
+    "credential_id": ["alpha.k1", "beta.k2", "-", "", None, "a\x00b", "é"],
+    "route": ["httproute/genai/r/rule/0", "r" * 127, "r" * 128, None],
+    "model_requested": ["gpt", "claude", "-", None, "x" * 256],
+    "model_override": ["-", "gpt", None],
+    "model_response": ["gpt-2025", "gpt", "-", None],
+    "model": [None, "m"],
+    "input_tokens": ["1200", "-", "0", "999999999", "2147483648", " 12", 12, None, ""],
+    "cached_input_tokens": ["200", "-", None],
+    "output_tokens": ["300", "-", "0012", None],
+    "reasoning_tokens": ["-", "40", None],
+    "status_code": ["200", "503", "999", "1000", None, "-"],
+    "duration_ms": ["812", None],
+    "provider": [None, "openai", "-", ""],
+    "backend": ["genai/openai", None],
+    "start_time": ["2026-12-04T11:00:00.250Z", "2026-12-04T12:00:00+01:00", "2026-10-01T00:00:00Z", "-", None],
+    "request_id": ["req", None, "-"],
+    "event.id": [None, "given"],
+    "event.type": [None, "ai.gateway.llm.usage.v1", "other"],
+    "subject": [None, "alpha.k1"],
+    "aigw.source": [None, "aigw://eu/other"],
+}
+
+
+def test_columnar_reading_equals_the_reference_on_random_exports() -> None:
+    """400 random exports: most records share one shape (as a gateway's do), with a few values varied; each
+    variation may be one the reading must leave to the row-wise reading or the reference. The answer is always the
+    reference's, and the columnar reading is taken for at least the plain ones."""
+    import random
+
+    from portal.usage import otlp_wire
+
+    rng = random.Random(1604)
+    taken = 0
+    for case in range(400):
+        varied = rng.sample(sorted(_VARIANTS), rng.choice([0, 0, 1, 2, 3]))
+        shape = {key: rng.choice(_VARIANTS[key]) for key in varied}
+        records = []
+        for n in range(rng.randrange(1, 12)):
+            overrides: dict[str, object] = {"request_id": f"req-{case}-{n}", **shape}
+            if rng.random() < 0.2 and varied:  # one record differs from the shape
+                key = rng.choice(varied)
+                overrides[key] = rng.choice(_VARIANTS[key])
+            if overrides.get("request_id") == "req":
+                overrides["request_id"] = f"req-{case}-{n}"
+            records.append(_attributes(**overrides))
+        body = _export(*records)
+        assert otlp_wire.read_otlp_protobuf(body, **WINDOW) == _reference(body), (case, records)
+        earliest, latest = NOW - WINDOW["max_age"], NOW + WINDOW["max_skew"]
+        try:  # an int value's encoding is not UTF-8 text: the lean schema itself refuses it
+            scope = otlp_wire._LEAN_EXPORT.FromString(body).resource_logs[0].scope_logs[0].log_records
+            columnar = otlp_wire._columns(0, scope, "aigw://eu/gw", earliest, latest, otlp_wire._Memo())
+        except (otlp_wire._NotSure, otlp_wire.DecodeError, UnicodeError):
+            continue
+        taken += 1
+        assert columnar == _reference(body), (case, records)
+        # equal aware datetimes may differ in zone; the stored month and hour are the UTC ones
+        assert {record.event_time.tzinfo for record in columnar} == {UTC}, (case, records)
+    assert taken >= 100  # the plain and mildly varied exports take the columnar reading
