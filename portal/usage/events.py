@@ -10,6 +10,8 @@ import uuid
 import zlib
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
+from itertools import repeat
+from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -345,6 +347,113 @@ def _fast_record(index: int, event: _CloudEvent, earliest: datetime, latest: dat
     )
 
 
+# The columnar reading of a decoded batch: each field of every event taken by map() in C, each distinct text checked
+# once, counts bounded by min and max, times parsed by map(datetime.fromisoformat) and the records built by
+# tuple.__new__ over zip(): no Python frame per event but the checks of its own id (and a derived id's SHA-1).
+# Anything it is not sure of leaves the batch to the per-event fast reading above, which is exactly as sure.
+_DATA = attrgetter("data")
+_TZINFO = attrgetter("tzinfo")
+_NEW = tuple.__new__
+
+
+def _field(items: list[Any], name: str) -> list[Any]:
+    return list(map(attrgetter(name), items))
+
+
+def _distinct_plain(values: list[str | None], max_length: int = MAX_TEXT) -> list[str]:
+    texts = {value: _plain(value, max_length) for value in set(values)}
+    return list(map(texts.__getitem__, values))
+
+
+def _bounded_column(values: list[int | None], top: int = MAX_TOKENS) -> list[int | None]:
+    numbers = [value for value in values if value is not None] if None in values else values
+    if numbers and not (min(numbers) >= 0 and max(numbers) <= top):  # type: ignore[type-var]
+        raise _NotSure
+    return values
+
+
+def _model_names(names: tuple[str | None, ...]) -> tuple[str, ...]:
+    models: list[str] = []
+    for name in names:
+        model = _plain(name)
+        if model and model not in models:
+            models.append(model)
+    return tuple(models)
+
+
+def _columnar_records(batch: list[_CloudEvent], earliest: datetime, latest: datetime) -> list[UsageRecord]:
+    if not set(_field(batch, "specversion")) <= {"1.0"} or not set(_field(batch, "type")) <= ACCEPTED_EVENT_TYPES:
+        raise _NotSure
+    data = list(map(_DATA, batch))
+    sources = _distinct_plain(_field(batch, "source"))
+    if "" in sources:
+        raise _NotSure
+    raw_ids = _field(batch, "id")
+    request_ids = _field(data, "request_id")
+    if None in raw_ids or "" in raw_ids or "-" in raw_ids:
+        raise _NotSure  # events without an id of their own: the per-event reading derives theirs
+    event_ids = list(map(_plain, raw_ids, repeat(200)))
+    if set(request_ids) != {None}:
+        list(map(_plain, request_ids))  # checked, as the per-event reading checks them, though not kept
+    try:
+        times = list(map(datetime.fromisoformat, _field(batch, "time")))
+    except (TypeError, ValueError):
+        raise _NotSure from None
+    zones = set(map(_TZINFO, times))
+    if None in zones:
+        raise _NotSure
+    if zones != {UTC}:
+        try:
+            times = [moment.astimezone(UTC) for moment in times]
+        except OverflowError:
+            raise _NotSure from None
+    if times and not (earliest <= min(times) and max(times) <= latest):
+        raise _NotSure
+    clients = {
+        pair: _plain(pair[0], 200) or _plain(pair[1], 200)
+        for pair in set(zip(_field(data, "credential_id"), _field(batch, "subject"), strict=True))
+    }
+    client_ids = list(
+        map(clients.__getitem__, zip(_field(data, "credential_id"), _field(batch, "subject"), strict=True))
+    )
+    model_keys = list(zip(*(_field(data, name) for name in MODEL_FIELDS), strict=True))
+    models = {key: _model_names(key) for key in set(model_keys)}
+    providers = {
+        pair: _plain(pair[0] or pair[1])
+        for pair in set(zip(_field(data, "provider"), _field(data, "backend"), strict=True))
+    }
+    provider_texts = list(
+        map(providers.__getitem__, zip(_field(data, "provider"), _field(data, "backend"), strict=True))
+    )
+    usages = [item.usage if item.usage is not None else item for item in data]
+    statuses = _bounded_column(_field(data, "status_code"), 999)
+    return list(
+        map(
+            _NEW,
+            repeat(UsageRecord),
+            zip(
+                range(len(batch)),
+                event_ids,
+                sources,
+                times,
+                client_ids,
+                map(models.__getitem__, model_keys),
+                provider_texts,
+                _distinct_plain(_field(data, "route"), 500),
+                statuses,
+                _bounded_column(_field(data, "duration_ms")),
+                _bounded_column(_field(data, "time_to_first_token_ms")),
+                _bounded_column(_field(usages, "input_tokens")),
+                _bounded_column(_field(usages, "cached_input_tokens")),
+                _bounded_column(_field(usages, "cache_creation_input_tokens")),
+                _bounded_column(_field(usages, "output_tokens")),
+                _bounded_column(_field(usages, "reasoning_tokens")),
+                strict=True,
+            ),
+        )
+    )
+
+
 def read_cloudevents(
     body: bytes, *, now: datetime, max_age: timedelta, max_skew: timedelta, max_events: int
 ) -> list[UsageRecord | EventRejection]:
@@ -353,7 +462,10 @@ def read_cloudevents(
         batch = _BATCH_DECODER.decode(body)
         if len(batch) <= max_events:
             earliest, latest = now - max_age, now + max_skew
-            return [_fast_record(index, event, earliest, latest) for index, event in enumerate(batch)]
+            try:
+                return _columnar_records(batch, earliest, latest)
+            except _NotSure:
+                return [_fast_record(index, event, earliest, latest) for index, event in enumerate(batch)]
     except (msgspec.DecodeError, _NotSure, RecursionError):
         pass
     return parse_cloudevents(parse_json(body), now=now, max_age=max_age, max_skew=max_skew, max_events=max_events)

@@ -361,7 +361,10 @@ def _columns(
     if None in zones:
         raise _NotSure
     if zones != {UTC}:
-        times = [moment.astimezone(UTC) for moment in times]
+        try:
+            times = [moment.astimezone(UTC) for moment in times]
+        except OverflowError:
+            raise _NotSure from None
     if times and not (earliest <= min(times) and max(times) <= latest):
         raise _NotSure
     model_names = list(zip(*names, strict=True))

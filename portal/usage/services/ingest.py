@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from django.conf import settings
@@ -239,28 +240,36 @@ def _observe_lags(histogram: Any, lags: list[float]) -> None:
         histogram._buckets[bucket].inc(count)
 
 
-def usage_ingest(
-    *, token_id: int, parsed: list[UsageRecord | EventRejection], endpoint: str, received_at: datetime | None = None
-) -> IngestResult:
-    """Store a batch once: rejected events are reported, duplicates (in the batch, or already stored, or
-    stored concurrently by another request) are reported and counted once, unknown credentials or models are
-    kept in quarantine. Not atomic: each event stands alone, so a producer may retry the whole batch. A
-    credential's "last used" is advanced by the rollup compactor, not here (see rollups)."""
-    received_at = received_at or datetime.now(UTC)
-    prefixes = selectors.collector_source_prefixes(token_id=token_id)
+_RECORD = attrgetter("record")
+_EVENT_TIME = attrgetter("event_time")
+_SOURCE = itemgetter(2)  # a UsageRecord's source
+_IDENTITY = itemgetter(3, 2, 1)  # a UsageRecord's (event_time, source, event_id): what makes an event the same one
+
+
+def _screen(
+    parsed: list[UsageRecord | EventRejection], prefixes: Any
+) -> tuple[list[UsageRecord], list[EventRejection], list[EventNote]]:
+    """(candidates, rejections, duplicates within the batch): sources the token may not send are refused, and an
+    event repeated in the batch is a duplicate of its first copy. The common batch (every event read, from sources
+    the token may send, none repeated) is told apart with C-level passes and taken whole."""
+    allowed: dict[str, bool] = {}
+    if EventRejection not in set(map(type, parsed)):
+        records: list[UsageRecord] = parsed  # type: ignore[assignment]
+        allowed = {source: selectors.source_allowed(source, prefixes) for source in set(map(_SOURCE, records))}
+        if all(allowed.values()) and len(set(map(_IDENTITY, records))) == len(records):
+            return records, [], []
     rejected: list[EventRejection] = []
     duplicates: list[EventNote] = []
     candidates: list[UsageRecord] = []
     seen: set[tuple[datetime, str, str]] = set()
-    allowed: dict[str, bool] = {}
     for item in parsed:
         if isinstance(item, EventRejection):
             rejected.append(item)
             continue
+        identity = (item.event_time, item.source, item.event_id)
         permitted = allowed.get(item.source)
         if permitted is None:
             permitted = allowed[item.source] = selectors.source_allowed(item.source, prefixes)
-        identity = (item.event_time, item.source, item.event_id)
         if not permitted:
             rejected.append(
                 EventRejection(
@@ -272,6 +281,19 @@ def usage_ingest(
         else:
             seen.add(identity)
             candidates.append(item)
+    return candidates, rejected, duplicates
+
+
+def usage_ingest(
+    *, token_id: int, parsed: list[UsageRecord | EventRejection], endpoint: str, received_at: datetime | None = None
+) -> IngestResult:
+    """Store a batch once: rejected events are reported, duplicates (in the batch, or already stored, or
+    stored concurrently by another request) are reported and counted once, unknown credentials or models are
+    kept in quarantine. Not atomic: each event stands alone, so a producer may retry the whole batch. A
+    credential's "last used" is advanced by the rollup compactor, not here (see rollups)."""
+    received_at = received_at or datetime.now(UTC)
+    prefixes = selectors.collector_source_prefixes(token_id=token_id)
+    candidates, rejected, duplicates = _screen(parsed, prefixes)
     rows = attribute_and_rate(candidates)
     try:
         if rows:
@@ -283,18 +305,15 @@ def usage_ingest(
         stored_before = _store(rows, received_at) if rows else set()
     except OperationalError as error:
         raise IngestionUnavailable(str(error)) from error
-    accepted = 0
-    quarantined: list[EventNote] = []
-    lags: list[float] = []
+    if stored_before:
+        duplicates.extend(
+            EventNote(rows[position].record.index, rows[position].record.event_id) for position in stored_before
+        )
+        rows = [row for position, row in enumerate(rows) if position not in stored_before]
+    accepted = len(rows)
+    quarantined = [EventNote(row.record.index, row.record.event_id, row.reason) for row in rows if row.reason]
     received = received_at.timestamp()
-    for position, row in enumerate(rows):
-        if position in stored_before:
-            duplicates.append(EventNote(row.record.index, row.record.event_id))
-            continue
-        accepted += 1
-        if row.reason:
-            quarantined.append(EventNote(row.record.index, row.record.event_id, row.reason))
-        lags.append(received - row.record.event_time.timestamp())
+    lags = [received - moment for moment in map(datetime.timestamp, map(_EVENT_TIME, map(_RECORD, rows)))]
     _observe_lags(metrics.INGEST_LAG.labels(endpoint), lags)
     metrics.EVENTS.labels(endpoint, "accepted").inc(accepted - len(quarantined))
     metrics.EVENTS.labels(endpoint, "quarantined").inc(len(quarantined))
