@@ -111,3 +111,101 @@ def test_the_coarse_rollups_are_the_sums_of_the_daily_rollups_and_their_migratio
         for sql in migration.BACKFILL_SQL:
             cursor.execute(sql)
     assert _stored() == (teams, models)
+
+
+def test_the_fold_adds_random_deltas_into_every_rollup_as_their_definition_says(world: UsageWorld) -> None:
+    """1,200 random deltas (ingest-like ones with histograms, re-rating ones carrying cost only, labels known or not,
+    deployments or none, hours across two UTC days) folded in three runs onto rollups that already hold rows: each
+    rollup table equals its definition computed here in Python from the same deltas."""
+    import random
+    from collections import defaultdict
+    from decimal import Decimal
+
+    from portal.usage.models import (
+        LATENCY_BOUNDS_MS,
+        UsageDaily,
+        UsageHourly,
+        UsageModelDaily,
+        UsageRequestHealth,
+        UsageRollupDelta,
+        UsageTeamDaily,
+    )
+    from portal.usage.services import usage_rollups_compact
+
+    rng = random.Random(1612)
+    buckets = len(LATENCY_BOUNDS_MS) + 1
+    team = world.team.pk
+    start = datetime(2026, 12, 3, 20, tzinfo=UTC)
+    sums = ("requests", "failed_requests", "unmetered_requests", "input_tokens", "cached_input_tokens",
+            "cache_write_tokens", "output_tokens", "reasoning_tokens")  # fmt: skip
+    expected: dict[str, dict[tuple[object, ...], dict[str, object]]] = defaultdict(dict)
+
+    def add(table: str, key: tuple[object, ...], values: dict[str, object]) -> None:
+        row = expected[table].setdefault(key, {})
+        for name, value in values.items():
+            if name in ("model_slug", "client_id"):
+                row[name] = value or row.get(name, "")
+            elif name in ("latency_buckets", "ttft_buckets"):
+                row[name] = [a + b for a, b in zip(row.get(name, [0] * buckets), value or [0] * buckets, strict=True)]
+            else:
+                row[name] = row.get(name, 0) + value  # type: ignore[operator]
+
+    for _ in range(3):
+        deltas = []
+        for _delta in range(400):
+            rerating = rng.random() < 0.2
+            hour = start + timedelta(hours=rng.randrange(8))
+            model, credential = rng.choice([(1, 11), (1, 12), (2, 11), (3, 13)])
+            values = {name: 0 if rerating else rng.randrange(0, 50) for name in sums}
+            delta = UsageRollupDelta(
+                hour=hour, team_id=team, model_id=model, credential_id=credential,
+                deployment_id=rng.choice([None, None, 7]),
+                model_slug="" if rerating or rng.random() < 0.3 else f"model-{model}",
+                client_id="" if rerating or rng.random() < 0.3 else f"client-{credential}",
+                cost_pico=rng.randrange(-10**9, 10**13) if rerating else rng.randrange(0, 10**13),
+                last_event_at=None if rerating else hour + timedelta(minutes=rng.randrange(60)),
+                latency_buckets=None if rerating else [rng.randrange(5) for _ in range(buckets)],
+                ttft_buckets=None if rerating or rng.random() < 0.5 else [rng.randrange(5) for _ in range(buckets)],
+                **values,
+            )  # fmt: skip
+            deltas.append(delta)
+            cost = Decimal(delta.cost_pico).scaleb(-12)
+            labels = {"model_slug": delta.model_slug, "client_id": delta.client_id}
+            day = hour.date()
+            add("hourly", (hour, model, credential), {**values, "cost": cost, **labels})
+            add("daily", (day, model, credential), {**values, "cost": cost, **labels})
+            add("team_daily", (day,), {**values, "cost": cost})
+            add("model_daily", (day, model), {**values, "cost": cost, "model_slug": delta.model_slug})
+            if not rerating:
+                add(
+                    "health",
+                    (hour, model, delta.deployment_id or 0),
+                    {"requests": values["requests"], "errors": values["failed_requests"],
+                     "latency_buckets": delta.latency_buckets, "ttft_buckets": delta.ttft_buckets,
+                     "model_slug": delta.model_slug},
+                )  # fmt: skip
+        UsageRollupDelta.objects.bulk_create(deltas)
+        assert usage_rollups_compact(batch_size=150) == 400
+
+    def actual(model: type, key: tuple[str, ...], columns: tuple[str, ...]) -> dict[tuple[object, ...], dict]:
+        return {
+            tuple(row[name] for name in key): {name: row[name] for name in columns}
+            for row in model.objects.filter(team_id=team).values(*key, *columns)
+        }
+
+    assert (
+        actual(UsageHourly, ("hour", "model_id", "credential_id"), (*sums, "cost", "model_slug", "client_id"))
+        == (expected["hourly"])
+    )
+    assert (
+        actual(UsageDaily, ("day", "model_id", "credential_id"), (*sums, "cost", "model_slug", "client_id"))
+        == (expected["daily"])
+    )
+    assert actual(UsageTeamDaily, ("day",), (*sums, "cost")) == expected["team_daily"]
+    model_daily = {
+        (row["day"], row["model_id"]): {name: row[name] for name in (*sums, "cost", "model_slug")}
+        for row in UsageModelDaily.objects.values("day", "model_id", *sums, "cost", "model_slug")
+    }
+    assert model_daily == expected["model_daily"]
+    health_columns = ("requests", "errors", "latency_buckets", "ttft_buckets", "model_slug")
+    assert actual(UsageRequestHealth, ("hour", "model_id", "deployment_id"), health_columns) == expected["health"]
