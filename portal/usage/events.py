@@ -383,6 +383,26 @@ def _model_names(names: tuple[str | None, ...]) -> tuple[str, ...]:
     return tuple(models)
 
 
+def utc_times(texts: list[str], earliest: datetime, latest: datetime) -> list[datetime] | None:
+    """parse_time of every text, in UTC, when each is a date-time with a zone inside [earliest, latest]; None when
+    any is not (the caller's per-event reading then tells which, and why)."""
+    try:
+        times = list(map(datetime.fromisoformat, texts))
+    except (TypeError, ValueError):
+        return None
+    zones = set(map(_TZINFO, times))
+    if None in zones:
+        return None
+    if zones != {UTC}:
+        try:
+            times = [moment.astimezone(UTC) for moment in times]
+        except OverflowError:
+            return None
+    if times and not (earliest <= min(times) and max(times) <= latest):
+        return None
+    return times
+
+
 def _columnar_records(batch: list[_CloudEvent], earliest: datetime, latest: datetime) -> list[UsageRecord]:
     if not set(_field(batch, "specversion")) <= {"1.0"} or not set(_field(batch, "type")) <= ACCEPTED_EVENT_TYPES:
         raise _NotSure
@@ -397,19 +417,8 @@ def _columnar_records(batch: list[_CloudEvent], earliest: datetime, latest: date
     event_ids = list(map(_plain, raw_ids, repeat(200)))
     if set(request_ids) != {None}:
         list(map(_plain, request_ids))  # checked, as the per-event reading checks them, though not kept
-    try:
-        times = list(map(datetime.fromisoformat, _field(batch, "time")))
-    except (TypeError, ValueError):
-        raise _NotSure from None
-    zones = set(map(_TZINFO, times))
-    if None in zones:
-        raise _NotSure
-    if zones != {UTC}:
-        try:
-            times = [moment.astimezone(UTC) for moment in times]
-        except OverflowError:
-            raise _NotSure from None
-    if times and not (earliest <= min(times) and max(times) <= latest):
+    times = utc_times(_field(batch, "time"), earliest, latest)
+    if times is None:
         raise _NotSure
     clients = {
         pair: _plain(pair[0], 200) or _plain(pair[1], 200)

@@ -19,7 +19,7 @@ record's problem; so both give the same answer for every export (tests/portal/us
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from itertools import repeat
 from operator import attrgetter, methodcaller
 from typing import Any
@@ -258,7 +258,6 @@ def _record(
 
 _BODY = attrgetter("body")
 _ATTRIBUTES = attrgetter("attributes")
-_TZINFO = attrgetter("tzinfo")
 _HAS = {key: methodcaller("__contains__", key) for key in ("usage", "subject", *events.SOURCE_ATTRIBUTES)}
 _COUNT_COLUMN = re.compile(f"(?:{_ONE_COUNT})(?:,(?:{_ONE_COUNT}))*")
 _NEW = tuple.__new__
@@ -353,19 +352,8 @@ def _columns(
     starts = list(map(_exact, start_column))
     if "" in starts:
         raise _NotSure  # the time comes from the record's own timestamps: the row-wise reading's
-    try:
-        times = list(map(datetime.fromisoformat, starts))
-    except ValueError:
-        raise _NotSure from None
-    zones = set(map(_TZINFO, times))
-    if None in zones:
-        raise _NotSure
-    if zones != {UTC}:
-        try:
-            times = [moment.astimezone(UTC) for moment in times]
-        except OverflowError:
-            raise _NotSure from None
-    if times and not (earliest <= min(times) and max(times) <= latest):
+    times = events.utc_times(starts, earliest, latest)
+    if times is None:
         raise _NotSure
     model_names = list(zip(*names, strict=True))
     distinct_models = {key: _models(key) for key in set(model_names)}
