@@ -10,8 +10,8 @@ time, gzip. Each collector sends its events in time order, as a collector's queu
   USAGE_BENCH_EVENTS=200000   unique events per wire format
   USAGE_BENCH_CLIENTS=4       concurrent producers (each alternates between the two servers)
   USAGE_BENCH_WORKERS=2       gunicorn workers per server
-  USAGE_BENCH_BATCH=5000      events per request (k8s/gateway-telemetry/collector.yaml sends at most 1,000 an export;
-                              a batch costs about 20 ms of CPU whatever its size, so smaller batches cost more each)
+  USAGE_BENCH_BATCH=5000      events per request (k8s/gateway-telemetry/collector.yaml sends at most 5,000 an export;
+                              a batch costs about 10 ms of CPU whatever its size, so smaller batches cost more each)
 Use a database of its own (DATABASE_URL=.../portal_usage_bench): pytest-django creates test_<name>. It fails if any
 total is not exact. The last line is `ratio_to_copy=<x>` of the CloudEvents run.
 """

@@ -167,6 +167,7 @@ def test_batches_fit_the_portal_and_match_the_sandbox_shipper(config: dict[str, 
     batch = exporter["sending_queue"]["batch"]
     assert batch["sizer"] == "items"  # log records
     assert batch["max_size"] <= settings.USAGE_MAX_BATCH_EVENTS  # more would be a permanent 413
+    assert batch["max_size"] * 3 * 1024 <= settings.USAGE_MAX_BATCH_BYTES  # records of up to 3 KiB fit the body limit
     shipper = sandbox.ShippingSettings()
     assert shipper.batch_size == batch["min_size"]
     assert shipper.batch_size <= batch["max_size"]
