@@ -14,7 +14,7 @@ class UsageRecord(NamedTuple):
     fields through object.__setattr__, about 3 µs an event on this machine; the readers build one per event and
     pass the fields by position)."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # the event's place in its batch; shadows tuple.index, never called
     event_id: str
     source: str
     event_time: datetime

@@ -368,8 +368,8 @@ def _distinct_plain(values: list[str | None], max_length: int = MAX_TEXT) -> lis
 
 
 def _bounded_column(values: list[int | None], top: int = MAX_TOKENS) -> list[int | None]:
-    numbers = [value for value in values if value is not None] if None in values else values
-    if numbers and not (min(numbers) >= 0 and max(numbers) <= top):  # type: ignore[type-var]
+    numbers: list[int] = [value for value in values if value is not None]
+    if numbers and not (min(numbers) >= 0 and max(numbers) <= top):
         raise _NotSure
     return values
 
@@ -474,7 +474,7 @@ def read_cloudevents(
         if len(batch) <= max_events:
             earliest, latest = now - max_age, now + max_skew
             try:
-                return _columnar_records(batch, earliest, latest)
+                return list[UsageRecord | EventRejection](_columnar_records(batch, earliest, latest))
             except _NotSure:
                 return [_fast_record(index, event, earliest, latest) for index, event in enumerate(batch)]
     except (msgspec.DecodeError, _NotSure, RecursionError):

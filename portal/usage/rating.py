@@ -84,6 +84,11 @@ class Tariff:
         return cost, self.used[pattern], ""
 
 
+# Before a model's first price: every part unpriced, so consistent counts cost nothing and inconsistent ones are
+# still refused.
+UNPRICED = Tariff(((None, 0),) * len(USAGE_TYPES))
+
+
 class PriceBook:
     """Every price of some models, answering "what was in force for this model and usage type at t". Each model's
     prices are cut into periods between any two changes, so one lookup finds all five usage types at once."""
@@ -144,15 +149,10 @@ def rate_pico(
     reasoning_tokens: int | None,
 ) -> tuple[int, tuple[int, ...], str]:
     """(cost in pico-units, price ids used, problem) of one event; see `rate` for the rules."""
-    total_input = input_tokens or 0
-    cached = cached_input_tokens or 0
-    cache_write = cache_write_tokens or 0
-    if cached + cache_write > total_input:
-        return 0, (), "inconsistent_tokens"
-    tariff = book.tariff(model_id, at)
-    if tariff is None:
-        return 0, (), ""
-    return tariff.charge(total_input, cached, cache_write, output_tokens or 0, reasoning_tokens or 0)
+    tariff = book.tariff(model_id, at) or UNPRICED
+    return tariff.charge(
+        input_tokens or 0, cached_input_tokens or 0, cache_write_tokens or 0, output_tokens or 0, reasoning_tokens or 0
+    )
 
 
 def rate(

@@ -19,6 +19,7 @@ from django.db import OperationalError, connection, transaction
 from portal.usage import metrics, selectors, store
 from portal.usage.contracts import EventNote, EventRejection, IngestResult, UsageRecord
 from portal.usage.partitions import month_start, next_month, partition_ensure
+from portal.usage.rating import UNPRICED
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,10 @@ def attribute_and_rate(records: Sequence[UsageRecord]) -> list[Attributed]:
     for record in records:
         deployment = None
         model_id: int | None
+        deployment_id: int | None
+        model_version_id: int | None
+        credential_id: int | None
+        team_id: int | None
         if served:
             deployment = next(
                 (
@@ -109,21 +114,15 @@ def attribute_and_rate(records: Sequence[UsageRecord]) -> list[Attributed]:
             # cluster's routes are not the portal's, and nobody should be charged until someone looks.
             reason = "deployment_of_another_team"
         else:
-            total = record.input_tokens or 0
-            cached = record.cached_input_tokens or 0
-            cache_write = record.cache_write_tokens or 0
-            if cached + cache_write > total:
-                reason = "inconsistent_tokens"
-            else:
-                tariff = tariff_at(model_id, record.event_time)
-                if tariff is None:  # no price yet: rated at nothing (self-hosted models are costed by GPU-hours)
-                    cost = 0
-                else:
-                    cost, price_ids, reason = tariff.charge(
-                        total, cached, cache_write, record.output_tokens or 0, record.reasoning_tokens or 0
-                    )
-                    if reason:
-                        cost = None
+            cost, price_ids, reason = (tariff_at(model_id, record.event_time) or UNPRICED).charge(
+                record.input_tokens or 0,
+                record.cached_input_tokens or 0,
+                record.cache_write_tokens or 0,
+                record.output_tokens or 0,
+                record.reasoning_tokens or 0,
+            )
+            if reason:
+                cost = None
         append(
             Attributed(
                 record,
@@ -243,7 +242,7 @@ def _observe_lags(histogram: Any, lags: list[float]) -> None:
 _RECORD = attrgetter("record")
 _EVENT_TIME = attrgetter("event_time")
 _SOURCE = itemgetter(2)  # a UsageRecord's source
-_IDENTITY = itemgetter(3, 2, 1)  # a UsageRecord's (event_time, source, event_id): what makes an event the same one
+_EVENT_ID = itemgetter(1)  # its event id: events with distinct ids are distinct events, whatever their time
 
 
 def _screen(
@@ -256,7 +255,7 @@ def _screen(
     if EventRejection not in set(map(type, parsed)):
         records: list[UsageRecord] = parsed  # type: ignore[assignment]
         allowed = {source: selectors.source_allowed(source, prefixes) for source in set(map(_SOURCE, records))}
-        if all(allowed.values()) and len(set(map(_IDENTITY, records))) == len(records):
+        if all(allowed.values()) and len(set(map(_EVENT_ID, records))) == len(records):
             return records, [], []
     rejected: list[EventRejection] = []
     duplicates: list[EventNote] = []
