@@ -193,3 +193,43 @@ def test_a_cluster_update_moves_it_to_kueue_and_back_promptly_keeping_its_deploy
     assert reconcile_cluster_quota(cluster.pk) == 1
     assert sandbox.objects(KUEUE, "Cohort") == []
     assert [item["metadata"]["name"] for item in sandbox.objects(KUEUE, "ResourceFlavor")] == ["platform-owned"]
+
+
+def test_the_resync_prunes_the_queues_of_a_cluster_that_left_kueue_with_no_deployment_left(
+    world: tuple[RoleMatrix, Sandbox],
+) -> None:
+    """A cluster on Kueue whose last deployment was deleted, then moved back to ResourceQuotas: no deployment's
+    reconcile is left to remove the queues, so the periodic resync does, and once clean it costs one list, no write."""
+    from workers.tasks.deployments import resync
+
+    matrix, sandbox = world
+    cluster = Cluster.objects.get()
+    cluster.gpu_quota = "kueue"
+    cluster.save(update_fields=["gpu_quota"])
+    served = _deploy(matrix, "developer", "alpha", "served", replicas=1, serving_mode="standard")
+    reconcile_until(served.pk, sandbox, "Ready")
+    assert [item["metadata"]["name"] for item in sandbox.objects(KUEUE, "ClusterQueue")] == ["genai-alpha"]
+    response = matrix.client("developer").delete(f"/api/v1/teams/alpha/deployments/{served.name}")
+    assert response.status_code in (200, 202), response.content
+    for _ in range(20):
+        if reconcile_deployment(served.pk).outcome == "deleted":
+            break
+        sandbox.settle()
+    assert not Deployment.objects.filter(pk=served.pk).exists()
+    response = matrix.client("platform_admin").patch(
+        f"/api/v1/clusters/{cluster.name}", {"gpu_quota": "resourcequota"}, format="json"
+    )
+    assert response.status_code == 200, response.content
+    _create(sandbox, "ResourceFlavor", "platform-owned", {})  # the platform team's own: not the portal's to remove
+    assert sandbox.objects(KUEUE, "Cohort")  # nothing has removed the portal's queues yet
+
+    assert resync() == 0  # nothing to reconcile: no deployment is left
+    for kind in ("Cohort", "ClusterQueue"):
+        assert sandbox.objects(KUEUE, kind) == []
+    assert sandbox.objects(KUEUE, "LocalQueue", namespace=NAMESPACE) == []
+    assert [item["metadata"]["name"] for item in sandbox.objects(KUEUE, "ResourceFlavor")] == ["platform-owned"]
+
+    sandbox.reset_records()
+    assert resync() == 0
+    assert sandbox.writes() == []
+    assert sandbox.request_counts() == {"GET": 1}  # the list of the portal's Cohort, by its label

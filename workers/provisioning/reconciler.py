@@ -112,6 +112,9 @@ KUEUE_KINDS = (
     (KUEUE_API_VERSION, "ClusterQueue"),
     (KUEUE_API_VERSION, "LocalQueue"),
 )
+# The portal's Cohort is made first on a Kueue cluster and deleted last when it leaves Kueue (drop_kueue_objects): one
+# list of it tells whether anything of a Kueue past is left.
+KUEUE_COHORT = (KUEUE_API_VERSION, "Cohort")
 WORKLOAD_TYPE = (KUEUE_API_VERSION, "Workload")
 WORKLOAD_POD_LABEL = "kueue.x-k8s.io/job-uid"
 
@@ -502,11 +505,13 @@ def _kueue_left_behind(cluster: Cluster) -> bool:
 
 def converge_cluster_quota(cluster: Cluster, contract: ClusterContract, snapshot: ClusterSnapshot | None) -> int:
     """Apply the cluster's Kueue objects that are missing or changed (compared with the snapshot when there is one,
-    so an unchanged cluster costs no request); returns the writes. Off Kueue, a direct call (no snapshot) deletes
-    the portal's Kueue objects left from when the cluster used it; the resync leaves that to the deployments'
-    reconciles (reconcile_deployment), so a steady cluster's resync costs no extra request."""
+    so an unchanged cluster costs no request); returns the writes. Off Kueue, the portal's Kueue objects left from
+    when the cluster used it are deleted: always on a direct call (no snapshot); in the resync only when the
+    snapshot's list of the portal's Cohort found one, so a steady cluster's resync costs that one list, no write."""
     if contract.gpu_quota != KUEUE:
-        return drop_kueue_objects(cluster) if snapshot is None else 0
+        if snapshot is None or any(key[0] == KUEUE_COHORT[1] for key in snapshot.objects):
+            return drop_kueue_objects(cluster)
+        return 0
     manifests = cluster_quota_objects(contract)
     if snapshot is None:
         return converge(cluster, manifests)[0]
@@ -516,6 +521,21 @@ def converge_cluster_quota(cluster: Cluster, contract: ClusterContract, snapshot
             cluster.apply(with_hash(manifest))
             writes += 1
     return writes
+
+
+def resync_cluster_quota(cluster_id: int) -> int:
+    """The resync's look at a cluster none of whose deployments it checks (it may have none at all): off Kueue, one
+    list of the portal's Cohort and, when one is left from a Kueue past, every queue, flavor and cohort the portal
+    made goes (drop_kueue_objects); on Kueue, nothing (its queues are converged when a deployment or a quota changes).
+    Returns the deletes."""
+    contract = cluster_selectors.cluster_contract(cluster_id=cluster_id)
+    if contract.gpu_quota == KUEUE:
+        return 0
+    cluster = connect(cluster_selectors.cluster_connection(cluster_id=cluster_id))
+    managed = f"{MANAGED_BY_KEY}={MANAGED_BY}"
+    if not cluster.list(*KUEUE_COHORT, label_selector=managed):
+        return 0
+    return drop_kueue_objects(cluster)
 
 
 def reconcile_cluster_quota(cluster_id: int) -> int:
@@ -718,6 +738,8 @@ def cluster_snapshot(cluster: Cluster, contract: ClusterContract | None = None) 
     kueue = contract is not None and contract.gpu_quota == KUEUE
     if kueue:
         kinds += list(KUEUE_KINDS)
+    elif contract is not None:
+        kinds.append(KUEUE_COHORT)  # leftovers of a Kueue past (converge_cluster_quota prunes them)
     for api_version, kind in kinds:
         for listed in cluster.list(api_version, kind, label_selector=managed, all_namespaces=True):
             key = (listed.kind, listed.namespace or "", listed.name)
