@@ -59,6 +59,8 @@ class ObservedStatus:
     message: str
     endpoint: str
     observed_replicas: int
+    # llm-d with prefill/decode disaggregation: ready prefill replicas (observed_replicas are then the decode's).
+    observed_prefill_replicas: int = 0
 
 
 @dataclass(frozen=True)

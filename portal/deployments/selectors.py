@@ -305,9 +305,10 @@ def deployment_observed_statuses(*, deployment_ids: list[int]) -> dict[int, Obse
             message=row["message"],
             endpoint=row["endpoint"],
             observed_replicas=row["observed_replicas"],
+            observed_prefill_replicas=row["observed_prefill_replicas"],
         )
         for row in Deployment.objects.filter(pk__in=deployment_ids).values(
-            "pk", "phase", "conditions", "message", "endpoint", "observed_replicas"
+            "pk", "phase", "conditions", "message", "endpoint", "observed_replicas", "observed_prefill_replicas"
         )
     }
 

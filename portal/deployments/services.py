@@ -25,7 +25,7 @@ from portal.core.audit import audit_record
 from portal.core.errors import Conflict, FieldProblem, ValidationFailed
 from portal.core.inputs import InputSource
 from portal.deployments.contracts import LLMD_MODE, SERVING_MODES, STANDARD_MODE, ObservedStatus
-from portal.deployments.gpu_accounting import gpus_for
+from portal.deployments.gpu_accounting import gpus_for, prefill_gpus_each
 from portal.deployments.models import (
     DEPLOYMENT_NAME_PATTERN,
     Deployment,
@@ -971,13 +971,16 @@ def deployment_finalize(*, deployment_id: int, generation: int) -> bool:
     )
     now = timezone.now()
     ServedName.objects.filter(deployment_id=current.pk, valid_until__isnull=True).update(valid_until=now)
-    if current.observed_replicas:
-        _observe_replicas(current, 0, now)
+    if current.observed_replicas or current.observed_prefill_replicas:
+        _observe_replicas(current, now)
     current.delete()
     return True
 
 
-def _observe_replicas(deployment: Deployment, replicas: int, at: datetime) -> None:
+def _observe_replicas(deployment: Deployment, at: datetime, *, serving: bool = False) -> None:
+    """Append to the replica change log what serves from `at`: the observed decode and prefill replicas with the GPUs
+    each holds (GPU-hours charge both, separately); with serving False, nothing (the deployment is gone)."""
+    prefill = deployment.observed_prefill_replicas if serving else 0
     ReplicaObservation.objects.create(
         deployment_id=deployment.pk,
         deployment_name=deployment.name,
@@ -986,7 +989,14 @@ def _observe_replicas(deployment: Deployment, replicas: int, at: datetime) -> No
         cluster_name=deployment.cluster.name,
         accelerator_type=deployment.accelerator_type,
         gpus_per_replica=deployment.gpus_per_replica,
-        replicas=replicas,
+        replicas=deployment.observed_replicas if serving else 0,
+        prefill_replicas=prefill,
+        prefill_gpus_per_replica=prefill_gpus_each(
+            gpus_per_replica=deployment.gpus_per_replica,
+            prefill_gpus_per_replica=deployment.prefill_gpus_per_replica,
+        )
+        if prefill
+        else 0,
         observed_at=at,
     )
 
@@ -1028,6 +1038,7 @@ def deployment_status_record(
             "message": status.message,
             "endpoint": status.endpoint,
             "observed_replicas": status.observed_replicas,
+            "observed_prefill_replicas": status.observed_prefill_replicas,
             "observed_generation": generation,
         }
         if applied_manifests is not None:
@@ -1040,8 +1051,8 @@ def deployment_status_record(
             setattr(current, name, value)
         current.last_reconciled_at = reconciled_at
         current.save(update_fields=[*changed, "last_reconciled_at", "updated_at"])
-        if "observed_replicas" in changed:
-            _observe_replicas(current, current.observed_replicas, reconciled_at)
+        if "observed_replicas" in changed or "observed_prefill_replicas" in changed:
+            _observe_replicas(current, reconciled_at, serving=True)
         if phase_changed:
             _event(current, current.phase, status.message)
         return True

@@ -4,14 +4,17 @@ live deployment switches mode without a moment where its route points at nothing
 
 from __future__ import annotations
 
+from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from catalog.models import ModelVersion
-from portal.clusters.models import Cluster
-from portal.deployments.models import Deployment
+from portal.clusters.models import AcceleratorPool, Cluster
+from portal.deployments.models import Deployment, ReplicaObservation
 from portal.tenancy.models import TeamGpuQuota, TeamQuota
+from portal.usage.services.gpu_hours import gpu_usage_accrue
 from tests.conftest import RoleMatrix
 from tests.workers.conftest import ISVC, NAMESPACE, deploy, reconcile_until
 from workers.provisioning.reconciler import reconcile_deployment
@@ -177,3 +180,49 @@ def test_a_mode_switch_held_by_the_gpu_cap_says_so_naming_the_resource_quota(
         deployment.message
     )
     assert _route_target_exists(sandbox)  # still served by the old mode meanwhile
+
+
+def test_prefill_replicas_are_observed_and_charged_in_gpu_hours_beside_the_decode_replicas(
+    llmd_world: tuple[RoleMatrix, Sandbox],
+) -> None:
+    """An llm-d deployment with prefill/decode disaggregation: the sandbox's KServe makes the prefill Deployment, the
+    reconciler sees its ready pods apart from the decode ones, and the accrual charges both, each at its own GPUs;
+    the team's cost report shows the sum, computed here by hand."""
+    matrix, sandbox = llmd_world
+    deployment = deploy(
+        matrix, serving_mode="llm-d", min_replicas=1, max_replicas=1, prefill_replicas=1, prefill_gpus_per_replica=2
+    )
+    reconcile_until(deployment.pk, sandbox, "Ready")
+    deployment.refresh_from_db()
+    assert (deployment.observed_replicas, deployment.observed_prefill_replicas) == (1, 1)
+    prefill_pods = sandbox.objects(
+        "v1",
+        "Pod",
+        namespace=NAMESPACE,
+        label_selector="app.kubernetes.io/component=llminferenceservice-workload-prefill",
+    )
+    assert len(prefill_pods) == 1
+    # Both workloads turned Ready in the same pass: one entry in the replica change log, with each one's GPUs.
+    (serving,) = ReplicaObservation.objects.filter(deployment_id=deployment.pk)
+    assert (serving.replicas, serving.gpus_per_replica, serving.prefill_replicas, serving.prefill_gpus_per_replica) == (
+        1,
+        1,
+        1,
+        2,
+    )
+
+    # By hand: 1 decode replica x 1 GPU + 1 prefill replica x 2 GPUs = 3 GPUs, for 2 hours = 6 GPU-hours, at the
+    # pool's price per GPU-hour. Before this change only the decode replica's 2 GPU-hours were charged.
+    price = AcceleratorPool.objects.get(cluster=deployment.cluster, accelerator_type="nvidia-l4").hourly_price_per_gpu
+    gpu_usage_accrue(now=serving.observed_at + timedelta(hours=2))
+    day = serving.observed_at.date()
+    response = matrix.client("developer").get(
+        "/api/v1/teams/alpha/costs",
+        {"from": day.isoformat(), "to": (day + timedelta(days=1)).isoformat(), "group_by": "day"},
+    )
+    assert response.status_code == 200, response.content
+    report = response.json()
+    assert sum(Decimal(row["gpu_hours"]) for row in report["series"]) == Decimal(6)
+    assert sum(Decimal(row["gpu_cost"]) for row in report["series"]) == 6 * price
+    assert [(row["deployment"], Decimal(row["gpu_hours"])) for row in report["gpu"]] == [("chat", Decimal(6))]
+    assert Decimal(report["totals"]["gpu_hours"]) == Decimal(6)

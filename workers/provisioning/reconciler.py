@@ -84,6 +84,7 @@ LLMD_POD_PART_OF = "app.kubernetes.io/part-of=llminferenceservice"
 LLMD_POD_NAME_LABEL = "app.kubernetes.io/name"
 LLMD_POD_COMPONENT_LABEL = "app.kubernetes.io/component"
 LLMD_DECODE_COMPONENT = "llminferenceservice-workload"
+LLMD_PREFILL_COMPONENT = "llminferenceservice-workload-prefill"
 INFERENCE_POOL_API_VERSION = f"{INFERENCE_POOL_GROUP}/v1"
 # Kinds a deployment can own, where to look for them (team namespace, gateway namespace, cluster-scoped).
 OWNED_KINDS = (
@@ -345,6 +346,23 @@ def _ready_replicas(cluster: Cluster, spec: DeploymentSpec, pods: list[ListedObj
     return sum(1 for pod in pods if _is_replica(spec, pod) and _is_ready_pod(pod.manifest))
 
 
+def _is_prefill_pod(labels: dict[str, Any]) -> bool:
+    """An llm-d prefill replica: KServe labels the prefill Deployment's pods with component
+    `llminferenceservice-workload-prefill` (kserve v0.20.0 pkg/controller/v1alpha2/llmisvc/workload_single_node.go
+    expectedPrefillMainDeployment); they hold GPUs of their own, charged beside the decode replicas'."""
+    return labels.get(LLMD_POD_COMPONENT_LABEL) == LLMD_PREFILL_COMPONENT
+
+
+def _ready_prefill_replicas(spec: DeploymentSpec, pods: list[ListedObject]) -> int:
+    if spec.serving_mode != LLMD_MODE:
+        return 0
+    return sum(1 for pod in pods if _is_prefill_pod(pod.metadata.get("labels") or {}) and _is_ready_pod(pod.manifest))
+
+
+def _with_prefill(status: ObservedStatus, prefill_replicas: int) -> ObservedStatus:
+    return dataclasses.replace(status, observed_prefill_replicas=prefill_replicas)
+
+
 def _owner_pod(workload: dict[str, Any]) -> str:
     for reference in (workload.get("metadata") or {}).get("ownerReferences") or []:
         if reference.get("kind") == "Pod":
@@ -464,6 +482,7 @@ def reconcile_deployment(deployment_id: int) -> ReconcileResult:
             route=route,
             ready_replicas=_ready_replicas(cluster, spec, pods),
         )
+        status = _with_prefill(status, _ready_prefill_replicas(spec, pods))
         status = queued_by_kueue(status, _workloads(cluster, spec, pods))
         deployment_services.deployment_status_record(
             deployment_id=spec.deployment_id,
@@ -583,7 +602,8 @@ def _switch_modes(
     writes, live = converge(cluster, serving_objects)
     serving = live.get((serving_kind(spec.serving_mode), spec.name)) or None
     pool = _live_pool(cluster, spec)
-    ready_replicas = _ready_replicas(cluster, spec)
+    pods = _serving_pods(cluster, spec)
+    ready_replicas = _ready_replicas(cluster, spec, pods)
     if spec.serving_mode == LLMD_MODE:
         ready = llmd_serving_ready(serving, pool)
     else:
@@ -600,6 +620,7 @@ def _switch_modes(
         route_live = cluster.apply(with_hash(route))
         writes += 1
     status = _observe(spec, serving=serving, pool=pool, route=route_live, ready_replicas=ready_replicas)
+    status = _with_prefill(status, _ready_prefill_replicas(spec, pods))
     if not finished:
         step = (
             "the route now sends to them; the old objects go next"
@@ -618,6 +639,7 @@ def _switch_modes(
             message=f"switching to the {spec.serving_mode} serving mode: {step}",
             endpoint=f"{gateway.rstrip('/')}/v1" if gateway else "",  # the gateway keeps serving it throughout
             observed_replicas=status.observed_replicas,
+            observed_prefill_replicas=status.observed_prefill_replicas,
         )
     deployment_services.deployment_status_record(
         deployment_id=spec.deployment_id,
@@ -705,6 +727,7 @@ class ClusterSnapshot:
     ready_pods: dict[tuple[str, str], int]  # (namespace, InferenceService name) -> ready predictor pods
     # llm-d: (namespace, LLMInferenceService name) -> its ready decode pods; (namespace, name) -> InferencePool
     ready_llmd_pods: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)
+    ready_prefill_pods: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)  # and its prefill pods
     pools: dict[tuple[str, str], dict[str, Any]] = dataclasses.field(default_factory=dict)
     # (serving mode, namespace, serving object name) -> its pods' names; (namespace, pod name) -> Kueue's Workload
     pods_by_owner: dict[tuple[str, str, str], list[str]] = dataclasses.field(default_factory=dict)
@@ -755,6 +778,7 @@ def cluster_snapshot(cluster: Cluster, contract: ClusterContract | None = None) 
         if _is_ready_pod(pod.manifest):
             ready[owner] = ready.get(owner, 0) + 1
     ready_llmd: dict[tuple[str, str], int] = {}
+    ready_prefill: dict[tuple[str, str], int] = {}
     pools: dict[tuple[str, str], dict[str, Any]] = {}
     if contract is not None and contract.runs_llmd:
         for pod in cluster.list("v1", "Pod", label_selector=LLMD_POD_PART_OF, all_namespaces=True):
@@ -763,6 +787,8 @@ def cluster_snapshot(cluster: Cluster, contract: ClusterContract | None = None) 
             pods_by_owner.setdefault((LLMD_MODE, *owner), []).append(pod.name)
             if labels.get(LLMD_POD_COMPONENT_LABEL) == LLMD_DECODE_COMPONENT and _is_ready_pod(pod.manifest):
                 ready_llmd[owner] = ready_llmd.get(owner, 0) + 1
+            elif _is_prefill_pod(labels) and _is_ready_pod(pod.manifest):
+                ready_prefill[owner] = ready_prefill.get(owner, 0) + 1
         # KServe's pools carry no portal label; listing them all is still one request.
         pools = {
             (listed.namespace or "", listed.name): listed.manifest
@@ -774,7 +800,7 @@ def cluster_snapshot(cluster: Cluster, contract: ClusterContract | None = None) 
     if kueue:
         for listed in cluster.list(*WORKLOAD_TYPE, label_selector=WORKLOAD_POD_LABEL, all_namespaces=True):
             workloads[(listed.namespace or "", _owner_pod(listed.manifest))] = listed.manifest
-    return ClusterSnapshot(objects, owned, ready, ready_llmd, pools, pods_by_owner, workloads)
+    return ClusterSnapshot(objects, owned, ready, ready_llmd, ready_prefill, pools, pods_by_owner, workloads)
 
 
 def _key_of(manifest: dict[str, Any]) -> tuple[str, str, str]:
@@ -809,6 +835,7 @@ def status_if_in_sync(
             route=route,
             ready_replicas=snapshot.ready_llmd_pods.get((namespace, spec.name), 0),
         )
+        status = _with_prefill(status, snapshot.ready_prefill_pods.get((namespace, spec.name), 0))
     else:
         status = _observe(
             spec,
