@@ -47,6 +47,9 @@ class Deployment(TimestampedModel):
     # replica's). The replicas above are then the decode replicas; both count in the quota and in GPU-hours.
     prefill_replicas = models.PositiveSmallIntegerField(default=0)
     prefill_gpus_per_replica = models.PositiveSmallIntegerField(default=0)
+    # While a serving-mode switch is in flight, the GPUs the old mode's objects still hold beside the new mode's (the
+    # reservation of the spec being left); 0 once the reconciler has pruned them. Admission counts them as held.
+    switch_held_gpus = models.PositiveIntegerField(default=0)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

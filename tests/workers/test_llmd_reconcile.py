@@ -15,7 +15,7 @@ from portal.clusters.models import AcceleratorPool, Cluster
 from portal.deployments.models import Deployment, ReplicaObservation
 from portal.tenancy.models import TeamGpuQuota, TeamQuota
 from portal.usage.services.gpu_hours import gpu_usage_accrue
-from tests.conftest import RoleMatrix
+from tests.conftest import RoleMatrix, assert_problem
 from tests.workers.conftest import ISVC, NAMESPACE, deploy, reconcile_until
 from workers.provisioning.reconciler import reconcile_deployment
 from workers.sandbox.server import Sandbox
@@ -226,3 +226,43 @@ def test_prefill_replicas_are_observed_and_charged_in_gpu_hours_beside_the_decod
     assert sum(Decimal(row["gpu_cost"]) for row in report["series"]) == 6 * price
     assert [(row["deployment"], Decimal(row["gpu_hours"])) for row in report["gpu"]] == [("chat", Decimal(6))]
     assert Decimal(report["totals"]["gpu_hours"]) == Decimal(6)
+
+
+def test_a_switch_in_flight_holds_both_modes_gpus_so_another_deployment_waits_for_it_to_complete(
+    llmd_world: tuple[RoleMatrix, Sandbox],
+) -> None:
+    """Alpha (4 GPUs) runs 'chat' on 2 and switches its mode: until the old mode's objects are pruned, both modes
+    hold GPUs, so a new deployment needing the 2 that look free is refused, saying why; once the switch completes it
+    is admitted."""
+    matrix, sandbox = llmd_world
+    deployment = deploy(matrix, min_replicas=2, max_replicas=2)
+    reconcile_until(deployment.pk, sandbox, "Ready")
+    _switch_to_llmd(matrix)
+    assert reconcile_deployment(deployment.pk).phase == "Provisioning"  # the new mode's pods start beside the old
+    assert len(sandbox.objects(ISVC, "InferenceService", namespace=NAMESPACE)) == 1
+
+    refused = assert_problem(
+        matrix.client("developer").post(
+            "/api/v1/teams/alpha/deployments",
+            {"name": "more", "model": "qwen", "accelerator_type": "nvidia-l4", "max_replicas": 2},
+            format="json",
+        ),
+        409,
+        "gpu_quota_exceeded",
+    )
+    assert (refused["field"], refused["reason"]) == ("max_replicas", "gpus_held_by_mode_switch")
+    assert (refused["used"], refused["requested"], refused["limit"], refused["held_by_mode_switches"]) == (4, 2, 4, 2)
+    assert "held by a serving-mode switch in flight ('chat' (2))" in refused["detail"]
+    assert not Deployment.objects.filter(name="more").exists()
+
+    reconcile_until(deployment.pk, sandbox, "Ready")
+    assert sandbox.objects(ISVC, "InferenceService", namespace=NAMESPACE) == []  # the old mode's objects are gone
+    deployment.refresh_from_db()
+    assert deployment.switch_held_gpus == 0
+    assert "ModeSwitchCompleted" in set(deployment.events.values_list("reason", flat=True))
+    admitted = matrix.client("developer").post(
+        "/api/v1/teams/alpha/deployments",
+        {"name": "more", "model": "qwen", "accelerator_type": "nvidia-l4", "max_replicas": 2},
+        format="json",
+    )
+    assert admitted.status_code == 201, admitted.content

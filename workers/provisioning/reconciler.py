@@ -473,6 +473,10 @@ def reconcile_deployment(deployment_id: int) -> ReconcileResult:
             )
             return ReconcileResult(deployment_id, "failed", 0, "Failed")
         writes += prune(cluster, owned, desired) + team_writes
+        if spec.switch_held_gpus:  # a switch whose old objects an earlier pass pruned: their GPUs are free now
+            deployment_services.deployment_switch_completed(
+                deployment_id=spec.deployment_id, generation=spec.generation
+            )
         route = next((item for (kind, _), item in live.items() if kind == "AIGatewayRoute"), None)
         pods = _serving_pods(cluster, spec)
         status = _observe(
@@ -616,6 +620,7 @@ def _switch_modes(
     if ready and route_switched:
         writes += prune(cluster, owned, desired)
         finished = True
+        deployment_services.deployment_switch_completed(deployment_id=spec.deployment_id, generation=spec.generation)
     elif ready:
         route_live = cluster.apply(with_hash(route))
         writes += 1
@@ -659,8 +664,9 @@ SWITCH_HELD_CONDITION = "GpuQuotaHoldsSwitch"
 def _with_switch_headroom(cluster: Cluster, spec: DeploymentSpec, inputs: TeamInputs) -> TeamInputs:
     """During a mode switch on a ResourceQuota cluster the team's cap is raised by the GPUs the old mode's pods still
     request: the new pods must start before the old go (the route moves only to Ready replicas), so a team at its cap
-    would otherwise wait forever. The portal counts the deployment once against the team's quota, so the extra room
-    is this deployment's own and lasts only until the old objects are pruned (the next reconcile renders the cap)."""
+    would otherwise wait forever. The portal's admission counts the old mode's GPUs as held while the switch is in
+    flight (Deployment.switch_held_gpus), so no other deployment is admitted into this room; it lasts only until the
+    old objects are pruned (the next reconcile renders the cap, and deployment_switch_completed releases them)."""
     old_pods = _serving_pods(cluster, dataclasses.replace(spec, serving_mode=_other_mode(spec)))
     old_gpus = sum((_pod_gpus(pod.manifest) for pod in old_pods), Decimal(0))
     return dataclasses.replace(inputs, gpu_total=inputs.gpu_total + int(old_gpus))
