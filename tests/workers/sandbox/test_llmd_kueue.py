@@ -38,6 +38,7 @@ from tests.workers.sandbox.test_gateway_dataplane import (
 )
 from workers.provisioning.manifests import kueue, llmd
 from workers.provisioning.manifests.deployment import build_team_objects
+from workers.provisioning.status import derive_llmd_status
 from workers.sandbox.controllers_kueue import workload_name_for_pod
 from workers.sandbox.controllers_llmd import kserve_child_name
 from workers.sandbox.gateway import SandboxGateway
@@ -701,3 +702,54 @@ def test_a_route_to_the_pool_is_served_by_its_pods_and_metered_and_limited_like_
     gateway.clock.advance(60)  # type: ignore[attr-defined]
     answer = chat(gateway, QWEN)
     assert (answer.status, answer.text()) == (503, "no healthy upstream")
+
+
+def test_the_pool_has_no_parent_with_the_route_in_the_gateway_namespace_and_that_is_harmless(
+    clean_sandbox: Sandbox, api: k8s.ApiClient, gateway_world: SandboxGateway
+) -> None:
+    """As a platform engineer runs it: the AIGatewayRoute stays in the gateway's namespace (the shared Gateway admits
+    routes from its own namespace only) and reaches the pool in the team's namespace through the ReferenceGrant.
+    AI Gateway v1.1.0 writes a pool's `status.parents` only from routes in the pool's own namespace
+    (internal/controller/inference_pool.go gatewayReferencesInferencePool), so this pool never gets a parent: the
+    sandbox reproduces that. It is status only: the route is accepted, requests reach the pool's pods, and the
+    portal's status is Ready, because neither routing (ai_gateway_route.go, under the grant) nor the portal's status
+    (status.derive_llmd_status) reads the pool's parents; KServe's own Ready waits for a gateway it manages either
+    way (llmd.py module docstring)."""
+    sandbox, gateway = clean_sandbox, gateway_world
+    apply_policy(sandbox, policy_spec(teams=(team("alpha", ALPHA, per_minute=1000),)))
+    spec = llmd_spec("alpha", "chat", QWEN)
+    deploy(sandbox, api, spec)
+
+    def route() -> Any:
+        return get(sandbox, api, "aigateway.envoyproxy.io/v1beta1", "AIGatewayRoute", "genai-gateway", "alpha--chat")
+
+    def pool() -> Any:
+        return get(
+            sandbox, api, "inference.networking.k8s.io/v1", "InferencePool", "genai-alpha", "chat-inference-pool"
+        )
+
+    settle_until(
+        sandbox,
+        lambda: (
+            conditions(route()).get("Accepted", ("",))[0] == "True"
+            and conditions(service_of(sandbox, api, spec)).get("WorkloadsReady", ("",))[0] == "True"
+        ),
+    )
+    assert route()["metadata"]["namespace"] != pool()["metadata"]["namespace"]
+    assert (pool().get("status") or {}).get("parents") in (None, [])  # the AI Gateway v1.1.0 quirk
+
+    answer = chat(gateway, QWEN)
+    assert answer.status == 200, answer.text()
+    [decode] = pods_of(api, "genai-alpha", "app.kubernetes.io/name=chat,llm-d.ai/role=both")
+    assert [upstream.host for upstream in gateway.upstream_calls()] == [decode.status.pod_ip]
+
+    status = derive_llmd_status(
+        llm_inference_service=service_of(sandbox, api, spec),
+        inference_pool=pool(),
+        route=route(),
+        endpoint_base="http://gateway.example",
+        served_model_name=QWEN,
+        ready_replicas=1,
+    )
+    assert (status.phase, status.message) == ("Ready", f"serving '{QWEN}' through the gateway (llm-d)")
+    assert "PoolAccepted" not in {condition["type"] for condition in status.conditions}
