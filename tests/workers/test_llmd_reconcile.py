@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from catalog.models import ModelVersion
 from portal.clusters.models import AcceleratorPool, Cluster
@@ -212,10 +213,13 @@ def test_prefill_replicas_are_observed_and_charged_in_gpu_hours_beside_the_decod
     )
 
     # By hand: 1 decode replica x 1 GPU + 1 prefill replica x 2 GPUs = 3 GPUs, for 2 hours = 6 GPU-hours, at the
-    # pool's price per GPU-hour. Before this change only the decode replica's 2 GPU-hours were charged.
+    # pool's price per GPU-hour. Before this change only the decode replica's 2 GPU-hours were charged. The
+    # observation is dated on the hour (yesterday 10:00 UTC), so each hour's row is whole and nothing is rounded.
+    started = (timezone.now() - timedelta(days=1)).replace(hour=10, minute=0, second=0, microsecond=0)
+    ReplicaObservation.objects.filter(pk=serving.pk).update(observed_at=started)
     price = AcceleratorPool.objects.get(cluster=deployment.cluster, accelerator_type="nvidia-l4").hourly_price_per_gpu
-    gpu_usage_accrue(now=serving.observed_at + timedelta(hours=2))
-    day = serving.observed_at.date()
+    gpu_usage_accrue(now=started + timedelta(hours=2))
+    day = started.date()
     response = matrix.client("developer").get(
         "/api/v1/teams/alpha/costs",
         {"from": day.isoformat(), "to": (day + timedelta(days=1)).isoformat(), "group_by": "day"},
