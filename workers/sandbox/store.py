@@ -376,6 +376,9 @@ class Store:
         self.objects = ObjectTable()
         self._resource_version = 1000
         self.listeners: list[Callable[[str, Kind, Obj], None]] = []
+        # Validating admission webhooks on updates of an object's main resource (not its status), dry runs included
+        # (a webhook with sideEffects None is called for them too): each gets (kind, old, new) and raises ApiError.
+        self.update_webhooks: list[Callable[[Kind, Obj, Obj], None]] = []
         self.establish_delay = 0.0  # seconds from a CRD's creation through the API until its kinds are served
         self._establishing: dict[str, float] = {}  # CRD name -> time.monotonic() its kinds are served from
         for kind in BUILTIN_KINDS:
@@ -931,6 +934,9 @@ class Store:
         else:
             merged = self._prepare(kind, merged, strict=strict)
         self._bump_generation(kind, old, merged)
+        if subresource != "status":
+            for webhook in self.update_webhooks:
+                webhook(kind, old, merged)
 
         if dry_run:
             merged["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
@@ -753,3 +754,59 @@ def test_the_pool_has_no_parent_with_the_route_in_the_gateway_namespace_and_that
     )
     assert (status.phase, status.message) == ("Ready", f"serving '{QWEN}' through the gateway (llm-d)")
     assert "PoolAccepted" not in {condition["type"] for condition in status.conditions}
+
+
+# ---------------------------------------------------------------------------------------------- Kueue's webhook
+
+
+def test_kueues_deployment_webhook_refuses_a_queue_name_change_with_ready_pods_and_any_removal(
+    clean_sandbox: Sandbox, api: k8s.ApiClient
+) -> None:
+    """What Kueue v0.19.2's validating webhook for Deployments refuses (deployment_webhook.go ValidateUpdate), with
+    its message and status: a queue-name label added to or changed on a Deployment with a ready replica, and the
+    label removed even with none ready. A Deployment with none ready may get one, or change it."""
+    sandbox = clean_sandbox
+    k8s.CoreV1Api(api).create_namespace({"metadata": {"name": "genai-alpha"}})
+    apps = k8s.AppsV1Api(api)
+
+    def deployment(name: str, replicas: int, labels: dict[str, str]) -> dict[str, Any]:
+        return {
+            "metadata": {"name": name, "labels": {"app": name, **labels}},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{"name": "main", "image": "vllm/vllm-openai"}]},
+                },
+            },
+        }
+
+    def refusal(name: str, labels: dict[str, str | None]) -> tuple[int, str, str]:
+        with pytest.raises(k8s.ApiException) as refused:
+            apps.patch_namespaced_deployment(name, "genai-alpha", {"metadata": {"labels": labels}})
+        body = json.loads(refused.value.body)
+        return refused.value.status, body["reason"], body["message"]
+
+    apps.create_namespaced_deployment("genai-alpha", deployment("serving", 1, {}))
+    settle_until(sandbox, lambda: apps.read_namespaced_deployment("serving", "genai-alpha").status.ready_replicas == 1)
+    assert refusal("serving", {"kueue.x-k8s.io/queue-name": "genai-portal"}) == (
+        403,
+        "Forbidden",
+        'admission webhook "vdeployment.kb.io" denied the request: metadata.labels[kueue.x-k8s.io/queue-name]: '
+        'Invalid value: "genai-portal": field is immutable',
+    )
+    assert "kueue.x-k8s.io/queue-name" not in apps.read_namespaced_deployment("serving", "genai-alpha").metadata.labels
+
+    apps.create_namespaced_deployment("genai-alpha", deployment("idle", 0, {"kueue.x-k8s.io/queue-name": "one"}))
+    assert refusal("idle", {"kueue.x-k8s.io/queue-name": None}) == (  # removed, though nothing is ready: refused
+        403,
+        "Forbidden",
+        'admission webhook "vdeployment.kb.io" denied the request: metadata.labels[kueue.x-k8s.io/queue-name]: '
+        'Invalid value: "": field is immutable',
+    )
+    apps.patch_namespaced_deployment(
+        "idle", "genai-alpha", {"metadata": {"labels": {"kueue.x-k8s.io/queue-name": "two"}}}
+    )
+    labels = apps.read_namespaced_deployment("idle", "genai-alpha").metadata.labels
+    assert labels["kueue.x-k8s.io/queue-name"] == "two"
