@@ -233,3 +233,76 @@ def test_the_resync_prunes_the_queues_of_a_cluster_that_left_kueue_with_no_deplo
     assert resync() == 0
     assert sandbox.writes() == []
     assert sandbox.request_counts() == {"GET": 1}  # the list of the portal's Cohort, by its label
+
+
+def _predictor_pods(sandbox: Sandbox, name: str) -> list[dict[str, object]]:
+    return sandbox.objects(
+        "v1", "Pod", namespace=NAMESPACE, label_selector=f"serving.kserve.io/inferenceservice={name}"
+    )
+
+
+def _ready(pod: dict[str, object]) -> bool:
+    status = pod.get("status") or {}
+    assert isinstance(status, dict)
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+
+
+def _queue(pod: dict[str, object]) -> str:
+    metadata = pod["metadata"]
+    assert isinstance(metadata, dict)
+    return str((metadata.get("labels") or {}).get("kueue.x-k8s.io/queue-name") or "")
+
+
+def _move_until_settled(matrix: RoleMatrix, sandbox: Sandbox, served: Deployment, gpu_quota: str) -> list[str]:
+    """The platform admin moves the cluster; the deployment is reconciled and the sandbox's controllers step until it
+    is Ready with every predictor pod on the wanted queue. Returns the messages seen; a step with no ready predictor
+    pod fails (the model must keep serving throughout)."""
+    cluster = Cluster.objects.get()
+    response = matrix.client("platform_admin").patch(
+        f"/api/v1/clusters/{cluster.name}", {"gpu_quota": gpu_quota}, format="json"
+    )
+    assert response.status_code == 200, response.content
+    wanted = "genai-portal" if gpu_quota == "kueue" else ""
+    messages = []
+    for _ in range(20):
+        result = reconcile_deployment(served.pk)
+        served.refresh_from_db()
+        messages.append(served.message)
+        pods = _predictor_pods(sandbox, served.name)
+        assert any(_ready(pod) for pod in pods), f"nothing served after: {served.message}"
+        if result.phase == "Ready" and pods and all(_queue(pod) == wanted for pod in pods):
+            return messages
+        sandbox.settle()
+    raise AssertionError(f"never settled on '{wanted}': {messages[-3:]}")
+
+
+def test_a_live_standard_deployment_moves_onto_kueue_and_back_serving_throughout(
+    world: tuple[RoleMatrix, Sandbox],
+) -> None:
+    """Kueue's webhook refuses KServe's relabel of a predictor Deployment with ready pods (and any removal of the
+    label), so on a cluster moved to Kueue and back the portal re-creates the predictor's Deployment, orphaning its
+    pods: KServe makes it anew with the wanted label, it adopts the old pods and replaces them one by one. The model
+    serves at every step, the status says what is under way, and the pods end on the wanted queue."""
+    matrix, sandbox = world
+    served = _deploy(matrix, "developer", "alpha", "served", replicas=1, serving_mode="standard")
+    reconcile_until(served.pk, sandbox, "Ready")
+    (before,) = _predictor_pods(sandbox, "served")
+    assert _queue(before) == ""
+
+    messages = _move_until_settled(matrix, sandbox, served, "kueue")
+    assert any("moving the predictor into Kueue's queue 'genai-portal'" in message for message in messages)
+    (pod,) = _predictor_pods(sandbox, "served")
+    assert pod["metadata"]["name"] != before["metadata"]["name"]  # a new pod, admitted by Kueue
+    workloads = sandbox.objects(KUEUE, "Workload", namespace=NAMESPACE)
+    assert [item["status"]["admission"]["clusterQueue"] for item in workloads] == ["genai-alpha"]
+    (predictor,) = sandbox.objects("apps/v1", "Deployment", namespace=NAMESPACE)
+    assert predictor["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "genai-portal"
+    served.refresh_from_db()
+    assert served.message == f"serving '{served.served_model_name}' through the gateway"
+
+    messages = _move_until_settled(matrix, sandbox, served, "resourcequota")
+    assert any("moving the predictor off Kueue's queue, under the namespace's ResourceQuota" in m for m in messages)
+    (predictor,) = sandbox.objects("apps/v1", "Deployment", namespace=NAMESPACE)
+    assert "kueue.x-k8s.io/queue-name" not in predictor["metadata"]["labels"]
+    assert sandbox.objects("v1", "ResourceQuota", namespace=NAMESPACE)
+    assert sandbox.objects(KUEUE, "ClusterQueue") == []

@@ -44,6 +44,7 @@ from workers.provisioning.manifests.deployment import (
 )
 from workers.provisioning.manifests.kueue import (
     COHORT_NAME,
+    QUEUE_NAME_LABEL,
     build_kueue_cluster_objects,
     build_kueue_quota_objects,
     build_kueue_team_objects,
@@ -488,6 +489,9 @@ def reconcile_deployment(deployment_id: int) -> ReconcileResult:
         )
         status = _with_prefill(status, _ready_prefill_replicas(spec, pods))
         status = queued_by_kueue(status, _workloads(cluster, spec, pods))
+        if spec.serving_mode == STANDARD_MODE:
+            status, moved = _move_predictor_queue(cluster, spec, desired, pods, status)
+            writes += moved
         deployment_services.deployment_status_record(
             deployment_id=spec.deployment_id,
             generation=spec.generation,
@@ -496,6 +500,67 @@ def reconcile_deployment(deployment_id: int) -> ReconcileResult:
             applied_manifests=redacted([with_hash(item) for item in desired]),
         )
         return ReconcileResult(deployment_id, "applied" if writes else "unchanged", writes, status.phase)
+
+
+PREDICTOR_QUEUE_CONDITION = "PredictorQueueMove"
+
+
+def _wanted_queue(desired: list[dict[str, Any]]) -> str:
+    """The queue-name label the deployment's InferenceService carries ("" off Kueue): KServe copies it onto the
+    predictor Deployment and its pod template."""
+    isvc = next((item for item in desired if item["kind"] == STANDARD_SERVING_KIND), None)
+    return str(((isvc or {}).get("metadata") or {}).get("labels", {}).get(QUEUE_NAME_LABEL) or "")
+
+
+def _queue_of(labels: dict[str, Any] | None) -> str:
+    return str((labels or {}).get(QUEUE_NAME_LABEL) or "")
+
+
+def _move_predictor_queue(
+    cluster: Cluster,
+    spec: DeploymentSpec,
+    desired: list[dict[str, Any]],
+    pods: list[ListedObject],
+    status: ObservedStatus,
+) -> tuple[ObservedStatus, int]:
+    """A live standard deployment on a cluster moved onto or off Kueue: its InferenceService's queue-name label
+    changed, and KServe copies it onto the predictor Deployment with the whole object (kserve v0.20.0
+    reconcilers/deployment/deployment_reconciler.go: a dry-run Update, then a two-way merge patch). Kueue's
+    validating webhook refuses that while the Deployment has a ready replica, and always when the label goes
+    (Kueue v0.19.2 pkg/controller/jobs/deployment/deployment_webhook.go ValidateUpdate), so KServe's reconcile fails
+    and, a label change bumping no generation, the InferenceService still reads Ready: the pods would stay outside
+    Kueue (or, back on ResourceQuotas, name a queue that is gone). The webhook checks the Deployment, not its pods:
+    new pods are judged as new (the pod webhook gates a labelled one until Kueue admits it). So the predictor
+    Deployment whose label is not the wanted one is deleted with propagationPolicy Orphan: its pods keep serving,
+    KServe creates the Deployment anew with the label (a create, which the webhook allows), and the new Deployment
+    adopts the running pods through its selector and replaces them by a rolling update, new pods Ready before old
+    ones go. Costs nothing while every serving pod has the wanted label (the pods are listed anyway); until then
+    one GET, and one delete the first time. Returns the status (saying what is under way) and the writes."""
+    wanted = _wanted_queue(desired)
+    stale = [pod for pod in pods if _queue_of(pod.metadata.get("labels")) != wanted]
+    if not stale:
+        return status, 0
+    namespace = namespace_of(spec)
+    name = f"{spec.name}-predictor"  # KServe's raw-mode Deployment (constants.PredictorServiceName)
+    predictor = cluster.get("apps/v1", "Deployment", name, namespace)
+    writes = 0
+    if predictor is not None and _queue_of(predictor["metadata"].get("labels")) != wanted:
+        writes = int(cluster.delete("apps/v1", "Deployment", name, namespace, orphan=True))
+    where = f"into Kueue's queue '{wanted}'" if wanted else "off Kueue's queue, under the namespace's ResourceQuota"
+    message = (
+        f"moving the predictor {where}: Kueue's webhook refuses a queue-name change on a Deployment with ready pods, "
+        f"so its Deployment is re-created and its {len(stale)} pod(s) from before are replaced one by one, each "
+        f"serving until its successor is ready"
+    )
+    condition = {"type": PREDICTOR_QUEUE_CONDITION, "status": "True", "reason": "ReplacingPods", "message": message}
+    moving = dataclasses.replace(
+        status,
+        phase="Provisioning",
+        conditions=(*status.conditions, condition),
+        message=message,
+        endpoint=status.endpoint if status.phase == "Ready" else "",
+    )
+    return moving, writes
 
 
 def cluster_quota_objects(contract: ClusterContract) -> list[dict[str, Any]]:
@@ -737,6 +802,8 @@ class ClusterSnapshot:
     pools: dict[tuple[str, str], dict[str, Any]] = dataclasses.field(default_factory=dict)
     # (serving mode, namespace, serving object name) -> its pods' names; (namespace, pod name) -> Kueue's Workload
     pods_by_owner: dict[tuple[str, str, str], list[str]] = dataclasses.field(default_factory=dict)
+    # (namespace, InferenceService name) -> the queue-name labels its predictor pods carry ("" for none)
+    predictor_queues: dict[tuple[str, str], set[str]] = dataclasses.field(default_factory=dict)
     workloads_by_pod: dict[tuple[str, str], dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def workloads_of(self, serving_mode: str, namespace: str, name: str) -> list[dict[str, Any]]:
@@ -778,9 +845,11 @@ def cluster_snapshot(cluster: Cluster, contract: ClusterContract | None = None) 
                 owned.setdefault(deployment_id, set()).add(key)
     ready: dict[tuple[str, str], int] = {}
     pods_by_owner: dict[tuple[str, str, str], list[str]] = {}
+    predictor_queues: dict[tuple[str, str], set[str]] = {}
     for pod in cluster.list("v1", "Pod", label_selector=PREDICTOR_POD_LABEL, all_namespaces=True):
         owner = (pod.namespace or "", str((pod.metadata.get("labels") or {})[PREDICTOR_POD_LABEL]))
         pods_by_owner.setdefault((STANDARD_MODE, *owner), []).append(pod.name)
+        predictor_queues.setdefault(owner, set()).add(_queue_of(pod.metadata.get("labels")))
         if _is_ready_pod(pod.manifest):
             ready[owner] = ready.get(owner, 0) + 1
     ready_llmd: dict[tuple[str, str], int] = {}
@@ -806,7 +875,9 @@ def cluster_snapshot(cluster: Cluster, contract: ClusterContract | None = None) 
     if kueue:
         for listed in cluster.list(*WORKLOAD_TYPE, label_selector=WORKLOAD_POD_LABEL, all_namespaces=True):
             workloads[(listed.namespace or "", _owner_pod(listed.manifest))] = listed.manifest
-    return ClusterSnapshot(objects, owned, ready, ready_llmd, ready_prefill, pools, pods_by_owner, workloads)
+    return ClusterSnapshot(
+        objects, owned, ready, ready_llmd, ready_prefill, pools, pods_by_owner, predictor_queues, workloads
+    )
 
 
 def _key_of(manifest: dict[str, Any]) -> tuple[str, str, str]:
@@ -831,6 +902,10 @@ def status_if_in_sync(
     if snapshot.owned_by_deployment.get(str(spec.deployment_id), set()) != {_key_of(item) for item in desired}:
         return None
     namespace = namespace_of(spec)
+    if spec.serving_mode == STANDARD_MODE and snapshot.predictor_queues.get((namespace, spec.name), set()) - {
+        _wanted_queue(desired)
+    }:
+        return None  # predictor pods on another queue than wanted: a reconcile moves them (_move_predictor_queue)
     serving = snapshot.live((serving_kind(spec.serving_mode), namespace, spec.name)) or {}
     route = next((snapshot.live(_key_of(item)) for item in desired if item["kind"] == "AIGatewayRoute"), None)
     if spec.serving_mode == LLMD_MODE:

@@ -1146,7 +1146,12 @@ class Store:
             applied_paths=new_paths,
         )
 
-    def delete(self, kind: Kind, namespace: str | None, name: str, *, dry_run: bool = False) -> Obj:
+    def delete(
+        self, kind: Kind, namespace: str | None, name: str, *, dry_run: bool = False, orphan: bool = False
+    ) -> Obj:
+        """Delete; with `orphan` (propagationPolicy Orphan), the object goes with the `orphan` finalizer in its last
+        state, which tells the garbage collector to strip its dependents' owner references instead of deleting them
+        (controllers_apps.collect_garbage)."""
         with self.lock:
             key = self._key(kind, namespace if kind.namespaced else None, name)
             entry = self.objects.get(key)
@@ -1172,8 +1177,11 @@ class Store:
             if kind.kind == "CustomResourceDefinition":  # its kinds are no longer served
                 self.forget_crd(entry.obj)
             self._after_delete(kind, entry.obj)
+            gone = copy.deepcopy(entry.obj)
+            if orphan:
+                gone["metadata"]["finalizers"] = ["orphan"]
             for listener in self.listeners:
-                listener("DELETED", kind, copy.deepcopy(entry.obj))
+                listener("DELETED", kind, gone)
             return success
 
     # ------------------------------------------------------------------ built-in behaviour
