@@ -220,32 +220,35 @@ class Controllers:
             spec["nodeSelector"] = predictor["nodeSelector"]
         if predictor.get("tolerations"):
             spec["tolerations"] = predictor["tolerations"]
-        desired = {
+        deployment_name = predictor_deployment_name(name)
+        owners = [owner_reference(isvc, f"{ISVC_GROUP}/v1beta1", "InferenceService")]
+        deployment_spec: dict[str, Any] = {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": app}},
+            "template": {"metadata": {"labels": dict(labels)}, "spec": spec},
+        }
+        desired: dict[str, Any] = {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
             "metadata": {
-                "name": predictor_deployment_name(name),
+                "name": deployment_name,
                 "labels": labels,
-                "ownerReferences": [owner_reference(isvc, f"{ISVC_GROUP}/v1beta1", "InferenceService")],
+                "ownerReferences": owners,
             },
-            "spec": {
-                "replicas": replicas,
-                "selector": {"matchLabels": {"app": app}},
-                "template": {"metadata": {"labels": dict(labels)}, "spec": spec},
-            },
+            "spec": deployment_spec,
         }
         kind = self.store.kinds[("apps", "v1", "deployments")]
         try:
-            current = self.store.get(kind, namespace, desired["metadata"]["name"])
+            current = self.store.get(kind, namespace, deployment_name)
         except ApiError:
             self.store.create(kind, namespace, desired, manager=KSERVE_MANAGER)
             return None
         wanted = copy.deepcopy(current)
         wanted["metadata"]["labels"] = labels
-        wanted["metadata"]["ownerReferences"] = desired["metadata"]["ownerReferences"]
-        wanted["spec"] = desired["spec"]
+        wanted["metadata"]["ownerReferences"] = owners
+        wanted["spec"] = deployment_spec
         if wanted != current:
-            current = self.store.replace(kind, namespace, desired["metadata"]["name"], wanted, manager=KSERVE_MANAGER)
+            current = self.store.replace(kind, namespace, deployment_name, wanted, manager=KSERVE_MANAGER)
         failure = next(
             (
                 item
