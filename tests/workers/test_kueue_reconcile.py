@@ -235,10 +235,13 @@ def test_the_resync_prunes_the_queues_of_a_cluster_that_left_kueue_with_no_deplo
     assert sandbox.request_counts() == {"GET": 1}  # the list of the portal's Cohort, by its label
 
 
-def _predictor_pods(sandbox: Sandbox, name: str) -> list[dict[str, object]]:
-    return sandbox.objects(
-        "v1", "Pod", namespace=NAMESPACE, label_selector=f"serving.kserve.io/inferenceservice={name}"
-    )
+def _predictor_pods(sandbox: Sandbox, name: str, serving_mode: str = "standard") -> list[dict[str, object]]:
+    """The model server's pods: the predictor's, or llm-d's decode pods (not its endpoint picker's)."""
+    if serving_mode == "llm-d":
+        selector = f"app.kubernetes.io/name={name},app.kubernetes.io/component=llminferenceservice-workload"
+    else:
+        selector = f"serving.kserve.io/inferenceservice={name}"
+    return sandbox.objects("v1", "Pod", namespace=NAMESPACE, label_selector=selector)
 
 
 def _ready(pod: dict[str, object]) -> bool:
@@ -268,7 +271,7 @@ def _move_until_settled(matrix: RoleMatrix, sandbox: Sandbox, served: Deployment
         result = reconcile_deployment(served.pk)
         served.refresh_from_db()
         messages.append(served.message)
-        pods = _predictor_pods(sandbox, served.name)
+        pods = _predictor_pods(sandbox, served.name, served.serving_mode)
         assert any(_ready(pod) for pod in pods), f"nothing served after: {served.message}"
         if result.phase == "Ready" and pods and all(_queue(pod) == wanted for pod in pods):
             return messages
@@ -290,7 +293,7 @@ def test_a_live_standard_deployment_moves_onto_kueue_and_back_serving_throughout
     assert _queue(before) == ""
 
     messages = _move_until_settled(matrix, sandbox, served, "kueue")
-    assert any("moving the predictor into Kueue's queue 'genai-portal'" in message for message in messages)
+    assert any("moving the model server into Kueue's queue 'genai-portal'" in message for message in messages)
     (pod,) = _predictor_pods(sandbox, "served")
     assert pod["metadata"]["name"] != before["metadata"]["name"]  # a new pod, admitted by Kueue
     workloads = sandbox.objects(KUEUE, "Workload", namespace=NAMESPACE)
@@ -301,8 +304,42 @@ def test_a_live_standard_deployment_moves_onto_kueue_and_back_serving_throughout
     assert served.message == f"serving '{served.served_model_name}' through the gateway"
 
     messages = _move_until_settled(matrix, sandbox, served, "resourcequota")
-    assert any("moving the predictor off Kueue's queue, under the namespace's ResourceQuota" in m for m in messages)
+    assert any("moving the model server off Kueue's queue, under the namespace's ResourceQuota" in m for m in messages)
     (predictor,) = sandbox.objects("apps/v1", "Deployment", namespace=NAMESPACE)
     assert "kueue.x-k8s.io/queue-name" not in predictor["metadata"]["labels"]
     assert sandbox.objects("v1", "ResourceQuota", namespace=NAMESPACE)
     assert sandbox.objects(KUEUE, "ClusterQueue") == []
+
+
+def test_a_live_llmd_deployment_moves_onto_kueue_and_back_serving_throughout(
+    world: tuple[RoleMatrix, Sandbox],
+) -> None:
+    """The same for llm-d: KServe copies the LLMInferenceService's Kueue labels onto its decode Deployment, which
+    Kueue's webhook guards alike; the portal re-creates that Deployment, never the endpoint picker's."""
+    matrix, sandbox = world
+    Cluster.objects.update(runs_llmd=True)
+    ModelVersion.objects.filter(model__slug="qwen").update(serving_modes=["standard", "llm-d"])
+    served = _deploy(matrix, "developer", "alpha", "served", replicas=1, serving_mode="llm-d")
+    reconcile_until(served.pk, sandbox, "Ready")
+    (before,) = _predictor_pods(sandbox, "served", "llm-d")
+    picker = {item["metadata"]["uid"] for item in sandbox.objects("apps/v1", "Deployment", namespace=NAMESPACE)}
+
+    messages = _move_until_settled(matrix, sandbox, served, "kueue")
+    assert any("moving the model server into Kueue's queue 'genai-portal'" in message for message in messages)
+    (pod,) = _predictor_pods(sandbox, "served", "llm-d")
+    assert pod["metadata"]["name"] != before["metadata"]["name"]
+    deployments = {
+        item["metadata"]["name"]: item for item in sandbox.objects("apps/v1", "Deployment", namespace=NAMESPACE)
+    }
+    assert deployments["served-kserve"]["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "genai-portal"
+    scheduler = deployments["served-kserve-router-scheduler"]
+    assert scheduler["metadata"]["uid"] in picker  # the endpoint picker's Deployment was left alone
+    assert "kueue.x-k8s.io/queue-name" not in scheduler["metadata"]["labels"]
+
+    _move_until_settled(matrix, sandbox, served, "resourcequota")
+    (decode,) = [
+        item
+        for item in sandbox.objects("apps/v1", "Deployment", namespace=NAMESPACE)
+        if item["metadata"]["name"] == "served-kserve"
+    ]
+    assert "kueue.x-k8s.io/queue-name" not in decode["metadata"]["labels"]

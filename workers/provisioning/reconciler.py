@@ -55,6 +55,7 @@ from workers.provisioning.manifests.llmd import (
     INFERENCE_POOL_KIND,
     build_deployment_objects_llmd,
     inference_pool_name,
+    kserve_child_name,
 )
 from workers.provisioning.manifests.upstream import (
     AIGW_API_VERSION,
@@ -489,9 +490,8 @@ def reconcile_deployment(deployment_id: int) -> ReconcileResult:
         )
         status = _with_prefill(status, _ready_prefill_replicas(spec, pods))
         status = queued_by_kueue(status, _workloads(cluster, spec, pods))
-        if spec.serving_mode == STANDARD_MODE:
-            status, moved = _move_predictor_queue(cluster, spec, desired, pods, status)
-            writes += moved
+        status, moved = _move_model_server_queue(cluster, spec, desired, pods, status)
+        writes += moved
         deployment_services.deployment_status_record(
             deployment_id=spec.deployment_id,
             generation=spec.generation,
@@ -502,57 +502,75 @@ def reconcile_deployment(deployment_id: int) -> ReconcileResult:
         return ReconcileResult(deployment_id, "applied" if writes else "unchanged", writes, status.phase)
 
 
-PREDICTOR_QUEUE_CONDITION = "PredictorQueueMove"
+MODEL_SERVER_QUEUE_CONDITION = "ModelServerQueueMove"
 
 
-def _wanted_queue(desired: list[dict[str, Any]]) -> str:
-    """The queue-name label the deployment's InferenceService carries ("" off Kueue): KServe copies it onto the
-    predictor Deployment and its pod template."""
-    isvc = next((item for item in desired if item["kind"] == STANDARD_SERVING_KIND), None)
-    return str(((isvc or {}).get("metadata") or {}).get("labels", {}).get(QUEUE_NAME_LABEL) or "")
+def _wanted_queue(spec: DeploymentSpec, desired: list[dict[str, Any]]) -> str:
+    """The queue-name label the deployment's serving object carries ("" off Kueue): KServe copies it onto the
+    Deployments of the model server (the predictor; llm-d's decode and prefill) and their pod templates."""
+    serving = next((item for item in desired if item["kind"] == serving_kind(spec.serving_mode)), None)
+    return str(((serving or {}).get("metadata") or {}).get("labels", {}).get(QUEUE_NAME_LABEL) or "")
 
 
 def _queue_of(labels: dict[str, Any] | None) -> str:
     return str((labels or {}).get(QUEUE_NAME_LABEL) or "")
 
 
-def _move_predictor_queue(
+def _model_server_deployments(spec: DeploymentSpec) -> list[str]:
+    """KServe's Deployments of the model server, which carry the queue-name label: the raw-mode predictor
+    (constants.PredictorServiceName), or llm-d's decode and prefill workloads (kserve v0.20.0
+    pkg/controller/v1alpha2/llmisvc/workload_single_node.go; its endpoint picker's gets no Kueue label)."""
+    if spec.serving_mode != LLMD_MODE:
+        return [f"{spec.name}-predictor"]
+    names = [kserve_child_name(spec.name, "-kserve")]
+    if spec.prefill_replicas:
+        names.append(kserve_child_name(spec.name, "-kserve-prefill"))
+    return names
+
+
+def _is_model_server_pod(spec: DeploymentSpec, pod: ListedObject) -> bool:
+    return _is_replica(spec, pod) or _is_prefill_pod(pod.metadata.get("labels") or {})
+
+
+def _move_model_server_queue(
     cluster: Cluster,
     spec: DeploymentSpec,
     desired: list[dict[str, Any]],
     pods: list[ListedObject],
     status: ObservedStatus,
 ) -> tuple[ObservedStatus, int]:
-    """A live standard deployment on a cluster moved onto or off Kueue: its InferenceService's queue-name label
-    changed, and KServe copies it onto the predictor Deployment with the whole object (kserve v0.20.0
-    reconcilers/deployment/deployment_reconciler.go: a dry-run Update, then a two-way merge patch). Kueue's
+    """A live deployment on a cluster moved onto or off Kueue: its serving object's queue-name label changed, and
+    KServe copies it onto the model server's Deployments (the predictor with the whole object, kserve v0.20.0
+    reconcilers/deployment/deployment_reconciler.go: a dry-run Update, then a two-way merge patch; llm-d's decode
+    and prefill Deployments, workload_single_node.go propagateDeploymentMetadata). Kueue's
     validating webhook refuses that while the Deployment has a ready replica, and always when the label goes
     (Kueue v0.19.2 pkg/controller/jobs/deployment/deployment_webhook.go ValidateUpdate), so KServe's reconcile fails
     and, a label change bumping no generation, the InferenceService still reads Ready: the pods would stay outside
     Kueue (or, back on ResourceQuotas, name a queue that is gone). The webhook checks the Deployment, not its pods:
-    new pods are judged as new (the pod webhook gates a labelled one until Kueue admits it). So the predictor
+    new pods are judged as new (the pod webhook gates a labelled one until Kueue admits it). So a model server
     Deployment whose label is not the wanted one is deleted with propagationPolicy Orphan: its pods keep serving,
     KServe creates the Deployment anew with the label (a create, which the webhook allows), and the new Deployment
     adopts the running pods through its selector and replaces them by a rolling update, new pods Ready before old
-    ones go. Costs nothing while every serving pod has the wanted label (the pods are listed anyway); until then
-    one GET, and one delete the first time. Returns the status (saying what is under way) and the writes."""
-    wanted = _wanted_queue(desired)
-    stale = [pod for pod in pods if _queue_of(pod.metadata.get("labels")) != wanted]
+    ones go. Costs nothing while every model server pod has the wanted label (the pods are listed anyway); until
+    then a GET per Deployment, and one delete the first time. Returns the status (saying what is under way) and the
+    writes."""
+    wanted = _wanted_queue(spec, desired)
+    stale = [pod for pod in pods if _is_model_server_pod(spec, pod) and _queue_of(pod.metadata.get("labels")) != wanted]
     if not stale:
         return status, 0
     namespace = namespace_of(spec)
-    name = f"{spec.name}-predictor"  # KServe's raw-mode Deployment (constants.PredictorServiceName)
-    predictor = cluster.get("apps/v1", "Deployment", name, namespace)
     writes = 0
-    if predictor is not None and _queue_of(predictor["metadata"].get("labels")) != wanted:
-        writes = int(cluster.delete("apps/v1", "Deployment", name, namespace, orphan=True))
+    for name in _model_server_deployments(spec):
+        live = cluster.get("apps/v1", "Deployment", name, namespace)
+        if live is not None and _queue_of(live["metadata"].get("labels")) != wanted:
+            writes += int(cluster.delete("apps/v1", "Deployment", name, namespace, orphan=True))
     where = f"into Kueue's queue '{wanted}'" if wanted else "off Kueue's queue, under the namespace's ResourceQuota"
     message = (
-        f"moving the predictor {where}: Kueue's webhook refuses a queue-name change on a Deployment with ready pods, "
-        f"so its Deployment is re-created and its {len(stale)} pod(s) from before are replaced one by one, each "
-        f"serving until its successor is ready"
+        f"moving the model server {where}: Kueue's webhook refuses a queue-name change on a Deployment with ready "
+        f"pods, so its Deployment is re-created and its {len(stale)} pod(s) from before are replaced one by one, "
+        f"each serving until its successor is ready"
     )
-    condition = {"type": PREDICTOR_QUEUE_CONDITION, "status": "True", "reason": "ReplacingPods", "message": message}
+    condition = {"type": MODEL_SERVER_QUEUE_CONDITION, "status": "True", "reason": "ReplacingPods", "message": message}
     moving = dataclasses.replace(
         status,
         phase="Provisioning",
@@ -802,8 +820,8 @@ class ClusterSnapshot:
     pools: dict[tuple[str, str], dict[str, Any]] = dataclasses.field(default_factory=dict)
     # (serving mode, namespace, serving object name) -> its pods' names; (namespace, pod name) -> Kueue's Workload
     pods_by_owner: dict[tuple[str, str, str], list[str]] = dataclasses.field(default_factory=dict)
-    # (namespace, InferenceService name) -> the queue-name labels its predictor pods carry ("" for none)
-    predictor_queues: dict[tuple[str, str], set[str]] = dataclasses.field(default_factory=dict)
+    # (serving mode, namespace, serving object name) -> the queue-name labels its model server pods carry ("": none)
+    server_queues: dict[tuple[str, str, str], set[str]] = dataclasses.field(default_factory=dict)
     workloads_by_pod: dict[tuple[str, str], dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def workloads_of(self, serving_mode: str, namespace: str, name: str) -> list[dict[str, Any]]:
@@ -845,11 +863,11 @@ def cluster_snapshot(cluster: Cluster, contract: ClusterContract | None = None) 
                 owned.setdefault(deployment_id, set()).add(key)
     ready: dict[tuple[str, str], int] = {}
     pods_by_owner: dict[tuple[str, str, str], list[str]] = {}
-    predictor_queues: dict[tuple[str, str], set[str]] = {}
+    server_queues: dict[tuple[str, str, str], set[str]] = {}
     for pod in cluster.list("v1", "Pod", label_selector=PREDICTOR_POD_LABEL, all_namespaces=True):
         owner = (pod.namespace or "", str((pod.metadata.get("labels") or {})[PREDICTOR_POD_LABEL]))
         pods_by_owner.setdefault((STANDARD_MODE, *owner), []).append(pod.name)
-        predictor_queues.setdefault(owner, set()).add(_queue_of(pod.metadata.get("labels")))
+        server_queues.setdefault((STANDARD_MODE, *owner), set()).add(_queue_of(pod.metadata.get("labels")))
         if _is_ready_pod(pod.manifest):
             ready[owner] = ready.get(owner, 0) + 1
     ready_llmd: dict[tuple[str, str], int] = {}
@@ -860,6 +878,8 @@ def cluster_snapshot(cluster: Cluster, contract: ClusterContract | None = None) 
             labels = pod.metadata.get("labels") or {}
             owner = (pod.namespace or "", str(labels.get(LLMD_POD_NAME_LABEL) or ""))
             pods_by_owner.setdefault((LLMD_MODE, *owner), []).append(pod.name)
+            if labels.get(LLMD_POD_COMPONENT_LABEL) == LLMD_DECODE_COMPONENT or _is_prefill_pod(labels):
+                server_queues.setdefault((LLMD_MODE, *owner), set()).add(_queue_of(labels))
             if labels.get(LLMD_POD_COMPONENT_LABEL) == LLMD_DECODE_COMPONENT and _is_ready_pod(pod.manifest):
                 ready_llmd[owner] = ready_llmd.get(owner, 0) + 1
             elif _is_prefill_pod(labels) and _is_ready_pod(pod.manifest):
@@ -876,7 +896,7 @@ def cluster_snapshot(cluster: Cluster, contract: ClusterContract | None = None) 
         for listed in cluster.list(*WORKLOAD_TYPE, label_selector=WORKLOAD_POD_LABEL, all_namespaces=True):
             workloads[(listed.namespace or "", _owner_pod(listed.manifest))] = listed.manifest
     return ClusterSnapshot(
-        objects, owned, ready, ready_llmd, ready_prefill, pools, pods_by_owner, predictor_queues, workloads
+        objects, owned, ready, ready_llmd, ready_prefill, pools, pods_by_owner, server_queues, workloads
     )
 
 
@@ -902,10 +922,8 @@ def status_if_in_sync(
     if snapshot.owned_by_deployment.get(str(spec.deployment_id), set()) != {_key_of(item) for item in desired}:
         return None
     namespace = namespace_of(spec)
-    if spec.serving_mode == STANDARD_MODE and snapshot.predictor_queues.get((namespace, spec.name), set()) - {
-        _wanted_queue(desired)
-    }:
-        return None  # predictor pods on another queue than wanted: a reconcile moves them (_move_predictor_queue)
+    if snapshot.server_queues.get((spec.serving_mode, namespace, spec.name), set()) - {_wanted_queue(spec, desired)}:
+        return None  # model server pods on another queue than wanted: a reconcile moves them (_move_model_server_queue)
     serving = snapshot.live((serving_kind(spec.serving_mode), namespace, spec.name)) or {}
     route = next((snapshot.live(_key_of(item)) for item in desired if item["kind"] == "AIGatewayRoute"), None)
     if spec.serving_mode == LLMD_MODE:
