@@ -343,3 +343,39 @@ def test_a_live_llmd_deployment_moves_onto_kueue_and_back_serving_throughout(
         if item["metadata"]["name"] == "served-kserve"
     ]
     assert "kueue.x-k8s.io/queue-name" not in decode["metadata"]["labels"]
+
+
+def test_a_deployment_at_the_teams_gpu_cap_moves_off_kueue_with_its_old_pods_gpus_as_room(
+    world: tuple[RoleMatrix, Sandbox],
+) -> None:
+    """Alpha's 4 GPUs all serve one deployment on Kueue; the cluster goes back to ResourceQuotas. Its pods are replaced
+    surge first, so while the old ones (still on Kueue's queue) remain, the namespace's cap is raised by their GPUs;
+    without that the new pods would be refused and the move would wait forever. The cap returns to 4 after."""
+    matrix, sandbox = world
+    cluster = Cluster.objects.get()
+    cluster.gpu_quota = "kueue"
+    cluster.save(update_fields=["gpu_quota"])
+    served = _deploy(matrix, "developer", "alpha", "served", replicas=4, serving_mode="standard")
+    reconcile_until(served.pk, sandbox, "Ready")
+    assert [_queue(pod) for pod in _predictor_pods(sandbox, "served")] == ["genai-portal"] * 4
+
+    response = matrix.client("platform_admin").patch(
+        f"/api/v1/clusters/{cluster.name}", {"gpu_quota": "resourcequota"}, format="json"
+    )
+    assert response.status_code == 200, response.content
+    caps = []
+    for _ in range(20):
+        result = reconcile_deployment(served.pk)
+        caps.extend(item["spec"]["hard"]["requests.nvidia.com/gpu"] for item in sandbox.objects("v1", "ResourceQuota"))
+        pods = _predictor_pods(sandbox, "served")
+        assert sum(1 for pod in pods if _ready(pod)) >= 4  # the move never takes a serving replica away
+        if result.phase == "Ready" and all(_queue(pod) == "" for pod in pods):
+            break
+        sandbox.settle()
+    else:
+        raise AssertionError(f"never settled off Kueue: caps {caps}")
+    assert "8" in caps  # the old pods' 4 GPUs as room while they remained
+    reconcile_deployment(served.pk)
+    (quota,) = sandbox.objects("v1", "ResourceQuota", namespace=NAMESPACE)
+    assert quota["spec"]["hard"] == {"requests.nvidia.com/gpu": "4"}
+    assert len(_predictor_pods(sandbox, "served")) == 4

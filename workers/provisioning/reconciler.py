@@ -453,6 +453,10 @@ def reconcile_deployment(deployment_id: int) -> ReconcileResult:
         leaving = [item for item in owned if item.kind == serving_kind(_other_mode(spec))]
         if leaving and inputs.quota is None:
             inputs = _with_switch_headroom(cluster, spec, inputs)
+        # The model server's pods, listed before the team's objects converge: a queue move's room comes from them.
+        pods = [] if leaving else _serving_pods(cluster, spec)
+        if not leaving and inputs.quota is None:
+            inputs = _with_queue_move_headroom(spec, desired, pods, inputs)
         try:
             team_writes, _ = converge(cluster, team_objects(spec, inputs))
             if inputs.quota is not None:
@@ -480,7 +484,6 @@ def reconcile_deployment(deployment_id: int) -> ReconcileResult:
                 deployment_id=spec.deployment_id, generation=spec.generation
             )
         route = next((item for (kind, _), item in live.items() if kind == "AIGatewayRoute"), None)
-        pods = _serving_pods(cluster, spec)
         status = _observe(
             spec,
             serving=live.get((serving_kind(spec.serving_mode), spec.name)) or None,
@@ -530,6 +533,25 @@ def _model_server_deployments(spec: DeploymentSpec) -> list[str]:
 
 def _is_model_server_pod(spec: DeploymentSpec, pod: ListedObject) -> bool:
     return _is_replica(spec, pod) or _is_prefill_pod(pod.metadata.get("labels") or {})
+
+
+def _with_queue_move_headroom(
+    spec: DeploymentSpec, desired: list[dict[str, Any]], pods: list[ListedObject], inputs: TeamInputs
+) -> TeamInputs:
+    """A cluster moved back to ResourceQuotas: the model server's pods still on Kueue's queue are replaced surge
+    first (_move_model_server_queue), so while they remain the namespace's cap is raised by the GPUs they request, as
+    for a mode switch: a team at its cap would otherwise have its new pods refused and the move wait forever. Nothing
+    changes once no pod is left on another queue."""
+    wanted = _wanted_queue(spec, desired)
+    stale = sum(
+        (
+            _pod_gpus(pod.manifest)
+            for pod in pods
+            if _is_model_server_pod(spec, pod) and _queue_of(pod.metadata.get("labels")) != wanted
+        ),
+        Decimal(0),
+    )
+    return dataclasses.replace(inputs, gpu_total=inputs.gpu_total + int(stale)) if stale else inputs
 
 
 def _move_model_server_queue(
