@@ -50,6 +50,9 @@ class DeploymentSpec:
     # llm-d only: priority of the deployment's InferenceObjective, from its team's serving tier
     # (portal.tenancy.contracts.SERVING_TIER_PRIORITIES; higher is served first).
     objective_priority: int = 0
+    # While a serving-mode switch is in flight: the GPUs the old mode's objects hold (0: none), released once the
+    # reconciler prunes them (deployment_switch_completed).
+    switch_held_gpus: int = 0
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,8 @@ class ObservedStatus:
     message: str
     endpoint: str
     observed_replicas: int
+    # llm-d with prefill/decode disaggregation: ready prefill replicas (observed_replicas are then the decode's).
+    observed_prefill_replicas: int = 0
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,9 @@ class Deployment(TimestampedModel):
     # replica's). The replicas above are then the decode replicas; both count in the quota and in GPU-hours.
     prefill_replicas = models.PositiveSmallIntegerField(default=0)
     prefill_gpus_per_replica = models.PositiveSmallIntegerField(default=0)
+    # While a serving-mode switch is in flight, the GPUs the old mode's objects still hold beside the new mode's (the
+    # reservation of the spec being left); 0 once the reconciler has pruned them. Admission counts them as held.
+    switch_held_gpus = models.PositiveIntegerField(default=0)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -58,6 +61,8 @@ class Deployment(TimestampedModel):
     message = models.TextField(blank=True)
     endpoint = models.CharField(max_length=500, blank=True)
     observed_replicas = models.PositiveSmallIntegerField(default=0)
+    # llm-d with prefill/decode disaggregation: the prefill replicas seen serving (observed_replicas are the decode's).
+    observed_prefill_replicas = models.PositiveSmallIntegerField(default=0)
     deletion_requested_at = models.DateTimeField(null=True, blank=True)
     last_reconciled_at = models.DateTimeField(null=True, blank=True)
     # What the reconciler last applied (secrets redacted), served by `.../manifests`.
@@ -129,6 +134,9 @@ class ReplicaObservation(models.Model):
     accelerator_type = models.CharField(max_length=64)
     gpus_per_replica = models.PositiveSmallIntegerField()
     replicas = models.PositiveIntegerField()
+    # llm-d's prefill workload, charged beside the decode replicas above: its replicas seen serving and GPUs of each.
+    prefill_replicas = models.PositiveIntegerField(default=0)
+    prefill_gpus_per_replica = models.PositiveSmallIntegerField(default=0)
     observed_at = models.DateTimeField()
 
     class Meta:
@@ -140,6 +148,11 @@ class ReplicaObservation(models.Model):
 
     def __str__(self) -> str:
         return f"deployment {self.deployment_id}: {self.replicas} at {self.observed_at}"
+
+    @property
+    def gpus(self) -> int:
+        """GPUs held while this observation stands: the decode replicas' and the prefill replicas', each at theirs."""
+        return self.replicas * self.gpus_per_replica + self.prefill_replicas * self.prefill_gpus_per_replica
 
 
 class DeploymentEvent(models.Model):

@@ -31,11 +31,20 @@ def reserved_gpus_expression() -> CombinedExpression:
     """GPUs a deployment row holds against quota and capacity, in SQL: its most decode (or standard) replicas at
     their GPUs, plus its prefill replicas at theirs (a prefill replica with 0 GPUs of its own has a decode
     replica's). The database form of gpu_accounting.gpus_reserved (rows outside llm-d have no prefill, by
-    constraint)."""
+    constraint). During a mode switch, what the old mode's objects still hold is added: both modes hold GPUs until
+    the old objects are pruned, so nothing else may be admitted into them."""
     prefill_each = Case(
         When(prefill_gpus_per_replica=0, then=F("gpus_per_replica")), default=F("prefill_gpus_per_replica")
     )
-    return F("max_replicas") * F("gpus_per_replica") + F("prefill_replicas") * prefill_each
+    return F("max_replicas") * F("gpus_per_replica") + F("prefill_replicas") * prefill_each + F("switch_held_gpus")
+
+
+def team_gpus_held_by_switches(*, team: Team, accelerator_type: str, excluding_id: int | None = None) -> dict[str, int]:
+    """Deployment name -> the GPUs its old serving mode still holds, for the team's switches in flight."""
+    rows = Deployment.objects.filter(team=team, accelerator_type=accelerator_type, switch_held_gpus__gt=0)
+    if excluding_id is not None:
+        rows = rows.exclude(pk=excluding_id)
+    return dict(rows.order_by("name").values_list("name", "switch_held_gpus"))
 
 
 def deployment_list(*, team: Team) -> QuerySet[Deployment]:
@@ -88,16 +97,19 @@ def team_gpus_in_use(*, team: Team, accelerator_type: str, excluding_id: int | N
 
 def deployment_resync_plan(*, include_ready: bool) -> tuple[list[int], dict[int, list[int]]]:
     """The outbox split two ways: rows that need a full reconcile whatever the cluster shows (spec ahead of what
-    was observed, being deleted), and the rest by cluster id, to be checked against one snapshot per cluster."""
+    was observed, being deleted, a mode switch still holding the old mode's GPUs), and the rest by cluster id, to be checked against one snapshot per cluster."""
     direct: list[int] = []
     by_cluster: dict[int, list[int]] = {}
     rows = Deployment.objects.all()
     if not include_ready:
-        rows = rows.filter(Q(observed_generation__lt=F("generation")) | ~Q(phase=Phase.READY))
-    for deployment_id, cluster_id, generation, observed, phase in rows.order_by("pk").values_list(
-        "pk", "cluster_id", "generation", "observed_generation", "phase"
+        rows = rows.filter(
+            Q(observed_generation__lt=F("generation")) | ~Q(phase=Phase.READY) | Q(switch_held_gpus__gt=0)
+        )
+    for deployment_id, cluster_id, generation, observed, phase, held in rows.order_by("pk").values_list(
+        "pk", "cluster_id", "generation", "observed_generation", "phase", "switch_held_gpus"
     ):
-        if observed < generation or phase == Phase.DELETING:
+        # A mode switch still counted as in flight is finished (or its GPUs released) only by a full reconcile.
+        if observed < generation or phase == Phase.DELETING or held:
             direct.append(deployment_id)
         else:
             by_cluster.setdefault(cluster_id, []).append(deployment_id)
@@ -205,6 +217,7 @@ class _SpecReader:
             prefill_replicas=deployment.prefill_replicas,
             prefill_gpus_per_replica=deployment.prefill_gpus_per_replica,
             objective_priority=SERVING_TIER_PRIORITIES.get(self._tiers.get(team_slug, ""), 0),
+            switch_held_gpus=deployment.switch_held_gpus,
         )
 
 
@@ -305,9 +318,10 @@ def deployment_observed_statuses(*, deployment_ids: list[int]) -> dict[int, Obse
             message=row["message"],
             endpoint=row["endpoint"],
             observed_replicas=row["observed_replicas"],
+            observed_prefill_replicas=row["observed_prefill_replicas"],
         )
         for row in Deployment.objects.filter(pk__in=deployment_ids).values(
-            "pk", "phase", "conditions", "message", "endpoint", "observed_replicas"
+            "pk", "phase", "conditions", "message", "endpoint", "observed_replicas", "observed_prefill_replicas"
         )
     }
 

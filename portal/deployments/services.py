@@ -25,7 +25,7 @@ from portal.core.audit import audit_record
 from portal.core.errors import Conflict, FieldProblem, ValidationFailed
 from portal.core.inputs import InputSource
 from portal.deployments.contracts import LLMD_MODE, SERVING_MODES, STANDARD_MODE, ObservedStatus
-from portal.deployments.gpu_accounting import gpus_for
+from portal.deployments.gpu_accounting import gpus_for, prefill_gpus_each
 from portal.deployments.models import (
     DEPLOYMENT_NAME_PATTERN,
     Deployment,
@@ -40,6 +40,7 @@ from portal.deployments.selectors import (
     deployment_ids_in_a_mode_no_longer_allowed,
     deployment_input_fingerprints,
     gpus_allocated_by_cluster_and_type,
+    team_gpus_held_by_switches,
     team_gpus_in_use,
 )
 from portal.tenancy import selectors as tenancy_selectors
@@ -375,6 +376,7 @@ def _admit_gpus(
     requested: int,
     excluding_id: int | None,
     gpu_quota: str,
+    also_held: int = 0,
 ) -> None:
     """No overcommit: the team's GPUs of the type in use plus this request stay within its quota, and on a Kueue
     cluster within its quota plus what a platform admin allowed it to borrow from the cohort (Kueue then queues
@@ -386,17 +388,33 @@ def _admit_gpus(
         else 0
     )
     limit = nominal + borrowing
-    used = team_gpus_in_use(team=team, accelerator_type=accelerator_type, excluding_id=excluding_id)
+    used = team_gpus_in_use(team=team, accelerator_type=accelerator_type, excluding_id=excluding_id) + also_held
     if used + requested > limit:
         allowed = f"{nominal} {accelerator_type} GPUs" + (f" (and borrow {borrowing})" if borrowing else "")
+        detail = f"Team '{team.slug}' may hold {allowed}; it uses {used} and this needs {requested}"
+        # The GPUs the old mode of a switch in flight still holds are in `used` (reserved_gpus_expression): when the
+        # refusal is theirs alone, the caller is told so, and that it passes once the switch completes.
+        switching = team_gpus_held_by_switches(team=team, accelerator_type=accelerator_type, excluding_id=excluding_id)
+        held = sum(switching.values()) + also_held
+        reason = "gpu_quota"
+        if held and used - held + requested <= limit:
+            reason = "gpus_held_by_mode_switch"
+            names = ", ".join(f"'{name}' ({gpus})" for name, gpus in switching.items()) or "this deployment"
+            detail += (
+                f"; {held} of them are held by a serving-mode switch in flight ({names}): both modes hold GPUs until "
+                f"the old objects are removed, so this fits once the switch completes"
+            )
         raise QuotaExceeded(
-            f"Team '{team.slug}' may hold {allowed}; it uses {used} and this needs {requested}",
+            detail,
             extra={
+                "field": "max_replicas",
+                "reason": reason,
                 "accelerator_type": accelerator_type,
                 "requested": requested,
                 "used": used,
                 "limit": limit,
                 "borrowing_limit": borrowing,
+                "held_by_mode_switches": held,
             },
         )
 
@@ -875,6 +893,7 @@ def deployment_update(
         prefill_replicas=desired["prefill_replicas"],
         prefill_gpus_per_replica=desired["prefill_gpus_per_replica"],
     ).total
+    switching = desired["serving_mode"] != current.serving_mode
     if requested > _reserved(current).total:
         _admit_gpus(
             team=current.team,
@@ -883,6 +902,9 @@ def deployment_update(
             requested=requested,
             excluding_id=current.pk,
             gpu_quota=current.cluster.gpu_quota,
+            # A switch in flight still holds its old mode's GPUs; a new switch is admitted on its own spec (the old
+            # objects it leaves are its own room: reconciler._with_switch_headroom), then counted for everyone else.
+            also_held=0 if switching else current.switch_held_gpus,
         )
         _place(
             cluster_name=current.cluster.name,
@@ -896,11 +918,16 @@ def deployment_update(
             prefill_replicas=desired["prefill_replicas"],
             prefill_gpus_per_replica=desired["prefill_gpus_per_replica"],
         )
+    leaving = _reserved(current).total
     for name, value in desired.items():
         setattr(current, name, value)
     after = _snapshot(current)
     if after == before:
         return current
+    if switching:
+        # Until the reconciler prunes the old mode's objects, they hold GPUs beside the new mode's: admission counts
+        # both (reserved_gpus_expression), so no other deployment is admitted into GPUs that are not free.
+        current.switch_held_gpus = leaving
     current.generation = F("generation") + 1
     current.save()
     current.refresh_from_db()
@@ -971,13 +998,16 @@ def deployment_finalize(*, deployment_id: int, generation: int) -> bool:
     )
     now = timezone.now()
     ServedName.objects.filter(deployment_id=current.pk, valid_until__isnull=True).update(valid_until=now)
-    if current.observed_replicas:
-        _observe_replicas(current, 0, now)
+    if current.observed_replicas or current.observed_prefill_replicas:
+        _observe_replicas(current, now)
     current.delete()
     return True
 
 
-def _observe_replicas(deployment: Deployment, replicas: int, at: datetime) -> None:
+def _observe_replicas(deployment: Deployment, at: datetime, *, serving: bool = False) -> None:
+    """Append to the replica change log what serves from `at`: the observed decode and prefill replicas with the GPUs
+    each holds (GPU-hours charge both, separately); with serving False, nothing (the deployment is gone)."""
+    prefill = deployment.observed_prefill_replicas if serving else 0
     ReplicaObservation.objects.create(
         deployment_id=deployment.pk,
         deployment_name=deployment.name,
@@ -986,7 +1016,14 @@ def _observe_replicas(deployment: Deployment, replicas: int, at: datetime) -> No
         cluster_name=deployment.cluster.name,
         accelerator_type=deployment.accelerator_type,
         gpus_per_replica=deployment.gpus_per_replica,
-        replicas=replicas,
+        replicas=deployment.observed_replicas if serving else 0,
+        prefill_replicas=prefill,
+        prefill_gpus_per_replica=prefill_gpus_each(
+            gpus_per_replica=deployment.gpus_per_replica,
+            prefill_gpus_per_replica=deployment.prefill_gpus_per_replica,
+        )
+        if prefill
+        else 0,
         observed_at=at,
     )
 
@@ -1028,6 +1065,7 @@ def deployment_status_record(
             "message": status.message,
             "endpoint": status.endpoint,
             "observed_replicas": status.observed_replicas,
+            "observed_prefill_replicas": status.observed_prefill_replicas,
             "observed_generation": generation,
         }
         if applied_manifests is not None:
@@ -1040,10 +1078,24 @@ def deployment_status_record(
             setattr(current, name, value)
         current.last_reconciled_at = reconciled_at
         current.save(update_fields=[*changed, "last_reconciled_at", "updated_at"])
-        if "observed_replicas" in changed:
-            _observe_replicas(current, current.observed_replicas, reconciled_at)
+        if "observed_replicas" in changed or "observed_prefill_replicas" in changed:
+            _observe_replicas(current, reconciled_at, serving=True)
         if phase_changed:
             _event(current, current.phase, status.message)
+        return True
+
+
+def deployment_switch_completed(*, deployment_id: int, generation: int) -> bool:
+    """The reconciler pruned the old serving mode's objects: their GPUs are free for admission again. Guarded by
+    generation (a newer spec may be another switch, whose old objects are not gone). Returns whether it released."""
+    with transaction.atomic():
+        current = Deployment.objects.select_for_update().filter(pk=deployment_id).first()
+        if current is None or current.generation != generation or not current.switch_held_gpus:
+            return False
+        held = current.switch_held_gpus
+        current.switch_held_gpus = 0
+        current.save(update_fields=["switch_held_gpus", "updated_at"])
+        _event(current, "ModeSwitchCompleted", f"the {held} GPUs the old serving mode held are released")
         return True
 
 

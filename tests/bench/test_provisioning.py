@@ -31,8 +31,9 @@ from workers.sandbox.validation import default_crd_dir
 TEAMS = int(os.environ.get("PORTAL_BENCH_TEAMS", "100"))  # smaller for a quick try
 PER_TEAM = 10
 # What the snapshot of an llm-d cluster lists, once each: namespaces, quotas, every owned kind of both modes, the
-# predictor pods, the llm-d pods and KServe's InferencePools.
-SNAPSHOT_LISTS = 2 + len(OWNED_KINDS) + len(LLMD_OWNED_KINDS) + 3
+# portal's Kueue Cohort (a ResourceQuota cluster's leftovers of a Kueue past), the predictor pods, the llm-d pods and
+# KServe's InferencePools.
+SNAPSHOT_LISTS = 2 + len(OWNED_KINDS) + len(LLMD_OWNED_KINDS) + 1 + 3
 
 
 @pytest.fixture

@@ -193,3 +193,189 @@ def test_a_cluster_update_moves_it_to_kueue_and_back_promptly_keeping_its_deploy
     assert reconcile_cluster_quota(cluster.pk) == 1
     assert sandbox.objects(KUEUE, "Cohort") == []
     assert [item["metadata"]["name"] for item in sandbox.objects(KUEUE, "ResourceFlavor")] == ["platform-owned"]
+
+
+def test_the_resync_prunes_the_queues_of_a_cluster_that_left_kueue_with_no_deployment_left(
+    world: tuple[RoleMatrix, Sandbox],
+) -> None:
+    """A cluster on Kueue whose last deployment was deleted, then moved back to ResourceQuotas: no deployment's
+    reconcile is left to remove the queues, so the periodic resync does, and once clean it costs one list, no write."""
+    from workers.tasks.deployments import resync
+
+    matrix, sandbox = world
+    cluster = Cluster.objects.get()
+    cluster.gpu_quota = "kueue"
+    cluster.save(update_fields=["gpu_quota"])
+    served = _deploy(matrix, "developer", "alpha", "served", replicas=1, serving_mode="standard")
+    reconcile_until(served.pk, sandbox, "Ready")
+    assert [item["metadata"]["name"] for item in sandbox.objects(KUEUE, "ClusterQueue")] == ["genai-alpha"]
+    response = matrix.client("developer").delete(f"/api/v1/teams/alpha/deployments/{served.name}")
+    assert response.status_code in (200, 202), response.content
+    for _ in range(20):
+        if reconcile_deployment(served.pk).outcome == "deleted":
+            break
+        sandbox.settle()
+    assert not Deployment.objects.filter(pk=served.pk).exists()
+    response = matrix.client("platform_admin").patch(
+        f"/api/v1/clusters/{cluster.name}", {"gpu_quota": "resourcequota"}, format="json"
+    )
+    assert response.status_code == 200, response.content
+    _create(sandbox, "ResourceFlavor", "platform-owned", {})  # the platform team's own: not the portal's to remove
+    assert sandbox.objects(KUEUE, "Cohort")  # nothing has removed the portal's queues yet
+
+    assert resync() == 0  # nothing to reconcile: no deployment is left
+    for kind in ("Cohort", "ClusterQueue"):
+        assert sandbox.objects(KUEUE, kind) == []
+    assert sandbox.objects(KUEUE, "LocalQueue", namespace=NAMESPACE) == []
+    assert [item["metadata"]["name"] for item in sandbox.objects(KUEUE, "ResourceFlavor")] == ["platform-owned"]
+
+    sandbox.reset_records()
+    assert resync() == 0
+    assert sandbox.writes() == []
+    assert sandbox.request_counts() == {"GET": 1}  # the list of the portal's Cohort, by its label
+
+
+def _predictor_pods(sandbox: Sandbox, name: str, serving_mode: str = "standard") -> list[dict[str, object]]:
+    """The model server's pods: the predictor's, or llm-d's decode pods (not its endpoint picker's)."""
+    if serving_mode == "llm-d":
+        selector = f"app.kubernetes.io/name={name},app.kubernetes.io/component=llminferenceservice-workload"
+    else:
+        selector = f"serving.kserve.io/inferenceservice={name}"
+    return sandbox.objects("v1", "Pod", namespace=NAMESPACE, label_selector=selector)
+
+
+def _ready(pod: dict[str, object]) -> bool:
+    status = pod.get("status") or {}
+    assert isinstance(status, dict)
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+
+
+def _queue(pod: dict[str, object]) -> str:
+    metadata = pod["metadata"]
+    assert isinstance(metadata, dict)
+    return str((metadata.get("labels") or {}).get("kueue.x-k8s.io/queue-name") or "")
+
+
+def _move_until_settled(matrix: RoleMatrix, sandbox: Sandbox, served: Deployment, gpu_quota: str) -> list[str]:
+    """The platform admin moves the cluster; the deployment is reconciled and the sandbox's controllers step until it
+    is Ready with every predictor pod on the wanted queue. Returns the messages seen; a step with no ready predictor
+    pod fails (the model must keep serving throughout)."""
+    cluster = Cluster.objects.get()
+    response = matrix.client("platform_admin").patch(
+        f"/api/v1/clusters/{cluster.name}", {"gpu_quota": gpu_quota}, format="json"
+    )
+    assert response.status_code == 200, response.content
+    wanted = "genai-portal" if gpu_quota == "kueue" else ""
+    messages = []
+    for _ in range(20):
+        result = reconcile_deployment(served.pk)
+        served.refresh_from_db()
+        messages.append(served.message)
+        pods = _predictor_pods(sandbox, served.name, served.serving_mode)
+        assert any(_ready(pod) for pod in pods), f"nothing served after: {served.message}"
+        if result.phase == "Ready" and pods and all(_queue(pod) == wanted for pod in pods):
+            return messages
+        sandbox.settle()
+    raise AssertionError(f"never settled on '{wanted}': {messages[-3:]}")
+
+
+def test_a_live_standard_deployment_moves_onto_kueue_and_back_serving_throughout(
+    world: tuple[RoleMatrix, Sandbox],
+) -> None:
+    """Kueue's webhook refuses KServe's relabel of a predictor Deployment with ready pods (and any removal of the
+    label), so on a cluster moved to Kueue and back the portal re-creates the predictor's Deployment, orphaning its
+    pods: KServe makes it anew with the wanted label, it adopts the old pods and replaces them one by one. The model
+    serves at every step, the status says what is under way, and the pods end on the wanted queue."""
+    matrix, sandbox = world
+    served = _deploy(matrix, "developer", "alpha", "served", replicas=1, serving_mode="standard")
+    reconcile_until(served.pk, sandbox, "Ready")
+    (before,) = _predictor_pods(sandbox, "served")
+    assert _queue(before) == ""
+
+    messages = _move_until_settled(matrix, sandbox, served, "kueue")
+    assert any("moving the model server into Kueue's queue 'genai-portal'" in message for message in messages)
+    (pod,) = _predictor_pods(sandbox, "served")
+    assert pod["metadata"]["name"] != before["metadata"]["name"]  # a new pod, admitted by Kueue
+    workloads = sandbox.objects(KUEUE, "Workload", namespace=NAMESPACE)
+    assert [item["status"]["admission"]["clusterQueue"] for item in workloads] == ["genai-alpha"]
+    (predictor,) = sandbox.objects("apps/v1", "Deployment", namespace=NAMESPACE)
+    assert predictor["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "genai-portal"
+    served.refresh_from_db()
+    assert served.message == f"serving '{served.served_model_name}' through the gateway"
+
+    messages = _move_until_settled(matrix, sandbox, served, "resourcequota")
+    assert any("moving the model server off Kueue's queue, under the namespace's ResourceQuota" in m for m in messages)
+    (predictor,) = sandbox.objects("apps/v1", "Deployment", namespace=NAMESPACE)
+    assert "kueue.x-k8s.io/queue-name" not in predictor["metadata"]["labels"]
+    assert sandbox.objects("v1", "ResourceQuota", namespace=NAMESPACE)
+    assert sandbox.objects(KUEUE, "ClusterQueue") == []
+
+
+def test_a_live_llmd_deployment_moves_onto_kueue_and_back_serving_throughout(
+    world: tuple[RoleMatrix, Sandbox],
+) -> None:
+    """The same for llm-d: KServe copies the LLMInferenceService's Kueue labels onto its decode Deployment, which
+    Kueue's webhook guards alike; the portal re-creates that Deployment, never the endpoint picker's."""
+    matrix, sandbox = world
+    Cluster.objects.update(runs_llmd=True)
+    ModelVersion.objects.filter(model__slug="qwen").update(serving_modes=["standard", "llm-d"])
+    served = _deploy(matrix, "developer", "alpha", "served", replicas=1, serving_mode="llm-d")
+    reconcile_until(served.pk, sandbox, "Ready")
+    (before,) = _predictor_pods(sandbox, "served", "llm-d")
+    picker = {item["metadata"]["uid"] for item in sandbox.objects("apps/v1", "Deployment", namespace=NAMESPACE)}
+
+    messages = _move_until_settled(matrix, sandbox, served, "kueue")
+    assert any("moving the model server into Kueue's queue 'genai-portal'" in message for message in messages)
+    (pod,) = _predictor_pods(sandbox, "served", "llm-d")
+    assert pod["metadata"]["name"] != before["metadata"]["name"]
+    deployments = {
+        item["metadata"]["name"]: item for item in sandbox.objects("apps/v1", "Deployment", namespace=NAMESPACE)
+    }
+    assert deployments["served-kserve"]["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "genai-portal"
+    scheduler = deployments["served-kserve-router-scheduler"]
+    assert scheduler["metadata"]["uid"] in picker  # the endpoint picker's Deployment was left alone
+    assert "kueue.x-k8s.io/queue-name" not in scheduler["metadata"]["labels"]
+
+    _move_until_settled(matrix, sandbox, served, "resourcequota")
+    (decode,) = [
+        item
+        for item in sandbox.objects("apps/v1", "Deployment", namespace=NAMESPACE)
+        if item["metadata"]["name"] == "served-kserve"
+    ]
+    assert "kueue.x-k8s.io/queue-name" not in decode["metadata"]["labels"]
+
+
+def test_a_deployment_at_the_teams_gpu_cap_moves_off_kueue_with_its_old_pods_gpus_as_room(
+    world: tuple[RoleMatrix, Sandbox],
+) -> None:
+    """Alpha's 4 GPUs all serve one deployment on Kueue; the cluster goes back to ResourceQuotas. Its pods are replaced
+    surge first, so while the old ones (still on Kueue's queue) remain, the namespace's cap is raised by their GPUs;
+    without that the new pods would be refused and the move would wait forever. The cap returns to 4 after."""
+    matrix, sandbox = world
+    cluster = Cluster.objects.get()
+    cluster.gpu_quota = "kueue"
+    cluster.save(update_fields=["gpu_quota"])
+    served = _deploy(matrix, "developer", "alpha", "served", replicas=4, serving_mode="standard")
+    reconcile_until(served.pk, sandbox, "Ready")
+    assert [_queue(pod) for pod in _predictor_pods(sandbox, "served")] == ["genai-portal"] * 4
+
+    response = matrix.client("platform_admin").patch(
+        f"/api/v1/clusters/{cluster.name}", {"gpu_quota": "resourcequota"}, format="json"
+    )
+    assert response.status_code == 200, response.content
+    caps = []
+    for _ in range(20):
+        result = reconcile_deployment(served.pk)
+        caps.extend(item["spec"]["hard"]["requests.nvidia.com/gpu"] for item in sandbox.objects("v1", "ResourceQuota"))
+        pods = _predictor_pods(sandbox, "served")
+        assert sum(1 for pod in pods if _ready(pod)) >= 4  # the move never takes a serving replica away
+        if result.phase == "Ready" and all(_queue(pod) == "" for pod in pods):
+            break
+        sandbox.settle()
+    else:
+        raise AssertionError(f"never settled off Kueue: caps {caps}")
+    assert "8" in caps  # the old pods' 4 GPUs as room while they remained
+    reconcile_deployment(served.pk)
+    (quota,) = sandbox.objects("v1", "ResourceQuota", namespace=NAMESPACE)
+    assert quota["spec"]["hard"] == {"requests.nvidia.com/gpu": "4"}
+    assert len(_predictor_pods(sandbox, "served")) == 4

@@ -4,15 +4,19 @@ live deployment switches mode without a moment where its route points at nothing
 
 from __future__ import annotations
 
+from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from catalog.models import ModelVersion
-from portal.clusters.models import Cluster
-from portal.deployments.models import Deployment
+from portal.clusters.models import AcceleratorPool, Cluster
+from portal.deployments.models import Deployment, ReplicaObservation
 from portal.tenancy.models import TeamGpuQuota, TeamQuota
-from tests.conftest import RoleMatrix
+from portal.usage.services.gpu_hours import gpu_usage_accrue
+from tests.conftest import RoleMatrix, assert_problem
 from tests.workers.conftest import ISVC, NAMESPACE, deploy, reconcile_until
 from workers.provisioning.reconciler import reconcile_deployment
 from workers.sandbox.server import Sandbox
@@ -177,3 +181,92 @@ def test_a_mode_switch_held_by_the_gpu_cap_says_so_naming_the_resource_quota(
         deployment.message
     )
     assert _route_target_exists(sandbox)  # still served by the old mode meanwhile
+
+
+def test_prefill_replicas_are_observed_and_charged_in_gpu_hours_beside_the_decode_replicas(
+    llmd_world: tuple[RoleMatrix, Sandbox],
+) -> None:
+    """An llm-d deployment with prefill/decode disaggregation: the sandbox's KServe makes the prefill Deployment, the
+    reconciler sees its ready pods apart from the decode ones, and the accrual charges both, each at its own GPUs;
+    the team's cost report shows the sum, computed here by hand."""
+    matrix, sandbox = llmd_world
+    deployment = deploy(
+        matrix, serving_mode="llm-d", min_replicas=1, max_replicas=1, prefill_replicas=1, prefill_gpus_per_replica=2
+    )
+    reconcile_until(deployment.pk, sandbox, "Ready")
+    deployment.refresh_from_db()
+    assert (deployment.observed_replicas, deployment.observed_prefill_replicas) == (1, 1)
+    prefill_pods = sandbox.objects(
+        "v1",
+        "Pod",
+        namespace=NAMESPACE,
+        label_selector="app.kubernetes.io/component=llminferenceservice-workload-prefill",
+    )
+    assert len(prefill_pods) == 1
+    # Both workloads turned Ready in the same pass: one entry in the replica change log, with each one's GPUs.
+    (serving,) = ReplicaObservation.objects.filter(deployment_id=deployment.pk)
+    assert (serving.replicas, serving.gpus_per_replica, serving.prefill_replicas, serving.prefill_gpus_per_replica) == (
+        1,
+        1,
+        1,
+        2,
+    )
+
+    # By hand: 1 decode replica x 1 GPU + 1 prefill replica x 2 GPUs = 3 GPUs, for 2 hours = 6 GPU-hours, at the
+    # pool's price per GPU-hour. Before this change only the decode replica's 2 GPU-hours were charged. The
+    # observation is dated on the hour (yesterday 10:00 UTC), so each hour's row is whole and nothing is rounded.
+    started = (timezone.now() - timedelta(days=1)).replace(hour=10, minute=0, second=0, microsecond=0)
+    ReplicaObservation.objects.filter(pk=serving.pk).update(observed_at=started)
+    price = AcceleratorPool.objects.get(cluster=deployment.cluster, accelerator_type="nvidia-l4").hourly_price_per_gpu
+    gpu_usage_accrue(now=started + timedelta(hours=2))
+    day = started.date()
+    response = matrix.client("developer").get(
+        "/api/v1/teams/alpha/costs",
+        {"from": day.isoformat(), "to": (day + timedelta(days=1)).isoformat(), "group_by": "day"},
+    )
+    assert response.status_code == 200, response.content
+    report = response.json()
+    assert sum(Decimal(row["gpu_hours"]) for row in report["series"]) == Decimal(6)
+    assert sum(Decimal(row["gpu_cost"]) for row in report["series"]) == 6 * price
+    assert [(row["deployment"], Decimal(row["gpu_hours"])) for row in report["gpu"]] == [("chat", Decimal(6))]
+    assert Decimal(report["totals"]["gpu_hours"]) == Decimal(6)
+
+
+def test_a_switch_in_flight_holds_both_modes_gpus_so_another_deployment_waits_for_it_to_complete(
+    llmd_world: tuple[RoleMatrix, Sandbox],
+) -> None:
+    """Alpha (4 GPUs) runs 'chat' on 2 and switches its mode: until the old mode's objects are pruned, both modes
+    hold GPUs, so a new deployment needing the 2 that look free is refused, saying why; once the switch completes it
+    is admitted."""
+    matrix, sandbox = llmd_world
+    deployment = deploy(matrix, min_replicas=2, max_replicas=2)
+    reconcile_until(deployment.pk, sandbox, "Ready")
+    _switch_to_llmd(matrix)
+    assert reconcile_deployment(deployment.pk).phase == "Provisioning"  # the new mode's pods start beside the old
+    assert len(sandbox.objects(ISVC, "InferenceService", namespace=NAMESPACE)) == 1
+
+    refused = assert_problem(
+        matrix.client("developer").post(
+            "/api/v1/teams/alpha/deployments",
+            {"name": "more", "model": "qwen", "accelerator_type": "nvidia-l4", "max_replicas": 2},
+            format="json",
+        ),
+        409,
+        "gpu_quota_exceeded",
+    )
+    assert (refused["field"], refused["reason"]) == ("max_replicas", "gpus_held_by_mode_switch")
+    assert (refused["used"], refused["requested"], refused["limit"], refused["held_by_mode_switches"]) == (4, 2, 4, 2)
+    assert "held by a serving-mode switch in flight ('chat' (2))" in refused["detail"]
+    assert not Deployment.objects.filter(name="more").exists()
+
+    reconcile_until(deployment.pk, sandbox, "Ready")
+    assert sandbox.objects(ISVC, "InferenceService", namespace=NAMESPACE) == []  # the old mode's objects are gone
+    deployment.refresh_from_db()
+    assert deployment.switch_held_gpus == 0
+    assert "ModeSwitchCompleted" in set(deployment.events.values_list("reason", flat=True))
+    admitted = matrix.client("developer").post(
+        "/api/v1/teams/alpha/deployments",
+        {"name": "more", "model": "qwen", "accelerator_type": "nvidia-l4", "max_replicas": 2},
+        format="json",
+    )
+    assert admitted.status_code == 201, admitted.content

@@ -14,7 +14,9 @@ from workers.sandbox.server import Sandbox
 
 pytestmark = pytest.mark.django_db
 
-SNAPSHOT_LISTS = 2 + len(OWNED_KINDS) + 1  # Namespace and ResourceQuota, each owned kind, predictor pods
+# Namespace and ResourceQuota, each owned kind, the portal's Kueue Cohort (a ResourceQuota cluster's leftovers of a
+# Kueue past), predictor pods.
+SNAPSHOT_LISTS = 2 + len(OWNED_KINDS) + 1 + 1
 
 
 def _ready_deployments(matrix: RoleMatrix, sandbox: Sandbox, names: list[str]) -> list[Deployment]:

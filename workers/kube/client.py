@@ -172,14 +172,21 @@ class Cluster:
         )
         return result
 
-    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
-        """Delete (background propagation); False when it was already gone."""
+    def delete(
+        self, api_version: str, kind: str, name: str, namespace: str | None = None, *, orphan: bool = False
+    ) -> bool:
+        """Delete (background propagation; with `orphan`, its dependents stay, for a new owner to adopt); False when
+        it was already gone."""
         kind_type = resource_type(api_version, kind)
         try:
             self._call(
                 "DELETE",
                 kind_type.object_path(name, namespace if kind_type.namespaced else None),
-                body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"},
+                body={
+                    "kind": "DeleteOptions",
+                    "apiVersion": "v1",
+                    "propagationPolicy": "Orphan" if orphan else "Background",
+                },
             )
         except ClusterError as error:
             if error.status == 404:

@@ -33,6 +33,9 @@ _TYPES = [
     ResourceType("v1", "Secret", "secrets", namespaced=True),
     ResourceType("v1", "Node", "nodes", namespaced=False),
     ResourceType("v1", "Pod", "pods", namespaced=True),
+    # KServe's model server Deployments (the predictor; llm-d's decode and prefill): read, and re-created by an
+    # orphaning delete when Kueue's webhook refuses their relabel (reconciler._move_model_server_queue); never applied.
+    ResourceType("apps/v1", "Deployment", "deployments", namespaced=True),
     ResourceType("gateway.networking.k8s.io/v1", "Gateway", "gateways", namespaced=True),
     ResourceType("serving.kserve.io/v1beta1", "InferenceService", "inferenceservices", namespaced=True),
     ResourceType("serving.kserve.io/v1alpha1", "LocalModelCache", "localmodelcaches", namespaced=False),

@@ -44,6 +44,7 @@ from workers.provisioning.manifests.deployment import (
 )
 from workers.provisioning.manifests.kueue import (
     COHORT_NAME,
+    QUEUE_NAME_LABEL,
     build_kueue_cluster_objects,
     build_kueue_quota_objects,
     build_kueue_team_objects,
@@ -54,6 +55,7 @@ from workers.provisioning.manifests.llmd import (
     INFERENCE_POOL_KIND,
     build_deployment_objects_llmd,
     inference_pool_name,
+    kserve_child_name,
 )
 from workers.provisioning.manifests.upstream import (
     AIGW_API_VERSION,
@@ -84,6 +86,7 @@ LLMD_POD_PART_OF = "app.kubernetes.io/part-of=llminferenceservice"
 LLMD_POD_NAME_LABEL = "app.kubernetes.io/name"
 LLMD_POD_COMPONENT_LABEL = "app.kubernetes.io/component"
 LLMD_DECODE_COMPONENT = "llminferenceservice-workload"
+LLMD_PREFILL_COMPONENT = "llminferenceservice-workload-prefill"
 INFERENCE_POOL_API_VERSION = f"{INFERENCE_POOL_GROUP}/v1"
 # Kinds a deployment can own, where to look for them (team namespace, gateway namespace, cluster-scoped).
 OWNED_KINDS = (
@@ -112,6 +115,9 @@ KUEUE_KINDS = (
     (KUEUE_API_VERSION, "ClusterQueue"),
     (KUEUE_API_VERSION, "LocalQueue"),
 )
+# The portal's Cohort is made first on a Kueue cluster and deleted last when it leaves Kueue (drop_kueue_objects): one
+# list of it tells whether anything of a Kueue past is left.
+KUEUE_COHORT = (KUEUE_API_VERSION, "Cohort")
 WORKLOAD_TYPE = (KUEUE_API_VERSION, "Workload")
 WORKLOAD_POD_LABEL = "kueue.x-k8s.io/job-uid"
 
@@ -342,6 +348,23 @@ def _ready_replicas(cluster: Cluster, spec: DeploymentSpec, pods: list[ListedObj
     return sum(1 for pod in pods if _is_replica(spec, pod) and _is_ready_pod(pod.manifest))
 
 
+def _is_prefill_pod(labels: dict[str, Any]) -> bool:
+    """An llm-d prefill replica: KServe labels the prefill Deployment's pods with component
+    `llminferenceservice-workload-prefill` (kserve v0.20.0 pkg/controller/v1alpha2/llmisvc/workload_single_node.go
+    expectedPrefillMainDeployment); they hold GPUs of their own, charged beside the decode replicas'."""
+    return labels.get(LLMD_POD_COMPONENT_LABEL) == LLMD_PREFILL_COMPONENT
+
+
+def _ready_prefill_replicas(spec: DeploymentSpec, pods: list[ListedObject]) -> int:
+    if spec.serving_mode != LLMD_MODE:
+        return 0
+    return sum(1 for pod in pods if _is_prefill_pod(pod.metadata.get("labels") or {}) and _is_ready_pod(pod.manifest))
+
+
+def _with_prefill(status: ObservedStatus, prefill_replicas: int) -> ObservedStatus:
+    return dataclasses.replace(status, observed_prefill_replicas=prefill_replicas)
+
+
 def _owner_pod(workload: dict[str, Any]) -> str:
     for reference in (workload.get("metadata") or {}).get("ownerReferences") or []:
         if reference.get("kind") == "Pod":
@@ -430,6 +453,10 @@ def reconcile_deployment(deployment_id: int) -> ReconcileResult:
         leaving = [item for item in owned if item.kind == serving_kind(_other_mode(spec))]
         if leaving and inputs.quota is None:
             inputs = _with_switch_headroom(cluster, spec, inputs)
+        # The model server's pods, listed before the team's objects converge: a queue move's room comes from them.
+        pods = [] if leaving else _serving_pods(cluster, spec)
+        if not leaving and inputs.quota is None:
+            inputs = _with_queue_move_headroom(spec, desired, pods, inputs)
         try:
             team_writes, _ = converge(cluster, team_objects(spec, inputs))
             if inputs.quota is not None:
@@ -452,8 +479,11 @@ def reconcile_deployment(deployment_id: int) -> ReconcileResult:
             )
             return ReconcileResult(deployment_id, "failed", 0, "Failed")
         writes += prune(cluster, owned, desired) + team_writes
+        if spec.switch_held_gpus:  # a switch whose old objects an earlier pass pruned: their GPUs are free now
+            deployment_services.deployment_switch_completed(
+                deployment_id=spec.deployment_id, generation=spec.generation
+            )
         route = next((item for (kind, _), item in live.items() if kind == "AIGatewayRoute"), None)
-        pods = _serving_pods(cluster, spec)
         status = _observe(
             spec,
             serving=live.get((serving_kind(spec.serving_mode), spec.name)) or None,
@@ -461,7 +491,10 @@ def reconcile_deployment(deployment_id: int) -> ReconcileResult:
             route=route,
             ready_replicas=_ready_replicas(cluster, spec, pods),
         )
+        status = _with_prefill(status, _ready_prefill_replicas(spec, pods))
         status = queued_by_kueue(status, _workloads(cluster, spec, pods))
+        status, moved = _move_model_server_queue(cluster, spec, desired, pods, status)
+        writes += moved
         deployment_services.deployment_status_record(
             deployment_id=spec.deployment_id,
             generation=spec.generation,
@@ -470,6 +503,104 @@ def reconcile_deployment(deployment_id: int) -> ReconcileResult:
             applied_manifests=redacted([with_hash(item) for item in desired]),
         )
         return ReconcileResult(deployment_id, "applied" if writes else "unchanged", writes, status.phase)
+
+
+MODEL_SERVER_QUEUE_CONDITION = "ModelServerQueueMove"
+
+
+def _wanted_queue(spec: DeploymentSpec, desired: list[dict[str, Any]]) -> str:
+    """The queue-name label the deployment's serving object carries ("" off Kueue): KServe copies it onto the
+    Deployments of the model server (the predictor; llm-d's decode and prefill) and their pod templates."""
+    serving = next((item for item in desired if item["kind"] == serving_kind(spec.serving_mode)), None)
+    return str(((serving or {}).get("metadata") or {}).get("labels", {}).get(QUEUE_NAME_LABEL) or "")
+
+
+def _queue_of(labels: dict[str, Any] | None) -> str:
+    return str((labels or {}).get(QUEUE_NAME_LABEL) or "")
+
+
+def _model_server_deployments(spec: DeploymentSpec) -> list[str]:
+    """KServe's Deployments of the model server, which carry the queue-name label: the raw-mode predictor
+    (constants.PredictorServiceName), or llm-d's decode and prefill workloads (kserve v0.20.0
+    pkg/controller/v1alpha2/llmisvc/workload_single_node.go; its endpoint picker's gets no Kueue label)."""
+    if spec.serving_mode != LLMD_MODE:
+        return [f"{spec.name}-predictor"]
+    names = [kserve_child_name(spec.name, "-kserve")]
+    if spec.prefill_replicas:
+        names.append(kserve_child_name(spec.name, "-kserve-prefill"))
+    return names
+
+
+def _is_model_server_pod(spec: DeploymentSpec, pod: ListedObject) -> bool:
+    return _is_replica(spec, pod) or _is_prefill_pod(pod.metadata.get("labels") or {})
+
+
+def _with_queue_move_headroom(
+    spec: DeploymentSpec, desired: list[dict[str, Any]], pods: list[ListedObject], inputs: TeamInputs
+) -> TeamInputs:
+    """A cluster moved back to ResourceQuotas: the model server's pods still on Kueue's queue are replaced surge
+    first (_move_model_server_queue), so while they remain the namespace's cap is raised by the GPUs they request, as
+    for a mode switch: a team at its cap would otherwise have its new pods refused and the move wait forever. Nothing
+    changes once no pod is left on another queue."""
+    wanted = _wanted_queue(spec, desired)
+    stale = sum(
+        (
+            _pod_gpus(pod.manifest)
+            for pod in pods
+            if _is_model_server_pod(spec, pod) and _queue_of(pod.metadata.get("labels")) != wanted
+        ),
+        Decimal(0),
+    )
+    return dataclasses.replace(inputs, gpu_total=inputs.gpu_total + int(stale)) if stale else inputs
+
+
+def _move_model_server_queue(
+    cluster: Cluster,
+    spec: DeploymentSpec,
+    desired: list[dict[str, Any]],
+    pods: list[ListedObject],
+    status: ObservedStatus,
+) -> tuple[ObservedStatus, int]:
+    """A live deployment on a cluster moved onto or off Kueue: its serving object's queue-name label changed, and
+    KServe copies it onto the model server's Deployments (the predictor with the whole object, kserve v0.20.0
+    reconcilers/deployment/deployment_reconciler.go: a dry-run Update, then a two-way merge patch; llm-d's decode
+    and prefill Deployments, workload_single_node.go propagateDeploymentMetadata). Kueue's
+    validating webhook refuses that while the Deployment has a ready replica, and always when the label goes
+    (Kueue v0.19.2 pkg/controller/jobs/deployment/deployment_webhook.go ValidateUpdate), so KServe's reconcile fails
+    and, a label change bumping no generation, the InferenceService still reads Ready: the pods would stay outside
+    Kueue (or, back on ResourceQuotas, name a queue that is gone). The webhook checks the Deployment, not its pods:
+    new pods are judged as new (the pod webhook gates a labelled one until Kueue admits it). So a model server
+    Deployment whose label is not the wanted one is deleted with propagationPolicy Orphan: its pods keep serving,
+    KServe creates the Deployment anew with the label (a create, which the webhook allows), and the new Deployment
+    adopts the running pods through its selector and replaces them by a rolling update, new pods Ready before old
+    ones go. Costs nothing while every model server pod has the wanted label (the pods are listed anyway); until
+    then a GET per Deployment, and one delete the first time. Returns the status (saying what is under way) and the
+    writes."""
+    wanted = _wanted_queue(spec, desired)
+    stale = [pod for pod in pods if _is_model_server_pod(spec, pod) and _queue_of(pod.metadata.get("labels")) != wanted]
+    if not stale:
+        return status, 0
+    namespace = namespace_of(spec)
+    writes = 0
+    for name in _model_server_deployments(spec):
+        live = cluster.get("apps/v1", "Deployment", name, namespace)
+        if live is not None and _queue_of(live["metadata"].get("labels")) != wanted:
+            writes += int(cluster.delete("apps/v1", "Deployment", name, namespace, orphan=True))
+    where = f"into Kueue's queue '{wanted}'" if wanted else "off Kueue's queue, under the namespace's ResourceQuota"
+    message = (
+        f"moving the model server {where}: Kueue's webhook refuses a queue-name change on a Deployment with ready "
+        f"pods, so its Deployment is re-created and its {len(stale)} pod(s) from before are replaced one by one, "
+        f"each serving until its successor is ready"
+    )
+    condition = {"type": MODEL_SERVER_QUEUE_CONDITION, "status": "True", "reason": "ReplacingPods", "message": message}
+    moving = dataclasses.replace(
+        status,
+        phase="Provisioning",
+        conditions=(*status.conditions, condition),
+        message=message,
+        endpoint=status.endpoint if status.phase == "Ready" else "",
+    )
+    return moving, writes
 
 
 def cluster_quota_objects(contract: ClusterContract) -> list[dict[str, Any]]:
@@ -502,11 +633,13 @@ def _kueue_left_behind(cluster: Cluster) -> bool:
 
 def converge_cluster_quota(cluster: Cluster, contract: ClusterContract, snapshot: ClusterSnapshot | None) -> int:
     """Apply the cluster's Kueue objects that are missing or changed (compared with the snapshot when there is one,
-    so an unchanged cluster costs no request); returns the writes. Off Kueue, a direct call (no snapshot) deletes
-    the portal's Kueue objects left from when the cluster used it; the resync leaves that to the deployments'
-    reconciles (reconcile_deployment), so a steady cluster's resync costs no extra request."""
+    so an unchanged cluster costs no request); returns the writes. Off Kueue, the portal's Kueue objects left from
+    when the cluster used it are deleted: always on a direct call (no snapshot); in the resync only when the
+    snapshot's list of the portal's Cohort found one, so a steady cluster's resync costs that one list, no write."""
     if contract.gpu_quota != KUEUE:
-        return drop_kueue_objects(cluster) if snapshot is None else 0
+        if snapshot is None or any(key[0] == KUEUE_COHORT[1] for key in snapshot.objects):
+            return drop_kueue_objects(cluster)
+        return 0
     manifests = cluster_quota_objects(contract)
     if snapshot is None:
         return converge(cluster, manifests)[0]
@@ -516,6 +649,21 @@ def converge_cluster_quota(cluster: Cluster, contract: ClusterContract, snapshot
             cluster.apply(with_hash(manifest))
             writes += 1
     return writes
+
+
+def resync_cluster_quota(cluster_id: int) -> int:
+    """The resync's look at a cluster none of whose deployments it checks (it may have none at all): off Kueue, one
+    list of the portal's Cohort and, when one is left from a Kueue past, every queue, flavor and cohort the portal
+    made goes (drop_kueue_objects); on Kueue, nothing (its queues are converged when a deployment or a quota changes).
+    Returns the deletes."""
+    contract = cluster_selectors.cluster_contract(cluster_id=cluster_id)
+    if contract.gpu_quota == KUEUE:
+        return 0
+    cluster = connect(cluster_selectors.cluster_connection(cluster_id=cluster_id))
+    managed = f"{MANAGED_BY_KEY}={MANAGED_BY}"
+    if not cluster.list(*KUEUE_COHORT, label_selector=managed):
+        return 0
+    return drop_kueue_objects(cluster)
 
 
 def reconcile_cluster_quota(cluster_id: int) -> int:
@@ -563,7 +711,8 @@ def _switch_modes(
     writes, live = converge(cluster, serving_objects)
     serving = live.get((serving_kind(spec.serving_mode), spec.name)) or None
     pool = _live_pool(cluster, spec)
-    ready_replicas = _ready_replicas(cluster, spec)
+    pods = _serving_pods(cluster, spec)
+    ready_replicas = _ready_replicas(cluster, spec, pods)
     if spec.serving_mode == LLMD_MODE:
         ready = llmd_serving_ready(serving, pool)
     else:
@@ -576,10 +725,12 @@ def _switch_modes(
     if ready and route_switched:
         writes += prune(cluster, owned, desired)
         finished = True
+        deployment_services.deployment_switch_completed(deployment_id=spec.deployment_id, generation=spec.generation)
     elif ready:
         route_live = cluster.apply(with_hash(route))
         writes += 1
     status = _observe(spec, serving=serving, pool=pool, route=route_live, ready_replicas=ready_replicas)
+    status = _with_prefill(status, _ready_prefill_replicas(spec, pods))
     if not finished:
         step = (
             "the route now sends to them; the old objects go next"
@@ -598,6 +749,7 @@ def _switch_modes(
             message=f"switching to the {spec.serving_mode} serving mode: {step}",
             endpoint=f"{gateway.rstrip('/')}/v1" if gateway else "",  # the gateway keeps serving it throughout
             observed_replicas=status.observed_replicas,
+            observed_prefill_replicas=status.observed_prefill_replicas,
         )
     deployment_services.deployment_status_record(
         deployment_id=spec.deployment_id,
@@ -617,8 +769,9 @@ SWITCH_HELD_CONDITION = "GpuQuotaHoldsSwitch"
 def _with_switch_headroom(cluster: Cluster, spec: DeploymentSpec, inputs: TeamInputs) -> TeamInputs:
     """During a mode switch on a ResourceQuota cluster the team's cap is raised by the GPUs the old mode's pods still
     request: the new pods must start before the old go (the route moves only to Ready replicas), so a team at its cap
-    would otherwise wait forever. The portal counts the deployment once against the team's quota, so the extra room
-    is this deployment's own and lasts only until the old objects are pruned (the next reconcile renders the cap)."""
+    would otherwise wait forever. The portal's admission counts the old mode's GPUs as held while the switch is in
+    flight (Deployment.switch_held_gpus), so no other deployment is admitted into this room; it lasts only until the
+    old objects are pruned (the next reconcile renders the cap, and deployment_switch_completed releases them)."""
     old_pods = _serving_pods(cluster, dataclasses.replace(spec, serving_mode=_other_mode(spec)))
     old_gpus = sum((_pod_gpus(pod.manifest) for pod in old_pods), Decimal(0))
     return dataclasses.replace(inputs, gpu_total=inputs.gpu_total + int(old_gpus))
@@ -685,9 +838,12 @@ class ClusterSnapshot:
     ready_pods: dict[tuple[str, str], int]  # (namespace, InferenceService name) -> ready predictor pods
     # llm-d: (namespace, LLMInferenceService name) -> its ready decode pods; (namespace, name) -> InferencePool
     ready_llmd_pods: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)
+    ready_prefill_pods: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)  # and its prefill pods
     pools: dict[tuple[str, str], dict[str, Any]] = dataclasses.field(default_factory=dict)
     # (serving mode, namespace, serving object name) -> its pods' names; (namespace, pod name) -> Kueue's Workload
     pods_by_owner: dict[tuple[str, str, str], list[str]] = dataclasses.field(default_factory=dict)
+    # (serving mode, namespace, serving object name) -> the queue-name labels its model server pods carry ("": none)
+    server_queues: dict[tuple[str, str, str], set[str]] = dataclasses.field(default_factory=dict)
     workloads_by_pod: dict[tuple[str, str], dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def workloads_of(self, serving_mode: str, namespace: str, name: str) -> list[dict[str, Any]]:
@@ -718,6 +874,8 @@ def cluster_snapshot(cluster: Cluster, contract: ClusterContract | None = None) 
     kueue = contract is not None and contract.gpu_quota == KUEUE
     if kueue:
         kinds += list(KUEUE_KINDS)
+    elif contract is not None:
+        kinds.append(KUEUE_COHORT)  # leftovers of a Kueue past (converge_cluster_quota prunes them)
     for api_version, kind in kinds:
         for listed in cluster.list(api_version, kind, label_selector=managed, all_namespaces=True):
             key = (listed.kind, listed.namespace or "", listed.name)
@@ -727,20 +885,27 @@ def cluster_snapshot(cluster: Cluster, contract: ClusterContract | None = None) 
                 owned.setdefault(deployment_id, set()).add(key)
     ready: dict[tuple[str, str], int] = {}
     pods_by_owner: dict[tuple[str, str, str], list[str]] = {}
+    server_queues: dict[tuple[str, str, str], set[str]] = {}
     for pod in cluster.list("v1", "Pod", label_selector=PREDICTOR_POD_LABEL, all_namespaces=True):
         owner = (pod.namespace or "", str((pod.metadata.get("labels") or {})[PREDICTOR_POD_LABEL]))
         pods_by_owner.setdefault((STANDARD_MODE, *owner), []).append(pod.name)
+        server_queues.setdefault((STANDARD_MODE, *owner), set()).add(_queue_of(pod.metadata.get("labels")))
         if _is_ready_pod(pod.manifest):
             ready[owner] = ready.get(owner, 0) + 1
     ready_llmd: dict[tuple[str, str], int] = {}
+    ready_prefill: dict[tuple[str, str], int] = {}
     pools: dict[tuple[str, str], dict[str, Any]] = {}
     if contract is not None and contract.runs_llmd:
         for pod in cluster.list("v1", "Pod", label_selector=LLMD_POD_PART_OF, all_namespaces=True):
             labels = pod.metadata.get("labels") or {}
             owner = (pod.namespace or "", str(labels.get(LLMD_POD_NAME_LABEL) or ""))
             pods_by_owner.setdefault((LLMD_MODE, *owner), []).append(pod.name)
+            if labels.get(LLMD_POD_COMPONENT_LABEL) == LLMD_DECODE_COMPONENT or _is_prefill_pod(labels):
+                server_queues.setdefault((LLMD_MODE, *owner), set()).add(_queue_of(labels))
             if labels.get(LLMD_POD_COMPONENT_LABEL) == LLMD_DECODE_COMPONENT and _is_ready_pod(pod.manifest):
                 ready_llmd[owner] = ready_llmd.get(owner, 0) + 1
+            elif _is_prefill_pod(labels) and _is_ready_pod(pod.manifest):
+                ready_prefill[owner] = ready_prefill.get(owner, 0) + 1
         # KServe's pools carry no portal label; listing them all is still one request.
         pools = {
             (listed.namespace or "", listed.name): listed.manifest
@@ -752,7 +917,9 @@ def cluster_snapshot(cluster: Cluster, contract: ClusterContract | None = None) 
     if kueue:
         for listed in cluster.list(*WORKLOAD_TYPE, label_selector=WORKLOAD_POD_LABEL, all_namespaces=True):
             workloads[(listed.namespace or "", _owner_pod(listed.manifest))] = listed.manifest
-    return ClusterSnapshot(objects, owned, ready, ready_llmd, pools, pods_by_owner, workloads)
+    return ClusterSnapshot(
+        objects, owned, ready, ready_llmd, ready_prefill, pools, pods_by_owner, server_queues, workloads
+    )
 
 
 def _key_of(manifest: dict[str, Any]) -> tuple[str, str, str]:
@@ -777,6 +944,8 @@ def status_if_in_sync(
     if snapshot.owned_by_deployment.get(str(spec.deployment_id), set()) != {_key_of(item) for item in desired}:
         return None
     namespace = namespace_of(spec)
+    if snapshot.server_queues.get((spec.serving_mode, namespace, spec.name), set()) - {_wanted_queue(spec, desired)}:
+        return None  # model server pods on another queue than wanted: a reconcile moves them (_move_model_server_queue)
     serving = snapshot.live((serving_kind(spec.serving_mode), namespace, spec.name)) or {}
     route = next((snapshot.live(_key_of(item)) for item in desired if item["kind"] == "AIGatewayRoute"), None)
     if spec.serving_mode == LLMD_MODE:
@@ -787,6 +956,7 @@ def status_if_in_sync(
             route=route,
             ready_replicas=snapshot.ready_llmd_pods.get((namespace, spec.name), 0),
         )
+        status = _with_prefill(status, snapshot.ready_prefill_pods.get((namespace, spec.name), 0))
     else:
         status = _observe(
             spec,

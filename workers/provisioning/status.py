@@ -6,6 +6,7 @@ Pure: dicts in (as read from the cluster), an ObservedStatus out. No Django, no 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from portal.deployments.contracts import ObservedStatus
@@ -247,9 +248,7 @@ def queued_by_kueue(status: ObservedStatus, workloads: list[dict[str, Any]]) -> 
     )
     conditions = (*status.conditions, view)
     if status.phase in ("Ready", "Degraded"):
-        return ObservedStatus(
-            status.phase, conditions, f"{status.message}; {waiting}", status.endpoint, status.observed_replicas
-        )
+        return dataclasses.replace(status, conditions=conditions, message=f"{status.message}; {waiting}")
     if status.phase == "Failed":
-        return ObservedStatus(status.phase, conditions, status.message, status.endpoint, status.observed_replicas)
-    return ObservedStatus("Provisioning", conditions, waiting, status.endpoint, status.observed_replicas)
+        return dataclasses.replace(status, conditions=conditions)
+    return dataclasses.replace(status, phase="Provisioning", conditions=conditions, message=waiting)

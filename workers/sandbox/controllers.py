@@ -1,8 +1,8 @@
 """Simulated controllers: just enough life for the demo and the tests to watch deployments become Ready.
 
-- KServe: an InferenceService gets predictor Pods (through ResourceQuota admission, so a team over its GPU quota
-  stays not-Ready with the API server's message) and, `ready_delay` seconds after its spec last changed,
-  `Ready` with a URL. A storage URI containing `fail-load` ends in `BlockedByFailedLoad`, as a model that
+- KServe: an InferenceService gets its predictor Deployment (Standard/raw mode), whose pods pass ResourceQuota
+  admission (a team over its GPU quota stays not-Ready with the API server's message) and Kueue's webhooks, and
+  turn Ready `ready_delay` seconds after they start (the model's load); then `Ready` with a URL. A storage URI containing `fail-load` ends in `BlockedByFailedLoad`, as a model that
   cannot load does. The annotation `serving.kserve.io/stop: "true"` removes the pods and reports `Stopped`.
 - Envoy AI Gateway: an AIGatewayRoute gets `Accepted` for its generation; one naming an InferencePool in another
   namespace without a ReferenceGrant there is refused (`NotAccepted`, the AI Gateway's message).
@@ -17,13 +17,13 @@ Status shapes follow shared/reference/serving-and-gateway.md sections 2 and 3.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from workers.sandbox.controllers_apps import AppsControllers, gated_status, pod_ready
+from workers.sandbox.controllers_apps import AppsControllers, owner_reference, pod_ready
 from workers.sandbox.controllers_kueue import KueueControllers, KueueSettings
 from workers.sandbox.controllers_llmd import LlmdControllers
 from workers.sandbox.gateway_config import StoreReader, pool_granted
@@ -116,13 +116,11 @@ class Controllers:
         self.store.finish_namespace_deletions()
         isvc_kind = self._kind(ISVC_GROUP, "inferenceservices")
         if isvc_kind is not None:
-            live, changed = self._changed(isvc_kind)
-            for isvc in changed:
-                try:
-                    if self._inference_service(isvc_kind, isvc, now):
-                        self._settle(isvc_kind, isvc["metadata"]["namespace"], isvc["metadata"]["name"])
-                except ApiError as error:  # the object changed or vanished under us: next step sees it
-                    logger.debug("kserve step: %s", error.message)
+            self._kserve_pass(isvc_kind, now)
+            # The predictor Deployments' pods are the Deployment controller's; KServe reads them back in the same
+            # step, as the real controllers, running side by side, would within moments.
+            self.apps.step(now)
+            live = self._kserve_pass(isvc_kind, now)
             self._collect_pods(self._live_isvcs - live)
             self._live_isvcs = live
             for key in [key for key in self._isvc_seen if key not in live]:
@@ -141,6 +139,16 @@ class Controllers:
 
     # ------------------------------------------------------------------ KServe
 
+    def _kserve_pass(self, isvc_kind: Kind, now: float) -> set[tuple[str, str]]:
+        live, changed = self._changed(isvc_kind)
+        for isvc in changed:
+            try:
+                if self._inference_service(isvc_kind, isvc, now):
+                    self._settle(isvc_kind, isvc["metadata"]["namespace"], isvc["metadata"]["name"])
+            except ApiError as error:  # the object changed or vanished under us: next step sees it
+                logger.debug("kserve step: %s", error.message)
+        return live
+
     def _inference_service(self, kind: Kind, isvc: dict[str, Any], now: float) -> bool:
         """Drive one InferenceService a step; True when it has settled (nothing left to do until it changes)."""
         metadata = isvc["metadata"]
@@ -156,14 +164,18 @@ class Controllers:
         if str(model.get("storageUri", "")).find("fail-load") >= 0:
             desired = self._failed_status(generation, f"failed to load model from {model.get('storageUri')}")
         elif stopped:
-            self._scale_pods(namespace, name, predictor, 0)
+            self._stop_predictor(namespace, name)
             desired = self._stopped_status(generation)
-        elif now - seen.since < self.settings.ready_delay:
-            desired = self._progress_status(generation, status, "Progressing", "the predictor is starting")
-            settled = False  # time alone moves it on
         else:
             replicas = max(int(predictor.get("minReplicas", 1) or 0), 1)
-            error = self._scale_pods(namespace, name, predictor, replicas, metadata.get("labels") or {})
+            try:
+                error = self._predictor_deployment(isvc, predictor, replicas)
+            except ApiError as refused:
+                # KServe's update of the predictor Deployment was refused (Kueue's webhook on a queue-name change):
+                # its reconcile fails with an InternalError event and the status stays as it was, observedGeneration
+                # included (controller.go: "fails to reconcile component"), and it retries.
+                logger.debug("kserve: predictor of %s/%s: %s", namespace, name, refused.message)
+                return False
             ready = sum(1 for pod in self._pods(namespace, name) if pod_ready(pod))
             if error is not None:
                 desired = self._progress_status(generation, status, "ReplicaFailure", error)
@@ -186,50 +198,73 @@ class Controllers:
         listing = self.store.list(pod_kind, namespace, label_selector=f"{ISVC_LABEL}={isvc_name}")
         return list(listing["items"])
 
-    def _scale_pods(
-        self,
-        namespace: str,
-        isvc_name: str,
-        predictor: dict[str, Any],
-        replicas: int,
-        isvc_labels: dict[str, str] | None = None,
-    ) -> str | None:
-        """Create or delete predictor pods to `replicas`; the quota admission message when one is refused.
-
-        The pods carry the InferenceService's labels, as KServe's predictor Deployment's pod template does
-        (kserve/kserve pkg/controller/v1beta1/inferenceservice/components/predictor.go buildObjectMeta: Union of the
-        runtime's, the InferenceService's and the predictor's labels, then its own), and pass the pod webhooks: a
-        queue-name label gets them gated by Kueue until admitted, then the scheduler starts them (controllers_apps)."""
-        pod_kind = self.store.kinds[("", "v1", "pods")]
-        pods = self._pods(namespace, isvc_name)
+    def _predictor_deployment(self, isvc: dict[str, Any], predictor: dict[str, Any], replicas: int) -> str | None:
+        """Create or update the predictor's Deployment, `<name>-predictor` (KServe Standard/raw mode: constants
+        PredictorServiceName; reconcilers/deployment/deployment_reconciler.go createRawDefaultDeployment): its labels,
+        and its pod template's, are the InferenceService's with KServe's own (components/predictor.go
+        buildObjectMeta: Union of the runtime's, the InferenceService's and the predictor's labels, then its own),
+        its selector `app: isvc.<name>-predictor`. An update sends the whole desired object (a dry-run update, then a
+        two-way merge patch: checkDeploymentExist, Reconcile), so a label gone from the InferenceService goes from the
+        Deployment too, and an admission webhook's refusal is raised (ApiError). The pods come from the Deployment
+        (controllers_apps), through the pod webhooks (Kueue gates a pod with a queue name). Returns the pod
+        creation failure the Deployment reports (ResourceQuota admission), or None."""
+        metadata = isvc["metadata"]
+        namespace, name = metadata["namespace"], metadata["name"]
+        app = f"isvc.{name}-predictor"
+        labels = {**(metadata.get("labels") or {}), ISVC_LABEL: name, "component": "predictor", "app": app}
         resources = ((predictor.get("model") or {}).get("resources")) or {}
-        for pod in pods[replicas:]:
-            self.store.delete(pod_kind, namespace, pod["metadata"]["name"])
-        for _ in range(replicas - len(pods)):
-            pod = {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {
-                    "name": f"{isvc_name}-predictor-{uuid.uuid4().hex[:5]}",
-                    "labels": {**(isvc_labels or {}), ISVC_LABEL: isvc_name, "component": "predictor"},
-                },
-                "spec": {
-                    "nodeSelector": predictor.get("nodeSelector") or {},
-                    "containers": [
-                        {"name": "kserve-container", "image": "kserve/huggingfaceserver", "resources": resources}
-                    ],
-                },
-                "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
-            }
-            for webhook in self.apps.pod_webhooks:
-                webhook(pod)
-            if pod["spec"].get("schedulingGates"):
-                pod["status"] = gated_status()
-            try:
-                self.store.create(pod_kind, namespace, pod, manager="replicaset-controller")
-            except ApiError as error:
-                return error.message
-        return None
+        spec = {
+            "containers": [{"name": "kserve-container", "image": "kserve/huggingfaceserver", "resources": resources}]
+        }
+        if predictor.get("nodeSelector"):
+            spec["nodeSelector"] = predictor["nodeSelector"]
+        if predictor.get("tolerations"):
+            spec["tolerations"] = predictor["tolerations"]
+        deployment_name = predictor_deployment_name(name)
+        owners = [owner_reference(isvc, f"{ISVC_GROUP}/v1beta1", "InferenceService")]
+        deployment_spec: dict[str, Any] = {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": app}},
+            "template": {"metadata": {"labels": dict(labels)}, "spec": spec},
+        }
+        desired: dict[str, Any] = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": deployment_name,
+                "labels": labels,
+                "ownerReferences": owners,
+            },
+            "spec": deployment_spec,
+        }
+        kind = self.store.kinds[("apps", "v1", "deployments")]
+        try:
+            current = self.store.get(kind, namespace, deployment_name)
+        except ApiError:
+            self.store.create(kind, namespace, desired, manager=KSERVE_MANAGER)
+            return None
+        wanted = copy.deepcopy(current)
+        wanted["metadata"]["labels"] = labels
+        wanted["metadata"]["ownerReferences"] = owners
+        wanted["spec"] = deployment_spec
+        if wanted != current:
+            current = self.store.replace(kind, namespace, deployment_name, wanted, manager=KSERVE_MANAGER)
+        failure = next(
+            (
+                item
+                for item in (current.get("status") or {}).get("conditions") or []
+                if item.get("type") == "ReplicaFailure" and item.get("status") == "True"
+            ),
+            None,
+        )
+        return str(failure.get("message") or "") if failure is not None else None
+
+    def _stop_predictor(self, namespace: str, name: str) -> None:
+        """Stopped: KServe deletes the predictor's Deployment (checkDeploymentExist: CheckResultDelete); its pods go
+        with it."""
+        kind = self.store.kinds[("apps", "v1", "deployments")]
+        with contextlib.suppress(ApiError):
+            self.store.delete(kind, namespace, predictor_deployment_name(name))
 
     def _collect_pods(self, gone: set[tuple[str, str]]) -> None:
         """Delete the predictor pods of InferenceServices that are gone (what owner references do)."""
@@ -360,6 +395,10 @@ class Controllers:
                     f"{route_namespace} to reference InferencePool in namespace {pool_namespace}"
                 )
         return ""
+
+
+def predictor_deployment_name(isvc_name: str) -> str:
+    return f"{isvc_name}-predictor"
 
 
 def _names_pool(route: dict[str, Any]) -> bool:

@@ -1,5 +1,6 @@
-"""Simulated built-in controllers for what the llm-d controller creates: Deployments get their pods, pods start
-once nothing gates them, and the garbage collector deletes what an owner reference ties to a deleted object.
+"""Simulated built-in controllers for what KServe creates (the predictor Deployment of an InferenceService, the
+llm-d workloads): Deployments get their pods, pods start once nothing gates them, and the garbage collector deletes
+what an owner reference ties to a deleted object.
 
 - Deployment (kube-controller-manager's deployment + replicaset controllers, folded into one; no ReplicaSet object):
   `spec.replicas` (default 1) pods from the template, named `<deployment>-<template hash>-<suffix>` and owned by the
@@ -8,7 +9,10 @@ once nothing gates them, and the garbage collector deletes what an owner referen
   `replicas`, `readyReplicas`, `availableReplicas`, `updatedReplicas`, and the `Available` condition
   (`MinimumReplicasAvailable` "Deployment has minimum availability." / `MinimumReplicasUnavailable` "Deployment
   does not have minimum availability.", kubernetes pkg/controller/deployment/util/deployment_util.go) with the
-  default maxUnavailable of 25% rounded down.
+  default maxUnavailable of 25% rounded down. A template change is rolled out surge first: the older template's pods
+  stay until as many of the current template's are Ready (the default RollingUpdate for a few replicas, whose
+  maxUnavailable of 25% rounds down to none). Pods no controller owns whose labels match the selector are adopted
+  (ControllerRefManager), as a Deployment re-created after an orphaning delete adopts what its predecessor left.
 - Pods (the scheduler and kubelet): a pod with `spec.schedulingGates` stays `Pending` with `PodScheduled` False,
   reason `SchedulingGated` ("Scheduling is blocked due to non-empty scheduling gates", kubernetes
   pkg/scheduler/framework/plugins/schedulinggates); once its gates are gone it is `Running` and Ready with a pod IP,
@@ -16,7 +20,8 @@ once nothing gates them, and the garbage collector deletes what an owner referen
   CrashLoopBackOff, not Ready. With `ready_delay` (the demo's model loading time) a started pod turns Ready that many
   seconds later.
 - Garbage collector: when an object is deleted, the objects whose `ownerReferences` name its uid are deleted
-  (background propagation), and so on down the chain.
+  (background propagation), and so on down the chain; deleted with propagationPolicy Orphan, they stay and lose that
+  owner reference instead.
 
 Level-triggered, but only when something they watch changed (an informer's event), so an idle sandbox pays nothing.
 """
@@ -38,6 +43,7 @@ from workers.sandbox.store import ApiError, Kind, Store, now_rfc3339
 Obj = dict[str, Any]
 DEPLOYMENT_MANAGER = "kube-controller-manager"
 KUBELET_MANAGER = "kubelet"
+GC_MANAGER = DEPLOYMENT_MANAGER  # the garbage collector runs in kube-controller-manager
 GATED_MESSAGE = "Scheduling is blocked due to non-empty scheduling gates"
 FAIL_MARKER = "fail-load"  # the sandbox's model that cannot be loaded (as for an InferenceService)
 # Kinds whose objects the simulated controllers create with owner references: where the collector looks.
@@ -108,6 +114,7 @@ class AppsControllers:
     _now: float = 0.0
     _dirty: threading.Event = field(default_factory=threading.Event)
     _deleted: set[str] = field(default_factory=set)  # uids deleted since the collector last ran
+    _orphaned: set[str] = field(default_factory=set)  # of those, the ones deleted with propagationPolicy Orphan
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _pod_ips: int = 0
     _pods_made: int = 0
@@ -120,6 +127,8 @@ class AppsControllers:
         if event == "DELETED":
             with self._lock:
                 self._deleted.add(str(obj["metadata"].get("uid", "")))
+                if "orphan" in (obj["metadata"].get("finalizers") or []):
+                    self._orphaned.add(str(obj["metadata"].get("uid", "")))
         if kind.kind in ("Deployment", "Pod", "ResourceQuota") or event == "DELETED":
             self._dirty.set()
 
@@ -148,9 +157,12 @@ class AppsControllers:
     # ------------------------------------------------------------------ garbage collector
 
     def collect_garbage(self) -> None:
+        """Dependents of deleted owners go; those of an owner deleted with propagationPolicy Orphan stay, their
+        owner reference to it removed (the garbage collector's orphan finalizer), for a new owner to adopt."""
         while True:
             with self._lock:
                 gone, self._deleted = self._deleted, set()
+                orphaned, self._orphaned = self._orphaned & gone, self._orphaned - gone
             gone.discard("")
             if not gone:
                 return
@@ -160,9 +172,20 @@ class AppsControllers:
                     continue
                 for obj in self.store.iter_objects(kind):
                     refs = obj["metadata"].get("ownerReferences") or []
-                    if any(ref.get("uid") in gone for ref in refs):
+                    if any(ref.get("uid") in orphaned for ref in refs):
+                        kept = [ref for ref in refs if ref.get("uid") not in orphaned]
+                        with contextlib.suppress(ApiError):
+                            self._set_owners(kind, obj, kept)
+                    elif any(ref.get("uid") in gone for ref in refs):
                         with contextlib.suppress(ApiError):  # already gone (its namespace went)
                             self.store.delete(kind, obj["metadata"].get("namespace"), obj["metadata"]["name"])
+
+    def _set_owners(self, kind: Kind, obj: Obj, owners: list[Obj]) -> None:
+        changed = copy.deepcopy(obj)
+        changed["metadata"]["ownerReferences"] = owners
+        if not owners:
+            changed["metadata"].pop("ownerReferences")
+        self.store.replace(kind, obj["metadata"].get("namespace"), obj["metadata"]["name"], changed, manager=GC_MANAGER)
 
     # ------------------------------------------------------------------ deployments
 
@@ -175,11 +198,20 @@ class AppsControllers:
         template = spec.get("template") or {}
         template_hash = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
         listing = self.store.list(pod_kind, namespace)["items"]
+        for pod in listing:
+            if self._adoptable(pod, spec):
+                self._adopt(pod_kind, pod, deployment)
+        listing = self.store.list(pod_kind, namespace)["items"]
         pods = sorted((pod for pod in listing if owned_by(pod, uid)), key=lambda pod: pod["metadata"]["name"])
         current = [
             pod for pod in pods if (pod["metadata"].get("labels") or {}).get("pod-template-hash") == template_hash
         ]
-        for pod in [pod for pod in pods if pod not in current] + current[wanted:]:
+        # A rolling update: pods of an older template serve until as many of the current one are ready (maxSurge
+        # first, as the default RollingUpdate's maxUnavailable of 25% rounds down to none for a few replicas).
+        older = [pod for pod in pods if pod not in current]
+        if sum(1 for pod in current[:wanted] if pod_ready(pod)) < wanted:
+            older = []
+        for pod in older + current[wanted:]:
             with contextlib.suppress(ApiError):
                 self.store.delete(pod_kind, namespace, pod["metadata"]["name"])
         current = current[:wanted]
@@ -196,6 +228,26 @@ class AppsControllers:
                 break
         ready = sum(1 for pod in current if pod_ready(pod))
         self._deployment_status(kind, deployment, wanted, len(current), ready, template_hash, failure)
+
+    @staticmethod
+    def _adoptable(pod: Obj, spec: Obj) -> bool:
+        """A pod no controller owns whose labels match the Deployment's selector (ControllerRefManager's adoption:
+        what a Deployment re-created after an orphaning delete does with the pods its predecessor left)."""
+        if any(ref.get("controller") for ref in pod["metadata"].get("ownerReferences") or []):
+            return False
+        wanted = ((spec.get("selector") or {}).get("matchLabels")) or {}
+        labels = pod["metadata"].get("labels") or {}
+        return bool(wanted) and all(labels.get(key) == value for key, value in wanted.items())
+
+    def _adopt(self, pod_kind: Kind, pod: Obj, deployment: Obj) -> Obj:
+        owners = [*(pod["metadata"].get("ownerReferences") or []), owner_reference(deployment, "apps/v1", "Deployment")]
+        adopted = copy.deepcopy(pod)
+        adopted["metadata"]["ownerReferences"] = owners
+        with contextlib.suppress(ApiError):
+            return self.store.replace(
+                pod_kind, pod["metadata"]["namespace"], pod["metadata"]["name"], adopted, manager=DEPLOYMENT_MANAGER
+            )
+        return pod
 
     def _create_pod(self, pod_kind: Kind, deployment: Obj, template: Obj, template_hash: str, name: str) -> Obj:
         pod_metadata = copy.deepcopy(template.get("metadata") or {})

@@ -69,6 +69,7 @@ ADMISSION_GATE = "kueue.x-k8s.io/admission"
 POD_SET = "main"
 GPU = "nvidia.com/gpu"
 KUEUE_MANAGER = "kueue-admission"
+DEPLOYMENT_WEBHOOK = "vdeployment.kb.io"  # Kueue's validating webhook for Deployments (deployment_webhook.go marker)
 WATCHED = frozenset({"Pod", "Namespace", "Workload", "ClusterQueue", "LocalQueue", "Cohort", "ResourceFlavor"})
 
 
@@ -139,6 +140,7 @@ class KueueControllers:
 
     def __post_init__(self) -> None:
         self.store.listeners.append(self._on_event)
+        self.store.update_webhooks.append(self.deployment_update_webhook)
         self._dirty.set()
 
     def _on_event(self, event: str, kind: Kind, obj: Obj) -> None:
@@ -162,6 +164,33 @@ class KueueControllers:
         gates = pod["spec"].setdefault("schedulingGates", [])
         if not any(gate.get("name") == ADMISSION_GATE for gate in gates):
             gates.append({"name": ADMISSION_GATE})
+
+    # ------------------------------------------------------------------ the deployment webhook
+
+    def deployment_update_webhook(self, kind: Kind, old: Obj, new: Obj) -> None:
+        """Kueue's validating webhook for Deployments (vdeployment.kb.io), on update: the queue-name label may not
+        change while the Deployment has a ready replica, and may never be removed -- not even with none ready (the
+        quirk: "or if the queue-name has been deleted"). Kueue v0.19.2 pkg/controller/jobs/deployment/
+        deployment_webhook.go ValidateUpdate: `isSuspended := oldDeployment.Status.ReadyReplicas == 0; if
+        !isSuspended || newQueueName == "" { ValidateImmutableField(newQueueName, oldQueueName, queueNameLabelPath) }`
+        (its deployment_webhook_test.go: "without queue" refused, "with queue" from none allowed, "with queue (ready
+        replicas)" refused). apimachinery's ValidateImmutableField gives `field.Invalid(path, new, "field is
+        immutable")`; controller-runtime denies with 403 Forbidden (webhook/admission/response.go
+        ValidationResponse), and the API server prefixes `admission webhook "<name>" denied the request: `
+        (k8s.io/apiserver pkg/admission/plugin/webhook/errors ToStatusErr). The Deployment's own label is checked,
+        not its pod template's: a template change rolls out new pods, which the pod webhook treats as new pods."""
+        if kind.group != "apps" or kind.kind != "Deployment":
+            return
+        old_queue = str((old["metadata"].get("labels") or {}).get(QUEUE_LABEL) or "")
+        new_queue = str((new["metadata"].get("labels") or {}).get(QUEUE_LABEL) or "")
+        suspended = int((old.get("status") or {}).get("readyReplicas") or 0) == 0
+        if (not suspended or not new_queue) and new_queue != old_queue:
+            raise ApiError(
+                403,
+                "Forbidden",
+                f'admission webhook "{DEPLOYMENT_WEBHOOK}" denied the request: '
+                f'metadata.labels[{QUEUE_LABEL}]: Invalid value: "{new_queue}": field is immutable',
+            )
 
     # ------------------------------------------------------------------ the loop
 

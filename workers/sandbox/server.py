@@ -518,7 +518,12 @@ class Sandbox:
             )
             return (201 if created else 200), obj
         if method == "DELETE":
-            result = store.delete(kind, namespace, name, dry_run=dry_run)
+            try:
+                options = json.loads(body) if body else {}
+            except ValueError:
+                options = {}
+            policy = (query.get("propagationPolicy") or [""])[0] or (options or {}).get("propagationPolicy") or ""
+            result = store.delete(kind, namespace, name, dry_run=dry_run, orphan=policy == "Orphan")
             return 200, result
         raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
 

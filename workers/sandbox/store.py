@@ -376,6 +376,9 @@ class Store:
         self.objects = ObjectTable()
         self._resource_version = 1000
         self.listeners: list[Callable[[str, Kind, Obj], None]] = []
+        # Validating admission webhooks on updates of an object's main resource (not its status), dry runs included
+        # (a webhook with sideEffects None is called for them too): each gets (kind, old, new) and raises ApiError.
+        self.update_webhooks: list[Callable[[Kind, Obj, Obj], None]] = []
         self.establish_delay = 0.0  # seconds from a CRD's creation through the API until its kinds are served
         self._establishing: dict[str, float] = {}  # CRD name -> time.monotonic() its kinds are served from
         for kind in BUILTIN_KINDS:
@@ -931,6 +934,9 @@ class Store:
         else:
             merged = self._prepare(kind, merged, strict=strict)
         self._bump_generation(kind, old, merged)
+        if subresource != "status":
+            for webhook in self.update_webhooks:
+                webhook(kind, old, merged)
 
         if dry_run:
             merged["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
@@ -1140,7 +1146,12 @@ class Store:
             applied_paths=new_paths,
         )
 
-    def delete(self, kind: Kind, namespace: str | None, name: str, *, dry_run: bool = False) -> Obj:
+    def delete(
+        self, kind: Kind, namespace: str | None, name: str, *, dry_run: bool = False, orphan: bool = False
+    ) -> Obj:
+        """Delete; with `orphan` (propagationPolicy Orphan), the object goes with the `orphan` finalizer in its last
+        state, which tells the garbage collector to strip its dependents' owner references instead of deleting them
+        (controllers_apps.collect_garbage)."""
         with self.lock:
             key = self._key(kind, namespace if kind.namespaced else None, name)
             entry = self.objects.get(key)
@@ -1166,8 +1177,11 @@ class Store:
             if kind.kind == "CustomResourceDefinition":  # its kinds are no longer served
                 self.forget_crd(entry.obj)
             self._after_delete(kind, entry.obj)
+            gone = copy.deepcopy(entry.obj)
+            if orphan:
+                gone["metadata"]["finalizers"] = ["orphan"]
             for listener in self.listeners:
-                listener("DELETED", kind, copy.deepcopy(entry.obj))
+                listener("DELETED", kind, gone)
             return success
 
     # ------------------------------------------------------------------ built-in behaviour

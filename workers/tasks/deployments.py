@@ -16,6 +16,7 @@ from workers.provisioning.reconciler import (
     reconcile_cluster_quota,
     reconcile_deployment,
     resync_cluster,
+    resync_cluster_quota,
 )
 from workers.tasks import pending
 
@@ -89,7 +90,9 @@ def team_key_routes_changed(
 def resync(include_ready: bool = False) -> int:
     """The outbox's reader. Deployments whose spec is ahead of what was observed, or being deleted, are enqueued;
     the rest that are not Ready (with include_ready: all of them, to repair drift) are compared with one snapshot
-    of their cluster: in sync, their status is recorded; drifted, they are enqueued. A lost message costs
+    of their cluster: in sync, their status is recorded; drifted, they are enqueued. Every other cluster gets one
+    list of the portal's Kueue Cohort, so queues left on a cluster that left Kueue (with or without deployments)
+    are pruned (resync_cluster_quota). A lost message costs
     latency, never correctness, and unchanged deployments cost a few list requests per cluster, no writes.
     Returns how many were enqueued: one pending message per deployment at most (workers/tasks/pending.py)."""
     direct, by_cluster = deployment_selectors.deployment_resync_plan(include_ready=include_ready)
@@ -100,4 +103,11 @@ def resync(include_ready: bool = False) -> int:
         except ClusterError as error:  # unreachable or refusing: each deployment's own reconcile retries and reports
             logger.warning("resync of cluster %s fell back to per-deployment reconciles: %s", cluster_id, error)
             enqueue.extend(ids)
+    for cluster_id in cluster_selectors.cluster_ids():
+        if cluster_id in by_cluster:
+            continue  # its snapshot above looked for Kueue leftovers already
+        try:
+            resync_cluster_quota(cluster_id)
+        except ClusterError as error:  # the next resync looks again
+            logger.warning("resync of cluster %s could not look for Kueue leftovers: %s", cluster_id, error)
     return sum(pending.enqueue_once(reconcile, deployment_id) for deployment_id in enqueue)

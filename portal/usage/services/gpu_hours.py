@@ -58,7 +58,8 @@ def _hour_pieces(start: datetime, end: datetime) -> list[tuple[datetime, datetim
 
 def gpu_usage_accrue(*, now: datetime | None = None) -> int:
     """Accrue GPU-hours of self-hosted deployments up to `now`: the integral of the replicas the reconciler observed
-    (deployments.ReplicaObservation, a change log) x GPUs per replica x the pool's hourly price, split at each
+    (deployments.ReplicaObservation, a change log: decode replicas x their GPUs, plus llm-d's prefill replicas x
+    theirs) x the pool's hourly price, split at each
     change and each UTC hour. A deployment is charged from its first observed replica, for every change between
     runs, and until it is gone. Exactly once: a cursor per deployment is locked and advanced in the same
     transaction as the rows it adds, and each row added is added to its day's GpuUsageDaily in that transaction too.
@@ -73,41 +74,50 @@ def gpu_usage_accrue(*, now: datetime | None = None) -> int:
                 continue
             cursor, _ = GpuAccrualCursor.objects.select_for_update().get_or_create(
                 deployment_id=deployment_id,
-                defaults={"sampled_at": first.observed_at, "observed_replicas": first.replicas},
+                defaults={
+                    "sampled_at": first.observed_at,
+                    "observed_replicas": first.replicas + first.prefill_replicas,
+                },
             )
             current = deployment_selectors.replica_observation_at(deployment_id=deployment_id, at=cursor.sampled_at)
             if cursor.sampled_at >= now or current is None:
                 continue
-            start, replicas = cursor.sampled_at, cursor.observed_replicas
+            start = cursor.sampled_at
             for change in deployment_selectors.replica_observations(
                 deployment_id=deployment_id, after=start, until=now
             ):
-                written += _charge_gpus(current, replicas, start, change.observed_at, prices)
-                current, start, replicas = change, change.observed_at, change.replicas
-            written += _charge_gpus(current, replicas, start, now, prices)
-            cursor.sampled_at, cursor.observed_replicas = now, replicas
+                written += _charge_gpus(current, start, change.observed_at, prices)
+                current, start = change, change.observed_at
+            written += _charge_gpus(current, start, now, prices)
+            # The replicas holding GPUs when accrual stopped, prefill ones included: a deployment with any is due
+            # again at the next run (usage.selectors.gpu_accrual_due).
+            cursor.sampled_at, cursor.observed_replicas = now, current.replicas + current.prefill_replicas
             cursor.save(update_fields=["sampled_at", "observed_replicas"])
     return written
 
 
 def _charge_gpus(
     deployment: ReplicaObservation,
-    replicas: int,
     start: datetime,
     end: datetime,
     prices: dict[tuple[int, str], Decimal],
 ) -> int:
-    """One GpuUsage row per UTC hour of [start, end) at `replicas`, each added to its day's rollup; none when nothing
-    ran. A row already written (the same deployment and start) is neither written nor added again."""
-    if not replicas or not deployment.gpus_per_replica or end <= start:
+    """One GpuUsage row per UTC hour of [start, end) at what `deployment` observed, each added to its day's rollup;
+    none when nothing ran. A row already written (the same deployment and start) is neither written nor added again.
+
+    The GPUs charged are the decode replicas' and, with llm-d's prefill/decode disaggregation, the prefill replicas'
+    each at their own GPUs per replica (ReplicaObservation.gpus). One row carries both (a GpuUsage row is one per
+    deployment and start): its `replicas` counts every GPU-holding replica, its `gpus_per_replica` is the decode
+    replicas', and its GPU-hours are exact for both."""
+    gpus = deployment.gpus
+    if not gpus or end <= start:
         return 0
+    replicas = deployment.replicas + deployment.prefill_replicas
     price = prices.get((deployment.cluster_id, deployment.accelerator_type), Decimal(0))
     written = 0
     for piece_start, piece_end in _hour_pieces(start, end):
         seconds = Decimal((piece_end - piece_start) // timedelta(microseconds=1)) / Decimal(3_600_000_000)
-        gpu_hours = (seconds * replicas * deployment.gpus_per_replica).quantize(
-            GPU_HOURS_PLACES, rounding=ROUND_HALF_EVEN
-        )
+        gpu_hours = (seconds * gpus).quantize(GPU_HOURS_PLACES, rounding=ROUND_HALF_EVEN)
         row, created = GpuUsage.objects.get_or_create(
             deployment_id=deployment.deployment_id,
             started_at=piece_start,

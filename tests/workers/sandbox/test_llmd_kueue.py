@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
@@ -38,6 +39,7 @@ from tests.workers.sandbox.test_gateway_dataplane import (
 )
 from workers.provisioning.manifests import kueue, llmd
 from workers.provisioning.manifests.deployment import build_team_objects
+from workers.provisioning.status import derive_llmd_status
 from workers.sandbox.controllers_kueue import workload_name_for_pod
 from workers.sandbox.controllers_llmd import kserve_child_name
 from workers.sandbox.gateway import SandboxGateway
@@ -701,3 +703,110 @@ def test_a_route_to_the_pool_is_served_by_its_pods_and_metered_and_limited_like_
     gateway.clock.advance(60)  # type: ignore[attr-defined]
     answer = chat(gateway, QWEN)
     assert (answer.status, answer.text()) == (503, "no healthy upstream")
+
+
+def test_the_pool_has_no_parent_with_the_route_in_the_gateway_namespace_and_that_is_harmless(
+    clean_sandbox: Sandbox, api: k8s.ApiClient, gateway_world: SandboxGateway
+) -> None:
+    """As a platform engineer runs it: the AIGatewayRoute stays in the gateway's namespace (the shared Gateway admits
+    routes from its own namespace only) and reaches the pool in the team's namespace through the ReferenceGrant.
+    AI Gateway v1.1.0 writes a pool's `status.parents` only from routes in the pool's own namespace
+    (internal/controller/inference_pool.go gatewayReferencesInferencePool), so this pool never gets a parent: the
+    sandbox reproduces that. It is status only: the route is accepted, requests reach the pool's pods, and the
+    portal's status is Ready, because neither routing (ai_gateway_route.go, under the grant) nor the portal's status
+    (status.derive_llmd_status) reads the pool's parents; KServe's own Ready waits for a gateway it manages either
+    way (llmd.py module docstring)."""
+    sandbox, gateway = clean_sandbox, gateway_world
+    apply_policy(sandbox, policy_spec(teams=(team("alpha", ALPHA, per_minute=1000),)))
+    spec = llmd_spec("alpha", "chat", QWEN)
+    deploy(sandbox, api, spec)
+
+    def route() -> Any:
+        return get(sandbox, api, "aigateway.envoyproxy.io/v1beta1", "AIGatewayRoute", "genai-gateway", "alpha--chat")
+
+    def pool() -> Any:
+        return get(
+            sandbox, api, "inference.networking.k8s.io/v1", "InferencePool", "genai-alpha", "chat-inference-pool"
+        )
+
+    settle_until(
+        sandbox,
+        lambda: (
+            conditions(route()).get("Accepted", ("",))[0] == "True"
+            and conditions(service_of(sandbox, api, spec)).get("WorkloadsReady", ("",))[0] == "True"
+        ),
+    )
+    assert route()["metadata"]["namespace"] != pool()["metadata"]["namespace"]
+    assert (pool().get("status") or {}).get("parents") in (None, [])  # the AI Gateway v1.1.0 quirk
+
+    answer = chat(gateway, QWEN)
+    assert answer.status == 200, answer.text()
+    [decode] = pods_of(api, "genai-alpha", "app.kubernetes.io/name=chat,llm-d.ai/role=both")
+    assert [upstream.host for upstream in gateway.upstream_calls()] == [decode.status.pod_ip]
+
+    status = derive_llmd_status(
+        llm_inference_service=service_of(sandbox, api, spec),
+        inference_pool=pool(),
+        route=route(),
+        endpoint_base="http://gateway.example",
+        served_model_name=QWEN,
+        ready_replicas=1,
+    )
+    assert (status.phase, status.message) == ("Ready", f"serving '{QWEN}' through the gateway (llm-d)")
+    assert "PoolAccepted" not in {condition["type"] for condition in status.conditions}
+
+
+# ---------------------------------------------------------------------------------------------- Kueue's webhook
+
+
+def test_kueues_deployment_webhook_refuses_a_queue_name_change_with_ready_pods_and_any_removal(
+    clean_sandbox: Sandbox, api: k8s.ApiClient
+) -> None:
+    """What Kueue v0.19.2's validating webhook for Deployments refuses (deployment_webhook.go ValidateUpdate), with
+    its message and status: a queue-name label added to or changed on a Deployment with a ready replica, and the
+    label removed even with none ready. A Deployment with none ready may get one, or change it."""
+    sandbox = clean_sandbox
+    k8s.CoreV1Api(api).create_namespace({"metadata": {"name": "genai-alpha"}})
+    apps = k8s.AppsV1Api(api)
+
+    def deployment(name: str, replicas: int, labels: dict[str, str]) -> dict[str, Any]:
+        return {
+            "metadata": {"name": name, "labels": {"app": name, **labels}},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{"name": "main", "image": "vllm/vllm-openai"}]},
+                },
+            },
+        }
+
+    def refusal(name: str, labels: dict[str, str | None]) -> tuple[int, str, str]:
+        with pytest.raises(k8s.ApiException) as refused:
+            apps.patch_namespaced_deployment(name, "genai-alpha", {"metadata": {"labels": labels}})
+        body = json.loads(refused.value.body)
+        return refused.value.status, body["reason"], body["message"]
+
+    apps.create_namespaced_deployment("genai-alpha", deployment("serving", 1, {}))
+    settle_until(sandbox, lambda: apps.read_namespaced_deployment("serving", "genai-alpha").status.ready_replicas == 1)
+    assert refusal("serving", {"kueue.x-k8s.io/queue-name": "genai-portal"}) == (
+        403,
+        "Forbidden",
+        'admission webhook "vdeployment.kb.io" denied the request: metadata.labels[kueue.x-k8s.io/queue-name]: '
+        'Invalid value: "genai-portal": field is immutable',
+    )
+    assert "kueue.x-k8s.io/queue-name" not in apps.read_namespaced_deployment("serving", "genai-alpha").metadata.labels
+
+    apps.create_namespaced_deployment("genai-alpha", deployment("idle", 0, {"kueue.x-k8s.io/queue-name": "one"}))
+    assert refusal("idle", {"kueue.x-k8s.io/queue-name": None}) == (  # removed, though nothing is ready: refused
+        403,
+        "Forbidden",
+        'admission webhook "vdeployment.kb.io" denied the request: metadata.labels[kueue.x-k8s.io/queue-name]: '
+        'Invalid value: "": field is immutable',
+    )
+    apps.patch_namespaced_deployment(
+        "idle", "genai-alpha", {"metadata": {"labels": {"kueue.x-k8s.io/queue-name": "two"}}}
+    )
+    labels = apps.read_namespaced_deployment("idle", "genai-alpha").metadata.labels
+    assert labels["kueue.x-k8s.io/queue-name"] == "two"

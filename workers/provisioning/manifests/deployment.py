@@ -168,7 +168,9 @@ def build_inference_service(spec: DeploymentSpec) -> Manifest:
             # copies the InferenceService's labels onto the predictor's Deployment and its pod template
             # (kserve/kserve pkg/controller/v1beta1/inferenceservice/components/predictor.go buildObjectMeta:
             # Union(runtime labels, isvc.Labels, predictor labels, ...)); Kueue then holds those pods (its deployment
-            # webhook and pod integration read the label, manifests/kueue.py).
+            # webhook and pod integration read the label, manifests/kueue.py). On a live deployment whose cluster moved
+            # onto or off Kueue, Kueue's webhook refuses KServe's relabel of the Deployment; the reconciler
+            # re-creates it (reconciler._move_model_server_queue).
             "labels": {
                 **deployment_labels(spec.team_slug, spec.name, spec.deployment_id),
                 **queue_labels(spec.cluster),

@@ -51,6 +51,18 @@ Envoy AI Gateway v1.1.0 (envoyproxy/ai-gateway, api/v1beta1/ai_gateway_route.go,
   from `gateway.networking.k8s.io/HTTPRoute` (Gateway API GEP-709; AI Gateway's own cross-namespace e2e grants both
   kinds for its Backend, tests/e2e/testdata/cross_namespace.yaml; that Envoy Gateway applies it to pool refs the
   same way is inferred, not read in its code). One grant with both `from` entries, limited `to` the one pool.
+- A pool's `status.parents` is written only from the AIGatewayRoutes and HTTPRoutes in the pool's own namespace
+  (internal/controller/inference_pool.go gatewayReferencesInferencePool lists routes `InNamespace(pool namespace)`),
+  so a pool reached from the gateway's namespace never gets a parent. That is status only, and the route stays in
+  the gateway's namespace: routing is built from the route, the cross-namespace pool reference checked against the
+  grant (ai_gateway_route.go newHTTPRoute, referencegrant.go), and the extension server's endpoint-picker cluster
+  from the pool itself (internal/extensionserver/inferencepool.go), none reading the pool's status; the portal's
+  status reads the pool's parents only to report a refusal (status.derive_llmd_status), and KServe's `Ready` waits
+  for a gateway it manages either way (above). Moving the route beside the pool would need every team namespace
+  admitted by the shared Gateway's `allowedRoutes` (Gateway API: a listener admits routes of its own namespace
+  unless it says `from: All` or a selector), which would let anyone who can write a route in a team namespace
+  attach it to the shared gateway, in front of its key checks and token metering. Tested in
+  tests/workers/sandbox/test_llmd_kueue.py (the pool has no parent, and it serves and reads Ready).
 
 llm-d-router v0.10.0 (llm-d/llm-d-router 71f4f0999f95b96c49a9d0c4afbd18dfdb943c26; KServe v0.20.0's scheduler
 preset runs its endpoint picker v0.9.0, same `llm-d.ai` group and header):
@@ -303,7 +315,9 @@ def build_pool_reference_grant(spec: DeploymentSpec) -> Manifest:
 
 def build_pool_route(spec: DeploymentSpec) -> Manifest:
     """Today's route (name, matches on the model and the team's client ids, timeouts, token cost keys), with its
-    one rule sending to the deployment's InferencePool instead of an AIServiceBackend."""
+    one rule sending to the deployment's InferencePool instead of an AIServiceBackend. It stays in the gateway's
+    namespace, where the shared Gateway admits routes; the pool then has no `status.parents` (AI Gateway v1.1.0 looks
+    for a pool's routes in the pool's namespace only), which is harmless (module docstring)."""
     route = build_route(spec)
     pool_ref: dict[str, Any] = {**_pool_ref(spec), "weight": 1}
     if route_crosses_namespaces(spec):
