@@ -77,7 +77,9 @@ test-lane-python:
 # runs everything after the checks, as before, when PYTEST_ARGS chooses the tests, or with embedded services (no
 # machine PostgreSQL or Redis: two pytests would share them). The checks' and the second pytest's output is printed
 # whole after the rest's; any failing fails the target.
-WAITING_TESTS := tests/soak tests/e2e
+# tests/test_schemathesis.py (about 46 s of CPU, the API fuzzed from its schema) runs there too, one test at a time
+# with the soak and the e2e: that pytest finished minutes before the main one, the long pole of make test.
+WAITING_TESTS := tests/test_schemathesis.py tests/soak tests/e2e
 WAITING_LOG := var/test-waiting.log
 WAITING_SERVICES = $(if $(strip $(PYTEST_ARGS)),,$(shell $(PY) -m tests.lanes $(LOCAL_SERVICES)))
 
