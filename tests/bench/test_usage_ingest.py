@@ -716,13 +716,13 @@ def test_bench_usage_ingest_profile() -> None:
             figures["decode"] += time.process_time() - clock
             records = [item for item in parsed if isinstance(item, events.UsageRecord)]
             clock = time.process_time()
-            rows = ingest.attribute_and_rate(records)
+            rated = ingest.rate_batch(records)
             figures["attribute and rate"] += time.process_time() - clock
             with connection.cursor() as cursor:
-                sources = store.source_ids(cursor, {row.record.source for row in rows})
-                price_sets = store.price_set_ids(cursor, {row.price_ids for row in rows if not row.reason})
+                sources = store.source_ids(cursor, {record.source for record in records})
+                price_sets = store.price_set_ids(cursor, set(rated.price_ids))
             clock = time.process_time()
-            ingest.stored_form(rows, price_sets=price_sets, sources=sources)
+            ingest.staged(rated, price_sets=price_sets, sources=sources)
             figures["stored form"] += time.process_time() - clock
             database = _backend_cpu_seconds()
             clock = time.process_time()

@@ -10,8 +10,10 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from operator import attrgetter, itemgetter
-from typing import Any
+from hashlib import sha256
+from itertools import repeat
+from operator import add, attrgetter, getitem, gt, itemgetter, methodcaller, mul, sub
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
@@ -19,7 +21,7 @@ from django.db import OperationalError, connection, transaction
 from portal.usage import metrics, selectors, store
 from portal.usage.contracts import EventNote, EventRejection, IngestResult, UsageRecord
 from portal.usage.partitions import month_start, next_month, partition_ensure
-from portal.usage.rating import UNPRICED
+from portal.usage.rating import MAX_COST_PICO, UNPRICED, Tariff
 
 logger = logging.getLogger(__name__)
 
@@ -48,19 +50,34 @@ class Attributed:
     price_ids: tuple[int, ...] = ()
 
 
-def attribute_and_rate(records: Sequence[UsageRecord]) -> list[Attributed]:
-    """Team through the credential the gateway authenticated (never a name the client chose); model through the
-    names the gateway reported: first a team deployment that was served under one of them at the event's time
-    (its catalog model and version, priced as the catalog model), else a catalog model's own names (managed).
-    One pass: the prices of every model the batch's names can stand for are read first, so each event is
-    attributed and rated where it is read (rate_pico's rules, through the period's Tariff)."""
+class _Lookups(NamedTuple):
+    """What a batch's attribution and rating read: its credentials, the catalog models and team deployments its
+    model names can stand for, and the prices of those models (one query each per batch)."""
+
+    credentials: dict[str, Any]
+    names: dict[str, Any]
+    served: dict[str, list[Any]]
+    tariff_at: Any
+
+
+def _lookups(records: Sequence[UsageRecord]) -> _Lookups:
     credentials = selectors.credentials_by_client_id({record.client_id for record in records if record.client_id})
     reported = {name for record in records for name in record.model_names}
     names = selectors.model_names(names=reported)
     served = selectors.served_names(names=reported)
     candidates = {model.model_id for model in names.values()}
     candidates.update(holder.model_id for holders in served.values() for holder in holders)
-    tariff_at = selectors.price_book(model_ids=candidates).tariff
+    return _Lookups(credentials, names, served, selectors.price_book(model_ids=candidates).tariff)
+
+
+def attribute_and_rate(records: Sequence[UsageRecord], lookups: _Lookups | None = None) -> list[Attributed]:
+    """Team through the credential the gateway authenticated (never a name the client chose); model through the
+    names the gateway reported: first a team deployment that was served under one of them at the event's time
+    (its catalog model and version, priced as the catalog model), else a catalog model's own names (managed).
+    One pass: the prices of every model the batch's names can stand for are read first, so each event is
+    attributed and rated where it is read (rate_pico's rules, through the period's Tariff). The reference: the
+    columnar rating (rate_batch) must give the same answer for every batch it takes."""
+    credentials, names, served, tariff_at = lookups or _lookups(records)
     rows: list[Attributed] = []
     append = rows.append
     # A batch names a handful of models many times over: each list of names is resolved once.
@@ -141,58 +158,6 @@ def attribute_and_rate(records: Sequence[UsageRecord]) -> list[Attributed]:
     return rows
 
 
-def stored_form(
-    rows: Sequence[Attributed], *, price_sets: dict[tuple[int, ...], int], sources: dict[str, int]
-) -> list[store.StoredEvent]:
-    events: list[store.StoredEvent] = []
-    append = events.append
-    event_key = store.event_key
-    codes = store.QUARANTINE_CODES
-    new = tuple.__new__  # a StoredEvent from its values in field order, without the named tuple's keyword parsing
-    stored = store.StoredEvent
-    for row in rows:
-        record = row.record
-        if row.reason:
-            detail: dict[str, Any] | None = {
-                "source": record.source,
-                "event_id": record.event_id,
-                "client_id": record.client_id,
-                "model_names": list(record.model_names),
-                "reason": row.reason,
-            }
-            price_set_id, cost_pico, quarantine = None, None, codes[row.reason]
-        else:
-            detail, price_set_id, cost_pico, quarantine = None, price_sets[row.price_ids], row.cost_pico, None
-        append(
-            new(
-                stored,
-                (
-                    record.event_time,
-                    event_key(record.source, record.event_id),
-                    sources[record.source],
-                    row.team_id,
-                    row.credential_id,
-                    row.model_id,
-                    price_set_id,
-                    row.deployment_id,
-                    row.model_version_id,
-                    cost_pico,
-                    record.status_code,
-                    record.duration_ms,
-                    record.time_to_first_token_ms,
-                    record.input_tokens,
-                    record.cached_input_tokens,
-                    record.cache_write_tokens,
-                    record.output_tokens,
-                    record.reasoning_tokens,
-                    quarantine,
-                    detail,
-                ),
-            )
-        )
-    return events
-
-
 def labels(rows: Sequence[Attributed]) -> tuple[dict[int, str], dict[int, str]]:
     """Model slugs and client ids of the attributed rows, for the rollup deltas."""
     model_slugs = {row.model_id: row.model_slug for row in rows if row.model_id is not None}
@@ -200,20 +165,260 @@ def labels(rows: Sequence[Attributed]) -> tuple[dict[int, str], dict[int, str]]:
     return model_slugs, client_ids
 
 
-def _store(rows: list[Attributed], received_at: datetime) -> set[int]:
-    """Positions of `rows` that were already stored; retried on deadlock, else unavailable."""
+class Rated(NamedTuple):
+    """A batch after attribution and rating, a column at a time: one entry per record, in the batch's order
+    (`reasons` empty when rated; ids, cost and price ids None or () where the reason leaves them unknown), and the
+    labels of the rollup deltas (model slugs by model id, client ids by credential id)."""
+
+    records: Sequence[UsageRecord]
+    reasons: list[str]
+    credential_ids: list[int | None]
+    team_ids: list[int | None]
+    model_ids: list[int | None]
+    deployment_ids: list[int | None]
+    model_version_ids: list[int | None]
+    costs_pico: list[int | None]
+    price_ids: list[tuple[int, ...]]
+    model_slugs: dict[int, str]
+    client_ids: dict[int, str]
+
+
+def _from_rows(records: Sequence[UsageRecord], rows: list[Attributed]) -> Rated:
     model_slugs, client_ids = labels(rows)
+    return Rated(
+        records,
+        [row.reason for row in rows],
+        [row.credential_id for row in rows],
+        [row.team_id for row in rows],
+        [row.model_id for row in rows],
+        [row.deployment_id for row in rows],
+        [row.model_version_id for row in rows],
+        [row.cost_pico for row in rows],
+        [row.price_ids for row in rows],
+        model_slugs,
+        client_ids,
+    )
+
+
+def rate_batch(records: Sequence[UsageRecord]) -> Rated:
+    """Attribute and rate a batch: a column at a time when every event is rated (the common batch), else event by
+    event (attribute_and_rate, which says why each event is kept in quarantine). Both give the same answer
+    (tests/portal/usage/test_rate_batch.py)."""
+    lookups = _lookups(records)
+    return _rated_columns(records, lookups) or _from_rows(records, attribute_and_rate(records, lookups))
+
+
+_CREDENTIAL_ID = attrgetter("credential_id")
+_TEAM_ID = attrgetter("team_id")
+_INPUT = attrgetter("input_micro")
+_CACHED = attrgetter("cached_micro")
+_WRITE = attrgetter("write_micro")
+_OUTPUT = attrgetter("output_micro")
+_REASONING = attrgetter("reasoning_micro")
+_REASONING_PRICED = attrgetter("reasoning_priced")
+_USED = attrgetter("used")
+
+
+def _present(column: Sequence[int | None]) -> Sequence[int]:
+    """A count column with absent counts as 0 (rating's rule)."""
+    if None not in column:
+        return column  # type: ignore[return-value]
+    return [0 if value is None else value for value in column]
+
+
+def _rated_columns(records: Sequence[UsageRecord], lookups: _Lookups) -> Rated | None:
+    """attribute_and_rate's answer computed a column at a time (map() in C: no Python frame per event), for a batch
+    whose every event is rated; None as soon as one is not (a quarantine reason is the row-wise reading's to give).
+    """
+    if not records:
+        return None
+    credentials, names, served, tariff_at = lookups
+    size = len(records)
+    columns: list[Sequence[Any]] = list(zip(*records, strict=True))
+    times, client_ids, model_names = columns[3], columns[4], columns[5]
+    found: list[Any] = list(map(credentials.get, client_ids))
+    if not all(found):  # all(), not `None in`: a None test would call the credentials' dataclass __eq__ per event
+        return None  # a missing or unknown credential
+    # Each distinct list of names once: a catalog model's, unless a team deployment was ever served under one of
+    # them; those rows are resolved one by one, by the event's time, exactly as attribute_and_rate does.
+    models: dict[tuple[str, ...], tuple[int, str, int | None, int | None] | None] = {}
+    for reported in set(model_names):
+        if not reported:
+            return None  # missing_model
+        if served and any(name in served for name in reported):
+            models[reported] = None
+            continue
+        model = next((names[name] for name in reported if name in names), None)
+        if model is None:
+            return None  # unknown_model
+        models[reported] = (model.model_id, model.slug, None, None)
+    resolved = list(map(models.__getitem__, model_names))
+    if None in resolved:
+        for position in [position for position, entry in enumerate(resolved) if entry is None]:
+            at = times[position]
+            deployment = next(
+                (holder for name in model_names[position] for holder in served.get(name, ()) if holder.serves_at(at)),
+                None,
+            )
+            if deployment is not None:
+                if deployment.team_id != found[position].team_id:
+                    return None  # deployment_of_another_team
+                resolved[position] = (
+                    deployment.model_id,
+                    deployment.model_slug,
+                    deployment.deployment_id,
+                    deployment.model_version_id,
+                )
+            else:
+                model = next((names[name] for name in model_names[position] if name in names), None)
+                if model is None:
+                    return None  # unknown_model
+                resolved[position] = (model.model_id, model.slug, None, None)
+    model_ids, slugs, deployment_ids, version_ids = (list(column) for column in zip(*resolved, strict=True))
+    # The prices of each model: one Tariff for all its events when no price changes between the batch's first and
+    # last event (periods are contiguous in time, so the same period at both ends is the same period throughout).
+    earliest, latest = min(times), max(times)
+    tariffs_of: dict[int, Tariff] = {}
+    for model_id in set(model_ids):
+        first = tariff_at(model_id, earliest)
+        if first is not tariff_at(model_id, latest):
+            tariffs = [tariff_at(model_id, at) or UNPRICED for model_id, at in zip(model_ids, times, strict=True)]
+            break
+        tariffs_of[model_id] = first or UNPRICED
+    else:
+        tariffs = list(map(tariffs_of.__getitem__, model_ids))
+    inputs, cached, writes, outputs, reasonings = (_present(column) for column in columns[11:16])
+    if any(map(gt, map(add, cached, writes), inputs)):
+        return None  # inconsistent_tokens
+    if True in map(_REASONING_PRICED, tariffs):
+        # Reasoning is charged apart only where priced, as a part of output; elsewhere it is charged as output.
+        priced = map(_REASONING_PRICED, tariffs)
+        reasonings = [tokens if charged else 0 for tokens, charged in zip(reasonings, priced, strict=True)]
+        if any(map(gt, reasonings, outputs)):
+            return None  # inconsistent_tokens
+        outputs = list(map(sub, outputs, reasonings))
+    else:
+        reasonings = [0] * size
+    uncached = list(map(sub, map(sub, inputs, cached), writes))
+    costs = list(
+        map(
+            add,
+            map(
+                add,
+                map(add, map(mul, uncached, map(_INPUT, tariffs)), map(mul, cached, map(_CACHED, tariffs))),
+                map(add, map(mul, writes, map(_WRITE, tariffs)), map(mul, outputs, map(_OUTPUT, tariffs))),
+            ),
+            map(mul, reasonings, map(_REASONING, tariffs)),
+        )
+    )
+    if max(costs) > MAX_COST_PICO:
+        return None  # cost_out_of_range
+    patterns = [
+        (part_input > 0)
+        | (part_cached > 0) << 1
+        | (part_write > 0) << 2
+        | (part_output > 0) << 3
+        | (part_reasoning > 0) << 4
+        for part_input, part_cached, part_write, part_output, part_reasoning in zip(
+            uncached, cached, writes, outputs, reasonings, strict=True
+        )
+    ]
+    price_ids: list[tuple[int, ...]] = list(map(getitem, map(_USED, tariffs), patterns))
+    used_credentials = {credentials[client_id] for client_id in set(client_ids)}
+    return Rated(
+        records,
+        [""] * size,
+        list(map(_CREDENTIAL_ID, found)),
+        list(map(_TEAM_ID, found)),
+        model_ids,
+        deployment_ids,
+        version_ids,
+        costs,
+        price_ids,
+        dict(zip(model_ids, slugs, strict=True)),
+        {credential.credential_id: credential.client_id for credential in used_credentials},
+    )
+
+
+_DIGEST = methodcaller("digest")
+
+
+def _keys(sources: Sequence[str], event_ids: Sequence[str]) -> list[bytes]:
+    """store.event_key of every event (its SHA-256 digest, of which the store keeps 16 bytes), a column at a time."""
+    distinct = set(sources)
+    if len(distinct) != 1:
+        return list(map(store.event_key, sources, event_ids))
+    prefix = f"{distinct.pop()}\n".encode()
+    return list(map(_DIGEST, map(sha256, map(add, repeat(prefix), map(str.encode, event_ids)))))
+
+
+def staged(rated: Rated, *, price_sets: dict[tuple[int, ...], int], sources: dict[str, int]) -> store.StagedBatch:
+    """The store's columns of a rated batch."""
+    records = rated.records
+    (_, event_ids, source_names, times, client_ids, model_names, _, _, statuses, durations, ttfts, inputs, cached,
+     writes, outputs, reasonings) = zip(*records, strict=True)  # fmt: skip
+    reasons = rated.reasons
+    details: dict[int, dict[str, Any]] = {}
+    if any(reasons):
+        codes = store.QUARANTINE_CODES
+        quarantines: list[int | None] = [codes[reason] if reason else None for reason in reasons]
+        price_set_ids: list[int | None] = [
+            None if reason else price_sets[ids] for ids, reason in zip(rated.price_ids, reasons, strict=True)
+        ]
+        for position, reason in enumerate(reasons):
+            if reason:
+                details[position] = {
+                    "source": source_names[position],
+                    "event_id": event_ids[position],
+                    "client_id": client_ids[position],
+                    "model_names": list(model_names[position]),
+                    "reason": reason,
+                }
+    else:
+        quarantines = [None] * len(records)
+        price_set_ids = list(map(price_sets.__getitem__, rated.price_ids))
+    return store.StagedBatch(
+        list(times),
+        _keys(source_names, event_ids),
+        list(map(sources.__getitem__, source_names)),
+        rated.team_ids,
+        rated.credential_ids,
+        rated.model_ids,
+        price_set_ids,
+        rated.deployment_ids,
+        rated.model_version_ids,
+        rated.costs_pico,
+        list(statuses),
+        list(durations),
+        list(ttfts),
+        list(inputs),
+        list(cached),
+        list(writes),
+        list(outputs),
+        list(reasonings),
+        quarantines,
+        details,
+    )
+
+
+def _store(rated: Rated, received_at: datetime) -> set[int]:
+    """Positions of the batch that were already stored; retried on deadlock, else unavailable."""
     for attempt in range(4):
         try:
             with transaction.atomic(), connection.cursor() as cursor:
                 cursor.execute(
                     "SELECT set_config('lock_timeout', %s, true)", [f"{settings.USAGE_INGEST_LOCK_TIMEOUT_MS}ms"]
                 )
-                sources = store.source_ids(cursor, {row.record.source for row in rows})
-                price_sets = store.price_set_ids(cursor, {row.price_ids for row in rows if not row.reason})
-                events = stored_form(rows, price_sets=price_sets, sources=sources)
+                sources = store.source_ids(cursor, {record.source for record in rated.records})
+                price_sets = store.price_set_ids(
+                    cursor, {ids for ids, reason in zip(rated.price_ids, rated.reasons, strict=True) if not reason}
+                )
                 return store.store_batch(
-                    cursor, events, received_at=received_at, model_slugs=model_slugs, client_ids=client_ids
+                    cursor,
+                    staged(rated, price_sets=price_sets, sources=sources),
+                    received_at=received_at,
+                    model_slugs=rated.model_slugs,
+                    client_ids=rated.client_ids,
                 )
         except OperationalError as error:
             code = getattr(getattr(error, "__cause__", None), "sqlstate", None)
@@ -239,7 +444,6 @@ def _observe_lags(histogram: Any, lags: list[float]) -> None:
         histogram._buckets[bucket].inc(count)
 
 
-_RECORD = attrgetter("record")
 _EVENT_TIME = attrgetter("event_time")
 _SOURCE = itemgetter(2)  # a UsageRecord's source
 _EVENT_ID = itemgetter(1)  # its event id: events with distinct ids are distinct events, whatever their time
@@ -293,26 +497,32 @@ def usage_ingest(
     received_at = received_at or datetime.now(UTC)
     prefixes = selectors.collector_source_prefixes(token_id=token_id)
     candidates, rejected, duplicates = _screen(parsed, prefixes)
-    rows = attribute_and_rate(candidates)
     try:
-        if rows:
-            times = [row.record.event_time for row in rows]
+        if candidates:
+            times = list(map(_EVENT_TIME, candidates))
             month, last = month_start(min(times)), month_start(max(times))
             while month <= last:  # every month the batch spans (a batch spans one or two)
                 partition_ensure(month)
                 month = next_month(month)
-        stored_before = _store(rows, received_at) if rows else set()
+        rated = rate_batch(candidates) if candidates else None
+        stored_before = _store(rated, received_at) if rated is not None else set()
     except OperationalError as error:
         raise IngestionUnavailable(str(error)) from error
     if stored_before:
         duplicates.extend(
-            EventNote(rows[position].record.index, rows[position].record.event_id) for position in stored_before
+            EventNote(candidates[position].index, candidates[position].event_id) for position in stored_before
         )
-        rows = [row for position, row in enumerate(rows) if position not in stored_before]
-    accepted = len(rows)
-    quarantined = [EventNote(row.record.index, row.record.event_id, row.reason) for row in rows if row.reason]
+    reasons = rated.reasons if rated is not None else []
+    quarantined = [
+        EventNote(candidates[position].index, candidates[position].event_id, reason)
+        for position, reason in enumerate(reasons)
+        if reason and position not in stored_before
+    ]
+    accepted = len(candidates) - len(stored_before)
     received = received_at.timestamp()
-    lags = [received - moment for moment in map(datetime.timestamp, map(_EVENT_TIME, map(_RECORD, rows)))]
+    if stored_before:
+        times = [record.event_time for position, record in enumerate(candidates) if position not in stored_before]
+    lags = [received - moment for moment in map(datetime.timestamp, times)] if candidates else []
     _observe_lags(metrics.INGEST_LAG.labels(endpoint), lags)
     metrics.EVENTS.labels(endpoint, "accepted").inc(accepted - len(quarantined))
     metrics.EVENTS.labels(endpoint, "quarantined").inc(len(quarantined))

@@ -132,11 +132,16 @@ def test_a_late_event_replaces_its_hour_and_day(world: UsageWorld, rollups) -> N
     assert daily.cost == expected_cost(input_tokens=1500, output_tokens=150)
 
 
+def _team_daily_cost(world: UsageWorld) -> Decimal:
+    return sum((row.cost for row in UsageDaily.objects.filter(team_id=world.team.pk)), Decimal(0))
+
+
 def test_rerate_after_an_earlier_effective_price_updates_events_and_rollups(world: UsageWorld, rollups) -> None:
     events = [world.event(at=recent(minutes=60 + n), input_tokens=1_000_000, output_tokens=0) for n in range(3)]
     world.post(events)
     rollups()
-    assert UsageDaily.objects.get(team_id=world.team.pk).cost == Decimal("7.5")
+    # Summed over the team's days: the events are an hour old, which is yesterday for a run just after midnight UTC.
+    assert _team_daily_cost(world) == Decimal("7.5")
     model = PriceFactory._meta.model.objects.filter(model__slug="gpt-test").first().model
     PriceFactory(
         model=model,
@@ -155,7 +160,7 @@ def test_rerate_after_an_earlier_effective_price_updates_events_and_rollups(worl
     assert response.json()["cost_before"] == "7.500000000000"
     assert response.json()["cost_after"] == "9.000000000000"
     rollups()
-    assert UsageDaily.objects.get(team_id=world.team.pk).cost == Decimal("9")
+    assert _team_daily_cost(world) == Decimal("9")
     audit = AuditEvent.objects.get(action="usage.rerate")
     assert audit.target_label == "gpt-test"
     assert audit.actor == world.matrix.platform_admin
