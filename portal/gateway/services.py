@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery import current_app
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils import timezone
 
 from portal.clusters import selectors as cluster_selectors
@@ -410,11 +410,19 @@ def credential_revoke(*, actor: User | None, credential: Credential) -> Credenti
 
 
 def credential_mark_used(*, last_used: Mapping[int, datetime]) -> None:
-    """Advance each credential's last use (from usage events); never moves it backwards. Not audited."""
-    for credential_id, used_at in last_used.items():
-        Credential.objects.filter(pk=credential_id).filter(
-            Q(last_used_at__isnull=True) | Q(last_used_at__lt=used_at)
-        ).update(last_used_at=used_at)
+    """Advance each credential's last use (from usage events); never moves it backwards. Not audited. One statement
+    for all of them (the compactor calls this on every fold, with every credential it folded: one UPDATE each cost
+    the compactor about 0.3 ms apiece)."""
+    if not last_used:
+        return
+    ids = sorted(last_used)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {Credential._meta.db_table} AS c SET last_used_at = u.used_at "  # noqa: S608 (the model's table)
+            "FROM unnest(%s::bigint[], %s::timestamptz[]) AS u(id, used_at) "
+            "WHERE c.id = u.id AND (c.last_used_at IS NULL OR c.last_used_at < u.used_at)",
+            [ids, [last_used[credential_id] for credential_id in ids]],
+        )
 
 
 # ---------------------------------------------------------------------------------------------- reveal links

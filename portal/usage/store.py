@@ -279,8 +279,10 @@ def _copy_data(batch: StagedBatch) -> bytes:
         _or(batch.costs_pico, -1),
         *(_or(column, -1) for column in batch[10:19]),
     ]
-    if any(0 in column for column in batch[3:9]) or any(-1 in column for column in batch[9:19]):
-        raise ValueError("an id of 0 or a count, cost, status or code of -1 would be stored as absent")
+    # Ids are serials (never 0); counts, costs, status codes and reason codes are never negative (the readers and
+    # rating see to it): a -1 would be stored as absent, so it is refused rather than lost.
+    if any(-1 in column for column in batch[9:19]):
+        raise ValueError("a count, cost, status or code of -1 would be stored as absent")
     arguments: list[Any] = [repeat(20, size)]
     for field_size, column in zip(_FIELD_SIZES, columns, strict=True):
         arguments.append(repeat(field_size, size))

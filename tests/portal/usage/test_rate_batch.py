@@ -9,6 +9,8 @@ import random
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import pytest
+
 from portal.deployments.contracts import ServedNameRef
 from portal.gateway.contracts import CredentialRef
 from portal.usage.contracts import PriceRef, UsageRecord
@@ -126,3 +128,16 @@ def test_rate_batch_says_why_each_event_of_an_irregular_batch_is_kept_in_quarant
     assert rated.reasons[1] == "unknown_credential"
     assert rated.credential_ids[1] is None
     assert rated.costs_pico[1] is None
+
+
+def test_the_store_refuses_a_value_it_would_store_as_absent() -> None:
+    """The staging rows are fixed-width, absent counts travel as -1: a real -1 must never become 'absent'."""
+    from portal.usage import store
+
+    row = store.StagedBatch(
+        [T0], [b"k" * 32], [1], [10], [100], [1], [1], [None], [None], [5], [200], [12], [3], [10], [0], [0], [4],
+        [None], [None], {},
+    )  # fmt: skip
+    assert store._copy_data(row).startswith(b"PGCOPY\n\xff\r\n\x00")
+    with pytest.raises(ValueError, match="stored as absent"):
+        store._copy_data(row._replace(output_tokens=[-1]))
