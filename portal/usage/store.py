@@ -194,7 +194,8 @@ WITH inserted AS (
     ON CONFLICT (event_time, event_key) DO NOTHING
 )
 SELECT s.position FROM usage_event_stage s
-WHERE NOT EXISTS (SELECT 1 FROM inserted e WHERE e.event_time = s.event_time AND e.event_key = s.event_key)
+WHERE (SELECT count(*) FROM inserted) < %(staged)s  -- a one-time filter: no anti-join when every row was new
+    AND NOT EXISTS (SELECT 1 FROM inserted e WHERE e.event_time = s.event_time AND e.event_key = s.event_key)
 """
 )
 
@@ -315,6 +316,7 @@ def store_batch(
             "client_ids": list(client_ids.values()),
             "detail_positions": positions,
             "details": [json.dumps(batch.details[position]) for position in positions],
+            "staged": len(batch.event_times),
         },
     )
     return {position for (position,) in cursor.fetchall()}

@@ -73,6 +73,23 @@ def test_same_batch_twice_counts_once(world: UsageWorld, rollups) -> None:
     assert _raw_count() == 10
 
 
+def test_a_batch_repeating_part_of_an_earlier_one_reports_exactly_the_repeated_events(world: UsageWorld) -> None:
+    """The store answers which staged rows were already stored only when some were (the anti-join is skipped when
+    every row was new): a partial replay must still name each repeated event, and only those."""
+    earlier = [world.event(input_tokens=10 + n, output_tokens=n) for n in range(6)]
+    assert world.post(earlier).json()["accepted"] == 6
+    fresh = [world.event(input_tokens=20 + n, output_tokens=n) for n in range(4)]
+    mixed = [fresh[0], earlier[4], fresh[1], earlier[1], fresh[2], fresh[3], earlier[5]]
+    body = world.post(mixed).json()
+    assert body["accepted"] == 4
+    assert body["duplicate_events"] == [
+        {"index": 1, "id": earlier[4]["id"]},
+        {"index": 3, "id": earlier[1]["id"]},
+        {"index": 6, "id": earlier[5]["id"]},
+    ]
+    assert _raw_count() == 10
+
+
 def test_duplicate_inside_one_batch_is_counted_once(world: UsageWorld) -> None:
     event = world.event()
     body = world.post([event, world.event(), event]).json()
