@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Case, CharField, Count, F, Max, Min, QuerySet, Sum, Value, When
 
 from catalog import selectors as catalog_selectors
@@ -90,6 +91,61 @@ def price_book(*, model_ids: Iterable[int]) -> PriceBook:
         (row.model_id, PriceRef(row.price_id, row.usage_type, row.price_per_million, row.effective_from))
         for row in catalog_selectors.model_price_rows(model_ids=model_ids)
     )
+
+
+# What rating reads from the catalog and the deployments, per process, for as long as none of it changes: triggers
+# on the tables it comes from (usage migration 0015) set usage_lookup_generation to a number never used before, in
+# the writing transaction,
+# and each batch reads that number first (one small query, where the three reads cost about 3 ms of CPU a batch).
+# The number is read before the rows, so rows are never older than the number they are kept under: a change that
+# commits in between is read now and read again at the next batch. Unknown names are kept too (as absent): the
+# cache is emptied past _LOOKUP_CACHE_NAMES, as names come from clients' requests.
+_LOOKUP_CACHE_NAMES = 10_000
+
+
+@dataclass
+class _RatingLookups:
+    generation: int | None
+    names: dict[str, ModelRef | None]
+    served: dict[str, list[ServedNameRef]]
+    books: dict[frozenset[int], PriceBook]
+
+
+_rating_cache = _RatingLookups(None, {}, {}, {})
+
+
+def lookup_generation() -> int | None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT value FROM usage_lookup_generation WHERE id = 1")
+        row = cursor.fetchone()
+    return int(row[0]) if row else None
+
+
+def rating_lookups(*, names: Collection[str]) -> tuple[dict[str, ModelRef], dict[str, list[ServedNameRef]], PriceBook]:
+    """model_names, served_names and the price book of every model they stand for, as of now (see above)."""
+    global _rating_cache
+    generation = lookup_generation()
+    cache = _rating_cache
+    if generation is None or cache.generation != generation or len(cache.names) > _LOOKUP_CACHE_NAMES:
+        cache = _rating_cache = _RatingLookups(generation, {}, {}, {})
+    missing = [name for name in names if name not in cache.names]
+    if missing:
+        found = model_names(names=missing)
+        cache.names.update({name: found.get(name) for name in missing})
+    missing = [name for name in names if name not in cache.served]
+    if missing:
+        served_now = served_names(names=missing)
+        cache.served.update({name: served_now.get(name, []) for name in missing})
+    models = {name: model for name in names if (model := cache.names[name]) is not None}
+    served = {name: holders for name in names if (holders := cache.served[name])}
+    candidates = frozenset(
+        [model.model_id for model in models.values()]
+        + [holder.model_id for holders in served.values() for holder in holders]
+    )
+    book = cache.books.get(candidates)
+    if book is None:
+        book = cache.books[candidates] = price_book(model_ids=candidates)
+    return models, served, book
 
 
 # Known credentials, per process: a client id always belongs to the same credential and team, so a found

@@ -62,12 +62,9 @@ class _Lookups(NamedTuple):
 
 def _lookups(records: Sequence[UsageRecord]) -> _Lookups:
     credentials = selectors.credentials_by_client_id({record.client_id for record in records if record.client_id})
-    reported = {name for record in records for name in record.model_names}
-    names = selectors.model_names(names=reported)
-    served = selectors.served_names(names=reported)
-    candidates = {model.model_id for model in names.values()}
-    candidates.update(holder.model_id for holders in served.values() for holder in holders)
-    return _Lookups(credentials, names, served, selectors.price_book(model_ids=candidates).tariff)
+    reported = {name for names in set(map(_MODEL_NAMES, records)) for name in names}
+    names, served, book = selectors.rating_lookups(names=reported)
+    return _Lookups(credentials, names, served, book.tariff)
 
 
 def attribute_and_rate(records: Sequence[UsageRecord], lookups: _Lookups | None = None) -> list[Attributed]:
@@ -214,6 +211,7 @@ def _columns(records: Sequence[UsageRecord]) -> list[Sequence[Any]]:
     return list(zip(*records, strict=True)) if records else [()] * len(UsageRecord._fields)
 
 
+_MODEL_NAMES = attrgetter("model_names")
 _CREDENTIAL_ID = attrgetter("credential_id")
 _TEAM_ID = attrgetter("team_id")
 _INPUT = attrgetter("input_micro")

@@ -1,0 +1,93 @@
+"""What rating reads from the catalog and the deployments is kept per web process between batches, and read again
+as soon as any of it changes (usage migration 0015's triggers): a new model, a new price, a deployment's served
+name and a change made with raw SQL each apply to the next batch; an unchanged catalog is not read again."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from catalog.models import CatalogModel, ModelPrice
+from portal.deployments.models import ServedName
+from portal.usage import store
+from tests.factories import ManagedVersionFactory, PriceFactory
+from tests.portal.usage.conftest import PRICE_START, UsageWorld, recent
+
+pytestmark = pytest.mark.django_db
+
+
+def _stored(event: dict) -> dict:
+    row = store.stored_event(source=event["source"], event_id=event["id"])
+    assert row is not None
+    return row
+
+
+def test_catalog_changes_apply_to_the_next_batch_and_an_unchanged_catalog_is_not_read_again(
+    world: UsageWorld,
+) -> None:
+    # A name nobody serves yet: kept in quarantine, and the answer (absent) is kept too.
+    early = world.event(model="brand-new-model")
+    assert world.post([early]).json()["quarantined"] == 1
+    assert _stored(early)["reason"] == "unknown_model"
+    with CaptureQueriesContext(connection) as queries:
+        assert world.post([world.event(model="brand-new-model")]).json()["quarantined"] == 1
+    catalog_reads = [query["sql"] for query in queries.captured_queries if "catalog_" in query["sql"]]
+    assert catalog_reads == []  # nothing changed: the names were not read again
+
+    # The model is added to the catalog, with a price: the next batch is rated with it.
+    version = ManagedVersionFactory(model__slug="brand-new-model", served_model_name="brand-new-model")
+    PriceFactory(
+        model=version.model, usage_type="input", price_per_million=Decimal("4.000000"), effective_from=PRICE_START
+    )
+    rated = world.event(model="brand-new-model", input_tokens=1_000_000, output_tokens=0)
+    assert world.post([rated]).json()["quarantined"] == 0
+    assert _stored(rated)["cost"] == Decimal("4")
+
+    # A new price in force since an hour ago: the next batch is charged at it, not at the kept price book.
+    PriceFactory(
+        model=version.model, usage_type="input", price_per_million=Decimal("6.000000"), effective_from=recent(60)
+    )
+    repriced = world.event(model="brand-new-model", input_tokens=1_000_000, output_tokens=0, at=recent(10))
+    world.post([repriced])
+    assert _stored(repriced)["cost"] == Decimal("6")
+
+    # A change no service makes (raw SQL, as an operator's fix would): still seen at the next batch.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {ModelPrice._meta.db_table} SET price_per_million = 8 WHERE model_id = %s "
+            "AND price_per_million = 6",
+            [version.model_id],
+        )
+    fixed = world.event(model="brand-new-model", input_tokens=1_000_000, output_tokens=0, at=recent(10))
+    world.post([fixed])
+    assert _stored(fixed)["cost"] == Decimal("8")
+
+
+def test_a_name_a_team_deployment_starts_serving_under_is_attributed_to_it_from_the_next_batch(
+    world: UsageWorld,
+) -> None:
+    before = world.event(model="team-llama", at=recent(30))
+    world.post([before])
+    assert _stored(before)["reason"] == "unknown_model"
+    model = CatalogModel.objects.get(slug=world.model_slug)
+    version = model.versions.first()
+    ServedName.objects.create(
+        name="team-llama",
+        deployment_id=4242,
+        deployment_name="llama",
+        team_id=world.team.pk,
+        model_version_id=version.pk,
+        model_id=model.pk,
+        model_slug=model.slug,
+        valid_from=recent(60),
+    )
+    after = world.event(model="team-llama", at=recent(30), input_tokens=1_000_000, output_tokens=0)
+    world.post([after])
+    stored = _stored(after)
+    assert (stored["state"], stored["deployment_id"], stored["model_id"]) == ("rated", 4242, model.pk)
+    assert stored["cost"] == Decimal("2.5")  # the catalog model's input price (tests/portal/usage/conftest.py)
+    assert recent(30) - timedelta(minutes=1) < stored["event_time"]
