@@ -140,6 +140,25 @@ def test_a_late_event_gets_its_partition_on_demand(world: UsageWorld, settings) 
         assert cursor.fetchone()[0] == 1
 
 
+def test_a_batch_across_a_month_boundary_lands_in_both_months_and_a_replay_of_it_counts_once(
+    world: UsageWorld, settings
+) -> None:
+    """A batch inside one month is inserted into that month's partition directly; one across the boundary goes
+    through the partitioned table, each row to its month, with the same exactly-once answer."""
+    settings.USAGE_MAX_EVENT_AGE_DAYS = 3660
+    late, early = datetime(2025, 3, 31, 23, 59, 59, tzinfo=UTC), datetime(2025, 4, 1, 0, 0, 1, tzinfo=UTC)
+    batch = [world.event(at=late), world.event(at=early), world.event(at=early)]
+    assert world.post(batch).json()["accepted"] == 3
+    replay = world.post(batch).json()
+    assert (replay["accepted"], replay["duplicates"]) == (0, 3)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT (SELECT count(*) FROM usage_event_2025_03), (SELECT count(*) FROM usage_event_2025_04)")
+        assert cursor.fetchone() == (1, 2)
+    one_month = [world.event(at=early), world.event(at=early)]
+    assert world.post(one_month).json()["accepted"] == 2
+    assert world.post(one_month).json()["duplicates"] == 2
+
+
 def test_partitions_past_retention_are_dropped_whole() -> None:
     partitions.partition_ensure(datetime(2024, 1, 1, tzinfo=UTC).date())
     partitions.partition_ensure(datetime(2024, 2, 1, tzinfo=UTC).date())
