@@ -386,7 +386,11 @@ def _gunicorn(port: int) -> subprocess.Popen[bytes]:
 
 
 class _Compactor(threading.Thread):
-    """Stands in for the beat-driven rollup task: folds deltas as they appear."""
+    """Stands in for the beat-driven rollup task (every 30 s in production, workers/schedule.py): folds every pending
+    delta five times a second, so the report is exact at most about 0.2 s after the last batch is stored. A fold
+    costs about the same whatever the number of batches it takes (one upsert per rollup row touched: about 10 ms
+    of database CPU for one batch of 5,000 events, 2 µs an event, against 0.4 µs an event for ten batches at once,
+    measured in process), so a compactor folding after every batch would measure its own eagerness."""
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
@@ -395,8 +399,8 @@ class _Compactor(threading.Thread):
     def run(self) -> None:
         try:
             while not self.stop.is_set():
-                if usage_services.usage_rollups_compact() == 0:
-                    time.sleep(0.2)
+                usage_services.usage_rollups_compact()
+                self.stop.wait(0.2)
         finally:
             connection.close()
 
