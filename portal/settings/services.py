@@ -61,7 +61,7 @@ RESOLVED_BROKER_URL = _broker_url(RESOLVED_REDIS_URL)
 
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "BACKEND": "portal.core.cache.RedisCache",  # one Redis client per pool, not per call
         "LOCATION": RESOLVED_REDIS_URL,
         "KEY_PREFIX": ENV.text("PORTAL_CACHE_PREFIX", "portal") or "portal",
     }

@@ -70,7 +70,7 @@ def test_a_lost_rate_limiter_logs_one_warning_line_and_lets_the_request_through(
     developer = matrix.client("developer")
     # A real Redis client against a port where nothing listens: the limiter's store is gone.
     settings.CACHES = {  # type: ignore[attr-defined]
-        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:9/0"}
+        "default": {"BACKEND": "portal.core.cache.RedisCache", "LOCATION": "redis://127.0.0.1:9/0"}
     }
     caplog.set_level(logging.DEBUG)
     assert developer.get("/api/v1/me").status_code == 200
