@@ -52,7 +52,7 @@ class Attributed:
 
 class _Lookups(NamedTuple):
     """What a batch's attribution and rating read: its credentials, the catalog models and team deployments its
-    model names can stand for, and the prices of those models (one query each per batch)."""
+    model names can stand for, and the prices of those models (kept per web process: selectors.rating_lookups)."""
 
     credentials: dict[str, Any]
     names: dict[str, Any]
@@ -278,7 +278,7 @@ def _rated_columns(records: Sequence[UsageRecord], lookups: _Lookups) -> Rated |
                 if model is None:
                     return None  # unknown_model
                 resolved[position] = (model.model_id, model.slug, None, None)
-    model_ids, slugs, deployment_ids, version_ids = (list(column) for column in zip(*resolved, strict=True))
+    model_ids, slugs, deployment_ids, version_ids = (list(map(itemgetter(field), resolved)) for field in range(4))
     # The prices of each model: one Tariff for all its events when no price changes between the batch's first and
     # last event (periods are contiguous in time, so the same period at both ends is the same period throughout).
     earliest, latest = min(times), max(times)
@@ -286,7 +286,7 @@ def _rated_columns(records: Sequence[UsageRecord], lookups: _Lookups) -> Rated |
     for model_id in set(model_ids):
         first = tariff_at(model_id, earliest)
         if first is not tariff_at(model_id, latest):
-            tariffs = [tariff_at(model_id, at) or UNPRICED for model_id, at in zip(model_ids, times, strict=True)]
+            tariffs = [tariff_at(model, at) or UNPRICED for model, at in zip(model_ids, times, strict=True)]
             break
         tariffs_of[model_id] = first or UNPRICED
     else:
