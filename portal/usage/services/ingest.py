@@ -256,7 +256,7 @@ def _rated_columns(records: Sequence[UsageRecord], lookups: _Lookups) -> Rated |
         if model is None:
             return None  # unknown_model
         models[reported] = (model.model_id, model.slug, None, None)
-    resolved = list(map(models.__getitem__, model_names))
+    resolved: list[Any] = list(map(models.__getitem__, model_names))
     if None in resolved:
         for position in [position for position, entry in enumerate(resolved) if entry is None]:
             at = times[position]
