@@ -1,6 +1,6 @@
-"""A generation number of what usage attribution and rating read from other apps (catalog models, their versions'
-names, their prices, and the names team deployments served under), so each web process can keep them between
-batches and know when to read them again (portal.usage.selectors.rating_lookups).
+"""A generation number of what usage ingestion reads on every batch (collectors' source bindings, catalog models,
+their versions' names, their prices, and the names team deployments served under), so each web process can keep
+them between batches and know when to read them again (portal.usage.selectors.ingest_lookups).
 
 Statement-level triggers on those tables set it in the writing transaction, whatever writes them (services, the
 admin, a migration, raw SQL): the new number becomes visible when, and only when, the change does. The number comes
@@ -12,6 +12,7 @@ from django.db import migrations
 
 # (app label, model) of every table the lookups read.
 WATCHED = (
+    ("usage", "CollectorSource"),
     ("catalog", "CatalogModel"),
     ("catalog", "ModelVersion"),
     ("catalog", "ModelPrice"),

@@ -52,7 +52,7 @@ class Attributed:
 
 class _Lookups(NamedTuple):
     """What a batch's attribution and rating read: its credentials, the catalog models and team deployments its
-    model names can stand for, and the prices of those models (kept per web process: selectors.rating_lookups)."""
+    model names can stand for, and the prices of those models (kept per web process: selectors.ingest_lookups)."""
 
     credentials: dict[str, Any]
     names: dict[str, Any]
@@ -60,10 +60,10 @@ class _Lookups(NamedTuple):
     tariff_at: Any
 
 
-def _lookups(records: Sequence[UsageRecord]) -> _Lookups:
+def _lookups(records: Sequence[UsageRecord], kept: selectors.IngestLookups | None = None) -> _Lookups:
     credentials = selectors.credentials_by_client_id({record.client_id for record in records if record.client_id})
     reported = {name for names in set(map(_MODEL_NAMES, records)) for name in names}
-    names, served, book = selectors.rating_lookups(names=reported)
+    names, served, book = (kept or selectors.ingest_lookups()).rating(names=reported)
     return _Lookups(credentials, names, served, book.tariff)
 
 
@@ -199,11 +199,11 @@ def _from_rows(records: Sequence[UsageRecord], rows: list[Attributed]) -> Rated:
     )
 
 
-def rate_batch(records: Sequence[UsageRecord]) -> Rated:
+def rate_batch(records: Sequence[UsageRecord], kept: selectors.IngestLookups | None = None) -> Rated:
     """Attribute and rate a batch: a column at a time when every event is rated (the common batch), else event by
     event (attribute_and_rate, which says why each event is kept in quarantine). Both give the same answer
     (tests/portal/usage/test_rate_batch.py)."""
-    lookups = _lookups(records)
+    lookups = _lookups(records, kept)
     return _rated_columns(records, lookups) or _from_rows(records, attribute_and_rate(records, lookups))
 
 
@@ -500,8 +500,8 @@ def usage_ingest(
     kept in quarantine. Not atomic: each event stands alone, so a producer may retry the whole batch. A
     credential's "last used" is advanced by the rollup compactor, not here (see rollups)."""
     received_at = received_at or datetime.now(UTC)
-    prefixes = selectors.collector_source_prefixes(token_id=token_id)
-    candidates, rejected, duplicates = _screen(parsed, prefixes)
+    kept = selectors.ingest_lookups()
+    candidates, rejected, duplicates = _screen(parsed, kept.source_prefixes(token_id=token_id))
     try:
         if candidates:
             times = list(map(_EVENT_TIME, candidates))
@@ -509,7 +509,7 @@ def usage_ingest(
             while month <= last:  # every month the batch spans (a batch spans one or two)
                 partition_ensure(month)
                 month = next_month(month)
-        rated = rate_batch(candidates) if candidates else None
+        rated = rate_batch(candidates, kept) if candidates else None
         stored_before = _store(rated, received_at) if rated is not None else set()
     except OperationalError as error:
         raise IngestionUnavailable(str(error)) from error
@@ -518,11 +518,15 @@ def usage_ingest(
             EventNote(candidates[position].index, candidates[position].event_id) for position in stored_before
         )
     reasons = rated.reasons if rated is not None else []
-    quarantined = [
-        EventNote(candidates[position].index, candidates[position].event_id, reason)
-        for position, reason in enumerate(reasons)
-        if reason and position not in stored_before
-    ]
+    quarantined = (
+        [
+            EventNote(candidates[position].index, candidates[position].event_id, reason)
+            for position, reason in enumerate(reasons)
+            if reason and position not in stored_before
+        ]
+        if any(reasons)
+        else []
+    )
     accepted = len(candidates) - len(stored_before)
     received = received_at.timestamp()
     if stored_before:

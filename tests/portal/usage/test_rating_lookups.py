@@ -1,6 +1,7 @@
-"""What rating reads from the catalog and the deployments is kept per web process between batches, and read again
-as soon as any of it changes (usage migration 0015's triggers): a new model, a new price, a deployment's served
-name and a change made with raw SQL each apply to the next batch; an unchanged catalog is not read again."""
+"""What ingestion reads from other tables (collectors' source bindings, the catalog, the deployments' served names)
+is kept per web process between batches, and read again as soon as any of it changes (usage migration 0015's
+triggers): a new model, a new price, a deployment's served name, a change made with raw SQL and a removed source
+binding each apply to the next batch; an unchanged catalog is not read again."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from django.test.utils import CaptureQueriesContext
 
 from catalog.models import CatalogModel, ModelPrice
 from portal.deployments.models import ServedName
+from portal.usage import services as usage_services
 from portal.usage import store
+from portal.usage.models import CollectorSource
 from tests.factories import ManagedVersionFactory, PriceFactory
-from tests.portal.usage.conftest import PRICE_START, UsageWorld, recent
+from tests.portal.usage.conftest import PRICE_START, UsageWorld, collector_client, recent
 
 pytestmark = pytest.mark.django_db
 
@@ -91,3 +94,18 @@ def test_a_name_a_team_deployment_starts_serving_under_is_attributed_to_it_from_
     assert (stored["state"], stored["deployment_id"], stored["model_id"]) == ("rated", 4242, model.pk)
     assert stored["cost"] == Decimal("2.5")  # the catalog model's input price (tests/portal/usage/conftest.py)
     assert recent(30) - timedelta(minutes=1) < stored["event_time"]
+
+
+def test_a_collectors_source_bindings_apply_from_the_next_batch_both_ways(world: UsageWorld) -> None:
+    """The bindings are kept per process like the catalog: binding a source lets the next batch in, and removing
+    the binding (however it is removed) refuses the next one, not some later one."""
+    client, token_id = collector_client(prefixes=("aigw://eu1/",))
+    elsewhere = "aigw://us1/envoy-ai-gateway"
+    assert world.post([world.event(source=elsewhere)], client=client).json()["rejected_events"][0]["reason"] == (
+        "source_not_allowed"
+    )
+    usage_services.collector_source_bind(actor=None, token_id=token_id, source_prefix="aigw://us1/")
+    assert world.post([world.event(source=elsewhere)], client=client).json()["accepted"] == 1
+    CollectorSource.objects.filter(token_id=token_id, source_prefix="aigw://us1/").delete()
+    refused = world.post([world.event(source=elsewhere)], client=client).json()
+    assert (refused["accepted"], refused["rejected_events"][0]["reason"]) == (0, "source_not_allowed")
