@@ -96,7 +96,7 @@ def price_book(*, model_ids: Iterable[int]) -> PriceBook:
 # What ingestion reads from other tables on every batch (the collector's source bindings; the catalog's names, the
 # team deployments' served names and the prices rating needs), per process, for as long as none of it changes:
 # triggers on the tables it comes from (usage migration 0015) set usage_lookup_generation to a number never used
-# before, in the writing transaction, and each batch reads that number first (one small query, where the reads cost
+# before, when the writing transaction commits, and each batch reads that number first (one small query, where the reads cost
 # about 3.5 ms of CPU a batch). The number is read before the rows, so rows are never older than the number they
 # are kept under: a change that commits in between is read now and read again at the next batch. Unknown names are
 # kept too (as absent): the cache is emptied past _LOOKUP_CACHE_NAMES, as names come from clients' requests.
@@ -147,19 +147,26 @@ class IngestLookups:
 _ingest_lookups = IngestLookups(None)
 
 
-def lookup_generation() -> int | None:
+def lookup_generation() -> tuple[int | None, bool]:
+    """(the generation committed, whether this transaction itself changed what the lookups read)."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT value FROM usage_lookup_generation WHERE id = 1")
+        cursor.execute(
+            "SELECT value, current_setting('portal.lookups_changed', true) = 'yes' "
+            "FROM usage_lookup_generation WHERE id = 1"
+        )
         row = cursor.fetchone()
-    return int(row[0]) if row else None
+    return (int(row[0]), bool(row[1])) if row else (None, False)
 
 
 def ingest_lookups() -> IngestLookups:
-    """This process's lookups for the generation in force now (one small query; see above)."""
+    """This process's lookups for the generation in force now (one small query; see above). Inside a transaction
+    that changed what they read, fresh ones that are not kept."""
     global _ingest_lookups
-    generation = lookup_generation()
+    generation, changed_here = lookup_generation()
+    if generation is None or changed_here:
+        return IngestLookups(None)
     cache = _ingest_lookups
-    if generation is None or cache.generation != generation or len(cache.names) > _LOOKUP_CACHE_NAMES:
+    if cache.generation != generation or len(cache.names) > _LOOKUP_CACHE_NAMES:
         cache = _ingest_lookups = IngestLookups(generation)
     return cache
 

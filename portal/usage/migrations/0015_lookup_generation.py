@@ -2,11 +2,16 @@
 their versions' names, their prices, and the names team deployments served under), so each web process can keep
 them between batches and know when to read them again (portal.usage.selectors.ingest_lookups).
 
-Statement-level triggers on those tables set it in the writing transaction, whatever writes them (services, the
-admin, a migration, raw SQL): the new number becomes visible when, and only when, the change does. The number comes
-from a sequence, which never gives a number twice even when the transaction that took it rolls back: a reader inside
-a transaction that changed the catalog and rolled back (every test does) can never meet that number again with
-other rows behind it."""
+Triggers on those tables, whatever writes them (services, the admin, a migration, raw SQL):
+- at commit, a deferred constraint trigger sets the number, once per transaction, to one from a sequence (never
+  given twice, even by a transaction that rolled back). At commit, so the row lock it takes is the last lock of the
+  writing transaction: a statement trigger would take it at the write, and a catalog change (which then locks the
+  deployments built from it) could deadlock with a deployment's finalize (which locks the deployment, then closes
+  its served names). The number becomes visible when, and only when, the change does.
+- at the write, a statement trigger marks the transaction (a transaction-local setting, no lock): a reader in the
+  same transaction, which sees the change before anyone else, then reads afresh and keeps nothing (tests write the
+  catalog and ingest in one transaction that never commits).
+TRUNCATE (tests and operators) sets the number at once: constraint triggers are per row."""
 
 from django.db import migrations
 
@@ -26,7 +31,21 @@ CREATE = [
     """
     CREATE FUNCTION usage_lookup_generation_bump() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
-        UPDATE usage_lookup_generation SET value = nextval('usage_lookup_generation_seq') WHERE id = 1;
+        IF current_setting('portal.lookup_generation_bumped', true) IS DISTINCT FROM 'yes' THEN
+            UPDATE usage_lookup_generation SET value = nextval('usage_lookup_generation_seq') WHERE id = 1;
+            PERFORM set_config('portal.lookup_generation_bumped', 'yes', true);
+        END IF;
+        RETURN NULL;
+    END
+    $$
+    """,
+    """
+    CREATE FUNCTION usage_lookup_generation_touch() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM set_config('portal.lookups_changed', 'yes', true);
+        IF TG_OP = 'TRUNCATE' THEN
+            UPDATE usage_lookup_generation SET value = nextval('usage_lookup_generation_seq') WHERE id = 1;
+        END IF;
         RETURN NULL;
     END
     $$
@@ -43,15 +62,21 @@ def create(apps, schema_editor):
         schema_editor.execute(statement)
     for table in _tables(apps):
         schema_editor.execute(
-            f"CREATE TRIGGER usage_lookup_generation AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {table} "
-            "FOR EACH STATEMENT EXECUTE FUNCTION usage_lookup_generation_bump()"
+            f"CREATE CONSTRAINT TRIGGER usage_lookup_generation AFTER INSERT OR UPDATE OR DELETE ON {table} "
+            "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION usage_lookup_generation_bump()"
+        )
+        schema_editor.execute(
+            f"CREATE TRIGGER usage_lookup_generation_touch AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {table} "
+            "FOR EACH STATEMENT EXECUTE FUNCTION usage_lookup_generation_touch()"
         )
 
 
 def drop(apps, schema_editor):
     for table in _tables(apps):
         schema_editor.execute(f"DROP TRIGGER IF EXISTS usage_lookup_generation ON {table}")
+        schema_editor.execute(f"DROP TRIGGER IF EXISTS usage_lookup_generation_touch ON {table}")
     schema_editor.execute("DROP FUNCTION IF EXISTS usage_lookup_generation_bump()")
+    schema_editor.execute("DROP FUNCTION IF EXISTS usage_lookup_generation_touch()")
     schema_editor.execute("DROP TABLE IF EXISTS usage_lookup_generation")
     schema_editor.execute("DROP SEQUENCE IF EXISTS usage_lookup_generation_seq")
 

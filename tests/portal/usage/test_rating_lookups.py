@@ -1,7 +1,8 @@
 """What ingestion reads from other tables (collectors' source bindings, the catalog, the deployments' served names)
 is kept per web process between batches, and read again as soon as any of it changes (usage migration 0015's
 triggers): a new model, a new price, a deployment's served name, a change made with raw SQL and a removed source
-binding each apply to the next batch; an unchanged catalog is not read again."""
+binding each apply to the next batch; an unchanged catalog is not read again; and inside a transaction that changed
+the catalog, ingestion reads it afresh and keeps nothing."""
 
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ from portal.usage.models import CollectorSource
 from tests.factories import ManagedVersionFactory, PriceFactory
 from tests.portal.usage.conftest import PRICE_START, UsageWorld, collector_client, recent
 
-pytestmark = pytest.mark.django_db
+# Committed for real, as every request is: the generation is set when a change commits (a test transaction that
+# never commits changes nothing for other transactions, and its own reads bypass the kept lookups).
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def _stored(event: dict) -> dict:
@@ -109,3 +112,50 @@ def test_a_collectors_source_bindings_apply_from_the_next_batch_both_ways(world:
     CollectorSource.objects.filter(token_id=token_id, source_prefix="aigw://us1/").delete()
     refused = world.post([world.event(source=elsewhere)], client=client).json()
     assert (refused["accepted"], refused["rejected_events"][0]["reason"]) == (0, "source_not_allowed")
+
+
+def test_inside_a_transaction_that_changed_the_catalog_ingestion_reads_it_afresh_and_keeps_nothing(
+    world: UsageWorld,
+) -> None:
+    from django.db import transaction
+
+    from portal.usage import selectors
+
+    warm = world.event(model="other-new-model")
+    world.post([warm])
+    kept = selectors.ingest_lookups()
+    assert kept.names.get("other-new-model", "absent") is None  # kept as unknown
+    with transaction.atomic():
+        ManagedVersionFactory(model__slug="other-new-model", served_model_name="other-new-model")
+        fresh = selectors.ingest_lookups()
+        assert fresh is not kept
+        assert fresh.rating(names=["other-new-model"])[0]["other-new-model"].slug == "other-new-model"
+        transaction.set_rollback(True)
+    assert selectors.ingest_lookups() is kept  # rolled back: nothing changed for anyone
+
+
+def test_a_catalog_write_takes_the_generation_rows_lock_only_when_it_commits(world: UsageWorld) -> None:
+    """The generation is set by a deferred trigger: a transaction changing the catalog holds no lock on it until it
+    commits, so it cannot deadlock with one that locked a deployment first and then closes its served names."""
+    import psycopg
+    from django.db import transaction
+
+    settings_dict = connection.settings_dict
+    other = psycopg.connect(
+        host=settings_dict["HOST"] or "127.0.0.1",
+        port=settings_dict["PORT"] or 5432,
+        user=settings_dict["USER"],
+        password=settings_dict["PASSWORD"] or None,
+        dbname=settings_dict["NAME"],
+        autocommit=True,
+    )
+    try:
+        before = other.execute("SELECT value FROM usage_lookup_generation").fetchone()[0]
+        with transaction.atomic():
+            ModelPrice.objects.filter(model__slug=world.model_slug).update(price_per_million=Decimal("3.000000"))
+            # Not locked while the change is open (a statement trigger would hold it here: NOWAIT would fail).
+            other.execute("SELECT value FROM usage_lookup_generation FOR UPDATE NOWAIT")
+            assert other.execute("SELECT value FROM usage_lookup_generation").fetchone()[0] == before
+        assert other.execute("SELECT value FROM usage_lookup_generation").fetchone()[0] != before
+    finally:
+        other.close()
