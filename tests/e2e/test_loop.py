@@ -165,16 +165,24 @@ def test_the_token_limit_answers_429_and_usage_counts_what_passed(loop: Loop) ->
     key = loop.key(team)["key"]
     first = loop.reaches(key, MANAGED)
     usages = [_usage_of(first.body)]
+    charged_at = [time.time()]  # tokens are charged when the response ends
     statuses: list[int] = []
     while 429 not in statuses and len(statuses) < 40:  # until the team's limit reached the gateway and was spent
         answer = loop.chat(key, MANAGED, "spend some tokens on this request", max_tokens=30)
         statuses.append(answer.status)
         if answer.status == 200:
             usages.append(_usage_of(answer.body))
+            charged_at.append(time.time())
         time.sleep(0.1)
+    refused_at = time.time()
     assert statuses[-1] == 429, statuses
-    # tokens are charged after the response: the request that crossed 60 completed, the next was refused
-    assert sum(usage["input_tokens"] + usage["output_tokens"] for usage in usages[-3:]) > 60
+    # The request that crossed 60 completed, the next was refused: the tokens charged in the refusal's window are over
+    # the limit. The windows are fixed minutes aligned to the epoch (workers/sandbox/gateway_ratelimit.py, as
+    # envoyproxy/ratelimit counts), so requests before a minute boundary count in the one before; it may take more
+    # than three requests to cross 60 (an earlier form summed the last three and failed when it took four).
+    window_start = int(refused_at) - int(refused_at) % 60
+    in_window = [usage for usage, at in zip(usages, charged_at, strict=True) if at >= window_start]
+    assert sum(usage["input_tokens"] + usage["output_tokens"] for usage in in_window) > 60, (usages, charged_at)
     wait_until(lambda: _reported(loop, team, MANAGED, len(usages)), timeout=60, what="passed requests reported")
     time.sleep(4)  # two more rollup cadences: nothing else may arrive
     row = _model_row(loop, team, MANAGED)
