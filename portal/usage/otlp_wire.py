@@ -220,10 +220,6 @@ def _record(
         raise _NotSure from None
     if not earliest <= event_time <= latest:
         raise _NotSure
-    models: list[str] = []
-    for model in names:
-        if model and model not in models:
-            models.append(model)
     if status_code is not None and status_code > 999:
         raise _NotSure
     provider = get("provider")
@@ -233,7 +229,7 @@ def _record(
         source,
         event_time,
         client_id,
-        tuple(models),
+        _models(tuple(names)),
         memo.text(provider if provider not in _UNSET and provider is not None else get("backend")),
         route,
         status_code,

@@ -67,6 +67,17 @@ def _lookups(records: Sequence[UsageRecord], kept: selectors.IngestLookups | Non
     return _Lookups(credentials, names, served, book.tariff)
 
 
+def _serving(served: dict[str, list[Any]], reported: tuple[str, ...], at: datetime) -> Any | None:
+    """Attribution's first rule: the team deployment served under one of the reported names at `at` (the names in
+    the order the gateway reported them)."""
+    return next((holder for name in reported for holder in served.get(name, ()) if holder.serves_at(at)), None)
+
+
+def _catalog_model(known: dict[str, Any], reported: tuple[str, ...]) -> Any | None:
+    """Its second rule: the catalog model of the first reported name that is one of a catalog model's names."""
+    return next((known[name] for name in reported if name in known), None)
+
+
 def attribute_and_rate(records: Sequence[UsageRecord], lookups: _Lookups | None = None) -> list[Attributed]:
     """Team through the credential the gateway authenticated (never a name the client chose); model through the
     names the gateway reported: first a team deployment that was served under one of them at the event's time
@@ -87,22 +98,14 @@ def attribute_and_rate(records: Sequence[UsageRecord], lookups: _Lookups | None 
         credential_id: int | None
         team_id: int | None
         if served:
-            deployment = next(
-                (
-                    holder
-                    for name in record.model_names
-                    for holder in served.get(name, ())
-                    if holder.serves_at(record.event_time)
-                ),
-                None,
-            )
+            deployment = _serving(served, record.model_names, record.event_time)
         if deployment is not None:
             model_id, model_slug = deployment.model_id, deployment.model_slug
             deployment_id, model_version_id = deployment.deployment_id, deployment.model_version_id
         else:
             found = managed.get(record.model_names)
             if found is None:
-                model = next((names[name] for name in record.model_names if name in names), None)
+                model = _catalog_model(names, record.model_names)
                 found = managed[record.model_names] = (model.model_id, model.slug) if model is not None else (None, "")
             model_id, model_slug = found
             deployment_id = model_version_id = None
@@ -252,18 +255,14 @@ def _rated_columns(records: Sequence[UsageRecord], lookups: _Lookups) -> Rated |
         if served and any(name in served for name in reported):
             models[reported] = None
             continue
-        model = next((names[name] for name in reported if name in names), None)
+        model = _catalog_model(names, reported)
         if model is None:
             return None  # unknown_model
         models[reported] = (model.model_id, model.slug, None, None)
     resolved: list[Any] = list(map(models.__getitem__, model_names))
     if None in resolved:
         for position in [position for position, entry in enumerate(resolved) if entry is None]:
-            at = times[position]
-            deployment = next(
-                (holder for name in model_names[position] for holder in served.get(name, ()) if holder.serves_at(at)),
-                None,
-            )
+            deployment = _serving(served, model_names[position], times[position])
             if deployment is not None:
                 if deployment.team_id != found[position].team_id:
                     return None  # deployment_of_another_team
@@ -274,7 +273,7 @@ def _rated_columns(records: Sequence[UsageRecord], lookups: _Lookups) -> Rated |
                     deployment.model_version_id,
                 )
             else:
-                model = next((names[name] for name in model_names[position] if name in names), None)
+                model = _catalog_model(names, model_names[position])
                 if model is None:
                     return None  # unknown_model
                 resolved[position] = (model.model_id, model.slug, None, None)
