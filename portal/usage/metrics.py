@@ -21,4 +21,10 @@ INGEST_LAG = Histogram(
 BATCHES = Counter(
     "portal_usage_batches_total", "Usage batches answered, by endpoint and HTTP status", ["endpoint", "status"]
 )
+STORE_RETRIES = Counter(
+    "portal_usage_store_retries_total",
+    "Batches whose store was retried, by cause (concurrent_copy: another request committed some of the same events "
+    "meanwhile, and the retry skipped them)",
+    ["cause"],
+)
 ROLLUP_BUCKETS = Counter("portal_usage_rollup_buckets_total", "Hourly (team, hour) buckets recomputed")

@@ -16,7 +16,7 @@ from operator import add, attrgetter, getitem, gt, itemgetter, methodcaller, mul
 from typing import Any, NamedTuple
 
 from django.conf import settings
-from django.db import OperationalError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 
 from portal.usage import metrics, selectors, store
 from portal.usage.contracts import EventNote, EventRejection, IngestResult, UsageRecord
@@ -26,6 +26,7 @@ from portal.usage.rating import MAX_COST_PICO, UNPRICED, Tariff
 logger = logging.getLogger(__name__)
 
 _DEADLOCK = "40P01"
+_UNIQUE_VIOLATION = "23505"
 _SERIALIZATION = "40001"
 
 
@@ -406,7 +407,9 @@ def staged(rated: Rated, *, price_sets: dict[tuple[int, ...], int], sources: dic
 
 
 def _store(rated: Rated, received_at: datetime) -> set[int]:
-    """Positions of the batch that were already stored; retried on deadlock, else unavailable."""
+    """Positions of the batch that were already stored; retried on deadlock, and in the racing form when another
+    transaction committed some of the same events meanwhile (store.store_batch), else unavailable."""
+    racing = False
     for attempt in range(4):
         try:
             with transaction.atomic(), connection.cursor() as cursor:
@@ -423,7 +426,14 @@ def _store(rated: Rated, received_at: datetime) -> set[int]:
                     received_at=received_at,
                     model_slugs=rated.model_slugs,
                     client_ids=rated.client_ids,
+                    racing=racing,
                 )
+        except IntegrityError as error:
+            if racing or getattr(error.__cause__, "sqlstate", None) != _UNIQUE_VIOLATION:
+                raise
+            racing = True
+            metrics.STORE_RETRIES.labels("concurrent_copy").inc()
+            continue
         except OperationalError as error:
             code = getattr(getattr(error, "__cause__", None), "sqlstate", None)
             if code in (_DEADLOCK, _SERIALIZATION) and attempt < 3:

@@ -6,16 +6,20 @@ from __future__ import annotations
 import gzip
 import json
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from django.db import connection
+from django.conf import settings
+from django.db import connection, transaction
 from rest_framework.test import APIClient
 
-from portal.usage import selectors
+from portal.usage import events, metrics, selectors
+from portal.usage.contracts import IngestResult
 from portal.usage.events import derive_event_id
 from portal.usage.models import UsageDaily, UsageHourly
+from portal.usage.services import ingest
 from tests.conftest import ROLES, assert_problem, client_with_token
 from tests.factories import ServicePrincipalFactory
 from tests.portal.usage.conftest import SOURCE, UsageWorld, collector_client, expected_cost, recent
@@ -126,6 +130,70 @@ def test_same_batch_sent_concurrently_by_several_clients_is_counted_once(world: 
     rollups()
     expected = sum((expected_cost(input_tokens=10 + n, output_tokens=n) for n in range(200)), Decimal(0))
     assert _daily_totals(world.team.pk) == (200, sum(10 + n for n in range(200)), sum(range(200)), expected)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_copy_committed_while_the_batch_is_stored_is_skipped_by_one_retry(world: UsageWorld, rollups) -> None:
+    """The store looks the batch's keys up first and inserts the rest without ON CONFLICT (store._store_sql). A
+    concurrent request holding the same events, not yet committed when the lookup ran, makes that insert wait and
+    then fail when it commits; the batch is stored again in the racing form, which skips them."""
+    # The batch's source and price sets (with and without output tokens) are stored first: a new one would make the
+    # second request wait on its row instead, and then find the events committed before looking them up.
+    warm_up = [world.event(input_tokens=7, output_tokens=0), world.event(input_tokens=8, output_tokens=1)]
+    assert world.post(warm_up).json()["accepted"] == 2
+    batch = [world.event(input_tokens=10 + n, output_tokens=n) for n in range(50)]
+    window = {
+        "now": datetime.now(UTC),
+        "max_age": timedelta(days=settings.USAGE_MAX_EVENT_AGE_DAYS),
+        "max_skew": timedelta(seconds=settings.USAGE_MAX_CLOCK_SKEW_SECONDS),
+        "max_events": settings.USAGE_MAX_BATCH_EVENTS,
+    }
+    parsed = events.read_cloudevents(json.dumps(batch).encode(), **window)
+    retries = metrics.STORE_RETRIES.labels("concurrent_copy")
+    retries_before = retries._value.get()
+    stored = threading.Event()
+    outcome: list[object] = []
+
+    def first_copy() -> None:
+        # Stores the batch in a transaction kept open until the request below waits on its rows, then commits.
+        try:
+            with transaction.atomic():
+                outcome.append(ingest.usage_ingest(token_id=world.collector_token_id, parsed=parsed, endpoint="t"))
+                stored.set()
+                with connection.cursor() as cursor:
+                    for _ in range(500):
+                        # pg_stat_activity is read once per transaction unless its snapshot is cleared
+                        cursor.execute(
+                            "SELECT pg_stat_clear_snapshot(), count(*) FROM pg_stat_activity "
+                            "WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+                        )
+                        if cursor.fetchone()[1]:
+                            break
+                        time.sleep(0.02)
+                    else:
+                        outcome.append("the second request never waited on the first one's rows")
+        except BaseException as error:  # reported below
+            outcome.append(error)
+            stored.set()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=first_copy)
+    thread.start()
+    assert stored.wait(30)
+    answer = world.post(batch)
+    thread.join()
+    first = outcome[0]
+    assert isinstance(first, IngestResult), outcome
+    assert outcome[1:] == []
+    assert first.accepted == 50
+    assert answer.status_code == 200, answer.content
+    assert (answer.json()["accepted"], answer.json()["duplicates"]) == (0, 50)
+    assert retries._value.get() == retries_before + 1
+    rollups()
+    expected = sum((expected_cost(input_tokens=10 + n, output_tokens=n) for n in range(50)), Decimal(0))
+    expected += expected_cost(input_tokens=7, output_tokens=0) + expected_cost(input_tokens=8, output_tokens=1)
+    assert _daily_totals(world.team.pk) == (52, 15 + sum(10 + n for n in range(50)), 1 + sum(range(50)), expected)
 
 
 def test_attribution_is_through_the_credential_never_a_team_field(world: UsageWorld, rollups) -> None:
