@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import time
 from pathlib import Path
 
@@ -68,7 +69,8 @@ def rehearsed_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workdir = build.of("WORKDIR")[-1]
     app = root / workdir.strip("/")
     app.mkdir(parents=True)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "var", "node_modules")
+    # As k8s/image/Dockerfile.dockerignore keeps them out of the context (a checkout's built extensions included).
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.so", "var", "node_modules")
     for sources, destination in dockerfile.copies(build):
         if not destination.startswith(workdir):
             continue  # tools placed elsewhere in the image (uv, the steps script) are the host's here
@@ -102,8 +104,25 @@ def rehearsed_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return app
 
 
-def test_the_build_steps_are_install_then_collectstatic() -> None:
-    assert [step for step, _ in dockerfile.steps(_stage("build"))] == ["install", "collectstatic"]
+def test_the_build_steps_are_compiler_install_extensions_then_collectstatic() -> None:
+    steps = [step for step, _ in dockerfile.steps(_stage("build"))]
+    assert steps == ["compiler", "install", "extensions", "collectstatic"]
+
+
+def test_the_extensions_are_built_in_the_image_for_its_interpreter(rehearsed_image: Path) -> None:
+    """Built by the `extensions` step from the copied sources (the checkout's own build is not copied), and loaded."""
+    built = sorted((rehearsed_image / "portal" / "usage").glob("_*.so"))
+    suffix = sysconfig.get_config_var("EXT_SUFFIX")
+    assert [path.name for path in built] == [f"_native{suffix}", f"_otlp_scan{suffix}"]
+    _run(
+        [
+            str(rehearsed_image / ".venv" / "bin" / "python"),
+            "-c",
+            "import portal.usage._native; from portal.usage import otlp_wire; assert otlp_wire._native_scan",
+        ],
+        cwd=rehearsed_image,
+        env={"PATH": "/usr/bin:/bin"},
+    )
 
 
 def test_the_virtual_environment_holds_exactly_the_locked_production_packages(rehearsed_image: Path) -> None:

@@ -288,15 +288,21 @@ LEAN_CASES = [
 ]
 
 
+# native: with the C scan (portal/usage/_otlp_scan.c) first, or without it (the upb lean reading, then the reference).
+NATIVE = pytest.mark.parametrize("native", [True, False], ids=["native", "upb"])
+
+
+@NATIVE
 @pytest.mark.parametrize("records", LEAN_CASES)
-def test_lean_protobuf_reading_equals_the_reference(records: list[dict[str, object]]) -> None:
+def test_lean_protobuf_reading_equals_the_reference(records: list[dict[str, object]], native: bool) -> None:
     from portal.usage import otlp_wire
 
     body = _export(*records)
-    assert otlp_wire.read_otlp_protobuf(body, **WINDOW) == _reference(body)
+    assert otlp_wire.read_otlp_protobuf(body, **WINDOW, native=native) == _reference(body)
 
 
-def test_lean_protobuf_reading_takes_bodies_sources_and_several_resources_as_the_reference() -> None:
+@NATIVE
+def test_lean_protobuf_reading_takes_bodies_sources_and_several_resources_as_the_reference(native: bool) -> None:
     from opentelemetry.proto.common.v1 import common_pb2
     from opentelemetry.proto.logs.v1 import logs_pb2
 
@@ -324,21 +330,24 @@ def test_lean_protobuf_reading_takes_bodies_sources_and_several_resources_as_the
         _export(_attributes(start_time=None)),  # no start_time and no timeUnixNano
     ]
     for body in cases:
-        assert otlp_wire.read_otlp_protobuf(body, **WINDOW) == _reference(body)
+        assert otlp_wire.read_otlp_protobuf(body, **WINDOW, native=native) == _reference(body)
 
 
-def test_lean_protobuf_reading_is_taken_for_envoys_records_and_refuses_what_is_not_an_export() -> None:
+@NATIVE
+def test_lean_protobuf_reading_is_taken_for_envoys_records_and_refuses_what_is_not_an_export(native: bool) -> None:
     from portal.usage import otlp_wire
 
     body = _export(_attributes(), _attributes(request_id="req-2"))
     lean = otlp_wire._lean(body, **WINDOW)  # raises _NotSure if it left the export to the reference
     assert [type(item).__name__ for item in lean] == ["UsageRecord", "UsageRecord"]
     assert lean == _reference(body)
+    assert otlp_wire._native(body, **WINDOW) == lean  # the C scan takes it too
     with pytest.raises(events.PayloadError) as refused:
-        otlp_wire.read_otlp_protobuf(b"\x0a\xff\xff", **WINDOW)
+        otlp_wire.read_otlp_protobuf(b"\x0a\xff\xff", **WINDOW, native=native)
     assert refused.value.code == "malformed_otlp"
+    too_large = _export(*[_attributes(request_id=f"r-{n}") for n in range(101)])
     with pytest.raises(events.PayloadError) as too_many:
-        otlp_wire.read_otlp_protobuf(_export(*[_attributes(request_id=f"r-{n}") for n in range(101)]), **WINDOW)
+        otlp_wire.read_otlp_protobuf(too_large, **WINDOW, native=native)
     assert too_many.value.status == 413
 
 
@@ -368,16 +377,17 @@ _VARIANTS: dict[str, list[object]] = {
 }
 
 
-def test_columnar_reading_equals_the_reference_on_random_exports() -> None:
+@NATIVE
+def test_columnar_reading_equals_the_reference_on_random_exports(native: bool) -> None:
     """400 random exports: most records share one shape (as a gateway's do), with a few values varied; each
     variation may be one the reading must leave to the row-wise reading or the reference. The answer is always the
-    reference's, and the columnar reading is taken for at least the plain ones."""
+    reference's, and the columnar reading (and the C scan's) is taken for at least the plain ones."""
     import random
 
     from portal.usage import otlp_wire
 
     rng = random.Random(1604)
-    taken = 0
+    taken = scanned = 0
     for case in range(400):
         varied = rng.sample(sorted(_VARIANTS), rng.choice([0, 0, 1, 2, 3]))
         shape = {key: rng.choice(_VARIANTS[key]) for key in varied}
@@ -391,7 +401,13 @@ def test_columnar_reading_equals_the_reference_on_random_exports() -> None:
                 overrides["request_id"] = f"req-{case}-{n}"
             records.append(_attributes(**overrides))
         body = _export(*records)
-        assert otlp_wire.read_otlp_protobuf(body, **WINDOW) == _reference(body), (case, records)
+        assert otlp_wire.read_otlp_protobuf(body, **WINDOW, native=native) == _reference(body), (case, records)
+        if native:
+            try:
+                assert otlp_wire._native(body, **WINDOW) == _reference(body), (case, records)
+                scanned += 1
+            except otlp_wire._NotSure:
+                pass
         earliest, latest = NOW - WINDOW["max_age"], NOW + WINDOW["max_skew"]
         try:  # an int value's encoding is not UTF-8 text: the lean schema itself refuses it
             scope = otlp_wire._LEAN_EXPORT.FromString(body).resource_logs[0].scope_logs[0].log_records
@@ -403,6 +419,7 @@ def test_columnar_reading_equals_the_reference_on_random_exports() -> None:
         # equal aware datetimes may differ in zone; the stored month and hour are the UTC ones
         assert {record.event_time.tzinfo for record in columnar} == {UTC}, (case, records)
     assert taken >= 100  # the plain and mildly varied exports take the columnar reading
+    assert scanned >= 100 or not native
 
 
 # --- CloudEvents, the columnar reading of a decoded batch (portal.usage.events._columnar_records) -----------------
