@@ -37,6 +37,12 @@
 
 #define COLUMNS 19
 #define FIELDS 20
+/* The columns deltas() takes, in this order (store.StagedBatch's, without keys, sources, price sets, versions). */
+enum {
+    DELTA_TIME, DELTA_TEAM, DELTA_CREDENTIAL, DELTA_MODEL, DELTA_DEPLOYMENT, DELTA_COST, DELTA_STATUS,
+    DELTA_DURATION, DELTA_TTFT, DELTA_INPUT, DELTA_CACHED, DELTA_WRITE, DELTA_OUTPUT, DELTA_REASONING,
+    DELTA_QUARANTINE, DELTA_COLUMNS
+};
 
 /* ---- SHA-256 (FIPS 180-4, section 6.2) ---------------------------------------------------------------- */
 
@@ -347,6 +353,20 @@ static int64_t days_from_civil(int64_t year, int64_t month, int64_t day) {
 
 #define PG_EPOCH_DAYS 10957 /* 2000-01-01 in days since 1970-01-01 */
 
+/* Microseconds since 2000-01-01 UTC of a datetime in datetime.UTC (PostgreSQL's timestamptz); -1 with TypeError
+ * set for anything else (the result itself may be negative: check PyErr_Occurred()). */
+static int64_t utc_micros(PyObject *value) {
+    if (!PyDateTime_Check(value) || PyDateTime_DATE_GET_TZINFO(value) != PyDateTime_TimeZone_UTC) {
+        PyErr_SetString(PyExc_TypeError, "event times must be datetimes in datetime.UTC");
+        return -1;
+    }
+    int64_t days = days_from_civil(PyDateTime_GET_YEAR(value), PyDateTime_GET_MONTH(value),
+                                   PyDateTime_GET_DAY(value)) - PG_EPOCH_DAYS;
+    int64_t seconds = days * 86400 + PyDateTime_DATE_GET_HOUR(value) * 3600 +
+                      PyDateTime_DATE_GET_MINUTE(value) * 60 + PyDateTime_DATE_GET_SECOND(value);
+    return seconds * 1000000 + PyDateTime_DATE_GET_MICROSECOND(value);
+}
+
 /* An int value, or the absent value for None where the column allows it; -1 with an exception set otherwise. */
 static int integer(PyObject *value, int nullable, long long absent, long long low, long long high, long long *out) {
     if (value == Py_None) {
@@ -423,16 +443,12 @@ static PyObject *copy_rows(PyObject *module, PyObject *args) {
             long long number;
             switch (KINDS[c]) {
             case TIME: {
-                if (!PyDateTime_Check(value) || PyDateTime_DATE_GET_TZINFO(value) != PyDateTime_TimeZone_UTC) {
-                    PyErr_SetString(PyExc_TypeError, "event times must be datetimes in datetime.UTC");
+                int64_t micros = utc_micros(value);
+                if (micros == -1 && PyErr_Occurred()) {
                     goto fail;
                 }
-                int64_t days = days_from_civil(PyDateTime_GET_YEAR(value), PyDateTime_GET_MONTH(value),
-                                               PyDateTime_GET_DAY(value)) - PG_EPOCH_DAYS;
-                int64_t seconds = days * 86400 + PyDateTime_DATE_GET_HOUR(value) * 3600 +
-                                  PyDateTime_DATE_GET_MINUTE(value) * 60 + PyDateTime_DATE_GET_SECOND(value);
                 out = put32(out, 8);
-                out = put64(out, (uint64_t)(seconds * 1000000 + PyDateTime_DATE_GET_MICROSECOND(value)));
+                out = put64(out, (uint64_t)micros);
                 break;
             }
             case KEY:
@@ -483,10 +499,267 @@ fail:
     return NULL;
 }
 
+/* ---- the rollup deltas of a stored batch ------------------------------------------------------------------ */
+
+#define MAX_BOUNDS 15
+#define HOUR_MICROS INT64_C(3600000000)
+
+typedef struct {
+    int64_t hour, team, model, credential, deployment; /* deployment: -1 when None */
+    int64_t requests, failed, unmetered, input, cached, write, output, reasoning, last;
+    unsigned __int128 cost;
+    int64_t latency[MAX_BOUNDS + 1], ttft[MAX_BOUNDS + 1];
+} Group;
+
+/* An int of a column, or `absent` for None; -1 with an exception set when it is neither (check PyErr_Occurred). */
+static int64_t value_or(PyObject *value, int64_t absent) {
+    if (value == Py_None) {
+        return absent;
+    }
+    if (!PyLong_Check(value)) {
+        PyErr_SetString(PyExc_TypeError, "delta columns hold int or None");
+        return -1;
+    }
+    return PyLong_AsLongLong(value); /* OverflowError past 64 bits */
+}
+
+static PyObject *cost_object(unsigned __int128 cost) {
+    PyObject *high = PyLong_FromUnsignedLongLong((unsigned long long)(cost >> 64));
+    PyObject *low = PyLong_FromUnsignedLongLong((unsigned long long)cost);
+    PyObject *shift = PyLong_FromLong(64);
+    PyObject *shifted = high && shift ? PyNumber_Lshift(high, shift) : NULL;
+    PyObject *result = shifted && low ? PyNumber_Or(shifted, low) : NULL;
+    Py_XDECREF(high);
+    Py_XDECREF(low);
+    Py_XDECREF(shift);
+    Py_XDECREF(shifted);
+    return result;
+}
+
+static PyObject *histogram(const int64_t *counts, int size) {
+    PyObject *list = PyList_New(size);
+    if (list == NULL) {
+        return NULL;
+    }
+    for (int i = 0; i < size; i++) {
+        PyObject *count = PyLong_FromLongLong(counts[i]);
+        if (count == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, count);
+    }
+    return list;
+}
+
+/* A group's key mixed into one word (multiplicative hashing: each part times an odd constant, folded). */
+static inline uint64_t group_hash(int64_t hour, int64_t team, int64_t model, int64_t credential, int64_t deployment) {
+    uint64_t hash = (uint64_t)hour * 0x9e3779b97f4a7c15ULL;
+    hash ^= (uint64_t)team * 0xc2b2ae3d27d4eb4fULL;
+    hash ^= (uint64_t)model * 0x165667b19e3779f9ULL;
+    hash ^= (uint64_t)credential * 0x27d4eb2f165667c5ULL;
+    hash ^= (uint64_t)deployment * 0x85ebca77c2b2ae63ULL;
+    return hash ^ (hash >> 29);
+}
+
+/* The bucket of a request-health value: how many bounds are <= it (the SQL's [low, high) ranges, the last open). */
+static int bucket(int64_t value, const int64_t *bounds, int count) {
+    int at = 0;
+    while (at < count && bounds[at] <= value) {
+        at++;
+    }
+    return at;
+}
+
+static PyObject *deltas(PyObject *module, PyObject *args) {
+    PyObject *columns, *skip, *given_bounds;
+    (void)module;
+    if (!PyArg_ParseTuple(args, "O!OO!:deltas", &PyTuple_Type, &columns, &skip, &PyTuple_Type, &given_bounds)) {
+        return NULL;
+    }
+    if (PyTuple_GET_SIZE(columns) != DELTA_COLUMNS) {
+        PyErr_SetString(PyExc_ValueError, "deltas takes the 15 columns of a stored batch");
+        return NULL;
+    }
+    if (skip != Py_None && !PyAnySet_Check(skip)) {
+        PyErr_SetString(PyExc_TypeError, "skip must be a set of positions or None");
+        return NULL;
+    }
+    int bound_count = (int)PyTuple_GET_SIZE(given_bounds);
+    if (bound_count > MAX_BOUNDS) {
+        PyErr_SetString(PyExc_ValueError, "too many request-health bounds");
+        return NULL;
+    }
+    int64_t bounds[MAX_BOUNDS];
+    for (int i = 0; i < bound_count; i++) {
+        bounds[i] = PyLong_AsLongLong(PyTuple_GET_ITEM(given_bounds, i));
+        if (bounds[i] == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    PyObject *lists[DELTA_COLUMNS];
+    Py_ssize_t size = -1;
+    for (int c = 0; c < DELTA_COLUMNS; c++) {
+        lists[c] = PyTuple_GET_ITEM(columns, c);
+        if (!PyList_Check(lists[c]) || (size != -1 && PyList_GET_SIZE(lists[c]) != size)) {
+            PyErr_SetString(PyExc_TypeError, "delta columns must be lists of one length");
+            return NULL;
+        }
+        size = PyList_GET_SIZE(lists[c]);
+    }
+    /* The groups in order of appearance, found through an open-addressing index of twice their number or more (a
+     * batch has a few hundred groups: both stay small, whatever the batch's size). */
+    size_t capacity = 512, allocated = 128, count = 0;
+    int32_t *slots = PyMem_Malloc(capacity * sizeof(int32_t));
+    Group *groups = PyMem_Malloc(allocated * sizeof(Group));
+    PyObject *result = NULL;
+    if (slots == NULL || groups == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    memset(slots, 0xff, capacity * sizeof(int32_t));
+    for (Py_ssize_t row = 0; row < size; row++) {
+        if (PyList_GET_ITEM(lists[DELTA_QUARANTINE], row) != Py_None) {
+            continue;
+        }
+        if (skip != Py_None) {
+            PyObject *position = PyLong_FromSsize_t(row);
+            int found = position ? PySet_Contains(skip, position) : -1;
+            Py_XDECREF(position);
+            if (found < 0) {
+                goto done;
+            }
+            if (found) {
+                continue;
+            }
+        }
+        int64_t values[DELTA_COLUMNS];
+        int64_t micros = utc_micros(PyList_GET_ITEM(lists[DELTA_TIME], row));
+        if (micros == -1 && PyErr_Occurred()) {
+            goto done;
+        }
+        for (int c = DELTA_TIME + 1; c < DELTA_QUARANTINE; c++) {
+            values[c] = value_or(PyList_GET_ITEM(lists[c], row), -1);
+            if (values[c] == -1 && PyErr_Occurred()) {
+                goto done;
+            }
+        }
+        /* floor to the hour, also before 2000 (negative micros) */
+        int64_t hour = micros - ((micros % HOUR_MICROS) + HOUR_MICROS) % HOUR_MICROS;
+        size_t at = (size_t)group_hash(hour, values[DELTA_TEAM], values[DELTA_MODEL], values[DELTA_CREDENTIAL],
+                                       values[DELTA_DEPLOYMENT]) & (capacity - 1);
+        Group *group = NULL;
+        while (slots[at] != -1) {
+            Group *candidate = &groups[slots[at]];
+            if (candidate->hour == hour && candidate->team == values[DELTA_TEAM] &&
+                candidate->model == values[DELTA_MODEL] && candidate->credential == values[DELTA_CREDENTIAL] &&
+                candidate->deployment == values[DELTA_DEPLOYMENT]) {
+                group = candidate;
+                break;
+            }
+            at = (at + 1) & (capacity - 1);
+        }
+        if (group == NULL) {
+            if (count == allocated) {
+                Group *grown = PyMem_Realloc(groups, allocated * 2 * sizeof(Group));
+                if (grown == NULL) {
+                    PyErr_NoMemory();
+                    goto done;
+                }
+                groups = grown;
+                allocated *= 2;
+            }
+            group = &groups[count];
+            memset(group, 0, sizeof(Group));
+            group->hour = hour;
+            group->team = values[DELTA_TEAM];
+            group->model = values[DELTA_MODEL];
+            group->credential = values[DELTA_CREDENTIAL];
+            group->deployment = values[DELTA_DEPLOYMENT];
+            group->last = micros;
+            slots[at] = (int32_t)count;
+            count++;
+            if (count * 2 > capacity) { /* grow the index and place every group again */
+                size_t larger = capacity * 2;
+                int32_t *grown = PyMem_Malloc(larger * sizeof(int32_t));
+                if (grown == NULL) {
+                    PyErr_NoMemory();
+                    goto done;
+                }
+                memset(grown, 0xff, larger * sizeof(int32_t));
+                for (size_t g = 0; g < count; g++) {
+                    Group *placed = &groups[g];
+                    size_t slot = (size_t)group_hash(placed->hour, placed->team, placed->model, placed->credential,
+                                                     placed->deployment) & (larger - 1);
+                    while (grown[slot] != -1) {
+                        slot = (slot + 1) & (larger - 1);
+                    }
+                    grown[slot] = (int32_t)g;
+                }
+                PyMem_Free(slots);
+                slots = grown;
+                capacity = larger;
+                group = &groups[count - 1];
+            }
+        }
+        group->requests += 1;
+        group->failed += values[DELTA_STATUS] >= 400;
+        group->unmetered += values[DELTA_INPUT] == -1 && values[DELTA_OUTPUT] == -1;
+        group->input += values[DELTA_INPUT] > 0 ? values[DELTA_INPUT] : 0;
+        group->cached += values[DELTA_CACHED] > 0 ? values[DELTA_CACHED] : 0;
+        group->write += values[DELTA_WRITE] > 0 ? values[DELTA_WRITE] : 0;
+        group->output += values[DELTA_OUTPUT] > 0 ? values[DELTA_OUTPUT] : 0;
+        group->reasoning += values[DELTA_REASONING] > 0 ? values[DELTA_REASONING] : 0;
+        group->cost += values[DELTA_COST] > 0 ? (unsigned __int128)values[DELTA_COST] : 0;
+        if (micros > group->last) {
+            group->last = micros;
+        }
+        if (values[DELTA_DURATION] >= 0) {
+            group->latency[bucket(values[DELTA_DURATION], bounds, bound_count)] += 1;
+        }
+        if (values[DELTA_TTFT] >= 0) {
+            group->ttft[bucket(values[DELTA_TTFT], bounds, bound_count)] += 1;
+        }
+    }
+    result = PyList_New(0);
+    if (result == NULL) {
+        goto done;
+    }
+    for (size_t at = 0; at < count; at++) {
+        Group *group = &groups[at];
+        PyObject *cost = cost_object(group->cost);
+        PyObject *latency = histogram(group->latency, bound_count + 1);
+        PyObject *ttft = histogram(group->ttft, bound_count + 1);
+        PyObject *deployment = group->deployment == -1 ? Py_NewRef(Py_None) : PyLong_FromLongLong(group->deployment);
+        PyObject *entry = NULL;
+        if (cost && latency && ttft && deployment) {
+            entry = Py_BuildValue("(LLLLOLLLLLLLLOLOO)", group->hour, group->team, group->model, group->credential,
+                                  deployment, group->requests, group->failed, group->unmetered, group->input,
+                                  group->cached, group->write, group->output, group->reasoning, cost, group->last,
+                                  latency, ttft);
+        }
+        Py_XDECREF(cost);
+        Py_XDECREF(latency);
+        Py_XDECREF(ttft);
+        Py_XDECREF(deployment);
+        if (entry == NULL || PyList_Append(result, entry) < 0) {
+            Py_XDECREF(entry);
+            Py_CLEAR(result);
+            goto done;
+        }
+        Py_DECREF(entry);
+    }
+done:
+    PyMem_Free(slots);
+    PyMem_Free(groups);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"copy_rows", copy_rows, METH_VARARGS, "The binary COPY of a staged batch's 19 columns (see the source)."},
     {"keys", keys, METH_VARARGS, "The first 16 bytes of SHA-256(prefix + id) for each id."},
     {"event_ids", event_ids, METH_VARARGS, "The uuid5 text of SHA-1(prefix + name) for each name."},
+    {"deltas", deltas, METH_VARARGS, "The rollup deltas of a stored batch's columns (see the source)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from portal.usage import events, store
+from portal.usage.models import LATENCY_BOUNDS_MS
 from portal.usage.services import ingest
 
 native = pytest.importorskip("portal.usage._native", reason="built by make install")
@@ -146,3 +147,119 @@ def test_derived_ids_are_uuid5_of_source_and_request_id_as_the_python_twin_deriv
     assert expected[5] == str(uuid.uuid5(events.EVENT_ID_NAMESPACE, f"{source}|{request_ids[5]}"))
     with pytest.raises(UnicodeEncodeError):
         events.derive_event_ids(source, ["ok", "\ud800"])  # as str.encode() refuses a lone surrogate
+
+
+def _rated_batch(rng: random.Random, size: int) -> store.StagedBatch:
+    """A batch as ingestion stages it: a few teams, models, credentials and deployments over a few hours, absent
+    counts and statuses, request-health values on and around every bucket bound, some rows quarantined."""
+    base = datetime(2026, 11, 30, 22, tzinfo=UTC)
+    edges = [bound + delta for bound in (0, *LATENCY_BOUNDS_MS) for delta in (-1, 0, 1) if bound + delta >= 0]
+    credentials = [rng.randint(1, 40) for _ in range(size)]
+    quarantined = [rng.random() < 0.1 for _ in range(size)]
+
+    def maybe(value: int) -> int | None:
+        return None if rng.random() < 0.15 else value
+
+    return store.StagedBatch(
+        [base + timedelta(seconds=rng.randint(0, 4 * 3600), microseconds=rng.randint(0, 999_999)) for _ in range(size)],
+        [rng.randbytes(16) for _ in range(size)],
+        [1] * size,
+        [None if gone else credential % 5 + 1 for credential, gone in zip(credentials, quarantined, strict=True)],
+        [None if gone else credential for credential, gone in zip(credentials, quarantined, strict=True)],
+        [None if gone else rng.randint(1, 4) for gone in quarantined],
+        [None if gone else rng.randint(1, 9) for gone in quarantined],
+        [rng.choice([None, None, 7, 8]) for _ in range(size)],
+        [None] * size,
+        [None if gone else rng.choice([0, rng.randint(0, 10**15), 2**63 - 1]) for gone in quarantined],
+        [maybe(rng.choice([200, 399, 400, 429, 503])) for _ in range(size)],
+        [maybe(rng.choice([*edges, rng.randint(0, 10**6)])) for _ in range(size)],
+        [maybe(rng.choice([*edges, rng.randint(0, 10**6)])) for _ in range(size)],
+        *([maybe(rng.randint(0, 2**31 - 1)) for _ in range(size)] for _ in range(5)),
+        [rng.randint(1, 7) if gone else None for gone in quarantined],
+        {},
+    )
+
+
+def _sorted(deltas: list[store.Delta]) -> list[store.Delta]:
+    return sorted(
+        deltas,
+        key=lambda delta: (delta.hour, delta.team_id, delta.model_id, delta.credential_id, delta.deployment_id or 0),
+    )
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_the_deltas_of_a_random_batch_are_the_python_twins(seed: int) -> None:
+    rng = random.Random(seed)
+    batch = _rated_batch(rng, rng.choice([0, 1, 50, 3000]))
+    skip = set(rng.sample(range(len(batch.event_times)), len(batch.event_times) // 7))
+    expected = _sorted(store.deltas_python(batch, skip))
+    assert (
+        _sorted([store.Delta(*delta) for delta in native.deltas(store._delta_columns(batch), skip, LATENCY_BOUNDS_MS)])
+        == expected
+    )
+    assert _sorted(store.batch_deltas(batch, skip)) == expected
+    rated = [position for position, code in enumerate(batch.quarantines) if code is None and position not in skip]
+    assert sum(delta.requests for delta in expected) == len(rated)
+    assert sum(delta.cost_pico for delta in expected) == sum(batch.costs_pico[position] or 0 for position in rated)
+
+
+def test_deltas_bucket_request_health_as_the_sql_ranges_did() -> None:
+    """[low, high) for each pair of edges (0 and LATENCY_BOUNDS_MS), the last one open; absent in none."""
+    durations = [0, 49, 50, 99, 100, 119_999, 120_000, 10**7, None]
+    size = len(durations)
+    at = datetime(2026, 12, 1, 10, 59, 59, 999_999, tzinfo=UTC)
+    batch = store.StagedBatch(
+        [at] * size,
+        [b"k" * 16] * size,
+        [1] * size,
+        [1] * size,
+        [2] * size,
+        [3] * size,
+        [None] * size,
+        [None] * size,
+        [None] * size,
+        [5] * size,
+        [200] * size,
+        durations,
+        [None] * size,
+        *([None] * size for _ in range(5)),
+        [None] * size,
+        {},
+    )
+    for deltas in (
+        store.deltas_python(batch, set()),
+        [store.Delta(*delta) for delta in native.deltas(store._delta_columns(batch), set(), LATENCY_BOUNDS_MS)],
+    ):
+        (delta,) = deltas
+        assert delta.latency_buckets == [2, 2, 1, 0, 0, 0, 0, 0, 0, 0, 1, 2]
+        assert delta.ttft_buckets == [0] * 12
+        assert (delta.requests, delta.unmetered_requests, delta.cost_pico) == (9, 9, 45)
+        assert store._PG_EPOCH + timedelta(microseconds=delta.hour) == datetime(2026, 12, 1, 10, tzinfo=UTC)
+        assert store._PG_EPOCH + timedelta(microseconds=delta.last_event_at) == at
+
+
+@pytest.mark.django_db
+def test_deltas_reach_the_table_with_their_labels_and_times_exact() -> None:
+    """_insert_deltas writes COPY's text format: labels holding its special characters arrive as they were."""
+    from django.db import connection
+
+    at = datetime(2026, 12, 1, 10, 59, 59, 999_999, tzinfo=UTC)
+    batch = store.StagedBatch(
+        [at, at], [b"k" * 16] * 2, [1] * 2, [1] * 2, [2, 3], [3] * 2, [None] * 2,
+        [None, 4], [None] * 2, [2**63 - 1, 2**63 - 1], [200] * 2, [5, None], [None] * 2,
+        *([7, None] for _ in range(5)), [None] * 2, {},
+    )  # fmt: skip
+    labels = {3: "llama\\3\tx"}, {2: "key\none\r", 3: "\\N"}
+    with connection.cursor() as cursor:
+        store._insert_deltas(cursor, store.batch_deltas(batch, set()), model_slugs=labels[0], client_ids=labels[1])
+        cursor.execute(
+            "SELECT hour, credential_id, deployment_id, model_slug, client_id, cost_pico, last_event_at, "
+            "latency_buckets, input_tokens, unmetered_requests FROM usage_rollup_delta ORDER BY credential_id"
+        )
+        rows = cursor.fetchall()
+    hour = datetime(2026, 12, 1, 10, tzinfo=UTC)
+    latency = [1] + [0] * len(LATENCY_BOUNDS_MS)
+    assert rows == [
+        (hour, 2, None, "llama\\3\tx", "key\none\r", 2**63 - 1, at, latency, 7, 0),
+        (hour, 3, 4, "llama\\3\tx", "\\N", 2**63 - 1, at, [0] * len(latency), 0, 1),
+    ]
