@@ -37,10 +37,12 @@ $(VENV)/.synced: $(UV) pyproject.toml uv.lock
 	$(UV) sync --frozen --quiet
 	@touch $@
 
-# The portal's C extensions (portal/usage/_otlp_scan.c and _native.c), compiled by the image's own step for the venv's Python;
-# again when a source, the step or the venv changes. The stamp holds nothing: only its time counts.
+# The portal's C extensions (portal/usage/_otlp_scan.c, _cloudevents_scan.c and _native.c), compiled by the image's
+# own step for the venv's Python; again when a source, the step or the venv changes. The stamp holds nothing: only
+# its time counts.
 EXTENSIONS := $(VENV)/.extensions-built
-$(EXTENSIONS): $(VENV)/.synced portal/usage/_otlp_scan.c portal/usage/_native.c k8s/image/steps.sh
+$(EXTENSIONS): $(VENV)/.synced portal/usage/_otlp_scan.c portal/usage/_cloudevents_scan.c portal/usage/_native.c \
+		k8s/image/steps.sh
 	k8s/image/steps.sh extensions $(CURDIR)
 	@touch $@
 

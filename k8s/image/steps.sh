@@ -6,8 +6,8 @@
 #   steps.sh compiler APP       a C compiler from Debian's packages when there is none (the build stage
 #                               only: the slim image has Python's headers but no compiler)
 #   steps.sh install APP        exactly uv.lock, without the dev group, into APP/.venv (wheels only)
-#   steps.sh extensions APP     the portal's C extensions (portal/usage/_otlp_scan.c, _native.c) for APP/.venv's Python;
-#                               `make install` builds them with this same step
+#   steps.sh extensions APP     the portal's C extensions (portal/usage/_otlp_scan.c, _cloudevents_scan.c,
+#                               _native.c) for APP/.venv's Python; `make install` builds them with this same step
 #   steps.sh collectstatic APP  the static files into APP/var/static (served by WhiteNoise)
 #   steps.sh check APP          what every pod does first: import the production settings, load the
 #                               web app and the Celery tasks, and pass `manage.py check --deploy` with
@@ -40,7 +40,7 @@ extensions)
     # named with its EXT_SUFFIX so that another interpreter never loads them), then imported once to prove it.
     include=$("$python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
     suffix=$("$python" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
-    for name in _otlp_scan _native; do
+    for name in _otlp_scan _cloudevents_scan _native; do
         "${CC:-cc}" -O2 -shared -fPIC -Wall -Wextra -I"$include" \
             -o "portal/usage/$name$suffix" "portal/usage/$name.c"
         "$python" -c "import portal.usage.$name"

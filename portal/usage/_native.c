@@ -59,7 +59,7 @@ static const uint32_t K256[64] = {
 
 #define ROTR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
 
-static void sha256_block(uint32_t state[8], const unsigned char block[64]) {
+static void sha256_block(uint32_t *state, const unsigned char block[64]) {
     uint32_t w[64];
     for (int i = 0; i < 16; i++) {
         w[i] = ((uint32_t)block[4 * i] << 24) | ((uint32_t)block[4 * i + 1] << 16) |
@@ -81,11 +81,13 @@ static void sha256_block(uint32_t state[8], const unsigned char block[64]) {
     state[4] += e; state[5] += f; state[6] += g; state[7] += h;
 }
 
-/* The digest of prefix + text, its first 16 bytes into out. */
-static void sha256_two(const unsigned char *prefix, size_t prefix_size, const unsigned char *text,
-                       size_t text_size, unsigned char out[16]) {
-    uint32_t state[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                         0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+/* The Merkle-Damgard padding both hashes share (FIPS 180-4, 5.1.1): the message, a 1 bit, zeros, and its length in
+ * bits as 64 bits big-endian, in blocks of 64 bytes. The message is prefix + text; the first 16 bytes of the final
+ * state (big-endian words) go into out, which is all that a key or a UUID keeps. */
+typedef void (*block_function)(uint32_t *state, const unsigned char block[64]);
+
+static void digest_two(block_function compress, uint32_t *state, const unsigned char *prefix, size_t prefix_size,
+                       const unsigned char *text, size_t text_size, unsigned char out[16]) {
     unsigned char block[64];
     size_t filled = 0;
     const unsigned char *parts[2] = {prefix, text};
@@ -100,7 +102,7 @@ static void sha256_two(const unsigned char *prefix, size_t prefix_size, const un
             data += take;
             left -= take;
             if (filled == 64) {
-                sha256_block(state, block);
+                compress(state, block);
                 filled = 0;
             }
         }
@@ -109,20 +111,27 @@ static void sha256_two(const unsigned char *prefix, size_t prefix_size, const un
     block[filled++] = 0x80;
     if (filled > 56) {
         memset(block + filled, 0, 64 - filled);
-        sha256_block(state, block);
+        compress(state, block);
         filled = 0;
     }
     memset(block + filled, 0, 56 - filled);
     for (int i = 0; i < 8; i++) {
         block[56 + i] = (unsigned char)(bits >> (56 - 8 * i));
     }
-    sha256_block(state, block);
+    compress(state, block);
     for (int i = 0; i < 4; i++) {
         out[4 * i] = (unsigned char)(state[i] >> 24);
         out[4 * i + 1] = (unsigned char)(state[i] >> 16);
         out[4 * i + 2] = (unsigned char)(state[i] >> 8);
         out[4 * i + 3] = (unsigned char)state[i];
     }
+}
+
+static void sha256_two(const unsigned char *prefix, size_t prefix_size, const unsigned char *text,
+                       size_t text_size, unsigned char out[16]) {
+    uint32_t state[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                         0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+    digest_two(sha256_block, state, prefix, prefix_size, text, text_size, out);
 }
 
 static PyObject *keys(PyObject *module, PyObject *args) {
@@ -177,7 +186,7 @@ fail:
 
 #define ROTL(x, n) (((x) << (n)) | ((x) >> (32 - (n))))
 
-static void sha1_block(uint32_t state[5], const unsigned char block[64]) {
+static void sha1_block(uint32_t *state, const unsigned char block[64]) {
     uint32_t w[80];
     for (int i = 0; i < 16; i++) {
         w[i] = ((uint32_t)block[4 * i] << 24) | ((uint32_t)block[4 * i + 1] << 16) |
@@ -212,43 +221,7 @@ static void sha1_block(uint32_t state[5], const unsigned char block[64]) {
 static void sha1_two(const unsigned char *prefix, size_t prefix_size, const unsigned char *text, size_t text_size,
                      unsigned char out[16]) {
     uint32_t state[5] = {0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476, 0xc3d2e1f0};
-    unsigned char block[64];
-    size_t filled = 0;
-    const unsigned char *parts[2] = {prefix, text};
-    size_t sizes[2] = {prefix_size, text_size};
-    for (int part = 0; part < 2; part++) {
-        const unsigned char *data = parts[part];
-        size_t left = sizes[part];
-        while (left > 0) {
-            size_t take = 64 - filled < left ? 64 - filled : left;
-            memcpy(block + filled, data, take);
-            filled += take;
-            data += take;
-            left -= take;
-            if (filled == 64) {
-                sha1_block(state, block);
-                filled = 0;
-            }
-        }
-    }
-    uint64_t bits = ((uint64_t)prefix_size + (uint64_t)text_size) * 8;
-    block[filled++] = 0x80;
-    if (filled > 56) {
-        memset(block + filled, 0, 64 - filled);
-        sha1_block(state, block);
-        filled = 0;
-    }
-    memset(block + filled, 0, 56 - filled);
-    for (int i = 0; i < 8; i++) {
-        block[56 + i] = (unsigned char)(bits >> (56 - 8 * i));
-    }
-    sha1_block(state, block);
-    for (int i = 0; i < 4; i++) {
-        out[4 * i] = (unsigned char)(state[i] >> 24);
-        out[4 * i + 1] = (unsigned char)(state[i] >> 16);
-        out[4 * i + 2] = (unsigned char)(state[i] >> 8);
-        out[4 * i + 3] = (unsigned char)state[i];
-    }
+    digest_two(sha1_block, state, prefix, prefix_size, text, text_size, out);
 }
 
 static PyObject *event_ids(PyObject *module, PyObject *args) {

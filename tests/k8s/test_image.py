@@ -113,7 +113,7 @@ def test_the_extensions_are_built_in_the_image_for_its_interpreter(rehearsed_ima
     """Built by the `extensions` step from the copied sources (the checkout's own build is not copied), and loaded."""
     built = sorted((rehearsed_image / "portal" / "usage").glob("_*.so"))
     suffix = sysconfig.get_config_var("EXT_SUFFIX")
-    assert [path.name for path in built] == [f"_native{suffix}", f"_otlp_scan{suffix}"]
+    assert [path.name for path in built] == [f"_cloudevents_scan{suffix}", f"_native{suffix}", f"_otlp_scan{suffix}"]
     _run(
         [
             str(rehearsed_image / ".venv" / "bin" / "python"),
