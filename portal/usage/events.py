@@ -8,7 +8,7 @@ import hashlib
 import json
 import uuid
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import repeat
 from operator import attrgetter
@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from portal.usage.contracts import EventRejection, UsageRecord
+from portal.usage.contracts import EventRejection, ReadRecords, UsageRecord
 
 try:  # built by `make install` and the image (k8s/image/steps.sh extensions); the Python twins stand in without it
     from portal.usage import _native
@@ -458,7 +458,7 @@ _DATA_COLUMNS = (
 _SCAN_COLUMNS = (*_EVENT_COLUMNS, *_DATA_COLUMNS, *TOKEN_FIELDS)
 
 
-def _columnar_records(batch: list[_CloudEvent], earliest: datetime, latest: datetime) -> list[UsageRecord]:
+def _columnar_records(batch: list[_CloudEvent], earliest: datetime, latest: datetime) -> ReadRecords:
     if not set(_field(batch, "specversion")) <= {"1.0"} or not set(_field(batch, "type")) <= ACCEPTED_EVENT_TYPES:
         raise _NotSure  # checked again by _records_of_columns; here before the columns are taken, as it is cheap
     data = list(map(_DATA, batch))
@@ -473,7 +473,7 @@ def _columnar_records(batch: list[_CloudEvent], earliest: datetime, latest: date
 
 def _records_of_columns(
     columns: list[list[Any]], earliest: datetime, latest: datetime, *, scanned: bool = False
-) -> list[UsageRecord]:
+) -> ReadRecords:
     """The records of a batch given as _SCAN_COLUMNS (from the decoded structs, or from the C scan) by the columnar
     rules; _NotSure leaves the batch to the per-event reading. scanned: the values are the C scan's, whose texts are
     printable ASCII within _plain's bounds and whose counts are 0 to 999,999,999 (within MAX_TOKENS), so the checks
@@ -525,25 +525,19 @@ def _records_of_columns(
     counts = [durations, ttfts, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens]
     if not scanned:
         counts = list(map(_bounded_column, counts))
-    return list(
-        map(
-            _NEW,
-            repeat(UsageRecord),
-            zip(
-                range(len(raw_ids)),
-                event_ids,
-                sources,
-                times,
-                map(clients.__getitem__, client_pairs),
-                map(models.__getitem__, model_keys),
-                map(providers.__getitem__, provider_pairs),
-                _distinct_plain(route_column, 500),
-                statuses,
-                *counts,
-                strict=True,
-            ),
-        )
-    )
+    kept: list[Sequence[Any]] = [
+        range(len(raw_ids)),
+        event_ids,
+        sources,
+        times,
+        list(map(clients.__getitem__, client_pairs)),
+        list(map(models.__getitem__, model_keys)),
+        list(map(providers.__getitem__, provider_pairs)),
+        _distinct_plain(route_column, 500),
+        statuses,
+        *counts,
+    ]
+    return ReadRecords(map(_NEW, repeat(UsageRecord), zip(*kept, strict=True)), kept)
 
 
 def read_cloudevents(
@@ -565,14 +559,14 @@ def read_cloudevents(
         columns = _scan(body, max_events)
         if columns is not None:
             try:
-                return list[UsageRecord | EventRejection](_records_of_columns(columns, earliest, latest, scanned=True))
+                return _records_of_columns(columns, earliest, latest, scanned=True)
             except _NotSure:
                 pass
     try:
         batch = _BATCH_DECODER.decode(body)
         if len(batch) <= max_events:
             try:
-                return list[UsageRecord | EventRejection](_columnar_records(batch, earliest, latest))
+                return _columnar_records(batch, earliest, latest)
             except _NotSure:
                 return [_fast_record(index, event, earliest, latest) for index, event in enumerate(batch)]
     except (msgspec.DecodeError, _NotSure, RecursionError):

@@ -23,7 +23,7 @@ into columns, read by the same rules; whatever it is not sure of goes to the lea
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from itertools import repeat
 from operator import attrgetter, itemgetter, methodcaller
@@ -35,7 +35,7 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 
 from portal.usage import events
-from portal.usage.contracts import EventRejection, UsageRecord
+from portal.usage.contracts import EventRejection, ReadRecords, UsageRecord
 
 
 def _native_scanner() -> Callable[[bytes, tuple[str, ...], tuple[str, ...], int], list[Any] | None] | None:
@@ -490,7 +490,7 @@ def _scanned_texts(values: list[str | None]) -> list[str]:
 
 def _scanned_columns(
     first_index: int, columns: list[list[Any]], source: str, earliest: datetime, latest: datetime
-) -> list[UsageRecord]:
+) -> ReadRecords:
     """The records of one scanned scope by _columns' rules; _NotSure leaves the export to the upb reading."""
     text_count, count_count = len(_TEXT_KEYS), len(_COUNT_KEYS)
     *read, request_column, start_column, provider_column, backend_column, event_types = columns
@@ -517,30 +517,25 @@ def _scanned_columns(
         for pair in set(providers)
         for chosen in (pair[0] or pair[1],)  # '' (or nothing set) and absent fall to the backend, '-' does not
     }
-    return list(
-        map(
-            _NEW,
-            repeat(UsageRecord),
-            zip(
-                range(first_index, first_index + len(request_ids)),
-                event_ids,
-                repeat(source),
-                times,
-                client_ids,
-                map(distinct_models.__getitem__, model_names),
-                map(distinct_providers.__getitem__, providers),
-                routes,
-                statuses,
-                durations,
-                ttfts,
-                inputs,
-                cached,
-                writes,
-                outputs,
-                reasoning,
-            ),
-        )
-    )
+    kept: list[Sequence[Any]] = [
+        range(first_index, first_index + len(request_ids)),
+        event_ids,
+        [source] * len(request_ids),
+        times,
+        client_ids,
+        list(map(distinct_models.__getitem__, model_names)),
+        list(map(distinct_providers.__getitem__, providers)),
+        routes,
+        statuses,
+        durations,
+        ttfts,
+        inputs,
+        cached,
+        writes,
+        outputs,
+        reasoning,
+    ]
+    return ReadRecords(map(_NEW, repeat(UsageRecord), zip(*kept, strict=True)), kept)
 
 
 def _native(body: bytes, *, now: datetime, max_age: timedelta, max_skew: timedelta, max_events: int) -> list[Any]:
@@ -557,7 +552,11 @@ def _native(body: bytes, *, now: datetime, max_age: timedelta, max_skew: timedel
                 continue  # nothing to read, whatever the resource (as _lean: no record, no source needed)
             if len(results) + records > max_events:
                 raise _NotSure
-            results.extend(_scanned_columns(len(results), columns, _scanned_source(resource), earliest, latest))
+            read = _scanned_columns(len(results), columns, _scanned_source(resource), earliest, latest)
+            if results:
+                results.extend(read)  # several scopes: a ReadRecords drops its columns when extended
+            else:
+                results = read  # one scope (the collector's export): its columns go on to rating
     return results
 
 

@@ -212,6 +212,11 @@ def rate_batch(records: Sequence[UsageRecord], kept: selectors.IngestLookups | N
 
 
 def _columns(records: Sequence[UsageRecord]) -> list[Sequence[Any]]:
+    """One sequence per UsageRecord field: those the reader kept when it built the records a column at a time
+    (contracts.ReadRecords), else the records transposed."""
+    kept = getattr(records, "columns", None)
+    if kept is not None and len(kept[0]) == len(records):
+        return list(kept)
     return list(zip(*records, strict=True)) if records else [()] * len(UsageRecord._fields)
 
 
