@@ -8,6 +8,12 @@
  * and the formatting), a key about 1.3 µs, a row of the COPY about 1.9 µs (one struct.pack of 41 arguments); here
  * each is a loop over a column.
  *
+ * charges(indexes, prices, inputs, cached, writes, outputs, reasonings, max_cost) -> (costs, patterns) | None
+ *   ingest._charges_python's answer: each event charged with the tariff prices[indexes[i]] (input, cached, write,
+ *   output and reasoning micro-prices, and whether reasoning is priced apart), absent counts as 0, in exact 128-bit
+ *   arithmetic; None when any event's counts are inconsistent or its cost exceeds max_cost (the row-wise rating then
+ *   says which and why). The pattern of an event has a bit per charged part that is non-zero.
+ *
  * event_ids(prefix, names) -> list[str]
  *   str(uuid.uuid5(namespace, source + "|" + name)) for each name, given prefix = namespace.bytes + (source +
  *   "|").encode(): the SHA-1 of prefix + name.encode() with the version (5) and variant (RFC 4122) bits set, as
@@ -728,11 +734,128 @@ done:
     return result;
 }
 
+/* ---- charging a rated batch ------------------------------------------------------------------------------- */
+
+#define MAX_TARIFFS 256 /* distinct tariffs in a batch (models x price periods); more: the Python twin */
+
+static PyObject *charges(PyObject *module, PyObject *args) {
+    PyObject *indexes, *prices, *counts[5];
+    long long max_cost;
+    (void)module;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!O!O!L:charges", &PyList_Type, &indexes, &PyList_Type, &prices,
+                          &PyList_Type, &counts[0], &PyList_Type, &counts[1], &PyList_Type, &counts[2],
+                          &PyList_Type, &counts[3], &PyList_Type, &counts[4], &max_cost)) {
+        return NULL;
+    }
+    Py_ssize_t size = PyList_GET_SIZE(indexes), tariffs = PyList_GET_SIZE(prices);
+    for (int c = 0; c < 5; c++) {
+        if (PyList_GET_SIZE(counts[c]) != size) {
+            PyErr_SetString(PyExc_ValueError, "charges takes columns of one length");
+            return NULL;
+        }
+    }
+    if (tariffs > MAX_TARIFFS) {
+        PyErr_SetString(PyExc_OverflowError, "too many tariffs in one batch");
+        return NULL;
+    }
+    int64_t micro[MAX_TARIFFS][5];
+    int priced[MAX_TARIFFS];
+    for (Py_ssize_t t = 0; t < tariffs; t++) {
+        PyObject *entry = PyList_GET_ITEM(prices, t);
+        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 6) {
+            PyErr_SetString(PyExc_TypeError, "a tariff is (input, cached, write, output, reasoning, priced)");
+            return NULL;
+        }
+        for (int part = 0; part < 5; part++) {
+            PyObject *price = PyTuple_GET_ITEM(entry, part);
+            if (!PyLong_Check(price)) {
+                PyErr_SetString(PyExc_TypeError, "micro-prices are int");
+                return NULL;
+            }
+            micro[t][part] = PyLong_AsLongLong(price);
+            if (micro[t][part] == -1 && PyErr_Occurred()) {
+                return NULL;
+            }
+        }
+        priced[t] = PyObject_IsTrue(PyTuple_GET_ITEM(entry, 5));
+        if (priced[t] < 0) {
+            return NULL;
+        }
+    }
+    PyObject *costs = PyList_New(size), *patterns = PyList_New(size);
+    if (costs == NULL || patterns == NULL) {
+        goto fail;
+    }
+    for (Py_ssize_t i = 0; i < size; i++) {
+        Py_ssize_t at = PyLong_AsSsize_t(PyList_GET_ITEM(indexes, i));
+        if (at == -1 && PyErr_Occurred()) {
+            goto fail;
+        }
+        if (at < 0 || at >= tariffs) {
+            PyErr_SetString(PyExc_IndexError, "a tariff index out of range");
+            goto fail;
+        }
+        int64_t part[5]; /* input, cached, write, output, reasoning; absent counts are 0 (rating's rule) */
+        for (int c = 0; c < 5; c++) {
+            part[c] = value_or(PyList_GET_ITEM(counts[c], i), 0);
+            if (PyErr_Occurred()) {
+                goto fail;
+            }
+            if (part[c] < INT32_MIN || part[c] > INT32_MAX) { /* the readers keep counts below 2^31 */
+                PyErr_SetString(PyExc_OverflowError, "a count past 32 bits");
+                goto fail;
+            }
+        }
+        if (part[1] + part[2] > part[0]) {
+            goto unrated; /* inconsistent_tokens */
+        }
+        if (priced[at]) { /* reasoning is charged apart only where priced, as a part of output */
+            if (part[4] > part[3]) {
+                goto unrated; /* inconsistent_tokens */
+            }
+            part[3] -= part[4];
+        } else {
+            part[4] = 0;
+        }
+        int64_t uncached = part[0] - part[1] - part[2];
+        __int128 cost = (__int128)uncached * micro[at][0] + (__int128)part[1] * micro[at][1] +
+                        (__int128)part[2] * micro[at][2] + (__int128)part[3] * micro[at][3] +
+                        (__int128)part[4] * micro[at][4];
+        if (cost > max_cost) {
+            goto unrated; /* cost_out_of_range */
+        }
+        if (cost < INT64_MIN) {
+            PyErr_SetString(PyExc_OverflowError, "a cost below 64 bits");
+            goto fail;
+        }
+        long pattern = (uncached > 0) | (part[1] > 0) << 1 | (part[2] > 0) << 2 | (part[3] > 0) << 3 |
+                       (part[4] > 0) << 4;
+        PyObject *cost_value = PyLong_FromLongLong((long long)cost), *pattern_value = PyLong_FromLong(pattern);
+        if (cost_value == NULL || pattern_value == NULL) {
+            Py_XDECREF(cost_value);
+            Py_XDECREF(pattern_value);
+            goto fail;
+        }
+        PyList_SET_ITEM(costs, i, cost_value);
+        PyList_SET_ITEM(patterns, i, pattern_value);
+    }
+    return Py_BuildValue("(NN)", costs, patterns);
+unrated:
+    Py_DECREF(costs);
+    Py_DECREF(patterns);
+    Py_RETURN_NONE;
+fail:
+    Py_XDECREF(costs);
+    Py_XDECREF(patterns);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"copy_rows", copy_rows, METH_VARARGS, "The binary COPY of a staged batch's 19 columns (see the source)."},
     {"keys", keys, METH_VARARGS, "The first 16 bytes of SHA-256(prefix + id) for each id."},
     {"event_ids", event_ids, METH_VARARGS, "The uuid5 text of SHA-1(prefix + name) for each name."},
     {"deltas", deltas, METH_VARARGS, "The rollup deltas of a stored batch's columns (see the source)."},
+    {"charges", charges, METH_VARARGS, "The costs and price patterns of a batch's counts (see the source)."},
     {NULL, NULL, 0, NULL},
 };
 

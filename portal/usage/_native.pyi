@@ -9,3 +9,14 @@ def copy_rows(columns: tuple[list[Any], ...], /) -> bytes: ...
 def deltas(
     columns: tuple[list[Any], ...], skip: set[int] | None, bounds: tuple[int, ...], /
 ) -> list[tuple[Any, ...]]: ...
+def charges(
+    indexes: list[int],
+    prices: list[tuple[int, int, int, int, int, bool]],
+    inputs: list[int | None],
+    cached: list[int | None],
+    writes: list[int | None],
+    outputs: list[int | None],
+    reasonings: list[int | None],
+    max_cost: int,
+    /,
+) -> tuple[list[int], list[int]] | None: ...

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from hashlib import sha256
 from itertools import repeat
 from operator import add, attrgetter, getitem, gt, itemgetter, methodcaller, mul, sub
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from django.conf import settings
 from django.db import IntegrityError, OperationalError, connection, transaction
@@ -239,6 +239,81 @@ def _present(column: Sequence[int | None]) -> Sequence[int]:
     return [0 if value is None else value for value in column]
 
 
+def _charges_python(
+    tariffs: Sequence[Tariff], counts: Sequence[Sequence[int | None]]
+) -> tuple[list[int], list[int]] | None:
+    """(cost, pattern) of every event of a batch, a column at a time, by each event's tariff: absent counts are 0,
+    reasoning is charged apart only where priced (as a part of output), the pattern has a bit per non-zero charged
+    part (input, cached, write, output, reasoning). None when any event's counts are inconsistent or its cost is out
+    of range. The reference for _native.c's charges, and what runs without it."""
+    size = len(tariffs)
+    inputs, cached, writes, outputs, reasonings = (_present(column) for column in counts)
+    if any(map(gt, map(add, cached, writes), inputs)):
+        return None
+    if True in map(_REASONING_PRICED, tariffs):
+        # Reasoning is charged apart only where priced, as a part of output; elsewhere it is charged as output.
+        priced = map(_REASONING_PRICED, tariffs)
+        reasonings = [tokens if charged else 0 for tokens, charged in zip(reasonings, priced, strict=True)]
+        if any(map(gt, reasonings, outputs)):
+            return None
+        outputs = list(map(sub, outputs, reasonings))
+    else:
+        reasonings = [0] * size
+    uncached = list(map(sub, map(sub, inputs, cached), writes))
+    costs = list(
+        map(
+            add,
+            map(
+                add,
+                map(add, map(mul, uncached, map(_INPUT, tariffs)), map(mul, cached, map(_CACHED, tariffs))),
+                map(add, map(mul, writes, map(_WRITE, tariffs)), map(mul, outputs, map(_OUTPUT, tariffs))),
+            ),
+            map(mul, reasonings, map(_REASONING, tariffs)),
+        )
+    )
+    if max(costs) > MAX_COST_PICO:
+        return None
+    patterns = [
+        (part_input > 0)
+        | (part_cached > 0) << 1
+        | (part_write > 0) << 2
+        | (part_output > 0) << 3
+        | (part_reasoning > 0) << 4
+        for part_input, part_cached, part_write, part_output, part_reasoning in zip(
+            uncached, cached, writes, outputs, reasonings, strict=True
+        )
+    ]
+    return costs, patterns
+
+
+def _charges(tariffs: Sequence[Tariff], counts: Sequence[Sequence[int | None]]) -> tuple[list[int], list[int]] | None:
+    """_charges_python's answer, by the C extension when it is built (about 0.2 µs an event against 1.2): each
+    distinct tariff is handed over once, as its prices, and each event as that tariff's index."""
+    if store.native is not None:
+        distinct = list(set(tariffs))
+        position = {tariff: index for index, tariff in enumerate(distinct)}
+        prices = [
+            (tariff.input_micro, tariff.cached_micro, tariff.write_micro, tariff.output_micro,
+             tariff.reasoning_micro, tariff.reasoning_priced)
+            for tariff in distinct
+        ]  # fmt: skip
+        inputs, cached, writes, outputs, reasonings = map(list, counts)
+        try:
+            return store.native.charges(
+                list(map(position.__getitem__, tariffs)),
+                prices,
+                inputs,
+                cached,
+                writes,
+                outputs,
+                reasonings,
+                MAX_COST_PICO,
+            )
+        except (TypeError, ValueError, OverflowError):
+            pass
+    return _charges_python(tariffs, counts)
+
+
 def _rated_columns(records: Sequence[UsageRecord], lookups: _Lookups) -> Rated | None:
     """attribute_and_rate's answer computed a column at a time (map() in C: no Python frame per event), for a batch
     whose every event is rated; None as soon as one is not (a quarantine reason is the row-wise reading's to give).
@@ -296,42 +371,11 @@ def _rated_columns(records: Sequence[UsageRecord], lookups: _Lookups) -> Rated |
         tariffs_of[model_id] = first or UNPRICED
     else:
         tariffs = list(map(tariffs_of.__getitem__, model_ids))
-    inputs, cached, writes, outputs, reasonings = (_present(column) for column in columns[11:16])
-    if any(map(gt, map(add, cached, writes), inputs)):
-        return None  # inconsistent_tokens
-    if True in map(_REASONING_PRICED, tariffs):
-        # Reasoning is charged apart only where priced, as a part of output; elsewhere it is charged as output.
-        priced = map(_REASONING_PRICED, tariffs)
-        reasonings = [tokens if charged else 0 for tokens, charged in zip(reasonings, priced, strict=True)]
-        if any(map(gt, reasonings, outputs)):
-            return None  # inconsistent_tokens
-        outputs = list(map(sub, outputs, reasonings))
-    else:
-        reasonings = [0] * size
-    uncached = list(map(sub, map(sub, inputs, cached), writes))
-    costs = list(
-        map(
-            add,
-            map(
-                add,
-                map(add, map(mul, uncached, map(_INPUT, tariffs)), map(mul, cached, map(_CACHED, tariffs))),
-                map(add, map(mul, writes, map(_WRITE, tariffs)), map(mul, outputs, map(_OUTPUT, tariffs))),
-            ),
-            map(mul, reasonings, map(_REASONING, tariffs)),
-        )
-    )
-    if max(costs) > MAX_COST_PICO:
-        return None  # cost_out_of_range
-    patterns = [
-        (part_input > 0)
-        | (part_cached > 0) << 1
-        | (part_write > 0) << 2
-        | (part_output > 0) << 3
-        | (part_reasoning > 0) << 4
-        for part_input, part_cached, part_write, part_output, part_reasoning in zip(
-            uncached, cached, writes, outputs, reasonings, strict=True
-        )
-    ]
+    charged = _charges(tariffs, columns[11:16])
+    if charged is None:
+        return None  # inconsistent_tokens or cost_out_of_range: the row-wise rating says which
+    costs = cast("list[int | None]", charged[0])  # Rated holds None for unrated events; these are all rated
+    patterns = charged[1]
     price_ids: list[tuple[int, ...]] = list(map(getitem, map(_USED, tariffs), patterns))
     used_credentials = {credentials[client_id] for client_id in set(client_ids)}
     return Rated(

@@ -263,3 +263,55 @@ def test_deltas_reach_the_table_with_their_labels_and_times_exact() -> None:
         (hour, 2, None, "llama\\3\tx", "key\none\r", 2**63 - 1, at, latency, 7, 0),
         (hour, 3, 4, "llama\\3\tx", "\\N", 2**63 - 1, at, [0] * len(latency), 0, 1),
     ]
+
+
+class _Prices:
+    """A tariff's prices as ingest._charges reads them (rating.Tariff's attributes)."""
+
+    def __init__(self, rng: random.Random) -> None:
+        big = rng.random() < 0.2  # prices whose products pass 64 bits: both must refuse them as out of range
+        self.input_micro, self.cached_micro, self.write_micro, self.output_micro, self.reasoning_micro = (
+            rng.choice([0, 1, rng.randint(1, 10**8), 2**62 if big else 7]) for _ in range(5)
+        )
+        self.reasoning_priced = rng.random() < 0.5
+
+
+def _charged_as_the_twin(seed: int) -> bool:
+    """Charges a random batch both ways, asserts they agree; True when the batch was not rated (None)."""
+    rng = random.Random(seed)
+    tariffs = [_Prices(rng) for _ in range(rng.randint(1, 4))]
+    size = rng.choice([1, 3, 200])
+    inputs = [rng.choice([None, 0, rng.randint(0, 2**31 - 1)]) for _ in range(size)]
+    cached = [rng.choice([None, 0, (value or 0) // 3]) for value in inputs]
+    writes = [rng.choice([None, 0, (value or 0) // 5]) for value in inputs]
+    outputs = [rng.choice([None, 0, rng.randint(0, 2**31 - 1)]) for _ in range(size)]
+    reasonings = [rng.choice([None, 0, (value or 0) // 2]) for value in outputs]
+    if rng.random() < 0.15:  # inconsistent: more cached and written than input, or more reasoning than output
+        position = rng.randrange(size)
+        inputs[position], cached[position], writes[position] = 10, 8, 3
+    if rng.random() < 0.15:
+        position = rng.randrange(size)
+        outputs[position], reasonings[position] = 1, 2
+    chosen = [rng.choice(tariffs) for _ in range(size)]
+    counts = [inputs, cached, writes, outputs, reasonings]
+    expected = ingest._charges_python(chosen, counts)  # type: ignore[arg-type]
+    assert ingest._charges(chosen, counts) == expected  # type: ignore[arg-type]
+    prices = [
+        (t.input_micro, t.cached_micro, t.write_micro, t.output_micro, t.reasoning_micro, t.reasoning_priced)
+        for t in tariffs
+    ]
+    indexes = [tariffs.index(tariff) for tariff in chosen]
+    assert native.charges(indexes, prices, *counts, 2**63 - 1) == expected  # the C kernel itself, no fallback
+    if expected is not None:
+        assert len(expected[0]) == size
+        assert max(expected[0]) <= 2**63 - 1
+    return expected is None
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_charges_are_the_python_twins_costs_and_patterns(seed: int) -> None:
+    _charged_as_the_twin(seed)
+
+
+def test_the_random_charges_meet_both_rated_and_unrated_batches() -> None:
+    assert {_charged_as_the_twin(seed) for seed in range(60)} == {True, False}
