@@ -41,8 +41,8 @@ $(VENV)/.synced: $(UV) pyproject.toml uv.lock
 # own step for the venv's Python; again when a source, the step or the venv changes. The stamp holds nothing: only
 # its time counts.
 EXTENSIONS := $(VENV)/.extensions-built
-$(EXTENSIONS): $(VENV)/.synced portal/usage/_otlp_scan.c portal/usage/_cloudevents_scan.c portal/usage/_native.c \
-		k8s/image/steps.sh
+$(EXTENSIONS): $(VENV)/.synced portal/usage/_interning.h portal/usage/_otlp_scan.c portal/usage/_cloudevents_scan.c \
+		portal/usage/_native.c k8s/image/steps.sh
 	k8s/image/steps.sh extensions $(CURDIR)
 	@touch $@
 

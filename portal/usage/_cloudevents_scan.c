@@ -20,6 +20,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "_interning.h"
+
 /* Outcomes of a read: OK, DECLINE (not in the sure subset; no Python error set), or ERROR (a Python error is set,
  * e.g. MemoryError). */
 enum { OK = 0, DECLINE = 1, ERROR = 2 };
@@ -41,6 +43,8 @@ enum {
     TOKENS, /* the five token columns start here */
     COLUMN_COUNT = TOKENS + 5,
 };
+
+_Static_assert(COLUMN_COUNT <= TEXTS_COLUMNS, "every column may intern its texts");
 
 static const char *const COLUMN_NAMES[COLUMN_COUNT] = {
     "specversion", "type", "source", "id", "time", "subject",
@@ -125,139 +129,12 @@ typedef struct {
 /* --- The per-call state: texts already built, and the rows read ------------------------------------------- */
 
 typedef struct {
-    uint64_t hash;
-    const uint8_t *p; /* into the body, alive for the whole call */
-    Py_ssize_t length;
-    PyObject *text;
-} Interned;
-
-typedef struct {
-    /* Texts already built, by content (open addressing, power-of-two capacity, at most half full), as in
-     * _otlp_scan.c. */
-    Interned *table;
-    size_t capacity, used;
-    /* Per column: texts looked up and found, so that a column of distinct texts (ids, request ids, times) stops
-     * being looked up once it is clearly not repeating. */
-    Py_ssize_t lookups[COLUMN_COUNT], hits[COLUMN_COUNT];
-    /* Per column: the entry of the last text built or found, compared first (a batch of one gateway repeats its
-     * source, type and route on every event). */
-    const Interned *last[COLUMN_COUNT];
+    /* Texts already built, by content, a column a field (_interning.h). */
+    Texts texts;
     /* The values read, an array a column (each a new reference), `rows` of them so far. */
     PyObject **cells[COLUMN_COUNT];
     Py_ssize_t rows, row_capacity, max_rows;
 } State;
-
-/* memcmp(a, b, length) == 0, inline: the keys and texts compared are short, and a call to the C library's memcmp
- * for each was a fifth of the scan's time. */
-static inline int
-same_bytes(const void *a, const void *b, size_t length)
-{
-    const uint8_t *x = a, *y = b;
-    for (; length >= 8; x += 8, y += 8, length -= 8) {
-        uint64_t u, v;
-        memcpy(&u, x, 8);
-        memcpy(&v, y, 8);
-        if (u != v) {
-            return 0;
-        }
-    }
-    for (; length > 0; x++, y++, length--) {
-        if (*x != *y) {
-            return 0;
-        }
-    }
-    return 1;
-}
-
-static PyObject *
-new_text(const uint8_t *p, Py_ssize_t length)
-{
-    /* Printable ASCII checked: the characters are the bytes, and maxchar 127 gives the compact ASCII form. */
-    PyObject *text = PyUnicode_New(length, 127);
-    if (text != NULL && length > 0) {
-        memcpy(PyUnicode_DATA(text), p, (size_t)length);
-    }
-    return text;
-}
-
-/* FNV-1a over 8-byte words (then the last bytes one by one), with the high bits folded down for the table's low
- * bits: only a table slot, so any spread will do. */
-static uint64_t
-hash_bytes(const uint8_t *p, Py_ssize_t length)
-{
-    uint64_t hash = 0xcbf29ce484222325ULL;
-    for (; length >= 8; p += 8, length -= 8) {
-        uint64_t word;
-        memcpy(&word, p, 8);
-        hash = (hash ^ word) * 0x100000001b3ULL;
-    }
-    for (; length > 0; p++, length--) {
-        hash = (hash ^ *p) * 0x100000001b3ULL;
-    }
-    return hash ^ (hash >> 29);
-}
-
-static int
-grow_table(State *state)
-{
-    size_t capacity = state->capacity ? state->capacity * 2 : 256;
-    Interned *table = PyMem_Calloc(capacity, sizeof(Interned));
-    if (table == NULL) {
-        PyErr_NoMemory();
-        return ERROR;
-    }
-    for (size_t i = 0; i < state->capacity; i++) {
-        if (state->table[i].text != NULL) {
-            size_t slot = (size_t)state->table[i].hash & (capacity - 1);
-            while (table[slot].text != NULL) {
-                slot = (slot + 1) & (capacity - 1);
-            }
-            table[slot] = state->table[i];
-        }
-    }
-    PyMem_Free(state->table);
-    state->table = table;
-    state->capacity = capacity;
-    memset(state->last, 0, sizeof(state->last)); /* they pointed into the old table */
-    return OK;
-}
-
-/* A new reference to the text, built once per distinct content in this call (while its column repeats). */
-static PyObject *
-text_of(State *state, int column, const uint8_t *p, Py_ssize_t length)
-{
-    if (state->lookups[column] >= 64 && state->hits[column] * 4 < state->lookups[column]) {
-        return new_text(p, length); /* mostly distinct so far: not worth hashing */
-    }
-    state->lookups[column]++;
-    const Interned *last = state->last[column];
-    if (last != NULL && last->length == length && same_bytes(last->p, p, (size_t)length)) {
-        state->hits[column]++;
-        return Py_NewRef(last->text);
-    }
-    if ((state->used + 1) * 2 > state->capacity && grow_table(state) != OK) {
-        return NULL;
-    }
-    uint64_t hash = hash_bytes(p, length);
-    size_t slot = (size_t)hash & (state->capacity - 1);
-    while (state->table[slot].text != NULL) {
-        Interned *entry = &state->table[slot];
-        if (entry->hash == hash && entry->length == length && same_bytes(entry->p, p, (size_t)length)) {
-            state->hits[column]++;
-            state->last[column] = entry;
-            return Py_NewRef(entry->text);
-        }
-        slot = (slot + 1) & (state->capacity - 1);
-    }
-    PyObject *text = new_text(p, length);
-    if (text == NULL) {
-        return NULL;
-    }
-    state->table[slot] = (Interned){hash, p, length, text};
-    state->used++;
-    state->last[column] = &state->table[slot];
-    return Py_NewRef(text);
-}
 
 /* An event's values appended to the columns (their references move); ERROR when the columns cannot grow. */
 static int
@@ -289,10 +166,7 @@ store_row(State *state, PyObject **row)
 static void
 free_state(State *state)
 {
-    for (size_t i = 0; i < state->capacity; i++) {
-        Py_XDECREF(state->table[i].text);
-    }
-    PyMem_Free(state->table);
+    texts_free(&state->texts);
     for (int column = 0; column < COLUMN_COUNT; column++) {
         for (Py_ssize_t row = 0; row < state->rows; row++) {
             Py_XDECREF(state->cells[column][row]);
@@ -532,7 +406,7 @@ read_text(State *state, Reader *r, const Field *field, PyObject **value)
     if (r->p >= r->end || *r->p != '"' || read_string(r, &start, &length) != OK || length > field->max_length) {
         return DECLINE;
     }
-    *value = text_of(state, field->slot, start, length);
+    *value = texts_get(&state->texts, field->slot, start, length);
     return *value == NULL ? ERROR : OK;
 }
 

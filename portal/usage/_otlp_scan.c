@@ -20,6 +20,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "_interning.h"
+
 /* Wire types (protobuf.dev encoding, "Message Structure"). Groups (3, 4) and 6, 7 are declined. */
 enum { VARINT = 0, I64 = 1, LEN = 2, I32 = 5 };
 
@@ -27,7 +29,7 @@ enum { VARINT = 0, I64 = 1, LEN = 2, I32 = 5 };
  * 100 messages (its default depth limit), so a bound this far below it never accepts what upb refuses. */
 #define MAX_DEPTH 16
 /* A record's attributes are tracked in a 64-bit mask: the caller's keys tuple may hold at most this many. */
-#define MAX_KEYS 64
+#define MAX_KEYS TEXTS_COLUMNS
 
 typedef struct {
     const uint8_t *p;
@@ -307,13 +309,6 @@ validate_key_value(Reader r, int depth)
 /* --- The per-call state: the caller's keys, and texts already built --------------------------------------- */
 
 typedef struct {
-    uint64_t hash;
-    const uint8_t *p; /* into the body, alive for the whole call */
-    Py_ssize_t length;
-    PyObject *text;
-} Interned;
-
-typedef struct {
     Py_ssize_t key_count;
     const char *key_bytes[MAX_KEYS];
     Py_ssize_t key_lengths[MAX_KEYS];
@@ -322,100 +317,9 @@ typedef struct {
     /* The key found at each attribute position of the previous record: a gateway's records list the same
      * attributes in the same order, so the first comparison usually finds it. */
     int guess[MAX_KEYS];
-    /* Texts already built, by content (open addressing, power-of-two capacity, at most half full). */
-    Interned *table;
-    size_t capacity, used;
-    /* Per key: texts looked up and found, so that a column of distinct texts (request ids, times) stops being
-     * looked up once it is clearly not repeating. */
-    Py_ssize_t lookups[MAX_KEYS], hits[MAX_KEYS];
+    /* Texts already built, by content, a column a key (_interning.h). */
+    Texts texts;
 } State;
-
-static PyObject *
-new_text(const uint8_t *p, Py_ssize_t length)
-{
-    /* ASCII checked: the characters are the bytes, and maxchar 127 gives the compact ASCII form. */
-    PyObject *text = PyUnicode_New(length, 127);
-    if (text != NULL) {
-        memcpy(PyUnicode_DATA(text), p, (size_t)length);
-    }
-    return text;
-}
-
-static uint64_t
-hash_bytes(const uint8_t *p, Py_ssize_t length)
-{
-    uint64_t hash = 0xcbf29ce484222325ULL; /* FNV-1a, 64 bits */
-    for (Py_ssize_t i = 0; i < length; i++) {
-        hash = (hash ^ p[i]) * 0x100000001b3ULL;
-    }
-    return hash;
-}
-
-static int
-grow_table(State *state)
-{
-    size_t capacity = state->capacity ? state->capacity * 2 : 256;
-    Interned *table = PyMem_Calloc(capacity, sizeof(Interned));
-    if (table == NULL) {
-        PyErr_NoMemory();
-        return ERROR;
-    }
-    for (size_t i = 0; i < state->capacity; i++) {
-        if (state->table[i].text != NULL) {
-            size_t slot = (size_t)state->table[i].hash & (capacity - 1);
-            while (table[slot].text != NULL) {
-                slot = (slot + 1) & (capacity - 1);
-            }
-            table[slot] = state->table[i];
-        }
-    }
-    PyMem_Free(state->table);
-    state->table = table;
-    state->capacity = capacity;
-    return OK;
-}
-
-/* A new reference to the text, built once per distinct content in this call (when the key's column repeats). */
-static PyObject *
-text_of(State *state, int key, const uint8_t *p, Py_ssize_t length)
-{
-    if (state->lookups[key] >= 64 && state->hits[key] * 4 < state->lookups[key]) {
-        return new_text(p, length); /* mostly distinct so far: not worth hashing */
-    }
-    state->lookups[key]++;
-    if ((state->used + 1) * 2 > state->capacity && grow_table(state) != OK) {
-        return NULL;
-    }
-    uint64_t hash = hash_bytes(p, length);
-    size_t slot = (size_t)hash & (state->capacity - 1);
-    while (state->table[slot].text != NULL) {
-        Interned *entry = &state->table[slot];
-        if (entry->hash == hash && entry->length == length && memcmp(entry->p, p, (size_t)length) == 0) {
-            state->hits[key]++;
-            Py_INCREF(entry->text);
-            return entry->text;
-        }
-        slot = (slot + 1) & (state->capacity - 1);
-    }
-    PyObject *text = new_text(p, length);
-    if (text == NULL) {
-        return NULL;
-    }
-    state->table[slot] = (Interned){hash, p, length, text};
-    state->used++;
-    Py_INCREF(text);
-    return text;
-}
-
-static void
-free_table(State *state)
-{
-    for (size_t i = 0; i < state->capacity; i++) {
-        Py_XDECREF(state->table[i].text);
-    }
-    PyMem_Free(state->table);
-    state->table = NULL;
-}
 
 /* The caller's key that a record attribute names, or -1. */
 static int
@@ -657,7 +561,7 @@ read_record(State *state, Reader r, PyObject **columns, Py_ssize_t row)
                 status = DECLINE;
             }
             else {
-                values[index] = text_of(state, index, text.p, length);
+                values[index] = texts_get(&state->texts, index, text.p, length);
                 status = values[index] == NULL ? ERROR : OK;
             }
             break;
@@ -887,7 +791,7 @@ scan(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
         Reader reader = {(const uint8_t *)body.buf, (const uint8_t *)body.buf + body.len};
         status = read_export(&state, reader, resources);
     }
-    free_table(&state);
+    texts_free(&state.texts);
     PyBuffer_Release(&body);
     if (status == OK) {
         return resources;

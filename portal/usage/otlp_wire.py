@@ -384,7 +384,7 @@ def _columns(
     earliest: datetime,
     latest: datetime,
     memo: _Memo,
-) -> list[UsageRecord]:
+) -> ReadRecords:
     """The records of one scope, read a column at a time; _NotSure leaves them to the row-wise reading."""
     if resource_source is None:
         raise _NotSure
@@ -420,37 +420,44 @@ def _columns(
     times = events.utc_times(starts, earliest, latest)
     if times is None:
         raise _NotSure
-    model_names = list(zip(*names, strict=True))
-    distinct_models = {key: _models(key) for key in set(model_names)}
     providers = list(zip(provider_column, backend_column, strict=True))
     distinct_providers = {
         pair: memo.text(pair[0] if pair[0] not in _UNSET and pair[0] is not None else pair[1])
         for pair in set(providers)
     }
-    return list(
-        map(
-            _NEW,
-            repeat(UsageRecord),
-            zip(
-                range(first_index, first_index + len(attributes)),
-                event_ids,
-                repeat(resource_source),
-                times,
-                client_ids,
-                map(distinct_models.__getitem__, model_names),
-                map(distinct_providers.__getitem__, providers),
-                routes,
-                statuses,
-                durations,
-                ttfts,
-                inputs,
-                cached,
-                writes,
-                outputs,
-                reasoning,
-            ),
-        )
-    )
+    counts = [statuses, durations, ttfts, inputs, cached, writes, outputs, reasoning]
+    return _records(first_index, event_ids, resource_source, times, client_ids, names, providers, distinct_providers,
+                    routes, counts)  # fmt: skip
+
+
+def _records(
+    first_index: int,
+    event_ids: list[str],
+    source: str,
+    times: list[datetime],
+    client_ids: list[str],
+    names: list[list[str]],
+    providers: list[tuple[Any, Any]],
+    distinct_providers: dict[tuple[Any, Any], str],
+    routes: list[str],
+    counts: list[list[int | None]],
+) -> ReadRecords:
+    """The records of one scope from its columns, with the columns kept for rating (contracts.ReadRecords): the
+    model names of each record deduped (_models, once per distinct list), its provider else its backend."""
+    model_names = list(zip(*names, strict=True))
+    distinct_models = {key: _models(key) for key in set(model_names)}
+    kept: list[Sequence[Any]] = [
+        range(first_index, first_index + len(event_ids)),
+        event_ids,
+        [source] * len(event_ids),
+        times,
+        client_ids,
+        list(map(distinct_models.__getitem__, model_names)),
+        list(map(distinct_providers.__getitem__, providers)),
+        routes,
+        *counts,
+    ]
+    return ReadRecords(map(_NEW, repeat(UsageRecord), zip(*kept, strict=True)), kept)
 
 
 # --- the native reading: the export scanned in C (portal/usage/_otlp_scan.c) ----------------------------------------
@@ -509,33 +516,15 @@ def _scanned_columns(
     times = events.utc_times(start_column, earliest, latest)
     if times is None:
         raise _NotSure
-    model_names = list(zip(*names, strict=True))
-    distinct_models = {key: _models(key) for key in set(model_names)}
     providers = list(zip(provider_column, backend_column, strict=True))
     distinct_providers = {
         pair: _DASH_OR_ABSENT.get(chosen, chosen)  # type: ignore[call-overload]
         for pair in set(providers)
         for chosen in (pair[0] or pair[1],)  # '' (or nothing set) and absent fall to the backend, '-' does not
     }
-    kept: list[Sequence[Any]] = [
-        range(first_index, first_index + len(request_ids)),
-        event_ids,
-        [source] * len(request_ids),
-        times,
-        client_ids,
-        list(map(distinct_models.__getitem__, model_names)),
-        list(map(distinct_providers.__getitem__, providers)),
-        routes,
-        statuses,
-        durations,
-        ttfts,
-        inputs,
-        cached,
-        writes,
-        outputs,
-        reasoning,
-    ]
-    return ReadRecords(map(_NEW, repeat(UsageRecord), zip(*kept, strict=True)), kept)
+    counts = [statuses, durations, ttfts, inputs, cached, writes, outputs, reasoning]
+    return _records(first_index, event_ids, source, times, client_ids, names, providers, distinct_providers, routes,
+                    counts)  # fmt: skip
 
 
 def _native(body: bytes, *, now: datetime, max_age: timedelta, max_skew: timedelta, max_events: int) -> list[Any]:

@@ -94,8 +94,8 @@ CREATE INDEX usage_event_quarantined ON usage_event (event_time) WHERE quarantin
 """
 DROP_RAW_TABLE = "DROP TABLE IF EXISTS usage_event CASCADE;"
 
-# The staging table of a batch: every column NOT NULL and of fixed width, so a row of the binary COPY is one
-# struct.pack (see _ROW). What is absent is a value no event can have: 0 for an id (serials start at 1), -1 for a
+# The staging table of a batch: every column NOT NULL and of fixed width, so a row of the binary COPY is a fixed
+# layout (_native.c copy_rows, or one struct.pack of _ROW). What is absent is a value no event can have: 0 for an id (serials start at 1), -1 for a
 # count, a cost, a status code or a quarantine code (the readers keep counts in [0, 2^31), status codes in [0, 999]).
 _STAGING_TABLE = """
 CREATE TEMP TABLE IF NOT EXISTS usage_event_stage (

@@ -682,7 +682,8 @@ def test_bench_usage_ingest_profile() -> None:
     """Where a batch's CPU time goes, stage by stage, in one process (no socket, no concurrency), in µs per event:
     the stages on the web process's CPU clock, the store also on the database server process's CPU clock (read
     from /proc, so the figures hold on a busy machine). 'store (web)' is the rest of the ingest service: dedupe,
-    the binary COPY of the rows, the statement's round trip and the per-event answer. 'HTTP, DRF and auth' is a whole request through Django's
+    the binary COPY of the rows, the statement's round trip, the rollup deltas (grouped, then a COPY) and the
+    per-event answer. 'HTTP, DRF and auth' is a whole request through Django's
     test client less the stages, on fresh events. Needs the database on this machine (/proc of its process)."""
     from django.test import Client
 
