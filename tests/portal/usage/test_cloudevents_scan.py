@@ -15,7 +15,7 @@ import msgspec
 import pytest
 
 from portal.usage import events
-from tests.portal.usage.test_events_fast import _CE_TOP, _CE_VARIANTS, CLOUDEVENT_CASES, NOW, WINDOW, _event
+from tests.portal.usage.test_events_fast import CLOUDEVENT_CASES, NOW, WINDOW, _event, random_cloudevent_batches
 
 SOURCE = Path(events.__file__).with_name("_cloudevents_scan.c")
 MAX_EVENTS = WINDOW["max_events"]
@@ -288,20 +288,9 @@ def test_random_batches_read_as_the_reference(native: bool) -> None:
     """test_events_fast's 1,000 random batches (events sharing one shape, a few values varied), read with and
     without the scan; where the scan reads a batch, its columns are the decoded structs' and its records the
     reference's."""
-    rng = random.Random(1605)
     earliest, latest = NOW - WINDOW["max_age"], NOW + WINDOW["max_skew"]
     scanned = taken = 0
-    for case in range(1000):
-        data_keys = rng.sample(sorted(_CE_VARIANTS), rng.choice([0, 1, 2, 3, 4]))
-        top_keys = rng.sample(sorted(_CE_TOP), rng.choice([0, 0, 1, 2]))
-        batch = []
-        for n in range(rng.randrange(1, 10)):
-            event = _event(**{key: rng.choice(_CE_VARIANTS[key]) for key in data_keys})
-            event.update({key: rng.choice(_CE_TOP[key]) for key in top_keys})
-            if event.get("id") == "e":
-                event["id"] = f"e-{case}-{n}"
-            batch.append(event)
-        body = json.dumps(batch).encode()
+    for case, batch, body in random_cloudevent_batches():
         assert events.read_cloudevents(body, **WINDOW, native=native) == _reference(body), (case, batch)
         if not native:
             continue

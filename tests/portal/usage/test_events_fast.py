@@ -4,6 +4,8 @@ the reference reading gives, event for event, including every case they leave to
 from __future__ import annotations
 
 import json
+import random
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -461,16 +463,11 @@ _CE_TOP: dict[str, list[Any]] = {
 }
 
 
-def test_columnar_cloudevents_reading_equals_the_reference_on_random_batches() -> None:
-    """1,000 random batches of events sharing one shape, a few values varied (some the reading must leave to the
-    per-event reading or the reference); the answer is always the reference's, zones included, and the columnar
-    reading is taken for the plain ones."""
-    import random
-
+def random_cloudevent_batches(count: int = 1000) -> Iterator[tuple[int, list[dict[str, Any]], bytes]]:
+    """(case, batch, body) of `count` random batches of events sharing one shape, a few values varied (some the
+    fast readings must leave to the per-event reading or the reference); the same batches on every run."""
     rng = random.Random(1605)
-    earliest, latest = NOW - WINDOW["max_age"], NOW + WINDOW["max_skew"]
-    taken = 0
-    for case in range(1000):
+    for case in range(count):
         data_keys = rng.sample(sorted(_CE_VARIANTS), rng.choice([0, 1, 2, 3, 4]))
         top_keys = rng.sample(sorted(_CE_TOP), rng.choice([0, 0, 1, 2]))
         batch = []
@@ -480,7 +477,16 @@ def test_columnar_cloudevents_reading_equals_the_reference_on_random_batches() -
             if event.get("id") == "e":
                 event["id"] = f"e-{case}-{n}"
             batch.append(event)
-        body = json.dumps(batch).encode()
+        yield case, batch, json.dumps(batch).encode()
+
+
+def test_columnar_cloudevents_reading_equals_the_reference_on_random_batches() -> None:
+    """1,000 random batches of events sharing one shape, a few values varied (some the reading must leave to the
+    per-event reading or the reference); the answer is always the reference's, zones included, and the columnar
+    reading is taken for the plain ones."""
+    earliest, latest = NOW - WINDOW["max_age"], NOW + WINDOW["max_skew"]
+    taken = 0
+    for case, batch, body in random_cloudevent_batches():
         reference = events.parse_cloudevents(json.loads(body), **WINDOW)
         assert events.read_cloudevents(body, **WINDOW) == reference, (case, batch)
         try:
