@@ -87,6 +87,83 @@ static void sha256_block(uint32_t *state, const unsigned char block[64]) {
     state[4] += e; state[5] += f; state[6] += g; state[7] += h;
 }
 
+/* SHA-256's (and below SHA-1's) compression with the x86 SHA extensions (Intel, "Intel SHA Extensions", 2013: sha256rnds2 does two
+ * rounds on the state held as ABEF and CDGH, sha256msg1 and sha256msg2 extend the message schedule four words at a
+ * time), where the processor has them: about four times the portable sha256_block's speed. Chosen at import
+ * (sha_extensions() turns it off, for the tests of the portable one); both are held to hashlib's digests. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define HAVE_SHA_EXTENSIONS 1
+
+__attribute__((target("sha,sse4.1"))) static void sha256_block_extensions(uint32_t *state,
+                                                                         const unsigned char block[64]) {
+    const __m128i byte_order = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+    __m128i words = _mm_loadu_si128((const __m128i *)&state[0]);   /* DCBA */
+    __m128i state1 = _mm_loadu_si128((const __m128i *)&state[4]);  /* HGFE */
+    words = _mm_shuffle_epi32(words, 0xB1);                         /* CDAB */
+    state1 = _mm_shuffle_epi32(state1, 0x1B);                       /* EFGH */
+    __m128i state0 = _mm_alignr_epi8(words, state1, 8);             /* ABEF */
+    state1 = _mm_blend_epi16(state1, words, 0xF0);                  /* CDGH */
+    const __m128i saved0 = state0, saved1 = state1;
+    __m128i schedule[4];
+    for (int group = 0; group < 16; group++) {
+        __m128i message;
+        if (group < 4) {
+            message = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(block + 16 * group)), byte_order);
+        } else { /* W[t] = s1(W[t-2]) + W[t-7] + s0(W[t-15]) + W[t-16], four words at a time */
+            message = _mm_sha256msg1_epu32(schedule[group & 3], schedule[(group + 1) & 3]);
+            message = _mm_add_epi32(message, _mm_alignr_epi8(schedule[(group + 3) & 3], schedule[(group + 2) & 3], 4));
+            message = _mm_sha256msg2_epu32(message, schedule[(group + 3) & 3]);
+        }
+        schedule[group & 3] = message;
+        __m128i rounds = _mm_add_epi32(message, _mm_loadu_si128((const __m128i *)&K256[4 * group]));
+        state1 = _mm_sha256rnds2_epu32(state1, state0, rounds);
+        state0 = _mm_sha256rnds2_epu32(state0, state1, _mm_shuffle_epi32(rounds, 0x0E));
+    }
+    state0 = _mm_add_epi32(state0, saved0);
+    state1 = _mm_add_epi32(state1, saved1);
+    words = _mm_shuffle_epi32(state0, 0x1B);                        /* FEBA */
+    state1 = _mm_shuffle_epi32(state1, 0xB1);                       /* DCHG */
+    state0 = _mm_blend_epi16(words, state1, 0xF0);                  /* DCBA */
+    state1 = _mm_alignr_epi8(state1, words, 8);                     /* HGFE */
+    _mm_storeu_si128((__m128i *)&state[0], state0);
+    _mm_storeu_si128((__m128i *)&state[4], state1);
+}
+#else
+#define HAVE_SHA_EXTENSIONS 0
+#endif
+
+static int sha_extensions_used = 0; /* set at import where the processor has them */
+
+static void sha256_block_chosen(uint32_t *state, const unsigned char block[64]) {
+#if HAVE_SHA_EXTENSIONS
+    if (sha_extensions_used) {
+        sha256_block_extensions(state, block);
+        return;
+    }
+#endif
+    sha256_block(state, block);
+}
+
+static int sha_extensions_available(void) {
+#if HAVE_SHA_EXTENSIONS
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("sha") && __builtin_cpu_supports("sse4.1");
+#else
+    return 0;
+#endif
+}
+
+static PyObject *sha_extensions(PyObject *module, PyObject *enable) {
+    (void)module;
+    int wanted = PyObject_IsTrue(enable);
+    if (wanted < 0) {
+        return NULL;
+    }
+    sha_extensions_used = wanted && sha_extensions_available();
+    return PyBool_FromLong(sha_extensions_used);
+}
+
 /* The Merkle-Damgard padding both hashes share (FIPS 180-4, 5.1.1): the message, a 1 bit, zeros, and its length in
  * bits as 64 bits big-endian, in blocks of 64 bytes. The message is prefix + text; the first 16 bytes of the final
  * state (big-endian words) go into out, which is all that a key or a UUID keeps. */
@@ -137,7 +214,7 @@ static void sha256_two(const unsigned char *prefix, size_t prefix_size, const un
                        size_t text_size, unsigned char out[16]) {
     uint32_t state[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
                          0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-    digest_two(sha256_block, state, prefix, prefix_size, text, text_size, out);
+    digest_two(sha256_block_chosen, state, prefix, prefix_size, text, text_size, out);
 }
 
 static PyObject *keys(PyObject *module, PyObject *args) {
@@ -223,11 +300,64 @@ static void sha1_block(uint32_t *state, const unsigned char block[64]) {
     state[0] += a; state[1] += b; state[2] += c; state[3] += d; state[4] += e;
 }
 
+#if HAVE_SHA_EXTENSIONS
+/* SHA-1's compression with the SHA extensions (sha1rnds4: four rounds on ABCD with E folded into the message by
+ * sha1nexte; sha1msg1 and sha1msg2 extend the schedule four words at a time). The round function's kind is an
+ * immediate operand, one of four, a fifth of the rounds each. */
+__attribute__((target("sha,sse4.1"))) static void sha1_block_extensions(uint32_t *state,
+                                                                       const unsigned char block[64]) {
+    const __m128i byte_order = _mm_set_epi64x(0x0001020304050607ULL, 0x08090a0b0c0d0e0fULL);
+    __m128i abcd = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)state), 0x1B);
+    const __m128i e_saved = _mm_set_epi32((int)state[4], 0, 0, 0), abcd_saved = abcd;
+    __m128i schedule[4], e = e_saved, previous = abcd;
+    for (int group = 0; group < 20; group++) {
+        __m128i message;
+        if (group < 4) {
+            message = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(block + 16 * group)), byte_order);
+        } else { /* W[t] = rol1(W[t-3] ^ W[t-8] ^ W[t-14] ^ W[t-16]), four words at a time */
+            message = _mm_sha1msg1_epu32(schedule[group & 3], schedule[(group + 1) & 3]);
+            message = _mm_xor_si128(message, schedule[(group + 2) & 3]);
+            message = _mm_sha1msg2_epu32(message, schedule[(group + 3) & 3]);
+        }
+        schedule[group & 3] = message;
+        e = group == 0 ? _mm_add_epi32(e, message) : _mm_sha1nexte_epu32(previous, message);
+        previous = abcd;
+        switch (group / 5) {
+        case 0:
+            abcd = _mm_sha1rnds4_epu32(abcd, e, 0);
+            break;
+        case 1:
+            abcd = _mm_sha1rnds4_epu32(abcd, e, 1);
+            break;
+        case 2:
+            abcd = _mm_sha1rnds4_epu32(abcd, e, 2);
+            break;
+        default:
+            abcd = _mm_sha1rnds4_epu32(abcd, e, 3);
+        }
+    }
+    e = _mm_sha1nexte_epu32(previous, e_saved);
+    abcd = _mm_shuffle_epi32(_mm_add_epi32(abcd, abcd_saved), 0x1B);
+    _mm_storeu_si128((__m128i *)state, abcd);
+    state[4] = (uint32_t)_mm_extract_epi32(e, 3);
+}
+#endif
+
+static void sha1_block_chosen(uint32_t *state, const unsigned char block[64]) {
+#if HAVE_SHA_EXTENSIONS
+    if (sha_extensions_used) {
+        sha1_block_extensions(state, block);
+        return;
+    }
+#endif
+    sha1_block(state, block);
+}
+
 /* The SHA-1 of prefix + text, its first 16 bytes into out (a UUID is 16 bytes of it). */
 static void sha1_two(const unsigned char *prefix, size_t prefix_size, const unsigned char *text, size_t text_size,
                      unsigned char out[16]) {
     uint32_t state[5] = {0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476, 0xc3d2e1f0};
-    digest_two(sha1_block, state, prefix, prefix_size, text, text_size, out);
+    digest_two(sha1_block_chosen, state, prefix, prefix_size, text, text_size, out);
 }
 
 static PyObject *event_ids(PyObject *module, PyObject *args) {
@@ -856,6 +986,7 @@ static PyMethodDef methods[] = {
     {"event_ids", event_ids, METH_VARARGS, "The uuid5 text of SHA-1(prefix + name) for each name."},
     {"deltas", deltas, METH_VARARGS, "The rollup deltas of a stored batch's columns (see the source)."},
     {"charges", charges, METH_VARARGS, "The costs and price patterns of a batch's counts (see the source)."},
+    {"sha_extensions", sha_extensions, METH_O, "Use the x86 SHA extensions where present; whether they are used."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -867,5 +998,6 @@ PyMODINIT_FUNC PyInit__native(void) {
     if (PyDateTimeAPI == NULL) {
         return NULL;
     }
+    sha_extensions_used = sha_extensions_available();
     return PyModule_Create(&module);
 }

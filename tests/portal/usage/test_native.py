@@ -7,7 +7,9 @@ from __future__ import annotations
 import hashlib
 import random
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -110,8 +112,22 @@ def test_what_only_the_python_twin_takes_is_left_to_it() -> None:
     assert store._copy_data(short) == store._copy_data_python(short)
 
 
+@pytest.fixture(params=[True, False], ids=["sha-extensions", "portable"])
+def hashing(request: pytest.FixtureRequest) -> Iterator[bool]:
+    """Each hash test twice: with the x86 SHA extensions (where this processor has them) and with the portable
+    compression functions; _native.c chooses the extensions at import where present."""
+    used = native.sha_extensions(request.param)
+    yield used
+    native.sha_extensions(True)
+
+
+def test_the_sha_extensions_are_used_where_the_processor_has_them() -> None:
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    assert native.sha_extensions(True) == (" sha_ni" in flags and " sse4_1" in flags)
+
+
 @pytest.mark.parametrize("seed", range(5))
-def test_keys_are_sha256_of_source_and_id_as_the_python_twin_computes_them(seed: int) -> None:
+def test_keys_are_sha256_of_source_and_id_as_the_python_twin_computes_them(seed: int, hashing: bool) -> None:
     rng = random.Random(seed)
     ids = _texts(rng)
     source = rng.choice(["aigw://eu1/gw", "", "s" * 70, "é"])
@@ -124,7 +140,7 @@ def test_keys_are_sha256_of_source_and_id_as_the_python_twin_computes_them(seed:
     )
 
 
-def test_keys_refuse_what_str_encode_refuses() -> None:
+def test_keys_refuse_what_str_encode_refuses(hashing: bool) -> None:
     with pytest.raises(UnicodeEncodeError):
         native.keys(b"s\n", ["ok", "\ud800"])
     with pytest.raises(TypeError):
@@ -138,7 +154,9 @@ def _texts(rng: random.Random) -> list[str]:
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_derived_ids_are_uuid5_of_source_and_request_id_as_the_python_twin_derives_them(seed: int) -> None:
+def test_derived_ids_are_uuid5_of_source_and_request_id_as_the_python_twin_derives_them(
+    seed: int, hashing: bool
+) -> None:
     rng = random.Random(seed)
     request_ids = _texts(rng)
     source = rng.choice(["aigw://eu1/gw", "", "s" * 70, "é|"])
