@@ -90,7 +90,8 @@ static void sha256_block(uint32_t *state, const unsigned char block[64]) {
 /* SHA-256's (and below SHA-1's) compression with the x86 SHA extensions (Intel, "Intel SHA Extensions", 2013: sha256rnds2 does two
  * rounds on the state held as ABEF and CDGH, sha256msg1 and sha256msg2 extend the message schedule four words at a
  * time), where the processor has them: about four times the portable sha256_block's speed. Chosen at import
- * (sha_extensions() turns it off, for the tests of the portable one); both are held to hashlib's digests. */
+ * (sha_extensions(False) turns them off: for the tests of the portable code, and under valgrind, which may not know
+ * these instructions); both are held to hashlib's digests. */
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define HAVE_SHA_EXTENSIONS 1
