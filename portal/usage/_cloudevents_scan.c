@@ -187,6 +187,20 @@ skip_whitespace(Reader *r)
 }
 
 /* The next byte after whitespace, consumed when it is `expected`. */
+/* After an object's member or an array's element: a comma (another follows, *end = 0) or the closing character
+ * (*end = 1); anything else is DECLINE. */
+static int
+after_member(Reader *r, uint8_t closing, int *end)
+{
+    skip_whitespace(r);
+    if (r->p >= r->end) {
+        return DECLINE;
+    }
+    uint8_t next = *r->p++;
+    *end = next == closing;
+    return *end || next == ',' ? OK : DECLINE;
+}
+
 static int
 expect(Reader *r, uint8_t expected)
 {
@@ -531,16 +545,12 @@ read_object(State *state, Reader *r, Event *event, const Field *fields, int coun
         if (status != OK) {
             return status;
         }
-        skip_whitespace(r);
-        if (r->p >= r->end) {
+        int end = 0;
+        if (after_member(r, '}', &end) != OK) {
             return DECLINE;
         }
-        uint8_t next = *r->p++;
-        if (next == '}') {
+        if (end) {
             break;
-        }
-        if (next != ',') {
-            return DECLINE;
         }
     }
 done:
@@ -603,16 +613,12 @@ read_batch(State *state, Reader *r)
             if (status != OK) {
                 return status;
             }
-            skip_whitespace(r);
-            if (r->p >= r->end) {
+            int end = 0;
+            if (after_member(r, ']', &end) != OK) {
                 return DECLINE;
             }
-            uint8_t next = *r->p++;
-            if (next == ']') {
+            if (end) {
                 break;
-            }
-            if (next != ',') {
-                return DECLINE;
             }
         }
     }
